@@ -1,0 +1,42 @@
+import type { ResolveIdentity } from './signer.js';
+import type { TicketKeyRing } from './handshake/ticket-keys.js';
+
+/** Configuration of the TLS 1.3 server engine. Everything but `resolveIdentity` has a sane default. */
+export interface TlsServerOptions {
+  /** Picks certificate chain + signer by SNI (undefined = no SNI → default identity). */
+  resolveIdentity: ResolveIdentity;
+  /** ALPN protocols in server preference order (RFC 7301). None: ALPN is not negotiated. */
+  alpnProtocols?: readonly string[];
+  /** Key exchange groups in server preference order. Default: x25519, secp256r1, secp384r1. */
+  groups?: readonly number[];
+  /** Cipher suites in server preference order. Default: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305. */
+  cipherSuites?: readonly number[];
+  /** NewSessionTickets sent after the handshake (RFC 8446 §4.6.1). Default 2; 0 disables resumption. */
+  ticketCount?: number;
+  /** Ticket lifetime in seconds (≤ 7 days, §4.6.1). Default 7200. */
+  ticketLifetimeSeconds?: number;
+  /** Ticket encryption keys; by default a rotating in-memory ring private to this server. */
+  ticketKeys?: TicketKeyRing;
+  /** Whole-handshake deadline in ms (ClientHello to client Finished). Default 10 000. */
+  handshakeTimeoutMs?: number;
+  /** Largest handshake message accepted, in bytes. Default 65 536 (ClientHello with big extensions). */
+  maxHandshakeMessageSize?: number;
+  /** Consecutive records that carry nothing (ignored 0-RTT data, CCS, empty records) before failing. Default 32. */
+  maxIgnoredRecords?: number;
+  /** Largest plaintext record we accept and announce in record_size_limit (RFC 8449). Default 2^14. */
+  recordSizeLimit?: number;
+}
+
+export interface ResolvedOptions {
+  resolveIdentity: ResolveIdentity;
+  alpnProtocols: readonly string[];
+  groups: readonly number[];
+  cipherSuites: readonly number[];
+  ticketCount: number;
+  ticketLifetimeSeconds: number;
+  ticketKeys: TicketKeyRing | undefined;
+  handshakeTimeoutMs: number;
+  maxHandshakeMessageSize: number;
+  maxIgnoredRecords: number;
+  recordSizeLimit: number;
+}
