@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+/**
+ * `delegator <command>` — the one CLI entry. This file only dispatches: each command
+ * lives in `src/cli/<command>.ts` and exports `main(argv)` (returns the exit code)
+ * and `summary` (one line for the help).
+ */
+
+interface CommandModule {
+  main(argv: string[]): Promise<number>;
+  summary: string;
+}
+
+/** Registry: command name → module file next to this one. Add one line per command. */
+const COMMANDS: Record<string, string> = {
+  demo: 'demo.js',
+  serve: 'serve.js',
+  keyd: 'keyd.js',
+  admin: 'admin.js',
+  edge: 'edge.js',
+};
+
+async function load(name: string): Promise<CommandModule | undefined> {
+  const file = COMMANDS[name];
+  if (!file) return undefined;
+  try {
+    return (await import(new URL(`./${file}`, import.meta.url).href)) as CommandModule;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && String(err).includes(file)) return undefined;
+    throw err;
+  }
+}
+
+async function help(): Promise<void> {
+  const lines = ['Usage: delegator <command> [options]', '', 'Commands:'];
+  for (const name of Object.keys(COMMANDS)) {
+    const mod = await load(name);
+    if (mod) lines.push(`  ${name.padEnd(8)} ${mod.summary}`);
+  }
+  lines.push('', 'Run `delegator <command> --help` for the options of a command.');
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    await help();
+    return name ? 0 : 2;
+  }
+  const mod = await load(name);
+  if (!mod) {
+    process.stderr.write(`delegator: unknown command '${name}' (see delegator --help)\n`);
+    return 2;
+  }
+  return mod.main(rest);
+}
+
+run(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`delegator: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
