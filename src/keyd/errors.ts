@@ -1,0 +1,47 @@
+/**
+ * Errors of keyd and its client. Every failure carries a stable string `code`
+ * (docs/PROTOCOL.md, "Error codes"); the message is one line for humans and never
+ * contains key material.
+ */
+export type KeydErrorCode =
+  | 'KEYD_BAD_FRAME'
+  | 'KEYD_BAD_REQUEST'
+  | 'KEYD_UNKNOWN_OPCODE'
+  | 'KEYD_TOO_MANY_PENDING'
+  | 'KEYD_UNKNOWN_KEY'
+  | 'KEYD_UNKNOWN_NAME'
+  | 'KEYD_NOT_AUTHORISED'
+  | 'KEYD_BAD_HASH_LENGTH'
+  | 'KEYD_SCHEME_UNSUPPORTED'
+  | 'KEYD_BAD_KEY'
+  | 'KEYD_BAD_CHAIN'
+  | 'KEYD_KEY_MISMATCH'
+  | 'KEYD_BAD_NAME'
+  | 'KEYD_STORE_OTHER_ROOT_KEY'
+  | 'KEYD_STORE_OTHER_MACHINE'
+  | 'KEYD_STORE_CORRUPT'
+  | 'KEYD_STORE_IO'
+  | 'KEYD_ROOT_KEY'
+  | 'KEYD_RECORD_TAMPERED'
+  | 'KEYD_ALREADY_RUNNING'
+  | 'KEYD_NOT_A_SOCKET'
+  | 'KEYD_CONFIG'
+  | 'KEYD_INTERNAL'
+  | 'KEYD_UNAVAILABLE'
+  | 'KEYD_TIMEOUT';
+
+export class KeydError extends Error {
+  override readonly name = 'KeydError';
+
+  constructor(
+    readonly code: KeydErrorCode | (string & {}),
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** True when `err` is a KeydError with this code. */
+export function isKeydError(err: unknown, code?: string): err is KeydError {
+  return err instanceof KeydError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,300 @@
+import { Reader } from '../tls/wire/reader.js';
+import { Writer } from '../tls/wire/writer.js';
+import { KeydError } from './errors.js';
+
+/**
+ * keyd frame codec (docs/PROTOCOL.md). Pure bytes in / bytes out: no sockets here.
+ *
+ * Header: version u8 | opcode u8 | reserved u16 | request id u32 | payload length u32.
+ */
+export const PROTOCOL_VERSION = 1;
+export const HEADER_LENGTH = 12;
+export const MAX_PAYLOAD = 1 << 20;
+
+export const Opcode = {
+  ping: 0x01,
+  identity: 0x02,
+  signCertificateVerify: 0x03,
+  put: 0x10,
+  generate: 0x11,
+  setChain: 0x12,
+  delete: 0x13,
+  list: 0x14,
+  show: 0x15,
+  audit: 0x16,
+  stats: 0x17,
+  changed: 0x40,
+  replyFlag: 0x80,
+  error: 0xff,
+} as const;
+
+/** Admin opcodes, accepted on the admin socket only. */
+export const ADMIN_OPCODES: ReadonlySet<number> = new Set([
+  Opcode.put,
+  Opcode.generate,
+  Opcode.setChain,
+  Opcode.delete,
+  Opcode.list,
+  Opcode.show,
+  Opcode.audit,
+  Opcode.stats,
+]);
+
+export interface Frame {
+  opcode: number;
+  requestId: number;
+  payload: Uint8Array;
+}
+
+export function encodeFrame(opcode: number, requestId: number, payload: Uint8Array): Buffer {
+  if (payload.length > MAX_PAYLOAD) {
+    throw new KeydError('KEYD_BAD_REQUEST', `payload of ${payload.length} bytes exceeds the ${MAX_PAYLOAD}-byte maximum`);
+  }
+  const out = Buffer.allocUnsafe(HEADER_LENGTH + payload.length);
+  out[0] = PROTOCOL_VERSION;
+  out[1] = opcode;
+  out.writeUInt16BE(0, 2);
+  out.writeUInt32BE(requestId >>> 0, 4);
+  out.writeUInt32BE(payload.length, 8);
+  out.set(payload, HEADER_LENGTH);
+  return out;
+}
+
+/**
+ * Streaming deframer: feed it chunks as they arrive; it returns the complete frames.
+ * A bad header throws KEYD_BAD_FRAME (with the request id when it could be read),
+ * after which the stream cannot be trusted and must be closed.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly maxPayload = MAX_PAYLOAD) {}
+
+  /** Bytes received but not yet part of a complete frame. */
+  get pending(): number {
+    return this.buffered;
+  }
+
+  push(chunk: Uint8Array): Frame[] {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (buf.length === 0) return [];
+    this.chunks.push(buf);
+    this.buffered += buf.length;
+    if (this.buffered < HEADER_LENGTH) return [];
+    let data = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    const frames: Frame[] = [];
+    let offset = 0;
+    while (data.length - offset >= HEADER_LENGTH) {
+      const version = data[offset]!;
+      const opcode = data[offset + 1]!;
+      const reserved = data.readUInt16BE(offset + 2);
+      const requestId = data.readUInt32BE(offset + 4);
+      const length = data.readUInt32BE(offset + 8);
+      if (version !== PROTOCOL_VERSION) {
+        throw new FrameError(`unsupported protocol version ${version} (expected ${PROTOCOL_VERSION})`, requestId);
+      }
+      if (reserved !== 0) throw new FrameError(`reserved header field is 0x${reserved.toString(16)}, must be 0`, requestId);
+      if (length > this.maxPayload) {
+        throw new FrameError(`payload length ${length} exceeds the ${this.maxPayload}-byte maximum`, requestId);
+      }
+      if (data.length - offset - HEADER_LENGTH < length) break;
+      const start = offset + HEADER_LENGTH;
+      frames.push({ opcode, requestId, payload: data.subarray(start, start + length) });
+      offset = start + length;
+    }
+    if (offset === data.length) {
+      this.chunks = [];
+      this.buffered = 0;
+    } else {
+      data = data.subarray(offset);
+      this.chunks = [data];
+      this.buffered = data.length;
+    }
+    return frames;
+  }
+}
+
+/** A framing error: the connection must be closed after reporting it. */
+export class FrameError extends KeydError {
+  constructor(
+    message: string,
+    readonly requestId: number,
+  ) {
+    super('KEYD_BAD_FRAME', message);
+  }
+}
+
+// ---- payload codecs -------------------------------------------------------------
+
+const ascii = new TextDecoder('latin1');
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Runs a payload decoder; any decode failure (short read, trailing bytes) becomes KEYD_BAD_REQUEST. */
+function decodePayload<T>(what: string, payload: Uint8Array, body: (r: Reader) => T): T {
+  try {
+    const r = new Reader(payload, what);
+    const value = body(r);
+    r.end();
+    return value;
+  } catch (err) {
+    if (err instanceof KeydError) throw err;
+    throw new KeydError('KEYD_BAD_REQUEST', `${what}: ${(err as Error).message}`);
+  }
+}
+
+function str(bytes: Uint8Array): string {
+  return ascii.decode(bytes);
+}
+
+function writeStr(w: Writer, width: 1 | 2, s: string): void {
+  w.opaque(width, Buffer.from(s, 'latin1'));
+}
+
+export function encodePing(data: Uint8Array): Buffer {
+  return new Writer(data.length + 1).opaque(1, data).finish();
+}
+
+export function decodePing(payload: Uint8Array): Uint8Array {
+  return decodePayload('ping', payload, (r) => r.vec(1, 0, 64, 'data'));
+}
+
+export function encodeIdentityRequest(serverName: string): Buffer {
+  return new Writer(serverName.length + 1).opaque(1, Buffer.from(serverName, 'latin1')).finish();
+}
+
+export function decodeIdentityRequest(payload: Uint8Array): string {
+  return decodePayload('identity', payload, (r) => str(r.vec(1, 1, 255, 'server_name')));
+}
+
+export interface SignRequest {
+  keyRef: string;
+  scheme: number;
+  transcriptHash: Uint8Array;
+}
+
+export function encodeSignRequest(keyRef: string, scheme: number, transcriptHash: Uint8Array): Buffer {
+  const w = new Writer(keyRef.length + transcriptHash.length + 8);
+  writeStr(w, 1, keyRef);
+  w.u16(scheme);
+  w.opaque(1, transcriptHash);
+  return w.finish();
+}
+
+export function decodeSignRequest(payload: Uint8Array): SignRequest {
+  return decodePayload('signCertificateVerify', payload, (r) => ({
+    keyRef: str(r.vec(1, 1, 255, 'key_ref')),
+    scheme: r.u16('scheme'),
+    transcriptHash: r.vec(1, 0, 255, 'transcript_hash'),
+  }));
+}
+
+export function encodeSignature(signature: Uint8Array): Buffer {
+  return new Writer(signature.length + 2).opaque(2, signature).finish();
+}
+
+export function decodeSignature(payload: Uint8Array): Uint8Array {
+  return decodePayload('signature', payload, (r) => r.vec(2, 1, 0xffff, 'signature'));
+}
+
+/** The identity as it travels (the client's KeydIdentity is the same shape). */
+export interface WireIdentity {
+  names: string[];
+  keyRef: string;
+  keyType: string;
+  schemes: number[];
+  certificateChain: Uint8Array[];
+  version: number;
+}
+
+export function encodeIdentityReply(identity: WireIdentity | undefined): Buffer {
+  const w = new Writer(256);
+  if (!identity) return w.u8(0).finish();
+  w.u8(1);
+  writeStr(w, 1, identity.keyRef);
+  writeStr(w, 1, identity.keyType);
+  w.u32(identity.version);
+  w.vec(2, () => identity.names.forEach((n) => writeStr(w, 1, n)));
+  w.vec(1, () => identity.schemes.forEach((s) => w.u16(s)));
+  w.vec(3, () => identity.certificateChain.forEach((c) => w.opaque(3, c)));
+  return w.finish();
+}
+
+export function decodeIdentityReply(payload: Uint8Array): WireIdentity | undefined {
+  return decodePayload('identity reply', payload, (r) => {
+    const found = r.u8('found');
+    if (found === 0) return undefined;
+    if (found !== 1) throw new KeydError('KEYD_BAD_REQUEST', `identity reply: found flag ${found}`);
+    const keyRef = str(r.vec(1, 1, 255, 'key_ref'));
+    const keyType = str(r.vec(1, 1, 255, 'key_type'));
+    const version = r.u32('version');
+    const names: string[] = [];
+    const nr = r.sub(2, 0, 0xffff, 'names');
+    while (nr.remaining > 0) names.push(str(nr.vec(1, 1, 255, 'name')));
+    const schemes = r.u16List(1, 2, 254, 'schemes');
+    const certificateChain: Uint8Array[] = [];
+    const cr = r.sub(3, 0, 0xffffff, 'chain');
+    while (cr.remaining > 0) certificateChain.push(Uint8Array.from(cr.vec(3, 1, 0xffffff, 'cert_der')));
+    return { names, keyRef, keyType, schemes, certificateChain, version };
+  });
+}
+
+export function encodeChanged(names: readonly string[]): Buffer {
+  const w = new Writer(64);
+  w.vec(2, () => names.forEach((n) => writeStr(w, 1, n)));
+  return w.finish();
+}
+
+export function decodeChanged(payload: Uint8Array): string[] {
+  return decodePayload('changed', payload, (r) => {
+    const names: string[] = [];
+    const nr = r.sub(2, 0, 0xffff, 'names');
+    while (nr.remaining > 0) names.push(str(nr.vec(1, 1, 255, 'name')));
+    return names;
+  });
+}
+
+export function encodeError(code: string, message: string): Buffer {
+  const w = new Writer(code.length + message.length + 3);
+  writeStr(w, 1, code);
+  w.opaque(2, Buffer.from(message.slice(0, 4000), 'utf8'));
+  return w.finish();
+}
+
+export function decodeError(payload: Uint8Array): KeydError {
+  return decodePayload('error', payload, (r) => {
+    const code = str(r.vec(1, 1, 255, 'code'));
+    const message = Buffer.from(r.vec(2, 0, 0xffff, 'message')).toString('utf8');
+    return new KeydError(code, message);
+  });
+}
+
+/** Admin payload: JSON header plus binary attachments (keys, certificates). */
+export interface AdminPayload {
+  json: Record<string, unknown>;
+  attachments: Uint8Array[];
+}
+
+export function encodeAdmin(json: object, attachments: readonly Uint8Array[] = []): Buffer {
+  const w = new Writer(1024);
+  w.opaque(3, Buffer.from(JSON.stringify(json), 'utf8'));
+  for (const a of attachments) w.opaque(3, a);
+  return w.finish();
+}
+
+export function decodeAdmin(payload: Uint8Array): AdminPayload {
+  return decodePayload('admin', payload, (r) => {
+    let json: unknown;
+    try {
+      json = JSON.parse(utf8.decode(r.vec(3, 0, 0xffffff, 'json')));
+    } catch (err) {
+      throw new KeydError('KEYD_BAD_REQUEST', `admin: JSON header does not parse (${(err as Error).message})`);
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+      throw new KeydError('KEYD_BAD_REQUEST', 'admin: JSON header must be an object');
+    }
+    const attachments: Uint8Array[] = [];
+    while (r.remaining > 0) attachments.push(r.vec(3, 0, 0xffffff, 'attachment'));
+    return { json: json as Record<string, unknown>, attachments };
+  });
+}

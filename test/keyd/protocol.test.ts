@@ -1,0 +1,173 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import {
+  FrameDecoder,
+  FrameError,
+  HEADER_LENGTH,
+  MAX_PAYLOAD,
+  Opcode,
+  decodeAdmin,
+  decodeChanged,
+  decodeError,
+  decodeIdentityReply,
+  decodeIdentityRequest,
+  decodePing,
+  decodeSignRequest,
+  decodeSignature,
+  encodeAdmin,
+  encodeChanged,
+  encodeError,
+  encodeFrame,
+  encodeIdentityReply,
+  encodeIdentityRequest,
+  encodePing,
+  encodeSignRequest,
+  encodeSignature,
+} from '../../src/keyd/protocol.js';
+import { KeydError } from '../../src/keyd/errors.js';
+
+const identity = {
+  names: ['a.example', '*.example.org'],
+  keyRef: 'k0123456789abcdef',
+  keyType: 'ecdsa-p256',
+  schemes: [0x0403],
+  certificateChain: [Uint8Array.from([1, 2, 3]), Uint8Array.from([4, 5])],
+  version: 7,
+};
+
+/** Every valid payload paired with its decoder. */
+const payloads: Array<[string, Uint8Array, (p: Uint8Array) => unknown]> = [
+  ['ping', encodePing(Buffer.from('hi')), decodePing],
+  ['identity request', encodeIdentityRequest('a.example'), decodeIdentityRequest],
+  ['sign request', encodeSignRequest('k1', 0x0403, new Uint8Array(32)), decodeSignRequest],
+  ['signature', encodeSignature(new Uint8Array(70).fill(9)), decodeSignature],
+  ['identity reply', encodeIdentityReply(identity), decodeIdentityReply],
+  ['changed', encodeChanged(['a.example', 'b.example']), decodeChanged],
+  ['error', encodeError('KEYD_UNKNOWN_KEY', 'no such key'), decodeError],
+  ['admin', encodeAdmin({ names: ['x'] }, [Uint8Array.of(1), Uint8Array.of(2, 3)]), decodeAdmin],
+];
+
+test('payload codecs round-trip', () => {
+  assert.deepEqual(decodeIdentityReply(encodeIdentityReply(identity)), identity);
+  assert.equal(decodeIdentityReply(encodeIdentityReply(undefined)), undefined);
+  const sign = decodeSignRequest(encodeSignRequest('k1', 0x0804, new Uint8Array(48).fill(1)));
+  assert.equal(sign.keyRef, 'k1');
+  assert.equal(sign.scheme, 0x0804);
+  assert.deepEqual(Uint8Array.from(sign.transcriptHash), new Uint8Array(48).fill(1));
+  assert.deepEqual(decodeChanged(encodeChanged(['a', 'b'])), ['a', 'b']);
+  const err = decodeError(encodeError('KEYD_X', 'msg'));
+  assert.equal(err.code, 'KEYD_X');
+  assert.equal(err.message, 'msg');
+  const admin = decodeAdmin(encodeAdmin({ a: 1 }, [Uint8Array.of(5)]));
+  assert.deepEqual(admin.json, { a: 1 });
+  assert.deepEqual([...admin.attachments[0]!], [5]);
+});
+
+test('every strict prefix of a valid payload is a KEYD_BAD_REQUEST, never a crash', () => {
+  for (const [what, bytes, decode] of payloads) {
+    for (let n = 0; n < bytes.length; n++) {
+      let threw: unknown;
+      try {
+        decode(bytes.subarray(0, n));
+      } catch (err) {
+        threw = err;
+      }
+      // An admin payload cut exactly between two attachments is itself a valid (shorter) payload.
+      if (what === 'admin' && threw === undefined && (n === 3 + 15 || n === 3 + 15 + 4)) continue;
+      assert.ok(threw instanceof KeydError, `${what} prefix ${n}: ${String(threw)}`);
+      assert.equal((threw as KeydError).code, 'KEYD_BAD_REQUEST', `${what} prefix ${n}`);
+    }
+  }
+});
+
+test('trailing bytes after a valid payload are refused', () => {
+  for (const [what, bytes, decode] of payloads) {
+    if (what === 'admin') continue; // trailing bytes are another attachment vector there
+    assert.throws(() => decode(Buffer.concat([bytes, Buffer.of(0)])), { code: 'KEYD_BAD_REQUEST' }, what);
+  }
+});
+
+test('random garbage into every payload decoder: a value or a KeydError, nothing else', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+      for (const [, , decode] of payloads) {
+        try {
+          decode(bytes);
+        } catch (err) {
+          if (!(err instanceof KeydError)) throw err;
+        }
+      }
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('frame decoder: every prefix of a frame yields nothing; the whole yields it', () => {
+  const frame = encodeFrame(Opcode.signCertificateVerify, 42, encodeSignRequest('k1', 0x0403, new Uint8Array(32)));
+  for (let n = 0; n < frame.length; n++) {
+    assert.deepEqual(new FrameDecoder().push(frame.subarray(0, n)), [], `prefix ${n}`);
+  }
+  const [f] = new FrameDecoder().push(frame);
+  assert.equal(f!.opcode, Opcode.signCertificateVerify);
+  assert.equal(f!.requestId, 42);
+  assert.deepEqual(decodeSignRequest(f!.payload).keyRef, 'k1');
+});
+
+test('frame decoder: frames split at arbitrary points come out whole and in order', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 255 }), fc.nat(), fc.uint8Array({ maxLength: 100 })), { maxLength: 20 }),
+      fc.array(fc.nat({ max: 2000 }), { maxLength: 10 }),
+      (frames, cuts) => {
+        const stream = Buffer.concat(frames.map(([op, id, p]) => encodeFrame(op, id, p)));
+        const points = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b);
+        const decoder = new FrameDecoder();
+        const out = [];
+        let last = 0;
+        for (const p of [...points, stream.length]) {
+          out.push(...decoder.push(stream.subarray(last, p)));
+          last = p;
+        }
+        assert.equal(out.length, frames.length);
+        out.forEach((f, i) => {
+          assert.equal(f.opcode, frames[i]![0]);
+          assert.equal(f.requestId, frames[i]![1] >>> 0);
+          assert.deepEqual(Uint8Array.from(f.payload), frames[i]![2]);
+        });
+        assert.equal(decoder.pending, 0);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
+test('frame decoder: bad version, reserved bits or oversized length is a FrameError with the request id', () => {
+  const good = encodeFrame(Opcode.ping, 9, encodePing(Buffer.alloc(0)));
+  const badVersion = Buffer.from(good);
+  badVersion[0] = 2;
+  const badReserved = Buffer.from(good);
+  badReserved[3] = 1;
+  const tooLong = Buffer.from(good);
+  tooLong.writeUInt32BE(MAX_PAYLOAD + 1, 8);
+  for (const bad of [badVersion, badReserved, tooLong]) {
+    assert.throws(
+      () => new FrameDecoder().push(bad.subarray(0, HEADER_LENGTH)),
+      (err: unknown) => err instanceof FrameError && err.code === 'KEYD_BAD_FRAME' && err.requestId === 9,
+    );
+  }
+});
+
+test('frame decoder: random garbage gives frames or a FrameError, never anything else', () => {
+  fc.assert(
+    fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 10 }), (chunks) => {
+      const decoder = new FrameDecoder();
+      try {
+        for (const c of chunks) decoder.push(c);
+      } catch (err) {
+        if (!(err instanceof FrameError)) throw err;
+      }
+    }),
+    { numRuns: 2000 },
+  );
+});
