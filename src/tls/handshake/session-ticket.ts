@@ -1,0 +1,51 @@
+import { Reader } from '../wire/reader.js';
+import { Writer } from '../wire/writer.js';
+import type { TicketKeyRing } from './ticket-keys.js';
+
+/**
+ * What a self-encrypted ticket carries (RFC 8446 §4.6.1): enough to resume without
+ * server-side state. Sealed with the ticket key ring; the client sees only ciphertext.
+ */
+export interface TicketState {
+  readonly cipherSuite: number;
+  readonly psk: Buffer;
+  /** Server clock when the ticket was issued (ms). */
+  readonly issuedAt: number;
+  readonly ageAdd: number;
+  readonly lifetimeSeconds: number;
+  readonly serverName: string;
+  readonly alpnProtocol: string;
+}
+
+const LABEL = 'tls13 ticket';
+const VERSION = 1;
+
+export function sealTicket(ring: TicketKeyRing, s: TicketState): Buffer {
+  const w = new Writer(128);
+  w.u8(VERSION).u16(s.cipherSuite).opaque(1, s.psk);
+  w.u32(Math.floor(s.issuedAt / 2 ** 32)).u32(s.issuedAt >>> 0);
+  w.u32(s.ageAdd).u32(s.lifetimeSeconds);
+  w.opaque(1, Buffer.from(s.serverName, 'latin1')).opaque(1, Buffer.from(s.alpnProtocol, 'latin1'));
+  return ring.seal(LABEL, w.finish());
+}
+
+/** undefined when the ticket is not ours, from a retired key, altered, or of another format version. */
+export function openTicket(ring: TicketKeyRing, ticket: Uint8Array): TicketState | undefined {
+  const plain = ring.open(LABEL, ticket);
+  if (!plain) return undefined;
+  try {
+    const r = new Reader(plain, 'ticket');
+    if (r.u8() !== VERSION) return undefined;
+    const cipherSuite = r.u16();
+    const psk = Buffer.from(r.vec(1, 32, 48, 'psk'));
+    const issuedAt = r.u32() * 2 ** 32 + r.u32();
+    const ageAdd = r.u32();
+    const lifetimeSeconds = r.u32();
+    const serverName = Buffer.from(r.vec(1, 0, 255, 'server_name')).toString('latin1');
+    const alpnProtocol = Buffer.from(r.vec(1, 0, 255, 'alpn')).toString('latin1');
+    r.end();
+    return { cipherSuite, psk, issuedAt, ageAdd, lifetimeSeconds, serverName, alpnProtocol };
+  } catch {
+    return undefined;
+  }
+}

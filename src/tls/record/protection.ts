@@ -1,0 +1,100 @@
+import { createCipheriv, createDecipheriv, type CipherGCM, type DecipherGCM } from 'node:crypto';
+import { TlsAlert } from '../alert.js';
+import type { SuiteInfo } from '../crypto/suites.js';
+import { trafficKeys } from '../handshake/key-schedule.js';
+import { ContentType } from '../wire/codepoints.js';
+
+/** §5.2: TLSCiphertext is at most 2^14 + 256 bytes; TLSInnerPlaintext at most 2^14 + 1. */
+export const MAX_PLAINTEXT = 2 ** 14;
+export const MAX_CIPHERTEXT = 2 ** 14 + 256;
+const TAG_LENGTH = 16;
+
+/**
+ * One direction of record protection (RFC 8446 §5.2, §5.3): AEAD with the per-record
+ * nonce = IV xor the 64-bit sequence number, the record header as additional data,
+ * and the real content type hidden in TLSInnerPlaintext.
+ */
+export class RecordProtection {
+  private readonly key: Buffer;
+  private readonly iv: Buffer;
+  private sequence = 0n;
+
+  constructor(readonly suite: SuiteInfo, readonly trafficSecret: Buffer) {
+    const keys = trafficKeys(suite.hash, trafficSecret, suite.keyLength);
+    this.key = keys.key;
+    this.iv = keys.iv;
+  }
+
+  private nonce(): Buffer {
+    const nonce = Buffer.from(this.iv);
+    const seq = this.sequence;
+    // Sequence numbers never wrap (§5.3); at 2^64 - 1 a KeyUpdate is long overdue.
+    if (seq >= 0xffffffffffffffffn) throw new TlsAlert('internal_error', 'record sequence number exhausted');
+    this.sequence = seq + 1n;
+    const hi = Number(seq >> 32n);
+    const lo = Number(seq & 0xffffffffn);
+    nonce.writeUInt32BE((nonce.readUInt32BE(4) ^ hi) >>> 0, 4);
+    nonce.writeUInt32BE((nonce.readUInt32BE(8) ^ lo) >>> 0, 8);
+    return nonce;
+  }
+
+  private cipherOptions() {
+    return { authTagLength: TAG_LENGTH } as const;
+  }
+
+  /** Encrypts one record; returns header + ciphertext, ready for the wire. */
+  seal(contentType: number, content: Uint8Array, padding = 0): Buffer {
+    const innerLength = content.length + 1 + padding;
+    const recordLength = innerLength + TAG_LENGTH;
+    const out = Buffer.allocUnsafe(5 + recordLength);
+    out[0] = ContentType.application_data;
+    out[1] = 0x03;
+    out[2] = 0x03;
+    out.writeUInt16BE(recordLength, 3);
+    const inner = Buffer.alloc(innerLength); // zero padding
+    inner.set(content, 0);
+    inner[content.length] = contentType;
+    const cipher = createCipheriv(this.suite.aead, this.key, this.nonce(), this.cipherOptions() as never) as unknown as CipherGCM;
+    cipher.setAAD(out.subarray(0, 5));
+    const written = cipher.update(inner);
+    written.copy(out, 5);
+    const final = cipher.final();
+    final.copy(out, 5 + written.length);
+    cipher.getAuthTag().copy(out, 5 + innerLength);
+    return out;
+  }
+
+  /**
+   * Decrypts one record (header = its 5 bytes, body = ciphertext + tag).
+   * Returns null when authentication fails, so the caller can decide between
+   * bad_record_mac and skipping rejected 0-RTT data (§4.2.10).
+   */
+  tryOpen(header: Uint8Array, body: Uint8Array): { type: number; content: Buffer } | null {
+    if (body.length < TAG_LENGTH + 1) return null;
+    const decipher = createDecipheriv(this.suite.aead, this.key, this.peekNonce(), this.cipherOptions() as never) as unknown as DecipherGCM;
+    decipher.setAAD(header);
+    decipher.setAuthTag(body.subarray(body.length - TAG_LENGTH));
+    let inner: Buffer;
+    try {
+      inner = Buffer.concat([decipher.update(body.subarray(0, body.length - TAG_LENGTH)), decipher.final()]);
+    } catch {
+      return null;
+    }
+    this.sequence++;
+    // §5.4: strip zero padding from the end; the last non-zero byte is the content type.
+    let end = inner.length - 1;
+    while (end >= 0 && inner[end] === 0) end--;
+    if (end < 0) throw new TlsAlert('unexpected_message', 'record has no non-zero content type (all padding)');
+    if (inner.length > MAX_PLAINTEXT + 1) {
+      throw new TlsAlert('record_overflow', `TLSInnerPlaintext of ${inner.length} bytes exceeds 2^14 + 1`);
+    }
+    return { type: inner[end]!, content: inner.subarray(0, end) };
+  }
+
+  private peekNonce(): Buffer {
+    const saved = this.sequence;
+    const n = this.nonce();
+    this.sequence = saved;
+    return n;
+  }
+}
