@@ -1,0 +1,261 @@
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { EdgeError } from './errors.js';
+import type { KeydEndpoint } from './keyd-pool.js';
+import { RouteTable, validateRouteName, normaliseName, type Route } from './routes.js';
+
+/**
+ * The edge's configuration: a JSON file (docs/EDGE.md shows every key) and/or flags.
+ * Everything is validated up front with a message that names the offending key, so
+ * `--check-config` can be trusted and a running edge never meets a bad value.
+ */
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface EdgeLimits {
+  /** Open client connections per worker; more are refused at accept (node:net maxConnections). */
+  maxConnections: number;
+  /** ClientHello to client Finished. */
+  handshakeTimeoutMs: number;
+  /** No bytes either way for this long → the connection is closed. */
+  idleTimeoutMs: number;
+  /** After SIGTERM: how long open connections may finish before they are cut. */
+  drainTimeoutMs: number;
+}
+
+export interface EdgeConfig {
+  listen: ListenAddress[];
+  keyd: KeydEndpoint[];
+  keydRequestTimeoutMs: number;
+  routes: Route[];
+  /** Server name whose identity answers ClientHellos without SNI; undefined → such handshakes are refused. */
+  defaultServerName: string | undefined;
+  workers: number;
+  limits: EdgeLimits;
+  /** Prometheus endpoint (GET /metrics); undefined → none. */
+  metrics: ListenAddress | undefined;
+  logLevel: string;
+  /** NewSessionTickets per handshake (0 disables resumption). */
+  tickets: number;
+}
+
+export const DEFAULT_LIMITS: EdgeLimits = {
+  maxConnections: 10_000,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 120_000,
+  drainTimeoutMs: 30_000,
+};
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function fail(message: string): never {
+  throw new EdgeError('EDGE_CONFIG', message);
+}
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function onlyKeys(obj: Json, where: string, allowed: readonly string[]): void {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) fail(`${where}: unknown key '${key}' (allowed: ${allowed.join(', ')})`);
+  }
+}
+
+function str(value: unknown, where: string): string {
+  if (typeof value !== 'string' || value.length === 0) fail(`${where} must be a non-empty string`);
+  return value;
+}
+
+function int(value: unknown, where: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    fail(`${where} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function bool(value: unknown, where: string): boolean {
+  if (typeof value !== 'boolean') fail(`${where} must be true or false`);
+  return value;
+}
+
+/** `HOST:PORT`, `[v6]:PORT` or `PORT` (host 127.0.0.1). */
+export function parseHostPort(text: string, where: string, defaultHost = '127.0.0.1'): ListenAddress {
+  const m = /^(?:\[([^\]]+)\]:|([^:[\]]+):)?(\d{1,5})$/.exec(text);
+  if (!m) fail(`${where}: '${text}' is not HOST:PORT`);
+  const port = Number(m[3]);
+  if (port > 65535) fail(`${where}: port ${port} is out of range`);
+  return { host: m[1] ?? m[2] ?? defaultHost, port };
+}
+
+function address(value: unknown, where: string): ListenAddress {
+  if (typeof value === 'string') return parseHostPort(value, where);
+  if (!isObject(value)) fail(`${where} must be "HOST:PORT" or { "host", "port" }`);
+  onlyKeys(value, where, ['host', 'port']);
+  return { host: value.host === undefined ? '127.0.0.1' : str(value.host, `${where}.host`), port: int(value.port, `${where}.port`, 0, 65535) };
+}
+
+function readPem(path: string, where: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    fail(`${where}: cannot read '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+function keydEndpoint(value: unknown, where: string, baseDir: string): KeydEndpoint {
+  if (typeof value === 'string') return { socketPath: resolve(baseDir, value) };
+  if (!isObject(value)) fail(`${where} must be a socket path or { "socket" } or { "host", "port", "cert", "key", "ca" }`);
+  if ('socket' in value) {
+    onlyKeys(value, where, ['socket']);
+    return { socketPath: resolve(baseDir, str(value.socket, `${where}.socket`)) };
+  }
+  onlyKeys(value, where, ['host', 'port', 'cert', 'key', 'ca', 'servername']);
+  const file = (key: 'cert' | 'key' | 'ca') => readPem(resolve(baseDir, str(value[key], `${where}.${key}`)), `${where}.${key}`);
+  return {
+    host: str(value.host, `${where}.host`),
+    port: int(value.port, `${where}.port`, 1, 65535),
+    tls: {
+      cert: file('cert'),
+      key: file('key'),
+      ca: file('ca'),
+      ...(value.servername !== undefined ? { servername: str(value.servername, `${where}.servername`) } : {}),
+    },
+  };
+}
+
+function alpnList(value: unknown, where: string): string[] {
+  if (!Array.isArray(value)) fail(`${where} must be a list of protocol names`);
+  return value.map((p, i) => {
+    const name = str(p, `${where}[${i}]`);
+    if (Buffer.byteLength(name) > 255) fail(`${where}[${i}] is longer than 255 bytes (RFC 7301 §3.1)`);
+    return name;
+  });
+}
+
+function route(value: unknown, where: string): Route {
+  if (!isObject(value)) fail(`${where} must be an object`);
+  onlyKeys(value, where, ['names', 'upstream', 'proxyProtocol', 'alpn']);
+  const names = typeof value.names === 'string' ? [value.names] : value.names;
+  if (!Array.isArray(names) || names.length === 0) fail(`${where}.names must be a non-empty list`);
+  const checked = names.map((n, i) => {
+    try {
+      return validateRouteName(str(n, `${where}.names[${i}]`));
+    } catch (err) {
+      fail(`${where}.names[${i}]: ${(err as Error).message}`);
+    }
+  });
+  return {
+    names: checked,
+    upstream: address(value.upstream, `${where}.upstream`),
+    proxyProtocol: value.proxyProtocol === undefined ? false : bool(value.proxyProtocol, `${where}.proxyProtocol`),
+    alpn: value.alpn === undefined ? [] : alpnList(value.alpn, `${where}.alpn`),
+  };
+}
+
+const TOP_KEYS = [
+  'listen',
+  'keyd',
+  'keydRequestTimeoutMs',
+  'routes',
+  'defaultServerName',
+  'workers',
+  'limits',
+  'metrics',
+  'logLevel',
+  'tickets',
+] as const;
+
+/** Validates a parsed config document; relative paths are taken from `baseDir`. */
+export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfig {
+  if (!isObject(doc)) fail('the config must be a JSON object');
+  onlyKeys(doc, 'config', TOP_KEYS);
+  const listenRaw = doc.listen === undefined ? ['127.0.0.1:8443'] : Array.isArray(doc.listen) ? doc.listen : [doc.listen];
+  if (listenRaw.length === 0) fail('listen must name at least one address');
+  const keydRaw = doc.keyd === undefined ? [] : Array.isArray(doc.keyd) ? doc.keyd : [doc.keyd];
+  if (keydRaw.length === 0) fail('keyd must name at least one endpoint (a unix socket path, or host/port with TLS files)');
+  if (!Array.isArray(doc.routes) || doc.routes.length === 0) fail('routes must be a non-empty list');
+  const routes = doc.routes.map((r, i) => route(r, `routes[${i}]`));
+  try {
+    new RouteTable(routes); // duplicate names across routes
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  let defaultServerName: string | undefined;
+  if (doc.defaultServerName !== undefined) {
+    defaultServerName = normaliseName(str(doc.defaultServerName, 'defaultServerName'));
+    if (defaultServerName.startsWith('*')) fail('defaultServerName must be a concrete name, not a wildcard');
+    if (!new RouteTable(routes).lookup(defaultServerName)) {
+      fail(`defaultServerName '${defaultServerName}' is not covered by any route`);
+    }
+  }
+  const limitsRaw = doc.limits === undefined ? {} : doc.limits;
+  if (!isObject(limitsRaw)) fail('limits must be an object');
+  onlyKeys(limitsRaw, 'limits', Object.keys(DEFAULT_LIMITS));
+  const limit = (key: keyof EdgeLimits, min: number, max: number) =>
+    limitsRaw[key] === undefined ? DEFAULT_LIMITS[key] : int(limitsRaw[key], `limits.${key}`, min, max);
+  const logLevel = doc.logLevel === undefined ? 'info' : str(doc.logLevel, 'logLevel');
+  if (!LOG_LEVELS.includes(logLevel)) fail(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
+  return {
+    listen: listenRaw.map((a, i) => address(a, `listen[${i}]`)),
+    keyd: keydRaw.map((e, i) => keydEndpoint(e, `keyd[${i}]`, baseDir)),
+    keydRequestTimeoutMs:
+      doc.keydRequestTimeoutMs === undefined ? 2000 : int(doc.keydRequestTimeoutMs, 'keydRequestTimeoutMs', 10, 60_000),
+    routes,
+    defaultServerName,
+    workers: doc.workers === undefined ? availableParallelism() : int(doc.workers, 'workers', 1, 1024),
+    limits: {
+      maxConnections: limit('maxConnections', 1, 10_000_000),
+      handshakeTimeoutMs: limit('handshakeTimeoutMs', 100, 600_000),
+      idleTimeoutMs: limit('idleTimeoutMs', 100, 86_400_000),
+      drainTimeoutMs: limit('drainTimeoutMs', 0, 3_600_000),
+    },
+    metrics: doc.metrics === undefined ? undefined : address(doc.metrics, 'metrics'),
+    logLevel,
+    tickets: doc.tickets === undefined ? 2 : int(doc.tickets, 'tickets', 0, 16),
+  };
+}
+
+/** Reads a JSON config file without validating it (flags may still be merged in). */
+export function readConfigDocument(path: string): { doc: Json; baseDir: string } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    fail(`cannot read config '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    fail(`config '${path}' is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(doc)) fail(`config '${path}' must hold a JSON object`);
+  return { doc, baseDir: dirname(resolve(path)) };
+}
+
+/** Reads and validates a JSON config file. */
+export function loadConfigFile(path: string): EdgeConfig {
+  const { doc, baseDir } = readConfigDocument(path);
+  return validateConfig(doc, baseDir);
+}
+
+/**
+ * `NAME[,NAME…]=HOST:PORT` → a route document (flags for the common case).
+ */
+export function parseRouteFlag(text: string, proxyProtocol: boolean, alpn: string[]): Json {
+  const eq = text.lastIndexOf('=');
+  if (eq <= 0) fail(`--route '${text}' must be NAME[,NAME…]=HOST:PORT`);
+  return {
+    names: text.slice(0, eq).split(','),
+    upstream: text.slice(eq + 1),
+    proxyProtocol,
+    ...(alpn.length ? { alpn } : {}),
+  };
+}

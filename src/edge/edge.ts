@@ -1,0 +1,204 @@
+import type { Server, Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { alertName } from '../tls/alert.js';
+import type { TlsServerOptions } from '../tls/options.js';
+import type { EdgeConfig } from './config.js';
+import type { CreateTlsServer, EngineSocket } from './engine.js';
+import { IdentityCache, type EdgeIdentity } from './identity-cache.js';
+import { KeydPool, describeEndpoint as describe, type ConnectKeyd } from './keyd-pool.js';
+import { EdgeMetrics } from './metrics.js';
+import { proxyToUpstream } from './proxy.js';
+import { RouteTable, normaliseName } from './routes.js';
+
+/**
+ * One edge instance (one process, or one cluster worker): TLS listeners on the engine,
+ * identities from keyd (cached), signatures from keyd, plaintext to the routes' upstreams.
+ * It never holds a private key: the engine gets a Signer that is a keyd round trip.
+ */
+
+export interface EdgeDeps {
+  createTlsServer: CreateTlsServer;
+  connectKeyd: ConnectKeyd;
+  logger: Logger;
+  metrics?: EdgeMetrics;
+}
+
+export interface RunningEdge {
+  readonly addresses: { host: string; port: number }[];
+  readonly metrics: EdgeMetrics;
+  readonly keyd: KeydPool;
+  readonly identities: IdentityCache;
+  /** Open client connections. */
+  readonly connections: number;
+  /** Stops accepting, lets open connections finish (up to the drain timeout), then closes keyd. */
+  drain(timeoutMs?: number): Promise<void>;
+  /** Closes everything now. */
+  close(): Promise<void>;
+}
+
+function connectionKey(address: string | undefined, port: number | undefined): string {
+  return `${address ?? ''}|${port ?? ''}`;
+}
+
+export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<RunningEdge> {
+  const log = deps.logger;
+  const metrics = deps.metrics ?? new EdgeMetrics();
+  const routes = new RouteTable(config.routes);
+  const pool = new KeydPool(config.keyd, deps.connectKeyd, { requestTimeoutMs: config.keydRequestTimeoutMs });
+  const signSeconds = metrics.signSeconds;
+  const identities = new IdentityCache(pool, {
+    observeSign: (seconds, ok) => signSeconds.observe({ outcome: ok ? 'ok' : 'failed' }, seconds),
+  });
+
+  pool.on('state', (state: string, endpoint: string | undefined) => {
+    if (state === 'down') log.warn({ keyd: endpoint }, 'keyd connection lost; handshakes fail until it is back');
+  });
+  pool.on('connected', (endpoint: string) => {
+    for (const e of pool.endpoints) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
+    metrics.keydConnected.set({ endpoint }, 1);
+    metrics.keydReconnects.inc();
+    log.info({ keyd: endpoint }, 'connected to keyd');
+  });
+  pool.on('state', (state: string) => {
+    if (state !== 'connected') for (const e of pool.endpoints) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
+  });
+  pool.on('change', (change: { names?: string[] }) => log.info({ names: change.names }, 'keyd reports changed keys; identity cache cleared'));
+  for (const e of pool.endpoints) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
+  await pool.start();
+  if (pool.state !== 'connected') log.warn('keyd is not reachable yet; starting anyway and retrying in the background');
+
+  // Per-route ALPN (RFC 7301): the engine offers the union; a route with its own list gets an
+  // identity that carries it, for an engine that honours Identity.alpnProtocols.
+  const alpnUnion = [...new Set(config.routes.flatMap((r) => r.alpn))];
+
+  const resolveIdentity = (serverName: string | undefined): Promise<EdgeIdentity | undefined> | EdgeIdentity | undefined => {
+    const name = serverName === undefined ? config.defaultServerName : normaliseName(serverName);
+    if (name === undefined || !routes.lookup(name)) return undefined; // → unrecognized_name (RFC 6066 §3)
+    return identities.get(name);
+  };
+
+  const tlsOptions: TlsServerOptions = {
+    resolveIdentity,
+    handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
+    ticketCount: config.tickets,
+    ...(alpnUnion.length ? { alpnProtocols: alpnUnion } : {}),
+  };
+
+  const rawSockets = new Set<Socket>();
+  const acceptedAt = new Map<string, bigint>();
+  const servers: Server[] = [];
+
+  const onSecure = (tls: EngineSocket): void => {
+    const key = connectionKey(tls.remoteAddress, tls.remotePort);
+    const start = acceptedAt.get(key);
+    acceptedAt.delete(key);
+    metrics.handshakes.inc({ outcome: 'ok', alert: 'none' });
+    if (start !== undefined) metrics.handshakeSeconds.observe({ outcome: 'ok' }, Number(process.hrtime.bigint() - start) / 1e9);
+    const serverName = tls.serverName === undefined ? undefined : normaliseName(tls.serverName);
+    const route = routes.lookup(serverName ?? config.defaultServerName ?? '');
+    if (!route) {
+      // Cannot happen: resolveIdentity refused such names. Close cleanly rather than guess.
+      log.error({ serverName }, 'no route after handshake');
+      tls.end();
+      return;
+    }
+    if (route.alpn.length && tls.alpnProtocol !== undefined && !route.alpn.includes(tls.alpnProtocol)) {
+      log.info({ serverName, alpn: tls.alpnProtocol }, 'negotiated ALPN protocol is not served by this route');
+      tls.end();
+      return;
+    }
+    log.debug({ serverName, alpn: tls.alpnProtocol, suite: tls.cipherSuite, resumed: tls.resumed }, 'handshake done');
+    proxyToUpstream(tls, route, serverName, metrics, log);
+  };
+
+  const onConnection = (socket: Socket): void => {
+    rawSockets.add(socket);
+    metrics.activeConnections.inc();
+    const key = connectionKey(socket.remoteAddress, socket.remotePort);
+    acceptedAt.set(key, process.hrtime.bigint());
+    // Idle timeout on the TCP socket: records in either direction count as activity.
+    socket.setTimeout(config.limits.idleTimeoutMs, () => {
+      metrics.connectionsRefused.inc({ reason: 'idle' });
+      socket.destroy();
+    });
+    socket.once('close', () => {
+      rawSockets.delete(socket);
+      acceptedAt.delete(key);
+      metrics.activeConnections.dec();
+    });
+  };
+
+  const onClientError = (err: Error & { code?: string; alert?: number }, socket?: { remoteAddress?: string; remotePort?: number }): void => {
+    const alert = err.alert === undefined ? 'none' : alertName(err.alert);
+    metrics.handshakes.inc({ outcome: 'failed', alert });
+    const key = connectionKey(socket?.remoteAddress, socket?.remotePort);
+    const start = acceptedAt.get(key);
+    if (start !== undefined) {
+      acceptedAt.delete(key);
+      metrics.handshakeSeconds.observe({ outcome: 'failed' }, Number(process.hrtime.bigint() - start) / 1e9);
+    }
+    log.debug({ code: err.code, alert, remote: socket?.remoteAddress }, 'handshake failed');
+  };
+
+  try {
+    for (const address of config.listen) {
+      const server = deps.createTlsServer(tlsOptions, onSecure);
+      server.maxConnections = config.limits.maxConnections;
+      server.on('connection', onConnection);
+      server.on('tlsClientError', onClientError);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(address.port, address.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      server.on('error', (err) => log.error({ err: err.message }, 'listener error'));
+      servers.push(server);
+    }
+  } catch (err) {
+    for (const s of servers) s.close();
+    pool.close();
+    throw err;
+  }
+
+  const addresses = servers.map((s) => {
+    const a = s.address();
+    return typeof a === 'object' && a ? { host: a.address, port: a.port } : { host: String(a), port: 0 };
+  });
+  log.info({ listen: addresses, routes: config.routes.length, keyd: pool.endpoint ?? 'down' }, 'edge listening');
+
+  let closing: Promise<void> | undefined;
+  const drain = (timeoutMs = config.limits.drainTimeoutMs): Promise<void> => {
+    closing ??= (async () => {
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      log.info({ open: rawSockets.size, timeoutMs }, 'draining: no new connections, waiting for open ones');
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      });
+      await Promise.race([closed, deadline]);
+      clearTimeout(timer);
+      if (rawSockets.size) {
+        log.warn({ open: rawSockets.size }, 'drain deadline reached; closing the remaining connections');
+        metrics.connectionsRefused.inc({ reason: 'drain' }, rawSockets.size);
+        for (const s of rawSockets) s.destroy();
+        await closed;
+      }
+      pool.close();
+    })();
+    return closing;
+  };
+
+  return {
+    addresses,
+    metrics,
+    keyd: pool,
+    identities,
+    get connections() {
+      return rawSockets.size;
+    },
+    drain,
+    close: () => drain(0),
+  };
+}

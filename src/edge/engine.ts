@@ -1,0 +1,30 @@
+import type { Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TlsServerOptions } from '../tls/options.js';
+
+/**
+ * The part of the TLS engine's node:net adapter (src/tls/socket.ts) the edge uses,
+ * declared here so the edge can be driven by the engine or, in tests, by a stand-in.
+ */
+export interface EngineSocket extends Duplex {
+  readonly serverName?: string;
+  readonly alpnProtocol?: string;
+  readonly cipherSuite?: string;
+  readonly group?: string;
+  readonly signatureScheme?: string;
+  readonly resumed?: boolean;
+  readonly remoteAddress?: string;
+  readonly remotePort?: number;
+  readonly localAddress?: string;
+  readonly localPort?: number;
+}
+
+export type CreateTlsServer = (options: TlsServerOptions, onSecureConnection: (socket: EngineSocket) => void) => Server;
+
+/** The engine's `createServer`. */
+export async function loadEngine(): Promise<CreateTlsServer> {
+  // A computed specifier until src/tls/socket.ts lands; then a plain static import.
+  const specifier = '../tls/socket.js';
+  const mod = (await import(specifier)) as { createServer: CreateTlsServer };
+  return mod.createServer;
+}

@@ -1,0 +1,234 @@
+import { EventEmitter } from 'node:events';
+import type { Signer } from '../tls/signer.js';
+import { EdgeError } from './errors.js';
+
+/**
+ * The edge's link to keyd: one pipelined connection at a time (per worker), chosen from an
+ * ordered list of endpoints. When the connection drops, every request fails at once (the
+ * keyd client fails pending requests with KEYD_UNAVAILABLE; we refuse new ones while
+ * down), and we reconnect in the background: each round tries the endpoints in order —
+ * the first is preferred, the others are failover — then waits with exponential backoff.
+ */
+
+/** Where keyd listens: a unix socket, or TCP with mutual TLS. */
+export type KeydEndpoint =
+  | { socketPath: string }
+  | {
+      host: string;
+      port: number;
+      tls: { cert: string | Buffer; key: string | Buffer; ca: string | Buffer; servername?: string };
+    };
+
+export interface KeydIdentityLike {
+  names: string[];
+  keyRef: string;
+  keyType: string;
+  schemes: number[];
+  certificateChain: Uint8Array[];
+  version: number;
+}
+
+/** The part of keyd's `KeydClient` the edge uses (src/keyd/client.ts). */
+export interface KeydConnection extends EventEmitter {
+  ping(): Promise<void>;
+  identity(serverName: string): Promise<KeydIdentityLike | undefined>;
+  sign(keyRef: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array>;
+  close(): void;
+}
+
+export type ConnectKeyd = (endpoint: KeydEndpoint, opts: { requestTimeoutMs: number }) => Promise<KeydConnection>;
+
+export interface KeydPoolOptions {
+  requestTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export type KeydPoolState = 'connecting' | 'connected' | 'down' | 'closed';
+
+export function describeEndpoint(endpoint: KeydEndpoint): string {
+  return 'socketPath' in endpoint ? `unix:${endpoint.socketPath}` : `tls://${endpoint.host}:${endpoint.port}`;
+}
+
+function unavailable(detail: string): EdgeError {
+  return new EdgeError('KEYD_UNAVAILABLE', `keyd is unavailable: ${detail}`);
+}
+
+/**
+ * Events: 'state' (state, endpoint description | undefined), 'connected' (endpoint description),
+ * 'change' ({ names?: string[] }) forwarded from keyd, 'error' is never emitted.
+ */
+export class KeydPool extends EventEmitter {
+  private client: KeydConnection | undefined;
+  private current: string | undefined;
+  private stateValue: KeydPoolState = 'connecting';
+  private closed = false;
+  private timer: NodeJS.Timeout | undefined;
+  private failedRounds = 0;
+  private lastError = 'not connected yet';
+  private connecting: Promise<void> | undefined;
+  private readonly requestTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly minBackoffMs: number;
+  private readonly maxBackoffMs: number;
+
+  constructor(
+    readonly endpoints: readonly KeydEndpoint[],
+    private readonly connectKeyd: ConnectKeyd,
+    opts: KeydPoolOptions = {},
+  ) {
+    super();
+    if (endpoints.length === 0) throw new EdgeError('EDGE_CONFIG', 'at least one keyd endpoint is needed');
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 2000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 2000;
+    this.minBackoffMs = opts.minBackoffMs ?? 100;
+    this.maxBackoffMs = opts.maxBackoffMs ?? 5000;
+  }
+
+  get state(): KeydPoolState {
+    return this.stateValue;
+  }
+
+  /** The endpoint in use, when connected. */
+  get endpoint(): string | undefined {
+    return this.current;
+  }
+
+  /** Starts connecting; resolves after the first round (connected or not — never rejects). */
+  start(): Promise<void> {
+    return this.connectRound();
+  }
+
+  private setState(state: KeydPoolState): void {
+    if (this.stateValue === state) return;
+    this.stateValue = state;
+    this.emit('state', state, this.current);
+  }
+
+  private connectRound(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    this.connecting = (async () => {
+      for (const endpoint of this.endpoints) {
+        if (this.closed) return;
+        try {
+          const client = await this.connectWithTimeout(endpoint);
+          if (this.closed) {
+            client.close();
+            return;
+          }
+          this.adopt(client, describeEndpoint(endpoint));
+          return;
+        } catch (err) {
+          this.lastError = `${describeEndpoint(endpoint)}: ${(err as Error).message}`;
+        }
+      }
+      this.failedRounds++;
+      this.setState('down');
+      this.scheduleReconnect();
+    })().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connectWithTimeout(endpoint: KeydEndpoint): Promise<KeydConnection> {
+    let timer: NodeJS.Timeout | undefined;
+    const attempt = this.connectKeyd(endpoint, { requestTimeoutMs: this.requestTimeoutMs });
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`connect timed out after ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
+    });
+    try {
+      return await Promise.race([attempt, timeout]);
+    } finally {
+      clearTimeout(timer);
+      // A connection that completes after we gave up must not leak.
+      attempt.then(
+        (late) => {
+          if (late !== this.client) late.close();
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  private adopt(client: KeydConnection, endpoint: string): void {
+    this.client = client;
+    this.current = endpoint;
+    this.failedRounds = 0;
+    client.on('change', (change: { names?: string[] } | undefined) => this.emit('change', change ?? {}));
+    client.once('close', () => {
+      if (this.client !== client) return;
+      this.client = undefined;
+      this.lastError = `${endpoint}: connection closed`;
+      this.setState(this.closed ? 'closed' : 'down');
+      this.current = undefined;
+      // Reconnect at once the first time (a keyd restart is quick), then back off.
+      if (!this.closed) void this.connectRound();
+    });
+    this.setState('connected');
+    this.emit('connected', endpoint);
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.timer) return;
+    const exp = Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** Math.min(this.failedRounds - 1, 20));
+    const delay = exp / 2 + Math.random() * (exp / 2); // jitter: edges restarted together do not stampede keyd
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.connectRound();
+    }, delay);
+    this.timer.unref();
+  }
+
+  private connected(): KeydConnection {
+    if (!this.client) throw unavailable(this.lastError);
+    return this.client;
+  }
+
+  identity(serverName: string): Promise<KeydIdentityLike | undefined> {
+    try {
+      return this.connected().identity(serverName);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  sign(keyRef: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array> {
+    try {
+      return this.connected().sign(keyRef, scheme, transcriptHash);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** A Signer for one keyd key that follows the pool across reconnects and failover. */
+  signer(identity: KeydIdentityLike, observe?: (seconds: number, ok: boolean) => void): Signer {
+    const { keyRef } = identity;
+    const schemes = [...identity.schemes];
+    return {
+      schemes,
+      sign: async (scheme, transcriptHash) => {
+        const start = process.hrtime.bigint();
+        try {
+          const signature = await this.sign(keyRef, scheme, transcriptHash);
+          observe?.(Number(process.hrtime.bigint() - start) / 1e9, true);
+          return signature;
+        } catch (err) {
+          observe?.(Number(process.hrtime.bigint() - start) / 1e9, false);
+          throw err;
+        }
+      },
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const client = this.client;
+    this.client = undefined;
+    this.setState('closed');
+    client?.close();
+  }
+}

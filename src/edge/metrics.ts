@@ -1,0 +1,70 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The edge's Prometheus metrics. One registry per edge instance (tests run several in one
+ * process); with cluster workers the primary aggregates the workers' registries.
+ */
+export class EdgeMetrics {
+  readonly registry = new Registry();
+  readonly handshakes: Counter<'outcome' | 'alert'>;
+  readonly handshakeSeconds: Histogram<'outcome'>;
+  readonly signSeconds: Histogram<'outcome'>;
+  readonly keydConnected: Gauge<'endpoint'>;
+  readonly keydReconnects: Counter;
+  readonly activeConnections: Gauge;
+  readonly upstreamErrors: Counter<'reason'>;
+  readonly connectionsRefused: Counter<'reason'>;
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.handshakes = new Counter({
+      name: 'edge_handshakes_total',
+      help: 'TLS handshakes by outcome (ok, failed) and the alert sent or received (none when ok)',
+      labelNames: ['outcome', 'alert'],
+      registers,
+    });
+    this.handshakeSeconds = new Histogram({
+      name: 'edge_handshake_duration_seconds',
+      help: 'Time from TCP accept to the end of the TLS handshake',
+      labelNames: ['outcome'],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers,
+    });
+    this.signSeconds = new Histogram({
+      name: 'edge_keyd_sign_duration_seconds',
+      help: 'Round trip of one CertificateVerify signature through keyd',
+      labelNames: ['outcome'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 2.5],
+      registers,
+    });
+    this.keydConnected = new Gauge({
+      name: 'edge_keyd_connected',
+      help: '1 while this worker holds a connection to the keyd endpoint, else 0',
+      labelNames: ['endpoint'],
+      registers,
+    });
+    this.keydReconnects = new Counter({
+      name: 'edge_keyd_connects_total',
+      help: 'Connections established to keyd (the first, then every reconnect or failover)',
+      registers,
+    });
+    this.activeConnections = new Gauge({
+      name: 'edge_active_connections',
+      help: 'Client connections open now (handshaking or proxying)',
+      registers,
+    });
+    this.upstreamErrors = new Counter({
+      name: 'edge_upstream_errors_total',
+      help: 'Upstream connections that failed (connect refused, reset, timeout)',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.connectionsRefused = new Counter({
+      name: 'edge_connections_closed_by_limit_total',
+      help: 'Connections closed by a limit (idle timeout, drain deadline)',
+      labelNames: ['reason'],
+      registers,
+    });
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'edge_' });
+  }
+}

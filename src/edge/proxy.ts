@@ -1,0 +1,63 @@
+import { connect, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { EngineSocket } from './engine.js';
+import type { EdgeMetrics } from './metrics.js';
+import { encodeProxyV2 } from './proxy-protocol.js';
+import type { Route } from './routes.js';
+
+/**
+ * Carries the decrypted bytes of one TLS connection to its route's upstream over plain TCP,
+ * optionally behind a PROXY v2 header. Either side ending ends the other (half-close passes
+ * through); an upstream that is down or fails closes the TLS connection cleanly with
+ * close_notify, never with a reset, so the client sees an orderly end.
+ */
+export function proxyToUpstream(
+  tls: EngineSocket,
+  route: Route,
+  serverName: string | undefined,
+  metrics: EdgeMetrics,
+  log: Logger,
+): Socket {
+  const upstream = connect({ host: route.upstream.host, port: route.upstream.port, noDelay: true });
+  let connected = false;
+  if (route.proxyProtocol) {
+    upstream.write(
+      encodeProxyV2({
+        sourceAddress: tls.remoteAddress,
+        sourcePort: tls.remotePort,
+        destinationAddress: tls.localAddress,
+        destinationPort: tls.localPort,
+        serverName,
+        alpnProtocol: tls.alpnProtocol,
+        tlsVersion: 'TLSv1.3',
+        cipherSuite: tls.cipherSuite,
+      }),
+    );
+  }
+  upstream.once('connect', () => {
+    connected = true;
+  });
+  upstream.on('error', (err: NodeJS.ErrnoException) => {
+    const reason = connected ? 'reset' : 'connect';
+    metrics.upstreamErrors.inc({ reason });
+    log.warn(
+      { upstream: `${route.upstream.host}:${route.upstream.port}`, serverName, err: err.code ?? err.message, reason },
+      'upstream failed; closing the client connection',
+    );
+    tls.unpipe(upstream);
+    if (!tls.destroyed) tls.end(); // close_notify after what was already relayed
+  });
+  tls.on('error', (err: Error & { code?: string }) => {
+    log.debug({ serverName, err: err.code ?? err.message }, 'client connection error');
+    upstream.destroy();
+  });
+  tls.on('close', () => {
+    if (!upstream.destroyed) upstream.end();
+  });
+  upstream.on('close', () => {
+    if (!tls.destroyed && !tls.writableEnded) tls.end();
+  });
+  tls.pipe(upstream);
+  upstream.pipe(tls);
+  return upstream;
+}

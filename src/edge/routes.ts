@@ -1,0 +1,79 @@
+/**
+ * Route table: server name → upstream. Names are exact (`api.example.com`) or a
+ * wildcard that stands for exactly one leftmost label (`*.example.com` matches
+ * `a.example.com`, not `example.com` nor `a.b.example.com`), as RFC 6125 §6.4.3
+ * allows for certificates. An exact name always wins over a wildcard.
+ */
+
+export interface Upstream {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface Route {
+  /** Names as configured (lower case, no trailing dot). */
+  readonly names: readonly string[];
+  readonly upstream: Upstream;
+  /** Send a PROXY protocol v2 header (client address + server name) before the plaintext. */
+  readonly proxyProtocol: boolean;
+  /** ALPN protocols this route speaks, server preference order; empty = no ALPN. */
+  readonly alpn: readonly string[];
+}
+
+export class RouteError extends Error {
+  readonly code = 'EDGE_BAD_ROUTE';
+}
+
+/** Lower-cases and strips one trailing dot; SNI carries no trailing dot (RFC 6066 §3) but configs may. */
+export function normaliseName(name: string): string {
+  const lower = name.toLowerCase();
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
+}
+
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/** Checks a configured name: DNS labels, or `*.` followed by at least two labels. */
+export function validateRouteName(name: string): string {
+  const n = normaliseName(name);
+  const labels = n.split('.');
+  const rest = labels[0] === '*' ? labels.slice(1) : labels;
+  if (n.length === 0 || n.length > 253) throw new RouteError(`route name '${name}' must be 1 to 253 characters`);
+  if (labels[0] === '*' && rest.length < 2) {
+    throw new RouteError(`wildcard route '${name}' must cover at least two labels (e.g. *.example.com)`);
+  }
+  for (const label of rest) {
+    if (!LABEL.test(label)) throw new RouteError(`route name '${name}' has an invalid label '${label}'`);
+  }
+  return n;
+}
+
+export class RouteTable {
+  private readonly exact = new Map<string, Route>();
+  private readonly wildcard = new Map<string, Route>(); // key: the parent domain, without "*."
+
+  constructor(routes: readonly Route[]) {
+    for (const route of routes) {
+      for (const raw of route.names) {
+        const name = validateRouteName(raw);
+        const [table, key] = name.startsWith('*.') ? [this.wildcard, name.slice(2)] : [this.exact, name];
+        if (table.has(key)) throw new RouteError(`route name '${name}' is configured twice`);
+        table.set(key, route);
+      }
+    }
+  }
+
+  /** The route for a client's server name, or undefined when no route covers it. */
+  lookup(serverName: string): Route | undefined {
+    const name = normaliseName(serverName);
+    const exact = this.exact.get(name);
+    if (exact) return exact;
+    const dot = name.indexOf('.');
+    if (dot <= 0) return undefined;
+    return this.wildcard.get(name.slice(dot + 1));
+  }
+
+  /** Every route, each once. */
+  routes(): Route[] {
+    return [...new Set([...this.exact.values(), ...this.wildcard.values()])];
+  }
+}

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadConfigFile, parseHostPort, validateConfig } from '../../src/edge/config.js';
+
+const minimal = {
+  keyd: '/run/keyd.sock',
+  routes: [{ names: ['example.com', '*.example.com'], upstream: '127.0.0.1:8080' }],
+};
+
+test('a minimal config gets the documented defaults', () => {
+  const c = validateConfig(minimal, '/etc/edge');
+  assert.deepEqual(c.listen, [{ host: '127.0.0.1', port: 8443 }]);
+  assert.deepEqual(c.keyd, [{ socketPath: '/run/keyd.sock' }]);
+  assert.equal(c.routes[0].proxyProtocol, false);
+  assert.deepEqual(c.routes[0].upstream, { host: '127.0.0.1', port: 8080 });
+  assert.equal(c.limits.maxConnections, 10_000);
+  assert.equal(c.defaultServerName, undefined);
+  assert.ok(c.workers >= 1);
+  assert.equal(c.metrics, undefined);
+});
+
+test('relative keyd socket paths resolve against the config directory', () => {
+  const c = validateConfig({ ...minimal, keyd: [{ socket: 'run/keyd.sock' }] }, '/etc/edge');
+  assert.deepEqual(c.keyd, [{ socketPath: '/etc/edge/run/keyd.sock' }]);
+});
+
+test('every mistake is named precisely with code EDGE_CONFIG', () => {
+  const cases: [unknown, RegExp][] = [
+    [[], /JSON object/],
+    [{ ...minimal, lisen: [] }, /unknown key 'lisen'/],
+    [{ ...minimal, keyd: [] }, /keyd must name at least one endpoint/],
+    [{ ...minimal, routes: [] }, /routes must be a non-empty list/],
+    [{ ...minimal, routes: [{ names: ['a.example'], upstream: 'nope' }] }, /routes\[0\]\.upstream: 'nope' is not HOST:PORT/],
+    [{ ...minimal, routes: [{ names: ['*.com'], upstream: '1.2.3.4:5' }] }, /routes\[0\]\.names\[0\]: wildcard/],
+    [{ ...minimal, routes: [...minimal.routes, { names: ['EXAMPLE.com'], upstream: ':1' }] }, /not HOST:PORT|configured twice/],
+    [{ ...minimal, routes: [...minimal.routes, { names: ['EXAMPLE.com'], upstream: '1.2.3.4:1' }] }, /configured twice/],
+    [{ ...minimal, defaultServerName: 'other.org' }, /not covered by any route/],
+    [{ ...minimal, limits: { idleTimeoutMs: -1 } }, /limits\.idleTimeoutMs must be an integer/],
+    [{ ...minimal, limits: { maxConns: 1 } }, /limits: unknown key 'maxConns'/],
+    [{ ...minimal, workers: 0 }, /workers must be an integer from 1/],
+    [{ ...minimal, logLevel: 'loud' }, /logLevel must be one of/],
+    [{ ...minimal, keyd: [{ host: 'k', port: 1, cert: '/nonexistent/c.pem', key: 'k', ca: 'c' }] }, /keyd\[0\]\.cert: cannot read '\/nonexistent\/c.pem': ENOENT/],
+    [{ ...minimal, listen: ['1.2.3.4:70000'] }, /port 70000 is out of range/],
+  ];
+  for (const [doc, message] of cases) {
+    assert.throws(() => validateConfig(doc, '/'), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'EDGE_CONFIG');
+      assert.match(err.message, message);
+      return true;
+    });
+  }
+});
+
+test('wildcard default name is refused; a covered default is accepted', () => {
+  assert.throws(() => validateConfig({ ...minimal, defaultServerName: '*.example.com' }), /concrete name/);
+  assert.equal(validateConfig({ ...minimal, defaultServerName: 'WWW.example.com' }).defaultServerName, 'www.example.com');
+});
+
+test('parseHostPort handles IPv6 and bare ports', () => {
+  assert.deepEqual(parseHostPort('[::1]:443', 'x'), { host: '::1', port: 443 });
+  assert.deepEqual(parseHostPort('8443', 'x'), { host: '127.0.0.1', port: 8443 });
+  assert.deepEqual(parseHostPort('0.0.0.0:0', 'x'), { host: '0.0.0.0', port: 0 });
+});
+
+test('loadConfigFile: unreadable and non-JSON files are named', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-config-'));
+  try {
+    assert.throws(() => loadConfigFile(join(dir, 'missing.json')), /cannot read config .*missing.json': ENOENT/);
+    writeFileSync(join(dir, 'bad.json'), '{ "keyd": ');
+    assert.throws(() => loadConfigFile(join(dir, 'bad.json')), /bad.json' is not valid JSON/);
+    writeFileSync(join(dir, 'ok.json'), JSON.stringify({ ...minimal, keyd: 'keyd.sock' }));
+    assert.deepEqual(loadConfigFile(join(dir, 'ok.json')).keyd, [{ socketPath: join(dir, 'keyd.sock') }]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { PROXY_V2_SIGNATURE, Pp2Type, decodeProxyV2, encodeProxyV2 } from '../../src/edge/proxy-protocol.js';
+
+test('IPv4 header: fixed part, addresses, ports and TLVs as the spec lays them out', () => {
+  const header = encodeProxyV2({
+    sourceAddress: '192.0.2.10',
+    sourcePort: 51000,
+    destinationAddress: '198.51.100.1',
+    destinationPort: 443,
+    serverName: 'www.example.com',
+    alpnProtocol: 'http/1.1',
+    tlsVersion: 'TLSv1.3',
+    cipherSuite: 'TLS_AES_128_GCM_SHA256',
+  });
+  assert.deepEqual(header.subarray(0, 12), PROXY_V2_SIGNATURE);
+  assert.equal(header[12], 0x21, 'version 2, PROXY command');
+  assert.equal(header[13], 0x11, 'TCP over IPv4');
+  assert.equal(header.readUInt16BE(14), header.length - 16);
+  assert.deepEqual([...header.subarray(16, 20)], [192, 0, 2, 10]);
+  assert.deepEqual([...header.subarray(20, 24)], [198, 51, 100, 1]);
+  assert.equal(header.readUInt16BE(24), 51000);
+  assert.equal(header.readUInt16BE(26), 443);
+  const decoded = decodeProxyV2(Buffer.concat([header, Buffer.from('GET / HTTP/1.1\r\n')]));
+  assert.ok(decoded);
+  assert.equal(decoded.command, 'PROXY');
+  assert.equal(decoded.length, header.length);
+  assert.equal(decoded.sourceAddress, '192.0.2.10');
+  assert.equal(decoded.tlvs.get(Pp2Type.AUTHORITY)?.toString(), 'www.example.com');
+  assert.equal(decoded.tlvs.get(Pp2Type.ALPN)?.toString(), 'http/1.1');
+  const ssl = decoded.tlvs.get(Pp2Type.SSL);
+  assert.ok(ssl);
+  assert.equal(ssl[0], 0x01, 'PP2_CLIENT_SSL');
+  assert.equal(ssl.readUInt32BE(1), 0);
+  // sub-TLV: SSL version
+  assert.equal(ssl[5], Pp2Type.SUBTYPE_SSL_VERSION);
+  assert.equal(ssl.subarray(8, 8 + ssl.readUInt16BE(6)).toString(), 'TLSv1.3');
+});
+
+test('IPv4-mapped IPv6 addresses are sent as IPv4; mixed families as IPv6', () => {
+  const mapped = encodeProxyV2({ sourceAddress: '::ffff:127.0.0.1', sourcePort: 1, destinationAddress: '127.0.0.1', destinationPort: 2 });
+  assert.equal(mapped[13], 0x11);
+  const mixed = encodeProxyV2({ sourceAddress: '2001:db8::1', sourcePort: 1, destinationAddress: '127.0.0.1', destinationPort: 2 });
+  assert.equal(mixed[13], 0x21);
+  const d = decodeProxyV2(mixed);
+  assert.equal(d?.sourceAddress, '2001:db8:0:0:0:0:0:1');
+  assert.equal(d?.destinationAddress, '0:0:0:0:0:ffff:7f00:1');
+  assert.equal(d?.destinationPort, 2);
+});
+
+test('unknown addresses give the UNSPEC family (the receiver uses the real endpoints)', () => {
+  const header = encodeProxyV2({ serverName: 'a.example' });
+  assert.equal(header[13], 0x00);
+  assert.equal(decodeProxyV2(header)?.tlvs.get(Pp2Type.AUTHORITY)?.toString(), 'a.example');
+});
+
+test('decoder: every strict prefix asks for more bytes; garbage is refused, never crashes', () => {
+  const header = encodeProxyV2({ sourceAddress: '10.0.0.1', sourcePort: 5, destinationAddress: '10.0.0.2', destinationPort: 6, serverName: 'x.example' });
+  for (let i = 0; i < header.length; i++) assert.equal(decodeProxyV2(header.subarray(0, i)), undefined, `prefix ${i}`);
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 80 }), (bytes) => {
+      const data = Buffer.concat([PROXY_V2_SIGNATURE, bytes]);
+      try {
+        decodeProxyV2(data);
+      } catch (err) {
+        assert.equal((err as { code?: string }).code, 'EDGE_PROXY_PROTOCOL');
+      }
+    }),
+  );
+  assert.throws(() => decodeProxyV2(Buffer.from('GET / HTTP/1.1\r\n')), { code: 'EDGE_PROXY_PROTOCOL' });
+});
