@@ -134,21 +134,25 @@ export class KeydPool extends EventEmitter {
 
   private async connectWithTimeout(endpoint: KeydEndpoint): Promise<KeydConnection> {
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
     const attempt = this.connectKeyd(endpoint, { requestTimeoutMs: this.requestTimeoutMs });
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`connect timed out after ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
+      timer = setTimeout(() => {
+        timedOut = true;
+        // A connection that completes after we gave up must not leak.
+        attempt.then(
+          (late) => late.close(),
+          () => undefined,
+        );
+        reject(new Error(`connect timed out after ${this.connectTimeoutMs} ms`));
+      }, this.connectTimeoutMs);
     });
     try {
-      return await Promise.race([attempt, timeout]);
+      const client = await Promise.race([attempt, timeout]);
+      if (timedOut) throw new Error(`connect timed out after ${this.connectTimeoutMs} ms`);
+      return client;
     } finally {
       clearTimeout(timer);
-      // A connection that completes after we gave up must not leak.
-      attempt.then(
-        (late) => {
-          if (late !== this.client) late.close();
-        },
-        () => undefined,
-      );
     }
   }
 
@@ -178,7 +182,6 @@ export class KeydPool extends EventEmitter {
       this.timer = undefined;
       void this.connectRound();
     }, delay);
-    this.timer.unref();
   }
 
   private connected(): KeydConnection {

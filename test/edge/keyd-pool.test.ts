@@ -1,0 +1,200 @@
+import assert from 'node:assert/strict';
+import { EventEmitter, once } from 'node:events';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { IdentityCache } from '../../src/edge/identity-cache.js';
+import { KeydPool, type KeydConnection, type KeydEndpoint, type KeydIdentityLike } from '../../src/edge/keyd-pool.js';
+
+/** An in-memory keyd connection: answers from a map, can be "killed". */
+class FakeKeyd extends EventEmitter implements KeydConnection {
+  closed = false;
+  identityCalls = 0;
+  constructor(
+    readonly name: string,
+    readonly keys: Map<string, KeydIdentityLike>,
+  ) {
+    super();
+  }
+  async ping(): Promise<void> {}
+  async identity(serverName: string): Promise<KeydIdentityLike | undefined> {
+    this.identityCalls++;
+    const found = this.keys.get(serverName); // the answer keyd had when asked
+    await sleep(5);
+    return found;
+  }
+  async sign(keyRef: string, scheme: number, hash: Uint8Array): Promise<Uint8Array> {
+    if (this.closed) throw Object.assign(new Error('down'), { code: 'KEYD_UNAVAILABLE' });
+    return Buffer.from(`${this.name}:${keyRef}:${scheme}:${hash.length}`);
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit('close');
+  }
+}
+
+const ident = (name: string, version = 1): KeydIdentityLike => ({
+  names: [name],
+  keyRef: `ref-${name}-${version}`,
+  keyType: 'ecdsa-p256',
+  schemes: [0x0403],
+  certificateChain: [Buffer.from(`cert-${name}-${version}`)],
+  version,
+});
+
+/** Endpoints by socket path; `up` says which ones accept connections. */
+function fakeNetwork(keys: Map<string, KeydIdentityLike>) {
+  const up = new Set<string>();
+  const live: FakeKeyd[] = [];
+  let attempts = 0;
+  const connect = async (endpoint: KeydEndpoint): Promise<KeydConnection> => {
+    attempts++;
+    const path = 'socketPath' in endpoint ? endpoint.socketPath : '';
+    if (!up.has(path)) throw Object.assign(new Error(`connect ENOENT ${path}`), { code: 'ENOENT' });
+    const client = new FakeKeyd(path, keys);
+    live.push(client);
+    return client;
+  };
+  return { up, live, connect, attempts: () => attempts };
+}
+
+test('fails at once while keyd is down, connects in the background, recovers after a kill', async () => {
+  const keys = new Map([['a.example', ident('a.example')]]);
+  const net = fakeNetwork(keys);
+  const pool = new KeydPool([{ socketPath: 'primary' }], net.connect, { minBackoffMs: 10, maxBackoffMs: 40 });
+  try {
+    await pool.start();
+    assert.equal(pool.state, 'down');
+    const t0 = Date.now();
+    await assert.rejects(pool.sign('r', 0x0403, new Uint8Array(32)), { code: 'KEYD_UNAVAILABLE', message: /primary: connect ENOENT/ });
+    assert.ok(Date.now() - t0 < 50, 'a request while down fails at once');
+
+    net.up.add('primary');
+    await once(pool, 'connected');
+    assert.equal(pool.state, 'connected');
+    assert.equal(Buffer.from(await pool.sign('r', 0x0403, new Uint8Array(32))).toString(), 'primary:r:1027:32');
+
+    net.up.delete('primary');
+    net.live.at(-1)!.close(); // keyd killed
+    assert.equal(pool.state, 'down');
+    await assert.rejects(pool.identity('a.example'), { code: 'KEYD_UNAVAILABLE' });
+    await sleep(100);
+    const triesWhileDown = net.attempts();
+    assert.ok(triesWhileDown >= 3, `keeps retrying (${triesWhileDown})`);
+    net.up.add('primary');
+    await once(pool, 'connected');
+    assert.equal((await pool.identity('a.example'))?.keyRef, 'ref-a.example-1');
+  } finally {
+    pool.close();
+  }
+  assert.equal(pool.state, 'closed');
+});
+
+test('fails over to the next endpoint, in order', async () => {
+  const net = fakeNetwork(new Map());
+  net.up.add('secondary');
+  const pool = new KeydPool([{ socketPath: 'primary' }, { socketPath: 'secondary' }], net.connect, { minBackoffMs: 10 });
+  try {
+    await pool.start();
+    assert.equal(pool.endpoint, 'unix:secondary');
+    net.up.add('primary');
+    net.up.delete('secondary');
+    net.live.at(-1)!.close();
+    await once(pool, 'connected');
+    assert.equal(pool.endpoint, 'unix:primary');
+  } finally {
+    pool.close();
+  }
+});
+
+test('backoff grows: a long outage does not hammer keyd', async () => {
+  const net = fakeNetwork(new Map());
+  const pool = new KeydPool([{ socketPath: 'x' }], net.connect, { minBackoffMs: 20, maxBackoffMs: 200 });
+  try {
+    await pool.start();
+    await sleep(600);
+    // With 20, 40, 80, 160, 200… (jitter halves at worst) 600 ms holds at most ~10 rounds; without backoff thousands.
+    assert.ok(net.attempts() <= 12, `attempts ${net.attempts()}`);
+    assert.ok(net.attempts() >= 3, `attempts ${net.attempts()}`);
+  } finally {
+    pool.close();
+  }
+});
+
+test('a connect that never answers times out and the next endpoint is tried', async () => {
+  let calls = 0;
+  const pool = new KeydPool(
+    [{ socketPath: 'hangs' }, { socketPath: 'works' }],
+    async (endpoint) => {
+      calls++;
+      if ('socketPath' in endpoint && endpoint.socketPath === 'hangs') return new Promise<KeydConnection>(() => undefined);
+      return new FakeKeyd('works', new Map());
+    },
+    { connectTimeoutMs: 50 },
+  );
+  try {
+    await pool.start();
+    assert.equal(pool.endpoint, 'unix:works');
+    assert.equal(calls, 2);
+  } finally {
+    pool.close();
+  }
+});
+
+test('identity cache: one keyd lookup per name, cleared on change and on reconnect', async () => {
+  const keys = new Map([['a.example', ident('a.example')]]);
+  const net = fakeNetwork(keys);
+  net.up.add('k');
+  const pool = new KeydPool([{ socketPath: 'k' }], net.connect, { minBackoffMs: 5 });
+  const signs: boolean[] = [];
+  const cache = new IdentityCache(pool, { observeSign: (_s, ok) => signs.push(ok) });
+  try {
+    await pool.start();
+    const client = () => net.live.at(-1)!;
+    const [x, y] = await Promise.all([cache.get('a.example'), cache.get('a.example')]);
+    assert.equal(x, y, 'concurrent misses share one lookup');
+    assert.equal(client().identityCalls, 1);
+    assert.equal(cache.get('a.example'), x, 'a hit is synchronous');
+    assert.equal(client().identityCalls, 1);
+    assert.equal(await cache.get('unknown.example'), undefined);
+    assert.equal(await cache.get('unknown.example'), undefined);
+    assert.equal(client().identityCalls, 2, 'a miss is remembered briefly');
+
+    const sig = await x!.signer.sign(0x0403, new Uint8Array(32));
+    assert.equal(Buffer.from(sig).toString(), 'k:ref-a.example-1:1027:32');
+    assert.deepEqual(signs, [true]);
+
+    // keyd pushes a change: next lookup sees the new version
+    keys.set('a.example', ident('a.example', 2));
+    client().emit('change', { names: ['a.example'] });
+    const z = await cache.get('a.example');
+    assert.equal(z?.version, 2);
+    assert.equal(Buffer.from(z!.certificateChain[0]).toString(), 'cert-a.example-2');
+
+    // a lookup in flight when a change arrives is not stored
+    keys.set('a.example', ident('a.example', 3));
+    client().emit('change', {});
+    const racing = cache.get('a.example');
+    keys.set('a.example', ident('a.example', 4));
+    client().emit('change', {});
+    assert.equal((await racing)?.version, 3);
+    assert.equal((await cache.get('a.example'))?.version, 4);
+
+    // reconnect clears too (changes made while we were away are not pushed)
+    keys.set('a.example', ident('a.example', 5));
+    client().close();
+    await once(pool, 'connected');
+    assert.equal((await cache.get('a.example'))?.version, 5);
+
+    // keyd down: the cached identity is still served, but signing fails at once
+    net.up.delete('k');
+    client().close();
+    await assert.rejects(Promise.resolve(cache.get('b.example')), { code: 'KEYD_UNAVAILABLE' });
+    const cached = await cache.get('a.example');
+    assert.ok(cached, 'no flush on disconnect: the next connect flushes');
+    await assert.rejects(cached.signer.sign(0x0403, new Uint8Array(32)), { code: 'KEYD_UNAVAILABLE' });
+    assert.deepEqual(signs, [true, false]);
+  } finally {
+    pool.close();
+  }
+});
