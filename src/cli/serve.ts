@@ -1,0 +1,333 @@
+/**
+ * `delegator serve` — the TLS engine alone, with the leaf key IN THIS PROCESS.
+ *
+ * Not the product path (there the key lives only in keyd: see `delegator demo`). This
+ * exists for conformance runs (tlsfuzzer), interop checks and the handshake benchmark,
+ * where the signer must not be the variable being measured.
+ */
+import { isIP, type Server } from 'node:net';
+import { resolve } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { pino, type Logger } from 'pino';
+import { alertName } from '../tls/alert.js';
+import { groupByName, groupName, DEFAULT_GROUPS, SUPPORTED_GROUPS } from '../tls/crypto/key-exchange.js';
+import type { TlsServerOptions } from '../tls/options.js';
+import { LocalSigner, type Identity } from '../tls/signer.js';
+import { attachHttpResponder } from '../demo/http-responder.js';
+import { DEFAULT_LEAF_NAMES, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
+import { demoPkiPaths, loadOrCreateCa, loadOrCreateLeaf } from '../demo/pki-files.js';
+
+export const summary = 'TLS engine alone with an in-process key (conformance, benchmarks; not the keyd path)';
+
+const USAGE = `Usage: delegator serve [options]
+
+Serves HTTPS on the TLS 1.3 engine with a demo CA and a localhost certificate whose
+private key is held IN THIS PROCESS. For conformance tests and benchmarks; the product
+path, with keys only in keyd, is \`delegator demo\` / \`delegator edge\`.
+
+Options:
+  --host ADDR          listen address (default 127.0.0.1)
+  --port N             TCP port, 0 = any free port (default 8443)
+  --key-type TYPE      ${LEAF_KEY_TYPES.join('|')} (default ecdsa-p256)
+  --groups LIST        key exchange groups in preference order
+                       (default ${DEFAULT_GROUPS.map(groupName).join(',')}; supported: ${SUPPORTED_GROUPS.map(groupName).join(',')})
+  --tickets N          NewSessionTickets per connection, 0 disables resumption (default 2)
+  --hrr-cookie         accepted for tlsfuzzer scripts; the engine always sends a stateless
+                       cookie in HelloRetryRequest
+  --alpn LIST          ALPN protocols offered (default http/1.1; the page speaks HTTP/1.x only)
+  --names LIST         extra certificate names besides localhost,127.0.0.1
+  --dir DIR            where the demo CA, certificate and key are kept, created on first start
+                       (default $DELEGATOR_HOME/serve, else ./.delegator/serve)
+  --log-level LEVEL    pino level: fatal|error|warn|info|debug|trace (default info;
+                       debug logs every handshake failure with its alert)
+  -h, --help           this text
+`;
+
+export interface ServeConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly keyType: LeafKeyType;
+  readonly groups: readonly number[];
+  readonly tickets: number;
+  readonly alpn: readonly string[];
+  readonly names: readonly string[];
+  readonly dir: string;
+  readonly logLevel: string;
+}
+
+export class UsageError extends Error {
+  readonly code = 'SERVE_USAGE';
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Parses `serve` arguments; `'help'` when help was asked for. Throws UsageError with a one-line message. */
+export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ServeConfig | 'help' {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        host: { type: 'string', default: '127.0.0.1' },
+        port: { type: 'string', default: '8443' },
+        'key-type': { type: 'string', default: 'ecdsa-p256' },
+        groups: { type: 'string' },
+        tickets: { type: 'string', default: '2' },
+        'hrr-cookie': { type: 'boolean', default: false },
+        alpn: { type: 'string', default: 'http/1.1' },
+        names: { type: 'string', default: '' },
+        dir: { type: 'string' },
+        'log-level': { type: 'string', default: 'info' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) return 'help';
+
+  const port = parseInteger(values.port!, '--port', 0, 65535);
+  const tickets = parseInteger(values.tickets!, '--tickets', 0, 16);
+  const keyType = values['key-type']!;
+  if (!isLeafKeyType(keyType)) throw new UsageError(`--key-type must be one of ${LEAF_KEY_TYPES.join(', ')}, got '${keyType}'`);
+  const groups = values.groups === undefined ? DEFAULT_GROUPS : parseGroups(values.groups);
+  const alpn = splitList(values.alpn!);
+  for (const protocol of alpn) {
+    // RFC 7301 §3.1: 1..255 bytes each.
+    if (Buffer.byteLength(protocol) > 255) throw new UsageError(`--alpn protocol longer than 255 bytes: '${protocol.slice(0, 20)}…'`);
+  }
+  const logLevel = values['log-level']!;
+  if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const names = [...DEFAULT_LEAF_NAMES];
+  for (const name of splitList(values.names!)) if (!names.includes(name.toLowerCase())) names.push(name.toLowerCase());
+  const dir = resolve(values.dir ?? (env.DELEGATOR_HOME ? resolve(env.DELEGATOR_HOME, 'serve') : '.delegator/serve'));
+  return { host: values.host!, port, keyType, groups, tickets, alpn, names, dir, logLevel };
+}
+
+function parseInteger(text: string, option: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text)) throw new UsageError(`${option} must be an integer, got '${text}'`);
+  const value = Number(text);
+  if (value < min || value > max) throw new UsageError(`${option} must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function parseGroups(text: string): number[] {
+  const groups: number[] = [];
+  for (const name of splitList(text)) {
+    const group = groupByName(name);
+    if (group === undefined) {
+      throw new UsageError(`unknown group '${name}' in --groups (supported: ${SUPPORTED_GROUPS.map(groupName).join(', ')})`);
+    }
+    if (!groups.includes(group)) groups.push(group);
+  }
+  if (groups.length === 0) throw new UsageError('--groups needs at least one group');
+  return groups;
+}
+
+function splitList(text: string): string[] {
+  return text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+/** The engine's connection as this command uses it (API of src/tls/socket.ts). */
+interface EngineSocket extends Duplex {
+  readonly serverName: string | undefined;
+  readonly alpnProtocol: string | undefined;
+  readonly cipherSuite: string;
+  readonly group: string | undefined;
+  readonly signatureScheme: string | undefined;
+  readonly resumed: boolean;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+}
+
+interface EngineModule {
+  createServer(options: TlsServerOptions, onSecureConnection: (socket: EngineSocket) => void): Server;
+}
+
+type HandshakeError = Error & { code?: string; alert?: number };
+
+/** Loaded at run time so that this command builds while the engine's socket adapter is being written. */
+async function loadEngine(): Promise<EngineModule> {
+  return (await import(new URL('../tls/socket.js', import.meta.url).href)) as EngineModule;
+}
+
+export interface RunningServe {
+  readonly server: Server;
+  readonly port: number;
+  readonly url: string;
+  readonly curlCommand: string;
+  readonly caPath: string;
+  /** Stops accepting, ends open connections (close_notify), destroys stragglers after `graceMs`. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Starts the server; resolves once it is listening. */
+export async function startServe(config: ServeConfig, log: Logger): Promise<RunningServe> {
+  const { ca, created: caCreated } = await loadOrCreateCa(config.dir);
+  const leaf = await loadOrCreateLeaf(config.dir, ca, config.keyType, config.names);
+  const caPath = demoPkiPaths(config.dir).caCertificate;
+  log.info(
+    { dir: config.dir, caCreated, leafCreated: leaf.created, keyType: config.keyType, notAfter: leaf.notAfter.toISOString() },
+    caCreated ? 'created demo CA and certificate' : leaf.created ? 'issued new certificate from the existing demo CA' : 'reusing demo CA and certificate',
+  );
+
+  const identity: Identity = { certificateChain: leaf.certificateChain, signer: new LocalSigner(leaf.privateKey) };
+  const options: TlsServerOptions = {
+    // One identity for every name, like `openssl s_server`: conformance suites send all sorts of SNI.
+    resolveIdentity: () => identity,
+    groups: config.groups,
+    ticketCount: config.tickets,
+    ...(config.alpn.length > 0 ? { alpnProtocols: config.alpn } : {}),
+  };
+
+  const { createServer } = await loadEngine();
+  const open = new Set<EngineSocket>();
+  const server = createServer(options, (socket) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+    log.debug(
+      {
+        remote: `${socket.remoteAddress}:${socket.remotePort}`,
+        serverName: socket.serverName,
+        alpn: socket.alpnProtocol,
+        cipherSuite: socket.cipherSuite,
+        group: socket.group,
+        signatureScheme: socket.signatureScheme,
+        resumed: socket.resumed,
+      },
+      'handshake complete',
+    );
+    attachHttpResponder(
+      socket,
+      () => ({
+        'TLS version': 'TLS 1.3',
+        'cipher suite': socket.cipherSuite,
+        'key exchange group': socket.group ?? 'none (psk_ke)',
+        'signature scheme': socket.signatureScheme ?? 'none (resumed)',
+        'resumed': socket.resumed ? 'yes' : 'no',
+        'server name (SNI)': socket.serverName ?? 'none',
+        'ALPN protocol': socket.alpnProtocol ?? 'none',
+        'client': `${socket.remoteAddress}:${socket.remotePort}`,
+        'private key': `${config.keyType}, in this process (delegator serve; the product keeps keys in keyd)`,
+      }),
+      {
+        onResponse: (status, head, reason) => log.debug({ status, method: head?.method, target: head?.target, reason }, 'http response'),
+        onError: (err) => log.debug({ code: (err as HandshakeError).code, err: err.message }, 'connection error'),
+      },
+    );
+  });
+  server.on('tlsClientError', (err: HandshakeError, socket?: { remoteAddress?: string; remotePort?: number }) => {
+    log.debug(
+      {
+        code: err.code,
+        alert: err.alert === undefined ? undefined : alertName(err.alert),
+        remote: socket ? `${socket.remoteAddress}:${socket.remotePort}` : undefined,
+        err: err.message,
+      },
+      'handshake failed',
+    );
+  });
+
+  await new Promise<void>((resolveListen, rejectListen) => {
+    server.once('error', rejectListen);
+    server.listen(config.port, config.host, () => {
+      server.off('error', rejectListen);
+      resolveListen();
+    });
+  });
+  server.on('error', (err) => log.error({ err: err.message }, 'server error'));
+
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const { url, curlCommand } = howToReach(config.host, port, caPath);
+
+  const close = async (graceMs = 2000): Promise<void> => {
+    const closed = new Promise<void>((resolveClose) => server.close(() => resolveClose()));
+    for (const socket of open) socket.end(); // close_notify
+    const timer = setTimeout(() => {
+      for (const socket of open) socket.destroy();
+    }, graceMs);
+    await closed;
+    clearTimeout(timer);
+  };
+  return { server, port, url, curlCommand, caPath, close };
+}
+
+/**
+ * The URL to print and the exact curl command. The certificate names localhost and
+ * 127.0.0.1; for any other listen address curl is told to reach "localhost" there.
+ */
+export function howToReach(host: string, port: number, caPath: string): { url: string; curlCommand: string } {
+  const url = `https://localhost:${port}/`;
+  const loopbackOrAny = ['127.0.0.1', '::1', 'localhost', '0.0.0.0', '::', ''].includes(host);
+  const quotedCa = shellQuote(caPath);
+  if (loopbackOrAny) return { url, curlCommand: `curl --cacert ${quotedCa} ${url}` };
+  const target = isIP(host) === 6 ? `[${host}]` : host;
+  return { url, curlCommand: `curl --cacert ${quotedCa} --connect-to localhost:${port}:${target}:${port} ${url}` };
+}
+
+function shellQuote(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let config: ServeConfig | 'help';
+  try {
+    config = parseServeArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`delegator serve: ${err.message} (see delegator serve --help)\n`);
+    return 2;
+  }
+  if (config === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+
+  const log = pino({ name: 'serve', level: config.logLevel }, pino.destination(2));
+  let running: RunningServe;
+  try {
+    running = await startServe(config, log);
+  } catch (err) {
+    const error = err as NodeJS.ErrnoException;
+    if (error.code === 'EADDRINUSE') {
+      process.stderr.write(`delegator serve: ${config.host}:${config.port} is already in use (try --port)\n`);
+    } else {
+      process.stderr.write(`delegator serve: ${error.message}\n`);
+    }
+    return 1;
+  }
+
+  process.stdout.write(
+    `Serving ${running.url} on ${config.host}:${running.port} (TLS 1.3, ${config.keyType} key in this process)\n` +
+      `CA certificate: ${running.caPath}\n` +
+      `Try: ${running.curlCommand}\n`,
+  );
+  log.info({ host: config.host, port: running.port, groups: config.groups.map(groupName), tickets: config.tickets, alpn: config.alpn }, 'listening');
+
+  return new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now');
+        process.exit(130);
+      }
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      void running.close().then(() => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        log.info('stopped');
+        resolveExit(0);
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
