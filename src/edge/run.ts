@@ -1,0 +1,137 @@
+import cluster from 'node:cluster';
+import type { Server } from 'node:http';
+import { AggregatorRegistry } from 'prom-client';
+import type { EdgeConfig } from './config.js';
+import { startEdge, type RunningEdge } from './edge.js';
+import { loadEngine } from './engine.js';
+import { connectKeyd } from './keyd-connect.js';
+import { createLogger } from './logger.js';
+import { EdgeMetrics } from './metrics.js';
+import { startMetricsServer } from './metrics-server.js';
+
+/**
+ * The edge as a daemon. One worker: everything in this process. N workers (node:cluster):
+ * the primary forks them, restarts one that dies, serves /metrics aggregated over all, and
+ * on SIGTERM/SIGINT tells each to drain; workers each hold their own keyd connection and
+ * share the listening sockets. Resolves with the exit code once everything has stopped.
+ */
+export async function runEdge(config: EdgeConfig): Promise<number> {
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config);
+  return runWorker(config);
+}
+
+function onStopSignal(handler: (signal: string) => void): () => void {
+  const listener = (signal: NodeJS.Signals) => handler(signal);
+  process.on('SIGTERM', listener);
+  process.on('SIGINT', listener);
+  return () => {
+    process.off('SIGTERM', listener);
+    process.off('SIGINT', listener);
+  };
+}
+
+async function runWorker(config: EdgeConfig): Promise<number> {
+  const worker = cluster.isWorker ? cluster.worker?.id : undefined;
+  const log = createLogger(config.logLevel, worker === undefined ? {} : { worker });
+  const metrics = new EdgeMetrics({ defaultMetrics: true });
+  const edge: RunningEdge = await startEdge(config, {
+    createTlsServer: await loadEngine(),
+    connectKeyd,
+    logger: log,
+    metrics,
+  });
+  let metricsServer: Server | undefined;
+  if (cluster.isWorker) {
+    new AggregatorRegistry(); // installs the worker's answer to the primary's metric requests
+    AggregatorRegistry.setRegistries([metrics.registry]);
+  } else if (config.metrics) {
+    metricsServer = await startMetricsServer(config.metrics, async () => ({
+      contentType: metrics.registry.contentType,
+      body: await metrics.registry.metrics(),
+    }));
+    log.info({ metrics: `http://${config.metrics.host}:${config.metrics.port}/metrics` }, 'metrics endpoint');
+  }
+  if (cluster.isWorker) process.send?.({ type: 'edge:ready', addresses: edge.addresses });
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ why }, 'stopping: draining connections');
+      edge.drain().then(() => {
+        metricsServer?.close();
+        removeSignals();
+        log.info('stopped');
+        if (cluster.isWorker && process.connected) process.disconnect(); // lets the worker exit
+        resolve(0);
+      });
+    };
+    // In a cluster the primary decides when to stop; a worker ignores the terminal's SIGINT.
+    const removeSignals = cluster.isWorker ? () => undefined : onStopSignal((signal) => stop(signal));
+    if (cluster.isWorker) {
+      process.on('SIGINT', () => undefined);
+      process.on('message', (message: { type?: string }) => {
+        if (message?.type === 'edge:drain') stop('primary asked to drain');
+      });
+      process.on('disconnect', () => stop('primary went away'));
+    }
+  });
+}
+
+async function runPrimary(config: EdgeConfig): Promise<number> {
+  const log = createLogger(config.logLevel, { role: 'primary' });
+  const aggregator = new AggregatorRegistry();
+  let metricsServer: Server | undefined;
+  if (config.metrics) {
+    metricsServer = await startMetricsServer(config.metrics, async () => ({
+      contentType: aggregator.contentType,
+      body: await aggregator.clusterMetrics(),
+    }));
+  }
+  let stopping = false;
+  let restarts = 0;
+  const fork = () => cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    restarts++;
+    // A worker that keeps dying at once must not spin: back off up to 5 s.
+    const delay = Math.min(5000, 100 * 2 ** Math.min(restarts, 6));
+    log.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker died; restarting it');
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, delay);
+  });
+  const ready = new Promise<void>((resolve) => {
+    let count = 0;
+    cluster.on('message', (_worker, message: { type?: string }) => {
+      if (message?.type === 'edge:ready' && ++count === config.workers) resolve();
+    });
+  });
+  for (let i = 0; i < config.workers; i++) fork();
+  await ready;
+  log.info({ workers: config.workers, listen: config.listen }, 'edge workers ready');
+
+  return new Promise<number>((resolve) => {
+    const removeSignals = onStopSignal((signal) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping: workers drain their connections');
+      const workers = Object.values(cluster.workers ?? {});
+      let left = workers.length;
+      if (left === 0) finish();
+      for (const worker of workers) {
+        worker?.once('exit', () => {
+          if (--left === 0) finish();
+        });
+        worker?.send({ type: 'edge:drain' });
+      }
+    });
+    function finish() {
+      metricsServer?.close();
+      removeSignals();
+      log.info('all workers stopped');
+      resolve(0);
+    }
+  });
+}
