@@ -1,0 +1,392 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import * as tls from 'node:tls';
+import { errorCode, errorMessage, ProvisionError } from './errors.js';
+import { encodeFrame, FrameDecoder } from './frames.js';
+import { checkSealedHeader, openSealedKey, parseSealedKey } from './hpke-seal.js';
+import {
+  GENERATE_KEY_TYPES,
+  PROTOCOL_VERSION,
+  toWire,
+  type AdminCaller,
+  type GenerateKeyType,
+  type Greeting,
+  type ProvisioningAdmin,
+  type Request,
+  type Response,
+} from './protocol.js';
+import { loadOrCreateProvisioningKey, type SecretStore } from './provisioning-key.js';
+import { ReplayGuard } from './replay-guard.js';
+import { normalizeSubject, OPERATIONS, OperatorRoles, parseProvisioningConfig, roleAllows, type Operation, type Role } from './roles.js';
+
+/**
+ * keyd's provisioning listener: TLS 1.3, a client certificate from the operator CA required,
+ * roles from config, keys arriving HPKE-sealed to keyd's own provisioning key.
+ *
+ * Why `rejectUnauthorized: false`: with `true`, node:tls drops a connection whose certificate
+ * fails verification without telling either side why (the client sees a bare close, the server
+ * "socket hang up"). We verify in `authenticate` instead and answer every unauthenticated
+ * connection with exactly one `refused` frame naming the reason, then close: no operation is
+ * reachable without a verified operator certificate.
+ */
+
+/** Minimal pino-compatible logger. */
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** An audit entry for something refused before keyd's AdminService was reached. */
+export interface ProvisionAuditEvent {
+  op: string;
+  caller: AdminCaller;
+  ok: false;
+  code: string;
+  message: string;
+  remote: string;
+  names?: string[];
+}
+
+export type AuditSink = (event: ProvisionAuditEvent) => Promise<void> | void;
+
+export interface ProvisioningListenerOptions {
+  /** HOST:PORT (port 0 picks a free one). */
+  listen: string;
+  /** The operator CA: a PEM file path (or PEM text). */
+  operatorCa: string;
+  /** keyd's parsed config; provisioning reads its `provisioning` section (roles.ts). */
+  config: unknown;
+  adminService: ProvisioningAdmin;
+  store: SecretStore;
+  logger?: Logger;
+  /** TLS server certificate chain / key for this listener (path or PEM); default config.provisioning.tlsCert/tlsKey. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /**
+   * Where refusals that never reach the AdminService are audited. Default: the admin
+   * service's `recordAudit(entry)` when it has one, else the logger.
+   */
+  audit?: AuditSink;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+export interface ProvisioningListener {
+  readonly host: string;
+  readonly port: number;
+  /** keyd's provisioning key fingerprint (what `delegator admin … trust` shows). */
+  readonly fingerprint: string;
+  close(): Promise<void>;
+}
+
+const NONCES_SECRET = 'provisioning-nonces';
+const IDLE_TIMEOUT_MS = 5 * 60_000;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const MAX_CONNECTIONS = 64;
+
+async function pemFrom(value: string, what: string): Promise<string> {
+  if (value.includes('-----BEGIN')) return value;
+  try {
+    return await readFile(value, 'utf8');
+  } catch (err) {
+    throw new ProvisionError('PROVISION_USAGE', `cannot read ${what} ${value}: ${errorMessage(err)}`);
+  }
+}
+
+export function parseHostPort(value: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new ProvisionError('PROVISION_USAGE', `expected HOST:PORT, got "${value}"`);
+  return { host: match[1] ?? match[2] ?? '', port };
+}
+
+interface Session {
+  operator: string;
+  role: Role;
+  caller: AdminCaller;
+  remote: string;
+}
+
+export async function startProvisioningListener(opts: ProvisioningListenerOptions): Promise<ProvisioningListener> {
+  const config = parseProvisioningConfig(opts.config);
+  const roles = new OperatorRoles(config.operators);
+  const logger = opts.logger;
+  const now = opts.now ?? Date.now;
+  const { host, port } = parseHostPort(opts.listen);
+  const certSource = opts.tlsCert ?? config.tlsCert;
+  const keySource = opts.tlsKey ?? config.tlsKey;
+  if (!certSource || !keySource) {
+    throw new ProvisionError(
+      'PROVISION_USAGE',
+      'the provisioning listener needs a TLS server certificate and key: set "provisioning.tlsCert" and "provisioning.tlsKey" in keyd\'s config',
+    );
+  }
+  const operatorCaPem = await pemFrom(opts.operatorCa, 'operator CA');
+  let operatorCa: X509Certificate;
+  try {
+    operatorCa = new X509Certificate(operatorCaPem);
+  } catch (err) {
+    throw new ProvisionError('PROVISION_USAGE', `operator CA ${opts.operatorCa} is not a PEM certificate: ${errorMessage(err)}`);
+  }
+  const { key: provisioningKey, created } = await loadOrCreateProvisioningKey(opts.store);
+  const replay = new ReplayGuard(config.replayWindowSeconds * 1000, now);
+  const storedNonces = await opts.store.getSecret(NONCES_SECRET);
+  if (storedNonces) replay.restore(JSON.parse(Buffer.from(storedNonces).toString('utf8')) as Record<string, number>);
+
+  const audit: AuditSink =
+    opts.audit ??
+    (async (event) => {
+      const recorder = (opts.adminService as { recordAudit?: (e: ProvisionAuditEvent) => Promise<void> | void }).recordAudit;
+      if (typeof recorder === 'function') await recorder.call(opts.adminService, event);
+      else logger?.warn({ audit: event }, 'provisioning refused');
+    });
+  const safeAudit = async (event: ProvisionAuditEvent): Promise<void> => {
+    try {
+      await audit(event);
+    } catch (err) {
+      logger?.error({ err: errorMessage(err), code: event.code }, 'provisioning: could not write audit entry');
+    }
+  };
+
+  const server = tls.createServer({
+    cert: await pemFrom(certSource, 'provisioning TLS certificate'),
+    key: await pemFrom(keySource, 'provisioning TLS key'),
+    ca: operatorCaPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.3',
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+  });
+  server.maxConnections = MAX_CONNECTIONS;
+
+  /** Verifies the operator certificate and role; throws the precise refusal. */
+  function authenticate(socket: tls.TLSSocket): Session {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    const peer = socket.getPeerX509Certificate();
+    if (!peer) {
+      throw new ProvisionError('PROVISION_NO_CLIENT_CERT', 'no client certificate: keyd provisioning requires an operator certificate (--cert/--key)');
+    }
+    const subject = normalizeSubject(peer.subject);
+    if (!socket.authorized) {
+      const reason = (socket.authorizationError as unknown as { code?: string } | undefined)?.code ?? String(socket.authorizationError);
+      if (reason === 'CERT_HAS_EXPIRED') {
+        throw new ProvisionError('PROVISION_CLIENT_CERT_EXPIRED', `operator certificate "${subject}" expired on ${new Date(peer.validTo).toISOString()}`);
+      }
+      if (reason === 'CERT_NOT_YET_VALID') {
+        throw new ProvisionError('PROVISION_CLIENT_CERT_EXPIRED', `operator certificate "${subject}" is not valid before ${new Date(peer.validFrom).toISOString()}`);
+      }
+      throw new ProvisionError(
+        'PROVISION_UNTRUSTED_CLIENT_CERT',
+        `operator certificate "${subject}" issued by "${normalizeSubject(peer.issuer)}" is not from the operator CA "${normalizeSubject(operatorCa.subject)}" (${reason})`,
+      );
+    }
+    // RFC 5280 §4.2.1.12: when EKU is present it must allow TLS client authentication.
+    if (peer.keyUsage !== undefined && peer.keyUsage.length > 0 && !peer.keyUsage.includes('1.3.6.1.5.5.7.3.2') && !peer.keyUsage.includes('2.5.29.37.0')) {
+      throw new ProvisionError('PROVISION_UNTRUSTED_CLIENT_CERT', `operator certificate "${subject}" is not valid for TLS client authentication (extendedKeyUsage)`);
+    }
+    const role = roles.roleOf(subject);
+    if (!role) {
+      throw new ProvisionError(
+        'PROVISION_UNKNOWN_OPERATOR',
+        `operator "${subject}" has a valid certificate but no role in keyd's config (provisioning.operators)`,
+      );
+    }
+    return { operator: subject, role, caller: { kind: 'operator', id: subject }, remote };
+  }
+
+  function send(socket: tls.TLSSocket, message: Greeting | Response): void {
+    if (!socket.destroyed) socket.write(encodeFrame(message));
+  }
+
+  async function handle(session: Session, request: Request): Promise<unknown> {
+    const { caller } = session;
+    const args = request.args;
+    if (request.op === 'clientRefused') {
+      // The CLI refused keyd (its pinned fingerprint differs): audit it here too, then it hangs up.
+      const code = typeof args.code === 'string' ? args.code : 'PROVISION_KEYD_FINGERPRINT_MISMATCH';
+      const message = typeof args.message === 'string' ? args.message.slice(0, 500) : 'operator refused this keyd';
+      await safeAudit({ op: 'connect', caller, ok: false, code, message: `operator refused keyd: ${message}`, remote: session.remote });
+      logger?.warn({ operator: session.operator, code }, 'provisioning: operator refused this keyd\'s provisioning key');
+      return null;
+    }
+    if (!OPERATIONS.includes(request.op)) {
+      throw new ProvisionError('PROVISION_BAD_REQUEST', `unknown operation "${String(request.op)}"`);
+    }
+    const op: Operation = request.op;
+    if (!roleAllows(session.role, op)) {
+      throw new ProvisionError('PROVISION_FORBIDDEN', `operator "${session.operator}" has role ${session.role}, which may not ${op}`);
+    }
+    switch (op) {
+      case 'put':
+        return put(session, args);
+      case 'generate': {
+        const keyType = args.keyType;
+        if (!GENERATE_KEY_TYPES.includes(keyType as GenerateKeyType)) {
+          throw new ProvisionError('PROVISION_BAD_REQUEST', `gen: --type must be one of ${GENERATE_KEY_TYPES.join(', ')}`);
+        }
+        return opts.adminService.generate(caller, stringArg(args, 'name'), keyType as GenerateKeyType, stringArg(args, 'subject'));
+      }
+      case 'setChain':
+        return opts.adminService.setChain(caller, stringArg(args, 'name'), chainArg(args));
+      case 'delete':
+        return opts.adminService.delete(caller, stringArg(args, 'name'));
+      case 'list':
+        return opts.adminService.list(caller);
+      case 'show':
+        return opts.adminService.show(caller, stringArg(args, 'name'));
+      case 'audit': {
+        const filter = args.filter;
+        return opts.adminService.audit(caller, typeof filter === 'object' && filter !== null ? (filter as Record<string, unknown>) : undefined);
+      }
+    }
+  }
+
+  async function put(session: Session, args: Record<string, unknown>): Promise<unknown> {
+    const names = args.names;
+    if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === 'string' && n.length > 0)) {
+      throw new ProvisionError('PROVISION_BAD_REQUEST', 'put: "names" must be a non-empty list of names');
+    }
+    const chainDer = chainArg(args);
+    const sealed = parseSealedKey(args.sealed);
+    checkSealedHeader(sealed, provisioningKey.fingerprint, session.operator);
+    replay.check(sealed.nonce, sealed.issuedAt);
+    const pkcs8 = await openSealedKey({
+      sealed,
+      keydPublicKey: provisioningKey.publicKey,
+      keydPrivateKey: provisioningKey.rawPrivateKey(),
+      operator: session.operator,
+      binding: { names: names as string[], chainDer },
+    });
+    let privateKey;
+    try {
+      // Remember the nonce before anything else can fail: an authenticated payload is used once.
+      replay.accept(sealed.nonce, sealed.issuedAt);
+      await opts.store.putSecret(NONCES_SECRET, Buffer.from(JSON.stringify(replay.snapshot())));
+      privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
+    } catch (err) {
+      if (err instanceof ProvisionError) throw err;
+      throw new ProvisionError('PROVISION_BAD_REQUEST', `put: the sealed payload does not hold a PKCS#8 private key`);
+    } finally {
+      pkcs8.fill(0);
+    }
+    return opts.adminService.put(session.caller, names as string[], privateKey, chainDer);
+  }
+
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    socket.on('error', (err) => logger?.warn({ err: err.message }, 'provisioning connection error'));
+    let session: Session;
+    try {
+      session = authenticate(socket);
+    } catch (err) {
+      const code = errorCode(err);
+      const message = errorMessage(err);
+      const peer = socket.getPeerX509Certificate();
+      const caller: AdminCaller = { kind: 'operator', id: peer ? normalizeSubject(peer.subject) : '(no certificate)' };
+      const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+      logger?.warn({ code, remote, operator: caller.id }, `provisioning refused: ${message}`);
+      void safeAudit({ op: 'connect', caller, ok: false, code, message, remote });
+      send(socket, { type: 'refused', code, message });
+      socket.end();
+      return;
+    }
+    logger?.info({ operator: session.operator, role: session.role, remote: session.remote }, 'provisioning: operator connected');
+    send(socket, {
+      type: 'welcome',
+      v: PROTOCOL_VERSION,
+      operator: session.operator,
+      role: session.role,
+      keyd: { publicKey: Buffer.from(provisioningKey.publicKey).toString('base64'), fingerprint: provisioningKey.fingerprint },
+    });
+
+    const decoder = new FrameDecoder();
+    // One request at a time per connection, in order: admin changes are rare and must not interleave.
+    let queue: Promise<void> = Promise.resolve();
+    socket.on('data', (chunk: Buffer) => {
+      let messages: unknown[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (err) {
+        send(socket, { id: 0, ok: false, error: { code: errorCode(err), message: errorMessage(err) } });
+        socket.end();
+        return;
+      }
+      for (const message of messages) {
+        queue = queue.then(() => respond(session, socket, message));
+      }
+    });
+  });
+
+  async function respond(session: Session, socket: tls.TLSSocket, message: unknown): Promise<void> {
+    const request = message as Partial<Request>;
+    const id = typeof request.id === 'number' ? request.id : 0;
+    const op = typeof request.op === 'string' ? request.op : '(none)';
+    const args = typeof request.args === 'object' && request.args !== null ? (request.args as Record<string, unknown>) : {};
+    try {
+      const result = await handle(session, { id, op: op as Request['op'], args });
+      send(socket, { id, ok: true, result: toWire(result ?? null) });
+    } catch (err) {
+      const code = errorCode(err);
+      const text = errorMessage(err);
+      // Refusals decided here never reach the AdminService, which audits its own calls.
+      if (err instanceof ProvisionError) {
+        const names = Array.isArray(args.names) ? (args.names as unknown[]).filter((n): n is string => typeof n === 'string') : typeof args.name === 'string' ? [args.name] : undefined;
+        await safeAudit({ op, caller: session.caller, ok: false, code, message: text, remote: session.remote, ...(names ? { names } : {}) });
+      }
+      logger?.warn({ operator: session.operator, op, code }, `provisioning: ${op} refused: ${text}`);
+      send(socket, { id, ok: false, error: { code, message: text } });
+    }
+  }
+
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    logger?.warn({ code: err.code, remote }, `provisioning: TLS handshake failed: ${err.message.split('\n')[0]}`);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  logger?.info(
+    { listen: `${address.address}:${address.port}`, fingerprint: provisioningKey.fingerprint, created, operators: roles.size },
+    `provisioning listener on ${address.address}:${address.port}, provisioning key ${provisioningKey.fingerprint}`,
+  );
+  const sockets = new Set<tls.TLSSocket>();
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+
+  return {
+    host: address.address,
+    port: address.port,
+    fingerprint: provisioningKey.fingerprint,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      }),
+  };
+}
+
+function stringArg(args: Record<string, unknown>, name: string): string {
+  const value = args[name];
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new ProvisionError('PROVISION_BAD_REQUEST', `"${name}" must be a non-empty string`);
+  }
+  return value;
+}
+
+function chainArg(args: Record<string, unknown>): Uint8Array[] {
+  const chain = args.chain;
+  if (!Array.isArray(chain) || chain.length === 0 || !chain.every((c) => typeof c === 'string' && c.length > 0)) {
+    throw new ProvisionError('PROVISION_BAD_REQUEST', '"chain" must be a non-empty list of base64 DER certificates');
+  }
+  return chain.map((c: string) => new Uint8Array(Buffer.from(c, 'base64')));
+}

@@ -1,0 +1,61 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { fingerprintOf } from './fingerprint.js';
+
+/** The part of keyd's sealed store that provisioning uses (src/keyd store: getSecret / putSecret). */
+export interface SecretStore {
+  getSecret(name: string): Promise<Buffer | Uint8Array | undefined>;
+  putSecret(name: string, bytes: Uint8Array): Promise<unknown>;
+}
+
+/** Name of keyd's X25519 provisioning key inside the sealed store (PKCS#8 DER). */
+export const PROVISIONING_KEY_SECRET = 'provisioning-x25519';
+
+/**
+ * keyd's own provisioning key pair: operators seal private keys to its public half (HPKE),
+ * so only this keyd can open them. Created on first run, kept sealed in keyd's store.
+ */
+export interface ProvisioningKey {
+  /** Raw 32-byte X25519 public key (RFC 7748), as HPKE serialises it. */
+  readonly publicKey: Uint8Array;
+  readonly fingerprint: string;
+  /** Raw 32-byte X25519 private scalar, for HPKE's deserializePrivateKey; keep it in keyd only. */
+  rawPrivateKey(): Uint8Array;
+}
+
+function fromKeyObject(privateKey: KeyObject): ProvisioningKey {
+  // JWK export is the cheap way to the raw X25519 bytes (DESIGN.md: SPKI/PKCS#8 paths are slow).
+  const x = createPublicKey(privateKey).export({ format: 'jwk' }).x;
+  if (!x) throw new Error('X25519 public key export returned no x');
+  const publicKey = new Uint8Array(Buffer.from(x, 'base64url'));
+  return {
+    publicKey,
+    fingerprint: fingerprintOf(publicKey),
+    rawPrivateKey: () => {
+      const d = privateKey.export({ format: 'jwk' }).d;
+      if (!d) throw new Error('X25519 private key export returned no d');
+      return new Uint8Array(Buffer.from(d, 'base64url'));
+    },
+  };
+}
+
+/** Loads keyd's provisioning key from the sealed store, creating and storing it on first run. */
+export async function loadOrCreateProvisioningKey(
+  store: SecretStore,
+): Promise<{ key: ProvisioningKey; created: boolean }> {
+  const stored = await store.getSecret(PROVISIONING_KEY_SECRET);
+  if (stored) {
+    const privateKey = createPrivateKey({ key: Buffer.from(stored), format: 'der', type: 'pkcs8' });
+    if (privateKey.asymmetricKeyType !== 'x25519') {
+      throw new Error(`sealed secret ${PROVISIONING_KEY_SECRET} is not an X25519 key`);
+    }
+    return { key: fromKeyObject(privateKey), created: false };
+  }
+  const { privateKey } = generateKeyPairSync('x25519');
+  const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+  try {
+    await store.putSecret(PROVISIONING_KEY_SECRET, der);
+  } finally {
+    der.fill(0);
+  }
+  return { key: fromKeyObject(privateKey), created: true };
+}

@@ -1,0 +1,57 @@
+import { ProvisionError } from './errors.js';
+
+/**
+ * Refuses sealed payloads that are too old (or from too far in the future) and payloads seen
+ * before. A nonce only needs remembering while its payload's time is inside the window: after
+ * that the time check refuses it anyway. The remembered set is exported so keyd can keep it in
+ * its sealed store and a restart does not reopen the window for replays.
+ */
+export class ReplayGuard {
+  /** base64 nonce → expiry (ms since epoch). */
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    readonly windowMs: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (!(windowMs > 0)) throw new RangeError('replay window must be positive');
+  }
+
+  /** Throws PROVISION_STALE or PROVISION_REPLAY; does not remember the nonce (see accept). */
+  check(nonce: string, issuedAt: number): void {
+    const now = this.now();
+    this.prune(now);
+    if (Math.abs(now - issuedAt) > this.windowMs) {
+      throw new ProvisionError(
+        'PROVISION_STALE',
+        `payload was sealed at ${new Date(issuedAt).toISOString()}, keyd's clock says ${new Date(now).toISOString()}; ` +
+          `payloads are accepted for ±${Math.round(this.windowMs / 1000)} s (re-run the command, check both clocks)`,
+      );
+    }
+    if (this.seen.has(nonce)) {
+      throw new ProvisionError('PROVISION_REPLAY', `payload with nonce ${nonce} was already used: refusing a replay`);
+    }
+  }
+
+  /** Remembers a nonce once its payload authenticated. */
+  accept(nonce: string, issuedAt: number): void {
+    this.seen.set(nonce, issuedAt + this.windowMs);
+  }
+
+  /** The remembered nonces, for persistence. */
+  snapshot(): Record<string, number> {
+    this.prune(this.now());
+    return Object.fromEntries(this.seen);
+  }
+
+  restore(entries: Record<string, number>): void {
+    for (const [nonce, expiry] of Object.entries(entries)) {
+      if (typeof expiry === 'number') this.seen.set(nonce, expiry);
+    }
+    this.prune(this.now());
+  }
+
+  private prune(now: number): void {
+    for (const [nonce, expiry] of this.seen) if (expiry < now) this.seen.delete(nonce);
+  }
+}
