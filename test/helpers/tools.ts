@@ -109,16 +109,17 @@ export class ToolProcess {
    * tool exits without producing it (the message then includes the tool's output).
    */
   async waitFor(pattern: RegExp | string, timeoutMs = 10_000): Promise<void> {
+    const shown = String(pattern).length > 120 ? `${String(pattern).slice(0, 117)}...` : String(pattern);
     const matches = (): boolean => {
       const all = this.stdout + this.stderr;
       return typeof pattern === 'string' ? all.includes(pattern) : pattern.test(all);
     };
     if (matches()) return;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => finish(new Error(`timed out waiting for ${String(pattern)}`)), timeoutMs);
+      const timer = setTimeout(() => finish(new Error(`timed out waiting for ${shown}`)), timeoutMs);
       const check = (): void => {
         if (matches()) finish();
-        else if (this.exited) finish(new Error(`tool exited before printing ${String(pattern)}`));
+        else if (this.exited) finish(new Error(`tool exited before printing ${shown}`));
       };
       const finish = (err?: Error): void => {
         clearTimeout(timer);
