@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from '../../src/provision/frames.js';
+import { fingerprintOf, isFingerprint } from '../../src/provision/fingerprint.js';
+import { lookupPin, pin } from '../../src/provision/known-keyd.js';
+import { ReplayGuard } from '../../src/provision/replay-guard.js';
+import { normalizeSubject, OperatorRoles, parseProvisioningConfig, roleAllows } from '../../src/provision/roles.js';
+import { loadOrCreateProvisioningKey } from '../../src/provision/provisioning-key.js';
+
+function code(fn: () => unknown, expected: string): void {
+  assert.throws(fn, (err: Error & { code?: string }) => {
+    assert.equal(err.code, expected, err.message);
+    return true;
+  });
+}
+
+describe('replay guard', () => {
+  it('refuses stale, future and replayed payloads; forgets nonces after the window', () => {
+    let now = 1_000_000_000_000;
+    const guard = new ReplayGuard(60_000, () => now);
+    guard.check('n1', now - 59_000);
+    code(() => guard.check('n1', now - 61_000), 'PROVISION_STALE');
+    code(() => guard.check('n1', now + 61_000), 'PROVISION_STALE');
+    guard.accept('n1', now);
+    code(() => guard.check('n1', now), 'PROVISION_REPLAY');
+    guard.check('n2', now);
+    // Persisted and restored (a keyd restart must not reopen the window).
+    const restored = new ReplayGuard(60_000, () => now);
+    restored.restore(guard.snapshot());
+    code(() => restored.check('n1', now), 'PROVISION_REPLAY');
+    now += 61_000;
+    code(() => restored.check('n1', now - 61_000), 'PROVISION_STALE');
+    assert.deepEqual(restored.snapshot(), {});
+  });
+});
+
+describe('known-keyd pins', () => {
+  it('adds, keeps, refuses a change loudly, replaces on request', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'known-keyd-'));
+    try {
+      const file = join(dir, 'sub', 'known_keyd');
+      const a = fingerprintOf(new Uint8Array(32).fill(1));
+      const b = fingerprintOf(new Uint8Array(32).fill(2));
+      assert.ok(isFingerprint(a));
+      assert.equal(await lookupPin(file, 'keyd:8444'), undefined);
+      assert.equal(await pin(file, 'keyd:8444', a, false), 'added');
+      assert.equal(await pin(file, 'other:8444', b, false), 'added');
+      assert.equal(await pin(file, 'keyd:8444', a, false), 'unchanged');
+      await assert.rejects(pin(file, 'keyd:8444', b, false), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'PROVISION_KEYD_FINGERPRINT_MISMATCH');
+        assert.match(err.message, new RegExp(`pins ${a.replace(/[+/]/g, '.')}`));
+        assert.match(err.message, /trust --replace/);
+        return true;
+      });
+      assert.equal(await lookupPin(file, 'keyd:8444'), a);
+      assert.equal(await pin(file, 'keyd:8444', b, true), 'replaced');
+      assert.equal(await lookupPin(file, 'keyd:8444'), b);
+      assert.equal(await lookupPin(file, 'other:8444'), b);
+      const text = await readFile(file, 'utf8');
+      assert.equal(text.split('\n').filter((l) => l.startsWith('keyd:8444 ')).length, 1);
+      await writeFile(file, '# comment\nkeyd:8444 not-a-fingerprint\n');
+      await assert.rejects(lookupPin(file, 'keyd:8444'), /known_keyd:2: expected/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('roles', () => {
+  it('normalises subject spellings of node, OpenSSL and slash form alike', () => {
+    const expected = 'O=Example Ops, CN=alice';
+    assert.equal(normalizeSubject('O=Example Ops\nCN=alice'), expected);
+    assert.equal(normalizeSubject('subject=O = Example Ops, CN = alice'), expected);
+    assert.equal(normalizeSubject('/O=Example Ops/CN=alice'), expected);
+    assert.equal(normalizeSubject('o=Example Ops,cn=alice'), expected);
+  });
+
+  it('admin may do everything, auditor only reads, unknown subjects have no role', () => {
+    const roles = new OperatorRoles({ 'O = Ops, CN = alice': 'admin', 'CN=bob': 'auditor' });
+    assert.equal(roles.roleOf('O=Ops\nCN=alice'), 'admin');
+    assert.equal(roles.roleOf('CN=bob'), 'auditor');
+    assert.equal(roles.roleOf('CN=carol'), undefined);
+    for (const op of ['put', 'generate', 'setChain', 'delete', 'list', 'show', 'audit'] as const) assert.ok(roleAllows('admin', op));
+    for (const op of ['put', 'generate', 'setChain', 'delete'] as const) assert.ok(!roleAllows('auditor', op));
+    for (const op of ['list', 'show', 'audit'] as const) assert.ok(roleAllows('auditor', op));
+  });
+
+  it('validates the provisioning config with messages naming the field', () => {
+    code(() => parseProvisioningConfig({}), 'PROVISION_USAGE');
+    assert.throws(() => parseProvisioningConfig({ provisioning: { operators: { 'CN=a': 'root' } } }), /role of "CN=a" must be "admin" or "auditor"/);
+    assert.throws(() => parseProvisioningConfig({ provisioning: { operators: {}, replayWindowSeconds: -1 } }), /replayWindowSeconds/);
+    const parsed = parseProvisioningConfig({ provisioning: { operators: { 'CN=a': 'admin' }, tlsCert: 'c.pem', tlsKey: 'k.pem' } });
+    assert.equal(parsed.replayWindowSeconds, 300);
+    assert.equal(parsed.tlsCert, 'c.pem');
+  });
+});
+
+describe('frames', () => {
+  it('decodes frames split at every byte boundary', () => {
+    const bytes = Buffer.concat([encodeFrame({ id: 1, op: 'list', args: {} }), encodeFrame({ id: 2, op: 'show', args: { name: 'é.example' } })]);
+    for (let split = 0; split <= bytes.length; split++) {
+      const decoder = new FrameDecoder();
+      const got = [...decoder.push(bytes.subarray(0, split)), ...decoder.push(bytes.subarray(split))];
+      assert.deepEqual(got, [{ id: 1, op: 'list', args: {} }, { id: 2, op: 'show', args: { name: 'é.example' } }]);
+    }
+  });
+
+  it('refuses oversize lengths at once, bad JSON and non-objects', () => {
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(MAX_FRAME_BYTES + 1);
+    code(() => new FrameDecoder().push(header), 'PROVISION_FRAME_TOO_LARGE');
+    const bad = Buffer.from('xxnot json');
+    bad.writeUInt32BE(6);
+    code(() => new FrameDecoder().push(bad), 'PROVISION_BAD_REQUEST');
+    code(() => new FrameDecoder().push(encodeFrame([1, 2])), 'PROVISION_BAD_REQUEST');
+  });
+});
+
+describe('provisioning key', () => {
+  it('is created once, stored sealed, and reloaded with the same fingerprint', async () => {
+    const secrets = new Map<string, Buffer>();
+    const store = {
+      getSecret: async (name: string) => secrets.get(name),
+      putSecret: async (name: string, bytes: Uint8Array) => void secrets.set(name, Buffer.from(bytes)),
+    };
+    const first = await loadOrCreateProvisioningKey(store);
+    assert.equal(first.created, true);
+    assert.equal(secrets.size, 1);
+    const second = await loadOrCreateProvisioningKey(store);
+    assert.equal(second.created, false);
+    assert.equal(second.key.fingerprint, first.key.fingerprint);
+    assert.equal(second.key.publicKey.length, 32);
+    assert.equal(second.key.rawPrivateKey().length, 32);
+  });
+});
