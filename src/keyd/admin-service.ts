@@ -1,0 +1,210 @@
+import { EventEmitter } from 'node:events';
+import type { KeyObject } from 'node:crypto';
+import type { Logger } from 'pino';
+import { KeydError } from './errors.js';
+import { AuditLog, SigningCounters, type AdminCaller, type AuditEntry, type AuditQuery } from './audit.js';
+import { Keyring, entryFromStored, infoOf, type KeyEntry, type KeyInfo } from './keyring.js';
+import { normaliseName } from './names.js';
+import { GENERATE_KEY_TYPES, checkLeafMatchesKey, checkPrivateKey, generateKeyAndCsr, parseChain, type GenerateKeyType } from './pki.js';
+import { SealedStore } from './store.js';
+
+export type { AdminCaller, AuditEntry, AuditQuery, KeyInfo };
+
+const MAX_NAMES_PER_KEY = 100;
+
+export interface ChangeEvent {
+  names: string[];
+}
+
+/**
+ * Every key administration operation, whoever asks: the admin unix socket and the
+ * provisioning listener both call this. Each call is serialised (one change at a
+ * time), persisted durably before it returns, written to the audit log (ok or not),
+ * and announced with a 'change' event ({ names }) that keyd pushes to edges.
+ */
+export class AdminService extends EventEmitter {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly store: SealedStore,
+    readonly keyring: Keyring,
+    private readonly auditLog: AuditLog,
+    private readonly counters: SigningCounters,
+    private readonly logger?: Logger,
+  ) {
+    super();
+  }
+
+  /** Installs a key and its chain for one or more names (replacing what served them). */
+  put(caller: AdminCaller, names: string[], privateKey: KeyObject, chainDer: Uint8Array[]): Promise<KeyInfo> {
+    return this.mutate(caller, 'put', { names }, async () => {
+      const normalised = normaliseNames(names);
+      const keyType = checkPrivateKey(privateKey);
+      const [leaf] = parseChain(chainDer);
+      checkLeafMatchesKey(leaf!, privateKey);
+      const entry = await this.install(normalised, privateKey, chainDer.map((c) => Uint8Array.from(c)));
+      return { result: infoOf(entry), names: normalised, keyRef: entry.id, keyType };
+    });
+  }
+
+  /** Creates a key inside keyd; returns a CSR. The name is served once `setChain` gives it a chain. */
+  generate(caller: AdminCaller, name: string, keyType: GenerateKeyType, subject: string): Promise<{ info: KeyInfo; csrPem: string }> {
+    return this.mutate(caller, 'generate', { names: [name], keyType }, async () => {
+      const [normalised] = normaliseNames([name]);
+      if (!GENERATE_KEY_TYPES.includes(keyType)) {
+        throw new KeydError('KEYD_BAD_REQUEST', `unknown key type ${JSON.stringify(keyType)}: use ${GENERATE_KEY_TYPES.join(', ')}`);
+      }
+      const { privateKey, csrPem } = await generateKeyAndCsr(keyType, normalised!.replace(/^\*\./, '*.'), subject);
+      const entry = await this.install([normalised!], privateKey, [], subject);
+      return { result: { info: infoOf(entry), csrPem }, names: [normalised!], keyRef: entry.id, keyType };
+    });
+  }
+
+  /** Replaces the certificate chain of the key serving `name` (e.g. after the CA signed the CSR). */
+  setChain(caller: AdminCaller, name: string, chainDer: Uint8Array[]): Promise<KeyInfo> {
+    return this.mutate(caller, 'setChain', { names: [name] }, async () => {
+      const entry = this.ownerOf(name);
+      const [leaf] = parseChain(chainDer);
+      checkLeafMatchesKey(leaf!, entry.privateKey);
+      const stored = await this.store.putKey({
+        id: entry.id,
+        seq: entry.seq,
+        names: entry.names,
+        privateKey: entry.privateKey,
+        chain: chainDer.map((c) => Uint8Array.from(c)),
+        addedAt: entry.addedAt,
+      });
+      const updated = entryFromStored(stored);
+      this.keyring.set(updated);
+      return { result: infoOf(updated), names: updated.names, keyRef: updated.id, keyType: updated.keyType };
+    });
+  }
+
+  /** Stops serving `name`; the key is deleted when no other name uses it. */
+  delete(caller: AdminCaller, name: string): Promise<void> {
+    return this.mutate(caller, 'delete', { names: [name] }, async () => {
+      const entry = this.ownerOf(name);
+      const normalised = normaliseName(name);
+      const remaining = entry.names.filter((n) => n !== normalised);
+      if (remaining.length === 0) {
+        await this.store.deleteKey(entry.id);
+        this.keyring.remove(entry.id);
+      } else {
+        const stored = await this.store.putKey({ ...entry, names: remaining });
+        this.keyring.set(entryFromStored(stored));
+      }
+      return { result: undefined, names: [normalised], keyRef: entry.id, keyType: entry.keyType };
+    });
+  }
+
+  list(caller: AdminCaller): Promise<KeyInfo[]> {
+    return this.observe(caller, 'list', {}, async () => this.keyring.entries().map(infoOf));
+  }
+
+  show(caller: AdminCaller, name: string): Promise<KeyInfo> {
+    return this.observe(caller, 'show', { names: [name] }, async () => infoOf(this.ownerOf(name)));
+  }
+
+  audit(caller: AdminCaller, opts?: AuditQuery): Promise<AuditEntry[]> {
+    return this.observe(caller, 'audit', {}, () => this.auditLog.read(opts));
+  }
+
+  /**
+   * Records an audit entry for a refusal that happened before this service was reached
+   * (e.g. the provisioning listener refusing an unauthenticated operator).
+   */
+  recordAudit(entry: Omit<AuditEntry, 'time'>): Promise<void> {
+    return this.auditLog.append(entry);
+  }
+
+  /** Per-client signing counters since keyd started. */
+  stats(caller: AdminCaller): Promise<Record<string, { signatures: number; refusals: number }>> {
+    return this.observe(caller, 'stats', {}, async () => this.counters.snapshot());
+  }
+
+  /**
+   * Writes a new record owning `names`, then trims the names from older records. The
+   * new record's higher sequence number makes it the owner even if we crash between
+   * the two steps (see Keyring.set), so a put is atomic at the moment of the rename.
+   */
+  private async install(names: string[], privateKey: KeyObject, chain: Uint8Array[], subject?: string): Promise<KeyEntry> {
+    const stored = await this.store.putKey({
+      id: SealedStore.newKeyId(),
+      names,
+      privateKey,
+      chain,
+      ...(subject !== undefined ? { subject } : {}),
+    });
+    const previousOwners = new Set(names.map((n) => this.keyring.owner(n)).filter((e): e is KeyEntry => e !== undefined));
+    const entry = entryFromStored(stored);
+    this.keyring.set(entry);
+    for (const old of previousOwners) {
+      // keyring.set already removed the taken names from `old.names`.
+      if (old.names.length === 0) {
+        await this.store.deleteKey(old.id);
+        this.keyring.remove(old.id);
+      } else {
+        const rewritten = await this.store.putKey({ ...old, names: old.names });
+        this.keyring.set(entryFromStored(rewritten));
+      }
+    }
+    return entry;
+  }
+
+  private ownerOf(name: string): KeyEntry {
+    const normalised = normaliseName(name);
+    const entry = this.keyring.owner(normalised);
+    if (!entry) throw new KeydError('KEYD_UNKNOWN_NAME', `no key for ${normalised}`);
+    return entry;
+  }
+
+  /** A change: serialised, audited, announced. */
+  private mutate<T>(
+    caller: AdminCaller,
+    op: string,
+    subject: { names?: string[]; keyType?: string },
+    body: () => Promise<{ result: T; names: string[]; keyRef: string; keyType: string }>,
+  ): Promise<T> {
+    const run = this.queue.then(async () => {
+      try {
+        const done = await body();
+        await this.auditLog.append({ op, caller, names: done.names, keyRef: done.keyRef, keyType: done.keyType, ok: true });
+        this.logger?.info({ op, caller, names: done.names, keyRef: done.keyRef }, `admin ${op} ok`);
+        this.emit('change', { names: done.names } satisfies ChangeEvent);
+        return done.result;
+      } catch (err) {
+        await this.recordFailure(caller, op, subject, err);
+        throw err;
+      }
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** A read-only call: audited, not serialised. */
+  private async observe<T>(caller: AdminCaller, op: string, subject: { names?: string[] }, body: () => Promise<T>): Promise<T> {
+    try {
+      const result = await body();
+      await this.auditLog.append({ op, caller, ...subject, ok: true });
+      return result;
+    } catch (err) {
+      await this.recordFailure(caller, op, subject, err);
+      throw err;
+    }
+  }
+
+  private async recordFailure(caller: AdminCaller, op: string, subject: { names?: string[]; keyType?: string }, err: unknown): Promise<void> {
+    const code = err instanceof KeydError ? err.code : 'KEYD_INTERNAL';
+    const message = err instanceof Error ? err.message : String(err);
+    this.logger?.warn({ op, caller, code, names: subject.names }, `admin ${op} refused: ${message}`);
+    await this.auditLog.append({ op, caller, ...subject, ok: false, code, message }).catch((e: unknown) => {
+      this.logger?.error({ err: e }, 'audit log write failed');
+    });
+  }
+}
+
+function normaliseNames(names: string[]): string[] {
+  if (!Array.isArray(names) || names.length === 0) throw new KeydError('KEYD_BAD_NAME', 'at least one name is needed');
+  if (names.length > MAX_NAMES_PER_KEY) throw new KeydError('KEYD_BAD_NAME', `at most ${MAX_NAMES_PER_KEY} names per key`);
+  return [...new Set(names.map(normaliseName))];
+}

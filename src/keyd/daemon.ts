@@ -1,0 +1,252 @@
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { createServer as createNetServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { pino, type Logger } from 'pino';
+import { AdminService, type ChangeEvent } from './admin-service.js';
+import { AuditLog, SigningCounters } from './audit.js';
+import { loadConfig, normaliseSubject, type KeydConfig } from './config.js';
+import { KeydError } from './errors.js';
+import { Keyring, entryFromStored } from './keyring.js';
+import { KeydConnection, type Peer } from './server.js';
+import { SealedStore } from './store.js';
+
+/** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
+export interface KeydOptions {
+  /** --data DIR */
+  data: string;
+  /** --root-key FILE */
+  rootKey: string;
+  /** --socket PATH: signing socket for local edges (mode 0660). */
+  socket: string;
+  /** --admin-socket PATH: admin socket (mode 0600). */
+  adminSocket: string;
+  /** --config FILE, or the parsed object. */
+  config?: string | object;
+  /** --listen HOST:PORT: signing over TCP with mutual TLS (needs tlsCert, tlsKey, clientCa). */
+  listen?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  clientCa?: string;
+  /** --provision-listen HOST:PORT (issue 6) and its operator CA. */
+  provisionListen?: string;
+  operatorCa?: string;
+  /** Default /etc/machine-id (tests override it). */
+  machineIdPath?: string;
+  logger?: Logger;
+  logLevel?: string;
+}
+
+export interface RunningKeyd {
+  socketPath: string;
+  adminSocketPath: string;
+  /** Port of the mTLS listener, when --listen was given. */
+  tlsPort?: number;
+  /** The provisioning listener, when --provision-listen was given. */
+  provisioning?: { host: string; port: number; fingerprint: string; close(): Promise<void> };
+  adminService: AdminService;
+  store: SealedStore;
+  keyring: Keyring;
+  counters: SigningCounters;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
+  const logger = opts.logger ?? pino({ name: 'keyd', level: opts.logLevel ?? 'info' }, pino.destination(2));
+  const config = await loadConfig(opts.config);
+  const socketPath = resolve(opts.socket);
+  const adminSocketPath = resolve(opts.adminSocket);
+  if (socketPath === adminSocketPath) throw new KeydError('KEYD_CONFIG', 'the signing socket and the admin socket must be different paths');
+  // Before touching the store: a second keyd on the same sockets must not start.
+  await prepareSocketPath(socketPath);
+  await prepareSocketPath(adminSocketPath);
+
+  const store = await SealedStore.open({ dataDir: opts.data, rootKeyPath: opts.rootKey, ...(opts.machineIdPath ? { machineIdPath: opts.machineIdPath } : {}) });
+  const keyring = new Keyring();
+  const { keys, failures } = await store.loadKeys();
+  for (const key of keys) {
+    try {
+      keyring.set(entryFromStored(key));
+    } catch (err) {
+      failures.push(new KeydError('KEYD_STORE_CORRUPT', `key record ${key.id}: ${(err as Error).message}`));
+    }
+  }
+  for (const failure of failures) logger.error({ code: failure.code }, failure.message);
+  // Records whose every name a newer put took over (a crash between the two steps of a put).
+  for (const entry of keyring.entries()) {
+    if (entry.names.length === 0) {
+      await store.deleteKey(entry.id);
+      keyring.remove(entry.id);
+    }
+  }
+
+  const auditLog = await AuditLog.open(join(store.dataDir, 'audit.log'));
+  const counters = new SigningCounters();
+  const adminService = new AdminService(store, keyring, auditLog, counters, logger);
+  const connections = new Set<KeydConnection>();
+  const sockets = new Set<Socket>();
+  const deps = { keyring, adminService, counters, logger, maxPending: config.maxPending };
+
+  const track = (socket: Socket, peer: Peer) => {
+    sockets.add(socket);
+    const conn = new KeydConnection(socket, peer, deps);
+    connections.add(conn);
+    socket.on('close', () => {
+      sockets.delete(socket);
+      connections.delete(conn);
+    });
+  };
+
+  let adminConnections = 0;
+  const signingServer = createNetServer((socket) => track(socket, { id: 'local', admin: false, allowed: ['*'] }));
+  const adminServer = createNetServer((socket) => {
+    const n = ++adminConnections;
+    const who = `uid ${process.getuid?.() ?? '?'} (owner of ${adminSocketPath}), connection ${n}`;
+    track(socket, { id: `admin#${n}`, admin: true, allowed: ['*'], caller: { kind: 'local', id: who } });
+  });
+  const servers: Server[] = [signingServer, adminServer];
+  await listenUnix(signingServer, socketPath, 0o660);
+  await listenUnix(adminServer, adminSocketPath, 0o600);
+
+  let tlsPort: number | undefined;
+  if (opts.listen) {
+    const tlsServer = await listenMutualTls(opts, config, track, logger);
+    servers.push(tlsServer);
+    tlsPort = (tlsServer.address() as { port: number }).port;
+  }
+
+  adminService.on('change', ({ names }: ChangeEvent) => {
+    for (const conn of connections) if (conn.concerns(names)) conn.pushChanged(names);
+  });
+
+  let provisioning: RunningKeyd['provisioning'];
+  if (opts.provisionListen) {
+    if (!opts.operatorCa) throw new KeydError('KEYD_CONFIG', '--provision-listen needs --operator-ca');
+    // Computed specifier: the provisioning module (issue 6) is optional at build time.
+    const specifier = '../provision/listener.js';
+    const { startProvisioningListener } = (await import(specifier)) as {
+      startProvisioningListener(o: object): Promise<NonNullable<RunningKeyd['provisioning']>>;
+    };
+    provisioning = await startProvisioningListener({ listen: opts.provisionListen, operatorCa: opts.operatorCa, config, adminService, store, logger });
+  }
+
+  logger.info(
+    { store: store.dataDir, keys: keyring.size, refusedRecords: failures.length, socket: socketPath, adminSocket: adminSocketPath, tlsPort, provisioning: provisioning && `${provisioning.host}:${provisioning.port}` },
+    `keyd started: store ${store.dataDir}, ${keyring.size} key(s)${failures.length ? `, ${failures.length} record(s) refused` : ''}, signing socket ${socketPath}, admin socket ${adminSocketPath}`,
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    socketPath,
+    adminSocketPath,
+    ...(tlsPort !== undefined ? { tlsPort } : {}),
+    ...(provisioning ? { provisioning } : {}),
+    adminService,
+    store,
+    keyring,
+    counters,
+    logger,
+    close() {
+      closing ??= (async () => {
+        await provisioning?.close();
+        const closed = servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+        for (const s of sockets) s.destroy();
+        await Promise.all(closed);
+        await auditLog.close();
+        logger.info('keyd stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * Refuses to start over a live keyd (something answers on the socket) or over a path
+ * that is not a socket; removes a stale socket left by a crashed keyd.
+ */
+async function prepareSocketPath(path: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new KeydError('KEYD_NOT_A_SOCKET', `${path} exists and is not a socket; refusing to replace it`);
+  const live = await new Promise<boolean>((done) => {
+    const probe = netConnect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      done(true);
+    });
+    probe.once('error', () => done(false));
+  });
+  if (live) throw new KeydError('KEYD_ALREADY_RUNNING', `another keyd is already listening on ${path}`);
+  await unlink(path);
+}
+
+/** Listens on a unix socket created with `mode` (umask while binding, chmod after for certainty). */
+async function listenUnix(server: Server, path: string, mode: number): Promise<void> {
+  const previous = process.umask(0o777 & ~mode);
+  try {
+    await new Promise<void>((done, fail) => {
+      server.once('error', fail);
+      server.listen(path, () => {
+        server.off('error', fail);
+        done();
+      });
+    });
+  } finally {
+    process.umask(previous);
+  }
+  await chmod(path, mode);
+}
+
+async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s: Socket, p: Peer) => void, logger: Logger): Promise<Server> {
+  if (!opts.tlsCert || !opts.tlsKey || !opts.clientCa) {
+    throw new KeydError('KEYD_CONFIG', '--listen needs --tls-cert, --tls-key and --client-ca');
+  }
+  const read = (path: string, what: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new KeydError('KEYD_CONFIG', `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const server = createTlsServer(
+    {
+      cert: read(opts.tlsCert, '--tls-cert'),
+      key: read(opts.tlsKey, '--tls-key'),
+      ca: read(opts.clientCa, '--client-ca'),
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+    },
+    (socket: TLSSocket) => {
+      const raw = socket.getPeerCertificate().raw;
+      const subject = raw ? normaliseSubject(new X509Certificate(raw).subject) : '';
+      const allowed = config.clients[subject] ?? [];
+      if (allowed.length === 0) logger.warn({ subject }, 'mTLS client has no names in config "clients": every request will be refused');
+      track(socket, { id: subject || 'unknown', admin: false, allowed });
+    },
+  );
+  server.on('tlsClientError', (err) => logger.warn({ err: err.message }, 'keyd TLS client refused'));
+  const [host, portText] = splitHostPort(opts.listen!);
+  await new Promise<void>((done, fail) => {
+    server.once('error', fail);
+    server.listen(Number(portText), host, () => {
+      server.off('error', fail);
+      done();
+    });
+  });
+  return server;
+}
+
+function splitHostPort(value: string): [string, string] {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  if (!m) throw new KeydError('KEYD_CONFIG', `--listen expects HOST:PORT, got ${JSON.stringify(value)}`);
+  return [m[1] ?? m[2]!, m[3]!];
+}

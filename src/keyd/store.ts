@@ -1,0 +1,447 @@
+import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { chmod, mkdir, open, readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
+import { Reader } from '../tls/wire/reader.js';
+import { Writer } from '../tls/wire/writer.js';
+import { KeydError } from './errors.js';
+import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurably } from './durable-file.js';
+
+/**
+ * keyd's sealed store: one file per key (keys/ID.rec) and per keyd secret
+ * (secrets/NAME.rec), each sealed with AES-256-GCM under a key derived by HKDF from
+ * the machine root key (32 random bytes in a file outside the data directory) and
+ * /etc/machine-id. The record's kind, id, version, sequence number and names are in
+ * the clear header, which is the GCM additional data: a record renamed, swapped,
+ * or edited anywhere fails authentication.
+ *
+ * store.json (not secret) holds the HKDF salt and two checks that let us say *why*
+ * a data directory cannot be opened: another root key, or another machine.
+ */
+
+export interface StoreOptions {
+  /** Data directory (created 0700 when missing). */
+  dataDir: string;
+  /** Root key file; created (32 random bytes, mode 0600) on first run. Must be outside dataDir. */
+  rootKeyPath: string;
+  /** Overridable for tests; default /etc/machine-id. */
+  machineIdPath?: string;
+}
+
+/** A key as stored: the private key only ever as a KeyObject. */
+export interface StoredKey {
+  id: string;
+  /** Grows on every rewrite of this record (in the AAD). */
+  version: number;
+  /** Store-wide sequence number of the put that created it: the newest put owns a name. */
+  seq: number;
+  names: string[];
+  privateKey: KeyObject;
+  chain: Uint8Array[];
+  addedAt: string;
+  updatedAt: string;
+  /** Subject given to `generate` (kept for KeyInfo while no chain is set). */
+  subject?: string;
+}
+
+export type NewKey = Omit<StoredKey, 'version' | 'seq' | 'addedAt' | 'updatedAt'> & { seq?: number; addedAt?: string };
+
+export interface LoadResult {
+  keys: StoredKey[];
+  /** Records that could not be opened (tampered, unreadable): each error names its record. */
+  failures: KeydError[];
+}
+
+const RECORD_MAGIC = Buffer.from('KEYDREC1', 'latin1');
+const KIND_KEY = 1;
+const KIND_SECRET = 2;
+const NONCE_LENGTH = 12;
+const TAG_LENGTH = 16;
+const ROOT_KEY_LENGTH = 32;
+const STORE_FORMAT = 1;
+const RECORD_ID = /^[a-z0-9][a-z0-9._-]{0,99}$/;
+
+interface StoreMeta {
+  format: number;
+  salt: string;
+  rootKeyCheck: string;
+  machineCheck: string;
+  createdAt: string;
+}
+
+interface RecordHeader {
+  kind: number;
+  id: string;
+  version: number;
+  seq: number;
+  names: string[];
+}
+
+export class SealedStore {
+  private readonly keysDir: string;
+  private readonly secretsDir: string;
+  private readonly versions = new Map<string, number>();
+  private lastSeq = 0;
+
+  private constructor(
+    readonly dataDir: string,
+    private readonly sealKey: Buffer,
+  ) {
+    this.keysDir = join(dataDir, 'keys');
+    this.secretsDir = join(dataDir, 'secrets');
+  }
+
+  /**
+   * Opens (or initialises) the store. Throws KEYD_STORE_OTHER_ROOT_KEY /
+   * KEYD_STORE_OTHER_MACHINE when the data directory was sealed elsewhere.
+   */
+  static async open(opts: StoreOptions): Promise<SealedStore> {
+    const dataDir = resolve(opts.dataDir);
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const rootKey = await loadOrCreateRootKey(resolve(opts.rootKeyPath), dataDir);
+    const machineIdPath = opts.machineIdPath ?? '/etc/machine-id';
+    const machineId = await readMachineId(machineIdPath);
+    const meta = await loadOrCreateMeta(dataDir, rootKey, machineId, resolve(opts.rootKeyPath), machineIdPath);
+    const salt = Buffer.from(meta.salt, 'base64');
+    // RFC 5869: the root key is the IKM, the per-store salt the salt; machine-id goes in
+    // `info` so the same root key on another machine derives a different seal key.
+    const info = Buffer.concat([Buffer.from('keyd sealed store v1\0', 'latin1'), machineId]);
+    const sealKey = Buffer.from(hkdfSync('sha256', rootKey, salt, info, 32));
+    rootKey.fill(0);
+    const store = new SealedStore(dataDir, sealKey);
+    for (const dir of [store.keysDir, store.secretsDir]) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await removeLeftoverTemporaries(dir);
+    }
+    await syncDirectory(dataDir);
+    return store;
+  }
+
+  /** A fresh random key reference. */
+  static newKeyId(): string {
+    return `k${randomBytes(10).toString('hex')}`;
+  }
+
+  /** Reads every key record. Bad records are reported, not fatal: the others are still served. */
+  async loadKeys(): Promise<LoadResult> {
+    const keys: StoredKey[] = [];
+    const failures: KeydError[] = [];
+    for (const file of (await readdir(this.keysDir)).sort()) {
+      if (!file.endsWith('.rec') || file.startsWith('.')) continue;
+      const id = file.slice(0, -4);
+      try {
+        const key = await this.readKey(id);
+        if (key) keys.push(key);
+      } catch (err) {
+        failures.push(err instanceof KeydError ? err : new KeydError('KEYD_STORE_IO', `record ${id}: ${(err as Error).message}`));
+      }
+    }
+    return { keys, failures };
+  }
+
+  /** Writes (creates or replaces) a key record durably; returns the record as stored. */
+  async putKey(key: NewKey): Promise<StoredKey> {
+    checkRecordId(key.id);
+    const now = new Date().toISOString();
+    const version = (this.versions.get(key.id) ?? 0) + 1;
+    const seq = key.seq ?? ++this.lastSeq;
+    this.lastSeq = Math.max(this.lastSeq, seq);
+    const stored: StoredKey = {
+      ...key,
+      version,
+      seq,
+      addedAt: key.addedAt ?? now,
+      updatedAt: now,
+    };
+    const pkcs8 = key.privateKey.export({ format: 'der', type: 'pkcs8' });
+    const meta = Buffer.from(
+      JSON.stringify({ addedAt: stored.addedAt, updatedAt: stored.updatedAt, subject: stored.subject }),
+      'utf8',
+    );
+    const w = new Writer(pkcs8.length + 4096);
+    w.opaque(3, meta).opaque(3, pkcs8);
+    w.vec(3, () => key.chain.forEach((c) => w.opaque(3, c)));
+    const plaintext = w.finish();
+    pkcs8.fill(0);
+    const header: RecordHeader = { kind: KIND_KEY, id: key.id, version, seq, names: key.names };
+    const sealed = this.seal(header, plaintext);
+    plaintext.fill(0);
+    await writeFileDurably(join(this.keysDir, `${key.id}.rec`), sealed);
+    this.versions.set(key.id, version);
+    return stored;
+  }
+
+  async deleteKey(id: string): Promise<void> {
+    checkRecordId(id);
+    await unlinkDurably(join(this.keysDir, `${id}.rec`));
+    this.versions.delete(id);
+  }
+
+  /** keyd's own secrets (e.g. the provisioning key pair), sealed like keys. */
+  async putSecret(name: string, bytes: Uint8Array): Promise<void> {
+    checkRecordId(name);
+    const version = (this.versions.get(`secret:${name}`) ?? (await this.secretVersion(name))) + 1;
+    const sealed = this.seal({ kind: KIND_SECRET, id: name, version, seq: 0, names: [] }, bytes);
+    await writeFileDurably(join(this.secretsDir, `${name}.rec`), sealed);
+    this.versions.set(`secret:${name}`, version);
+  }
+
+  async getSecret(name: string): Promise<Buffer | undefined> {
+    checkRecordId(name);
+    const bytes = await readOptional(join(this.secretsDir, `${name}.rec`));
+    if (!bytes) return undefined;
+    const { header, plaintext } = this.open(bytes, KIND_SECRET, name, `secret ${name}`);
+    this.versions.set(`secret:${name}`, header.version);
+    return plaintext;
+  }
+
+  async deleteSecret(name: string): Promise<void> {
+    checkRecordId(name);
+    await unlinkDurably(join(this.secretsDir, `${name}.rec`));
+    this.versions.delete(`secret:${name}`);
+  }
+
+  /** Path of a key record (tests tamper with it; docs name it). */
+  keyRecordPath(id: string): string {
+    return join(this.keysDir, `${id}.rec`);
+  }
+
+  private async secretVersion(name: string): Promise<number> {
+    const bytes = await readOptional(join(this.secretsDir, `${name}.rec`));
+    if (!bytes) return 0;
+    return parseHeader(bytes, `secret ${name}`).header.version;
+  }
+
+  private async readKey(id: string): Promise<StoredKey | undefined> {
+    const bytes = await readOptional(join(this.keysDir, `${id}.rec`));
+    if (!bytes) return undefined;
+    const what = `key record ${id}`;
+    const { header, plaintext } = this.open(bytes, KIND_KEY, id, what);
+    try {
+      const r = new Reader(plaintext, what);
+      const meta = JSON.parse(Buffer.from(r.vec(3, 0, 0xffffff, 'meta')).toString('utf8')) as {
+        addedAt: string;
+        updatedAt: string;
+        subject?: string;
+      };
+      const pkcs8 = r.vec(3, 1, 0xffffff, 'private key');
+      const privateKey = createPrivateKey({ key: Buffer.from(pkcs8.buffer, pkcs8.byteOffset, pkcs8.byteLength), format: 'der', type: 'pkcs8' });
+      const chain: Uint8Array[] = [];
+      const cr = r.sub(3, 0, 0xffffff, 'chain');
+      while (cr.remaining > 0) chain.push(Uint8Array.from(cr.vec(3, 1, 0xffffff, 'certificate')));
+      r.end();
+      this.versions.set(id, header.version);
+      this.lastSeq = Math.max(this.lastSeq, header.seq);
+      return {
+        id,
+        version: header.version,
+        seq: header.seq,
+        names: header.names,
+        privateKey,
+        chain,
+        addedAt: meta.addedAt,
+        updatedAt: meta.updatedAt,
+        ...(meta.subject !== undefined ? { subject: meta.subject } : {}),
+      };
+    } catch (err) {
+      throw new KeydError('KEYD_STORE_CORRUPT', `${what} (names ${header.names.join(', ')}) authenticated but does not decode: ${(err as Error).message}`);
+    } finally {
+      plaintext.fill(0);
+    }
+  }
+
+  private seal(header: RecordHeader, plaintext: Uint8Array): Buffer {
+    const aad = encodeHeader(header);
+    const nonce = randomBytes(NONCE_LENGTH);
+    const cipher = createCipheriv('aes-256-gcm', this.sealKey, nonce);
+    cipher.setAAD(aad);
+    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    return Buffer.concat([aad, nonce, body, cipher.getAuthTag()]);
+  }
+
+  private open(bytes: Buffer, kind: number, id: string, what: string): { header: RecordHeader; plaintext: Buffer } {
+    const { header, headerLength } = parseHeader(bytes, what);
+    if (header.kind !== kind || header.id !== id) {
+      throw new KeydError('KEYD_RECORD_TAMPERED', `${what} is tampered with: its header names ${header.kind === KIND_KEY ? 'key' : 'secret'} ${header.id}; not served`);
+    }
+    if (bytes.length < headerLength + NONCE_LENGTH + TAG_LENGTH) {
+      throw new KeydError('KEYD_RECORD_TAMPERED', `${what} is truncated; not served`);
+    }
+    const nonce = bytes.subarray(headerLength, headerLength + NONCE_LENGTH);
+    const tag = bytes.subarray(bytes.length - TAG_LENGTH);
+    const decipher = createDecipheriv('aes-256-gcm', this.sealKey, nonce);
+    decipher.setAAD(bytes.subarray(0, headerLength));
+    decipher.setAuthTag(tag);
+    const body = decipher.update(bytes.subarray(headerLength + NONCE_LENGTH, bytes.length - TAG_LENGTH));
+    try {
+      const plaintext = Buffer.concat([body, decipher.final()]);
+      body.fill(0);
+      return { header, plaintext };
+    } catch {
+      body.fill(0);
+      const names = header.names.length > 0 ? ` (names ${header.names.join(', ')})` : '';
+      throw new KeydError('KEYD_RECORD_TAMPERED', `${what}${names} failed authentication: it was tampered with or corrupted; not served`);
+    }
+  }
+}
+
+function encodeHeader(h: RecordHeader): Buffer {
+  const w = new Writer(128);
+  w.bytes(RECORD_MAGIC).u8(h.kind);
+  w.opaque(1, Buffer.from(h.id, 'latin1'));
+  w.u32(h.version).u32(h.seq);
+  w.vec(2, () => h.names.forEach((n) => w.opaque(1, Buffer.from(n, 'latin1'))));
+  return w.finish();
+}
+
+function parseHeader(bytes: Buffer, what: string): { header: RecordHeader; headerLength: number } {
+  try {
+    const r = new Reader(bytes, what);
+    if (!Buffer.from(r.bytesN(RECORD_MAGIC.length, 'magic')).equals(RECORD_MAGIC)) {
+      throw new Error('not a keyd record (bad magic)');
+    }
+    const kind = r.u8('kind');
+    const id = Buffer.from(r.vec(1, 1, 255, 'id')).toString('latin1');
+    const version = r.u32('version');
+    const seq = r.u32('seq');
+    const names: string[] = [];
+    const nr = r.sub(2, 0, 0xffff, 'names');
+    while (nr.remaining > 0) names.push(Buffer.from(nr.vec(1, 1, 255, 'name')).toString('latin1'));
+    return { header: { kind, id, version, seq, names }, headerLength: r.position };
+  } catch (err) {
+    throw new KeydError('KEYD_RECORD_TAMPERED', `${what} has a damaged header (${(err as Error).message}); not served`);
+  }
+}
+
+function checkRecordId(id: string): void {
+  if (!RECORD_ID.test(id)) throw new KeydError('KEYD_BAD_REQUEST', `invalid record name ${JSON.stringify(id)}`);
+}
+
+async function readOptional(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function readMachineId(path: string): Promise<Buffer> {
+  let text: string;
+  try {
+    text = (await readFile(path, 'utf8')).trim();
+  } catch (err) {
+    throw new KeydError('KEYD_STORE_IO', `cannot read the machine id ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (text.length === 0) throw new KeydError('KEYD_STORE_IO', `machine id file ${path} is empty`);
+  return Buffer.from(text, 'utf8');
+}
+
+/** True when `path` (which may not exist yet) is `dir` or lies under it, symlinks resolved. */
+async function isInside(path: string, dir: string): Promise<boolean> {
+  const realDir = await realpath(dir);
+  const parent = dirname(path);
+  const realParent = await realpath(parent).catch(() => parent);
+  const rel = relative(realDir, join(realParent, basename(path)));
+  return !rel.startsWith('..') && !isAbsolute(rel);
+}
+
+/** Reads the 32-byte root key, or creates it (mode 0600, exclusive create) on first run. */
+async function loadOrCreateRootKey(path: string, dataDir: string): Promise<Buffer> {
+  if (await isInside(path, dataDir)) {
+    throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} must live outside the data directory ${dataDir}`);
+  }
+  let existing: Buffer | undefined;
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) throw new KeydError('KEYD_ROOT_KEY', `root key ${path} is not a regular file`);
+    if ((st.mode & 0o077) !== 0) {
+      throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
+    }
+    existing = await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (existing) {
+    if (existing.length !== ROOT_KEY_LENGTH) {
+      throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} holds ${existing.length} bytes, expected ${ROOT_KEY_LENGTH}`);
+    }
+    return existing;
+  }
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const rootKey = randomBytes(ROOT_KEY_LENGTH);
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    await fh.writeFile(rootKey);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await chmod(path, 0o600);
+  await syncDirectory(dirname(path));
+  return rootKey;
+}
+
+function rootKeyCheck(rootKey: Buffer, salt: Buffer): string {
+  return createHmac('sha256', rootKey).update('keyd root key check\0').update(salt).digest('hex');
+}
+
+function machineCheck(machineId: Buffer, salt: Buffer): string {
+  return createHmac('sha256', salt).update('keyd machine check\0').update(machineId).digest('hex');
+}
+
+function sameHex(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+async function loadOrCreateMeta(
+  dataDir: string,
+  rootKey: Buffer,
+  machineId: Buffer,
+  rootKeyPath: string,
+  machineIdPath: string,
+): Promise<StoreMeta> {
+  const metaPath = join(dataDir, 'store.json');
+  const text = await readOptional(metaPath);
+  if (!text) {
+    const records = await readdir(join(dataDir, 'keys')).catch(() => [] as string[]);
+    if (records.some((f) => f.endsWith('.rec'))) {
+      throw new KeydError('KEYD_STORE_CORRUPT', `data directory ${dataDir} holds key records but no store.json; refusing to start a new store over them`);
+    }
+    const salt = randomBytes(32);
+    const meta: StoreMeta = {
+      format: STORE_FORMAT,
+      salt: salt.toString('base64'),
+      rootKeyCheck: rootKeyCheck(rootKey, salt),
+      machineCheck: machineCheck(machineId, salt),
+      createdAt: new Date().toISOString(),
+    };
+    await writeFileDurably(metaPath, Buffer.from(JSON.stringify(meta, null, 2) + '\n'));
+    return meta;
+  }
+  let meta: StoreMeta;
+  try {
+    meta = JSON.parse(text.toString('utf8')) as StoreMeta;
+    if (meta.format !== STORE_FORMAT || typeof meta.salt !== 'string') throw new Error(`format ${meta.format}`);
+  } catch (err) {
+    throw new KeydError('KEYD_STORE_CORRUPT', `${metaPath} is not a keyd store description (${(err as Error).message})`);
+  }
+  const salt = Buffer.from(meta.salt, 'base64');
+  const rootOk = sameHex(meta.rootKeyCheck, rootKeyCheck(rootKey, salt));
+  const machineOk = sameHex(meta.machineCheck, machineCheck(machineId, salt));
+  if (!rootOk) {
+    throw new KeydError(
+      'KEYD_STORE_OTHER_ROOT_KEY',
+      `data directory ${dataDir} is sealed under another root key, not ${rootKeyPath}` +
+        (machineOk ? '' : ` (and on another machine than the one ${machineIdPath} names)`),
+    );
+  }
+  if (!machineOk) {
+    throw new KeydError(
+      'KEYD_STORE_OTHER_MACHINE',
+      `data directory ${dataDir} is sealed to another machine: ${machineIdPath} differs from the machine it was created on`,
+    );
+  }
+  return meta;
+}

@@ -1,0 +1,186 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, readFile, readdir, rename, stat, writeFile, copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { SealedStore } from '../../src/keyd/store.js';
+import { scratch } from './fixtures.js';
+
+function p256() {
+  return generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+}
+
+test('keys and secrets survive a reopen; the root key is created 0600, 32 bytes, outside the data dir', async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    const key = p256();
+    const stored = await store.putKey({ id: 'kabc', names: ['a.test', '*.b.test'], privateKey: key, chain: [Uint8Array.of(1, 2, 3)] });
+    assert.equal(stored.version, 1);
+    const again = await store.putKey({ id: 'kabc', names: ['a.test'], privateKey: key, chain: [], seq: stored.seq, addedAt: stored.addedAt });
+    assert.equal(again.version, 2);
+    await store.putSecret('provisioning-key', Buffer.from('secret bytes'));
+    const st = await stat(opts.rootKeyPath);
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(st.size, 32);
+
+    const reopened = await SealedStore.open(opts);
+    const { keys, failures } = await reopened.loadKeys();
+    assert.deepEqual(failures, []);
+    assert.equal(keys.length, 1);
+    assert.deepEqual(keys[0]!.names, ['a.test']);
+    assert.equal(keys[0]!.version, 2);
+    assert.equal(keys[0]!.addedAt, stored.addedAt);
+    assert.ok(keys[0]!.privateKey.equals(key));
+    assert.deepEqual((await reopened.getSecret('provisioning-key'))!.toString(), 'secret bytes');
+    assert.equal(await reopened.getSecret('absent'), undefined);
+
+    // Nothing on disk holds the key or the secret in the clear.
+    const pkcs8 = key.export({ format: 'der', type: 'pkcs8' });
+    for (const dir of ['keys', 'secrets']) {
+      for (const f of await readdir(join(opts.dataDir, dir))) {
+        const bytes = await readFile(join(opts.dataDir, dir, f));
+        assert.equal(bytes.indexOf(pkcs8.subarray(-32)), -1, `${f} contains key bytes`);
+        assert.equal(bytes.indexOf('secret bytes'), -1, `${f} contains the secret`);
+      }
+    }
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a data directory used with another root key is refused, saying so', async () => {
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    const store = await SealedStore.open({ dataDir, rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath });
+    await store.putKey({ id: 'k1', names: ['a.test'], privateKey: p256(), chain: [] });
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath: join(s.dir, 'other-root.key'), machineIdPath: s.machineIdPath }), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'KEYD_STORE_OTHER_ROOT_KEY');
+      assert.match(err.message, /sealed under another root key, not .*other-root\.key/);
+      return true;
+    });
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a data directory (and root key) copied to another machine is refused, saying so', async () => {
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    const rootKeyPath = join(s.dir, 'root.key');
+    const store = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    await store.putKey({ id: 'k1', names: ['a.test'], privateKey: p256(), chain: [] });
+    const otherMachine = join(s.dir, 'other-machine-id');
+    await writeFile(otherMachine, '0000000000000000000000000000beef\n');
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath, machineIdPath: otherMachine }), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'KEYD_STORE_OTHER_MACHINE');
+      assert.match(err.message, /sealed to another machine/);
+      return true;
+    });
+    // Even with store.json forged to accept the new machine, the records do not open:
+    // machine-id is part of the seal-key derivation, not only of the check.
+    // store.json is not secret: anyone can recompute its machine check for the new machine.
+    const meta = JSON.parse(await readFile(join(dataDir, 'store.json'), 'utf8'));
+    meta.machineCheck = createHmac('sha256', Buffer.from(meta.salt, 'base64'))
+      .update('keyd machine check\0')
+      .update('0000000000000000000000000000beef')
+      .digest('hex');
+    await writeFile(join(dataDir, 'store.json'), JSON.stringify(meta));
+    const reopened = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: otherMachine });
+    const { keys, failures } = await reopened.loadKeys();
+    assert.equal(keys.length, 0);
+    assert.equal(failures[0]?.code, 'KEYD_RECORD_TAMPERED');
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a tampered record is refused with an error naming it; the other records still load', async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    for (const id of ['kgood', 'kbody', 'kheader']) await store.putKey({ id, names: [`${id}.test`], privateKey: p256(), chain: [] });
+    // Flip one ciphertext byte in one record, and rename a key in another's clear header.
+    const bodyPath = store.keyRecordPath('kbody');
+    const body = await readFile(bodyPath);
+    body[body.length - 40]! ^= 0x01;
+    await writeFile(bodyPath, body);
+    const headerPath = store.keyRecordPath('kheader');
+    const header = await readFile(headerPath);
+    const at = header.indexOf('kheader.test');
+    header[at] = 'x'.charCodeAt(0);
+    await writeFile(headerPath, header);
+
+    const { keys, failures } = await (await SealedStore.open(opts)).loadKeys();
+    assert.deepEqual(keys.map((k) => k.id), ['kgood']);
+    assert.equal(failures.length, 2);
+    for (const f of failures) assert.equal(f.code, 'KEYD_RECORD_TAMPERED');
+    assert.match(failures.map((f) => f.message).join('\n'), /key record kbody \(names kbody\.test\) failed authentication/);
+    assert.match(failures.map((f) => f.message).join('\n'), /key record kheader .*failed authentication/);
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a record moved to another record name is refused', async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    await store.putKey({ id: 'ka', names: ['a.test'], privateKey: p256(), chain: [] });
+    await copyFile(store.keyRecordPath('ka'), store.keyRecordPath('kb'));
+    const { keys, failures } = await (await SealedStore.open(opts)).loadKeys();
+    assert.deepEqual(keys.map((k) => k.id), ['ka']);
+    assert.equal(failures[0]?.code, 'KEYD_RECORD_TAMPERED');
+    assert.match(failures[0]!.message, /key record kb is tampered with: its header names key ka/);
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('root key problems are refused with precise errors', async () => {
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath: join(dataDir, 'root.key'), machineIdPath: s.machineIdPath }), {
+      code: 'KEYD_ROOT_KEY',
+      message: /must live outside the data directory/,
+    });
+    const rootKeyPath = join(s.dir, 'root.key');
+    await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    await chmod(rootKeyPath, 0o644);
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath }), { code: 'KEYD_ROOT_KEY', message: /chmod 600/ });
+    const short = join(s.dir, 'short.key');
+    await writeFile(short, Buffer.alloc(16), { mode: 0o600 });
+    await assert.rejects(SealedStore.open({ dataDir: join(s.dir, 'd2'), rootKeyPath: short, machineIdPath: s.machineIdPath }), {
+      code: 'KEYD_ROOT_KEY',
+      message: /holds 16 bytes, expected 32/,
+    });
+    await assert.rejects(SealedStore.open({ dataDir: join(s.dir, 'd3'), rootKeyPath: join(s.dir, 'r3.key'), machineIdPath: join(s.dir, 'nope') }), {
+      code: 'KEYD_STORE_IO',
+      message: /cannot read the machine id/,
+    });
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('leftover temporary files from a crash are removed on open', async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    await store.putKey({ id: 'ka', names: ['a.test'], privateKey: p256(), chain: [] });
+    const tmp = join(opts.dataDir, 'keys', '.kz.rec.tmp-123456');
+    await writeFile(tmp, 'half');
+    await SealedStore.open(opts);
+    assert.deepEqual((await readdir(join(opts.dataDir, 'keys'))).sort(), ['ka.rec']);
+    await rename(store.keyRecordPath('ka'), store.keyRecordPath('ka')); // still readable
+  } finally {
+    await s.cleanup();
+  }
+});
