@@ -71,6 +71,12 @@ export interface ConnectionInfo {
 const MAX_SKIPPED_EARLY_DATA = 2 ** 16;
 /** §4.6.1: ticket ages must match within this tolerance for the PSK to be used. */
 const TICKET_AGE_TOLERANCE_MS = 10_000;
+/**
+ * The largest ClientHello the wire format allows: 2^16-2 bytes of cipher suites plus a
+ * 2^16-1 byte extension block plus the fixed fields (§4.1.2). Real ones are far smaller,
+ * but conformance suites send maximal lists, and refusing them would be wrong.
+ */
+const MAX_CLIENT_HELLO_SIZE = 2 + 32 + 33 + 2 + 0xfffe + 256 + 2 + 0xffff;
 /** Header sizes of the handshake messages whose size is fixed or bounded once expected. */
 const MAX_KEY_UPDATE_SIZE = 1;
 
@@ -92,7 +98,7 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     ticketLifetimeSeconds,
     ticketKeys: o.ticketKeys ?? new TicketKeyRing(),
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
-    maxHandshakeMessageSize: o.maxHandshakeMessageSize ?? 65_536,
+    maxHandshakeMessageSize: o.maxHandshakeMessageSize ?? MAX_CLIENT_HELLO_SIZE,
     maxIgnoredRecords: o.maxIgnoredRecords ?? 32,
     recordSizeLimit,
   };
@@ -200,6 +206,11 @@ export class TlsServerConnection {
   private handleRecord(record: RawRecord): void {
     if (record.type === ContentType.change_cipher_spec) return this.handleChangeCipherSpec(record.body);
     if (this.readProtection) {
+      if (record.type === ContentType.alert && this.state === 'awaitFinished' && record.body.length === 2) {
+        // A client that could not process our flight (e.g. unknown CA) has no handshake
+        // keys to protect its alert with; take the plaintext alert as the end of the handshake.
+        return this.handleAlert(record.body);
+      }
       if (record.type !== ContentType.application_data) {
         // §5.2: once keys are in use every record is TLSCiphertext (outer type application_data).
         throw new TlsAlert('unexpected_message', `unprotected record of type ${record.type} after keys were established`);
@@ -281,6 +292,8 @@ export class TlsServerConnection {
   }
 
   private handleAlert(content: Buffer): void {
+    // §5.1: an alert record holds exactly one alert; an empty one is not an alert at all.
+    if (content.length === 0) throw new TlsAlert('unexpected_message', 'empty alert record');
     if (content.length !== 2) throw new TlsAlert('decode_error', `alert of ${content.length} bytes (must be 2)`);
     const description = content[1]!;
     if (description === AlertDescription.close_notify) {
@@ -571,9 +584,12 @@ export class TlsServerConnection {
     this.onHandshakeComplete();
   }
 
-  /** §4.6.1: tickets are sent after the client Finished, and only to clients that can resume with psk_dhe_ke. */
+  /**
+   * §4.6.1: tickets are sent after the client Finished. A client that did not offer
+   * psk_key_exchange_modes yet may offer psk_dhe_ke when it resumes, so it gets them too.
+   */
   private sendTickets(): void {
-    const count = this.peerOfferedPskDhe ? this.options.ticketCount : 0;
+    const count = this.options.ticketCount;
     if (count === 0) return;
     const suite = this.suite!;
     const resumptionSecret = this.master!.resumptionMasterSecret(this.transcript.current());

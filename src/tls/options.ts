@@ -7,7 +7,7 @@ export interface TlsServerOptions {
   resolveIdentity: ResolveIdentity;
   /** ALPN protocols in server preference order (RFC 7301). None: ALPN is not negotiated. */
   alpnProtocols?: readonly string[];
-  /** Key exchange groups in server preference order. Default: x25519, secp256r1, secp384r1. */
+  /** Key exchange groups in server preference order. Default: x25519, secp256r1, secp384r1, secp521r1, x448, ffdhe2048, ffdhe3072, ffdhe4096. */
   groups?: readonly number[];
   /** Cipher suites in server preference order. Default: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305. */
   cipherSuites?: readonly number[];
@@ -19,7 +19,7 @@ export interface TlsServerOptions {
   ticketKeys?: TicketKeyRing;
   /** Whole-handshake deadline in ms (ClientHello to client Finished). Default 10 000. */
   handshakeTimeoutMs?: number;
-  /** Largest handshake message accepted, in bytes. Default 65 536 (ClientHello with big extensions). */
+  /** Largest handshake message accepted, in bytes. Default: the largest ClientHello the wire format allows (~128 KiB). */
   maxHandshakeMessageSize?: number;
   /** Consecutive records that carry nothing (ignored 0-RTT data, CCS, empty records) before failing. Default 32. */
   maxIgnoredRecords?: number;

@@ -4,6 +4,9 @@ import { TlsAlert, TlsPeerAlert } from './alert.js';
 import { resolveOptions, TlsServerConnection } from './connection.js';
 import type { ResolvedOptions, TlsServerOptions } from './options.js';
 
+/** How long a failed connection keeps draining input after its alert before it is dropped. */
+const LINGER_MS = 2_000;
+
 /**
  * The node:net adapter around the sans-I/O connection: a Duplex of decrypted
  * application data with backpressure both ways, plus the negotiated parameters.
@@ -12,6 +15,7 @@ export class TlsSocket extends Duplex {
   private readonly connection: TlsServerConnection;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private failure: Error | undefined;
+  private lingering = false;
 
   constructor(readonly rawSocket: Socket, options: ResolvedOptions) {
     super({ allowHalfOpen: true });
@@ -101,9 +105,15 @@ export class TlsSocket extends Duplex {
     const during = !this.connection.handshakeComplete;
     if (err instanceof TlsAlert && !this.connection.closed) this.connection.abort(err);
     this.emit('tlsError', err, during);
-    // end() lets the alert already queued reach the peer before the FIN.
+    // end() lets the alert already queued reach the peer before the FIN. Reading on (and
+    // discarding) for a moment avoids a TCP reset, which can make the peer lose the alert
+    // while it is still sending (e.g. a long handshake message).
+    this.lingering = true;
     this.rawSocket.end();
-    this.rawSocket.destroySoon?.();
+    this.rawSocket.resume();
+    const linger = setTimeout(() => this.rawSocket.destroy(), LINGER_MS);
+    linger.unref();
+    this.rawSocket.once('close', () => clearTimeout(linger));
     setImmediate(() => this.destroy(during ? undefined : err instanceof TlsPeerAlert ? undefined : err));
   }
 
@@ -128,7 +138,7 @@ export class TlsSocket extends Duplex {
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.clearHandshakeTimer();
-    this.rawSocket.destroy();
+    if (!this.lingering) this.rawSocket.destroy();
     callback(err);
   }
 }

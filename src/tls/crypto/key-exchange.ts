@@ -1,4 +1,5 @@
-import { createECDH, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import { createDiffieHellman, createECDH, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import { FFDHE_PRIMES } from './ffdhe-primes.js';
 import { TlsAlert } from '../alert.js';
 import { NamedGroup } from '../wire/codepoints.js';
 
@@ -33,7 +34,13 @@ function montgomery(name: 'x25519' | 'x448', crv: 'X25519' | 'X448', length: num
         throw new TlsAlert('illegal_parameter', `${name} key share is not a valid public key`);
       }
       const { privateKey, publicKey: ours } = generateKeyPairSync(name as 'x25519');
-      const sharedSecret = diffieHellman({ privateKey, publicKey });
+      let sharedSecret: Buffer;
+      try {
+        sharedSecret = diffieHellman({ privateKey, publicKey });
+      } catch {
+        // OpenSSL refuses to derive from a small-order point (all-zero result).
+        throw new TlsAlert('illegal_parameter', `${name} key share is a small-order point`);
+      }
       // §7.4.2: an all-zero X25519/X448 result means a small-order point; abort.
       if (sharedSecret.every((b) => b === 0)) {
         throw new TlsAlert('illegal_parameter', `${name} shared secret is all zeros (small-order key share)`);
@@ -67,16 +74,52 @@ function nist(name: string, curve: string, coordinateLength: number): GroupImpl 
   };
 }
 
+/**
+ * RFC 7919 finite-field groups (§4.2.8.1): shares and the shared secret are left-padded
+ * to the size of the prime, and the peer's value must satisfy 1 < Y < p - 1.
+ */
+function ffdhe(name: keyof typeof FFDHE_PRIMES): GroupImpl {
+  const prime = Buffer.from(FFDHE_PRIMES[name], 'hex');
+  const pMinusOne = BigInt('0x' + FFDHE_PRIMES[name]) - 1n;
+  const pad = (b: Buffer) => (b.length === prime.length ? b : Buffer.concat([Buffer.alloc(prime.length - b.length), b]));
+  return {
+    name,
+    shareLength: prime.length,
+    exchange(clientShare) {
+      const y = BigInt('0x' + Buffer.from(clientShare).toString('hex'));
+      if (y <= 1n || y >= pMinusOne) {
+        throw new TlsAlert('illegal_parameter', `${name} key share is outside 1 < Y < p - 1`);
+      }
+      const dh = createDiffieHellman(prime, 2);
+      const serverShare = pad(dh.generateKeys());
+      return { serverShare, sharedSecret: pad(dh.computeSecret(clientShare)) };
+    },
+  };
+}
+
 const GROUPS: ReadonlyMap<number, GroupImpl> = new Map([
   [NamedGroup.x25519, montgomery('x25519', 'X25519', 32)],
   [NamedGroup.x448, montgomery('x448', 'X448', 56)],
   [NamedGroup.secp256r1, nist('secp256r1', 'prime256v1', 32)],
   [NamedGroup.secp384r1, nist('secp384r1', 'secp384r1', 48)],
   [NamedGroup.secp521r1, nist('secp521r1', 'secp521r1', 66)],
+  [0x0100, ffdhe('ffdhe2048')],
+  [0x0101, ffdhe('ffdhe3072')],
+  [0x0102, ffdhe('ffdhe4096')],
 ]);
 
 export const SUPPORTED_GROUPS: readonly number[] = [...GROUPS.keys()];
-export const DEFAULT_GROUPS: readonly number[] = [NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1];
+/** Server preference: the fast elliptic curves first; finite-field groups only for clients that offer nothing else. */
+export const DEFAULT_GROUPS: readonly number[] = [
+  NamedGroup.x25519,
+  NamedGroup.secp256r1,
+  NamedGroup.secp384r1,
+  NamedGroup.secp521r1,
+  NamedGroup.x448,
+  0x0100, // ffdhe2048
+  0x0101, // ffdhe3072
+  0x0102, // ffdhe4096
+];
 
 export function groupName(group: number): string {
   return GROUPS.get(group)?.name ?? `0x${group.toString(16).padStart(4, '0')}`;

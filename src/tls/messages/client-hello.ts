@@ -182,7 +182,9 @@ function decodeKeyShares(r: Reader): KeyShareEntry[] {
   const seen = new Set<number>();
   while (list.remaining > 0) {
     const group = list.u16('group');
-    const keyExchange = list.vec(2, 1, 0xffff, 'key_exchange');
+    // key_exchange<1..2^16-1>: an empty share is a bad share for its group (illegal_parameter when
+    // the group is used), not a framing error, so the length is checked by the group.
+    const keyExchange = list.vec(2, 0, 0xffff, 'key_exchange');
     // §4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group."
     if (seen.has(group)) throw new TlsAlert('illegal_parameter', `key_share: two entries for group ${group}`);
     seen.add(group);
