@@ -17,8 +17,8 @@ export interface RemoteEndpoint {
   host: string;
   port: number;
   /** Operator certificate and key (PEM text), and the CA that issued keyd's TLS certificate. */
-  cert: string;
-  key: string;
+  cert?: string;
+  key?: string;
   ca: string;
   /** Name to verify in keyd's certificate (default: host). */
   servername?: string;
@@ -73,8 +73,7 @@ export class RemoteAdminClient {
       const socket = tls.connect({
         host: endpoint.host,
         port: endpoint.port,
-        cert: endpoint.cert,
-        key: endpoint.key,
+        ...(endpoint.cert !== undefined && endpoint.key !== undefined ? { cert: endpoint.cert, key: endpoint.key } : {}),
         ca: endpoint.ca,
         minVersion: 'TLSv1.3',
         ...(endpoint.servername !== undefined ? { servername: endpoint.servername } : {}),

@@ -86,3 +86,24 @@ export async function issue(ca: Ca, subject: string, opts: IssueOptions): Promis
   });
   return { certPem: cert.toString('pem'), keyPem: await keyPem(keys.privateKey), subject };
 }
+
+/** Signs a PKCS#10 request (e.g. from `delegator admin gen`) as a server certificate. */
+export async function signCsr(ca: Ca, csrPem: string, dnsNames: string[]): Promise<string> {
+  const csr = new x509.Pkcs10CertificateRequest(csrPem);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    subject: csr.subject,
+    issuer: ca.cert.subject,
+    publicKey: csr.publicKey,
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: SIGN,
+    notBefore: new Date(now - DAY),
+    notAfter: new Date(now + 30 * DAY),
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+      new x509.SubjectAlternativeNameExtension(dnsNames.map((value) => ({ type: 'dns' as const, value })), false),
+    ],
+  });
+  return cert.toString('pem');
+}

@@ -1,0 +1,315 @@
+import assert from 'node:assert/strict';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sealPrivateKey, type SealedKey } from '../../src/provision/hpke-seal.js';
+import { runRemoteAdmin } from '../../src/provision/remote-admin.js';
+import { parsePemChain, type RemoteAdminClient } from '../../src/provision/remote-client.js';
+import { makePki, startKeydForTest, SUBJECTS, type Keyd, type Pki } from './harness.js';
+import { issue, makeCa, signCsr, type Issued } from './pki.js';
+
+/** Integration: the provisioning listener on a real keyd admin core, driven by the CLI and by crafted clients. */
+
+let pki: Pki;
+let keyd: Keyd;
+let siteCa: Awaited<ReturnType<typeof makeCa>>;
+let site: Issued; // a server certificate + key to install
+let siteChain: Uint8Array[];
+
+async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await runRemoteAdmin(argv, { out: (s) => void (out += s), err: (s) => void (err += s) });
+  return { code, out, err };
+}
+
+/** Connection flags for one operator, files in keyd's temp dir. */
+async function as(who: keyof Pki & string, extra: string[] = []): Promise<string[]> {
+  const issued = pki[who] as Issued;
+  const cert = join(keyd.dir, `${who}.pem`);
+  const key = join(keyd.dir, `${who}.key`);
+  await writeFile(cert, issued.certPem);
+  await writeFile(key, issued.keyPem, { mode: 0o600 });
+  await writeFile(join(keyd.dir, 'keyd-ca.pem'), pki.keydCa.certPem);
+  return [
+    '--server', `127.0.0.1:${keyd.listener.port}`,
+    '--cert', cert, '--key', key, '--ca', join(keyd.dir, 'keyd-ca.pem'),
+    '--known-keyd', join(keyd.dir, 'known_keyd'),
+    ...extra,
+  ];
+}
+
+async function sealFor(client: RemoteAdminClient, names: string[], overrides: { now?: number } = {}): Promise<SealedKey> {
+  const pkcs8 = createPrivateKey(site.keyPem).export({ format: 'der', type: 'pkcs8' });
+  return sealPrivateKey({
+    keydPublicKey: client.keydPublicKey,
+    operator: client.welcome.operator,
+    binding: { names, chainDer: siteChain },
+    privateKeyPkcs8: pkcs8,
+    ...(overrides.now !== undefined ? { now: overrides.now } : {}),
+  });
+}
+
+function putArgs(names: string[], sealed: SealedKey): Record<string, unknown> {
+  return { names, chain: siteChain.map((c) => Buffer.from(c).toString('base64')), sealed };
+}
+
+async function assertRefused(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: Error & { code?: string }) => {
+    assert.equal(err.code, code, err.message);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+/** The newest audit entry: a refusal with this code, written by keyd. */
+async function assertAudited(code: string, op: string, callerId?: string): Promise<void> {
+  // The audit append after a greeting refusal races the client's read of the greeting.
+  for (let i = 0; i < 50; i++) {
+    const last = (await keyd.audit()).at(-1);
+    if (last?.code === code) {
+      assert.equal(last.ok, false);
+      assert.equal(last.op, op);
+      if (callerId !== undefined) assert.equal(last.caller.id, callerId);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail(`no audit entry with code ${code}; last: ${JSON.stringify((await keyd.audit()).at(-1))}`);
+}
+
+before(async () => {
+  pki = await makePki();
+  keyd = await startKeydForTest(pki);
+  siteCa = await makeCa('CN=Site CA');
+  site = await issue(siteCa, 'CN=www.example.com', { usage: 'server', dnsNames: ['www.example.com'] });
+  siteChain = parsePemChain(site.certPem + siteCa.certPem, 'site');
+});
+
+after(async () => {
+  await keyd.close();
+});
+
+describe('provisioning over mutually authenticated TLS', () => {
+  it('trust shows keyd\'s provisioning fingerprint and pins it; a second trust keeps it', async () => {
+    const first = await cli(await as('alice', ['trust']));
+    assert.equal(first.code, 0, first.err);
+    assert.match(first.out, new RegExp(`provisioning key ${keyd.listener.fingerprint.replace(/[+/]/g, '.')}`));
+    assert.match(first.out, /role admin/);
+    assert.match(first.out, /pinned in .*known_keyd \(added\)/);
+    const pins = await readFile(join(keyd.dir, 'known_keyd'), 'utf8');
+    assert.equal(pins, `127.0.0.1:${keyd.listener.port} ${keyd.listener.fingerprint}\n`);
+    const second = await cli(await as('alice', ['trust']));
+    assert.equal(second.code, 0, second.err);
+    assert.match(second.out, /already pinned/);
+  });
+
+  it('put seals the key to keyd, keyd installs it, list/show read it back', async () => {
+    const keyFile = join(keyd.dir, 'site.key');
+    const chainFile = join(keyd.dir, 'site-chain.pem');
+    await writeFile(keyFile, site.keyPem, { mode: 0o600 });
+    await writeFile(chainFile, site.certPem + siteCa.certPem);
+    const put = await cli(await as('alice', ['put', 'www.example.com,example.com', '--key', keyFile, '--chain', chainFile]));
+    assert.equal(put.code, 0, put.err);
+    assert.match(put.out, /installed ecdsa-p256 .* for www\.example\.com, example\.com/);
+    assert.match(put.out, /can now be deleted/);
+    const entry = keyd.keyring.owner('www.example.com');
+    assert.ok(entry, 'keyd serves the name');
+    // keyd holds exactly the operator's key.
+    assert.deepEqual(
+      createPublicKey(entry.privateKey).export({ format: 'der', type: 'spki' }),
+      createPublicKey(site.keyPem).export({ format: 'der', type: 'spki' }),
+    );
+    const list = await cli(await as('bob', ['list']));
+    assert.equal(list.code, 0, list.err);
+    assert.match(list.out, /NAMES\s+TYPE\s+SKI\s+NOT AFTER\s+ADDED/);
+    assert.match(list.out, /example\.com,www\.example\.com|www\.example\.com,example\.com/);
+    const show = await cli(await as('bob', ['show', 'example.com', '--json']));
+    assert.equal(show.code, 0, show.err);
+    assert.equal(JSON.parse(show.out).keyType, 'ecdsa-p256');
+    const audit = (await keyd.audit()).find((e) => e.op === 'put' && e.ok);
+    assert.equal(audit?.caller.kind, 'operator');
+    assert.equal(audit?.caller.id, SUBJECTS.alice);
+  });
+
+  it('gen creates the key inside keyd and returns a CSR; chain and delete complete the cycle', async () => {
+    const csrFile = join(keyd.dir, 'api.csr');
+    const gen = await cli(await as('alice', ['gen', 'api.example.com', '--type', 'ecdsa-p384', '--subject', 'CN=api.example.com', '--csr', csrFile]));
+    assert.equal(gen.code, 0, gen.err);
+    const csrPem = await readFile(csrFile, 'utf8');
+    assert.match(csrPem, /BEGIN CERTIFICATE REQUEST/);
+    const chainFile = join(keyd.dir, 'api-chain.pem');
+    await writeFile(chainFile, (await signCsr(siteCa, csrPem, ['api.example.com'])) + siteCa.certPem);
+    const chain = await cli(await as('alice', ['chain', 'api.example.com', chainFile]));
+    assert.equal(chain.code, 0, chain.err);
+    assert.equal(keyd.keyring.owner('api.example.com')?.chain.length, 2);
+    const del = await cli(await as('alice', ['delete', 'api.example.com']));
+    assert.equal(del.code, 0, del.err);
+    assert.equal(keyd.keyring.owner('api.example.com'), undefined);
+    const audit = await cli(await as('bob', ['audit', '--limit', '5']));
+    assert.equal(audit.code, 0, audit.err);
+    assert.match(audit.out, /delete operator:O=Example Ops, CN=alice api\.example\.com ok/);
+  });
+});
+
+describe('refusals: precise on both sides, nothing stored, audited', () => {
+  it('no client certificate', async () => {
+    const before = keyd.keyring.size;
+    await assertRefused(keyd.connect(undefined), 'PROVISION_NO_CLIENT_CERT', /keyd refused: no client certificate/);
+    await assertAudited('PROVISION_NO_CLIENT_CERT', 'connect', '(no certificate)');
+    assert.equal(keyd.keyring.size, before);
+  });
+
+  it('a certificate from another CA (even with an admin\'s subject)', async () => {
+    await assertRefused(keyd.connect(pki.mallory), 'PROVISION_UNTRUSTED_CLIENT_CERT', /issued by "CN=Foreign CA" is not from the operator CA "CN=Example Operator CA"/);
+    await assertAudited('PROVISION_UNTRUSTED_CLIENT_CERT', 'connect', SUBJECTS.alice);
+    const cli1 = await cli(await as('mallory', ['list']));
+    assert.equal(cli1.code, 1);
+    assert.match(cli1.err, /\[PROVISION_UNTRUSTED_CLIENT_CERT\]/);
+  });
+
+  it('an expired operator certificate', async () => {
+    await assertRefused(keyd.connect(pki.old), 'PROVISION_CLIENT_CERT_EXPIRED', /operator certificate "O=Example Ops, CN=old" expired on /);
+    await assertAudited('PROVISION_CLIENT_CERT_EXPIRED', 'connect', SUBJECTS.old);
+  });
+
+  it('an operator with a valid certificate but no role', async () => {
+    await assertRefused(keyd.connect(pki.carol), 'PROVISION_UNKNOWN_OPERATOR', /"O=Example Ops, CN=carol" has a valid certificate but no role/);
+    await assertAudited('PROVISION_UNKNOWN_OPERATOR', 'connect', SUBJECTS.carol);
+  });
+
+  it('an auditor trying put, gen, chain and delete', async () => {
+    const before = keyd.keyring.size;
+    const keyFile = join(keyd.dir, 'site.key');
+    const chainFile = join(keyd.dir, 'site-chain.pem');
+    const put = await cli(await as('bob', ['put', 'evil.example.com', '--key', keyFile, '--chain', chainFile]));
+    assert.equal(put.code, 1);
+    assert.match(put.err, /operator "O=Example Ops, CN=bob" has role auditor, which may not put \[PROVISION_FORBIDDEN\]/);
+    await assertAudited('PROVISION_FORBIDDEN', 'put', SUBJECTS.bob);
+    const client = await keyd.connect(pki.bob);
+    try {
+      await assertRefused(client.delete('www.example.com'), 'PROVISION_FORBIDDEN');
+      await assertRefused(client.generate('x.example.com', 'ed25519', 'CN=x'), 'PROVISION_FORBIDDEN');
+      await assertRefused(client.setChain('www.example.com', siteChain), 'PROVISION_FORBIDDEN');
+    } finally {
+      client.close();
+    }
+    assert.equal(keyd.keyring.size, before);
+    assert.ok(keyd.keyring.owner('www.example.com'));
+    assert.equal(keyd.keyring.owner('evil.example.com'), undefined);
+  });
+
+  it('a wrong keyd fingerprint (given, or pinned) is refused by the CLI and audited by keyd', async () => {
+    const other = 'SHA256:' + 'A'.repeat(43);
+    const given = await cli(await as('alice', ['--keyd-fingerprint', other, 'list']));
+    assert.equal(given.code, 1);
+    assert.match(given.err, /keyd's provisioning key is SHA256:\S+ but --keyd-fingerprint expects SHA256:A{43}: refusing/);
+    assert.match(given.err, /\[PROVISION_KEYD_FINGERPRINT_MISMATCH\]/);
+    await assertAudited('PROVISION_KEYD_FINGERPRINT_MISMATCH', 'connect', SUBJECTS.alice);
+    // A changed key against the pin file: refused loudly, put never sends the key.
+    const pins = join(keyd.dir, 'known_keyd');
+    const saved = await readFile(pins, 'utf8');
+    await writeFile(pins, `127.0.0.1:${keyd.listener.port} ${other}\n`);
+    const before = keyd.keyring.size;
+    const put = await cli(await as('alice', ['put', 'pinned.example.com', '--key', join(keyd.dir, 'site.key'), '--chain', join(keyd.dir, 'site-chain.pem')]));
+    assert.equal(put.code, 1);
+    assert.match(put.err, /known_keyd expects SHA256:A{43}/);
+    assert.equal(keyd.keyring.size, before);
+    const trust = await cli(await as('alice', ['trust']));
+    assert.equal(trust.code, 1);
+    assert.match(trust.err, /PROVISION_KEYD_FINGERPRINT_MISMATCH/);
+    const replace = await cli(await as('alice', ['trust', '--replace']));
+    assert.equal(replace.code, 0, replace.err);
+    assert.match(replace.out, /\(replaced\)/);
+    assert.equal(await readFile(pins, 'utf8'), saved);
+  });
+
+  it('no pin and no --keyd-fingerprint: refused before anything is sent', async () => {
+    const args = (await as('alice', ['list'])).map((a) => (a.endsWith('known_keyd') ? join(keyd.dir, 'empty_known_keyd') : a));
+    const result = await cli(args);
+    assert.equal(result.code, 1);
+    assert.match(result.err, /is not pinned in .*empty_known_keyd: run "delegator admin --server .* trust" first, or give --keyd-fingerprint \[PROVISION_KEYD_NOT_TRUSTED\]/);
+  });
+
+  it('a tampered payload (names changed after sealing, ciphertext altered)', async () => {
+    const client = await keyd.connect(pki.alice);
+    try {
+      const sealed = await sealFor(client, ['tamper.example.com']);
+      await assertRefused(client.request('put', putArgs(['bank.example.com'], sealed)), 'PROVISION_PAYLOAD_TAMPERED', /failed authentication/);
+      await assertAudited('PROVISION_PAYLOAD_TAMPERED', 'put', SUBJECTS.alice);
+      const ct = Buffer.from(sealed.ciphertext, 'base64');
+      ct[5]! ^= 0x80;
+      await assertRefused(client.request('put', putArgs(['tamper.example.com'], { ...sealed, ciphertext: ct.toString('base64') })), 'PROVISION_PAYLOAD_TAMPERED');
+      assert.equal(keyd.keyring.owner('bank.example.com'), undefined);
+      assert.equal(keyd.keyring.owner('tamper.example.com'), undefined);
+      // The untouched payload still works: the refusals did not burn its nonce.
+      await client.request('put', putArgs(['tamper.example.com'], sealed));
+      assert.ok(keyd.keyring.owner('tamper.example.com'));
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a replayed payload, also after a keyd restart; a stale one', async () => {
+    let client = await keyd.connect(pki.alice);
+    const sealed = await sealFor(client, ['replay.example.com']);
+    await client.request('put', putArgs(['replay.example.com'], sealed));
+    await client.delete('replay.example.com');
+    await assertRefused(client.request('put', putArgs(['replay.example.com'], sealed)), 'PROVISION_REPLAY', /already used: refusing a replay/);
+    await assertAudited('PROVISION_REPLAY', 'put', SUBJECTS.alice);
+    assert.equal(keyd.keyring.owner('replay.example.com'), undefined);
+    const stale = await sealFor(client, ['stale.example.com'], { now: Date.now() - 10 * 60_000 });
+    await assertRefused(client.request('put', putArgs(['stale.example.com'], stale)), 'PROVISION_STALE', /accepted for ±300 s/);
+    await assertAudited('PROVISION_STALE', 'put', SUBJECTS.alice);
+    client.close();
+
+    const fingerprint = keyd.listener.fingerprint;
+    await keyd.restart();
+    assert.equal(keyd.listener.fingerprint, fingerprint, 'the provisioning key survives a restart (sealed store)');
+    client = await keyd.connect(pki.alice);
+    try {
+      await assertRefused(client.request('put', putArgs(['replay.example.com'], sealed)), 'PROVISION_REPLAY');
+      assert.equal(keyd.keyring.owner('replay.example.com'), undefined);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a payload sealed to another keyd, or by another operator', async () => {
+    const client = await keyd.connect(pki.alice);
+    const dave = await keyd.connect(pki.dave);
+    try {
+      const otherKeyd = await (async () => {
+        const { generateKeyPairSync } = await import('node:crypto');
+        const x = generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x!;
+        return new Uint8Array(Buffer.from(x, 'base64url'));
+      })();
+      const pkcs8 = createPrivateKey(site.keyPem).export({ format: 'der', type: 'pkcs8' });
+      const toOther = await sealPrivateKey({ keydPublicKey: otherKeyd, operator: SUBJECTS.alice, binding: { names: ['other.example.com'], chainDer: siteChain }, privateKeyPkcs8: pkcs8 });
+      await assertRefused(client.request('put', putArgs(['other.example.com'], toOther)), 'PROVISION_SEALED_TO_OTHER_KEYD', /this keyd's key is SHA256:/);
+      await assertAudited('PROVISION_SEALED_TO_OTHER_KEYD', 'put', SUBJECTS.alice);
+      // Alice's payload presented on dave's connection (e.g. captured and re-sent by another admin).
+      const alices = await sealFor(client, ['stolen.example.com']);
+      await assertRefused(dave.request('put', putArgs(['stolen.example.com'], alices)), 'PROVISION_OPERATOR_MISMATCH', /sealed by operator "O=Example Ops, CN=alice" but the connection is authenticated as "O=Example Ops, CN=dave"/);
+      await assertAudited('PROVISION_OPERATOR_MISMATCH', 'put', SUBJECTS.dave);
+      assert.equal(keyd.keyring.owner('other.example.com'), undefined);
+      assert.equal(keyd.keyring.owner('stolen.example.com'), undefined);
+    } finally {
+      client.close();
+      dave.close();
+    }
+  });
+
+  it('keyd\'s own errors pass through with their code (key does not match the leaf)', async () => {
+    const client = await keyd.connect(pki.alice);
+    try {
+      await client.verifyFingerprint(keyd.listener.fingerprint, 'test');
+      const wrongKey = createPrivateKey((await issue(siteCa, 'CN=x', { usage: 'server' })).keyPem);
+      await assertRefused(client.put(['mismatch.example.com'], wrongKey, siteChain), 'KEYD_KEY_MISMATCH');
+      assert.equal(keyd.keyring.owner('mismatch.example.com'), undefined);
+    } finally {
+      client.close();
+    }
+  });
+});
