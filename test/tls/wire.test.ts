@@ -1,0 +1,130 @@
+/** Reader / Writer: the bounds-checked codec every message is built on (RFC 8446 §3). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { Reader } from '../../src/tls/wire/reader.js';
+import { Writer } from '../../src/tls/wire/writer.js';
+import { assertAlert } from './alerts.js';
+
+test('Writer writes big-endian integers and patches vector lengths', () => {
+  const w = new Writer(1); // forces growth
+  w.u8(0x01).u16(0x0203).u24(0x040506).u32(0x0708090a);
+  w.vec(1, (x) => x.u8(0xaa));
+  w.vec(2, (x) => x.bytes(Buffer.from('hi')));
+  w.vec(3, (x) => x.vec(2, (y) => y.u16(0xbeef)));
+  w.opaque(1, new Uint8Array(0));
+  assert.equal(w.length, 1 + 2 + 3 + 4 + 2 + 4 + 7 + 1);
+  assert.equal(w.finish().toString('hex'), '01' + '0203' + '040506' + '0708090a' + '01aa' + '00026869' + '0000040002beef' + '00');
+});
+
+test('Writer.u32 handles values with the top bit set', () => {
+  assert.equal(new Writer().u32(0xfffffffe).finish().toString('hex'), 'fffffffe');
+});
+
+test('Writer.vec refuses a body that does not fit its length prefix', () => {
+  assert.throws(() => new Writer().vec(1, (w) => w.bytes(Buffer.alloc(256))), RangeError);
+  assert.equal(new Writer().vec(1, (w) => w.bytes(Buffer.alloc(255))).length, 256);
+});
+
+test('Writer.finish returns a copy', () => {
+  const w = new Writer();
+  w.u8(1);
+  const a = w.finish();
+  w.u8(2);
+  assert.equal(a.length, 1);
+  assert.equal(w.finish().length, 2);
+});
+
+test('Reader reads what Writer wrote (property)', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 0xff }),
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.integer({ min: 0, max: 0xffffff }),
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.uint8Array({ maxLength: 300 }),
+      fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 1, maxLength: 20 }),
+      (a, b, c, d, bytes, list) => {
+        const w = new Writer(4);
+        w.u8(a).u16(b).u24(c).u32(d).opaque(2, bytes).vec(1, (x) => list.forEach((v) => x.u16(v)));
+        const r = new Reader(w.finish());
+        assert.equal(r.u8(), a);
+        assert.equal(r.u16(), b);
+        assert.equal(r.u24(), c);
+        assert.equal(r.u32(), d);
+        assert.deepEqual(Buffer.from(r.vec(2, 0, 0xffff, 'bytes')), Buffer.from(bytes));
+        assert.deepEqual(r.u16List(1, 2, 254, 'list'), list);
+        r.end();
+      },
+    ),
+  );
+});
+
+test('Reader: every short read is decode_error', () => {
+  assertAlert(() => new Reader(Buffer.alloc(0)).u8(), 'decode_error');
+  assertAlert(() => new Reader(Buffer.alloc(1)).u16(), 'decode_error');
+  assertAlert(() => new Reader(Buffer.alloc(2)).u24(), 'decode_error');
+  assertAlert(() => new Reader(Buffer.alloc(3)).u32(), 'decode_error');
+  assertAlert(() => new Reader(Buffer.alloc(3)).bytesN(4), 'decode_error');
+  assertAlert(() => new Reader(Buffer.of(5, 1, 2)).vec(1, 0, 255, 'v'), 'decode_error', 'vector longer than input');
+  assertAlert(() => new Reader(Buffer.of(0, 5, 1, 2)).sub(2, 0, 255, 'v'), 'decode_error', 'sub longer than input');
+});
+
+test('Reader: vector lengths outside [min, max] fail with decode_error (or the alert asked for)', () => {
+  assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v'), 'decode_error', 'below min');
+  assertAlert(() => new Reader(Buffer.of(3, 1, 2, 3)).vec(1, 0, 2, 'v'), 'decode_error', 'above max');
+  assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v', 'illegal_parameter'), 'illegal_parameter');
+  assertAlert(() => new Reader(Buffer.of(0, 0)).sub(2, 1, 10, 'v'), 'decode_error', 'sub below min');
+  assertAlert(() => new Reader(Buffer.of(0, 3, 1, 2, 3)).u16List(2, 0, 10, 'l'), 'decode_error', 'odd u16 list');
+});
+
+test('Reader.end: trailing bytes are decode_error', () => {
+  const r = new Reader(Buffer.of(1, 2));
+  r.u8();
+  assertAlert(() => r.end(), 'decode_error');
+  r.u8();
+  r.end();
+});
+
+test('Reader.sub bounds the nested reader to its vector', () => {
+  const r = new Reader(Buffer.of(0, 2, 0xaa, 0xbb, 0xcc));
+  const s = r.sub(2, 0, 10, 'inner');
+  assert.equal(s.remaining, 2);
+  assert.equal(s.u16(), 0xaabb);
+  assertAlert(() => s.u8(), 'decode_error', 'cannot read past the vector');
+  s.end();
+  assert.equal(r.u8(), 0xcc);
+  r.end();
+});
+
+test('Reader honours start/end offsets and returns views, not copies', () => {
+  const buf = Buffer.of(9, 9, 1, 2, 3, 9);
+  const r = new Reader(buf, 'm', 2, 5);
+  assert.equal(r.position, 2);
+  assert.equal(r.remaining, 3);
+  const view = r.bytesN(2);
+  buf[2] = 7;
+  assert.equal(view[0], 7, 'a view into the input');
+  assert.deepEqual([...r.rest()], [3]);
+  r.end();
+});
+
+test('Reader.u32 returns unsigned values', () => {
+  assert.equal(new Reader(Buffer.of(0xff, 0xff, 0xff, 0xff)).u32(), 0xffffffff);
+});
+
+test('Reader: arbitrary bytes never throw anything but TlsAlert (property)', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      try {
+        const r = new Reader(bytes);
+        r.u16List(1, 2, 254, 'a');
+        r.sub(2, 0, 0xffff, 'b').vec(1, 1, 255, 'c');
+        r.u24();
+        r.end();
+      } catch (err) {
+        assert.equal((err as Error).name, 'TlsAlert');
+      }
+    }),
+  );
+});
