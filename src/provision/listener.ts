@@ -1,6 +1,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
 import * as tls from 'node:tls';
 import { errorCode, errorMessage, ProvisionError } from './errors.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
@@ -64,6 +65,8 @@ export interface ProvisioningListenerOptions {
   /** TLS server certificate chain / key for this listener (path or PEM); default config.provisioning.tlsCert/tlsKey. */
   tlsCert?: string;
   tlsKey?: string;
+  /** Directory that relative paths in the config are relative to (the config file's); default the working directory. */
+  configDir?: string;
   /**
    * Where refusals that never reach the AdminService are audited. Default: the admin
    * service's `recordAudit(entry)` when it has one, else the logger.
@@ -115,8 +118,9 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   const logger = opts.logger;
   const now = opts.now ?? Date.now;
   const { host, port } = parseHostPort(opts.listen);
-  const certSource = opts.tlsCert ?? config.tlsCert;
-  const keySource = opts.tlsKey ?? config.tlsKey;
+  const fromConfig = (path: string | undefined): string | undefined => (path === undefined ? undefined : resolve(opts.configDir ?? '.', path));
+  const certSource = opts.tlsCert ?? fromConfig(config.tlsCert);
+  const keySource = opts.tlsKey ?? fromConfig(config.tlsKey);
   if (!certSource || !keySource) {
     throw new ProvisionError(
       'PROVISION_USAGE',
@@ -135,13 +139,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   const storedNonces = await opts.store.getSecret(NONCES_SECRET);
   if (storedNonces) replay.restore(JSON.parse(Buffer.from(storedNonces).toString('utf8')) as Record<string, number>);
 
-  const audit: AuditSink =
-    opts.audit ??
-    (async (event) => {
-      const recorder = (opts.adminService as { recordAudit?: (e: ProvisionAuditEvent) => Promise<void> | void }).recordAudit;
-      if (typeof recorder === 'function') await recorder.call(opts.adminService, event);
-      else logger?.warn({ audit: event }, 'provisioning refused');
-    });
+  const audit: AuditSink = opts.audit ?? defaultAuditSink(opts.adminService, logger);
   const safeAudit = async (event: ProvisionAuditEvent): Promise<void> => {
     try {
       await audit(event);
@@ -373,6 +371,19 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
         for (const socket of sockets) socket.destroy();
       }),
   };
+}
+
+/**
+ * Refusals decided by the listener go to keyd's audit log: through AdminService.recordAudit
+ * when keyd offers it, else through the service's audit log (same file, same format), else
+ * (a bare AdminService stand-in) to the logger.
+ */
+function defaultAuditSink(adminService: ProvisioningAdmin, logger: Logger | undefined): AuditSink {
+  type Appender = { append(entry: object): Promise<void> };
+  const service = adminService as unknown as { recordAudit?: (entry: object) => Promise<void>; auditLog?: Appender };
+  if (typeof service.recordAudit === 'function') return (event) => service.recordAudit!(event);
+  if (typeof service.auditLog?.append === 'function') return (event) => service.auditLog!.append(event);
+  return (event) => logger?.warn({ audit: event }, 'provisioning refused');
 }
 
 function stringArg(args: Record<string, unknown>, name: string): string {

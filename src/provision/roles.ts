@@ -23,9 +23,10 @@ export function roleAllows(role: Role, operation: Operation): boolean {
 }
 
 /**
- * One spelling per subject: RDNs in certificate order joined by ", ", attribute types upper
- * case, no spaces around "=". Accepts node's X509Certificate.subject ("O=Ops\nCN=alice"),
- * OpenSSL's "O = Ops, CN = alice" and the same with "/" separators ("/O=Ops/CN=alice").
+ * One spelling per subject: attribute types upper case, no spaces around "=", RDNs sorted
+ * and joined by ", " (as keyd's own `clients` config does, so "CN=alice, O=Ops" and OpenSSL's
+ * "O = Ops, CN = alice" name the same operator). Accepts node's X509Certificate.subject
+ * ("O=Ops\nCN=alice"), OpenSSL's output with or without "subject=", and "/O=Ops/CN=alice".
  */
 export function normalizeSubject(subject: string): string {
   const trimmed = subject.trim().replace(/^subject\s*=\s*/i, '');
@@ -39,6 +40,7 @@ export function normalizeSubject(subject: string): string {
       if (eq <= 0) return rdn;
       return `${rdn.slice(0, eq).trim().toUpperCase()}=${rdn.slice(eq + 1).trim()}`;
     })
+    .sort()
     .join(', ');
 }
 

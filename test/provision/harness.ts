@@ -1,26 +1,24 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AdminService } from '../../src/keyd/admin-service.js';
-import { AuditLog, SigningCounters, type AuditEntry } from '../../src/keyd/audit.js';
-import { Keyring } from '../../src/keyd/keyring.js';
-import { SealedStore } from '../../src/keyd/store.js';
-import { startProvisioningListener, type ProvisioningListener } from '../../src/provision/listener.js';
+import { pino } from 'pino';
+import type { AuditEntry } from '../../src/keyd/audit.js';
+import { startKeyd, type RunningKeyd } from '../../src/keyd/daemon.js';
+import type { Keyring } from '../../src/keyd/keyring.js';
 import { RemoteAdminClient } from '../../src/provision/remote-client.js';
 import { issue, makeCa, type Ca, type Issued } from './pki.js';
 
 /**
- * A real keyd admin core (sealed store, keyring, audit log, AdminService) in a temp dir with
- * the provisioning listener on 127.0.0.1:0, and a test PKI: operator CA, keyd's TLS CA, a
+ * A real keyd in a temp dir with its provisioning listener on 127.0.0.1:0, and a test PKI: operator CA, keyd's TLS CA, a
  * foreign CA, and operators with every status the refusal tests need.
  */
 
 export const SUBJECTS = {
-  alice: 'O=Example Ops, CN=alice', // admin
-  dave: 'O=Example Ops, CN=dave', // admin
-  bob: 'O=Example Ops, CN=bob', // auditor
-  carol: 'O=Example Ops, CN=carol', // valid certificate, no role
-  old: 'O=Example Ops, CN=old', // admin, certificate expired
+  alice: 'CN=alice, O=Example Ops', // admin
+  dave: 'CN=dave, O=Example Ops', // admin
+  bob: 'CN=bob, O=Example Ops', // auditor
+  carol: 'CN=carol, O=Example Ops', // valid certificate, no role
+  old: 'CN=old, O=Example Ops', // admin, certificate expired
 } as const;
 
 export interface Pki {
@@ -56,12 +54,10 @@ export async function makePki(): Promise<Pki> {
 
 export interface Keyd {
   dir: string;
-  store: SealedStore;
+  running: RunningKeyd;
   keyring: Keyring;
-  auditLog: AuditLog;
-  adminService: AdminService;
-  listener: ProvisioningListener;
-  /** Re-opens store and listener on the same data dir (a keyd restart). */
+  listener: NonNullable<RunningKeyd['provisioning']>;
+  /** Stops keyd and starts it again on the same data dir and root key. */
   restart(): Promise<void>;
   audit(): Promise<AuditEntry[]>;
   /** Connects as one of the operators (or with no certificate). */
@@ -69,6 +65,7 @@ export interface Keyd {
   close(): Promise<void>;
 }
 
+/** A real keyd (startKeyd, unix sockets in a temp dir) with --provision-listen 127.0.0.1:0. */
 export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number } = {}): Promise<Keyd> {
   const dir = await mkdtemp(join(tmpdir(), 'provision-'));
   const machineIdPath = join(dir, 'machine-id');
@@ -85,32 +82,31 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
       ...(opts.replayWindowSeconds !== undefined ? { replayWindowSeconds: opts.replayWindowSeconds } : {}),
     },
   };
-
-  const keyd = {} as Keyd;
-  async function open(): Promise<void> {
-    const store = await SealedStore.open({ dataDir: join(dir, 'data'), rootKeyPath: join(dir, 'root.key'), machineIdPath });
-    const keyring = new Keyring();
-    const auditLog = await AuditLog.open(join(dir, 'audit.log'));
-    const adminService = new AdminService(store, keyring, auditLog, new SigningCounters());
-    const listener = await startProvisioningListener({
-      listen: '127.0.0.1:0',
-      operatorCa: operatorCaPath,
+  const start = () =>
+    startKeyd({
+      data: join(dir, 'data'),
+      rootKey: join(dir, 'root.key'),
+      socket: join(dir, 'keyd.sock'),
+      adminSocket: join(dir, 'admin.sock'),
       config,
-      adminService,
-      store,
-      audit: (event) => auditLog.append(event),
+      provisionListen: '127.0.0.1:0',
+      operatorCa: operatorCaPath,
+      machineIdPath,
+      logger: pino({ level: 'silent' }),
     });
-    Object.assign(keyd, { store, keyring, auditLog, adminService, listener });
-  }
-  await open();
+  const local = { kind: 'local' as const, id: 'test' };
+  const keyd = { dir } as Keyd;
+  const adopt = (running: RunningKeyd): void => {
+    if (!running.provisioning) throw new Error('keyd started without its provisioning listener');
+    Object.assign(keyd, { running, keyring: running.keyring, listener: running.provisioning });
+  };
+  adopt(await start());
   Object.assign(keyd, {
-    dir,
     restart: async () => {
-      await keyd.listener.close();
-      await keyd.auditLog.close();
-      await open();
+      await keyd.running.close();
+      adopt(await start());
     },
-    audit: () => keyd.auditLog.read({ limit: 1000 }),
+    audit: () => keyd.running.adminService.audit(local, { limit: 1000 }),
     connect: (who: Issued | undefined) =>
       RemoteAdminClient.connect({
         host: '127.0.0.1',
@@ -120,8 +116,7 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
         timeoutMs: 10_000,
       }),
     close: async () => {
-      await keyd.listener.close();
-      await keyd.auditLog.close();
+      await keyd.running.close();
       await rm(dir, { recursive: true, force: true });
     },
   });

@@ -149,7 +149,7 @@ describe('provisioning over mutually authenticated TLS', () => {
     assert.equal(keyd.keyring.owner('api.example.com'), undefined);
     const audit = await cli(await as('bob', ['audit', '--limit', '5']));
     assert.equal(audit.code, 0, audit.err);
-    assert.match(audit.out, /delete operator:O=Example Ops, CN=alice api\.example\.com ok/);
+    assert.match(audit.out, /delete operator:CN=alice, O=Example Ops api\.example\.com ok/);
   });
 });
 
@@ -170,12 +170,12 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
   });
 
   it('an expired operator certificate', async () => {
-    await assertRefused(keyd.connect(pki.old), 'PROVISION_CLIENT_CERT_EXPIRED', /operator certificate "O=Example Ops, CN=old" expired on /);
+    await assertRefused(keyd.connect(pki.old), 'PROVISION_CLIENT_CERT_EXPIRED', /operator certificate "CN=old, O=Example Ops" expired on /);
     await assertAudited('PROVISION_CLIENT_CERT_EXPIRED', 'connect', SUBJECTS.old);
   });
 
   it('an operator with a valid certificate but no role', async () => {
-    await assertRefused(keyd.connect(pki.carol), 'PROVISION_UNKNOWN_OPERATOR', /"O=Example Ops, CN=carol" has a valid certificate but no role/);
+    await assertRefused(keyd.connect(pki.carol), 'PROVISION_UNKNOWN_OPERATOR', /"CN=carol, O=Example Ops" has a valid certificate but no role/);
     await assertAudited('PROVISION_UNKNOWN_OPERATOR', 'connect', SUBJECTS.carol);
   });
 
@@ -185,7 +185,7 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     const chainFile = join(keyd.dir, 'site-chain.pem');
     const put = await cli(await as('bob', ['put', 'evil.example.com', '--key', keyFile, '--chain', chainFile]));
     assert.equal(put.code, 1);
-    assert.match(put.err, /operator "O=Example Ops, CN=bob" has role auditor, which may not put \[PROVISION_FORBIDDEN\]/);
+    assert.match(put.err, /operator "CN=bob, O=Example Ops" has role auditor, which may not put \[PROVISION_FORBIDDEN\]/);
     await assertAudited('PROVISION_FORBIDDEN', 'put', SUBJECTS.bob);
     const client = await keyd.connect(pki.bob);
     try {
@@ -291,7 +291,7 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
       await assertAudited('PROVISION_SEALED_TO_OTHER_KEYD', 'put', SUBJECTS.alice);
       // Alice's payload presented on dave's connection (e.g. captured and re-sent by another admin).
       const alices = await sealFor(client, ['stolen.example.com']);
-      await assertRefused(dave.request('put', putArgs(['stolen.example.com'], alices)), 'PROVISION_OPERATOR_MISMATCH', /sealed by operator "O=Example Ops, CN=alice" but the connection is authenticated as "O=Example Ops, CN=dave"/);
+      await assertRefused(dave.request('put', putArgs(['stolen.example.com'], alices)), 'PROVISION_OPERATOR_MISMATCH', /sealed by operator "CN=alice, O=Example Ops" but the connection is authenticated as "CN=dave, O=Example Ops"/);
       await assertAudited('PROVISION_OPERATOR_MISMATCH', 'put', SUBJECTS.dave);
       assert.equal(keyd.keyring.owner('other.example.com'), undefined);
       assert.equal(keyd.keyring.owner('stolen.example.com'), undefined);

@@ -71,7 +71,8 @@ describe('known-keyd pins', () => {
 
 describe('roles', () => {
   it('normalises subject spellings of node, OpenSSL and slash form alike', () => {
-    const expected = 'O=Example Ops, CN=alice';
+    const expected = 'CN=alice, O=Example Ops';
+    assert.equal(normalizeSubject('CN=alice, O=Example Ops'), expected);
     assert.equal(normalizeSubject('O=Example Ops\nCN=alice'), expected);
     assert.equal(normalizeSubject('subject=O = Example Ops, CN = alice'), expected);
     assert.equal(normalizeSubject('/O=Example Ops/CN=alice'), expected);
