@@ -4,6 +4,7 @@ import { errorMessage, ProvisionError } from './errors.js';
 import { fingerprintOf } from './fingerprint.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
 import { sealPrivateKey } from './hpke-seal.js';
+import { normalizeSubject } from './roles.js';
 import { fromWire, type GenerateKeyType, type Greeting, type RequestOp, type Response, type Welcome } from './protocol.js';
 
 /**
@@ -69,6 +70,14 @@ export class RemoteAdminClient {
   /** Connects and waits for keyd's greeting; throws keyd's refusal (e.g. PROVISION_UNKNOWN_OPERATOR) as is. */
   static connect(endpoint: RemoteEndpoint): Promise<RemoteAdminClient> {
     const timeoutMs = endpoint.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    let ownSubject: string | undefined;
+    if (endpoint.cert !== undefined) {
+      try {
+        ownSubject = normalizeSubject(new X509Certificate(endpoint.cert).subject);
+      } catch (err) {
+        return Promise.reject(new ProvisionError('PROVISION_USAGE', `operator certificate is not a PEM certificate: ${errorMessage(err)}`));
+      }
+    }
     return new Promise((resolve, reject) => {
       const socket = tls.connect({
         host: endpoint.host,
@@ -107,6 +116,18 @@ export class RemoteAdminClient {
         }
         if (greeting.type !== 'welcome' || typeof greeting.keyd?.publicKey !== 'string') {
           fail(new ProvisionError('PROVISION_BAD_REQUEST', 'keyd sent an unexpected greeting'));
+          return;
+        }
+        if (ownSubject !== undefined && greeting.operator !== ownSubject) {
+          // keyd binds sealed keys to the operator it authenticated; if that is not us,
+          // something between us and keyd re-authenticated the connection.
+          fail(
+            new ProvisionError(
+              'PROVISION_OPERATOR_MISMATCH',
+              `keyd authenticated this connection as "${greeting.operator}", but your certificate is "${ownSubject}": ` +
+                'something between you and keyd terminates TLS',
+            ),
+          );
           return;
         }
         const publicKey = new Uint8Array(Buffer.from(greeting.keyd.publicKey, 'base64'));
