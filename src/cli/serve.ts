@@ -7,12 +7,12 @@
  */
 import { isIP, type Server } from 'node:net';
 import { resolve } from 'node:path';
-import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { alertName } from '../tls/alert.js';
 import { groupByName, groupName, DEFAULT_GROUPS, SUPPORTED_GROUPS } from '../tls/crypto/key-exchange.js';
 import type { TlsServerOptions } from '../tls/options.js';
+import { createServer, type TlsSocket } from '../tls/socket.js';
 import { LocalSigner, type Identity } from '../tls/signer.js';
 import { attachHttpResponder } from '../demo/http-responder.js';
 import { DEFAULT_LEAF_NAMES, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
@@ -134,28 +134,7 @@ function splitList(text: string): string[] {
     .filter((item) => item !== '');
 }
 
-/** The engine's connection as this command uses it (API of src/tls/socket.ts). */
-interface EngineSocket extends Duplex {
-  readonly serverName: string | undefined;
-  readonly alpnProtocol: string | undefined;
-  readonly cipherSuite: string;
-  readonly group: string | undefined;
-  readonly signatureScheme: string | undefined;
-  readonly resumed: boolean;
-  readonly remoteAddress: string | undefined;
-  readonly remotePort: number | undefined;
-}
-
-interface EngineModule {
-  createServer(options: TlsServerOptions, onSecureConnection: (socket: EngineSocket) => void): Server;
-}
-
 type HandshakeError = Error & { code?: string; alert?: number };
-
-/** Loaded at run time so that this command builds while the engine's socket adapter is being written. */
-async function loadEngine(): Promise<EngineModule> {
-  return (await import(new URL('../tls/socket.js', import.meta.url).href)) as EngineModule;
-}
 
 export interface RunningServe {
   readonly server: Server;
@@ -186,8 +165,7 @@ export async function startServe(config: ServeConfig, log: Logger): Promise<Runn
     ...(config.alpn.length > 0 ? { alpnProtocols: config.alpn } : {}),
   };
 
-  const { createServer } = await loadEngine();
-  const open = new Set<EngineSocket>();
+  const open = new Set<TlsSocket>();
   const server = createServer(options, (socket) => {
     open.add(socket);
     socket.once('close', () => open.delete(socket));
@@ -306,14 +284,8 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  process.stdout.write(
-    `Serving ${running.url} on ${config.host}:${running.port} (TLS 1.3, ${config.keyType} key in this process)\n` +
-      `CA certificate: ${running.caPath}\n` +
-      `Try: ${running.curlCommand}\n`,
-  );
-  log.info({ host: config.host, port: running.port, groups: config.groups.map(groupName), tickets: config.tickets, alpn: config.alpn }, 'listening');
-
-  return new Promise<number>((resolveExit) => {
+  // Signal handlers go in before the ready lines: whoever reads them may signal at once.
+  const exited = new Promise<number>((resolveExit) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals): void => {
       if (stopping) {
@@ -332,4 +304,12 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+
+  log.info({ host: config.host, port: running.port, groups: config.groups.map(groupName), tickets: config.tickets, alpn: config.alpn }, 'listening');
+  process.stdout.write(
+    `Serving ${running.url} on ${config.host}:${running.port} (TLS 1.3, ${config.keyType} key in this process)\n` +
+      `CA certificate: ${running.caPath}\n` +
+      `Try: ${running.curlCommand}\n`,
+  );
+  return exited;
 }

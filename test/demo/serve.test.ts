@@ -9,6 +9,7 @@ import { connect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { howToReach, parseServeArgs, UsageError } from '../../src/cli/serve.js';
 import { NamedGroup } from '../../src/tls/wire/codepoints.js';
+import { DEFAULT_GROUPS } from '../../src/tls/crypto/key-exchange.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const ENGINE = fileURLToPath(new URL('../../src/tls/socket.js', import.meta.url));
@@ -20,7 +21,7 @@ test('arguments: defaults', () => {
   assert.equal(config.host, '127.0.0.1');
   assert.equal(config.port, 8443);
   assert.equal(config.keyType, 'ecdsa-p256');
-  assert.deepEqual(config.groups, [NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1]);
+  assert.deepEqual(config.groups, DEFAULT_GROUPS, 'the engine\'s default groups');
   assert.equal(config.tickets, 2);
   assert.deepEqual(config.alpn, ['http/1.1']);
   assert.deepEqual(config.names, ['localhost', '127.0.0.1']);
