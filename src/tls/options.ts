@@ -7,7 +7,7 @@ export interface TlsServerOptions {
   resolveIdentity: ResolveIdentity;
   /** ALPN protocols in server preference order (RFC 7301). None: ALPN is not negotiated. */
   alpnProtocols?: readonly string[];
-  /** Key exchange groups in server preference order. Default: x25519, secp256r1, secp384r1, secp521r1, x448, ffdhe2048, ffdhe3072, ffdhe4096. */
+  /** Key exchange groups in server preference order. Default: x25519, secp256r1, secp384r1, secp521r1, x448, ffdhe2048 … ffdhe8192 (RFC 7919). */
   groups?: readonly number[];
   /** Cipher suites in server preference order. Default: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305. */
   cipherSuites?: readonly number[];

@@ -4,8 +4,10 @@ import { TlsAlert, TlsPeerAlert } from './alert.js';
 import { resolveOptions, TlsServerConnection } from './connection.js';
 import type { ResolvedOptions, TlsServerOptions } from './options.js';
 
-/** How long a failed connection keeps draining input after its alert before it is dropped. */
-const LINGER_MS = 2_000;
+/** A failed connection drains input after its alert until the peer is idle this long... */
+const LINGER_IDLE_MS = 2_000;
+/** ...or at most this long. */
+const LINGER_MAX_MS = 300_000;
 
 /**
  * The node:net adapter around the sans-I/O connection: a Duplex of decrypted
@@ -108,12 +110,15 @@ export class TlsSocket extends Duplex {
     // end() lets the alert already queued reach the peer before the FIN. Reading on (and
     // discarding) for a moment avoids a TCP reset, which can make the peer lose the alert
     // while it is still sending (e.g. a long handshake message).
+    // The drain ends when the peer closes, after LINGER_IDLE_MS without input, or at LINGER_MAX_MS.
     this.lingering = true;
     this.rawSocket.end();
     this.rawSocket.resume();
-    const linger = setTimeout(() => this.rawSocket.destroy(), LINGER_MS);
-    linger.unref();
-    this.rawSocket.once('close', () => clearTimeout(linger));
+    const raw = this.rawSocket;
+    raw.setTimeout(LINGER_IDLE_MS, () => raw.destroy());
+    const cap = setTimeout(() => raw.destroy(), LINGER_MAX_MS);
+    cap.unref();
+    raw.once('close', () => clearTimeout(cap));
     setImmediate(() => this.destroy(during ? undefined : err instanceof TlsPeerAlert ? undefined : err));
   }
 

@@ -106,6 +106,8 @@ const GROUPS: ReadonlyMap<number, GroupImpl> = new Map([
   [0x0100, ffdhe('ffdhe2048')],
   [0x0101, ffdhe('ffdhe3072')],
   [0x0102, ffdhe('ffdhe4096')],
+  [0x0103, ffdhe('ffdhe6144')],
+  [0x0104, ffdhe('ffdhe8192')],
 ]);
 
 export const SUPPORTED_GROUPS: readonly number[] = [...GROUPS.keys()];
@@ -119,6 +121,8 @@ export const DEFAULT_GROUPS: readonly number[] = [
   0x0100, // ffdhe2048
   0x0101, // ffdhe3072
   0x0102, // ffdhe4096
+  0x0103, // ffdhe6144
+  0x0104, // ffdhe8192
 ];
 
 export function groupName(group: number): string {
