@@ -1,0 +1,358 @@
+/**
+ * Full handshakes between node:tls (OpenSSL) as the client and the engine (socket.ts
+ * createServer) over loopback: every suite, every group, HelloRetryRequest, resumption,
+ * ALPN, each key type, KeyUpdate, and the alerts a client must see.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { createServer, type TlsSocket } from '../../src/tls/socket.js';
+import type { TlsServerOptions } from '../../src/tls/options.js';
+import { LocalSigner, type Identity } from '../../src/tls/signer.js';
+import { NamedGroup } from '../../src/tls/wire/codepoints.js';
+import { makeTestPki, type TestKeyType, type TestPki } from '../helpers/pki.js';
+
+interface Running {
+  server: Server;
+  port: number;
+  /** Server-side sockets after their handshake, in order. */
+  secured: TlsSocket[];
+  /** Errors of handshakes that failed on the server. */
+  clientErrors: (Error & { code?: string })[];
+  /** Number of ClientHello messages received in plaintext records, per connection. */
+  clientHellos: number[];
+  close(): Promise<void>;
+}
+
+const pkis = new Map<TestKeyType, TestPki>();
+
+before(async () => {
+  for (const keyType of ['ecdsa-p256', 'ecdsa-p384', 'rsa2048', 'ed25519'] as const) pkis.set(keyType, await makeTestPki({ keyType }));
+});
+
+const running: Running[] = [];
+after(async () => {
+  await Promise.all(running.map((r) => r.close()));
+});
+
+function identityOf(pki: TestPki): Identity {
+  return { certificateChain: pki.chainDer, signer: new LocalSigner(pki.leafKey) };
+}
+
+/** Counts ClientHellos in the plaintext handshake records a raw socket receives (a tap beside the engine's reader). */
+function tapClientHellos(raw: Socket, counts: number[]): void {
+  const index = counts.push(0) - 1;
+  let buffered = Buffer.alloc(0);
+  let plaintext = true;
+  raw.on('data', (chunk: Buffer) => {
+    if (!plaintext) return;
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt16BE(3)) {
+      const type = buffered[0]!;
+      const body = buffered.subarray(5, 5 + buffered.readUInt16BE(3));
+      buffered = buffered.subarray(5 + body.length);
+      if (type === 22 && body[0] === 1) counts[index]!++;
+      if (type === 23) plaintext = false; // encrypted from here on
+    }
+  });
+}
+
+async function startServer(options: Partial<TlsServerOptions> & { pki?: TestPki } = {}): Promise<Running> {
+  const pki = options.pki ?? pkis.get('ecdsa-p256')!;
+  const identity = identityOf(pki);
+  const secured: TlsSocket[] = [];
+  const clientErrors: (Error & { code?: string })[] = [];
+  const clientHellos: number[] = [];
+  const raws = new Set<Socket>();
+  const server = createServer({ resolveIdentity: () => identity, ...options }, (socket) => {
+    secured.push(socket);
+    socket.on('data', (d: Buffer) => socket.write(d)); // echo
+    socket.on('end', () => socket.end());
+    socket.on('error', () => {});
+  });
+  server.on('connection', (raw: Socket) => {
+    raws.add(raw);
+    raw.on('close', () => raws.delete(raw));
+    tapClientHellos(raw, clientHellos);
+  });
+  server.on('tlsClientError', (err: Error & { code?: string }) => clientErrors.push(err));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const r: Running = {
+    server,
+    port: (server.address() as AddressInfo).port,
+    secured,
+    clientErrors,
+    clientHellos,
+    close: async () => {
+      for (const raw of raws) raw.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  running.push(r);
+  return r;
+}
+
+function connectClient(r: Running, options: ConnectionOptions = {}, pki: TestPki = pkis.get('ecdsa-p256')!): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const client = connect({
+      host: '127.0.0.1',
+      port: r.port,
+      servername: 'localhost',
+      ca: pki.caCertPem,
+      minVersion: 'TLSv1.3',
+      ...options,
+    });
+    client.once('secureConnect', () => resolve(client));
+    client.once('error', reject);
+  });
+}
+
+/** Client that is expected to fail: resolves with its error. */
+function connectExpectingError(r: Running, options: ConnectionOptions = {}): Promise<Error & { code?: string }> {
+  return new Promise((resolve, reject) => {
+    const client = connect({ host: '127.0.0.1', port: r.port, servername: 'localhost', ca: pkis.get('ecdsa-p256')!.caCertPem, minVersion: 'TLSv1.3', ...options });
+    client.once('secureConnect', () => {
+      // TLS 1.3 clients finish before the server has checked their Finished; wait for data or an error.
+      client.once('data', () => reject(new Error('handshake unexpectedly succeeded')));
+      client.write('x');
+    });
+    client.once('error', (err) => {
+      client.destroy();
+      resolve(err);
+    });
+  });
+}
+
+/** Writes `data` and resolves when the same number of bytes has come back (the server echoes). */
+function echo(client: TLSSocket, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const onData = (d: Buffer) => {
+      chunks.push(d);
+      got += d.length;
+      if (got >= data.length) {
+        client.off('data', onData);
+        resolve(Buffer.concat(chunks));
+      }
+    };
+    client.on('data', onData);
+    client.once('error', reject);
+    client.write(data);
+  });
+}
+
+async function closeClient(client: TLSSocket): Promise<void> {
+  await new Promise<void>((resolve) => {
+    client.once('close', () => resolve());
+    client.end();
+    setTimeout(() => client.destroy(), 2000).unref();
+  });
+}
+
+const payload = Buffer.from(Array.from({ length: 40_000 }, (_, i) => (i * 7) & 0xff)); // several records
+
+for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256']) {
+  test(`cipher suite ${suite}: handshake and data both ways`, async () => {
+    const r = await startServer();
+    const client = await connectClient(r, { ciphers: suite });
+    assert.equal(client.getProtocol(), 'TLSv1.3');
+    assert.equal(client.getCipher().standardName, suite);
+    assert.deepEqual(await echo(client, payload), payload);
+    assert.equal(r.secured[0]!.cipherSuite, suite);
+    assert.equal(r.secured[0]!.serverName, 'localhost');
+    assert.equal(r.secured[0]!.group, 'x25519');
+    assert.equal(r.secured[0]!.resumed, false);
+    assert.equal(r.secured[0]!.remoteAddress, '127.0.0.1');
+    assert.equal(r.secured[0]!.remotePort, client.localPort);
+    await closeClient(client);
+  });
+}
+
+const groups: [string, string, string][] = [
+  // node:tls ecdhCurve name, engine group name, node's ephemeral key name
+  ['X25519', 'x25519', 'X25519'],
+  ['prime256v1', 'secp256r1', 'prime256v1'],
+  ['secp384r1', 'secp384r1', 'secp384r1'],
+  ['secp521r1', 'secp521r1', 'secp521r1'],
+  ['X448', 'x448', 'X448'],
+];
+for (const [curve, engineName, nodeName] of groups) {
+  test(`group ${engineName}: handshake with a key share for it`, async () => {
+    const r = await startServer();
+    const client = await connectClient(r, { ecdhCurve: curve });
+    assert.equal((client.getEphemeralKeyInfo() as { name?: string }).name, nodeName);
+    assert.deepEqual(await echo(client, Buffer.from('ping')), Buffer.from('ping'));
+    assert.equal(r.secured[0]!.group, engineName);
+    assert.deepEqual(r.clientHellos, [1], 'no HelloRetryRequest');
+    await closeClient(client);
+  });
+}
+
+test('HelloRetryRequest: the client shares X25519, the server only takes P-384', async () => {
+  const r = await startServer({ groups: [NamedGroup.secp384r1] });
+  const client = await connectClient(r, { ecdhCurve: 'X25519:secp384r1' });
+  assert.equal((client.getEphemeralKeyInfo() as { name?: string }).name, 'secp384r1');
+  assert.deepEqual(await echo(client, Buffer.from('after retry')), Buffer.from('after retry'));
+  assert.equal(r.secured[0]!.group, 'secp384r1');
+  assert.deepEqual(r.clientHellos, [2], 'two ClientHellos: the retry happened');
+  await closeClient(client);
+});
+
+test('HelloRetryRequest: the server prefers P-256 over the X25519 share only when it cannot use X25519', async () => {
+  // Preference alone never forces a retry (§4.2.8: use a share the client sent if acceptable).
+  const r = await startServer({ groups: [NamedGroup.secp256r1, NamedGroup.x25519] });
+  const client = await connectClient(r, { ecdhCurve: 'X25519:prime256v1' });
+  assert.equal(r.clientHellos[0], 1);
+  await echo(client, Buffer.from('x'));
+  assert.equal(r.secured[0]!.group, 'x25519');
+  await closeClient(client);
+});
+
+test('resumption: the ticket from the first connection resumes the second', async () => {
+  const r = await startServer({ ticketCount: 2 });
+  const first = await connectClient(r);
+  const session = await new Promise<Buffer>((resolve) => {
+    first.once('session', resolve);
+    first.write('hello');
+  });
+  assert.equal(first.isSessionReused(), false);
+  await closeClient(first);
+  const second = await connectClient(r, { session });
+  assert.equal(second.isSessionReused(), true, 'client resumed');
+  assert.deepEqual(await echo(second, Buffer.from('again')), Buffer.from('again'));
+  assert.equal(r.secured[1]!.resumed, true, 'server resumed');
+  assert.equal(r.secured[1]!.signatureScheme, undefined, 'no CertificateVerify on resumption');
+  assert.equal(r.secured[0]!.resumed, false);
+  await closeClient(second);
+});
+
+test('resumption: a ticket from another server (other ticket keys) falls back to a full handshake', async () => {
+  const a = await startServer();
+  const b = await startServer();
+  const first = await connectClient(a);
+  const session = await new Promise<Buffer>((resolve) => {
+    first.once('session', resolve);
+    first.write('hello');
+  });
+  await closeClient(first);
+  const second = await connectClient(b, { session });
+  assert.equal(second.isSessionReused(), false);
+  await echo(second, Buffer.from('x'));
+  assert.equal(b.secured[0]!.resumed, false);
+  await closeClient(second);
+});
+
+test('ALPN: the server picks by its own preference', async () => {
+  const r = await startServer({ alpnProtocols: ['h2', 'http/1.1'] });
+  const client = await connectClient(r, { ALPNProtocols: ['http/1.1', 'h2'] });
+  assert.equal(client.alpnProtocol, 'h2');
+  await echo(client, Buffer.from('x'));
+  assert.equal(r.secured[0]!.alpnProtocol, 'h2');
+  await closeClient(client);
+});
+
+test('ALPN: no common protocol is no_application_protocol (RFC 7301 §3.2)', async () => {
+  const r = await startServer({ alpnProtocols: ['h2'] });
+  const err = await connectExpectingError(r, { ALPNProtocols: ['http/1.1'] });
+  assert.match(String(err.code), /NO_APPLICATION_PROTOCOL/, `client error ${err.code}: ${err.message}`);
+  assert.equal(r.clientErrors[0]?.code, 'TLS_ALERT_NO_APPLICATION_PROTOCOL');
+});
+
+test('ALPN: a client without ALPN still connects to a server with ALPN', async () => {
+  const r = await startServer({ alpnProtocols: ['h2'] });
+  const client = await connectClient(r);
+  assert.equal(client.alpnProtocol, false);
+  await echo(client, Buffer.from('x'));
+  assert.equal(r.secured[0]!.alpnProtocol, undefined);
+  await closeClient(client);
+});
+
+const keyTypes: [TestKeyType, string][] = [
+  ['ecdsa-p256', 'ecdsa_secp256r1_sha256'],
+  ['ecdsa-p384', 'ecdsa_secp384r1_sha384'],
+  ['rsa2048', 'rsa_pss_rsae_sha256'],
+  ['ed25519', 'ed25519'],
+];
+for (const [keyType, scheme] of keyTypes) {
+  test(`key type ${keyType}: the client verifies a ${scheme} CertificateVerify`, async () => {
+    const pki = pkis.get(keyType)!;
+    const r = await startServer({ pki });
+    const client = await connectClient(r, {}, pki);
+    assert.equal(client.authorized, true);
+    assert.deepEqual(client.getPeerCertificate(true).raw, Buffer.from(pki.leafCertDer));
+    await echo(client, Buffer.from('x'));
+    assert.equal(r.secured[0]!.signatureScheme, scheme);
+    await closeClient(client);
+  });
+}
+
+test('KeyUpdate: server updates with update_requested; data keeps flowing both ways', async () => {
+  const r = await startServer();
+  const client = await connectClient(r);
+  await echo(client, Buffer.from('before'));
+  const server = r.secured[0]!;
+  server.keyUpdate(true);
+  assert.deepEqual(await echo(client, payload), payload, 'after the first update');
+  server.keyUpdate(false);
+  server.keyUpdate(true);
+  assert.deepEqual(await echo(client, Buffer.from('after three updates')), Buffer.from('after three updates'));
+  // Server-initiated writes under the new keys reach the client.
+  const got = new Promise<Buffer>((resolve) => client.once('data', resolve));
+  server.write('pushed by the server');
+  assert.equal((await got).toString(), 'pushed by the server');
+  await closeClient(client);
+});
+
+test('unknown server name with resolveIdentity returning undefined: client sees unrecognized_name', async () => {
+  const pki = pkis.get('ecdsa-p256')!;
+  const r = await startServer({ resolveIdentity: (name) => (name === 'localhost' ? identityOf(pki) : undefined) });
+  const err = await connectExpectingError(r, { servername: 'unknown.test' });
+  assert.match(String(err.code), /UNRECOGNIZED_NAME/, `client error ${err.code}: ${err.message}`);
+  assert.equal(r.clientErrors[0]?.code, 'TLS_ALERT_UNRECOGNIZED_NAME');
+});
+
+test('resolveIdentity may be asynchronous', async () => {
+  const identity = identityOf(pkis.get('ecdsa-p256')!);
+  const r = await startServer({ resolveIdentity: (name) => new Promise((resolve) => setTimeout(() => resolve(name === 'localhost' ? identity : undefined), 20)) });
+  const client = await connectClient(r);
+  await echo(client, Buffer.from('x'));
+  await closeClient(client);
+});
+
+test('a signer that rejects: client sees internal_error', async () => {
+  const pki = pkis.get('ecdsa-p256')!;
+  const failing: Identity = {
+    certificateChain: pki.chainDer,
+    signer: { schemes: new LocalSigner(pki.leafKey).schemes, sign: () => Promise.reject(new Error('keyd unavailable')) },
+  };
+  const r = await startServer({ resolveIdentity: () => failing });
+  const err = await connectExpectingError(r);
+  assert.match(String(err.code), /INTERNAL_ERROR/, `client error ${err.code}: ${err.message}`);
+  assert.equal(r.clientErrors[0]?.code, 'TLS_ALERT_INTERNAL_ERROR');
+});
+
+test('many handshakes wait on a slow signer at once without blocking each other', async () => {
+  const pki = pkis.get('ecdsa-p256')!;
+  const local = new LocalSigner(pki.leafKey);
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const slow: Identity = {
+    certificateChain: pki.chainDer,
+    signer: {
+      schemes: local.schemes,
+      sign: async (scheme, hash) => {
+        maxInFlight = Math.max(maxInFlight, ++inFlight);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        inFlight--;
+        return local.sign(scheme, hash);
+      },
+    },
+  };
+  const r = await startServer({ resolveIdentity: () => slow });
+  const clients = await Promise.all(Array.from({ length: 8 }, () => connectClient(r)));
+  assert.equal(maxInFlight, 8, 'all eight signatures were pending together');
+  await Promise.all(clients.map((c) => echo(c, Buffer.from('x'))));
+  await Promise.all(clients.map(closeClient));
+});
