@@ -1,6 +1,6 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { resolve } from 'node:path';
 import * as tls from 'node:tls';
 import { errorCode, errorMessage, ProvisionError } from './errors.js';
@@ -88,6 +88,7 @@ const NONCES_SECRET = 'provisioning-nonces';
 const IDLE_TIMEOUT_MS = 5 * 60_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_CONNECTIONS = 64;
+const MAX_QUEUED_REQUESTS = 16;
 
 async function pemFrom(value: string, what: string): Promise<string> {
   if (value.includes('-----BEGIN')) return value;
@@ -158,6 +159,12 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
   });
   server.maxConnections = MAX_CONNECTIONS;
+  // Every TCP connection, handshaking or not, so close() ends them all at once.
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
 
   /** Verifies the operator certificate and role; throws the precise refusal. */
   function authenticate(socket: tls.TLSSocket): Session {
@@ -302,17 +309,23 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     const decoder = new FrameDecoder();
     // One request at a time per connection, in order: admin changes are rare and must not interleave.
     let queue: Promise<void> = Promise.resolve();
+    let queued = 0;
     socket.on('data', (chunk: Buffer) => {
       let messages: unknown[];
       try {
         messages = decoder.push(chunk);
+        if (queued + messages.length > MAX_QUEUED_REQUESTS) {
+          throw new ProvisionError('PROVISION_BAD_REQUEST', `more than ${MAX_QUEUED_REQUESTS} requests waiting on one connection`);
+        }
       } catch (err) {
         send(socket, { id: 0, ok: false, error: { code: errorCode(err), message: errorMessage(err) } });
         socket.end();
+        socket.pause();
         return;
       }
       for (const message of messages) {
-        queue = queue.then(() => respond(session, socket, message));
+        queued++;
+        queue = queue.then(() => respond(session, socket, message)).finally(() => void queued--);
       }
     });
   });
@@ -355,11 +368,6 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     { listen: `${address.address}:${address.port}`, fingerprint: provisioningKey.fingerprint, created, operators: roles.size },
     `provisioning listener on ${address.address}:${address.port}, provisioning key ${provisioningKey.fingerprint}`,
   );
-  const sockets = new Set<tls.TLSSocket>();
-  server.on('secureConnection', (socket: tls.TLSSocket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
 
   return {
     host: address.address,

@@ -313,3 +313,44 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     }
   });
 });
+
+describe('robustness', () => {
+  async function rawExchange(bytes: Buffer): Promise<unknown[]> {
+    const { connect } = await import('node:tls');
+    const { FrameDecoder } = await import('../../src/provision/frames.js');
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: '127.0.0.1', port: keyd.listener.port, ca: pki.keydCa.certPem, cert: pki.alice.certPem, key: pki.alice.keyPem });
+      const decoder = new FrameDecoder();
+      const frames: unknown[] = [];
+      socket.on('data', (chunk: Buffer) => {
+        frames.push(...decoder.push(chunk));
+        if (frames.length === 1) socket.write(bytes);
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(frames));
+      setTimeout(() => socket.destroy(), 3000);
+    });
+  }
+
+  it('garbage, oversize frames and unknown operations get precise errors; keyd keeps serving', async () => {
+    const oversize = Buffer.alloc(4);
+    oversize.writeUInt32BE(0x7fffffff);
+    const [, tooLarge] = await rawExchange(oversize);
+    assert.deepEqual((tooLarge as { error: { code: string } }).error.code, 'PROVISION_FRAME_TOO_LARGE');
+    const notJson = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from('{{{')]);
+    const [, bad] = await rawExchange(notJson);
+    assert.equal((bad as { error: { code: string } }).error.code, 'PROVISION_BAD_REQUEST');
+
+    const client = await keyd.connect(pki.alice);
+    try {
+      await assertRefused(client.request('format' as never, {}), 'PROVISION_BAD_REQUEST', /unknown operation "format"/);
+      await assertRefused(client.request('put', { names: 'x' }), 'PROVISION_BAD_REQUEST', /"names" must be a non-empty list/);
+      await assertRefused(client.request('put', { names: ['x.example'], chain: ['AA=='], sealed: { v: 2 } }), 'PROVISION_BAD_REQUEST', /not a version 1 sealed key/);
+      await assertRefused(client.request('show', {}), 'PROVISION_BAD_REQUEST', /"name" must be a non-empty string/);
+      await assertRefused(client.show('nothing.example'), 'KEYD_UNKNOWN_NAME');
+      assert.ok(Array.isArray(await client.list()));
+    } finally {
+      client.close();
+    }
+  });
+});
