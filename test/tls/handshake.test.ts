@@ -356,3 +356,50 @@ test('many handshakes wait on a slow signer at once without blocking each other'
   await Promise.all(clients.map((c) => echo(c, Buffer.from('x'))));
   await Promise.all(clients.map(closeClient));
 });
+
+test('socket: a client that sends nothing is cut off after handshakeTimeoutMs', async () => {
+  const r = await startServer({ handshakeTimeoutMs: 200 });
+  const { connect: netConnect } = await import('node:net');
+  const raw = netConnect(r.port, '127.0.0.1');
+  raw.on('error', () => {});
+  const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+  raw.resume();
+  await closed;
+  assert.equal(r.clientErrors[0]?.code, 'TLS_HANDSHAKE_TIMEOUT');
+});
+
+test('socket: TCP FIN in the middle of a ClientHello is reported as a handshake error', async () => {
+  const r = await startServer();
+  const { connect: netConnect } = await import('node:net');
+  const raw = netConnect(r.port, '127.0.0.1');
+  raw.on('error', () => {});
+  await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+  const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+  raw.resume();
+  raw.end(Buffer.from([22, 3, 1, 0, 100, 1, 0, 0]));
+  await closed;
+  assert.equal(r.clientErrors[0]?.code, 'TLS_EOF_IN_HANDSHAKE');
+});
+
+test('socket: garbage from a client gets a plaintext alert and the connection closes', async () => {
+  const r = await startServer();
+  const { connect: netConnect } = await import('node:net');
+  const raw = netConnect(r.port, '127.0.0.1');
+  raw.on('error', () => {});
+  const chunks: Buffer[] = [];
+  raw.on('data', (d: Buffer) => chunks.push(d));
+  const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+  raw.write('GET / HTTP/1.1\r\n\r\n');
+  await closed;
+  assert.deepEqual(Buffer.concat(chunks), Buffer.from([21, 3, 3, 0, 2, 2, 10]), 'unexpected_message alert');
+  assert.equal(r.clientErrors[0]?.code, 'TLS_ALERT_UNEXPECTED_MESSAGE');
+});
+
+test('socket: close_notify from the client is answered and the stream ends on both sides', async () => {
+  const r = await startServer();
+  const client = await connectClient(r);
+  await echo(client, Buffer.from('x'));
+  const serverEnded = new Promise<void>((resolve) => r.secured[0]!.once('end', () => resolve()));
+  await closeClient(client);
+  await serverEnded;
+});
