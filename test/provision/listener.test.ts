@@ -225,6 +225,15 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     assert.equal(await readFile(pins, 'utf8'), saved);
   });
 
+  it('keyd\'s TLS certificate not trusted by --ca: the CLI refuses before authenticating', async () => {
+    const { RemoteAdminClient } = await import('../../src/provision/remote-client.js');
+    await assertRefused(
+      RemoteAdminClient.connect({ host: '127.0.0.1', port: keyd.listener.port, ca: pki.foreignCa.certPem, cert: pki.alice.certPem, key: pki.alice.keyPem }),
+      'PROVISION_SERVER_NOT_TRUSTED',
+      /keyd's TLS certificate at 127\.0\.0\.1:\d+ is not trusted by --ca/,
+    );
+  });
+
   it('no pin and no --keyd-fingerprint: refused before anything is sent', async () => {
     const args = (await as('alice', ['list'])).map((a) => (a.endsWith('known_keyd') ? join(keyd.dir, 'empty_known_keyd') : a));
     const result = await cli(args);

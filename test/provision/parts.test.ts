@@ -137,3 +137,47 @@ describe('provisioning key', () => {
     assert.equal(second.key.rawPrivateKey().length, 32);
   });
 });
+
+describe('remote admin CLI usage errors (before connecting)', () => {
+  async function run(argv: string[]): Promise<{ code: number; err: string; out: string }> {
+    const { runRemoteAdmin } = await import('../../src/provision/remote-admin.js');
+    let err = '';
+    let out = '';
+    const code = await runRemoteAdmin(argv, { out: (s) => void (out += s), err: (s) => void (err += s) });
+    return { code, err, out };
+  }
+  const conn = ['--server', '127.0.0.1:1', '--cert', 'op.pem', '--key', 'op.key', '--ca', 'ca.pem'];
+
+  it('exit 2 with a precise message', async () => {
+    assert.match((await run(['--server', 'nohost', 'list'])).err, /expected HOST:PORT, got "nohost" \[PROVISION_USAGE\]/);
+    assert.match((await run(['--server', '127.0.0.1:1', 'list'])).err, /--cert is required to authenticate/);
+    assert.match((await run([...conn, 'frobnicate'])).err, /unknown operation "frobnicate"/);
+    assert.match((await run([...conn, 'put', 'a.example'])).err, /--key is required for put/);
+    assert.match((await run([...conn, 'gen', 'a.example', '--type', 'dsa', '--subject', 'CN=a', '--csr', 'x'])).err, /--type must be one of ecdsa-p256/);
+    assert.match((await run([...conn, '--keyd-fingerprint', 'abc', 'list'])).err, /--keyd-fingerprint must look like SHA256:/);
+    assert.match((await run([...conn, 'delete'])).err, /delete: expected 1 argument/);
+    assert.match((await run(['--bogus', 'x'])).err, /unknown option --bogus/);
+    for (const argv of [['--server', 'nohost', 'list'], [...conn, 'delete']]) assert.equal((await run(argv)).code, 2);
+    const help = await run(['--server', '127.0.0.1:1', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.out, /Usage: delegator admin --server HOST:PORT/);
+  });
+
+  it('an unreachable keyd is PROVISION_UNAVAILABLE, exit 1', async () => {
+    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+    const { makeCa, issue } = await import('./pki.js');
+    const dir = await mkdtemp(join(tmpdir(), 'remote-admin-'));
+    try {
+      const ca = await makeCa('CN=x');
+      const op = await issue(ca, 'CN=op', { usage: 'client' });
+      await writeFile(join(dir, 'op.pem'), op.certPem);
+      await writeFile(join(dir, 'op.key'), op.keyPem);
+      await writeFile(join(dir, 'ca.pem'), ca.certPem);
+      const result = await run(['--server', '127.0.0.1:1', '--cert', join(dir, 'op.pem'), '--key', join(dir, 'op.key'), '--ca', join(dir, 'ca.pem'), 'list']);
+      assert.equal(result.code, 1);
+      assert.match(result.err, /cannot reach keyd's provisioning listener at 127\.0\.0\.1:1 \(ECONNREFUSED\) \[PROVISION_UNAVAILABLE\]/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
