@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { KeyObject, X509Certificate as NodeX509, webcrypto, verify, constants, type KeyObject as KO } from 'node:crypto';
+import { KeyObject, X509Certificate as NodeX509, createHash, webcrypto, verify, constants, type KeyObject as KO } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,10 +96,20 @@ export function pem(der: Uint8Array, label = 'CERTIFICATE'): string {
   return `-----BEGIN ${label}-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END ${label}-----\n`;
 }
 
+const publicKeys = new Map<string, KO>();
+
+/** Parsing a certificate costs about a millisecond: cache leaf public keys for the load tests. */
+function leafPublicKey(leafDer: Uint8Array): KO {
+  const k = createHash('sha256').update(leafDer).digest('hex');
+  let key = publicKeys.get(k);
+  if (!key) publicKeys.set(k, (key = new NodeX509(Buffer.from(leafDer)).publicKey));
+  return key;
+}
+
 /** Verifies a CertificateVerify signature the way a TLS client does (RFC 8446 §4.4.3). */
 export function verifyCertificateVerify(leafDer: Uint8Array, scheme: number, transcriptHash: Uint8Array, signature: Uint8Array): boolean {
   const info = SCHEMES.get(scheme)!;
-  const publicKey = new NodeX509(Buffer.from(leafDer)).publicKey;
+  const publicKey = leafPublicKey(leafDer);
   const content = certificateVerifyContent(transcriptHash);
   if (info.keyType === 'rsa') {
     return verify(info.hash, content, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, signature);
