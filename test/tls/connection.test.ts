@@ -248,3 +248,22 @@ for (const [what, second, alert] of secondCases) {
     assertFailedWith(both, alert);
   });
 }
+
+test('record_size_limit (RFC 8449 §4): protected records toward a client with limit 64 carry at most 63 bytes of content', async () => {
+  const o = await run(options, [helloRecord([...base, E.recordSizeLimit(64)])]);
+  assert.deepEqual(o.events, []);
+  const out = Buffer.concat(o.sent);
+  let off = 0;
+  let protectedRecords = 0;
+  while (off < out.length) {
+    const type = out[off]!;
+    const len = out.readUInt16BE(off + 3);
+    if (type === 23) {
+      protectedRecords++;
+      assert.ok(len <= 64 + 16, `protected record of ${len} bytes (limit 64 + 16-byte tag)`);
+    }
+    off += 5 + len;
+  }
+  assert.equal(off, out.length);
+  assert.ok(protectedRecords > 5, 'the flight was split into many small records');
+});
