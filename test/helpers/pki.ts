@@ -120,7 +120,13 @@ export async function makeTestPki(options: TestPkiOptions = {}): Promise<TestPki
     signingAlgorithm: algorithmFor(caKeyType),
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      // NSS refuses an RSA server certificate without keyEncipherment, even for TLS 1.3 (which only signs).
+      new x509.KeyUsagesExtension(
+        keyType === 'rsa2048'
+          ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment
+          : x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
       new x509.SubjectAlternativeNameExtension([
         ...dnsNames.map((value) => ({ type: 'dns' as const, value })),

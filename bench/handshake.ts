@@ -1,0 +1,205 @@
+/**
+ * `npm run bench:handshake` — server CPU time per full TLS 1.3 handshake, measured in
+ * ONE run under the same external load generator (../shared/tools/hsload):
+ *
+ *   engine    our TLS engine, in-process key (LocalSigner), own process
+ *   node:tls  Node's TLS (OpenSSL), same key and chain, own process
+ *   nginx     1 worker, TLS 1.3 only, same key and chain (when installed)
+ *
+ * Each server gets a short warm-up run, then a measured run; its utime+stime from
+ * /proc/PID/stat before and after, divided by the handshakes completed, is the figure
+ * that compares servers fairly on a small machine where the client bounds the rate.
+ *
+ * Options: --duration S (10) --warmup S (2) --concurrency N (8) --key-type T (ecdsa-p256)
+ *          --curve x25519|p256 (x25519) --servers engine,node,nginx --request (send a GET
+ *          after each handshake) --json (also print the results as JSON)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { tmpdir, cpus, totalmem } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { makeTestPki, writePkiFiles, TEST_KEY_TYPES, type TestKeyType } from '../test/helpers/pki.js';
+import { ensureHsload, runHsload, type HsloadResult } from './lib/hsload.js';
+import { totalCpuTimeMicros } from './lib/proc-stat.js';
+import { nginxBinary, startNginx } from './lib/nginx.js';
+import { freePort } from '../test/helpers/ports.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** dist/bench → repository root. */
+const repoRoot = resolve(here, '../..');
+
+interface RunningServer {
+  name: string;
+  port: number;
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+interface Row {
+  server: string;
+  result: HsloadResult;
+  cpuMicrosPerHandshake: number;
+}
+
+const USAGE = `Usage: npm run bench:handshake -- [options]
+  --duration S       measured seconds per server (default 10)
+  --warmup S         warm-up seconds per server, not measured (default 2)
+  --concurrency N    hsload workers (default 8)
+  --key-type T       ${TEST_KEY_TYPES.join('|')} (default ecdsa-p256)
+  --curve C          x25519|p256 key share offered by the client (default x25519)
+  --servers LIST     engine,node,nginx (default all; nginx skipped when not installed)
+  --request          send 'GET / HTTP/1.0' after each handshake and read the answer
+  --json             also print the rows as JSON
+`;
+
+async function startNodeProcess(impl: 'engine' | 'node', chainFile: string, keyFile: string): Promise<RunningServer> {
+  const script = join(here, 'lib', 'tls-server-process.js');
+  const child: ChildProcess = spawn(process.execPath, [script, '--impl', impl, '--cert', chainFile, '--key', keyFile], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolvePort, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${impl} server did not start`)), 10_000);
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /listening (\d+)/.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolvePort(Number(match[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${impl} server exited with ${code}`));
+    });
+  });
+  const exited = new Promise<void>((resolveExit) => child.once('exit', () => resolveExit()));
+  return {
+    name: impl === 'engine' ? 'engine' : 'node:tls',
+    port,
+    pids: [child.pid!],
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+function describeMachine(): string {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  let os = 'Linux';
+  try {
+    os = /PRETTY_NAME="([^"]+)"/.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? os;
+  } catch {
+    // not fatal: only for the report
+  }
+  return `${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${os}, Node ${process.version}, OpenSSL ${process.versions.openssl}`;
+}
+
+function formatTable(rows: Row[]): string {
+  const reference = rows.find((r) => r.server === 'node:tls');
+  const header = ['server', 'handshakes', 'failed', 'rate/s', 'p50', 'p99', 'CPU µs/handshake', 'vs node:tls'];
+  const lines = rows.map((row) => [
+    row.server,
+    String(row.result.handshakes),
+    String(row.result.failed),
+    row.result.rate.toFixed(0),
+    row.result.p50,
+    row.result.p99,
+    row.cpuMicrosPerHandshake.toFixed(0),
+    reference ? `${(row.cpuMicrosPerHandshake / reference.cpuMicrosPerHandshake).toFixed(2)}×` : '—',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const format = (cells: string[]): string =>
+    '| ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
+  return [format(header), '|' + widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|', ...lines.map(format)].join('\n');
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: 'string', default: '10' },
+      warmup: { type: 'string', default: '2' },
+      concurrency: { type: 'string', default: '8' },
+      'key-type': { type: 'string', default: 'ecdsa-p256' },
+      curve: { type: 'string', default: 'x25519' },
+      servers: { type: 'string', default: 'engine,node,nginx' },
+      request: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const duration = Number(values.duration);
+  const warmup = Number(values.warmup);
+  const concurrency = Number(values.concurrency);
+  const keyType = values['key-type'] as TestKeyType;
+  const curve = values.curve;
+  const wanted = values.servers.split(',').map((s) => s.trim());
+  if (!(duration > 0) || !(warmup >= 0) || !(concurrency > 0) || !TEST_KEY_TYPES.includes(keyType) || (curve !== 'x25519' && curve !== 'p256')) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
+  const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+  const hsload = ensureHsload(repoRoot, log);
+  const pki = await makeTestPki({ keyType });
+  const files = writePkiFiles(pki);
+  const workDir = mkdtempSync(join(tmpdir(), 'bench-handshake-'));
+  const servers: RunningServer[] = [];
+  try {
+    if (wanted.includes('engine')) servers.push(await startNodeProcess('engine', files.chainFile, files.keyFile));
+    if (wanted.includes('node')) servers.push(await startNodeProcess('node', files.chainFile, files.keyFile));
+    if (wanted.includes('nginx')) {
+      const binary = nginxBinary();
+      if (!binary) log('nginx not installed (apt-get install nginx-light): skipped');
+      else {
+        const nginx = await startNginx(binary, workDir, await freePort(), files.chainFile, files.keyFile);
+        servers.push({ name: `nginx ${nginx.version}`, port: nginx.port, pids: nginx.pids, stop: () => nginx.stop() });
+      }
+    }
+
+    log(`machine: ${describeMachine()}`);
+    log(`hsload: ${concurrency} workers, ${duration}s measured (+${warmup}s warm-up) per server, key ${keyType}, client key share ${curve}${values.request ? ', GET after each handshake' : ', handshake only'}`);
+    const rows: Row[] = [];
+    for (const server of servers) {
+      const run = {
+        address: `127.0.0.1:${server.port}`,
+        sni: 'localhost',
+        caFile: files.caFile,
+        concurrency,
+        curve: curve as 'x25519' | 'p256',
+        ...(values.request ? { request: 'GET / HTTP/1.0\r\n\r\n' } : {}),
+      };
+      if (warmup > 0) await runHsload(hsload, { ...run, durationSeconds: warmup });
+      const before = totalCpuTimeMicros(server.pids);
+      const result = await runHsload(hsload, { ...run, durationSeconds: duration });
+      const after = totalCpuTimeMicros(server.pids);
+      const cpuMicrosPerHandshake = result.handshakes > 0 ? (after - before) / result.handshakes : Number.NaN;
+      rows.push({ server: server.name, result, cpuMicrosPerHandshake });
+      log(`${server.name}: ${result.handshakes} handshakes, ${result.failed} failed, ${cpuMicrosPerHandshake.toFixed(0)} µs CPU each${result.firstError ? ` (first error: ${result.firstError})` : ''}`);
+    }
+    process.stdout.write(formatTable(rows) + '\n');
+    if (values.json) process.stdout.write(JSON.stringify({ machine: describeMachine(), keyType, curve, concurrency, duration, rows }, null, 2) + '\n');
+    return rows.some((r) => r.result.failed > 0 || r.result.handshakes === 0) ? 1 : 0;
+  } finally {
+    for (const server of servers) await server.stop();
+    files.remove();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => (process.exitCode = code),
+  (err: unknown) => {
+    process.stderr.write(`bench:handshake: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
