@@ -556,6 +556,11 @@ export class TlsServerConnection {
     this.clientApplicationSecret = this.master.clientApplicationTrafficSecret(serverFinishedHash);
     this.expectedClientFinished = finishedVerifyData(suite.hash, this.clientHandshakeSecret, serverFinishedHash);
     this.readProtection = new RecordProtection(suite, this.clientHandshakeSecret);
+    // §4.6.1 note: without client authentication the server knows the client Finished in
+    // advance, so it can issue tickets in its own flight: one write per handshake, not two.
+    const clientFinishedHash = this.transcript.peekWith(encodeFinished(this.expectedClientFinished));
+    const tickets = this.makeTickets(this.master.resumptionMasterSecret(clientFinishedHash));
+    if (tickets.length) out.push(...this.encryptHandshake(tickets));
     this.skippingEarlyData = ch.earlyData && !this.retried;
     this.state = 'awaitFinished';
     this.onSend(Buffer.concat(out));
@@ -580,19 +585,16 @@ export class TlsServerConnection {
     this.state = 'traffic';
     this.completed = true;
     this.ignoredRecords = 0;
-    this.sendTickets();
     this.onHandshakeComplete();
   }
 
   /**
-   * §4.6.1: tickets are sent after the client Finished. A client that did not offer
-   * psk_key_exchange_modes yet may offer psk_dhe_ke when it resumes, so it gets them too.
+   * NewSessionTicket messages (§4.6.1). A client that did not offer psk_key_exchange_modes
+   * may still offer psk_dhe_ke when it resumes, so it gets tickets too.
    */
-  private sendTickets(): void {
+  private makeTickets(resumptionSecret: Buffer): Buffer[] {
     const count = this.options.ticketCount;
-    if (count === 0) return;
     const suite = this.suite!;
-    const resumptionSecret = this.master!.resumptionMasterSecret(this.transcript.current());
     const tickets: Buffer[] = [];
     const issuedAt = this.now();
     for (let i = 0; i < count; i++) {
@@ -609,7 +611,7 @@ export class TlsServerConnection {
       });
       tickets.push(encodeNewSessionTicket({ lifetime: this.options.ticketLifetimeSeconds, ageAdd, nonce, ticket }));
     }
-    this.sendEncryptedHandshake(tickets);
+    return tickets;
   }
 
   private handleKeyUpdate(raw: Buffer): void {
