@@ -87,6 +87,9 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   const rawSockets = new Set<Socket>();
   const acceptedAt = new Map<string, bigint>();
   const servers: Server[] = [];
+  const idleWaiters: (() => void)[] = [];
+  // A server's 'close' comes a tick before its last socket's 'close'; drain waits for both.
+  const noSockets = () => new Promise<void>((resolve) => (rawSockets.size === 0 ? resolve() : idleWaiters.push(resolve)));
 
   const onSecure = (tls: EngineSocket): void => {
     const key = connectionKey(tls.remoteAddress, tls.remotePort);
@@ -125,6 +128,7 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
       rawSockets.delete(socket);
       acceptedAt.delete(key);
       metrics.activeConnections.dec();
+      if (rawSockets.size === 0) for (const wake of idleWaiters.splice(0)) wake();
     });
   };
 
@@ -171,7 +175,7 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   let closing: Promise<void> | undefined;
   const drain = (timeoutMs = config.limits.drainTimeoutMs): Promise<void> => {
     closing ??= (async () => {
-      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(noSockets);
       log.info({ open: rawSockets.size, timeoutMs }, 'draining: no new connections, waiting for open ones');
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<void>((resolve) => {

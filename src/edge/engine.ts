@@ -1,4 +1,4 @@
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TlsServerOptions } from '../tls/options.js';
 
@@ -17,6 +17,8 @@ export interface EngineSocket extends Duplex {
   readonly remotePort?: number;
   readonly localAddress?: string;
   readonly localPort?: number;
+  /** The TCP socket under the TLS connection (the engine exposes it; gives the local address). */
+  readonly rawSocket?: Socket;
 }
 
 export type CreateTlsServer = (options: TlsServerOptions, onSecureConnection: (socket: EngineSocket) => void) => Server;

@@ -25,8 +25,8 @@ export function proxyToUpstream(
       encodeProxyV2({
         sourceAddress: tls.remoteAddress,
         sourcePort: tls.remotePort,
-        destinationAddress: tls.localAddress,
-        destinationPort: tls.localPort,
+        destinationAddress: tls.localAddress ?? tls.rawSocket?.localAddress,
+        destinationPort: tls.localPort ?? tls.rawSocket?.localPort,
         serverName,
         alpnProtocol: tls.alpnProtocol,
         tlsVersion: 'TLSv1.3',

@@ -1,0 +1,283 @@
+/**
+ * The edge in-process, on the real TLS engine, with an in-process keyd stand-in and node:tls
+ * as the client: routing by SNI, the default identity, refusals, keyd outages, pushed
+ * changes, PROXY v2, upstream failures, drain, idle timeout, metrics.
+ */
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Server, type Socket } from 'node:net';
+import { test, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { pino } from 'pino';
+import { validateConfig } from '../../src/edge/config.js';
+import { startEdge, type RunningEdge } from '../../src/edge/edge.js';
+import { loadEngine } from '../../src/edge/engine.js';
+import { PROXY_V2_SIGNATURE, Pp2Type, decodeProxyV2 } from '../../src/edge/proxy-protocol.js';
+import { makeTestPki, type TestPki } from '../helpers/pki.js';
+import { FakeKeydService } from './fake-keyd.js';
+
+interface Upstream {
+  port: number;
+  received: Buffer[];
+  server: Server;
+}
+
+/**
+ * Answers each connection with `<tag>:` + whatever it receives (echo), recording the raw
+ * bytes; a leading PROXY v2 header is recorded but not echoed.
+ */
+async function startUpstream(t: TestContext, tag: string): Promise<Upstream> {
+  const received: Buffer[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    let head: Buffer | undefined = Buffer.alloc(0); // until the PROXY header (if any) is past
+    socket.write(`${tag}:`);
+    socket.on('data', (data: Buffer) => {
+      received.push(data);
+      let chunk: Buffer = data;
+      if (head) {
+        head = Buffer.concat([head, chunk]);
+        if (head.subarray(0, PROXY_V2_SIGNATURE.length).equals(PROXY_V2_SIGNATURE.subarray(0, head.length))) {
+          const header = decodeProxyV2(head);
+          if (!header) return;
+          chunk = head.subarray(header.length);
+        } else {
+          chunk = head;
+        }
+        head = undefined;
+      }
+      if (chunk.length) socket.write(chunk);
+    });
+    socket.on('end', () => socket.end());
+    socket.on('error', () => undefined);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  return { port: (server.address() as { port: number }).port, received, server };
+}
+
+interface Fixture {
+  edge: RunningEdge;
+  keyd: FakeKeydService;
+  port: number;
+  pkiA: TestPki;
+  pkiB: TestPki;
+  upA: Upstream;
+  upB: Upstream;
+}
+
+const quiet = pino({ level: 'silent' });
+
+async function fixture(t: TestContext, extra: Record<string, unknown> = {}): Promise<Fixture> {
+  const [pkiA, pkiB] = await Promise.all([
+    makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] }),
+    makeTestPki({ keyType: 'rsa2048', commonName: 'b.test', extraNames: ['*.b.test'] }),
+  ]);
+  const keyd = new FakeKeydService();
+  keyd.put(['a.test'], pkiA.leafKey, pkiA.chainDer);
+  keyd.put(['*.b.test'], pkiB.leafKey, pkiB.chainDer);
+  const upA = await startUpstream(t, 'A');
+  const upB = await startUpstream(t, 'B');
+  const config = validateConfig({
+    listen: ['127.0.0.1:0'],
+    keyd: '/fake/keyd.sock',
+    routes: [
+      { names: ['a.test', 'nokey.test'], upstream: `127.0.0.1:${upA.port}` },
+      { names: ['*.b.test'], upstream: `127.0.0.1:${upB.port}`, proxyProtocol: true },
+    ],
+    defaultServerName: 'a.test',
+    workers: 1,
+    ...extra,
+  });
+  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger: quiet });
+  t.after(() => edge.close());
+  return { edge, keyd, port: edge.addresses[0].port, pkiA, pkiB, upA, upB };
+}
+
+interface ClientResult {
+  socket: TLSSocket;
+  cert: X509Certificate;
+}
+
+function connectClient(port: number, ca: string[], servername?: string): Promise<ClientResult> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      ca,
+      minVersion: 'TLSv1.3',
+      ...(servername === undefined ? { checkServerIdentity: () => undefined } : { servername }),
+    });
+    socket.once('secureConnect', () => {
+      const raw = socket.getPeerX509Certificate();
+      if (!raw) return reject(new Error('no peer certificate'));
+      resolve({ socket, cert: raw });
+    });
+    socket.once('error', reject);
+  });
+}
+
+/**
+ * Writes `text`, reads until the upstream's echo of it has come back, then closes. (No
+ * half-close before reading: the engine answers a client's close_notify by closing too.)
+ */
+async function exchange(socket: TLSSocket, text: string): Promise<string> {
+  let out = '';
+  socket.setEncoding('utf8');
+  const echoed = new Promise<void>((resolve, reject) => {
+    socket.on('data', (d: string) => {
+      out += d;
+      if (out.endsWith(text)) resolve();
+    });
+    socket.once('end', () => resolve());
+    socket.once('error', reject);
+  });
+  socket.write(text);
+  await echoed;
+  socket.end();
+  return out;
+}
+
+test('routes by SNI to the right certificate and upstream; no SNI gets the default', async (t) => {
+  const f = await fixture(t);
+  const cas = [f.pkiA.caCertPem, f.pkiB.caCertPem];
+
+  const a = await connectClient(f.port, cas, 'a.test');
+  assert.equal(a.cert.fingerprint256, new X509Certificate(f.pkiA.leafCertPem).fingerprint256);
+  assert.equal(await exchange(a.socket, 'hello a'), 'A:hello a');
+
+  const b = await connectClient(f.port, cas, 'www.b.test');
+  assert.equal(b.cert.fingerprint256, new X509Certificate(f.pkiB.leafCertPem).fingerprint256);
+  assert.equal(await exchange(b.socket, 'hello b'), 'B:hello b');
+
+  const none = await connectClient(f.port, cas);
+  assert.equal(none.cert.fingerprint256, new X509Certificate(f.pkiA.leafCertPem).fingerprint256);
+  assert.equal(await exchange(none.socket, 'no sni'), 'A:no sni');
+  assert.ok(f.keyd.signCount >= 3, 'every full handshake was signed by keyd');
+});
+
+test('PROXY v2 header carries the client address and the server name', async (t) => {
+  const f = await fixture(t);
+  const b = await connectClient(f.port, [f.pkiB.caCertPem], 'x.b.test');
+  const localPort = b.socket.localPort;
+  assert.equal(await exchange(b.socket, 'payload'), 'B:payload');
+  const raw = Buffer.concat(f.upB.received);
+  const header = decodeProxyV2(raw);
+  assert.ok(header);
+  assert.equal(header.command, 'PROXY');
+  assert.equal(header.sourceAddress, '127.0.0.1');
+  assert.equal(header.sourcePort, localPort);
+  assert.equal(header.destinationPort, f.port);
+  assert.equal(header.tlvs.get(Pp2Type.AUTHORITY)?.toString(), 'x.b.test');
+  assert.equal(raw.subarray(header.length).toString(), 'payload');
+});
+
+test('unknown name → unrecognized_name; routed name without a key in keyd → refused too', async (t) => {
+  const f = await fixture(t);
+  await assert.rejects(connectClient(f.port, [f.pkiA.caCertPem], 'other.test'), /unrecognized name/i);
+  await assert.rejects(connectClient(f.port, [f.pkiA.caCertPem], 'nokey.test'), /unrecognized name/i);
+  await assert.rejects(connectClient(f.port, [f.pkiB.caCertPem], 'deep.www.b.test'), /unrecognized name/i);
+  const text = await f.edge.metrics.registry.getSingleMetricAsString('edge_handshakes_total');
+  assert.match(text, /edge_handshakes_total\{outcome="failed",alert="unrecognized_name"\} 3/);
+});
+
+test('keyd down → handshakes fail at once with internal_error; the edge recovers by itself', async (t) => {
+  const f = await fixture(t);
+  const cas = [f.pkiA.caCertPem];
+  (await connectClient(f.port, cas, 'a.test')).socket.destroy(); // identity now cached
+  f.keyd.kill();
+  for (const name of ['a.test', 'www.b.test']) {
+    const t0 = Date.now();
+    await assert.rejects(connectClient(f.port, [...cas, f.pkiB.caCertPem], name), /internal error/i);
+    assert.ok(Date.now() - t0 < 1000, `failed fast (${Date.now() - t0} ms)`);
+  }
+  f.keyd.start();
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      const ok = await connectClient(f.port, cas, 'a.test');
+      assert.equal(await exchange(ok.socket, 'back'), 'A:back');
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(50);
+    }
+  }
+  const text = await f.edge.metrics.registry.getSingleMetricAsString('edge_handshakes_total');
+  const failed = Number(/outcome="failed",alert="internal_error"\} (\d+)/.exec(text)?.[1]);
+  assert.ok(failed >= 2, text); // the two above, plus any retry before the edge reconnected
+});
+
+test('a key and chain changed in keyd are served on the next handshake, no restart', async (t) => {
+  const f = await fixture(t);
+  const cas = [f.pkiA.caCertPem];
+  const first = await connectClient(f.port, cas, 'a.test');
+  first.socket.destroy();
+  const fresh = await makeTestPki({ keyType: 'ecdsa-p384', commonName: 'a.test', extraNames: ['a.test'] });
+  f.keyd.put(['a.test'], fresh.leafKey, fresh.chainDer);
+  const second = await connectClient(f.port, [fresh.caCertPem], 'a.test');
+  assert.equal(second.cert.fingerprint256, new X509Certificate(fresh.leafCertPem).fingerprint256);
+  second.socket.destroy();
+});
+
+test('upstream down → the TLS connection is closed cleanly (close_notify) after the handshake', async (t) => {
+  const f = await fixture(t);
+  f.upA.server.close();
+  await sleep(10);
+  const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  let errored: Error | undefined;
+  a.socket.on('error', (err) => (errored = err));
+  a.socket.resume();
+  await once(a.socket, 'end'); // 'end' = close_notify received, not a reset
+  assert.equal(errored, undefined);
+  a.socket.destroy();
+  const text = await f.edge.metrics.registry.getSingleMetricAsString('edge_upstream_errors_total');
+  assert.match(text, /reason="connect"\} 1/);
+});
+
+test('drain: open connections finish, new ones are refused, then it resolves', async (t) => {
+  const f = await fixture(t);
+  const open = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  open.socket.write('before ');
+  const drained = f.edge.drain(5000);
+  let done = false;
+  void drained.then(() => (done = true));
+  await sleep(50);
+  await assert.rejects(connectClient(f.port, [f.pkiA.caCertPem], 'a.test'), /ECONNREFUSED/);
+  assert.equal(done, false, 'still draining while a connection is open');
+  assert.equal(await exchange(open.socket, 'after'), 'A:before after');
+  await drained;
+  assert.equal(f.edge.connections, 0);
+});
+
+test('idle timeout closes a silent connection', async (t) => {
+  const f = await fixture(t, { limits: { idleTimeoutMs: 200 } });
+  const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  a.socket.on('error', () => undefined);
+  a.socket.resume(); // take the upstream's greeting, then stay silent
+  const t0 = Date.now();
+  await once(a.socket, 'close');
+  const elapsed = Date.now() - t0;
+  assert.ok(elapsed >= 150 && elapsed < 2000, `closed after ${elapsed} ms`);
+});
+
+test('metrics: handshakes, latency histograms, keyd state, active connections', async (t) => {
+  const f = await fixture(t);
+  const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  await sleep(20);
+  const text = await f.edge.metrics.registry.metrics();
+  assert.match(text, /edge_handshakes_total\{outcome="ok",alert="none"\} 1/);
+  assert.match(text, /edge_handshake_duration_seconds_count\{outcome="ok"\} 1/);
+  assert.match(text, /edge_keyd_sign_duration_seconds_count\{outcome="ok"\} 1/);
+  assert.match(text, /edge_keyd_connected\{endpoint="unix:\/fake\/keyd.sock"\} 1/);
+  assert.match(text, /edge_active_connections 1/);
+  a.socket.destroy();
+});
