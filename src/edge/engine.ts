@@ -1,6 +1,7 @@
 import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TlsServerOptions } from '../tls/options.js';
+import { createServer } from '../tls/socket.js';
 
 /**
  * The part of the TLS engine's node:net adapter (src/tls/socket.ts) the edge uses,
@@ -25,8 +26,5 @@ export type CreateTlsServer = (options: TlsServerOptions, onSecureConnection: (s
 
 /** The engine's `createServer`. */
 export async function loadEngine(): Promise<CreateTlsServer> {
-  // A computed specifier until src/tls/socket.ts lands; then a plain static import.
-  const specifier = '../tls/socket.js';
-  const mod = (await import(specifier)) as { createServer: CreateTlsServer };
-  return mod.createServer;
+  return createServer as CreateTlsServer;
 }

@@ -1,11 +1,5 @@
-import type { ConnectKeyd, KeydConnection } from './keyd-pool.js';
+import { KeydClient } from '../keyd/client.js';
+import type { ConnectKeyd } from './keyd-pool.js';
 
-/** Connects with keyd's own client library (src/keyd/client.ts). */
-export const connectKeyd: ConnectKeyd = async (endpoint, opts) => {
-  // A computed specifier until src/keyd/client.ts lands; then a plain static import.
-  const specifier = '../keyd/client.js';
-  const { KeydClient } = (await import(specifier)) as {
-    KeydClient: { connect(e: typeof endpoint, o: typeof opts): Promise<KeydConnection> };
-  };
-  return KeydClient.connect(endpoint, opts);
-};
+/** Connects with keyd's own client library (one pipelined connection; KEYD_* error codes). */
+export const connectKeyd: ConnectKeyd = (endpoint, opts) => KeydClient.connect(endpoint, opts);

@@ -1,0 +1,293 @@
+/**
+ * `delegator demo` (= `npm start`): the whole system on one machine, nothing to configure.
+ *
+ *   keyd (child process)  ← holds the localhost key, generated inside keyd, sealed on disk
+ *   edge (child process)  ← TLS 1.3 on https://localhost:8443, no private key
+ *   upstream (here)       ← a small HTTP app on a random loopback port
+ *
+ * State lives in ./.delegator/ (or $DELEGATOR_HOME): keyd's sealed store and root key, the
+ * demo CA, the edge config, logs. A second start reuses all of it. Ctrl-C stops everything.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { createHash } from 'node:crypto';
+import { parseHostPort } from '../edge/config.js';
+import { startDemoUpstream } from '../edge/demo-upstream.js';
+import { KeydClient, KeydError } from '../keyd/client.js';
+import { Opcode } from '../keyd/protocol.js';
+import { issueFromCsr, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
+import { demoPkiPaths, loadOrCreateCa } from '../demo/pki-files.js';
+
+export const summary = 'the whole system: keyd + edge + a demo upstream on https://localhost:8443 (npm start)';
+
+const HELP = `Usage: delegator demo [options]      (npm start -- [options])
+
+Starts the whole system with nothing to configure: keyd (which generates the localhost
+key itself and never writes it in plaintext), a demo CA that certifies it, a small
+upstream web app, and the edge serving https://localhost:PORT. State is kept in
+$DELEGATOR_HOME or ./.delegator/ and reused on the next start. Ctrl-C stops everything.
+
+  --port N            edge port (default 8443)
+  --host ADDR         edge listen address (default 127.0.0.1)
+  --key-type TYPE     ${LEAF_KEY_TYPES.join('|')} (default ecdsa-p256; a change generates a new key)
+  --metrics HOST:PORT also serve the edge's Prometheus metrics there
+  --home DIR          state directory (default $DELEGATOR_HOME, else ./.delegator)
+  -h, --help
+`;
+
+const NAME = 'localhost';
+const CERT_NAMES = ['localhost', '127.0.0.1'];
+const RENEW_BEFORE_MS = 7 * 24 * 3600 * 1000;
+
+interface DemoOptions {
+  port: number;
+  host: string;
+  keyType: LeafKeyType;
+  metrics?: string;
+  home: string;
+}
+
+function parse(argv: string[]): DemoOptions | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      port: { type: 'string', default: '8443' },
+      host: { type: 'string', default: '127.0.0.1' },
+      'key-type': { type: 'string', default: 'ecdsa-p256' },
+      metrics: { type: 'string' },
+      home: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) return 'help';
+  if (!/^\d{1,5}$/.test(values.port!) || Number(values.port) > 65535) throw new Error(`--port must be 0..65535, got '${values.port}'`);
+  if (!isLeafKeyType(values['key-type']!)) throw new Error(`--key-type must be one of ${LEAF_KEY_TYPES.join(', ')}`);
+  if (values.metrics) parseHostPort(values.metrics, '--metrics');
+  return {
+    port: Number(values.port),
+    host: values.host!,
+    keyType: values['key-type'],
+    metrics: values.metrics,
+    home: resolve(values.home ?? process.env.DELEGATOR_HOME ?? '.delegator'),
+  };
+}
+
+/** keyd's KeyInfo.keyType for a demo key type. */
+function keydKeyType(keyType: LeafKeyType): string {
+  return keyType === 'rsa2048' ? 'rsa' : keyType;
+}
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+
+function startChild(name: string, args: string[], logFile: string): ChildProcess {
+  const fd = openSync(logFile, 'a', 0o600);
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', fd, fd], detached: false });
+  closeSync(fd);
+  child.on('error', (err) => process.stderr.write(`demo: cannot start ${name}: ${err.message}\n`));
+  return child;
+}
+
+function logTail(logFile: string, lines = 15): string {
+  try {
+    return readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+async function until<T>(what: string, child: ChildProcess, logFile: string, attempt: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}); its log ${logFile} ends with:\n${logTail(logFile)}`);
+    }
+    try {
+      return await attempt();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what} not ready after ${timeoutMs} ms (${(err as Error).message}); log: ${logFile}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function portOpen(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, host === '0.0.0.0' ? '127.0.0.1' : host);
+    s.once('connect', () => {
+      s.destroy();
+      resolve();
+    });
+    s.once('error', reject);
+  });
+}
+
+async function stopChild(child: ChildProcess | undefined, timeoutMs = 10_000): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Unix socket paths are limited to ~107 bytes; a deep checkout gets them under /tmp instead. */
+function socketDir(home: string): string {
+  const preferred = join(home, 'run');
+  if (Buffer.byteLength(join(preferred, 'keyd-admin.sock')) < 100) return preferred;
+  return join(tmpdir(), `delegator-${createHash('sha256').update(home).digest('hex').slice(0, 12)}`);
+}
+
+/**
+ * Makes sure keyd serves `localhost` with a key of `keyType` certified by the demo CA:
+ * reuses what is there, else has keyd generate a key and certifies its CSR.
+ */
+async function ensureIdentity(
+  admin: KeydClient,
+  signing: KeydClient,
+  caDir: string,
+  keyType: LeafKeyType,
+): Promise<'reused' | 'generated'> {
+  const { ca } = await loadOrCreateCa(caDir);
+  const caCert = new X509Certificate(readFileSync(demoPkiPaths(caDir).caCertificate));
+  let reusable = false;
+  try {
+    const info = (await admin.admin(Opcode.show, { name: NAME })).json as { keyType?: string; hasChain?: boolean; notAfter?: string | null };
+    const identity = await signing.identity(NAME);
+    const leaf = identity?.certificateChain[0];
+    reusable =
+      info.keyType === keydKeyType(keyType) &&
+      info.hasChain === true &&
+      !!info.notAfter &&
+      Date.parse(info.notAfter) - Date.now() > RENEW_BEFORE_MS &&
+      !!leaf &&
+      new X509Certificate(leaf).verify(caCert.publicKey);
+  } catch (err) {
+    if (!(err instanceof KeydError) || err.code !== 'KEYD_UNKNOWN_NAME') throw err;
+  }
+  if (reusable) return 'reused';
+  const generated = (await admin.admin(Opcode.generate, { name: NAME, keyType, subject: `CN=${NAME}` })).json as { csrPem: string };
+  const leaf = await issueFromCsr(ca, generated.csrPem, CERT_NAMES);
+  await admin.admin(Opcode.setChain, { name: NAME }, [leaf.der]);
+  return 'generated';
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let opts: DemoOptions | 'help';
+  try {
+    opts = parse(argv);
+  } catch (err) {
+    process.stderr.write(`delegator demo: ${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const { home } = opts;
+  const run = socketDir(home);
+  const logs = join(home, 'logs');
+  const caDir = join(home, 'demo-ca');
+  for (const dir of [home, run, logs]) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const keydSocket = join(run, 'keyd.sock');
+  const adminSocket = join(run, 'keyd-admin.sock');
+  const keydLog = join(logs, 'keyd.log');
+  const edgeLog = join(logs, 'edge.log');
+
+  let keyd: ChildProcess | undefined;
+  let edge: ChildProcess | undefined;
+  let upstream: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
+  let stopping = false;
+  let resolveStopped: (code: number) => void = () => undefined;
+  const stopped = new Promise<number>((r) => (resolveStopped = r));
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    await stopChild(edge); // drains first: open connections still need keyd and the upstream
+    await upstream?.close();
+    await stopChild(keyd);
+    resolveStopped(code);
+  };
+  const onSignal = () => {
+    process.stdout.write('\nstopping edge, upstream and keyd…\n');
+    void stopAll(0);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    process.stdout.write(`delegator demo: state in ${home}\n`);
+    keyd = startChild(
+      'keyd',
+      ['keyd', '--data', join(home, 'keyd-data'), '--root-key', join(home, 'keyd-root.key'), '--socket', keydSocket, '--admin-socket', adminSocket],
+      keydLog,
+    );
+    const admin = await until('keyd', keyd, keydLog, () => KeydClient.connect({ socketPath: adminSocket }, { requestTimeoutMs: 30_000 }));
+    const signing = await KeydClient.connect({ socketPath: keydSocket });
+    const outcome = await ensureIdentity(admin, signing, caDir, opts.keyType);
+    admin.close();
+    signing.close();
+    process.stdout.write(
+      outcome === 'generated'
+        ? `keyd generated a new ${opts.keyType} key for ${NAME} (sealed in its store; never written in plaintext) and the demo CA certified it\n`
+        : `keyd already holds the ${opts.keyType} key for ${NAME}; reusing it\n`,
+    );
+
+    upstream = await startDemoUpstream();
+    const edgeConfig = {
+      listen: [`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`],
+      keyd: [keydSocket],
+      routes: [{ names: [NAME], upstream: `127.0.0.1:${upstream.port}`, proxyProtocol: true, alpn: ['http/1.1'] }],
+      defaultServerName: NAME,
+      workers: 1,
+      limits: { drainTimeoutMs: 5000 },
+      ...(opts.metrics ? { metrics: opts.metrics } : {}),
+    };
+    const configFile = join(home, 'edge.json');
+    writeFileSync(configFile, JSON.stringify(edgeConfig, null, 2) + '\n');
+    edge = startChild('edge', ['edge', '--config', configFile], edgeLog);
+    await until('edge', edge, edgeLog, () => portOpen(opts.host, opts.port));
+
+    const caFile = demoPkiPaths(caDir).caCertificate;
+    const url = `https://localhost:${opts.port}/`;
+    process.stdout.write(
+      [
+        '',
+        `edge:      ${url}  (TLS 1.3; handshakes signed by keyd, pid ${keyd.pid}; edge pid ${edge.pid})`,
+        `upstream:  http://127.0.0.1:${upstream.port}/ (receives PROXY v2: client address + server name)`,
+        `demo CA:   ${caFile}`,
+        `logs:      ${logs}/`,
+        ...(opts.metrics ? [`metrics:   http://${opts.metrics}/metrics`] : []),
+        '',
+        'Try:',
+        `  curl --cacert ${caFile} ${url}`,
+        '',
+        'Ctrl-C stops everything.',
+        '',
+      ].join('\n'),
+    );
+    for (const [name, child, log] of [
+      ['keyd', keyd, keydLog],
+      ['edge', edge, edgeLog],
+    ] as const) {
+      child.once('exit', (code, signal) => {
+        if (stopping) return;
+        process.stderr.write(`demo: ${name} exited unexpectedly (${code ?? signal}); ${log} ends with:\n${logTail(log)}\n`);
+        void stopAll(1);
+      });
+    }
+  } catch (err) {
+    process.stderr.write(`delegator demo: ${(err as Error).message}\n`);
+    await stopAll(1);
+  }
+  const code = await stopped;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  return code;
+}
