@@ -1,4 +1,5 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { randomBytesFromPool } from './crypto/random-pool.js';
 import { TlsAlert, TlsPeerAlert, AlertDescription } from './alert.js';
 import { DEFAULT_GROUPS, groupName, keyExchange } from './crypto/key-exchange.js';
 import { DEFAULT_CIPHER_SUITES, type SuiteInfo } from './crypto/suites.js';
@@ -79,6 +80,17 @@ const TICKET_AGE_TOLERANCE_MS = 10_000;
 const MAX_CLIENT_HELLO_SIZE = 2 + 32 + 33 + 2 + 0xfffe + 256 + 2 + 0xffff;
 /** Header sizes of the handshake messages whose size is fixed or bounded once expected. */
 const MAX_KEY_UPDATE_SIZE = 1;
+
+/** Certificate messages are encoded once per chain, not once per handshake. */
+const certificateMessages = new WeakMap<readonly Uint8Array[], Buffer>();
+function certificateMessage(chain: readonly Uint8Array[]): Buffer {
+  let message = certificateMessages.get(chain);
+  if (!message) {
+    message = encodeCertificate(chain);
+    certificateMessages.set(chain, message);
+  }
+  return message;
+}
 
 export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
   const recordSizeLimit = o.recordSizeLimit ?? MAX_PLAINTEXT + 1;
@@ -509,7 +521,7 @@ export class TlsServerConnection {
     const suite = this.suite!;
     const scheme = identity ? selectSignatureScheme(ch, identity.signer.schemes) : undefined;
     const serverHello = encodeServerHello({
-      random: randomBytes(32),
+      random: randomBytesFromPool(32),
       legacySessionIdEcho: ch.legacySessionId,
       cipherSuite: suite.id,
       keyShare: { group, keyExchange: exchange.serverShare },
@@ -533,7 +545,7 @@ export class TlsServerConnection {
       }),
     );
     if (identity && scheme !== undefined) {
-      add(encodeCertificate(identity.certificateChain));
+      add(certificateMessage(identity.certificateChain));
       const signature = await identity.signer.sign(scheme, this.transcript.current()).catch((e: unknown) => {
         throw new TlsAlert('internal_error', `signing failed: ${e instanceof Error ? e.message : String(e)}`);
       });
@@ -599,7 +611,7 @@ export class TlsServerConnection {
     const issuedAt = this.now();
     for (let i = 0; i < count; i++) {
       const nonce = Buffer.of(i);
-      const ageAdd = randomBytes(4).readUInt32BE(0);
+      const ageAdd = randomBytesFromPool(4).readUInt32BE(0);
       const ticket = sealTicket(this.ticketKeys, {
         cipherSuite: suite.id,
         psk: resumptionPsk(suite.hash, resumptionSecret, nonce),

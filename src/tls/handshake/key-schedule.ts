@@ -11,11 +11,26 @@ export function zeros(hash: HashName): Buffer {
   return Buffer.alloc(hash === 'sha256' ? 32 : 48);
 }
 
+/** Without a PSK the early secret and its "derived" salt are constants of the hash (§7.1). */
+const noPskEarlySecrets = new Map<HashName, { earlySecret: Buffer; derived: Buffer }>();
+
 export class EarlySecrets {
   readonly earlySecret: Buffer;
+  private readonly derivedSalt: Buffer | undefined;
 
   constructor(readonly hash: HashName, psk?: Uint8Array) {
-    this.earlySecret = hkdfExtract(hash, zeros(hash), psk ?? zeros(hash));
+    if (psk) {
+      this.earlySecret = hkdfExtract(hash, zeros(hash), psk);
+      return;
+    }
+    let cached = noPskEarlySecrets.get(hash);
+    if (!cached) {
+      const earlySecret = hkdfExtract(hash, zeros(hash), zeros(hash));
+      cached = { earlySecret, derived: deriveSecret(hash, earlySecret, 'derived', emptyHash(hash)) };
+      noPskEarlySecrets.set(hash, cached);
+    }
+    this.earlySecret = cached.earlySecret;
+    this.derivedSalt = cached.derived;
   }
 
   /** binder_key for resumption PSKs (§4.2.11.2). */
@@ -24,7 +39,7 @@ export class EarlySecrets {
   }
 
   withSharedSecret(sharedSecret: Uint8Array | undefined): HandshakeSecrets {
-    const salt = deriveSecret(this.hash, this.earlySecret, 'derived', emptyHash(this.hash));
+    const salt = this.derivedSalt ?? deriveSecret(this.hash, this.earlySecret, 'derived', emptyHash(this.hash));
     return new HandshakeSecrets(this.hash, hkdfExtract(this.hash, salt, sharedSecret ?? zeros(this.hash)));
   }
 }

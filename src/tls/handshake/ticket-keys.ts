@@ -1,3 +1,4 @@
+import { randomBytesFromPool } from '../crypto/random-pool.js';
 import { createCipheriv, createDecipheriv, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto';
 
 /**
@@ -52,7 +53,7 @@ export class TicketKeyRing {
     const k = this.current();
     const head = Buffer.allocUnsafe(ID_LENGTH + IV_LENGTH);
     head.writeUInt32BE(k.id, 0);
-    randomBytes(IV_LENGTH).copy(head, ID_LENGTH);
+    randomBytesFromPool(IV_LENGTH).copy(head, ID_LENGTH);
     const cipher = createCipheriv('aes-256-gcm', k.key, head.subarray(ID_LENGTH)) as CipherGCM;
     cipher.setAAD(Buffer.concat([Buffer.from(label, 'latin1'), head.subarray(0, ID_LENGTH)]));
     const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
