@@ -241,6 +241,8 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
         return opts.adminService.list(caller);
       case 'show':
         return opts.adminService.show(caller, stringArg(args, 'name'));
+      case 'stats':
+        return opts.adminService.stats(caller);
       case 'audit': {
         const filter = args.filter;
         return opts.adminService.audit(caller, typeof filter === 'object' && filter !== null ? (filter as Record<string, unknown>) : undefined);

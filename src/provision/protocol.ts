@@ -63,6 +63,7 @@ export interface ProvisioningAdmin {
   list(caller: AdminCaller): Promise<unknown[]>;
   show(caller: AdminCaller, name: string): Promise<unknown>;
   audit(caller: AdminCaller, opts?: Record<string, unknown>): Promise<unknown[]>;
+  stats(caller: AdminCaller): Promise<unknown>;
 }
 
 const BYTES_TAG = '$base64';

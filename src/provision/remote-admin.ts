@@ -35,8 +35,9 @@ Operations:
   list [--json]                                      keys: names, type, SKI, leaf not-after, added
   show NAME [--json]                                 one key
   audit [--limit N] [--since ISO-TIME] [--json]      keyd's audit log
+  stats [--json]                                     signatures and refusals per edge since keyd started
 
-Roles: "admin" may do everything, "auditor" only list, show and audit.
+Roles: "admin" may do everything, "auditor" only list, show, audit and stats.
 `;
 
 interface Parsed {
@@ -285,6 +286,14 @@ function prepareOperation(parsed: Parsed): Operation {
         io.out(json ? JSON.stringify(entries, null, 2) + '\n' : entries.map(formatAudit).join(''));
       };
     }
+    case 'stats':
+      allowOnly(parsed, ['--json'], 0);
+      return async (client, io) => {
+        const stats = (await client.stats()) as Record<string, { signatures: number; refusals: number }>;
+        if (json) return io.out(JSON.stringify(stats, null, 2) + '\n');
+        const rows = Object.entries(stats).map(([edge, c]) => `${edge}  signatures ${c.signatures}  refusals ${c.refusals}\n`);
+        io.out(rows.length > 0 ? rows.join('') : 'no signing clients since keyd started\n');
+      };
     default:
       throw new ProvisionError('PROVISION_USAGE', `unknown operation "${parsed.op}" (see --help)`);
   }

@@ -267,6 +267,11 @@ export class RemoteAdminClient {
     return this.request('audit', filter ? { filter } : {});
   }
 
+  /** Per-edge signing counters since keyd started. */
+  stats(): Promise<unknown> {
+    return this.request('stats');
+  }
+
   close(): void {
     this.shutdown(new ProvisionError('PROVISION_CONNECTION_CLOSED', 'client closed the connection'));
   }

@@ -7,16 +7,16 @@ import { ProvisionError } from './errors.js';
  *   "provisioning": { "operators": { "O=Example Ops, CN=alice": "admin", "CN=audit-bot": "auditor" } }
  *
  * `admin` changes keys (put, gen, chain, delete) and may read; `auditor` only reads (list,
- * show, audit). A subject not in the table is refused even with a valid certificate: the CA
+ * show, audit, stats). A subject not in the table is refused even with a valid certificate: the CA
  * says who someone is, the config says what they may do.
  */
 export type Role = 'admin' | 'auditor';
 
-export type Operation = 'put' | 'generate' | 'setChain' | 'delete' | 'list' | 'show' | 'audit';
+export type Operation = 'put' | 'generate' | 'setChain' | 'delete' | 'list' | 'show' | 'audit' | 'stats';
 
-export const OPERATIONS: readonly Operation[] = ['put', 'generate', 'setChain', 'delete', 'list', 'show', 'audit'];
+export const OPERATIONS: readonly Operation[] = ['put', 'generate', 'setChain', 'delete', 'list', 'show', 'audit', 'stats'];
 
-const READ_OPERATIONS: readonly Operation[] = ['list', 'show', 'audit'];
+const READ_OPERATIONS: readonly Operation[] = ['list', 'show', 'audit', 'stats'];
 
 export function roleAllows(role: Role, operation: Operation): boolean {
   return role === 'admin' || READ_OPERATIONS.includes(operation);

@@ -147,6 +147,9 @@ describe('provisioning over mutually authenticated TLS', () => {
     const del = await cli(await as('alice', ['delete', 'api.example.com']));
     assert.equal(del.code, 0, del.err);
     assert.equal(keyd.keyring.owner('api.example.com'), undefined);
+    const stats = await cli(await as('bob', ['stats', '--json']));
+    assert.equal(stats.code, 0, stats.err);
+    assert.equal(typeof JSON.parse(stats.out), 'object');
     const audit = await cli(await as('bob', ['audit', '--limit', '5']));
     assert.equal(audit.code, 0, audit.err);
     assert.match(audit.out, /delete operator:CN=alice, O=Example Ops api\.example\.com ok/);

@@ -84,9 +84,9 @@ describe('roles', () => {
     assert.equal(roles.roleOf('O=Ops\nCN=alice'), 'admin');
     assert.equal(roles.roleOf('CN=bob'), 'auditor');
     assert.equal(roles.roleOf('CN=carol'), undefined);
-    for (const op of ['put', 'generate', 'setChain', 'delete', 'list', 'show', 'audit'] as const) assert.ok(roleAllows('admin', op));
+    for (const op of ['put', 'generate', 'setChain', 'delete', 'list', 'show', 'audit', 'stats'] as const) assert.ok(roleAllows('admin', op));
     for (const op of ['put', 'generate', 'setChain', 'delete'] as const) assert.ok(!roleAllows('auditor', op));
-    for (const op of ['list', 'show', 'audit'] as const) assert.ok(roleAllows('auditor', op));
+    for (const op of ['list', 'show', 'audit', 'stats'] as const) assert.ok(roleAllows('auditor', op));
   });
 
   it('validates the provisioning config with messages naming the field', () => {
