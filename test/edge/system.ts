@@ -1,0 +1,145 @@
+/**
+ * The whole system for end-to-end tests, every part a real process: keyd (child, on a
+ * temporary store), the edge (`delegator edge` child), and HTTP upstreams in this process.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { KeydClient } from '../../src/keyd/client.js';
+import { Opcode } from '../../src/keyd/protocol.js';
+import { freePort, waitForPort } from '../helpers/ports.js';
+
+export const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const KEYD_CHILD = fileURLToPath(new URL('./keyd-child.js', import.meta.url));
+
+export interface HttpUpstream {
+  port: number;
+  server: Server;
+  close(): Promise<void>;
+}
+
+/** An upstream answering every request with `upstream <tag>` (Connection: close). */
+export async function startHttpUpstream(tag: string): Promise<HttpUpstream> {
+  const server = createServer((req, res) => {
+    const body = `upstream ${tag}\n`;
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length, connection: 'close' });
+    res.end(body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as { port: number }).port,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export class KeydProcess {
+  child: ChildProcess | undefined;
+  readonly socket: string;
+  readonly adminSocket: string;
+
+  constructor(readonly dir: string) {
+    this.socket = join(dir, 'keyd.sock');
+    this.adminSocket = join(dir, 'keyd-admin.sock');
+    writeFileSync(join(dir, 'machine-id'), '0123456789abcdef0123456789abcdef\n');
+  }
+
+  async start(): Promise<void> {
+    const opts = {
+      data: join(this.dir, 'data'),
+      rootKey: join(this.dir, 'root.key'),
+      socket: this.socket,
+      adminSocket: this.adminSocket,
+      machineIdPath: join(this.dir, 'machine-id'),
+    };
+    const child = spawn(process.execPath, [KEYD_CHILD, JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    let out = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stdout!.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`keyd did not start:\n${out}`)), 15_000);
+      child.stdout!.on('data', (d: string) => {
+        if (d.includes('keyd ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`keyd exited ${code}:\n${out}`));
+      });
+    });
+  }
+
+  /** kill -9: no goodbye to the edge. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Installs a key + chain through keyd's admin socket (what `delegator admin put` sends). */
+  async put(names: string[], key: KeyObject, chainDer: Uint8Array[]): Promise<void> {
+    const admin = await KeydClient.connect({ socketPath: this.adminSocket });
+    try {
+      await admin.admin(Opcode.put, { names }, [key.export({ format: 'der', type: 'pkcs8' }), ...chainDer]);
+    } finally {
+      admin.close();
+    }
+  }
+}
+
+export interface EdgeProcess {
+  child: ChildProcess;
+  port: number;
+  log(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** `delegator edge …` as a child; resolves once it accepts connections. */
+export async function startEdgeProcess(args: string[], opts: { execArgv?: string[]; cwd?: string } = {}): Promise<EdgeProcess> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [...(opts.execArgv ?? []), MAIN, 'edge', '--listen', `127.0.0.1:${port}`, '--workers', '1', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: opts.cwd,
+  });
+  let log = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (log += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
+  const exited = once(child, 'exit');
+  await Promise.race([
+    waitForPort(port, 15_000),
+    exited.then(() => {
+      throw new Error(`edge exited:\n${log}`);
+    }),
+  ]);
+  return {
+    child,
+    port,
+    log: () => log,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const [code] = (await exited) as [number | null];
+      return code;
+    },
+  };
+}
+
+export function scratchDir(prefix: string): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
