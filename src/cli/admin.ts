@@ -1,0 +1,284 @@
+/**
+ * `delegator admin` — key administration. Locally it talks to keyd's admin unix socket;
+ * with `--server HOST:PORT` the provisioning module's remote transport takes over
+ * (src/provision/remote-admin.ts). Each operation is one function over AdminTransport.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
+import { LocalAdminTransport, type AdminTransport } from '../keyd/admin-client.js';
+import { KeydError } from '../keyd/errors.js';
+import { readChainFile, readPrivateKeyFile } from '../keyd/key-input.js';
+import type { KeyInfo } from '../keyd/keyring.js';
+import { GENERATE_KEY_TYPES, type GenerateKeyType } from '../keyd/pki.js';
+import { DEFAULT_ADMIN_SOCKET } from './keyd.js';
+
+export const summary = 'install, generate, list and delete keys in keyd (local admin socket or --server)';
+
+const USAGE = `Usage: delegator admin [--socket PATH] <operation> [arguments]
+
+Operations:
+  put NAME[,NAME…] --key KEY.pem --chain CHAIN.pem [--passphrase-file FILE]
+        install a private key and its certificate chain (leaf first) for the names;
+        KEY may be PKCS#8, SEC1 or PKCS#1 PEM, or encrypted PKCS#8 (passphrase asked
+        on a terminal, or read from --passphrase-file)
+  gen NAME --type TYPE --subject "CN=…" --csr OUT.csr
+        create a key inside keyd (it never leaves) and write a CSR for it;
+        TYPE: ${GENERATE_KEY_TYPES.join('|')}
+  chain NAME CHAIN.pem       set the certificate chain of NAME's key (e.g. after gen)
+  delete NAME                stop serving NAME (the key is deleted with its last name)
+  list [--json]              names, key type, SKI, leaf not-after, added
+  show NAME [--json]         one key
+  audit [--limit N] [--since ISO-TIME] [--json]   the audit log
+  stats [--json]             signatures and refusals per edge since keyd started
+
+Options:
+  --socket PATH    keyd's admin socket (default $KEYD_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})
+  --timeout SEC    per-request timeout (default 60)
+  --server HOST:PORT  remote administration over the provisioning channel
+                   (see \`delegator admin --server X --help\` and docs/PROVISIONING.md)
+  -h, --help       this text
+
+Exit codes: 0 done, 1 refused or failed (one line on stderr with the reason and its code), 2 usage.
+`;
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  /** Asks for a passphrase (no echo); undefined when there is no terminal. */
+  askPassphrase?(prompt: string): Promise<string | undefined>;
+}
+
+const processIo: Io = {
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+  askPassphrase: promptHidden,
+};
+
+class UsageError extends Error {}
+
+export async function main(argv: string[], io: Io = processIo, connect: (socket: string, timeoutMs: number) => Promise<AdminTransport> = LocalAdminTransport.connect): Promise<number> {
+  if (argv.includes('--server')) {
+    // Remote mode belongs to the provisioning module (issue 6).
+    const specifier = '../provision/remote-admin.js';
+    const remote = (await import(specifier)) as { runRemoteAdmin(argv: string[], io: Io): Promise<number> };
+    return remote.runRemoteAdmin(argv, io);
+  }
+  let transport: AdminTransport | undefined;
+  try {
+    let socket = process.env.KEYD_ADMIN_SOCKET || DEFAULT_ADMIN_SOCKET;
+    let timeoutMs = 60_000;
+    let i = 0;
+    for (; i < argv.length; i++) {
+      const arg = argv[i]!;
+      if (arg === '--help' || arg === '-h') {
+        io.out(USAGE);
+        return 0;
+      } else if (arg === '--socket') socket = value(argv, ++i, '--socket');
+      else if (arg.startsWith('--socket=')) socket = arg.slice('--socket='.length);
+      else if (arg === '--timeout') timeoutMs = Number(value(argv, ++i, '--timeout')) * 1000;
+      else break;
+    }
+    const [op, ...rest] = argv.slice(i);
+    if (!op) throw new UsageError('an operation is needed');
+    if (!(op in OPERATIONS)) throw new UsageError(`unknown operation '${op}'`);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      io.out(USAGE);
+      return 0;
+    }
+    if (!(timeoutMs > 0)) throw new UsageError('--timeout must be a positive number of seconds');
+    const run = OPERATIONS[op as keyof typeof OPERATIONS];
+    const prepared = await run.prepare(rest, io);
+    transport = await connect(socket, timeoutMs);
+    await prepared(transport, io);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`delegator admin: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (err instanceof KeydError) {
+      io.err(`delegator admin: ${err.message} [${err.code}]\n`);
+      return 1;
+    }
+    if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.err(`delegator admin: ${(err as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    io.err(`delegator admin: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    transport?.close();
+  }
+}
+
+function value(argv: string[], i: number, flag: string): string {
+  const v = argv[i];
+  if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag} needs a value`);
+  return v;
+}
+
+type Prepared = (t: AdminTransport, io: Io) => Promise<void>;
+
+/** Each operation reads and checks its local inputs first (prepare), then talks to keyd. */
+const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prepared> }> = {
+  put: {
+    async prepare(args, io) {
+      const { values, positionals } = parse(args, { key: 'string', chain: 'string', 'passphrase-file': 'string' });
+      const names = one(positionals, 'NAME[,NAME…]').split(',').map((n) => n.trim()).filter((n) => n.length > 0);
+      if (!values.key || !values.chain) throw new UsageError('put needs --key KEY.pem and --chain CHAIN.pem');
+      const keyPath = values.key as string;
+      const passFile = values['passphrase-file'] as string | undefined;
+      const privateKey = await readPrivateKeyFile(keyPath, {
+        passphrase: async () => {
+          if (passFile) return (await readFile(passFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
+            throw new KeydError('KEYD_BAD_REQUEST', `cannot read passphrase file ${passFile}: ${e.code ?? e.message}`);
+          })).replace(/\r?\n$/, '');
+          return io.askPassphrase?.(`Passphrase for ${keyPath}: `);
+        },
+      });
+      const chain = await readChainFile(values.chain as string);
+      return async (t) => {
+        const info = await t.put(names, privateKey, chain);
+        io.out(`installed ${info.names.join(', ')}: ${describe(info)}\n`);
+        io.out(`keyd now holds this key sealed; the key file ${keyPath} can be deleted (e.g. shred -u ${keyPath}).\n`);
+      };
+    },
+  },
+  gen: {
+    async prepare(args, io) {
+      const { values, positionals } = parse(args, { type: 'string', subject: 'string', csr: 'string' });
+      const name = one(positionals, 'NAME');
+      const type = values.type as string | undefined;
+      if (!type || !(GENERATE_KEY_TYPES as readonly string[]).includes(type)) {
+        throw new UsageError(`gen needs --type ${GENERATE_KEY_TYPES.join('|')}`);
+      }
+      if (!values.subject) throw new UsageError('gen needs --subject "CN=…"');
+      if (!values.csr) throw new UsageError('gen needs --csr OUT.csr');
+      return async (t) => {
+        const { info, csrPem } = await t.generate(name, type as GenerateKeyType, values.subject as string);
+        await writeFile(values.csr as string, csrPem);
+        io.out(`generated ${describe(info)} for ${info.names.join(', ')} inside keyd; CSR written to ${values.csr}\n`);
+        io.out(`have it signed, then: delegator admin chain ${name} CHAIN.pem\n`);
+      };
+    },
+  },
+  chain: {
+    async prepare(args, io) {
+      const { positionals } = parse(args, {});
+      if (positionals.length !== 2) throw new UsageError('chain needs NAME CHAIN.pem');
+      const chain = await readChainFile(positionals[1]!);
+      return async (t) => {
+        const info = await t.setChain(positionals[0]!, chain);
+        io.out(`chain set for ${info.names.join(', ')}: ${describe(info)}\n`);
+      };
+    },
+  },
+  delete: {
+    async prepare(args, io) {
+      const name = one(parse(args, {}).positionals, 'NAME');
+      return async (t) => {
+        await t.delete(name);
+        io.out(`deleted ${name}\n`);
+      };
+    },
+  },
+  list: {
+    async prepare(args, io) {
+      const { values } = parse(args, { json: 'boolean' });
+      return async (t) => {
+        const keys = await t.list();
+        if (values.json) return io.out(JSON.stringify(keys, null, 2) + '\n');
+        io.out(table(['NAMES', 'TYPE', 'SKI', 'NOT AFTER', 'ADDED'], keys.map((k) => [k.names.join(','), k.keyType, k.ski, k.notAfter ?? '(no chain)', k.addedAt])));
+      };
+    },
+  },
+  show: {
+    async prepare(args, io) {
+      const { values, positionals } = parse(args, { json: 'boolean' });
+      const name = one(positionals, 'NAME');
+      return async (t) => {
+        const info = await t.show(name);
+        if (values.json) return io.out(JSON.stringify(info, null, 2) + '\n');
+        const rows: Array<[string, string]> = [
+          ['names', info.names.join(', ')],
+          ['key type', info.keyType],
+          ['key ref', info.keyRef],
+          ['SKI', info.ski],
+          ['subject', info.subject],
+          ['not after', info.notAfter ?? '(no chain yet)'],
+          ['added', info.addedAt],
+          ['updated', info.updatedAt],
+          ['version', String(info.version)],
+        ];
+        io.out(rows.map(([k, v]) => `${k.padEnd(10)} ${v}`).join('\n') + '\n');
+      };
+    },
+  },
+  audit: {
+    async prepare(args, io) {
+      const { values } = parse(args, { json: 'boolean', limit: 'string', since: 'string' });
+      const limit = values.limit !== undefined ? Number(values.limit) : undefined;
+      if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit must be a positive integer');
+      return async (t) => {
+        const entries = await t.audit({ ...(limit ? { limit } : {}), ...(values.since ? { since: values.since as string } : {}) });
+        if (values.json) return io.out(JSON.stringify(entries, null, 2) + '\n');
+        io.out(
+          table(
+            ['TIME', 'OP', 'CALLER', 'NAMES', 'RESULT'],
+            entries.map((e) => [e.time, e.op, `${e.caller.kind}:${e.caller.id}`, (e.names ?? []).join(','), e.ok ? 'ok' : `${e.code}: ${e.message ?? ''}`]),
+          ),
+        );
+      };
+    },
+  },
+  stats: {
+    async prepare(args, io) {
+      const { values } = parse(args, { json: 'boolean' });
+      return async (t) => {
+        const clients = await t.stats();
+        if (values.json) return io.out(JSON.stringify(clients, null, 2) + '\n');
+        io.out(table(['CLIENT', 'SIGNATURES', 'REFUSALS'], Object.entries(clients).map(([c, s]) => [c, String(s.signatures), String(s.refusals)])));
+      };
+    },
+  },
+};
+
+function parse(args: string[], options: Record<string, 'string' | 'boolean'>) {
+  return parseArgs({
+    args,
+    options: Object.fromEntries(Object.entries(options).map(([k, type]) => [k, { type }])),
+    allowPositionals: true,
+    strict: true,
+  });
+}
+
+function one(positionals: string[], what: string): string {
+  if (positionals.length !== 1) throw new UsageError(`expected exactly one ${what}, got ${positionals.length}`);
+  return positionals[0]!;
+}
+
+function describe(info: KeyInfo): string {
+  return `${info.keyType} key, SKI ${info.ski}${info.notAfter ? `, leaf valid until ${info.notAfter}` : ', no chain yet'}`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  if (rows.length === 0) return '(none)\n';
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+/** Reads a line from the terminal without echoing it. */
+async function promptHidden(prompt: string): Promise<string | undefined> {
+  if (!process.stdin.isTTY) return undefined;
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  const out = rl as unknown as { _writeToOutput: (s: string) => void };
+  process.stderr.write(prompt);
+  out._writeToOutput = () => {}; // no echo
+  try {
+    return await new Promise<string>((resolve) => rl.question('', resolve));
+  } finally {
+    rl.close();
+    process.stderr.write('\n');
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * `delegator keyd` — the trusted signer daemon (src/keyd/daemon.ts). Argument parsing,
+ * signals and exit codes only.
+ */
+import { parseArgs } from 'node:util';
+import { startKeyd, type KeydOptions } from '../keyd/daemon.js';
+import { KeydError } from '../keyd/errors.js';
+
+export const summary = 'the trusted signer: holds the private keys sealed, signs CertificateVerify for edges';
+
+export const DEFAULT_SOCKET = '/run/keyd/keyd.sock';
+export const DEFAULT_ADMIN_SOCKET = '/run/keyd/admin.sock';
+
+const USAGE = `Usage: delegator keyd --data DIR --root-key FILE [options]
+
+Runs keyd: the only process that holds private keys. Keys are sealed on disk (AES-256-GCM
+under a key derived from the root key file and /etc/machine-id); edges ask keyd for
+certificate chains and CertificateVerify signatures. See docs/KEYD.md.
+
+Options:
+  --data DIR             sealed store directory (created 0700)
+  --root-key FILE        machine root key, 32 random bytes, created 0600 on first run;
+                         must live outside --data
+  --socket PATH          signing socket for local edges, mode 0660 (default ${DEFAULT_SOCKET})
+  --admin-socket PATH    admin socket for \`delegator admin\`, mode 0600 (default ${DEFAULT_ADMIN_SOCKET})
+  --config FILE          JSON config: "clients" (mTLS subject → names), "maxPending",
+                         "provisioning" (see docs/PROVISIONING.md)
+  --listen HOST:PORT     also serve remote edges over TCP with mutual TLS; needs:
+  --tls-cert FILE        keyd's TLS certificate chain (PEM)
+  --tls-key FILE         its private key (PEM)
+  --client-ca FILE       CA whose client certificates are accepted (PEM)
+  --provision-listen HOST:PORT
+                         operator provisioning listener (mutual TLS); needs:
+  --operator-ca FILE     CA of operator certificates
+  --machine-id FILE      machine id to bind the store to (default /etc/machine-id)
+  --log-level LEVEL      fatal|error|warn|info|debug|trace (default info); logs go to stderr
+  -h, --help             this text
+
+Stops cleanly on SIGTERM or SIGINT.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        data: { type: 'string' },
+        'root-key': { type: 'string' },
+        socket: { type: 'string' },
+        'admin-socket': { type: 'string' },
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'client-ca': { type: 'string' },
+        'provision-listen': { type: 'string' },
+        'operator-ca': { type: 'string' },
+        'machine-id': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    process.stderr.write(`delegator keyd: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (!values.data || !values['root-key']) {
+    process.stderr.write(`delegator keyd: --data and --root-key are required\n${USAGE}`);
+    return 2;
+  }
+  const opts: KeydOptions = {
+    data: values.data,
+    rootKey: values['root-key'],
+    socket: values.socket ?? DEFAULT_SOCKET,
+    adminSocket: values['admin-socket'] ?? DEFAULT_ADMIN_SOCKET,
+    ...(values.config ? { config: values.config } : {}),
+    ...(values.listen ? { listen: values.listen } : {}),
+    ...(values['tls-cert'] ? { tlsCert: values['tls-cert'] } : {}),
+    ...(values['tls-key'] ? { tlsKey: values['tls-key'] } : {}),
+    ...(values['client-ca'] ? { clientCa: values['client-ca'] } : {}),
+    ...(values['provision-listen'] ? { provisionListen: values['provision-listen'] } : {}),
+    ...(values['operator-ca'] ? { operatorCa: values['operator-ca'] } : {}),
+    ...(values['machine-id'] ? { machineIdPath: values['machine-id'] } : {}),
+    ...(values['log-level'] ? { logLevel: values['log-level'] } : {}),
+  };
+  let keyd;
+  try {
+    keyd = await startKeyd(opts);
+  } catch (err) {
+    const code = err instanceof KeydError || (err as { code?: unknown }).code ? ` [${String((err as { code: string }).code)}]` : '';
+    process.stderr.write(`delegator keyd: ${(err as Error).message}${code}\n`);
+    return 1;
+  }
+  const running = keyd;
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      running.logger.info({ signal }, `keyd stopping on ${signal}`);
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      running.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          process.stderr.write(`delegator keyd: shutdown failed: ${(err as Error).message}\n`);
+          resolve(1);
+        },
+      );
+    };
+    const onTerm = () => stop('SIGTERM');
+    const onInt = () => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  });
+}

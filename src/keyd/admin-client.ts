@@ -1,0 +1,72 @@
+import type { KeyObject } from 'node:crypto';
+import type { AuditEntry, AuditQuery } from './audit.js';
+import { KeydClient } from './client.js';
+import type { KeyInfo } from './keyring.js';
+import type { GenerateKeyType } from './pki.js';
+import { Opcode } from './protocol.js';
+
+/**
+ * The admin operations as the admin CLI sees them, whatever carries them: the local
+ * admin unix socket (below) or a remote transport (the provisioning channel).
+ */
+export interface AdminTransport {
+  put(names: string[], privateKey: KeyObject, chainDer: Uint8Array[]): Promise<KeyInfo>;
+  generate(name: string, keyType: GenerateKeyType, subject: string): Promise<{ info: KeyInfo; csrPem: string }>;
+  setChain(name: string, chainDer: Uint8Array[]): Promise<KeyInfo>;
+  delete(name: string): Promise<void>;
+  list(): Promise<KeyInfo[]>;
+  show(name: string): Promise<KeyInfo>;
+  audit(query?: AuditQuery): Promise<AuditEntry[]>;
+  stats(): Promise<Record<string, { signatures: number; refusals: number }>>;
+  close(): void;
+}
+
+/** AdminTransport over keyd's admin unix socket (docs/PROTOCOL.md, admin operations). */
+export class LocalAdminTransport implements AdminTransport {
+  private constructor(private readonly client: KeydClient) {}
+
+  static async connect(socketPath: string, requestTimeoutMs = 60_000): Promise<LocalAdminTransport> {
+    return new LocalAdminTransport(await KeydClient.connect({ socketPath }, { requestTimeoutMs }));
+  }
+
+  async put(names: string[], privateKey: KeyObject, chainDer: Uint8Array[]): Promise<KeyInfo> {
+    const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
+    try {
+      return (await this.client.admin(Opcode.put, { names }, [pkcs8, ...chainDer])).json as unknown as KeyInfo;
+    } finally {
+      pkcs8.fill(0);
+    }
+  }
+
+  async generate(name: string, keyType: GenerateKeyType, subject: string): Promise<{ info: KeyInfo; csrPem: string }> {
+    return (await this.client.admin(Opcode.generate, { name, keyType, subject })).json as unknown as { info: KeyInfo; csrPem: string };
+  }
+
+  async setChain(name: string, chainDer: Uint8Array[]): Promise<KeyInfo> {
+    return (await this.client.admin(Opcode.setChain, { name }, chainDer)).json as unknown as KeyInfo;
+  }
+
+  async delete(name: string): Promise<void> {
+    await this.client.admin(Opcode.delete, { name });
+  }
+
+  async list(): Promise<KeyInfo[]> {
+    return (await this.client.admin(Opcode.list, {})).json.keys as KeyInfo[];
+  }
+
+  async show(name: string): Promise<KeyInfo> {
+    return (await this.client.admin(Opcode.show, { name })).json as unknown as KeyInfo;
+  }
+
+  async audit(query: AuditQuery = {}): Promise<AuditEntry[]> {
+    return (await this.client.admin(Opcode.audit, query)).json.entries as AuditEntry[];
+  }
+
+  async stats(): Promise<Record<string, { signatures: number; refusals: number }>> {
+    return (await this.client.admin(Opcode.stats, {})).json.clients as Record<string, { signatures: number; refusals: number }>;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
