@@ -1,0 +1,198 @@
+/**
+ * `npm run bench:keyd` — ECDSA P-256 CertificateVerify signatures: keyd over its unix
+ * socket (pipelined, one keyd process) against node:crypto signing in-process, in ONE run.
+ *
+ *   in-process   signWithScheme(key, ecdsa_secp256r1_sha256, certificateVerifyContent(h))
+ *                in a loop in this process: the ceiling for one core
+ *   keyd         `delegator keyd` as its own process; this process is the edge side
+ *                (KeydClient), N connections × W requests in flight each
+ *
+ * Figures: signatures/s seen by the client (wall clock), p50/p99 latency of one request,
+ * and the signer's CPU per signature — this process's for in-process, keyd's (utime+stime
+ * from /proc/PID/stat) otherwise — giving "signatures per signer core-second", which is
+ * what "≥ 70 % of in-process on one core" compares. On a 2-core machine the client
+ * shares the CPU with keyd (and other work), so wall-clock rates understate both.
+ *
+ * Options: --duration S (3 per row) --json
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { createHash, randomBytes } from 'node:crypto';
+import { KeydClient } from '../src/keyd/client.js';
+import { LocalAdminTransport } from '../src/keyd/admin-client.js';
+import { certificateVerifyContent, signWithScheme } from '../src/tls/signer.js';
+import { SignatureScheme } from '../src/tls/wire/codepoints.js';
+import { cpuTimeMicros } from './lib/proc-stat.js';
+import { makeIdentity } from '../test/keyd/fixtures.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const MAIN = resolve(here, '../src/cli/main.js');
+const SCHEME = SignatureScheme.ecdsa_secp256r1_sha256;
+
+interface Row {
+  mode: string;
+  connections: number;
+  inFlight: number;
+  signatures: number;
+  perSecond: number;
+  p50us: number;
+  p99us: number;
+  /** CPU (utime+stime) of the signing process per signature: this process in-process, keyd's otherwise. */
+  signerCpuUsPerSig: number;
+  perSignerCoreSecond: number;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}
+
+function inProcess(key: import('node:crypto').KeyObject, seconds: number): Row {
+  const hashes = Array.from({ length: 64 }, () => randomBytes(32));
+  const latencies: number[] = [];
+  // Warm-up, then measure.
+  for (let i = 0; i < 500; i++) signWithScheme(key, SCHEME, certificateVerifyContent(hashes[i % 64]!));
+  const end = performance.now() + seconds * 1000;
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  let n = 0;
+  while (performance.now() < end) {
+    const t = performance.now();
+    signWithScheme(key, SCHEME, certificateVerifyContent(hashes[n % 64]!));
+    latencies.push(performance.now() - t);
+    n++;
+  }
+  const elapsed = (performance.now() - start) / 1000;
+  const used = process.cpuUsage(cpu0);
+  const cpu = used.user + used.system;
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    mode: 'in-process node:crypto',
+    connections: 0,
+    inFlight: 1,
+    signatures: n,
+    perSecond: n / elapsed,
+    p50us: percentile(sorted, 0.5) * 1000,
+    p99us: percentile(sorted, 0.99) * 1000,
+    signerCpuUsPerSig: cpu / n,
+    perSignerCoreSecond: n / (cpu / 1e6),
+  };
+}
+
+async function overKeyd(socketPath: string, keydPid: number, keyRef: string, connections: number, inFlight: number, seconds: number): Promise<Row> {
+  const clients = await Promise.all(Array.from({ length: connections }, () => KeydClient.connect({ socketPath }, { requestTimeoutMs: 30_000 })));
+  const hash = createHash('sha256').update('bench').digest();
+  const latencies: number[] = [];
+  let stop = false;
+  let n = 0;
+  const loop = async (c: KeydClient) => {
+    while (!stop) {
+      const t = performance.now();
+      await c.sign(keyRef, SCHEME, hash);
+      latencies.push(performance.now() - t);
+      n++;
+    }
+  };
+  // Warm-up.
+  await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 200 }, () => c.sign(keyRef, SCHEME, hash)))));
+  const cpu0 = cpuTimeMicros(keydPid);
+  const start = performance.now();
+  const workers = clients.flatMap((c) => Array.from({ length: inFlight }, () => loop(c)));
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  stop = true;
+  await Promise.all(workers);
+  const elapsed = (performance.now() - start) / 1000;
+  const cpu = cpuTimeMicros(keydPid) - cpu0;
+  for (const c of clients) c.close();
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    mode: 'keyd, unix socket',
+    connections,
+    inFlight,
+    signatures: n,
+    perSecond: n / elapsed,
+    p50us: percentile(sorted, 0.5) * 1000,
+    p99us: percentile(sorted, 0.99) * 1000,
+    signerCpuUsPerSig: cpu / n,
+    perSignerCoreSecond: n / (cpu / 1e6),
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { duration: { type: 'string' }, json: { type: 'boolean' } } });
+  const seconds = Number(values.duration ?? 3);
+  const dir = mkdtempSync(join(tmpdir(), 'keyd-bench-'));
+  const machineId = join(dir, 'machine-id');
+  writeFileSync(machineId, 'bench0000000000000000000000000000\n');
+  const socket = join(dir, 'sign.sock');
+  const adminSocket = join(dir, 'admin.sock');
+  const keyd = spawn(process.execPath, [MAIN, 'keyd', '--data', join(dir, 'data'), '--root-key', join(dir, 'root.key'), '--socket', socket, '--admin-socket', adminSocket, '--machine-id', machineId, '--log-level', 'warn'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  try {
+    await waitForSocket(adminSocket);
+    const id = await makeIdentity('ecdsa-p256', ['bench.test']);
+    const admin = await LocalAdminTransport.connect(adminSocket);
+    await admin.put(['bench.test'], id.privateKey, id.chain);
+    admin.close();
+    const probe = await KeydClient.connect({ socketPath: socket });
+    const identity = (await probe.identity('bench.test'))!;
+    probe.close();
+
+    const rows: Row[] = [inProcess(id.privateKey, seconds)];
+    for (const [connections, inFlight] of [
+      [1, 1],
+      [1, 64],
+      [8, 32],
+    ] as const) {
+      rows.push(await overKeyd(socket, keyd.pid!, identity.keyRef, connections, inFlight, seconds));
+    }
+    const base = rows[0]!.perSignerCoreSecond;
+    const lines = [
+      `keyd benchmark — ECDSA P-256 (ecdsa_secp256r1_sha256) CertificateVerify, ${seconds} s per row, Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim()}`,
+      '',
+      '| mode | connections × in flight | signatures/s (wall) | p50 µs | p99 µs | signer CPU µs/sig | signatures per signer core-second | % of in-process (per core) |',
+      '|---|---|---|---|---|---|---|---|',
+      ...rows.map((r) =>
+        [
+          r.mode,
+          r.connections ? `${r.connections} × ${r.inFlight}` : '—',
+          r.perSecond.toFixed(0),
+          r.p50us.toFixed(0),
+          r.p99us.toFixed(0),
+          r.signerCpuUsPerSig.toFixed(1),
+          r.perSignerCoreSecond.toFixed(0),
+          `${((100 * r.perSignerCoreSecond) / base).toFixed(0)} %`,
+        ].join(' | ').replace(/^/, '| ').replace(/$/, ' |'),
+      ),
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    if (values.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+  } finally {
+    keyd.kill('SIGTERM');
+    await new Promise((r) => keyd.once('exit', r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function waitForSocket(path: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      const c = await KeydClient.connect({ socketPath: path }, { requestTimeoutMs: 1000 });
+      c.close();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:keyd: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exitCode = 1;
+});
