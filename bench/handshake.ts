@@ -100,6 +100,14 @@ function describeMachine(): string {
   return `${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${os}, Node ${process.version}, OpenSSL ${process.versions.openssl}`;
 }
 
+/** Go's time.Duration text (`11.152071ms`, `1.2s`, `950µs`) as milliseconds with one decimal. */
+function goDurationAsMs(text: string): string {
+  const match = /^([\d.]+)(ns|µs|us|ms|s)$/.exec(text);
+  if (!match) return text;
+  const scale: Record<string, number> = { ns: 1e-6, µs: 1e-3, us: 1e-3, ms: 1, s: 1000 };
+  return `${(Number(match[1]) * scale[match[2]!]!).toFixed(1)} ms`;
+}
+
 function formatTable(rows: Row[]): string {
   const reference = rows.find((r) => r.server === 'node:tls');
   const header = ['server', 'handshakes', 'failed', 'rate/s', 'p50', 'p99', 'CPU µs/handshake', 'vs node:tls'];
@@ -108,8 +116,8 @@ function formatTable(rows: Row[]): string {
     String(row.result.handshakes),
     String(row.result.failed),
     row.result.rate.toFixed(0),
-    row.result.p50,
-    row.result.p99,
+    goDurationAsMs(row.result.p50),
+    goDurationAsMs(row.result.p99),
     row.cpuMicrosPerHandshake.toFixed(0),
     reference ? `${(row.cpuMicrosPerHandshake / reference.cpuMicrosPerHandshake).toFixed(2)}×` : '—',
   ]);
