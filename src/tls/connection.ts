@@ -568,11 +568,6 @@ export class TlsServerConnection {
     this.clientApplicationSecret = this.master.clientApplicationTrafficSecret(serverFinishedHash);
     this.expectedClientFinished = finishedVerifyData(suite.hash, this.clientHandshakeSecret, serverFinishedHash);
     this.readProtection = new RecordProtection(suite, this.clientHandshakeSecret);
-    // §4.6.1 note: without client authentication the server knows the client Finished in
-    // advance, so it can issue tickets in its own flight: one write per handshake, not two.
-    const clientFinishedHash = this.transcript.peekWith(encodeFinished(this.expectedClientFinished));
-    const tickets = this.makeTickets(this.master.resumptionMasterSecret(clientFinishedHash));
-    if (tickets.length) out.push(...this.encryptHandshake(tickets));
     this.skippingEarlyData = ch.earlyData && !this.retried;
     this.state = 'awaitFinished';
     this.onSend(Buffer.concat(out));
@@ -597,6 +592,12 @@ export class TlsServerConnection {
     this.state = 'traffic';
     this.completed = true;
     this.ignoredRecords = 0;
+    // Tickets go out after the client Finished, not in our flight (which §4.6.1 would
+    // allow): clients and conformance suites expect nothing but alerts before their
+    // Finished is accepted.
+    if (this.options.ticketCount > 0) {
+      this.sendEncryptedHandshake(this.makeTickets(this.master!.resumptionMasterSecret(this.transcript.current())));
+    }
     this.onHandshakeComplete();
   }
 
