@@ -1,0 +1,349 @@
+/**
+ * `npm run bench` — the whole system under one external load generator (../shared/tools/hsload),
+ * in ONE run, for ECDSA P-256 and RSA-2048 leaves:
+ *
+ *   (a) edge + keyd        `delegator edge` (N workers) signing through `delegator keyd` (unix socket)
+ *   (b) edge, local key    the same edge code with an in-process signer (no keyd round trip)
+ *   (c) node:tls           Node's TLS (OpenSSL) with the key in process
+ *   (d) nginx              1 worker, TLS 1.3 only (when installed)
+ *
+ * Every server runs in its own process(es); CPU time is utime+stime from /proc/PID/stat
+ * before/after the measured run, divided by the handshakes completed — for the edge and
+ * for keyd separately. The edges proxy to an upstream (a TCP sink in this process, not
+ * counted): each accepted TLS connection costs them one upstream connect, as in production.
+ *
+ * Targets (issue 5): (a) rate ≥ 90 % of (b) with one worker; edge CPU per handshake in
+ * (a) ≤ 0.5 × node:tls.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer, type Server, type Socket } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { validateConfig } from '../src/edge/config.js';
+import { startEdge } from '../src/edge/edge.js';
+import { loadEngine } from '../src/edge/engine.js';
+import type { KeydConnection, KeydIdentityLike } from '../src/edge/keyd-pool.js';
+import { KeydClient } from '../src/keyd/client.js';
+import { Opcode } from '../src/keyd/protocol.js';
+import { LocalSigner, keyTypeOf } from '../src/tls/signer.js';
+import { makeTestPki, writePkiFiles, type TestKeyType } from '../test/helpers/pki.js';
+import { freePort, waitForPort } from '../test/helpers/ports.js';
+import { ensureHsload, runHsload, type HsloadResult } from './lib/hsload.js';
+import { nginxBinary, startNginx } from './lib/nginx.js';
+import { childPids, totalCpuTimeMicros } from './lib/proc-stat.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = resolve(here, '../..');
+const MAIN = join(repoRoot, 'dist/src/cli/main.js');
+const SELF = fileURLToPath(import.meta.url);
+
+const USAGE = `Usage: npm run bench -- [options]
+  --duration S      measured seconds per server (default 10)
+  --warmup S        warm-up seconds per server (default 2)
+  --concurrency N   hsload workers (default 8)
+  --key-types LIST  ecdsa-p256,rsa2048 (default both)
+  --workers LIST    edge worker counts for (a), e.g. 1,2,4,8 (default 1)
+  --servers LIST    keyd,local,node,nginx (default all)
+`;
+
+interface Server_ {
+  name: string;
+  port: number;
+  /** Process groups whose CPU is reported, e.g. { edge: [...], keyd: [...] }. */
+  pids: () => Record<string, number[]>;
+  stop(): Promise<void>;
+}
+
+interface Row {
+  keyType: string;
+  server: string;
+  result: HsloadResult;
+  cpu: Record<string, number>;
+}
+
+// ---------------------------------------------------------------- child mode: edge with a local key
+
+/** `full-stack.js --local-edge JSON`: the edge code with an in-process signer instead of keyd. */
+async function runLocalEdge(spec: { port: number; upstreamPort: number; chainFile: string; keyFile: string; workers: number }) {
+  const key = createPrivateKey(readFileSync(spec.keyFile));
+  const chain = (readFileSync(spec.chainFile, 'latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map(
+    (pem) => new Uint8Array(new X509Certificate(pem).raw),
+  );
+  const signer = new LocalSigner(key);
+  const identity: KeydIdentityLike = { names: ['localhost'], keyRef: 'local', keyType: keyTypeOf(key)!, schemes: [...signer.schemes], certificateChain: chain, version: 1 };
+  const local = Object.assign(new EventEmitter(), {
+    ping: async () => undefined,
+    identity: async () => identity,
+    sign: (_ref: string, scheme: number, hash: Uint8Array) => signer.sign(scheme, hash),
+    close: () => undefined,
+  }) as KeydConnection;
+  const config = validateConfig({
+    listen: [`127.0.0.1:${spec.port}`],
+    keyd: '/in-process',
+    routes: [{ names: ['localhost'], upstream: `127.0.0.1:${spec.upstreamPort}` }],
+    defaultServerName: 'localhost',
+    workers: 1,
+    logLevel: 'warn',
+  });
+  await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: async () => local, logger: pino({ level: 'warn' }) });
+  process.stdout.write(`listening ${spec.port}\n`);
+  process.on('SIGTERM', () => process.exit(0));
+}
+
+// ---------------------------------------------------------------- parent mode
+
+function spawnLogged(args: string[], name: string): { child: ChildProcess; log: () => string } {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  child.once('exit', (code, signal) => {
+    if (code !== 0 && signal !== 'SIGTERM' && signal !== 'SIGKILL' && code !== null) process.stderr.write(`${name} exited ${code}:\n${log}\n`);
+  });
+  return { child, log: () => log };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** A TCP sink standing in for the upstream app: reads and discards, closes when the edge closes. */
+async function startSink(): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createNetServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => undefined);
+    s.resume();
+    s.on('end', () => s.end());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+async function startKeydAndEdge(dir: string, pki: Awaited<ReturnType<typeof makeTestPki>>, upstreamPort: number, workers: number): Promise<Server_> {
+  writeFileSync(join(dir, 'machine-id'), '00112233445566778899aabbccddeeff\n');
+  const sock = join(dir, 'k.sock');
+  const adminSock = join(dir, 'ka.sock');
+  const keyd = spawnLogged(
+    [MAIN, 'keyd', '--data', join(dir, 'data'), '--root-key', join(dir, 'root.key'), '--socket', sock, '--admin-socket', adminSock, '--machine-id', join(dir, 'machine-id'), '--log-level', 'warn'],
+    'keyd',
+  );
+  let admin: KeydClient | undefined;
+  for (let i = 0; i < 100 && !admin; i++) {
+    admin = await KeydClient.connect({ socketPath: adminSock }).catch(async () => {
+      await new Promise((r) => setTimeout(r, 100));
+      return undefined;
+    });
+  }
+  if (!admin) throw new Error(`keyd did not start:\n${keyd.log()}`);
+  await admin.admin(Opcode.put, { names: ['localhost'] }, [pki.leafKey.export({ format: 'der', type: 'pkcs8' }), ...pki.chainDer]);
+  admin.close();
+  const port = await freePort();
+  const edge = spawnLogged(
+    [MAIN, 'edge', '--listen', `127.0.0.1:${port}`, '--keyd', sock, '--route', `localhost=127.0.0.1:${upstreamPort}`, '--default-name', 'localhost', '--workers', String(workers), '--log-level', 'warn'],
+    'edge',
+  );
+  await waitForPort(port, 20_000);
+  return {
+    name: `(a) edge + keyd, ${workers} worker${workers > 1 ? 's' : ''}`,
+    port,
+    pids: () => ({ edge: [edge.child.pid!, ...childPids(edge.child.pid!)], keyd: [keyd.child.pid!] }),
+    async stop() {
+      await stopChild(edge.child);
+      await stopChild(keyd.child);
+    },
+  };
+}
+
+async function startLocalEdge(files: { chainFile: string; keyFile: string }, upstreamPort: number): Promise<Server_> {
+  const port = await freePort();
+  const p = spawnLogged([SELF, '--local-edge', JSON.stringify({ port, upstreamPort, chainFile: files.chainFile, keyFile: files.keyFile, workers: 1 })], 'local edge');
+  await waitForPort(port, 20_000);
+  return { name: '(b) edge, in-process key', port, pids: () => ({ edge: [p.child.pid!] }), stop: () => stopChild(p.child) };
+}
+
+async function startNodeTls(files: { chainFile: string; keyFile: string }): Promise<Server_> {
+  const script = join(here, 'lib', 'tls-server-process.js');
+  const p = spawnLogged([script, '--impl', 'node', '--cert', files.chainFile, '--key', files.keyFile], 'node:tls');
+  const port = await new Promise<number>((res, rej) => {
+    const timer = setInterval(() => {
+      const m = /listening (\d+)/.exec(p.log());
+      if (m) {
+        clearInterval(timer);
+        res(Number(m[1]));
+      } else if (p.child.exitCode !== null) {
+        clearInterval(timer);
+        rej(new Error(p.log()));
+      }
+    }, 50);
+  });
+  return { name: '(c) node:tls', port, pids: () => ({ server: [p.child.pid!] }), stop: () => stopChild(p.child) };
+}
+
+function goMs(text: string): string {
+  const m = /^([\d.]+)(ns|µs|us|ms|s)$/.exec(text);
+  if (!m) return text;
+  const scale: Record<string, number> = { ns: 1e-6, µs: 1e-3, us: 1e-3, ms: 1, s: 1000 };
+  return `${(Number(m[1]) * scale[m[2]!]!).toFixed(1)} ms`;
+}
+
+function machine(): string {
+  let os = 'Linux';
+  try {
+    os = /PRETTY_NAME="([^"]+)"/.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? os;
+  } catch {
+    // only for the report
+  }
+  return `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${os}, Node ${process.version}, OpenSSL ${process.versions.openssl}`;
+}
+
+function table(rows: Row[]): string {
+  const header = ['key', 'server', 'handshakes/s', 'failed', 'p50', 'p99', 'edge/server CPU µs/hs', 'keyd CPU µs/hs', 'total CPU µs/hs'];
+  const lines = rows.map((r) => {
+    const main = r.cpu.edge ?? r.cpu.server ?? Number.NaN;
+    const keyd = r.cpu.keyd;
+    return [
+      r.keyType,
+      r.server,
+      r.result.rate.toFixed(0),
+      String(r.result.failed),
+      goMs(r.result.p50),
+      goMs(r.result.p99),
+      main.toFixed(0),
+      keyd === undefined ? '—' : keyd.toFixed(0),
+      (main + (keyd ?? 0)).toFixed(0),
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const fmt = (cells: string[]) => '| ' + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
+  return [fmt(header), '|' + widths.map((w, i) => (i < 2 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|', ...lines.map(fmt)].join('\n');
+}
+
+function targets(rows: Row[]): string[] {
+  const out: string[] = [];
+  for (const keyType of [...new Set(rows.map((r) => r.keyType))]) {
+    const of = (prefix: string) => rows.find((r) => r.keyType === keyType && r.server.startsWith(prefix));
+    const a = rows.find((r) => r.keyType === keyType && r.server === '(a) edge + keyd, 1 worker');
+    const b = of('(b)');
+    const c = of('(c)');
+    if (a && b) {
+      const ratio = a.result.rate / b.result.rate;
+      out.push(`${keyType}: (a) rate / (b) rate = ${(ratio * 100).toFixed(0)} % (target ≥ 90 %) ${ratio >= 0.9 ? 'MET' : 'NOT MET'}`);
+    }
+    if (a && c) {
+      const ratio = a.cpu.edge! / c.cpu.server!;
+      out.push(`${keyType}: (a) edge CPU / node:tls CPU = ${ratio.toFixed(2)} (target ≤ 0.5) ${ratio <= 0.5 ? 'MET' : 'NOT MET'}`);
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: 'string', default: '10' },
+      warmup: { type: 'string', default: '2' },
+      concurrency: { type: 'string', default: '8' },
+      'key-types': { type: 'string', default: 'ecdsa-p256,rsa2048' },
+      workers: { type: 'string', default: '1' },
+      servers: { type: 'string', default: 'keyd,local,node,nginx' },
+      'local-edge': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values['local-edge']) {
+    await runLocalEdge(JSON.parse(values['local-edge']));
+    return -1; // keep running
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const duration = Number(values.duration);
+  const warmup = Number(values.warmup);
+  const concurrency = Number(values.concurrency);
+  const keyTypes = values['key-types']!.split(',') as TestKeyType[];
+  const workerCounts = values.workers!.split(',').map(Number);
+  const wanted = values.servers!.split(',');
+  const log = (line: string) => void process.stderr.write(`${line}\n`);
+  const hsload = ensureHsload(repoRoot, log);
+  const sink = await startSink();
+  const rows: Row[] = [];
+  log(`machine: ${machine()}`);
+  log(`hsload: ${concurrency} workers, ${duration}s measured (+${warmup}s warm-up) per server, X25519, handshake only`);
+  try {
+    for (const keyType of keyTypes) {
+      const pki = await makeTestPki({ keyType });
+      const files = writePkiFiles(pki);
+      const dir = mkdtempSync(join(tmpdir(), 'bench-full-'));
+      try {
+        const starters: (() => Promise<Server_>)[] = [];
+        if (wanted.includes('keyd')) for (const w of workerCounts) starters.push(() => startKeydAndEdge(mkdtempSync(join(dir, 'k-')), pki, sink.port, w));
+        if (wanted.includes('local')) starters.push(() => startLocalEdge(files, sink.port));
+        if (wanted.includes('node')) starters.push(() => startNodeTls(files));
+        if (wanted.includes('nginx')) {
+          const binary = nginxBinary();
+          if (!binary) log('nginx not installed (apt-get install nginx-light): skipped');
+          else
+            starters.push(async () => {
+              const n = await startNginx(binary, mkdtempSync(join(dir, 'nginx-')), await freePort(), files.chainFile, files.keyFile);
+              return { name: `(d) nginx ${n.version}, 1 worker`, port: n.port, pids: () => ({ server: n.pids }), stop: () => n.stop() };
+            });
+        }
+        for (const start of starters) {
+          const server = await start();
+          try {
+            const run = { address: `127.0.0.1:${server.port}`, sni: 'localhost', caFile: files.caFile, concurrency, curve: 'x25519' as const };
+            if (warmup > 0) await runHsload(hsload, { ...run, durationSeconds: warmup });
+            const groups = server.pids();
+            const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, totalCpuTimeMicros(pids)]));
+            const result = await runHsload(hsload, { ...run, durationSeconds: duration });
+            const cpu = Object.fromEntries(
+              Object.entries(groups).map(([k, pids]) => [k, result.handshakes ? (totalCpuTimeMicros(pids) - before[k]!) / result.handshakes : Number.NaN]),
+            );
+            rows.push({ keyType, server: server.name, result, cpu });
+            log(`${keyType} ${server.name}: ${result.rate.toFixed(0)}/s, ${result.failed} failed, CPU µs/hs ${JSON.stringify(Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, Math.round(v)])))}${result.firstError ? ` first error: ${result.firstError}` : ''}`);
+          } finally {
+            await server.stop();
+          }
+        }
+      } finally {
+        files.remove();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  } finally {
+    sink.close();
+  }
+  process.stdout.write(`machine: ${machine()}\nhsload: ${concurrency} workers, ${duration}s per server, X25519, full handshakes only (no resumption)\n\n`);
+  process.stdout.write(table(rows) + '\n\n' + targets(rows).join('\n') + '\n');
+  return rows.some((r) => r.result.handshakes === 0) ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
