@@ -12,7 +12,8 @@
  *
  * Options: --duration S (10) --warmup S (2) --concurrency N (8) --key-type T (ecdsa-p256)
  *          --curve x25519|p256 (x25519) --servers engine,node,nginx --request (send a GET
- *          after each handshake) --json (also print the results as JSON)
+ *          after each handshake) --rounds N (1: alternate the servers N times and sum, which
+ *          evens out a machine whose background load changes) --json (also print JSON)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
@@ -51,6 +52,7 @@ const USAGE = `Usage: npm run bench:handshake -- [options]
   --curve C          x25519|p256 key share offered by the client (default x25519)
   --servers LIST     engine,node,nginx (default all; nginx skipped when not installed)
   --request          send 'GET / HTTP/1.0' after each handshake and read the answer
+  --rounds N         run the servers in turn N times, --duration each, and sum (default 1)
   --json             also print the rows as JSON
 `;
 
@@ -137,6 +139,7 @@ async function main(): Promise<number> {
       curve: { type: 'string', default: 'x25519' },
       servers: { type: 'string', default: 'engine,node,nginx' },
       request: { type: 'boolean', default: false },
+      rounds: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -148,10 +151,11 @@ async function main(): Promise<number> {
   const duration = Number(values.duration);
   const warmup = Number(values.warmup);
   const concurrency = Number(values.concurrency);
+  const rounds = Number(values.rounds);
   const keyType = values['key-type'] as TestKeyType;
   const curve = values.curve;
   const wanted = values.servers.split(',').map((s) => s.trim());
-  if (!(duration > 0) || !(warmup >= 0) || !(concurrency > 0) || !TEST_KEY_TYPES.includes(keyType) || (curve !== 'x25519' && curve !== 'p256')) {
+  if (!(duration > 0) || !(warmup >= 0) || !(concurrency > 0) || !(Number.isInteger(rounds) && rounds > 0) || !TEST_KEY_TYPES.includes(keyType) || (curve !== 'x25519' && curve !== 'p256')) {
     process.stderr.write(USAGE);
     return 2;
   }
@@ -176,26 +180,43 @@ async function main(): Promise<number> {
 
     log(`machine: ${describeMachine()}`);
     log(`hsload: ${concurrency} workers, ${duration}s measured (+${warmup}s warm-up) per server, key ${keyType}, client key share ${curve}${values.request ? ', GET after each handshake' : ', handshake only'}`);
-    const rows: Row[] = [];
-    for (const server of servers) {
-      const run = {
-        address: `127.0.0.1:${server.port}`,
-        sni: 'localhost',
-        caFile: files.caFile,
-        concurrency,
-        curve: curve as 'x25519' | 'p256',
-        ...(values.request ? { request: 'GET / HTTP/1.0\r\n\r\n' } : {}),
-      };
-      if (warmup > 0) await runHsload(hsload, { ...run, durationSeconds: warmup });
-      const before = totalCpuTimeMicros(server.pids);
-      const result = await runHsload(hsload, { ...run, durationSeconds: duration });
-      const after = totalCpuTimeMicros(server.pids);
-      const cpuMicrosPerHandshake = result.handshakes > 0 ? (after - before) / result.handshakes : Number.NaN;
-      rows.push({ server: server.name, result, cpuMicrosPerHandshake });
-      log(`${server.name}: ${result.handshakes} handshakes, ${result.failed} failed, ${cpuMicrosPerHandshake.toFixed(0)} µs CPU each${result.firstError ? ` (first error: ${result.firstError})` : ''}`);
+    const totals = new Map<RunningServer, { result: HsloadResult; cpuMicros: number; rates: number[] }>();
+    for (let round = 1; round <= rounds; round++) {
+      for (const server of servers) {
+        const run = {
+          address: `127.0.0.1:${server.port}`,
+          sni: 'localhost',
+          caFile: files.caFile,
+          concurrency,
+          curve: curve as 'x25519' | 'p256',
+          ...(values.request ? { request: 'GET / HTTP/1.0\r\n\r\n' } : {}),
+        };
+        if (warmup > 0 && round === 1) await runHsload(hsload, { ...run, durationSeconds: warmup });
+        const before = totalCpuTimeMicros(server.pids);
+        const result = await runHsload(hsload, { ...run, durationSeconds: duration });
+        const cpuMicros = totalCpuTimeMicros(server.pids) - before;
+        log(`${rounds > 1 ? `round ${round} ` : ''}${server.name}: ${result.handshakes} handshakes, ${result.failed} failed, ${(cpuMicros / result.handshakes).toFixed(0)} µs CPU each${result.firstError ? ` (first error: ${result.firstError})` : ''}`);
+        const total = totals.get(server);
+        if (!total) totals.set(server, { result, cpuMicros, rates: [result.rate] });
+        else {
+          // Latency percentiles of the last round are shown; counts and CPU are summed.
+          total.result = { ...result, handshakes: total.result.handshakes + result.handshakes, failed: total.result.failed + result.failed };
+          total.cpuMicros += cpuMicros;
+          total.rates.push(result.rate);
+        }
+      }
     }
+    const rows: Row[] = servers.map((server) => {
+      const total = totals.get(server)!;
+      const rate = total.rates.reduce((a, b) => a + b, 0) / total.rates.length;
+      return {
+        server: server.name,
+        result: { ...total.result, rate },
+        cpuMicrosPerHandshake: total.result.handshakes > 0 ? total.cpuMicros / total.result.handshakes : Number.NaN,
+      };
+    });
     process.stdout.write(formatTable(rows) + '\n');
-    if (values.json) process.stdout.write(JSON.stringify({ machine: describeMachine(), keyType, curve, concurrency, duration, rows }, null, 2) + '\n');
+    if (values.json) process.stdout.write(JSON.stringify({ machine: describeMachine(), keyType, curve, concurrency, duration, rounds, rows }, null, 2) + '\n');
     return rows.some((r) => r.result.failed > 0 || r.result.handshakes === 0) ? 1 : 0;
   } finally {
     for (const server of servers) await server.stop();
