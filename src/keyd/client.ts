@@ -209,13 +209,9 @@ export class KeydClient extends EventEmitter {
       return;
     }
     const req = this.pending.get(requestId);
-    if (!req) {
-      if (opcode === Opcode.error && requestId === 0) {
-        // A framing complaint about something we sent; keyd closes after it.
-        return;
-      }
-      return;
-    }
+    // No such request: it timed out already, or keyd complains about a frame it could not
+    // read (and closes; 'close' then fails everything pending).
+    if (!req) return;
     this.pending.delete(requestId);
     if (opcode === Opcode.error) {
       let err: KeydError;

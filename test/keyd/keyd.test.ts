@@ -290,3 +290,21 @@ test('client: a request keyd never answers fails with KEYD_TIMEOUT', async () =>
   await new Promise((r) => silent.close(r));
   await t.cleanup();
 });
+
+test('per-connection cap on pending requests: beyond maxPending a request is refused at once', async () => {
+  const t = await scratch();
+  const k = await startTestKeyd(t.dir, t.machineIdPath, { config: { maxPending: 2 } });
+  const c = await KeydClient.connect({ socketPath: k.adminSocketPath });
+  try {
+    // Sent in one write, so keyd sees all ten in one read while the first two are still pending.
+    const outcomes = await Promise.all(Array.from({ length: 10 }, () => c.admin(Opcode.list, {}).then(() => 'ok', (e: KeydError) => e.code)));
+    assert.equal(outcomes.filter((o) => o === 'ok').length, 2, outcomes.join());
+    assert.equal(outcomes.filter((o) => o === 'KEYD_TOO_MANY_PENDING').length, 8, outcomes.join());
+    // Once answered, the slots are free again.
+    assert.ok(Array.isArray((await c.admin(Opcode.list, {})).json.keys));
+  } finally {
+    c.close();
+    await k.close();
+    await t.cleanup();
+  }
+});
