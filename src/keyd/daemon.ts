@@ -12,6 +12,7 @@ import { KeydError } from './errors.js';
 import { Keyring, entryFromStored } from './keyring.js';
 import { KeydConnection, type Peer } from './server.js';
 import { SealedStore } from './store.js';
+import { startProvisioningListener, type ProvisioningListener } from '../provision/listener.js';
 
 /** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
 export interface KeydOptions {
@@ -44,8 +45,8 @@ export interface RunningKeyd {
   adminSocketPath: string;
   /** Port of the mTLS listener, when --listen was given. */
   tlsPort?: number;
-  /** The provisioning listener, when --provision-listen was given. */
-  provisioning?: { host: string; port: number; fingerprint: string; close(): Promise<void> };
+  /** The provisioning listener (issue 6), when --provision-listen was given. */
+  provisioning?: ProvisioningListener;
   adminService: AdminService;
   store: SealedStore;
   keyring: Keyring;
@@ -107,31 +108,39 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     const who = `uid ${process.getuid?.() ?? '?'} (owner of ${adminSocketPath}), connection ${n}`;
     track(socket, { id: `admin#${n}`, admin: true, allowed: ['*'], caller: { kind: 'local', id: who } });
   });
-  const servers: Server[] = [signingServer, adminServer];
-  await listenUnix(signingServer, socketPath, 0o660);
-  await listenUnix(adminServer, adminSocketPath, 0o600);
+  const servers: Server[] = [];
+  const stopServers = async () => {
+    const closed = servers.map((srv) => new Promise<void>((r) => srv.close(() => r())));
+    for (const sock of sockets) sock.destroy();
+    await Promise.all(closed);
+  };
 
   let tlsPort: number | undefined;
-  if (opts.listen) {
-    const tlsServer = await listenMutualTls(opts, config, track, logger);
-    servers.push(tlsServer);
-    tlsPort = (tlsServer.address() as { port: number }).port;
+  let provisioning: ProvisioningListener | undefined;
+  try {
+    servers.push(signingServer);
+    await listenUnix(signingServer, socketPath, 0o660);
+    servers.push(adminServer);
+    await listenUnix(adminServer, adminSocketPath, 0o600);
+    if (opts.listen) {
+      const tlsServer = await listenMutualTls(opts, config, track, logger);
+      servers.push(tlsServer);
+      tlsPort = (tlsServer.address() as { port: number }).port;
+    }
+    if (opts.provisionListen) {
+      if (!opts.operatorCa) throw new KeydError('KEYD_CONFIG', '--provision-listen needs --operator-ca');
+      provisioning = await startProvisioningListener({ listen: opts.provisionListen, operatorCa: opts.operatorCa, config, adminService, store, logger });
+    }
+  } catch (err) {
+    // A half-started keyd must not keep sockets or files open.
+    await stopServers();
+    await auditLog.close();
+    throw err;
   }
 
   adminService.on('change', ({ names }: ChangeEvent) => {
     for (const conn of connections) if (conn.concerns(names)) conn.pushChanged(names);
   });
-
-  let provisioning: RunningKeyd['provisioning'];
-  if (opts.provisionListen) {
-    if (!opts.operatorCa) throw new KeydError('KEYD_CONFIG', '--provision-listen needs --operator-ca');
-    // Computed specifier: the provisioning module (issue 6) is optional at build time.
-    const specifier = '../provision/listener.js';
-    const { startProvisioningListener } = (await import(specifier)) as {
-      startProvisioningListener(o: object): Promise<NonNullable<RunningKeyd['provisioning']>>;
-    };
-    provisioning = await startProvisioningListener({ listen: opts.provisionListen, operatorCa: opts.operatorCa, config, adminService, store, logger });
-  }
 
   logger.info(
     { store: store.dataDir, keys: keyring.size, refusedRecords: failures.length, socket: socketPath, adminSocket: adminSocketPath, tlsPort, provisioning: provisioning && `${provisioning.host}:${provisioning.port}` },
@@ -152,9 +161,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     close() {
       closing ??= (async () => {
         await provisioning?.close();
-        const closed = servers.map((s) => new Promise<void>((r) => s.close(() => r())));
-        for (const s of sockets) s.destroy();
-        await Promise.all(closed);
+        await stopServers();
         await auditLog.close();
         logger.info('keyd stopped');
       })();
