@@ -189,3 +189,35 @@ test('SIGTERM drains: an open connection finishes, new ones are refused, exit 0'
   const [code] = await exit;
   assert.equal(code, 0, edge.log());
 });
+
+test('--workers 2: both workers serve, /metrics aggregates them, SIGTERM stops all with exit 0', async () => {
+  const metricsPort = await freePort();
+  const cluster = await startEdgeProcess([
+    '--keyd', keyd.socket,
+    '--route', `a.test=127.0.0.1:${upA.port}`,
+    '--workers', '2',
+    '--metrics', `127.0.0.1:${metricsPort}`,
+    '--log-level', 'warn',
+  ]);
+  try {
+    for (let i = 0; i < 6; i++) {
+      const body = await new Promise<string>((resolve) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: cluster.port, servername: 'a.test', ca: pkiA.caCertPem });
+        let data = '';
+        s.once('secureConnect', () => s.write('GET / HTTP/1.0\r\n\r\n'));
+        s.setEncoding('utf8').on('data', (d: string) => (data += d));
+        s.once('end', () => s.end());
+        s.once('close', () => resolve(data));
+        s.once('error', (err) => resolve(err.message));
+      });
+      assert.match(body, /upstream A/);
+    }
+    await sleep(100);
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    // Both workers hold a keyd connection; the gauge sums over workers.
+    assert.match(text, new RegExp(`edge_keyd_connected\\{endpoint="unix:${keyd.socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"\\} 2`), text);
+    assert.match(text, /edge_handshakes_total\{outcome="ok",alert="none"\} 6\n/, text);
+  } finally {
+    assert.equal(await cluster.stop('SIGTERM'), 0, cluster.log());
+  }
+});
