@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { configFromArgs } from '../../src/cli/edge.js';
+import { MAIN } from './system.js';
+
+test('flags build the same config a file would', () => {
+  const parsed = configFromArgs([
+    '--keyd', '/run/k.sock', '--keyd', '/run/k2.sock',
+    '--route', 'a.example,*.a.example=127.0.0.1:8080', '--proxy-protocol', '--alpn', 'h2,http/1.1',
+    '--default-name', 'a.example', '--workers', '3', '--idle-timeout', '5000', '--metrics', '127.0.0.1:9464',
+  ]);
+  assert.notEqual(parsed, 'help');
+  if (parsed === 'help') return;
+  const { config } = parsed;
+  assert.deepEqual(config.keyd, [{ socketPath: '/run/k.sock' }, { socketPath: '/run/k2.sock' }]);
+  assert.deepEqual(config.routes, [
+    { names: ['a.example', '*.a.example'], upstream: { host: '127.0.0.1', port: 8080 }, proxyProtocol: true, alpn: ['h2', 'http/1.1'] },
+  ]);
+  assert.equal(config.workers, 3);
+  assert.equal(config.limits.idleTimeoutMs, 5000);
+  assert.deepEqual(config.metrics, { host: '127.0.0.1', port: 9464 });
+  assert.equal(parsed.checkOnly, false);
+});
+
+test('delegator edge --check-config: OK with exit 0; a bad value names itself with exit 2', () => {
+  const ok = spawnSync(process.execPath, [MAIN, 'edge', '--keyd', '/run/k.sock', '--route', 'a.example=127.0.0.1:1', '--check-config'], { encoding: 'utf8' });
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /^configuration OK/);
+  const bad = spawnSync(process.execPath, [MAIN, 'edge', '--keyd', '/run/k.sock', '--route', '*.com=127.0.0.1:1', '--check-config'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /routes\[0\]\.names\[0\]: wildcard route '\*\.com' must cover at least two labels/);
+  const workers = spawnSync(process.execPath, [MAIN, 'edge', '--keyd', 'k', '--route', 'a.b=1.2.3.4:5', '--workers', 'many'], { encoding: 'utf8' });
+  assert.equal(workers.status, 2);
+  assert.match(workers.stderr, /workers must be an integer from 1 to 1024, got "--workers many"/);
+});
