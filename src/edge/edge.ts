@@ -81,6 +81,9 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
     resolveIdentity,
     handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
     ticketCount: config.tickets,
+    // The client may close its side (close_notify) before the upstream has answered;
+    // the proxy ends our side when the upstream is done (RFC 8446 §6.1).
+    allowHalfOpen: true,
     ...(alpnUnion.length ? { alpnProtocols: alpnUnion } : {}),
   };
 

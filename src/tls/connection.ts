@@ -121,7 +121,7 @@ export class TlsServerConnection {
   onSend: (bytes: Buffer) => void = () => {};
   onHandshakeComplete: () => void = () => {};
   onApplicationData: (data: Buffer) => void = () => {};
-  /** The peer sent close_notify (we have already answered with ours). */
+  /** The peer sent close_notify: its side is closed; ours stays open until close(). */
   onPeerClose: () => void = () => {};
   /** The connection failed; an alert was sent (TlsAlert) or received (TlsPeerAlert). */
   onError: (err: TlsAlert | TlsPeerAlert) => void = () => {};
@@ -147,6 +147,7 @@ export class TlsServerConnection {
   private peerRecordLimit = MAX_PLAINTEXT;
   private peerOfferedPskDhe = false;
   private sentCloseNotify = false;
+  private peerClosed = false;
   private readonly ticketKeys: TicketKeyRing;
 
   constructor(private readonly options: ResolvedOptions, private readonly now: () => number = Date.now) {
@@ -164,7 +165,7 @@ export class TlsServerConnection {
   }
 
   receive(data: Buffer): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.peerClosed) return;
     this.deframer.push(data);
     this.pump();
   }
@@ -185,7 +186,7 @@ export class TlsServerConnection {
     if (this.state === 'closed' || this.sentCloseNotify) return;
     this.sentCloseNotify = true;
     this.sendAlert(AlertDescription.close_notify);
-    if (this.state !== 'traffic') this.state = 'closed';
+    if (this.state !== 'traffic' || this.peerClosed) this.state = 'closed';
   }
 
   /** §4.6.3: update our sending keys; with `requestPeer` ask the peer to update its too. */
@@ -309,12 +310,17 @@ export class TlsServerConnection {
     if (content.length !== 2) throw new TlsAlert('decode_error', `alert of ${content.length} bytes (must be 2)`);
     const description = content[1]!;
     if (description === AlertDescription.close_notify) {
-      // §6.1: answer close_notify with ours, then the connection is done.
-      if (!this.sentCloseNotify) {
-        this.sentCloseNotify = true;
-        this.sendAlert(AlertDescription.close_notify);
+      if (this.state !== 'traffic') {
+        // close_notify during the handshake: answer it; the handshake is over.
+        this.close();
+        this.state = 'closed';
+      } else if (this.sentCloseNotify) {
+        this.state = 'closed'; // both directions are now closed
       }
-      this.state = 'closed';
+      // §6.1: close_notify closes only the peer's write side; we may still send until
+      // the application ends its side (which sends our close_notify). Anything the peer
+      // sends after its close_notify is ignored.
+      this.peerClosed = true;
       this.onPeerClose();
       return;
     }

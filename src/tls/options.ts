@@ -23,6 +23,12 @@ export interface TlsServerOptions {
   maxHandshakeMessageSize?: number;
   /** Consecutive records that carry nothing (ignored 0-RTT data, CCS, empty records) before failing. Default 32. */
   maxIgnoredRecords?: number;
+  /**
+   * node:net adapter only: keep our side open after the peer's close_notify or FIN, so the
+   * application can still answer (RFC 8446 §6.1 half-close). Default false: our side ends
+   * with the peer's, after what was already written (like node:net).
+   */
+  allowHalfOpen?: boolean;
   /** Largest plaintext record we accept and announce in record_size_limit (RFC 8449). Default 2^14. */
   recordSizeLimit?: number;
 }

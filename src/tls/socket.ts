@@ -19,8 +19,10 @@ export class TlsSocket extends Duplex {
   private failure: Error | undefined;
   private lingering = false;
 
-  constructor(readonly rawSocket: Socket, options: ResolvedOptions) {
-    super({ allowHalfOpen: true });
+  constructor(readonly rawSocket: Socket, options: ResolvedOptions, allowHalfOpen = false) {
+    // Without allowHalfOpen, the end of the peer's stream ends ours too (like node:net),
+    // after what was already written; with it the application decides (RFC 8446 §6.1).
+    super({ allowHalfOpen });
     const conn = (this.connection = new TlsServerConnection(options));
     conn.onSend = (bytes) => {
       if (!rawSocket.destroyed) rawSocket.write(bytes);
@@ -33,9 +35,11 @@ export class TlsSocket extends Duplex {
       if (!this.push(data)) rawSocket.pause();
     };
     conn.onPeerClose = () => {
+      if (!this.connection.handshakeComplete) {
+        const err = Object.assign(new Error('tls: peer sent close_notify during the handshake'), { code: 'TLS_CLOSED_IN_HANDSHAKE' });
+        return this.fail(err);
+      }
       this.push(null);
-      if (!this.connection.handshakeComplete) this.fail(new TlsAlert('handshake_failure', 'peer closed during the handshake'));
-      else rawSocket.end();
     };
     conn.onError = (err) => this.fail(err);
     rawSocket.on('data', (chunk: Buffer) => conn.receive(chunk));
@@ -158,11 +162,15 @@ export interface TlsServerEvents {
  * Server whose 'secureConnection' event gives a TlsSocket after a completed handshake,
  * and whose 'tlsClientError' reports handshakes that failed (with the alert sent).
  */
-export function createServer(options: TlsServerOptions, onSecureConnection?: (socket: TlsSocket) => void): Server {
+export function createServer(
+  options: TlsServerOptions,
+  onSecureConnection?: (socket: TlsSocket) => void,
+): Server {
   const resolved = resolveOptions(options);
+  const allowHalfOpen = options.allowHalfOpen ?? false;
   const server = createNetServer({ allowHalfOpen: true, noDelay: true } as never, (raw) => {
     raw.setNoDelay(true);
-    const socket = new TlsSocket(raw, resolved);
+    const socket = new TlsSocket(raw, resolved, allowHalfOpen);
     socket.once('secure', () => server.emit('secureConnection', socket));
     socket.on('tlsError', (err: Error, duringHandshake: boolean) => {
       if (duringHandshake) server.emit('tlsClientError', err, socket);
