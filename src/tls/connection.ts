@@ -78,6 +78,13 @@ const TICKET_AGE_TOLERANCE_MS = 10_000;
  * but conformance suites send maximal lists, and refusing them would be wrong.
  */
 const MAX_CLIENT_HELLO_SIZE = 2 + 32 + 33 + 2 + 0xfffe + 256 + 2 + 0xffff;
+/** The one handshake message each receiving state accepts (we never request client certificates). */
+const EXPECTED_MESSAGE: Partial<Record<State, number>> = {
+  awaitClientHello: HandshakeType.client_hello,
+  awaitSecondClientHello: HandshakeType.client_hello,
+  awaitFinished: HandshakeType.finished,
+  traffic: HandshakeType.key_update,
+};
 /** Header sizes of the handshake messages whose size is fixed or bounded once expected. */
 const MAX_KEY_UPDATE_SIZE = 1;
 
@@ -137,7 +144,8 @@ export class TlsServerConnection {
   private master: MasterSecrets | undefined;
   private clientHandshakeSecret: Buffer | undefined;
   private expectedClientFinished: Buffer | undefined;
-  private clientHello1: ClientHello | undefined;
+  /** Whether the first ClientHello offered 0-RTT data, which we then skip (§4.2.10). */
+  private earlyDataInFirstHello = false;
   private retried = false;
   private sentCompatibilityCcs = false;
   private receivedCcs = false;
@@ -244,7 +252,7 @@ export class TlsServerConnection {
     }
     if (record.type === ContentType.application_data) {
       // §4.2.10 / §4.1.2: 0-RTT data sent after the first ClientHello is skipped when we asked for a retry.
-      if (this.state === 'awaitSecondClientHello' && this.clientHello1?.earlyData) {
+      if (this.state === 'awaitSecondClientHello' && this.earlyDataInFirstHello) {
         return this.skipEarlyData(record.body.length);
       }
       throw new TlsAlert('unexpected_message', 'application data before the handshake');
@@ -347,13 +355,7 @@ export class TlsServerConnection {
 
   /** Fails as soon as the header shows a message that cannot be right, without buffering its body. */
   private checkExpectedMessage(type: number, length: number): void {
-    const expected: Record<string, number[]> = {
-      awaitClientHello: [HandshakeType.client_hello],
-      awaitSecondClientHello: [HandshakeType.client_hello],
-      awaitFinished: [HandshakeType.finished],
-      traffic: [HandshakeType.key_update],
-    };
-    if (!expected[this.state]?.includes(type)) {
+    if (EXPECTED_MESSAGE[this.state] !== type) {
       throw new TlsAlert('unexpected_message', `handshake message type ${type} not expected in state ${this.state}`);
     }
     const max =
@@ -417,7 +419,7 @@ export class TlsServerConnection {
       consistencyDigest: retryConsistencyDigest(ch),
     });
     const hrr = encodeHelloRetryRequest({ legacySessionIdEcho: ch.legacySessionId, cipherSuite: suite.id, selectedGroup: group, cookie });
-    this.clientHello1 = ch;
+    this.earlyDataInFirstHello = ch.earlyData;
     this.retried = true;
     this.state = 'awaitSecondClientHello';
     this.sendPlaintextHandshake(hrr, ch.legacySessionId.length > 0);
