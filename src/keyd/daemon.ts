@@ -1,5 +1,5 @@
 import { chmod, lstat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createServer as createNetServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { readFileSync } from 'node:fs';
@@ -129,7 +129,16 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     }
     if (opts.provisionListen) {
       if (!opts.operatorCa) throw new KeydError('KEYD_CONFIG', '--provision-listen needs --operator-ca');
-      provisioning = await startProvisioningListener({ listen: opts.provisionListen, operatorCa: opts.operatorCa, config, adminService, store, logger });
+      provisioning = await startProvisioningListener({
+        listen: opts.provisionListen,
+        operatorCa: opts.operatorCa,
+        config,
+        // Relative TLS paths in the config are relative to the config file.
+        configDir: typeof opts.config === 'string' ? dirname(resolve(opts.config)) : undefined,
+        adminService,
+        store,
+        logger,
+      });
     }
   } catch (err) {
     // A half-started keyd must not keep sockets or files open.

@@ -140,7 +140,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   const storedNonces = await opts.store.getSecret(NONCES_SECRET);
   if (storedNonces) replay.restore(JSON.parse(Buffer.from(storedNonces).toString('utf8')) as Record<string, number>);
 
-  const audit: AuditSink = opts.audit ?? defaultAuditSink(opts.adminService, logger);
+  const audit: AuditSink = opts.audit ?? defaultAuditSink(opts.adminService);
   const safeAudit = async (event: ProvisionAuditEvent): Promise<void> => {
     try {
       await audit(event);
@@ -383,17 +383,9 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   };
 }
 
-/**
- * Refusals decided by the listener go to keyd's audit log: through AdminService.recordAudit
- * when keyd offers it, else through the service's audit log (same file, same format), else
- * (a bare AdminService stand-in) to the logger.
- */
-function defaultAuditSink(adminService: ProvisioningAdmin, logger: Logger | undefined): AuditSink {
-  type Appender = { append(entry: object): Promise<void> };
-  const service = adminService as unknown as { recordAudit?: (entry: object) => Promise<void>; auditLog?: Appender };
-  if (typeof service.recordAudit === 'function') return (event) => service.recordAudit!(event);
-  if (typeof service.auditLog?.append === 'function') return (event) => service.auditLog!.append(event);
-  return (event) => logger?.warn({ audit: event }, 'provisioning refused');
+/** Refusals decided by the listener go to keyd's audit log, next to the admin operations. */
+function defaultAuditSink(adminService: ProvisioningAdmin): AuditSink {
+  return (event) => adminService.recordAudit(event);
 }
 
 function stringArg(args: Record<string, unknown>, name: string): string {

@@ -64,6 +64,8 @@ export interface ProvisioningAdmin {
   show(caller: AdminCaller, name: string): Promise<unknown>;
   audit(caller: AdminCaller, opts?: Record<string, unknown>): Promise<unknown[]>;
   stats(caller: AdminCaller): Promise<unknown>;
+  /** Writes a refusal decided before the service was reached (keyd's AdminService.recordAudit). */
+  recordAudit(entry: { op: string; caller: AdminCaller; ok: false; code: string; message: string; remote: string; names?: string[] }): Promise<void>;
 }
 
 const BYTES_TAG = '$base64';
