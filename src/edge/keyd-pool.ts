@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { KeydEndpoint, KeydIdentity } from '../keyd/client.js';
 import type { Signer } from '../tls/signer.js';
 import { EdgeError } from './errors.js';
 
@@ -10,23 +11,9 @@ import { EdgeError } from './errors.js';
  * the first is preferred, the others are failover — then waits with exponential backoff.
  */
 
-/** Where keyd listens: a unix socket, or TCP with mutual TLS. */
-export type KeydEndpoint =
-  | { socketPath: string }
-  | {
-      host: string;
-      port: number;
-      tls: { cert: string | Buffer; key: string | Buffer; ca: string | Buffer; servername?: string };
-    };
-
-export interface KeydIdentityLike {
-  names: string[];
-  keyRef: string;
-  keyType: string;
-  schemes: number[];
-  certificateChain: Uint8Array[];
-  version: number;
-}
+/** Where keyd listens (a unix socket, or TCP with mutual TLS), and what it answers for a name. */
+export type { KeydEndpoint } from '../keyd/client.js';
+export type KeydIdentityLike = KeydIdentity;
 
 /** The part of keyd's `KeydClient` the edge uses (src/keyd/client.ts). */
 export interface KeydConnection extends EventEmitter {

@@ -1,4 +1,5 @@
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { writeFileDurably } from '../keyd/durable-file.js';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ProvisionError } from './errors.js';
@@ -77,27 +78,8 @@ export async function pin(path: string, server: string, fingerprint: string, rep
         .join('\n')
     : text;
   const body = (kept === '' || kept.endsWith('\n') ? kept : kept + '\n') + `${server} ${fingerprint}\n`;
-  await writeAtomically(path, body);
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  // temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new file.
+  await writeFileDurably(path, Buffer.from(body));
   return existing ? 'replaced' : 'added';
-}
-
-/** temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new file, never half of one. */
-async function writeAtomically(path: string, body: string): Promise<void> {
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const temp = `${path}.${process.pid}.tmp`;
-  const file = await open(temp, 'w', 0o600);
-  try {
-    await file.writeFile(body);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  await rename(temp, path);
-  const dirHandle = await open(dir, 'r');
-  try {
-    await dirHandle.sync();
-  } finally {
-    await dirHandle.close();
-  }
 }

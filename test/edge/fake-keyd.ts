@@ -26,7 +26,7 @@ export class FakeKeydService {
     const identity: KeydIdentityLike = {
       names,
       keyRef: `key-${++this.version}`,
-      keyType: keyTypeOf(key) ?? 'unknown',
+      keyType: keyTypeOf(key)!, // LocalSigner above already refused keys TLS 1.3 cannot use
       schemes: [...signer.schemes],
       certificateChain: chain,
       version: this.version,
