@@ -67,14 +67,18 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   await pool.start();
   if (pool.state !== 'connected') log.warn('keyd is not reachable yet; starting anyway and retrying in the background');
 
-  // Per-route ALPN (RFC 7301): the engine offers the union; a route with its own list gets an
-  // identity that carries it, for an engine that honours Identity.alpnProtocols.
+  // Per-route ALPN (RFC 7301): each identity carries its route's list, which the engine
+  // negotiates from (no overlap → no_application_protocol); routes without a list get the union.
   const alpnUnion = [...new Set(config.routes.flatMap((r) => r.alpn))];
 
   const resolveIdentity = (serverName: string | undefined): Promise<EdgeIdentity | undefined> | EdgeIdentity | undefined => {
     const name = serverName === undefined ? config.defaultServerName : normaliseName(serverName);
-    if (name === undefined || !routes.lookup(name)) return undefined; // → unrecognized_name (RFC 6066 §3)
-    return identities.get(name);
+    const route = name === undefined ? undefined : routes.lookup(name);
+    if (name === undefined || !route) return undefined; // → unrecognized_name (RFC 6066 §3)
+    const withRouteAlpn = (identity: EdgeIdentity | undefined) =>
+      identity && route.alpn.length ? { ...identity, alpnProtocols: route.alpn } : identity;
+    const identity = identities.get(name);
+    return identity instanceof Promise ? identity.then(withRouteAlpn) : withRouteAlpn(identity);
   };
 
   const tlsOptions: TlsServerOptions = {
@@ -105,11 +109,6 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
     if (!route) {
       // Cannot happen: resolveIdentity refused such names. Close cleanly rather than guess.
       log.error({ serverName }, 'no route after handshake');
-      tls.end();
-      return;
-    }
-    if (route.alpn.length && tls.alpnProtocol !== undefined && !route.alpn.includes(tls.alpnProtocol)) {
-      log.info({ serverName, alpn: tls.alpnProtocol }, 'negotiated ALPN protocol is not served by this route');
       tls.end();
       return;
     }

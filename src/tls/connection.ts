@@ -395,7 +395,6 @@ export class TlsServerConnection {
 
     const suite = selectCipherSuite(ch, this.options.cipherSuites);
     const choice = selectGroup(ch, this.options.groups);
-    selectAlpn(ch, this.options.alpnProtocols); // fail now rather than after a retry
     if (choice.kind === 'retry') return this.sendHelloRetryRequest(ch, suite, choice.group);
     if (ch.cookie) {
       // We never asked for this ClientHello to carry a cookie (§4.2.2).
@@ -483,21 +482,16 @@ export class TlsServerConnection {
 
   /** Called with the transcript holding everything before this ClientHello. */
   private negotiate(ch: ClientHello, group: number, clientShare: Uint8Array, raw: Buffer): void {
-    const alpnProtocol = selectAlpn(ch, this.options.alpnProtocols);
     const serverName = ch.serverName;
     this.info.serverName = serverName;
-    this.info.alpnProtocol = alpnProtocol;
     this.info.cipherSuite = this.suite!.name;
     const resumed = this.acceptPsk(ch, raw, serverName ?? '');
     this.transcript.add(raw);
     const exchange = keyExchange(group, clientShare); // validates the client's share (illegal_parameter)
     this.info.group = groupName(group);
     this.state = 'negotiating';
-    if (resumed) {
-      this.info.resumed = true;
-      this.sendServerFlight(ch, exchange, group, alpnProtocol, resumed, undefined).catch((e) => this.fail(e));
-      return;
-    }
+    // The identity is resolved on resumption too: a name no longer served is not resumed,
+    // and the identity may carry its own ALPN list (e.g. one per edge route).
     const identityOrPromise = this.options.resolveIdentity(serverName);
     const proceed = (identity: Identity | undefined) => {
       if (this.state === 'closed') return;
@@ -506,7 +500,10 @@ export class TlsServerConnection {
           ? new TlsAlert('unrecognized_name', `no certificate for server name "${serverName}"`)
           : new TlsAlert('handshake_failure', 'no default certificate for a ClientHello without server_name');
       }
-      return this.sendServerFlight(ch, exchange, group, alpnProtocol, undefined, identity);
+      const alpnProtocol = selectAlpn(ch, identity.alpnProtocols ?? this.options.alpnProtocols);
+      this.info.alpnProtocol = alpnProtocol;
+      this.info.resumed = resumed !== undefined;
+      return this.sendServerFlight(ch, exchange, group, alpnProtocol, resumed, resumed ? undefined : identity);
     };
     if (identityOrPromise instanceof Promise) {
       identityOrPromise.then(proceed, (e) => {

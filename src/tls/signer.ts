@@ -19,6 +19,8 @@ export interface Signer {
 export interface Identity {
   readonly certificateChain: readonly Uint8Array[];
   readonly signer: Signer;
+  /** ALPN protocols served under this name, in preference order; overrides the server's list (RFC 7301). */
+  readonly alpnProtocols?: readonly string[];
 }
 
 /** Picks the identity for a ClientHello's server_name (undefined when the client sent none). */

@@ -125,10 +125,7 @@ function connectClient(port: number, ca: string[], servername?: string): Promise
   });
 }
 
-/**
- * Writes `text`, reads until the upstream's echo of it has come back, then closes. (No
- * half-close before reading: the engine answers a client's close_notify by closing too.)
- */
+/** Writes `text`, reads until the upstream's echo of it has come back, then closes. */
 async function exchange(socket: TLSSocket, text: string): Promise<string> {
   let out = '';
   socket.setEncoding('utf8');
@@ -162,6 +159,51 @@ test('routes by SNI to the right certificate and upstream; no SNI gets the defau
   assert.equal(none.cert.fingerprint256, new X509Certificate(f.pkiA.leafCertPem).fingerprint256);
   assert.equal(await exchange(none.socket, 'no sni'), 'A:no sni');
   assert.ok(f.keyd.signCount >= 3, 'every full handshake was signed by keyd');
+});
+
+test('half-close: a client that sends its request and close_notify at once still gets the whole answer', async (t) => {
+  const f = await fixture(t);
+  const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  let out = '';
+  a.socket.setEncoding('utf8');
+  a.socket.on('data', (d: string) => (out += d));
+  const ended = new Promise<void>((resolve, reject) => {
+    a.socket.once('end', () => resolve());
+    a.socket.once('error', reject);
+  });
+  a.socket.end('request then close_notify'); // RFC 8446 §6.1: closes only the client's side
+  await ended;
+  assert.equal(out, 'A:request then close_notify');
+});
+
+test('ALPN per route: each name negotiates from its own list; no overlap → no_application_protocol', async (t) => {
+  const pki = await makeTestPki({ commonName: 'h1.test', extraNames: ['h1.test', 'h2.test'] });
+  const keyd = new FakeKeydService();
+  keyd.put(['h1.test', 'h2.test'], pki.leafKey, pki.chainDer);
+  const up = await startUpstream(t, 'U');
+  const config = validateConfig({
+    listen: ['127.0.0.1:0'],
+    keyd: '/fake/keyd.sock',
+    routes: [
+      { names: ['h1.test'], upstream: `127.0.0.1:${up.port}`, alpn: ['http/1.1'] },
+      { names: ['h2.test'], upstream: `127.0.0.1:${up.port}`, alpn: ['h2'] },
+    ],
+    workers: 1,
+  });
+  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger: quiet });
+  t.after(() => edge.close());
+  const negotiate = (servername: string, ALPNProtocols: string[]) =>
+    new Promise<string | false | null>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: edge.addresses[0].port, servername, ALPNProtocols, ca: pki.caCertPem });
+      s.once('secureConnect', () => {
+        resolve(s.alpnProtocol);
+        s.destroy();
+      });
+      s.once('error', reject);
+    });
+  assert.equal(await negotiate('h1.test', ['h2', 'http/1.1']), 'http/1.1');
+  assert.equal(await negotiate('h2.test', ['h2', 'http/1.1']), 'h2');
+  await assert.rejects(negotiate('h1.test', ['h2']), /no application protocol|NO_APPLICATION_PROTOCOL/i);
 });
 
 test('PROXY v2 header carries the client address and the server name', async (t) => {
