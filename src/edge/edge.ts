@@ -1,3 +1,4 @@
+import type { TicketKeyRing } from '../tls/handshake/ticket-keys.js';
 import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { alertName } from '../tls/alert.js';
@@ -21,6 +22,8 @@ export interface EdgeDeps {
   connectKeyd: ConnectKeyd;
   logger: Logger;
   metrics?: EdgeMetrics;
+  /** Session-ticket keys; shared by all workers of one edge so any worker resumes any ticket. */
+  ticketKeys?: TicketKeyRing;
 }
 
 export interface RunningEdge {
@@ -88,6 +91,7 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
     // The client may close its side (close_notify) before the upstream has answered;
     // the proxy ends our side when the upstream is done (RFC 8446 §6.1).
     allowHalfOpen: true,
+    ...(deps.ticketKeys ? { ticketKeys: deps.ticketKeys } : {}),
     ...(alpnUnion.length ? { alpnProtocols: alpnUnion } : {}),
   };
 

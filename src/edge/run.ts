@@ -8,6 +8,10 @@ import { connectKeyd } from './keyd-connect.js';
 import { createLogger } from './logger.js';
 import { EdgeMetrics } from './metrics.js';
 import { startMetricsServer } from './metrics-server.js';
+import { TicketKeyRing, type SharedTicketKey } from '../tls/handshake/ticket-keys.js';
+
+/** How often the primary re-sends the session-ticket keys (and rotates them when due). */
+const TICKET_KEY_BROADCAST_MS = 5 * 60_000;
 
 /**
  * The edge as a daemon. One worker: everything in this process. N workers (node:cluster):
@@ -34,11 +38,20 @@ async function runWorker(config: EdgeConfig): Promise<number> {
   const worker = cluster.isWorker ? cluster.worker?.id : undefined;
   const log = createLogger(config.logLevel, worker === undefined ? {} : { worker });
   const metrics = new EdgeMetrics({ defaultMetrics: true });
+  // In a cluster the primary owns the ticket keys and sends them over the IPC channel (private
+  // to this edge's processes), so a ticket issued by one worker resumes on any other.
+  const ticketKeys = new TicketKeyRing();
+  if (cluster.isWorker) {
+    process.on('message', (message: { type?: string; keys?: SharedTicketKey[] }) => {
+      if (message?.type === 'edge:ticket-keys' && Array.isArray(message.keys)) ticketKeys.importKeys(message.keys);
+    });
+  }
   const edge: RunningEdge = await startEdge(config, {
     createTlsServer: await loadEngine(),
     connectKeyd,
     logger: log,
     metrics,
+    ticketKeys,
   });
   let metricsServer: Server | undefined;
   if (cluster.isWorker) {
@@ -91,6 +104,15 @@ async function runPrimary(config: EdgeConfig): Promise<number> {
   }
   let stopping = false;
   let restarts = 0;
+  const ticketKeys = new TicketKeyRing();
+  const sendTicketKeys = (worker: { send(message: object): unknown; isConnected(): boolean }) => {
+    if (worker.isConnected()) worker.send({ type: 'edge:ticket-keys', keys: ticketKeys.exportKeys() });
+  };
+  cluster.on('online', sendTicketKeys);
+  const broadcast = setInterval(() => {
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker) sendTicketKeys(worker);
+  }, TICKET_KEY_BROADCAST_MS);
+  broadcast.unref();
   const fork = () => cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
@@ -104,8 +126,10 @@ async function runPrimary(config: EdgeConfig): Promise<number> {
   });
   const ready = new Promise<void>((resolve) => {
     let count = 0;
-    cluster.on('message', (_worker, message: { type?: string }) => {
-      if (message?.type === 'edge:ready' && ++count === config.workers) resolve();
+    cluster.on('message', (worker, message: { type?: string }) => {
+      if (message?.type !== 'edge:ready') return;
+      sendTicketKeys(worker); // again, in case 'online' came before the worker listened
+      if (++count === config.workers) resolve();
     });
   });
   for (let i = 0; i < config.workers; i++) fork();
@@ -128,6 +152,7 @@ async function runPrimary(config: EdgeConfig): Promise<number> {
       }
     });
     function finish() {
+      clearInterval(broadcast);
       metricsServer?.close();
       removeSignals();
       log.info('all workers stopped');

@@ -221,3 +221,33 @@ test('--workers 2: both workers serve, /metrics aggregates them, SIGTERM stops a
     assert.equal(await cluster.stop('SIGTERM'), 0, cluster.log());
   }
 });
+
+test('--workers 2: a session ticket issued by one worker resumes on the other (shared ticket keys)', async () => {
+  const cluster = await startEdgeProcess(['--keyd', keyd.socket, '--route', `a.test=127.0.0.1:${upA.port}`, '--workers', '2', '--log-level', 'warn']);
+  const handshake = (session?: Buffer) =>
+    new Promise<{ reused: boolean; session: Buffer | undefined }>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: cluster.port, servername: 'a.test', ca: pkiA.caCertPem, ...(session ? { session } : {}) });
+      let ticket: Buffer | undefined;
+      let reused = false;
+      s.on('session', (t: Buffer) => (ticket ??= t));
+      s.once('secureConnect', () => {
+        reused = s.isSessionReused();
+        s.write('GET / HTTP/1.0\r\n\r\n');
+      });
+      s.resume();
+      s.once('end', () => s.end());
+      s.once('close', () => resolve({ reused, session: ticket }));
+      s.once('error', reject);
+    });
+  try {
+    const first = await handshake();
+    assert.equal(first.reused, false);
+    assert.ok(first.session, 'the first connection got a ticket');
+    // The cluster hands connections to the workers in turn, so these land on both workers.
+    const reused: boolean[] = [];
+    for (let i = 0; i < 6; i++) reused.push((await handshake(first.session)).reused);
+    assert.deepEqual(reused, [true, true, true, true, true, true]);
+  } finally {
+    assert.equal(await cluster.stop('SIGTERM'), 0, cluster.log());
+  }
+});

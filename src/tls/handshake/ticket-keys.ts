@@ -13,6 +13,16 @@ interface TicketKey {
   readonly id: number;
   readonly key: Buffer;
   readonly createdAt: number;
+  /** Received from another process's ring (importKeys), not made here. */
+  readonly shared?: boolean;
+}
+
+/** A ring's keys as they travel between processes of one server (node:cluster IPC). Secret. */
+export interface SharedTicketKey {
+  readonly id: number;
+  /** base64 of the 32-byte AES-256-GCM key. */
+  readonly key: string;
+  readonly createdAt: number;
 }
 
 export interface TicketKeyRingOptions {
@@ -42,10 +52,39 @@ export class TicketKeyRing {
   private current(): TicketKey {
     const now = this.now();
     const newest = this.keys[0];
-    if (newest && now - newest.createdAt < this.rotationMs) return newest;
+    // A shared key from the ring's owner is used until the owner sends a newer one (plus
+    // some slack), so processes sharing a ring do not drift onto keys of their own.
+    const freshFor = newest?.shared ? this.rotationMs * 2 : this.rotationMs;
+    if (newest && now - newest.createdAt < freshFor) return newest;
     const key: TicketKey = { id: randomBytes(ID_LENGTH).readUInt32BE(0), key: randomBytes(32), createdAt: now };
     this.keys = [key, ...this.keys.filter((k) => now - k.createdAt < this.retainMs)];
     return key;
+  }
+
+  /**
+   * The live keys, newest first, rotating first if due: what the owner of a ring shared by
+   * several processes (the edge's cluster primary) sends to the others. Key material: send
+   * it only over a channel private to this server's processes, never log it.
+   */
+  exportKeys(): SharedTicketKey[] {
+    this.current();
+    return this.keys.map((k) => ({ id: k.id, key: k.key.toString('base64'), createdAt: k.createdAt }));
+  }
+
+  /**
+   * Adopts keys exported by another ring: the newest becomes the sealing key, all open
+   * tickets; keys made here before stay usable for opening until they age out.
+   */
+  importKeys(shared: readonly SharedTicketKey[]): void {
+    const now = this.now();
+    const imported: TicketKey[] = shared
+      .map((k) => ({ id: k.id, key: Buffer.from(k.key, 'base64'), createdAt: k.createdAt, shared: true }))
+      .filter((k) => k.key.length === 32 && now - k.createdAt < this.retainMs)
+      .sort((a, b) => b.createdAt - a.createdAt);
+    if (imported.length === 0) return;
+    const ids = new Set(imported.map((k) => k.id));
+    const local = this.keys.filter((k) => !ids.has(k.id) && now - k.createdAt < this.retainMs);
+    this.keys = [...imported, ...local.filter((k) => !k.shared)];
   }
 
   /** Seals `plaintext`; `label` separates ticket and cookie uses of the same key. */
