@@ -15,6 +15,7 @@
  * Targets (issue 5): (a) rate ≥ 90 % of (b) with one worker; edge CPU per handshake in
  * (a) ≤ 0.5 × node:tls.
  */
+import { goDurationAsMs, markdownTable } from './lib/format.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
@@ -198,13 +199,6 @@ async function startNodeTls(files: { chainFile: string; keyFile: string }): Prom
   return { name: '(c) node:tls', port, pids: () => ({ server: [p.child.pid!] }), stop: () => stopChild(p.child) };
 }
 
-function goMs(text: string): string {
-  const m = /^([\d.]+)(ns|µs|us|ms|s)$/.exec(text);
-  if (!m) return text;
-  const scale: Record<string, number> = { ns: 1e-6, µs: 1e-3, us: 1e-3, ms: 1, s: 1000 };
-  return `${(Number(m[1]) * scale[m[2]!]!).toFixed(1)} ms`;
-}
-
 function machine(): string {
   let os = 'Linux';
   try {
@@ -225,16 +219,14 @@ function table(rows: Row[]): string {
       r.server,
       r.result.rate.toFixed(0),
       String(r.result.failed),
-      goMs(r.result.p50),
-      goMs(r.result.p99),
+      goDurationAsMs(r.result.p50),
+      goDurationAsMs(r.result.p99),
       main.toFixed(0),
       keyd === undefined ? '—' : keyd.toFixed(0),
       (main + (keyd ?? 0)).toFixed(0),
     ];
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const fmt = (cells: string[]) => '| ' + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
-  return [fmt(header), '|' + widths.map((w, i) => (i < 2 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|', ...lines.map(fmt)].join('\n');
+  return markdownTable(header, lines, 2);
 }
 
 function targets(rows: Row[]): string[] {

@@ -22,6 +22,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { makeTestPki, writePkiFiles, TEST_KEY_TYPES, type TestKeyType } from '../test/helpers/pki.js';
+import { goDurationAsMs, markdownTable } from './lib/format.js';
 import { ensureHsload, runHsload, type HsloadResult } from './lib/hsload.js';
 import { totalCpuTimeMicros } from './lib/proc-stat.js';
 import { nginxBinary, startNginx } from './lib/nginx.js';
@@ -102,14 +103,6 @@ function describeMachine(): string {
   return `${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${os}, Node ${process.version}, OpenSSL ${process.versions.openssl}`;
 }
 
-/** Go's time.Duration text (`11.152071ms`, `1.2s`, `950µs`) as milliseconds with one decimal. */
-function goDurationAsMs(text: string): string {
-  const match = /^([\d.]+)(ns|µs|us|ms|s)$/.exec(text);
-  if (!match) return text;
-  const scale: Record<string, number> = { ns: 1e-6, µs: 1e-3, us: 1e-3, ms: 1, s: 1000 };
-  return `${(Number(match[1]) * scale[match[2]!]!).toFixed(1)} ms`;
-}
-
 function formatTable(rows: Row[]): string {
   const reference = rows.find((r) => r.server === 'node:tls');
   const header = ['server', 'handshakes', 'failed', 'rate/s', 'p50', 'p99', 'CPU µs/handshake', 'vs node:tls'];
@@ -123,10 +116,7 @@ function formatTable(rows: Row[]): string {
     row.cpuMicrosPerHandshake.toFixed(0),
     reference ? `${(row.cpuMicrosPerHandshake / reference.cpuMicrosPerHandshake).toFixed(2)}×` : '—',
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const format = (cells: string[]): string =>
-    '| ' + cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
-  return [format(header), '|' + widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|', ...lines.map(format)].join('\n');
+  return markdownTable(header, lines, 1);
 }
 
 async function main(): Promise<number> {

@@ -105,7 +105,11 @@ export function retryConsistencyDigest(ch: ClientHello): Buffer {
   const head = Buffer.alloc(2);
   head.writeUInt16BE(ch.legacyVersion);
   h.update(head).update(ch.random).update(Buffer.of(ch.legacySessionId.length)).update(ch.legacySessionId);
-  h.update(Buffer.from(Uint16Array.from(ch.cipherSuites).buffer)).update(ch.compressionMethods);
+  // Network byte order, so servers sharing cookie keys agree whatever their CPU.
+  const suites = Buffer.alloc(2 + 2 * ch.cipherSuites.length);
+  suites.writeUInt16BE(ch.cipherSuites.length, 0);
+  ch.cipherSuites.forEach((suite, i) => suites.writeUInt16BE(suite, 2 + 2 * i));
+  h.update(suites).update(Buffer.of(ch.compressionMethods.length)).update(ch.compressionMethods);
   for (const type of ch.extensionOrder) {
     if (MAY_CHANGE_AFTER_RETRY.has(type)) continue;
     const data = ch.extensions.get(type)!;
