@@ -225,6 +225,9 @@ describe('openssl s_client', { skip: OPENSSL_MISSING && 'openssl not installed (
     // RFC 8446 §4.6.3: the server sends its own KeyUpdate before its next application data.
     assert.match(client.stdout, /<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate/, client.stdout);
     client.write('K\n');
+    // s_client treats a whole stdin read as one command: wait for it to act on this K
+    // before writing the next line, or both may arrive in one read and the line is lost.
+    await client.waitFor(/(KEYUPDATE[\s\S]*){2}/);
     await echo(client, lines[2]!);
     client.closeStdin();
     const result = await client.done;
