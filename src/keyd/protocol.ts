@@ -1,6 +1,7 @@
 import { Reader } from '../tls/wire/reader.js';
 import { Writer } from '../tls/wire/writer.js';
 import { KeydError } from './errors.js';
+import { LinearReassembler } from '../lib/reassembler.js';
 
 /**
  * keyd frame codec (docs/PROTOCOL.md). Pure bytes in / bytes out: no sockets here.
@@ -66,31 +67,28 @@ export function encodeFrame(opcode: number, requestId: number, payload: Uint8Arr
  * after which the stream cannot be trusted and must be closed.
  */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  /** Frames split across chunks are joined without re-copying per chunk (src/lib/reassembler.ts). */
+  private readonly buffer = new LinearReassembler();
 
   constructor(private readonly maxPayload = MAX_PAYLOAD) {}
 
   /** Bytes received but not yet part of a complete frame. */
   get pending(): number {
-    return this.buffered;
+    return this.buffer.length;
   }
 
   push(chunk: Uint8Array): Frame[] {
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (buf.length === 0) return [];
-    this.chunks.push(buf);
-    this.buffered += buf.length;
-    if (this.buffered < HEADER_LENGTH) return [];
-    let data = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    this.buffer.push(buf);
     const frames: Frame[] = [];
-    let offset = 0;
-    while (data.length - offset >= HEADER_LENGTH) {
-      const version = data[offset]!;
-      const opcode = data[offset + 1]!;
-      const reserved = data.readUInt16BE(offset + 2);
-      const requestId = data.readUInt32BE(offset + 4);
-      const length = data.readUInt32BE(offset + 8);
+    while (this.buffer.length >= HEADER_LENGTH) {
+      const data = this.buffer.peek();
+      const version = data[0]!;
+      const opcode = data[1]!;
+      const reserved = data.readUInt16BE(2);
+      const requestId = data.readUInt32BE(4);
+      const length = data.readUInt32BE(8);
       if (version !== PROTOCOL_VERSION) {
         throw new FrameError(`unsupported protocol version ${version} (expected ${PROTOCOL_VERSION})`, requestId);
       }
@@ -98,18 +96,9 @@ export class FrameDecoder {
       if (length > this.maxPayload) {
         throw new FrameError(`payload length ${length} exceeds the ${this.maxPayload}-byte maximum`, requestId);
       }
-      if (data.length - offset - HEADER_LENGTH < length) break;
-      const start = offset + HEADER_LENGTH;
-      frames.push({ opcode, requestId, payload: data.subarray(start, start + length) });
-      offset = start + length;
-    }
-    if (offset === data.length) {
-      this.chunks = [];
-      this.buffered = 0;
-    } else {
-      data = data.subarray(offset);
-      this.chunks = [data];
-      this.buffered = data.length;
+      if (data.length - HEADER_LENGTH < length) break;
+      const frame = this.buffer.take(HEADER_LENGTH + length);
+      frames.push({ opcode, requestId, payload: frame.subarray(HEADER_LENGTH) });
     }
     return frames;
   }

@@ -1,3 +1,4 @@
+import { LinearReassembler } from '../lib/reassembler.js';
 import { ProvisionError } from './errors.js';
 
 /**
@@ -19,19 +20,19 @@ export function encodeFrame(message: unknown): Buffer {
 
 /** Accumulates stream chunks and yields complete decoded frames; throws on oversize or bad JSON. */
 export class FrameDecoder {
-  private buffered: Buffer = Buffer.alloc(0);
+  /** Frames split across chunks are joined without re-copying per chunk (src/lib/reassembler.ts). */
+  private readonly buffer = new LinearReassembler();
 
   push(chunk: Buffer): unknown[] {
-    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    this.buffer.push(chunk);
     const messages: unknown[] = [];
-    while (this.buffered.length >= 4) {
-      const length = this.buffered.readUInt32BE(0);
+    while (this.buffer.length >= 4) {
+      const length = this.buffer.peek().readUInt32BE(0);
       if (length > MAX_FRAME_BYTES) {
         throw new ProvisionError('PROVISION_FRAME_TOO_LARGE', `frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
       }
-      if (this.buffered.length < 4 + length) break;
-      const body = this.buffered.subarray(4, 4 + length);
-      this.buffered = this.buffered.subarray(4 + length);
+      if (this.buffer.length < 4 + length) break;
+      const body = this.buffer.take(4 + length).subarray(4);
       let message: unknown;
       try {
         message = JSON.parse(body.toString('utf8'));
@@ -44,5 +45,10 @@ export class FrameDecoder {
       messages.push(message);
     }
     return messages;
+  }
+
+  /** Bytes received but not yet part of a complete frame. */
+  get pending(): number {
+    return this.buffer.length;
   }
 }

@@ -35,6 +35,7 @@ import {
   encodeServerHello,
 } from './messages/server-messages.js';
 import type { ResolvedOptions, TlsServerOptions } from './options.js';
+import { LinearReassembler } from '../lib/reassembler.js';
 import { Deframer, type RawRecord } from './record/deframer.js';
 import { MAX_PLAINTEXT, RecordProtection } from './record/protection.js';
 import { SCHEMES } from './signature-schemes.js';
@@ -136,7 +137,8 @@ export class TlsServerConnection {
   readonly info: ConnectionInfo = { resumed: false };
   private state: State = 'awaitClientHello';
   private readonly deframer = new Deframer();
-  private handshakeBuffer: Buffer = Buffer.alloc(0);
+  /** Handshake messages across records (§5.1), joined without re-copying per record. */
+  private readonly handshakeBuffer = new LinearReassembler();
   private readProtection: RecordProtection | undefined;
   private writeProtection: RecordProtection | undefined;
   private transcript = new Transcript();
@@ -295,7 +297,7 @@ export class TlsServerConnection {
       case ContentType.handshake:
         if (content.length === 0) throw new TlsAlert('unexpected_message', 'zero-length handshake record');
         this.ignoredRecords = 0;
-        this.handshakeBuffer = this.handshakeBuffer.length ? Buffer.concat([this.handshakeBuffer, content]) : content;
+        this.handshakeBuffer.push(content);
         return;
       case ContentType.alert:
         return this.handleAlert(content);
@@ -343,12 +345,11 @@ export class TlsServerConnection {
   private processBufferedHandshake(): boolean {
     const buf = this.handshakeBuffer;
     if (buf.length < 4) return false;
-    const type = buf[0]!;
-    const length = buf.readUIntBE(1, 3);
+    const type = buf.byteAt(0);
+    const length = (buf.byteAt(1) << 16) | (buf.byteAt(2) << 8) | buf.byteAt(3);
     this.checkExpectedMessage(type, length);
     if (buf.length < 4 + length) return false;
-    const raw = buf.subarray(0, 4 + length);
-    this.handshakeBuffer = buf.subarray(4 + length);
+    const raw = buf.take(4 + length);
     this.handleHandshake(type, raw);
     return true;
   }
