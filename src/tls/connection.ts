@@ -121,7 +121,17 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     maxHandshakeMessageSize: o.maxHandshakeMessageSize ?? MAX_CLIENT_HELLO_SIZE,
     maxIgnoredRecords: o.maxIgnoredRecords ?? 32,
     recordSizeLimit,
+    maxKeyUpdates: positive(o.maxKeyUpdates, 64, 'maxKeyUpdates'),
+    keyUpdateWindowMs: positive(o.keyUpdateWindowMs, 60_000, 'keyUpdateWindowMs'),
+    lingerMs: positive(o.lingerMs, 1000, 'lingerMs'),
+    lingerMaxBytes: positive(o.lingerMaxBytes, 256 * 1024, 'lingerMaxBytes'),
   };
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer`);
+  return value;
 }
 
 export class TlsServerConnection {
@@ -158,6 +168,9 @@ export class TlsServerConnection {
   private peerOfferedPskDhe = false;
   private sentCloseNotify = false;
   private peerClosed = false;
+  /** KeyUpdates received in the current window (§4.6.3 gives no limit; we do, per options). */
+  private keyUpdatesInWindow = 0;
+  private keyUpdateWindowStart = 0;
   private readonly ticketKeys: TicketKeyRing;
 
   constructor(private readonly options: ResolvedOptions, private readonly now: () => number = Date.now) {
@@ -209,6 +222,23 @@ export class TlsServerConnection {
   /** Aborts the handshake (e.g. timeout) with the given alert. */
   abort(alert: TlsAlert): void {
     this.fail(alert);
+  }
+
+  /**
+   * Gives up on a handshake for a reason that is not a protocol error (its deadline
+   * passed): user_canceled, then close_notify, as §6.1 describes for cancelling a
+   * handshake. Does not call onError: the caller reports its own reason.
+   */
+  cancelHandshake(): void {
+    if (this.state === 'closed' || this.completed) return;
+    this.state = 'closed';
+    try {
+      this.sendAlert(AlertDescription.user_canceled);
+      this.sentCloseNotify = true;
+      this.sendAlert(AlertDescription.close_notify);
+    } catch {
+      // Best effort, as in fail().
+    }
   }
 
   // ---- record layer -------------------------------------------------------
@@ -638,12 +668,33 @@ export class TlsServerConnection {
     const request = raw[4]!;
     if (request > 1) throw new TlsAlert('illegal_parameter', `KeyUpdate request_update ${request} is neither 0 nor 1`);
     this.requireRecordBoundary('KeyUpdate');
+    this.countKeyUpdate();
     const next = nextTrafficSecret(this.suite!.hash, this.readProtection!.trafficSecret);
     this.readProtection = new RecordProtection(this.suite!, next);
     // §4.6.3: answer update_requested with our own KeyUpdate before sending more data.
     if (request === 1 && !this.sentCloseNotify) {
       this.sendEncryptedHandshake([encodeKeyUpdate(false)]);
       this.updateWriteKeys();
+    }
+  }
+
+  /**
+   * Each KeyUpdate costs us two key derivations and, with update_requested, a record to
+   * send; a peer sending them without end only makes us work. Past the limit the peer is
+   * not a proper implementation: unexpected_message (§6.2: "should never be observed in
+   * communication between proper implementations"; docs/EDGE.md says why this alert).
+   */
+  private countKeyUpdate(): void {
+    const now = this.now();
+    if (now - this.keyUpdateWindowStart >= this.options.keyUpdateWindowMs || now < this.keyUpdateWindowStart) {
+      this.keyUpdateWindowStart = now;
+      this.keyUpdatesInWindow = 0;
+    }
+    if (++this.keyUpdatesInWindow > this.options.maxKeyUpdates) {
+      throw new TlsAlert(
+        'unexpected_message',
+        `more than ${this.options.maxKeyUpdates} KeyUpdates within ${this.options.keyUpdateWindowMs} ms`,
+      );
     }
   }
 
@@ -688,7 +739,9 @@ export class TlsServerConnection {
   }
 
   private sendAlert(description: number): void {
-    const body = Buffer.of(description === AlertDescription.close_notify ? 1 : 2, description);
+    // §6: close_notify and user_canceled are the two non-error alerts (level warning).
+    const warning = description === AlertDescription.close_notify || description === AlertDescription.user_canceled;
+    const body = Buffer.of(warning ? 1 : 2, description);
     this.onSend(
       this.writeProtection ? this.writeProtection.seal(ContentType.alert, body) : this.plaintextRecord(ContentType.alert, body),
     );

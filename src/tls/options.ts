@@ -17,7 +17,10 @@ export interface TlsServerOptions {
   ticketLifetimeSeconds?: number;
   /** Ticket encryption keys; by default a rotating in-memory ring private to this server. */
   ticketKeys?: TicketKeyRing;
-  /** Whole-handshake deadline in ms (ClientHello to client Finished). Default 10 000. */
+  /**
+   * node:net adapter: hard handshake deadline in ms, from TCP accept to the client Finished;
+   * input does not extend it. When it passes: user_canceled + close_notify (§6.1). Default 10 000.
+   */
   handshakeTimeoutMs?: number;
   /** Largest handshake message accepted, in bytes. Default: the largest ClientHello the wire format allows (~128 KiB). */
   maxHandshakeMessageSize?: number;
@@ -31,6 +34,22 @@ export interface TlsServerOptions {
   allowHalfOpen?: boolean;
   /** Largest plaintext record we accept and announce in record_size_limit (RFC 8449). Default 2^14. */
   recordSizeLimit?: number;
+  /**
+   * KeyUpdates accepted from the peer per `keyUpdateWindowMs` (§4.6.3); one more → fatal
+   * unexpected_message. Default 64 (conformance suites send 32 in a row; real peers a few per
+   * connection lifetime).
+   */
+  maxKeyUpdates?: number;
+  /** The window of `maxKeyUpdates`, in ms. Default 60 000. */
+  keyUpdateWindowMs?: number;
+  /**
+   * node:net adapter only: after a failure (alert sent), how long input is still read and
+   * discarded so the peer sees our alert rather than a reset. A hard limit from the failure,
+   * not extended by input. Default 1 000 ms.
+   */
+  lingerMs?: number;
+  /** node:net adapter only: input bytes discarded while lingering before the socket is destroyed. Default 256 KiB. */
+  lingerMaxBytes?: number;
 }
 
 export interface ResolvedOptions {
@@ -45,4 +64,8 @@ export interface ResolvedOptions {
   maxHandshakeMessageSize: number;
   maxIgnoredRecords: number;
   recordSizeLimit: number;
+  maxKeyUpdates: number;
+  keyUpdateWindowMs: number;
+  lingerMs: number;
+  lingerMaxBytes: number;
 }

@@ -1,13 +1,8 @@
 import { Duplex } from 'node:stream';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
-import { TlsAlert, TlsPeerAlert } from './alert.js';
+import { AlertDescription, TlsAlert, TlsPeerAlert } from './alert.js';
 import { resolveOptions, TlsServerConnection } from './connection.js';
 import type { ResolvedOptions, TlsServerOptions } from './options.js';
-
-/** A failed connection drains input after its alert until the peer is idle this long... */
-const LINGER_IDLE_MS = 2_000;
-/** ...or at most this long. */
-const LINGER_MAX_MS = 300_000;
 
 /**
  * The node:net adapter around the sans-I/O connection: a Duplex of decrypted
@@ -18,8 +13,13 @@ export class TlsSocket extends Duplex {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private failure: Error | undefined;
   private lingering = false;
+  private lingerBytes = 0;
+  /** The application's stream is full (push returned false): wait for _read. */
+  private readerFull = false;
+  /** Our output is over the TCP socket's high-water mark: wait for 'drain'. */
+  private writerFull = false;
 
-  constructor(readonly rawSocket: Socket, options: ResolvedOptions, allowHalfOpen = false) {
+  constructor(readonly rawSocket: Socket, private readonly options: ResolvedOptions, allowHalfOpen = false) {
     // Without allowHalfOpen, the end of the peer's stream ends ours too (like node:net),
     // after what was already written; with it the application decides (RFC 8446 §6.1).
     super({ allowHalfOpen });
@@ -32,7 +32,10 @@ export class TlsSocket extends Duplex {
       this.emit('secure');
     };
     conn.onApplicationData = (data) => {
-      if (!this.push(data)) rawSocket.pause();
+      if (!this.push(data)) {
+        this.readerFull = true;
+        rawSocket.pause();
+      }
     };
     conn.onPeerClose = () => {
       if (!this.connection.handshakeComplete) {
@@ -42,7 +45,20 @@ export class TlsSocket extends Duplex {
       this.push(null);
     };
     conn.onError = (err) => this.fail(err);
-    rawSocket.on('data', (chunk: Buffer) => conn.receive(chunk));
+    rawSocket.on('data', (chunk: Buffer) => {
+      if (this.lingering) return this.discard(chunk.length);
+      conn.receive(chunk);
+      // Records the engine sends by itself (KeyUpdate answers, alerts, tickets) must not
+      // pile up behind a peer that does not read: stop reading until our output drains.
+      if (rawSocket.writableLength > rawSocket.writableHighWaterMark && !this.writerFull) {
+        this.writerFull = true;
+        rawSocket.pause();
+        rawSocket.once('drain', () => {
+          this.writerFull = false;
+          this.updateFlow();
+        });
+      }
+    });
     rawSocket.on('end', () => {
       // TCP FIN without close_notify: a truncated connection (§6.1).
       if (!conn.handshakeComplete) {
@@ -57,9 +73,13 @@ export class TlsSocket extends Duplex {
       this.clearHandshakeTimer();
       if (!this.destroyed) this.destroy();
     });
+    // A hard deadline from accept: nothing the peer sends moves it.
     this.handshakeTimer = setTimeout(() => {
+      this.handshakeTimer = undefined;
+      conn.cancelHandshake();
       const err = Object.assign(new Error(`tls: handshake not completed within ${options.handshakeTimeoutMs} ms`), {
         code: 'TLS_HANDSHAKE_TIMEOUT',
+        alert: AlertDescription.user_canceled,
       });
       this.fail(err);
     }, options.handshakeTimeoutMs);
@@ -113,21 +133,34 @@ export class TlsSocket extends Duplex {
     this.emit('tlsError', err, during);
     // end() lets the alert already queued reach the peer before the FIN. Reading on (and
     // discarding) for a moment avoids a TCP reset, which can make the peer lose the alert
-    // while it is still sending (e.g. a long handshake message).
-    // The drain ends when the peer closes, after LINGER_IDLE_MS without input, or at LINGER_MAX_MS.
+    // while it is still sending (e.g. a long handshake message). The linger is bounded in
+    // time from now (input does not extend it) and in bytes, so a peer that keeps
+    // trickling cannot hold the connection (docs/EDGE.md, limits).
     this.lingering = true;
     this.rawSocket.end();
+    this.rawSocket.setTimeout(0);
     this.rawSocket.resume();
     const raw = this.rawSocket;
-    raw.setTimeout(LINGER_IDLE_MS, () => raw.destroy());
-    const cap = setTimeout(() => raw.destroy(), LINGER_MAX_MS);
+    const cap = setTimeout(() => raw.destroy(), this.options.lingerMs);
     cap.unref();
     raw.once('close', () => clearTimeout(cap));
     setImmediate(() => this.destroy(during ? undefined : err instanceof TlsPeerAlert ? undefined : err));
   }
 
+  private discard(bytes: number): void {
+    this.lingerBytes += bytes;
+    if (this.lingerBytes > this.options.lingerMaxBytes) this.rawSocket.destroy();
+  }
+
+  /** Reads from the peer only while both the application and the peer's side of our output keep up. */
+  private updateFlow(): void {
+    if (this.lingering) return;
+    if (!this.readerFull && !this.writerFull && this.rawSocket.isPaused()) this.rawSocket.resume();
+  }
+
   override _read(): void {
-    if (this.rawSocket.isPaused()) this.rawSocket.resume();
+    this.readerFull = false;
+    this.updateFlow();
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
