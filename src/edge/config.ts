@@ -25,6 +25,17 @@ export interface EdgeLimits {
   idleTimeoutMs: number;
   /** After SIGTERM: how long open connections may finish before they are cut. */
   drainTimeoutMs: number;
+  /** After a failed handshake or connection: how long input is read and discarded (hard, from the failure). */
+  lingerMs: number;
+  /** ...and at most this many bytes of it. */
+  lingerMaxBytes: number;
+  /** KeyUpdates accepted from one client per `keyUpdateWindowMs`; one more → unexpected_message. */
+  maxKeyUpdates: number;
+  keyUpdateWindowMs: number;
+  /** Distinct identities (keyd answers) kept in the identity cache. */
+  identityCacheSize: number;
+  /** Server names remembered by the identity cache (each maps to an identity or to "no key"). */
+  identityCacheNames: number;
 }
 
 export interface EdgeConfig {
@@ -48,6 +59,12 @@ export const DEFAULT_LIMITS: EdgeLimits = {
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 120_000,
   drainTimeoutMs: 30_000,
+  lingerMs: 1000,
+  lingerMaxBytes: 256 * 1024,
+  maxKeyUpdates: 64,
+  keyUpdateWindowMs: 60_000,
+  identityCacheSize: 1024,
+  identityCacheNames: 16_384,
 };
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -215,6 +232,12 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
       handshakeTimeoutMs: limit('handshakeTimeoutMs', 100, 600_000),
       idleTimeoutMs: limit('idleTimeoutMs', 100, 86_400_000),
       drainTimeoutMs: limit('drainTimeoutMs', 0, 3_600_000),
+      lingerMs: limit('lingerMs', 1, 60_000),
+      lingerMaxBytes: limit('lingerMaxBytes', 1, 16 * 1024 * 1024),
+      maxKeyUpdates: limit('maxKeyUpdates', 1, 1_000_000),
+      keyUpdateWindowMs: limit('keyUpdateWindowMs', 1, 86_400_000),
+      identityCacheSize: limit('identityCacheSize', 1, 10_000_000),
+      identityCacheNames: limit('identityCacheNames', 1, 100_000_000),
     },
     metrics: doc.metrics === undefined ? undefined : address(doc.metrics, 'metrics'),
     logLevel,

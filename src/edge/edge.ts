@@ -51,6 +51,10 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   const signSeconds = metrics.signSeconds;
   const identities = new IdentityCache(pool, {
     observeSign: (seconds, ok) => signSeconds.observe({ outcome: ok ? 'ok' : 'failed' }, seconds),
+    maxIdentities: config.limits.identityCacheSize,
+    maxNames: config.limits.identityCacheNames,
+    onLookup: (result) => metrics.identityCacheLookups.inc({ result }),
+    onEvict: (kind) => metrics.identityCacheEvictions.inc({ kind }),
   });
 
   pool.on('state', (state: string, endpoint: string | undefined) => {
@@ -87,6 +91,10 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   const tlsOptions: TlsServerOptions = {
     resolveIdentity,
     handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
+    lingerMs: config.limits.lingerMs,
+    lingerMaxBytes: config.limits.lingerMaxBytes,
+    maxKeyUpdates: config.limits.maxKeyUpdates,
+    keyUpdateWindowMs: config.limits.keyUpdateWindowMs,
     ticketCount: config.tickets,
     // The client may close its side (close_notify) before the upstream has answered;
     // the proxy ends our side when the upstream is done (RFC 8446 §6.1).

@@ -1,9 +1,16 @@
+import { createHash } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import type { Identity, Signer } from '../tls/signer.js';
 import type { KeydIdentityLike } from './keyd-pool.js';
 
 /**
- * Identities (certificate chain + remote signer) fetched from keyd, cached by server name.
+ * Identities (certificate chain + remote signer) fetched from keyd, in a bounded LRU.
+ *
+ * Two levels, both least-recently-used and bounded: server name → identity key, and
+ * identity key → identity, where the identity key is what keyd answered (key reference,
+ * version, SHA-256 of the chain). Every name under one wildcard maps to the same keyd
+ * answer, so it is held once (with its encoded Certificate message, which the engine caches
+ * per chain), however many names clients send; a name costs only its small map entry.
  *
  * keyd pushes a "changed" notice after every admin change; we then drop the whole cache
  * (a wildcard change can affect many cached names, and changes are rare), so a new key or
@@ -24,8 +31,18 @@ export interface IdentityCacheOptions {
   negativeTtlMs?: number;
   /** Called with each signature's latency (seconds) and outcome, for metrics. */
   observeSign?: (seconds: number, ok: boolean) => void;
+  /** Distinct keyd identities kept (least recently used evicted first). Default 1024. */
+  maxIdentities?: number;
+  /** Server names remembered (each maps to an identity, or to "no key"). Default 16384. */
+  maxNames?: number;
+  /** Lookup and eviction counts, for metrics. */
+  onLookup?: (result: 'hit' | 'miss') => void;
+  onEvict?: (kind: 'identity' | 'name') => void;
   now?: () => number;
 }
+
+export const DEFAULT_MAX_IDENTITIES = 1024;
+export const DEFAULT_MAX_NAMES = 16_384;
 
 /** What the edge hands the engine: an Identity plus the keyd facts useful in logs. */
 export interface EdgeIdentity extends Identity {
@@ -34,17 +51,38 @@ export interface EdgeIdentity extends Identity {
   readonly version: number;
 }
 
-interface Entry {
-  identity: EdgeIdentity | undefined;
+interface NameEntry {
+  /** Key into `identities`; undefined = keyd has no key for the name. */
+  identityKey: string | undefined;
   expires: number;
 }
 
+/** What makes two keyd answers the same identity: key reference, its version, the chain. */
+function identityKeyOf(found: KeydIdentityLike): string {
+  const h = createHash('sha256');
+  for (const cert of found.certificateChain) {
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32BE(cert.length);
+    h.update(len).update(cert);
+  }
+  return `${found.keyRef}\0${found.version}\0${h.digest('base64')}`;
+}
+
+/** Map in insertion order used as an LRU: a hit moves the entry to the end. */
+function touch<K, V>(map: Map<K, V>, key: K, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+}
+
 export class IdentityCache {
-  private readonly entries = new Map<string, Entry>();
+  private readonly names = new Map<string, NameEntry>();
+  private readonly identities = new Map<string, EdgeIdentity>();
   private readonly pending = new Map<string, Promise<EdgeIdentity | undefined>>();
   private generation = 0;
   private readonly ttlMs: number;
   private readonly negativeTtlMs: number;
+  private readonly maxIdentities: number;
+  private readonly maxNames: number;
   private readonly now: () => number;
 
   constructor(
@@ -53,35 +91,55 @@ export class IdentityCache {
   ) {
     this.ttlMs = opts.ttlMs ?? 5 * 60_000;
     this.negativeTtlMs = opts.negativeTtlMs ?? 1000;
+    this.maxIdentities = opts.maxIdentities ?? DEFAULT_MAX_IDENTITIES;
+    this.maxNames = opts.maxNames ?? DEFAULT_MAX_NAMES;
     this.now = opts.now ?? Date.now;
     source.on('change', () => this.clear());
     source.on('connected', () => this.clear());
   }
 
+  /** Server names remembered. */
   get size(): number {
-    return this.entries.size;
+    return this.names.size;
+  }
+
+  /** Distinct identities held. */
+  get identityCount(): number {
+    return this.identities.size;
   }
 
   clear(): void {
     this.generation++;
-    this.entries.clear();
+    this.names.clear();
+    this.identities.clear();
     this.pending.clear();
   }
 
   /** The identity for `serverName` (already normalised), from cache or keyd; rejects when keyd fails. */
   get(serverName: string): Promise<EdgeIdentity | undefined> | EdgeIdentity | undefined {
-    const entry = this.entries.get(serverName);
-    if (entry && entry.expires > this.now()) return entry.identity;
+    const entry = this.names.get(serverName);
+    if (entry && entry.expires > this.now()) {
+      if (entry.identityKey === undefined) {
+        touch(this.names, serverName, entry);
+        this.opts.onLookup?.('hit');
+        return undefined;
+      }
+      const identity = this.identities.get(entry.identityKey);
+      if (identity) {
+        touch(this.names, serverName, entry);
+        touch(this.identities, entry.identityKey, identity);
+        this.opts.onLookup?.('hit');
+        return identity;
+      }
+      // Its identity was evicted: ask keyd again.
+    }
+    this.opts.onLookup?.('miss');
     const inFlight = this.pending.get(serverName);
     if (inFlight) return inFlight;
     const generation = this.generation;
     const lookup = this.fetch(serverName).then(
       (identity) => {
-        if (this.generation === generation) {
-          this.pending.delete(serverName);
-          const ttl = identity ? this.ttlMs : this.negativeTtlMs;
-          this.entries.set(serverName, { identity, expires: this.now() + ttl });
-        }
+        if (this.generation === generation) this.pending.delete(serverName);
         return identity;
       },
       (err: unknown) => {
@@ -94,14 +152,40 @@ export class IdentityCache {
   }
 
   private async fetch(serverName: string): Promise<EdgeIdentity | undefined> {
+    const generation = this.generation;
     const found = await this.source.identity(serverName);
-    if (!found) return undefined;
-    return {
-      certificateChain: found.certificateChain,
-      signer: this.source.signer(found, this.opts.observeSign),
-      keyRef: found.keyRef,
-      keyType: found.keyType,
-      version: found.version,
-    };
+    const current = this.generation === generation;
+    if (!found) {
+      if (current) this.remember(serverName, undefined, this.negativeTtlMs);
+      return undefined;
+    }
+    const key = identityKeyOf(found);
+    let identity = current ? this.identities.get(key) : undefined;
+    if (!identity) {
+      identity = {
+        certificateChain: found.certificateChain,
+        signer: this.source.signer(found, this.opts.observeSign),
+        keyRef: found.keyRef,
+        keyType: found.keyType,
+        version: found.version,
+      };
+    }
+    if (current) {
+      touch(this.identities, key, identity);
+      while (this.identities.size > this.maxIdentities) {
+        this.identities.delete(this.identities.keys().next().value!);
+        this.opts.onEvict?.('identity');
+      }
+      this.remember(serverName, key, this.ttlMs);
+    }
+    return identity;
+  }
+
+  private remember(serverName: string, identityKey: string | undefined, ttl: number): void {
+    touch(this.names, serverName, { identityKey, expires: this.now() + ttl });
+    while (this.names.size > this.maxNames) {
+      this.names.delete(this.names.keys().next().value!);
+      this.opts.onEvict?.('name');
+    }
   }
 }

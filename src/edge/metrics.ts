@@ -14,6 +14,8 @@ export class EdgeMetrics {
   readonly activeConnections: Gauge;
   readonly upstreamErrors: Counter<'reason'>;
   readonly connectionsRefused: Counter<'reason'>;
+  readonly identityCacheLookups: Counter<'result'>;
+  readonly identityCacheEvictions: Counter<'kind'>;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -63,6 +65,18 @@ export class EdgeMetrics {
       name: 'edge_connections_closed_by_limit_total',
       help: 'Connections closed by a limit (idle timeout, drain deadline)',
       labelNames: ['reason'],
+      registers,
+    });
+    this.identityCacheLookups = new Counter({
+      name: 'edge_identity_cache_lookups_total',
+      help: 'Identity lookups by result: hit (served from the cache) or miss (asked keyd)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.identityCacheEvictions = new Counter({
+      name: 'edge_identity_cache_evictions_total',
+      help: 'Identity cache entries evicted by the size limits: kind identity (a keyd answer) or name',
+      labelNames: ['kind'],
       registers,
     });
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'edge_' });
