@@ -85,6 +85,7 @@ export class LinearReassembler {
   /** Removes and returns the first `n` pending bytes (n ≤ length) as one contiguous view, not copied. */
   take(n: number): Buffer {
     if (n > this.end - this.start) throw new RangeError(`take(${n}) with only ${this.end - this.start} bytes pending`);
+    if (n === 0) return EMPTY;
     const out = this.store!.subarray(this.start, this.start + n);
     this.start += n;
     if (this.start === this.end) this.reset();
