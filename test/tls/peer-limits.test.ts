@@ -1,0 +1,147 @@
+/**
+ * Limits on what a peer can make the engine do after the handshake: a KeyUpdate flood is
+ * cut off at the configured count per window with unexpected_message, and a peer that
+ * never reads stops being read once our output passes the socket's high-water mark
+ * (asserted on buffered bytes, not on time).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { AlertDescription } from '../../src/tls/alert.js';
+import { TlsServerConnection } from '../../src/tls/connection.js';
+import { TlsSocket } from '../../src/tls/socket.js';
+import { MiniTlsClient } from '../helpers/mini-tls-client.js';
+import { ed25519Identity, makeOptions, settle } from './connection-harness.js';
+
+const identity = ed25519Identity();
+
+/** A handshaken in-memory connection with a clock the test moves. */
+async function established(extra: Parameters<typeof makeOptions>[1]) {
+  let now = 1_700_000_000_000;
+  const conn = new TlsServerConnection(makeOptions(identity, { ticketCount: 0, ...extra }), () => now);
+  const toClient: Buffer[] = [];
+  const errors: (Error & { code?: string })[] = [];
+  conn.onSend = (b) => toClient.push(b);
+  conn.onError = (e) => errors.push(e);
+  const client = new MiniTlsClient();
+  conn.receive(client.clientHello());
+  await settle();
+  conn.receive(client.receive(Buffer.concat(toClient.splice(0))));
+  assert.equal(conn.handshakeComplete, true);
+  return {
+    conn,
+    client,
+    errors,
+    /** Delivers what the server sent so far to the client. */
+    flush: () => client.receive(Buffer.concat(toClient.splice(0))),
+    advance: (ms: number) => (now += ms),
+  };
+}
+
+test('KeyUpdate flood: the cap per window holds, the window resets, one past the cap → unexpected_message', async () => {
+  const c = await established({ maxKeyUpdates: 4, keyUpdateWindowMs: 1000 });
+  for (let i = 0; i < 4; i++) c.conn.receive(c.client.keyUpdate(true));
+  c.flush();
+  assert.equal(c.client.events.keyUpdates, 4, 'each update_requested answered (§4.6.3)');
+  c.advance(1000); // a new window
+  for (let i = 0; i < 4; i++) c.conn.receive(c.client.keyUpdate(true));
+  assert.deepEqual(c.errors, [], 'four more in the next window are fine');
+  c.conn.receive(c.client.keyUpdate(true));
+  assert.equal(c.errors.length, 1);
+  assert.equal((c.errors[0] as Error & { code?: string }).code, 'TLS_ALERT_UNEXPECTED_MESSAGE');
+  c.flush();
+  assert.equal(c.client.events.keyUpdates, 8, 'the fifth in the window is not answered');
+  assert.deepEqual(c.client.events.alerts, [AlertDescription.unexpected_message]);
+  assert.equal(c.conn.closed, true);
+});
+
+test('KeyUpdate: the default cap lets a conformance-style burst of 32 through', async () => {
+  const c = await established({});
+  for (let i = 0; i < 32; i++) c.conn.receive(c.client.keyUpdate(true));
+  c.flush();
+  assert.deepEqual(c.errors, []);
+  assert.equal(c.client.events.keyUpdates, 32);
+});
+
+/** The TCP socket under a TlsSocket, with a peer that can stop reading (writes never complete). */
+class StalledPeer extends Duplex {
+  readonly out: Buffer[] = [];
+  stalled = false;
+  private held: (() => void)[] = [];
+  readonly remoteAddress = '127.0.0.1';
+  readonly remotePort = 1;
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    this.out.push(chunk);
+    if (this.stalled) this.held.push(done);
+    else done();
+  }
+  override _read(): void {}
+  setTimeout(): this {
+    return this;
+  }
+  setNoDelay(): this {
+    return this;
+  }
+  release(): void {
+    this.stalled = false;
+    for (const done of this.held.splice(0)) done();
+  }
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+test('a peer that sends KeyUpdate(update_requested) and never reads stops being read once our output is over the high-water mark', async () => {
+  const peer = new StalledPeer();
+  const options = makeOptions(identity, { ticketCount: 0, maxKeyUpdates: 1_000_000 });
+  const tls = new TlsSocket(peer as unknown as Socket, options);
+  tls.on('error', () => undefined);
+  const client = new MiniTlsClient();
+  const secure = once(tls, 'secure');
+  peer.push(client.clientHello());
+  await until(() => peer.out.length > 0);
+  peer.push(client.receive(Buffer.concat(peer.out.splice(0))));
+  await secure;
+
+  peer.stalled = true;
+  const perBatch = 100;
+  let sent = 0;
+  let batches = 0;
+  // Send until the engine stops reading (bounded, so the test ends on a broken build too).
+  while (!peer.isPaused() && batches < 200) {
+    const batch: Buffer[] = [];
+    for (let i = 0; i < perBatch; i++) batch.push(client.keyUpdate(true));
+    peer.push(Buffer.concat(batch));
+    sent += perBatch;
+    batches++;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  const answerBytes = 5 + 5 + 1 + 16; // one protected KeyUpdate record
+  const bound = peer.writableHighWaterMark + perBatch * answerBytes;
+  assert.ok(peer.isPaused(), `still reading after ${sent} KeyUpdates; ${peer.writableLength} bytes queued toward the peer`);
+  assert.ok(peer.writableLength <= bound, `${peer.writableLength} bytes queued toward a peer that does not read (bound ${bound})`);
+
+  // The attacker keeps sending: nothing more is read, nothing more is queued.
+  const queued = peer.writableLength;
+  for (let b = 0; b < 10; b++) {
+    const batch: Buffer[] = [];
+    for (let i = 0; i < perBatch; i++) batch.push(client.keyUpdate(true));
+    peer.push(Buffer.concat(batch));
+    sent += perBatch;
+  }
+  await settle();
+  assert.equal(peer.writableLength, queued, 'no new output while the peer does not read');
+  assert.ok(peer.readableLength >= 10 * perBatch * answerBytes, 'the rest waits unread in the socket');
+
+  // Positive control: the peer reads again → reading resumes and every KeyUpdate is answered in order.
+  peer.release();
+  await until(() => peer.readableLength === 0);
+  await settle();
+  client.receive(Buffer.concat(peer.out.splice(0)));
+  assert.equal(client.events.keyUpdates, sent);
+  assert.deepEqual(client.events.alerts, []);
+  tls.destroy();
+});
