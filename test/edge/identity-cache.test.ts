@@ -1,0 +1,99 @@
+/**
+ * The identity cache is bounded: names under one wildcard share one cached keyd answer,
+ * least-recently-used entries are evicted past the configured sizes, and hits, misses and
+ * evictions are counted in the edge's metrics.
+ */
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { test } from 'node:test';
+import { IdentityCache, type IdentitySource } from '../../src/edge/identity-cache.js';
+import type { KeydIdentityLike } from '../../src/edge/keyd-pool.js';
+import { EdgeMetrics } from '../../src/edge/metrics.js';
+import type { Signer } from '../../src/tls/signer.js';
+
+/** keyd answering with one identity per wildcard parent (`*.w1.test`, `*.w2.test`, …), like keyd's own wildcard rule. */
+class WildcardKeyd extends EventEmitter implements IdentitySource {
+  lookups = 0;
+  signersMade = 0;
+  async identity(serverName: string): Promise<KeydIdentityLike | undefined> {
+    this.lookups++;
+    const parent = serverName.slice(serverName.indexOf('.') + 1);
+    if (!parent.startsWith('w')) return undefined;
+    // A fresh object (and chain array) per answer, as decoded from the wire.
+    return {
+      names: [`*.${parent}`],
+      keyRef: `key-${parent}`,
+      keyType: 'ecdsa-p256',
+      schemes: [0x0403],
+      certificateChain: [Buffer.from(`cert-${parent}`), Buffer.from('ca')],
+      version: 1,
+    };
+  }
+  signer(): Signer {
+    this.signersMade++;
+    return { schemes: [0x0403], sign: async () => new Uint8Array(64) };
+  }
+}
+
+function cacheWith(keyd: WildcardKeyd, metrics: EdgeMetrics, sizes: { maxIdentities?: number; maxNames?: number }) {
+  return new IdentityCache(keyd, {
+    ...sizes,
+    onLookup: (result) => metrics.identityCacheLookups.inc({ result }),
+    onEvict: (kind) => metrics.identityCacheEvictions.inc({ kind }),
+  });
+}
+
+async function counter(metrics: EdgeMetrics, name: string, labels: Record<string, string>): Promise<number> {
+  const metric = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name);
+  const value = metric?.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
+  return value?.value ?? 0;
+}
+
+test('many names under one wildcard: one cached identity, one signer, names bounded', async () => {
+  const keyd = new WildcardKeyd();
+  const metrics = new EdgeMetrics();
+  const cache = cacheWith(keyd, metrics, { maxIdentities: 8, maxNames: 100 });
+  const seen = new Set<unknown>();
+  for (let i = 0; i < 1000; i++) seen.add(await cache.get(`n${i}.w1.test`));
+  assert.equal(seen.size, 1, 'every name got the same identity object');
+  assert.equal(cache.identityCount, 1, 'one keyd answer held once');
+  assert.equal(keyd.signersMade, 1);
+  assert.equal(cache.size, 100, 'names are bounded by maxNames');
+  assert.equal(await counter(metrics, 'edge_identity_cache_evictions_total', { kind: 'name' }), 900);
+  assert.equal(await counter(metrics, 'edge_identity_cache_lookups_total', { result: 'miss' }), 1000);
+  // The 100 most recent names are hits, served synchronously.
+  const identity = cache.get('n999.w1.test');
+  assert.ok(identity && !(identity instanceof Promise));
+  assert.equal(await counter(metrics, 'edge_identity_cache_lookups_total', { result: 'hit' }), 1);
+  assert.ok(cache.get('n0.w1.test') instanceof Promise, 'the oldest name was evicted');
+});
+
+test('identities are evicted least recently used first, and an evicted one is fetched again', async () => {
+  const keyd = new WildcardKeyd();
+  const metrics = new EdgeMetrics();
+  const cache = cacheWith(keyd, metrics, { maxIdentities: 2, maxNames: 100 });
+  const a = await cache.get('x.w1.test');
+  await cache.get('x.w2.test');
+  assert.equal(cache.get('y.w1.test') instanceof Promise, true, 'a new name is a miss even for a cached identity');
+  await cache.get('y.w1.test');
+  assert.equal(cache.get('x.w1.test'), a, 'w1 used again: most recent');
+  await cache.get('x.w3.test'); // third identity: evicts w2, the least recently used
+  assert.equal(cache.identityCount, 2);
+  assert.equal(await counter(metrics, 'edge_identity_cache_evictions_total', { kind: 'identity' }), 1);
+  assert.equal(cache.get('x.w1.test'), a, 'w1 kept');
+  const before = keyd.lookups;
+  const again = cache.get('x.w2.test');
+  assert.ok(again instanceof Promise, 'w2 evicted: asked keyd again');
+  assert.equal((await again)?.keyRef, 'key-w2.test');
+  assert.equal(keyd.lookups, before + 1);
+});
+
+test('"no key" answers are remembered as names, within the same bound', async () => {
+  const keyd = new WildcardKeyd();
+  const metrics = new EdgeMetrics();
+  const cache = cacheWith(keyd, metrics, { maxIdentities: 2, maxNames: 10 });
+  for (let i = 0; i < 50; i++) assert.equal(await cache.get(`n${i}.other.test`), undefined);
+  assert.equal(cache.size, 10);
+  assert.equal(cache.identityCount, 0);
+  assert.equal(cache.get('n49.other.test'), undefined, 'a remembered refusal is a synchronous hit');
+});
