@@ -25,10 +25,14 @@ export interface EdgeLimits {
   idleTimeoutMs: number;
   /** After SIGTERM: how long open connections may finish before they are cut. */
   drainTimeoutMs: number;
-  /** After a failed handshake or connection: how long input is read and discarded (hard, from the failure). */
+  /** After a failed handshake or connection: how long input is read and discarded at most (hard, from the failure). */
   lingerMs: number;
-  /** ...and at most this many bytes of it. */
+  /** ...ending earlier after this long without input... */
+  lingerIdleMs: number;
+  /** ...or after this many bytes. */
   lingerMaxBytes: number;
+  /** Lingering connections kept per listener (they do not count toward maxConnections); past it the oldest is closed. */
+  maxLingering: number;
   /** KeyUpdates accepted from one client per `keyUpdateWindowMs`; one more → unexpected_message. */
   maxKeyUpdates: number;
   keyUpdateWindowMs: number;
@@ -59,8 +63,10 @@ export const DEFAULT_LIMITS: EdgeLimits = {
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 120_000,
   drainTimeoutMs: 30_000,
-  lingerMs: 1000,
-  lingerMaxBytes: 256 * 1024,
+  lingerMs: 120_000,
+  lingerIdleMs: 2000,
+  lingerMaxBytes: 2 ** 24 + 2 ** 20,
+  maxLingering: 1024,
   maxKeyUpdates: 64,
   keyUpdateWindowMs: 60_000,
   identityCacheSize: 1024,
@@ -232,8 +238,10 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
       handshakeTimeoutMs: limit('handshakeTimeoutMs', 100, 600_000),
       idleTimeoutMs: limit('idleTimeoutMs', 100, 86_400_000),
       drainTimeoutMs: limit('drainTimeoutMs', 0, 3_600_000),
-      lingerMs: limit('lingerMs', 1, 60_000),
-      lingerMaxBytes: limit('lingerMaxBytes', 1, 16 * 1024 * 1024),
+      lingerMs: limit('lingerMs', 1, 600_000),
+      lingerIdleMs: limit('lingerIdleMs', 1, 600_000),
+      lingerMaxBytes: limit('lingerMaxBytes', 1, 2 ** 30),
+      maxLingering: limit('maxLingering', 1, 10_000_000),
       maxKeyUpdates: limit('maxKeyUpdates', 1, 1_000_000),
       keyUpdateWindowMs: limit('keyUpdateWindowMs', 1, 86_400_000),
       identityCacheSize: limit('identityCacheSize', 1, 10_000_000),

@@ -92,7 +92,11 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
     resolveIdentity,
     handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
     lingerMs: config.limits.lingerMs,
+    lingerIdleMs: config.limits.lingerIdleMs,
     lingerMaxBytes: config.limits.lingerMaxBytes,
+    maxLingering: config.limits.maxLingering,
+    // The engine's cap leaves lingering (failed) connections out of the count.
+    maxConnections: config.limits.maxConnections,
     maxKeyUpdates: config.limits.maxKeyUpdates,
     keyUpdateWindowMs: config.limits.keyUpdateWindowMs,
     ticketCount: config.tickets,
@@ -129,6 +133,7 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   };
 
   const onConnection = (socket: Socket): void => {
+    if (socket.destroyed) return; // refused at the cap
     rawSockets.add(socket);
     metrics.activeConnections.inc();
     const key = connectionKey(socket.remoteAddress, socket.remotePort);
@@ -161,7 +166,9 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   try {
     for (const address of config.listen) {
       const server = deps.createTlsServer(tlsOptions, onSecure);
-      server.maxConnections = config.limits.maxConnections;
+      // Refused at the cap by the engine (tlsOptions.maxConnections), which does not count
+      // failed connections that are still lingering: they hold no slot.
+      server.on('connectionRefused', () => metrics.connectionsRefused.inc({ reason: 'cap' }));
       server.on('connection', onConnection);
       server.on('tlsClientError', onClientError);
       await new Promise<void>((resolve, reject) => {

@@ -123,8 +123,10 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     recordSizeLimit,
     maxKeyUpdates: positive(o.maxKeyUpdates, 64, 'maxKeyUpdates'),
     keyUpdateWindowMs: positive(o.keyUpdateWindowMs, 60_000, 'keyUpdateWindowMs'),
-    lingerMs: positive(o.lingerMs, 1000, 'lingerMs'),
-    lingerMaxBytes: positive(o.lingerMaxBytes, 256 * 1024, 'lingerMaxBytes'),
+    lingerMs: positive(o.lingerMs, 120_000, 'lingerMs'),
+    lingerIdleMs: positive(o.lingerIdleMs, 2000, 'lingerIdleMs'),
+    lingerMaxBytes: positive(o.lingerMaxBytes, 2 ** 24 + 2 ** 20, 'lingerMaxBytes'),
+    maxLingering: positive(o.maxLingering, 1024, 'maxLingering'),
   };
 }
 

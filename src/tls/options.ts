@@ -43,13 +43,22 @@ export interface TlsServerOptions {
   /** The window of `maxKeyUpdates`, in ms. Default 60 000. */
   keyUpdateWindowMs?: number;
   /**
-   * node:net adapter only: after a failure (alert sent), how long input is still read and
-   * discarded so the peer sees our alert rather than a reset. A hard limit from the failure,
-   * not extended by input. Default 1 000 ms.
+   * node:net adapter only: after a failure (alert sent), input is read and discarded so the
+   * peer sees our alert rather than a reset — at most this long from the failure, whatever
+   * the peer sends. Default 120 000 ms (a 2^24-byte message from a slow client).
    */
   lingerMs?: number;
-  /** node:net adapter only: input bytes discarded while lingering before the socket is destroyed. Default 256 KiB. */
+  /** node:net adapter only: the linger also ends after this long without input. Default 2 000 ms. */
+  lingerIdleMs?: number;
+  /** node:net adapter only: input bytes discarded while lingering before the socket is destroyed. Default 2^24 + 2^20 (a maximal handshake message and its record overhead). */
   lingerMaxBytes?: number;
+  /** node:net adapter only: lingering sockets kept per server; past it the oldest is destroyed. Default 1024. */
+  maxLingering?: number;
+  /**
+   * node:net adapter only: connections handshaking or open at once (lingering ones not
+   * counted); more are closed at accept. Default: no limit.
+   */
+  maxConnections?: number;
 }
 
 export interface ResolvedOptions {
@@ -67,5 +76,7 @@ export interface ResolvedOptions {
   maxKeyUpdates: number;
   keyUpdateWindowMs: number;
   lingerMs: number;
+  lingerIdleMs: number;
   lingerMaxBytes: number;
+  maxLingering: number;
 }

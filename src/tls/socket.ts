@@ -19,7 +19,13 @@ export class TlsSocket extends Duplex {
   /** Our output is over the TCP socket's high-water mark: wait for 'drain'. */
   private writerFull = false;
 
-  constructor(readonly rawSocket: Socket, private readonly options: ResolvedOptions, allowHalfOpen = false) {
+  constructor(
+    readonly rawSocket: Socket,
+    private readonly options: ResolvedOptions,
+    allowHalfOpen = false,
+    /** Called once when the connection has failed and starts lingering. */
+    private readonly onLinger?: () => void,
+  ) {
     // Without allowHalfOpen, the end of the peer's stream ends ours too (like node:net),
     // after what was already written; with it the application decides (RFC 8446 §6.1).
     super({ allowHalfOpen });
@@ -132,18 +138,21 @@ export class TlsSocket extends Duplex {
     if (err instanceof TlsAlert && !this.connection.closed) this.connection.abort(err);
     this.emit('tlsError', err, during);
     // end() lets the alert already queued reach the peer before the FIN. Reading on (and
-    // discarding) for a moment avoids a TCP reset, which can make the peer lose the alert
-    // while it is still sending (e.g. a long handshake message). The linger is bounded in
-    // time from now (input does not extend it) and in bytes, so a peer that keeps
-    // trickling cannot hold the connection (docs/EDGE.md, limits).
+    // discarding) avoids a TCP reset, which can make the peer lose the alert while it is
+    // still sending (e.g. a 2^24-byte handshake message). The linger ends when the peer
+    // closes, after lingerIdleMs without input, after lingerMaxBytes, or at lingerMs from
+    // now whatever the peer sends; and a lingering socket no longer counts toward
+    // maxConnections (the server keeps at most maxLingering of them), so a peer that
+    // keeps trickling holds no connection slot (docs/EDGE.md, limits).
     this.lingering = true;
     this.rawSocket.end();
-    this.rawSocket.setTimeout(0);
     this.rawSocket.resume();
     const raw = this.rawSocket;
+    raw.setTimeout(this.options.lingerIdleMs, () => raw.destroy());
     const cap = setTimeout(() => raw.destroy(), this.options.lingerMs);
     cap.unref();
     raw.once('close', () => clearTimeout(cap));
+    this.onLinger?.();
     setImmediate(() => this.destroy(during ? undefined : err instanceof TlsPeerAlert ? undefined : err));
   }
 
@@ -201,9 +210,41 @@ export function createServer(
 ): Server {
   const resolved = resolveOptions(options);
   const allowHalfOpen = options.allowHalfOpen ?? false;
+  const maxConnections = options.maxConnections ?? Infinity;
+  let admitted = 0;
+  /** Failed connections still draining input, oldest first. */
+  const lingering = new Set<Socket>();
   const server = createNetServer({ allowHalfOpen: true, noDelay: true } as never, (raw) => {
+    // The cap counts connections that are handshaking or open, not lingering ones: a
+    // failed peer that keeps sending must not keep a new client out.
+    if (admitted >= maxConnections) {
+      raw.destroy();
+      server.emit('connectionRefused', raw);
+      return;
+    }
+    admitted++;
+    let counted = true;
+    const release = () => {
+      if (counted) {
+        counted = false;
+        admitted--;
+      }
+    };
+    raw.once('close', () => {
+      release();
+      lingering.delete(raw);
+    });
     raw.setNoDelay(true);
-    const socket = new TlsSocket(raw, resolved, allowHalfOpen);
+    const socket = new TlsSocket(raw, resolved, allowHalfOpen, () => {
+      release();
+      if (raw.destroyed) return;
+      lingering.add(raw);
+      if (lingering.size > resolved.maxLingering) {
+        const oldest = lingering.values().next().value!;
+        lingering.delete(oldest);
+        oldest.destroy();
+      }
+    });
     socket.once('secure', () => server.emit('secureConnection', socket));
     socket.on('tlsError', (err: Error, duringHandshake: boolean) => {
       if (duringHandshake) server.emit('tlsClientError', err, socket);

@@ -17,8 +17,10 @@ test('a minimal config gets the documented defaults', () => {
   assert.equal(c.routes[0].proxyProtocol, false);
   assert.deepEqual(c.routes[0].upstream, { host: '127.0.0.1', port: 8080 });
   assert.equal(c.limits.maxConnections, 10_000);
-  assert.equal(c.limits.lingerMs, 1000);
-  assert.equal(c.limits.lingerMaxBytes, 256 * 1024);
+  assert.equal(c.limits.lingerMs, 120_000);
+  assert.equal(c.limits.lingerIdleMs, 2000);
+  assert.equal(c.limits.lingerMaxBytes, 2 ** 24 + 2 ** 20);
+  assert.equal(c.limits.maxLingering, 1024);
   assert.equal(c.limits.maxKeyUpdates, 64);
   assert.equal(c.limits.keyUpdateWindowMs, 60_000);
   assert.equal(c.limits.identityCacheSize, 1024);
@@ -47,7 +49,7 @@ test('every mistake is named precisely with code EDGE_CONFIG', () => {
     [{ ...minimal, limits: { idleTimeoutMs: -1 } }, /limits\.idleTimeoutMs must be an integer/],
     [{ ...minimal, limits: { maxConns: 1 } }, /limits: unknown key 'maxConns'/],
     [{ ...minimal, limits: { identityCacheSize: 0 } }, /limits\.identityCacheSize must be an integer/],
-    [{ ...minimal, limits: { lingerMs: 120_000 } }, /limits\.lingerMs must be an integer/],
+    [{ ...minimal, limits: { lingerMs: 0 } }, /limits\.lingerMs must be an integer/],
     [{ ...minimal, workers: 0 }, /workers must be an integer from 1/],
     [{ ...minimal, logLevel: 'loud' }, /logLevel must be one of/],
     [{ ...minimal, keyd: [{ host: 'k', port: 1, cert: '/nonexistent/c.pem', key: 'k', ca: 'c' }] }, /keyd\[0\]\.cert: cannot read '\/nonexistent\/c.pem': ENOENT/],

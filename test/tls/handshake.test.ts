@@ -368,6 +368,21 @@ test('socket: a client that sends nothing is cut off after handshakeTimeoutMs', 
   assert.equal(r.clientErrors[0]?.code, 'TLS_HANDSHAKE_TIMEOUT');
 });
 
+test('socket: a client trickling bytes (half-open) is cut at the deadline with user_canceled + close_notify; input does not extend the linger', { timeout: 20_000 }, async () => {
+  const r = await startServer({ handshakeTimeoutMs: 200, lingerMs: 300 });
+  const { connect: netConnect } = await import('node:net');
+  const raw = netConnect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+  raw.on('error', () => {});
+  const got: Buffer[] = [];
+  raw.on('data', (d: Buffer) => got.push(d));
+  // One byte of a ClientHello record every 10 ms, before and after the server's FIN.
+  const timer = setInterval(() => raw.writable && raw.write(Buffer.of(0x16)), 10);
+  await new Promise<void>((resolve) => raw.once('close', () => resolve()));
+  clearInterval(timer);
+  assert.equal(r.clientErrors[0]?.code, 'TLS_HANDSHAKE_TIMEOUT');
+  assert.deepEqual([...Buffer.concat(got)], [21, 3, 3, 0, 2, 1, 90, 21, 3, 3, 0, 2, 1, 0], 'user_canceled, then close_notify (RFC 8446 §6.1)');
+});
+
 test('socket: TCP FIN in the middle of a ClientHello is reported as a handshake error', async () => {
   const r = await startServer();
   const { connect: netConnect } = await import('node:net');
