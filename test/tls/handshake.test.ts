@@ -383,6 +383,35 @@ test('socket: a client trickling bytes (half-open) is cut at the deadline with u
   assert.deepEqual([...Buffer.concat(got)], [21, 3, 3, 0, 2, 1, 90, 21, 3, 3, 0, 2, 1, 0], 'user_canceled, then close_notify (RFC 8446 §6.1)');
 });
 
+test('socket: a lingering (failed) connection holds no maxConnections slot; past maxLingering the oldest is closed', { timeout: 20_000 }, async () => {
+  const r = await startServer({ handshakeTimeoutMs: 200, maxConnections: 1, maxLingering: 1 });
+  const { connect: netConnect } = await import('node:net');
+  /** A half-open client trickling a byte every 10 ms; resolves with the bytes it got once the server's alert arrived. */
+  const trickler = () => {
+    const raw = netConnect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
+    raw.on('error', () => {});
+    raw.resume();
+    const timer = setInterval(() => raw.writable && raw.write(Buffer.of(0x16)), 10);
+    const closed = new Promise<void>((resolve) => raw.once('close', () => {
+      clearInterval(timer);
+      resolve();
+    }));
+    const alerted = new Promise<void>((resolve) => raw.once('end', () => resolve())); // the server's FIN after its alert
+    return { raw, closed, alerted, stop: () => (clearInterval(timer), raw.destroy()) };
+  };
+  const a = trickler();
+  await a.alerted; // a timed out and lingers, still sending
+  // The one slot is free again although a is still open: a fresh client completes its handshake.
+  const client = await connectClient(r);
+  assert.equal(a.raw.destroyed, false, 'a is still lingering');
+  await closeClient(client);
+  const b = trickler();
+  await b.alerted;
+  await a.closed; // b's linger pushed out a, the oldest
+  assert.equal(b.raw.destroyed, false);
+  b.stop();
+});
+
 test('socket: TCP FIN in the middle of a ClientHello is reported as a handshake error', async () => {
   const r = await startServer();
   const { connect: netConnect } = await import('node:net');
