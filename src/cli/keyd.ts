@@ -11,16 +11,23 @@ export const summary = 'the trusted signer: holds the private keys sealed, signs
 export const DEFAULT_SOCKET = '/run/keyd/keyd.sock';
 export const DEFAULT_ADMIN_SOCKET = '/run/keyd/admin.sock';
 
-const USAGE = `Usage: delegator keyd --data DIR --root-key FILE [options]
+const USAGE = `Usage: delegator keyd --data DIR --root-key FILE|tpm[:OPTIONS] [options]
 
 Runs keyd: the only process that holds private keys. Keys are sealed on disk (AES-256-GCM
-under a key derived from the root key file and /etc/machine-id); edges ask keyd for
+under a key derived from the root key and /etc/machine-id); edges ask keyd for
 certificate chains and CertificateVerify signatures. See docs/KEYD.md.
 
 Options:
   --data DIR             sealed store directory (created 0700)
-  --root-key FILE        machine root key, 32 random bytes, created 0600 on first run;
-                         must live outside --data
+  --root-key FILE        machine root key in a file, 32 random bytes, created 0600 on
+                         first run; must live outside --data. A copy of it and of --data
+                         opens every key.
+  --root-key tpm[:OPTIONS]
+                         root key sealed by the TPM (tpm2-tools; TCTI from TPM2TOOLS_TCTI
+                         or the config's "tpmTcti"), and a TPM NV counter against rollback.
+                         OPTIONS, comma-separated: sealed=DIR (default DATA.tpm-root),
+                         pcrs=sha256:0+7 (seal to a PCR policy), counter=0xINDEX|none
+                         (default 0x01504b44). Default: the config's "rootKey".
   --socket PATH          signing socket for local edges, mode 0660 (default ${DEFAULT_SOCKET})
   --admin-socket PATH    admin socket for \`delegator admin\`, mode 0600 (default ${DEFAULT_ADMIN_SOCKET})
   --config FILE          JSON config: "clients" (mTLS subject → names), "maxPending",
@@ -71,13 +78,13 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  if (!values.data || !values['root-key']) {
-    process.stderr.write(`delegator keyd: --data and --root-key are required\n${USAGE}`);
+  if (!values.data || (!values['root-key'] && !values.config)) {
+    process.stderr.write(`delegator keyd: --data and --root-key (or a --config with "rootKey") are required\n${USAGE}`);
     return 2;
   }
   const opts: KeydOptions = {
     data: values.data,
-    rootKey: values['root-key'],
+    ...(values['root-key'] ? { rootKey: values['root-key'] } : {}),
     socket: values.socket ?? DEFAULT_SOCKET,
     adminSocket: values['admin-socket'] ?? DEFAULT_ADMIN_SOCKET,
     ...(values.config ? { config: values.config } : {}),

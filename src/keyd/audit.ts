@@ -1,4 +1,5 @@
 import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { AuditChain, type ChainHead } from './root/audit-chain.js';
 
 export interface AdminCaller {
   kind: 'local' | 'operator';
@@ -31,7 +32,8 @@ export interface AuditQuery {
 /**
  * Append-only audit log (JSON lines, mode 0600). The file is opened in append mode
  * and every entry is fdatasync'ed before the admin call returns, so an acknowledged
- * change always has its audit line.
+ * change always has its audit line. Lines are hash-chained (root/audit-chain.ts) and
+ * the store manifest commits the chain's head.
  */
 export class AuditLog {
   private queue: Promise<void> = Promise.resolve();
@@ -39,17 +41,31 @@ export class AuditLog {
   private constructor(
     readonly path: string,
     private readonly fh: FileHandle,
-  ) {}
+    private readonly chain: AuditChain,
+  ) {
+    this.durableHead = chain.head;
+  }
 
-  static async open(path: string): Promise<AuditLog> {
-    return new AuditLog(path, await open(path, 'a', 0o600));
+  /** Head after the last line that reached the disk: what a manifest commit may record. */
+  private durableHead: ChainHead;
+
+  /** `head`: where the chain continues (root/audit-chain.ts verifyAuditLog's answer). */
+  static async open(path: string, head?: ChainHead): Promise<AuditLog> {
+    return new AuditLog(path, await open(path, 'a', 0o600), new AuditChain(head));
+  }
+
+  /** Head of the hash chain after the last appended line. */
+  get head(): ChainHead {
+    return { ...this.durableHead };
   }
 
   append(entry: Omit<AuditEntry, 'time'>): Promise<void> {
-    const line = JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n';
     const done = this.queue.then(async () => {
+      const line = this.chain.line({ time: new Date().toISOString(), ...entry });
+      const head = this.chain.head;
       await this.fh.write(line);
       await this.fh.datasync();
+      this.durableHead = head;
     });
     this.queue = done.catch(() => {});
     return done;

@@ -12,14 +12,16 @@ import { KeydError } from './errors.js';
 import { Keyring, entryFromStored } from './keyring.js';
 import { KeydConnection, type Peer } from './server.js';
 import { SealedStore } from './store.js';
+import { verifyAuditLog } from './root/audit-chain.js';
+import { loadRoot, parseRootKeySpec } from './root/root-key.js';
 import { startProvisioningListener, type ProvisioningListener } from '../provision/listener.js';
 
 /** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
 export interface KeydOptions {
   /** --data DIR */
   data: string;
-  /** --root-key FILE */
-  rootKey: string;
+  /** --root-key FILE | tpm[:OPTIONS] (root/root-key.ts); default: the config's "rootKey". */
+  rootKey?: string;
   /** --socket PATH: signing socket for local edges (mode 0660). */
   socket: string;
   /** --admin-socket PATH: admin socket (mode 0600). */
@@ -49,6 +51,8 @@ export interface RunningKeyd {
   provisioning?: ProvisioningListener;
   adminService: AdminService;
   store: SealedStore;
+  /** Records refused at start (tampered, rolled back, deleted and restored), each naming its record. */
+  refusedRecords: KeydError[];
   keyring: Keyring;
   counters: SigningCounters;
   logger: Logger;
@@ -65,7 +69,16 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   await prepareSocketPath(socketPath);
   await prepareSocketPath(adminSocketPath);
 
-  const store = await SealedStore.open({ dataDir: opts.data, rootKeyPath: opts.rootKey, ...(opts.machineIdPath ? { machineIdPath: opts.machineIdPath } : {}) });
+  const rootSpecText = opts.rootKey ?? (typeof config.rootKey === 'string' ? config.rootKey : undefined);
+  if (!rootSpecText) throw new KeydError('KEYD_CONFIG', 'keyd needs a root key: --root-key FILE, --root-key tpm[:OPTIONS], or "rootKey" in the config');
+  if (config.tpmTcti !== undefined && typeof config.tpmTcti !== 'string') throw new KeydError('KEYD_CONFIG', 'config "tpmTcti" must be a string');
+  const root = await loadRoot(parseRootKeySpec(rootSpecText, config.tpmTcti as string | undefined), opts.data);
+  const store = await SealedStore.open({ dataDir: opts.data, root, ...(opts.machineIdPath ? { machineIdPath: opts.machineIdPath } : {}) });
+  logger.info({ rootKey: root.kind, location: root.location }, `keyd: ${store.binding}`);
+  if (!store.guard.hasCounter) {
+    logger.warn('keyd: no monotonic counter: the manifest refuses an old or deleted record, but a rollback of the whole data directory is only detectable with --root-key tpm');
+  }
+  for (const line of store.guard.recovered) logger.warn(`keyd store: ${line}`);
   const keyring = new Keyring();
   const { keys, failures } = await store.loadKeys();
   for (const key of keys) {
@@ -84,7 +97,11 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     }
   }
 
-  const auditLog = await AuditLog.open(join(store.dataDir, 'audit.log'));
+  // The audit log must still hold what the manifest committed (its hash-chain head).
+  const auditPath = join(store.dataDir, 'audit.log');
+  const auditHead = await verifyAuditLog(auditPath, store.guard.committedAuditHead);
+  const auditLog = await AuditLog.open(auditPath, auditHead);
+  store.guard.setAuditHeadSource(() => auditLog.head);
   const counters = new SigningCounters();
   const adminService = new AdminService(store, keyring, auditLog, counters, logger);
   const connections = new Set<KeydConnection>();
@@ -164,6 +181,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     ...(provisioning ? { provisioning } : {}),
     adminService,
     store,
+    refusedRecords: failures,
     keyring,
     counters,
     logger,

@@ -1,10 +1,13 @@
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { chmod, mkdir, open, readFile, readdir, realpath, stat } from 'node:fs/promises';
-import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { Reader } from '../tls/wire/reader.js';
 import { Writer } from '../tls/wire/writer.js';
 import { KeydError } from './errors.js';
 import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurably } from './durable-file.js';
+import { crashPoint } from './root/crash-point.js';
+import { loadRoot, type LoadedRoot } from './root/root-key.js';
+import { RollbackGuard, type RecordKind } from './root/rollback-guard.js';
 
 /**
  * keyd's sealed store: one file per key (keys/ID.rec) and per keyd secret
@@ -16,13 +19,20 @@ import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurab
  *
  * store.json (not secret) holds the HKDF salt and two checks that let us say *why*
  * a data directory cannot be opened: another root key, or another machine.
+ *
+ * manifest.json (root/manifest-file.ts) records every record's version and every
+ * delete; every change commits to it (and to the TPM NV counter when the root key is in
+ * a TPM, root/rollback-guard.ts), and every read checks against it: an older record, a
+ * deleted one brought back, or an older store is refused and named.
  */
 
 export interface StoreOptions {
   /** Data directory (created 0700 when missing). */
   dataDir: string;
-  /** Root key file; created (32 random bytes, mode 0600) on first run. Must be outside dataDir. */
-  rootKeyPath: string;
+  /** Root key file; created (32 random bytes, mode 0600) on first run. Must be outside dataDir. Ignored when `root` is given. */
+  rootKeyPath?: string;
+  /** The root key already loaded (root/root-key.ts: file or TPM). */
+  root?: LoadedRoot;
   /** Overridable for tests; default /etc/machine-id. */
   machineIdPath?: string;
 }
@@ -56,8 +66,8 @@ const KIND_KEY = 1;
 const KIND_SECRET = 2;
 const NONCE_LENGTH = 12;
 const TAG_LENGTH = 16;
-const ROOT_KEY_LENGTH = 32;
-const STORE_FORMAT = 1;
+/** Format 2: the store has a manifest (its root key check covers the format, so it cannot be edited back to 1). */
+const STORE_FORMAT = 2;
 const RECORD_ID = /^[a-z0-9][a-z0-9._-]{0,99}$/;
 
 interface StoreMeta {
@@ -81,10 +91,16 @@ export class SealedStore {
   private readonly secretsDir: string;
   private readonly versions = new Map<string, number>();
   private lastSeq = 0;
+  /** Records refused at open (rolled back, deleted, tampered): named, never served. */
+  readonly refused: KeydError[] = [];
+  private readonly refusedIds = new Set<string>();
 
   private constructor(
     readonly dataDir: string,
     private readonly sealKey: Buffer,
+    readonly guard: RollbackGuard,
+    /** What the root key is bound to, in one line (logged at start). */
+    readonly binding: string,
   ) {
     this.keysDir = join(dataDir, 'keys');
     this.secretsDir = join(dataDir, 'secrets');
@@ -97,23 +113,87 @@ export class SealedStore {
   static async open(opts: StoreOptions): Promise<SealedStore> {
     const dataDir = resolve(opts.dataDir);
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    const rootKey = await loadOrCreateRootKey(resolve(opts.rootKeyPath), dataDir);
+    if (!opts.root && !opts.rootKeyPath) throw new KeydError('KEYD_CONFIG', 'the store needs a root key (a file or tpm)');
+    const root = opts.root ?? (await loadRoot({ kind: 'file', path: opts.rootKeyPath! }, dataDir));
+    const rootKey = root.rootKey;
     const machineIdPath = opts.machineIdPath ?? '/etc/machine-id';
     const machineId = await readMachineId(machineIdPath);
-    const meta = await loadOrCreateMeta(dataDir, rootKey, machineId, resolve(opts.rootKeyPath), machineIdPath);
+    const { meta, mode } = await loadOrCreateMeta(dataDir, rootKey, machineId, root.location, machineIdPath);
     const salt = Buffer.from(meta.salt, 'base64');
     // RFC 5869: the root key is the IKM, the per-store salt the salt; machine-id goes in
     // `info` so the same root key on another machine derives a different seal key.
     const info = Buffer.concat([Buffer.from('keyd sealed store v1\0', 'latin1'), machineId]);
     const sealKey = Buffer.from(hkdfSync('sha256', rootKey, salt, info, 32));
+    const manifestKey = Buffer.from(hkdfSync('sha256', sealKey, salt, 'keyd manifest mac v1', 32));
     rootKey.fill(0);
-    const store = new SealedStore(dataDir, sealKey);
-    for (const dir of [store.keysDir, store.secretsDir]) {
+    const keysDir = join(dataDir, 'keys');
+    const secretsDir = join(dataDir, 'secrets');
+    for (const dir of [keysDir, secretsDir]) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await removeLeftoverTemporaries(dir);
     }
+    const guard = await RollbackGuard.open(dataDir, manifestKey, root.counter, mode);
+    if (mode !== 'existing') await writeMeta(dataDir, meta);
+    const store = new SealedStore(dataDir, sealKey, guard, root.binding);
+    await store.reconcile();
     await syncDirectory(dataDir);
     return store;
+  }
+
+  /**
+   * Compares every record on disk with the manifest: older or deleted records are refused
+   * (keys one by one, keyd's own secrets by refusing to open), records the manifest lacks
+   * or has older (a crash before the commit) are adopted, records the manifest lists but
+   * the disk lacks (a crash in a delete) are recorded as deleted; then one commit.
+   */
+  private async reconcile(): Promise<void> {
+    const adopt: { kind: RecordKind; id: string; version: number }[] = [];
+    const missing: { kind: RecordKind; id: string }[] = [];
+    for (const [kind, dir, recordKind] of [['key', this.keysDir, KIND_KEY], ['secret', this.secretsDir, KIND_SECRET]] as const) {
+      const present = new Set<string>();
+      for (const file of (await readdir(dir)).sort()) {
+        if (!file.endsWith('.rec') || file.startsWith('.')) continue;
+        const id = file.slice(0, -4);
+        present.add(id);
+        const what = kind === 'key' ? `key record ${id}` : `secret ${id}`;
+        let header: RecordHeader;
+        try {
+          const bytes = await readFile(join(dir, file));
+          const opened = this.open(bytes, recordKind, id, what);
+          opened.plaintext.fill(0);
+          header = opened.header;
+        } catch (err) {
+          if (kind === 'secret') throw err;
+          continue; // loadKeys reports a tampered key record by name
+        }
+        const named = header.names.length > 0 ? `${what} (names ${header.names.join(', ')})` : what;
+        try {
+          const status = this.guard.check(kind, id, header.version, named);
+          if (status !== 'current') adopt.push({ kind, id, version: header.version });
+          this.versions.set(kind === 'key' ? id : `secret:${id}`, header.version);
+          if (kind === 'key') this.lastSeq = Math.max(this.lastSeq, header.seq);
+        } catch (err) {
+          // keyd's own secrets (the provisioning key, the nonce store) rolled back: do not start.
+          if (kind === 'secret') throw err;
+          this.refused.push(err as KeydError);
+          this.refusedIds.add(id);
+        }
+      }
+      for (const id of this.guard.listed(kind)) if (!present.has(id)) missing.push({ kind, id });
+    }
+    if (adopt.length === 0 && missing.length === 0) return;
+    await this.guard.commit((state) => {
+      for (const a of adopt) (a.kind === 'key' ? RollbackGuard.markKey : RollbackGuard.markSecret)(state, a.id, a.version);
+      for (const m of missing) (m.kind === 'key' ? RollbackGuard.markKeyDeleted : RollbackGuard.markSecretDeleted)(state, m.id);
+    });
+    for (const a of adopt) this.guard.recovered.push(`adopted ${a.kind} ${a.id} version ${a.version}, written before an interrupted commit`);
+    for (const m of missing) this.guard.recovered.push(`${m.kind} ${m.id} is gone from disk (an interrupted delete): recorded as deleted`);
+  }
+
+  /** Next version of a record: above anything the manifest ever held for it (live or tombstone). */
+  private nextVersion(kind: RecordKind, id: string, known: number): number {
+    const { version, deleted } = this.guard.expected(kind, id);
+    return Math.max(known, version ?? 0, deleted ?? 0) + 1;
   }
 
   /** A fresh random key reference. */
@@ -125,9 +205,11 @@ export class SealedStore {
   async loadKeys(): Promise<LoadResult> {
     const keys: StoredKey[] = [];
     const failures: KeydError[] = [];
+    failures.push(...this.refused);
     for (const file of (await readdir(this.keysDir)).sort()) {
       if (!file.endsWith('.rec') || file.startsWith('.')) continue;
       const id = file.slice(0, -4);
+      if (this.refusedIds.has(id)) continue;
       try {
         const key = await this.readKey(id);
         if (key) keys.push(key);
@@ -142,7 +224,7 @@ export class SealedStore {
   async putKey(key: NewKey): Promise<StoredKey> {
     checkRecordId(key.id);
     const now = new Date().toISOString();
-    const version = (this.versions.get(key.id) ?? 0) + 1;
+    const version = this.nextVersion('key', key.id, this.versions.get(key.id) ?? 0);
     const seq = key.seq ?? ++this.lastSeq;
     this.lastSeq = Math.max(this.lastSeq, seq);
     const stored: StoredKey = {
@@ -166,22 +248,29 @@ export class SealedStore {
     const sealed = this.seal(header, plaintext);
     plaintext.fill(0);
     await writeFileDurably(join(this.keysDir, `${key.id}.rec`), sealed);
+    crashPoint('record-written');
+    await this.guard.commit((state) => RollbackGuard.markKey(state, key.id, version));
     this.versions.set(key.id, version);
+    this.refusedIds.delete(key.id);
     return stored;
   }
 
   async deleteKey(id: string): Promise<void> {
     checkRecordId(id);
     await unlinkDurably(join(this.keysDir, `${id}.rec`));
+    crashPoint('record-written');
+    await this.guard.commit((state) => RollbackGuard.markKeyDeleted(state, id));
     this.versions.delete(id);
   }
 
   /** keyd's own secrets (e.g. the provisioning key pair), sealed like keys. */
   async putSecret(name: string, bytes: Uint8Array): Promise<void> {
     checkRecordId(name);
-    const version = (this.versions.get(`secret:${name}`) ?? (await this.secretVersion(name))) + 1;
+    const version = this.nextVersion('secret', name, this.versions.get(`secret:${name}`) ?? (await this.secretVersion(name)));
     const sealed = this.seal({ kind: KIND_SECRET, id: name, version, seq: 0, names: [] }, bytes);
     await writeFileDurably(join(this.secretsDir, `${name}.rec`), sealed);
+    crashPoint('record-written');
+    await this.guard.commit((state) => RollbackGuard.markSecret(state, name, version));
     this.versions.set(`secret:${name}`, version);
   }
 
@@ -190,6 +279,15 @@ export class SealedStore {
     const bytes = await readOptional(join(this.secretsDir, `${name}.rec`));
     if (!bytes) return undefined;
     const { header, plaintext } = this.open(bytes, KIND_SECRET, name, `secret ${name}`);
+    try {
+      // On every read, not only at open: a record swapped while keyd runs is refused too.
+      if (this.guard.check('secret', name, header.version, `secret ${name}`) !== 'current') {
+        throw new KeydError('KEYD_RECORD_ROLLED_BACK', `secret ${name} (version ${header.version}) is not the version the manifest commits; not used`);
+      }
+    } catch (err) {
+      plaintext.fill(0);
+      throw err;
+    }
     this.versions.set(`secret:${name}`, header.version);
     return plaintext;
   }
@@ -197,6 +295,8 @@ export class SealedStore {
   async deleteSecret(name: string): Promise<void> {
     checkRecordId(name);
     await unlinkDurably(join(this.secretsDir, `${name}.rec`));
+    crashPoint('record-written');
+    await this.guard.commit((state) => RollbackGuard.markSecretDeleted(state, name));
     this.versions.delete(`secret:${name}`);
   }
 
@@ -216,6 +316,16 @@ export class SealedStore {
     if (!bytes) return undefined;
     const what = `key record ${id}`;
     const { header, plaintext } = this.open(bytes, KIND_KEY, id, what);
+    try {
+      const named = header.names.length > 0 ? `${what} (names ${header.names.join(', ')})` : what;
+      // On every read, not only at open (see reconcile for what open adopts).
+      if (this.guard.check('key', id, header.version, named) !== 'current') {
+        throw new KeydError('KEYD_RECORD_ROLLED_BACK', `${named} (version ${header.version}) is not the version the manifest commits; not served`);
+      }
+    } catch (err) {
+      plaintext.fill(0);
+      throw err;
+    }
     try {
       const r = new Reader(plaintext, what);
       const meta = JSON.parse(Buffer.from(r.vec(3, 0, 0xffffff, 'meta')).toString('utf8')) as {
@@ -336,53 +446,11 @@ async function readMachineId(path: string): Promise<Buffer> {
   return Buffer.from(text, 'utf8');
 }
 
-/** True when `path` (which may not exist yet) is `dir` or lies under it, symlinks resolved. */
-async function isInside(path: string, dir: string): Promise<boolean> {
-  const realDir = await realpath(dir);
-  const parent = dirname(path);
-  const realParent = await realpath(parent).catch(() => parent);
-  const rel = relative(realDir, join(realParent, basename(path)));
-  return !rel.startsWith('..') && !isAbsolute(rel);
-}
-
-/** Reads the 32-byte root key, or creates it (mode 0600, exclusive create) on first run. */
-async function loadOrCreateRootKey(path: string, dataDir: string): Promise<Buffer> {
-  if (await isInside(path, dataDir)) {
-    throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} must live outside the data directory ${dataDir}`);
-  }
-  let existing: Buffer | undefined;
-  try {
-    const st = await stat(path);
-    if (!st.isFile()) throw new KeydError('KEYD_ROOT_KEY', `root key ${path} is not a regular file`);
-    if ((st.mode & 0o077) !== 0) {
-      throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
-    }
-    existing = await readFile(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  if (existing) {
-    if (existing.length !== ROOT_KEY_LENGTH) {
-      throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} holds ${existing.length} bytes, expected ${ROOT_KEY_LENGTH}`);
-    }
-    return existing;
-  }
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const rootKey = randomBytes(ROOT_KEY_LENGTH);
-  const fh = await open(path, 'wx', 0o600);
-  try {
-    await fh.writeFile(rootKey);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await chmod(path, 0o600);
-  await syncDirectory(dirname(path));
-  return rootKey;
-}
-
-function rootKeyCheck(rootKey: Buffer, salt: Buffer): string {
-  return createHmac('sha256', rootKey).update('keyd root key check\0').update(salt).digest('hex');
+function rootKeyCheck(rootKey: Buffer, salt: Buffer, format: number): string {
+  // Format 1 (before manifests) kept its original label; later formats put the format in
+  // the MAC so store.json cannot be edited back to a format without a manifest.
+  const label = format === 1 ? 'keyd root key check\0' : `keyd root key check format ${format}\0`;
+  return createHmac('sha256', rootKey).update(label).update(salt).digest('hex');
 }
 
 function machineCheck(machineId: Buffer, salt: Buffer): string {
@@ -401,7 +469,7 @@ async function loadOrCreateMeta(
   machineId: Buffer,
   rootKeyPath: string,
   machineIdPath: string,
-): Promise<StoreMeta> {
+): Promise<{ meta: StoreMeta; mode: 'fresh' | 'legacy' | 'existing' }> {
   const metaPath = join(dataDir, 'store.json');
   const text = await readOptional(metaPath);
   if (!text) {
@@ -413,22 +481,22 @@ async function loadOrCreateMeta(
     const meta: StoreMeta = {
       format: STORE_FORMAT,
       salt: salt.toString('base64'),
-      rootKeyCheck: rootKeyCheck(rootKey, salt),
+      rootKeyCheck: rootKeyCheck(rootKey, salt, STORE_FORMAT),
       machineCheck: machineCheck(machineId, salt),
       createdAt: new Date().toISOString(),
     };
-    await writeFileDurably(metaPath, Buffer.from(JSON.stringify(meta, null, 2) + '\n'));
-    return meta;
+    // Written by SealedStore.open after the manifest: a store.json of format 2 always has one.
+    return { meta, mode: 'fresh' };
   }
   let meta: StoreMeta;
   try {
     meta = JSON.parse(text.toString('utf8')) as StoreMeta;
-    if (meta.format !== STORE_FORMAT || typeof meta.salt !== 'string') throw new Error(`format ${meta.format}`);
+    if ((meta.format !== 1 && meta.format !== STORE_FORMAT) || typeof meta.salt !== 'string') throw new Error(`format ${meta.format}`);
   } catch (err) {
     throw new KeydError('KEYD_STORE_CORRUPT', `${metaPath} is not a keyd store description (${(err as Error).message})`);
   }
   const salt = Buffer.from(meta.salt, 'base64');
-  const rootOk = sameHex(meta.rootKeyCheck, rootKeyCheck(rootKey, salt));
+  const rootOk = sameHex(meta.rootKeyCheck, rootKeyCheck(rootKey, salt, meta.format));
   const machineOk = sameHex(meta.machineCheck, machineCheck(machineId, salt));
   if (!rootOk) {
     throw new KeydError(
@@ -443,5 +511,13 @@ async function loadOrCreateMeta(
       `data directory ${dataDir} is sealed to another machine: ${machineIdPath} differs from the machine it was created on`,
     );
   }
-  return meta;
+  if (meta.format === 1) {
+    // A store from before manifests: it gets one now, and store.json moves to format 2.
+    return { meta: { ...meta, format: STORE_FORMAT, rootKeyCheck: rootKeyCheck(rootKey, salt, STORE_FORMAT) }, mode: 'legacy' };
+  }
+  return { meta, mode: 'existing' };
+}
+
+async function writeMeta(dataDir: string, meta: StoreMeta): Promise<void> {
+  await writeFileDurably(join(dataDir, 'store.json'), Buffer.from(JSON.stringify(meta, null, 2) + '\n'));
 }

@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto';
+import { readFile, readdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { KeydError } from '../errors.js';
+
+/**
+ * The audit log as a hash chain: every line carries its number `n` (counted across the
+ * whole log, rotated files included) and `chain` = SHA-256(previous chain ‖ "\n" ‖ the
+ * line without `chain`). The store manifest records the head at each commit, so erasing
+ * or editing entries up to the last commit (e.g. the delete entries of a rolled-back
+ * store) is found at start. A rotated file ends with the line whose chain the next file
+ * continues from, so the chain survives rotation; the first line of a file is checked
+ * against the previous file when it is still there.
+ */
+
+export const GENESIS = '0'.repeat(64);
+
+export interface ChainHead {
+  head: string;
+  entries: number;
+}
+
+export class AuditChain {
+  constructor(private current: ChainHead = { head: GENESIS, entries: 0 }) {}
+
+  get head(): ChainHead {
+    return { ...this.current };
+  }
+
+  /** The JSON line (with its newline) for `entry`, advancing the chain. */
+  line(entry: Record<string, unknown>): string {
+    const n = this.current.entries + 1;
+    const body = JSON.stringify({ ...entry, n });
+    const chain = link(this.current.head, body);
+    this.current = { head: chain, entries: n };
+    return `${body.slice(0, -1)},"chain":"${chain}"}\n`;
+  }
+}
+
+function link(previous: string, body: string): string {
+  return createHash('sha256').update(previous).update('\n').update(body).digest('hex');
+}
+
+interface ParsedLine {
+  n: number;
+  chain: string;
+  body: string;
+  lineNumber: number;
+}
+
+/** Chained lines of one file; a torn last line (a crash mid-append) is skipped. Unchained (older) lines are ignored. */
+function parseLines(text: string, path: string): ParsedLine[] {
+  const raw = text.split('\n');
+  const out: ParsedLine[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const line = raw[i]!;
+    if (line === '') continue;
+    let obj: Record<string, unknown>;
+    try {
+      obj = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      if (i >= raw.length - 2) continue; // torn last line
+      throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${i + 1} is not JSON: the audit log was edited`);
+    }
+    if (typeof obj.chain !== 'string' || typeof obj.n !== 'number') continue;
+    const suffix = `,"chain":"${obj.chain}"}`;
+    if (!line.endsWith(suffix)) throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${i + 1} was edited (chain field moved)`);
+    out.push({ n: obj.n, chain: obj.chain, body: `${line.slice(0, -suffix.length)}}`, lineNumber: i + 1 });
+  }
+  return out;
+}
+
+/** Checks one file's links (each line against the one before); returns its lines. */
+function checkLinks(lines: ParsedLine[], path: string, before?: ParsedLine): void {
+  let previous = before;
+  for (const line of lines) {
+    if (previous) {
+      if (line.n !== previous.n + 1) {
+        throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${line.lineNumber} is entry ${line.n}, expected ${previous.n + 1}: audit entries were removed or reordered`);
+      }
+      if (link(previous.chain, line.body) !== line.chain) {
+        throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${line.lineNumber} (entry ${line.n}) breaks the hash chain: it, or the entry before it, was edited`);
+      }
+    } else if (line.n === 1 && link(GENESIS, line.body) !== line.chain) {
+      throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${line.lineNumber} (entry 1) breaks the hash chain: it was edited`);
+    }
+    previous = line;
+  }
+}
+
+/**
+ * Reads the audit log at `path`, checks its chain and that it still holds the head the
+ * manifest committed; returns the current head (where appends continue).
+ */
+export async function verifyAuditLog(path: string, committed: ChainHead | null): Promise<ChainHead> {
+  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return '';
+    throw err;
+  });
+  const lines = parseLines(text, path);
+  checkLinks(lines, path);
+  const last = lines.at(-1);
+  const head: ChainHead = last ? { head: last.chain, entries: last.n } : { head: committed?.head ?? GENESIS, entries: committed?.entries ?? 0 };
+  if (!committed || committed.entries === 0) return head;
+  if (head.entries < committed.entries) {
+    throw new KeydError(
+      'KEYD_AUDIT_ROLLED_BACK',
+      `${path} ends at entry ${head.entries} but the store manifest committed entry ${committed.entries}: audit entries were erased (or the log rolled back)`,
+    );
+  }
+  let found = lines.find((l) => l.n === committed.entries);
+  if (!found && lines.length > 0 && lines[0]!.n > committed.entries) found = await findInRotated(path, committed.entries);
+  if (!found) {
+    if (lines.length === 0 && head.entries === committed.entries) return head; // a fresh file after rotation
+    throw new KeydError('KEYD_AUDIT_ROLLED_BACK', `entry ${committed.entries} that the store manifest committed is not in ${path} or its rotated files`);
+  }
+  if (found.chain !== committed.head) {
+    throw new KeydError('KEYD_AUDIT_TAMPERED', `audit entry ${committed.entries} differs from the one the store manifest committed: the audit log was rewritten`);
+  }
+  return head;
+}
+
+/** Looks for entry `n` in the rotated siblings of `path` (audit.log.1, audit.log.2026-…, …). */
+async function findInRotated(path: string, n: number): Promise<ParsedLine | undefined> {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.`;
+  for (const name of (await readdir(dir)).filter((f) => f.startsWith(prefix)).sort()) {
+    const file = join(dir, name);
+    const text = await readFile(file, 'utf8').catch(() => '');
+    const lines = parseLines(text, file);
+    checkLinks(lines, file);
+    const hit = lines.find((l) => l.n === n);
+    if (hit) return hit;
+  }
+  return undefined;
+}

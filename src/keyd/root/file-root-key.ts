@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, readFile, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative } from 'node:path';
+import { KeydError } from '../errors.js';
+import { syncDirectory } from '../durable-file.js';
+
+const ROOT_KEY_LENGTH = 32;
+
+/** True when `path` (which may not exist yet) is `dir` or lies under it, symlinks resolved. */
+export async function isInside(path: string, dir: string): Promise<boolean> {
+  const realDir = await realpath(dir);
+  const parent = dirname(path);
+  const realParent = await realpath(parent).catch(() => parent);
+  const rel = relative(realDir, join(realParent, basename(path)));
+  return !rel.startsWith('..') && !isAbsolute(rel);
+}
+
+/**
+ * Reads the 32-byte root key file, or creates it (mode 0600, exclusive create) on first
+ * run. It must live outside the data directory, so that a copy of the data directory
+ * alone opens nothing.
+ */
+export async function loadOrCreateFileRootKey(path: string, dataDir: string): Promise<{ rootKey: Buffer; created: boolean }> {
+  if (await isInside(path, dataDir)) {
+    throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} must live outside the data directory ${dataDir}`);
+  }
+  let existing: Buffer | undefined;
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) throw new KeydError('KEYD_ROOT_KEY', `root key ${path} is not a regular file`);
+    if ((st.mode & 0o077) !== 0) {
+      throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
+    }
+    existing = await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (existing) {
+    if (existing.length !== ROOT_KEY_LENGTH) {
+      throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} holds ${existing.length} bytes, expected ${ROOT_KEY_LENGTH}`);
+    }
+    return { rootKey: existing, created: false };
+  }
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const rootKey = randomBytes(ROOT_KEY_LENGTH);
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    await fh.writeFile(rootKey);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await chmod(path, 0o600);
+  await syncDirectory(dirname(path));
+  return { rootKey, created: true };
+}

@@ -1,0 +1,89 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { KeydError } from '../errors.js';
+import { writeFileDurably } from '../durable-file.js';
+
+/**
+ * The store manifest (data/manifest.json): what the store holds at its last committed
+ * change — every record's id and version, a tombstone for every deleted record, the
+ * versions of keyd's own secrets (the provisioning nonce store among them), the head of
+ * the hash-chained audit log — and, when the root key is in a TPM, the value of the TPM
+ * NV counter this change committed. Authenticated with HMAC-SHA-256 under a key derived
+ * from the store's seal key, so nobody without the root key can write one.
+ *
+ * The body is kept as the exact JSON text that was MACed (no re-serialisation on read).
+ */
+
+export interface ManifestState {
+  format: 1;
+  /** Grows by one per committed change, with or without a counter. */
+  sequence: number;
+  /** NV counter value (decimal) this manifest commits; null without a counter. */
+  counter: string | null;
+  /** The counter it is bound to, for messages. */
+  counterDescription: string | null;
+  keys: Record<string, number>;
+  secrets: Record<string, number>;
+  /** Tombstones: id → last version, never pruned (ids are random and never reused). */
+  deletedKeys: Record<string, number>;
+  deletedSecrets: Record<string, number>;
+  /** Audit chain head (hex) and its entry number at the time of the commit. */
+  audit: { head: string; entries: number } | null;
+  committedAt: string;
+}
+
+export const MANIFEST_FILE = 'manifest.json';
+
+export function emptyManifest(): ManifestState {
+  return {
+    format: 1,
+    sequence: 0,
+    counter: null,
+    counterDescription: null,
+    keys: {},
+    secrets: {},
+    deletedKeys: {},
+    deletedSecrets: {},
+    audit: null,
+    committedAt: new Date().toISOString(),
+  };
+}
+
+function mac(key: Buffer, body: string): string {
+  return createHmac('sha256', key).update('keyd manifest v1\0').update(body, 'utf8').digest('hex');
+}
+
+/** Reads and authenticates the manifest; undefined when there is none. */
+export async function readManifest(dataDir: string, macKey: Buffer): Promise<ManifestState | undefined> {
+  const path = join(dataDir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new KeydError('KEYD_STORE_IO', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let outer: { body?: unknown; mac?: unknown };
+  try {
+    outer = JSON.parse(text) as { body?: unknown; mac?: unknown };
+  } catch {
+    throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} is not valid JSON: the store manifest was damaged; refusing to open the store`);
+  }
+  if (typeof outer.body !== 'string' || typeof outer.mac !== 'string') {
+    throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} is not a keyd store manifest; refusing to open the store`);
+  }
+  const expected = Buffer.from(mac(macKey, outer.body), 'hex');
+  const given = Buffer.from(outer.mac, 'hex');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} fails authentication: it was edited, or belongs to another store; refusing to open the store`);
+  }
+  const state = JSON.parse(outer.body) as ManifestState;
+  if (state.format !== 1) throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} has unknown format ${String(state.format)}`);
+  return state;
+}
+
+export async function writeManifest(dataDir: string, macKey: Buffer, state: ManifestState): Promise<void> {
+  const body = JSON.stringify(state);
+  await writeFileDurably(join(dataDir, MANIFEST_FILE), Buffer.from(JSON.stringify({ body, mac: mac(macKey, body) }) + '\n'));
+}

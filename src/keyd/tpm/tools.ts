@@ -1,0 +1,130 @@
+import { spawn } from 'node:child_process';
+import { KeydError } from '../errors.js';
+
+/**
+ * Runs Debian's tpm2-tools as child processes. keyd uses them only at start-up, for a
+ * committed store change (the rollback counter) and for attestation evidence — never on
+ * the signing path.
+ *
+ * A TPM reached over a socket (swtpm) or /dev/tpm0 has no resource manager: objects and
+ * sessions a command leaves loaded stay in the TPM until flushed, and after three of them
+ * it answers "out of memory for object contexts" (TPM_RC_OBJECT_MEMORY, 0x902). So every
+ * command that loads something is followed by `tpm2_flushcontext -t` and `-s`. With the
+ * kernel's /dev/tpmrm0 the flush is a harmless no-op.
+ */
+
+export interface TpmConnection {
+  /** TCTI string (tpm2-tools' TPM2TOOLS_TCTI), e.g. "swtpm:host=127.0.0.1,port=2321" or "device:/dev/tpmrm0". */
+  tcti?: string;
+}
+
+export interface TpmRunOptions {
+  /** Bytes written to the command's stdin (then closed). Secrets go this way, never through a file. */
+  stdin?: Uint8Array;
+  /** True when the command leaves objects or sessions loaded (flush afterwards). */
+  flush?: boolean;
+}
+
+/** Outputs of one command longer than this are cut (a TPM answer is a few KiB at most). */
+const MAX_OUTPUT = 1 << 20;
+/** A TPM command that hangs must not hold keyd's start-up forever. */
+const COMMAND_TIMEOUT_MS = 60_000;
+
+export class TpmCommandError extends Error {
+  override readonly name = 'TpmCommandError';
+  constructor(
+    readonly command: string,
+    /** TPM response code when the TPM answered (e.g. 0x99d policy check failed), else undefined. */
+    readonly responseCode: number | undefined,
+    readonly detail: string,
+  ) {
+    super(`${command} failed${responseCode !== undefined ? ` (TPM response 0x${responseCode.toString(16)})` : ''}: ${detail}`);
+  }
+}
+
+/** TPM 2.0 response codes keyd explains (TPM 2.0 Library Part 2, §6.6). */
+export const TPM_RC = {
+  /** TPM_RC_INTEGRITY for parameter 1 of TPM2_Load: the blob was not made under this parent (another TPM). */
+  INTEGRITY_PARAM1: 0x1df,
+  /** TPM_RC_POLICY_FAIL in session 1: a PCR (or other) policy does not hold. */
+  POLICY_FAIL_SESSION1: 0x99d,
+  /** TPM_RC_NV_UNINITIALIZED: an NV counter never incremented. */
+  NV_UNINITIALIZED: 0x14a,
+  /** TPM_RC_HANDLE for handle 1: e.g. no such NV index. */
+  HANDLE1: 0x18b,
+  /** TPM_RC_NV_DEFINED: the NV index already exists. */
+  NV_DEFINED: 0x14c,
+} as const;
+
+function toolsMissing(command: string): KeydError {
+  return new KeydError(
+    'KEYD_TPM_UNAVAILABLE',
+    `${command} is not installed: the TPM root key needs tpm2-tools (Debian package tpm2-tools)`,
+  );
+}
+
+function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env };
+    if (conn.tcti !== undefined) env.TPM2TOOLS_TCTI = conn.tcti;
+    const child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'], timeout: COMMAND_TIMEOUT_MS });
+    const out: Buffer[] = [];
+    let outLength = 0;
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => {
+      if (outLength < MAX_OUTPUT) out.push(d);
+      outLength += d.length;
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      if (err.length < 16_384) err += d.toString('utf8');
+    });
+    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? toolsMissing(command) : e));
+    child.on('close', (code, signal) => {
+      if (code === 0) return resolve(Buffer.concat(out));
+      reject(new TpmCommandError(command, parseResponseCode(err), summarise(err) || `exit ${code ?? signal}`));
+    });
+    child.stdin.on('error', () => {});
+    if (stdin) child.stdin.end(Buffer.from(stdin.buffer, stdin.byteOffset, stdin.byteLength));
+    else child.stdin.end();
+  });
+}
+
+/** Runs one tpm2-tools command; returns its stdout. */
+export async function tpm(conn: TpmConnection, command: string, args: string[], opts: TpmRunOptions = {}): Promise<Buffer> {
+  try {
+    return await runOnce(conn, command, args, opts.stdin);
+  } finally {
+    if (opts.flush) await flush(conn);
+  }
+}
+
+/** Flushes transient objects and sessions (see the module comment). */
+export async function flush(conn: TpmConnection): Promise<void> {
+  await runOnce(conn, 'tpm2_flushcontext', ['-t']).catch(() => {});
+  await runOnce(conn, 'tpm2_flushcontext', ['-s']).catch(() => {});
+}
+
+/** "Esys_Unseal(0x99D) - tpm:session(1):a policy check failed" → 0x99d. */
+function parseResponseCode(stderr: string): number | undefined {
+  const m = /ErrorCode \(0x([0-9a-fA-F]+)\)|\((0x[0-9a-fA-F]+)\)\s*-\s*tpm:/.exec(stderr);
+  if (!m) return undefined;
+  return Number.parseInt(m[1] ?? m[2]!.slice(2), 16);
+}
+
+/** The tool's own "ERROR: …" lines, the most specific first, on one line. */
+function summarise(stderr: string): string {
+  const errors = stderr
+    .split('\n')
+    .filter((l) => l.startsWith('ERROR: '))
+    .map((l) => l.slice(7).trim());
+  return (errors.length > 0 ? errors : stderr.split('\n').filter((l) => l.trim() !== '').slice(-2)).join('; ').slice(0, 500);
+}
+
+/** True when the tpm2-tools binaries are on PATH (tests skip, naming the package, when not). */
+export async function tpmToolsInstalled(): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn('tpm2_flushcontext', ['--version'], { stdio: 'ignore' });
+    child.on('error', () => resolve(false));
+    child.on('close', () => resolve(true));
+  });
+}
