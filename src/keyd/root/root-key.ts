@@ -1,3 +1,4 @@
+import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { KeydError } from '../errors.js';
 import { isInside, loadOrCreateFileRootKey } from './file-root-key.js';
@@ -86,6 +87,7 @@ export function defaultSealedDir(dataDir: string): string {
 }
 
 export async function loadRoot(spec: RootKeySpec, dataDir: string): Promise<LoadedRoot> {
+  await mkdir(resolve(dataDir), { recursive: true, mode: 0o700 });
   if (spec.kind === 'file') {
     const path = resolve(spec.path);
     const { rootKey, created } = await loadOrCreateFileRootKey(path, resolve(dataDir));
