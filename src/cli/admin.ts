@@ -58,7 +58,7 @@ const processIo: Io = {
 class UsageError extends Error {}
 
 export async function main(argv: string[], io: Io = processIo, connect: (socket: string, timeoutMs: number) => Promise<AdminTransport> = LocalAdminTransport.connect): Promise<number> {
-  if (argv.includes('--server')) {
+  if (argv.includes('--server') || argv.includes('attestation-policy')) {
     // Remote mode belongs to the provisioning module (issue 6).
     const specifier = '../provision/remote-admin.js';
     const remote = (await import(specifier)) as { runRemoteAdmin(argv: string[], io: Io): Promise<number> };

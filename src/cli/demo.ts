@@ -223,6 +223,11 @@ export async function main(argv: string[]): Promise<number> {
 
   try {
     process.stdout.write(`delegator demo: state in ${home}\n`);
+    process.stdout.write(
+      `delegator demo: keyd's root key is the file ${join(home, 'keyd-root.key')}, not a TPM: the store is bound to that file ` +
+        `(and /etc/machine-id), so a copy of it and ${join(home, 'keyd-data')} opens every key; ` +
+        `in production use \`delegator keyd --root-key tpm\` (docs/KEYD.md)\n`,
+    );
     keyd = startChild(
       'keyd',
       ['keyd', '--data', join(home, 'keyd-data'), '--root-key', join(home, 'keyd-root.key'), '--socket', keydSocket, '--admin-socket', adminSocket],

@@ -14,6 +14,7 @@ import { KeydConnection, type Peer } from './server.js';
 import { SealedStore } from './store.js';
 import { verifyAuditLog } from './root/audit-chain.js';
 import { loadRoot, parseRootKeySpec } from './root/root-key.js';
+import { TpmAttester } from './tpm/attester.js';
 import { startProvisioningListener, type ProvisioningListener } from '../provision/listener.js';
 
 /** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
@@ -155,6 +156,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
         adminService,
         store,
         logger,
+        ...(root.tpm ? { attester: new TpmAttester(root.tpm) } : {}),
       });
     }
   } catch (err) {

@@ -18,6 +18,9 @@ export type ProvisionErrorCode =
   // Pinning of keyd's provisioning key (client side).
   | 'PROVISION_KEYD_NOT_TRUSTED'
   | 'PROVISION_KEYD_FINGERPRINT_MISMATCH'
+  // Attestation of keyd's TPM (client side): the message starts with the failed check's name.
+  | 'PROVISION_ATTESTATION_FAILED'
+  | 'PROVISION_ATTESTATION_UNAVAILABLE'
   // Transport and framing.
   | 'PROVISION_BAD_REQUEST'
   | 'PROVISION_FRAME_TOO_LARGE'

@@ -19,6 +19,8 @@ import {
 } from './protocol.js';
 import { loadOrCreateProvisioningKey, type SecretStore } from './provisioning-key.js';
 import { ReplayGuard } from './replay-guard.js';
+import { ATTESTATION_NONCE_LENGTH, quoteQualifyingData } from './attestation/binding.js';
+import type { Attester, AttesterSession } from '../keyd/tpm/attester.js';
 import { normalizeSubject, OPERATIONS, OperatorRoles, parseProvisioningConfig, roleAllows, type Operation, type Role } from './roles.js';
 
 /**
@@ -74,6 +76,8 @@ export interface ProvisioningListenerOptions {
   audit?: AuditSink;
   /** Clock, for tests. */
   now?: () => number;
+  /** TPM evidence for attested provisioning (keyd with --root-key tpm); absent: attestation is refused. */
+  attester?: Attester;
 }
 
 export interface ProvisioningListener {
@@ -111,6 +115,8 @@ interface Session {
   role: Role;
   caller: AdminCaller;
   remote: string;
+  /** The attestation in progress on this connection (one at a time). */
+  attestation?: AttesterSession;
 }
 
 export async function startProvisioningListener(opts: ProvisioningListenerOptions): Promise<ProvisioningListener> {
@@ -149,8 +155,10 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     }
   };
 
+  const tlsCertPem = await pemFrom(certSource, 'provisioning TLS certificate');
+  const tlsCertificateDer = new Uint8Array(new X509Certificate(tlsCertPem).raw);
   const server = tls.createServer({
-    cert: await pemFrom(certSource, 'provisioning TLS certificate'),
+    cert: tlsCertPem,
     key: await pemFrom(keySource, 'provisioning TLS key'),
     ca: operatorCaPem,
     requestCert: true,
@@ -216,6 +224,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       logger?.warn({ operator: session.operator, code }, 'provisioning: operator refused this keyd\'s provisioning key');
       return null;
     }
+    if (request.op === 'attestStart' || request.op === 'attestQuote') return attest(session, request.op, args);
     if (!OPERATIONS.includes(request.op)) {
       throw new ProvisionError('PROVISION_BAD_REQUEST', `unknown operation "${String(request.op)}"`);
     }
@@ -247,6 +256,33 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
         const filter = args.filter;
         return opts.adminService.audit(caller, typeof filter === 'object' && filter !== null ? (filter as Record<string, unknown>) : undefined);
       }
+    }
+  }
+
+  /** TPM evidence (src/keyd/tpm/attester.ts): the EK certificate and a fresh AK, then one quote. */
+  async function attest(session: Session, op: 'attestStart' | 'attestQuote', args: Record<string, unknown>): Promise<unknown> {
+    if (!opts.attester) {
+      throw new ProvisionError('PROVISION_ATTESTATION_UNAVAILABLE', 'this keyd has no TPM to attest with (start it with --root-key tpm)');
+    }
+    if (op === 'attestStart') {
+      await session.attestation?.close();
+      session.attestation = await opts.attester.begin();
+      return { ekCertificate: session.attestation.start.ekCertificate, akPublic: session.attestation.start.akPublic };
+    }
+    const attestation = session.attestation;
+    if (!attestation) throw new ProvisionError('PROVISION_BAD_REQUEST', 'attestQuote: no attestStart on this connection');
+    session.attestation = undefined;
+    try {
+      const nonce = Buffer.from(stringArg(args, 'nonce'), 'base64');
+      if (nonce.length !== ATTESTATION_NONCE_LENGTH) throw new ProvisionError('PROVISION_BAD_REQUEST', `attestQuote: the nonce must be ${ATTESTATION_NONCE_LENGTH} bytes`);
+      const credential = Buffer.from(stringArg(args, 'credential'), 'base64');
+      if (credential.length === 0 || credential.length > 4096) throw new ProvisionError('PROVISION_BAD_REQUEST', 'attestQuote: bad credential');
+      const pcrs = stringArg(args, 'pcrs');
+      const bound = { nonce, provisioningPublicKey: provisioningKey.publicKey, tlsCertificateDer };
+      const quote = await attestation.quote(credential, quoteQualifyingData(bound), pcrs);
+      return { ...quote, bound };
+    } finally {
+      await attestation.close();
     }
   }
 
@@ -300,6 +336,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       return;
     }
     logger?.info({ operator: session.operator, role: session.role, remote: session.remote }, 'provisioning: operator connected');
+    socket.on('close', () => void session.attestation?.close());
     send(socket, {
       type: 'welcome',
       v: PROTOCOL_VERSION,

@@ -32,8 +32,12 @@ export interface Refused {
 
 export type Greeting = Welcome | Refused;
 
-/** `clientRefused`: the CLI tells keyd it refused keyd (fingerprint mismatch), so keyd audits it too. */
-export type RequestOp = Operation | 'clientRefused';
+/**
+ * `clientRefused`: the CLI tells keyd it refused keyd (fingerprint mismatch), so keyd audits it too.
+ * `attestStart` / `attestQuote`: TPM evidence for attested provisioning (docs/PROVISIONING.md);
+ * any authenticated operator may ask, they change nothing.
+ */
+export type RequestOp = Operation | 'clientRefused' | 'attestStart' | 'attestQuote';
 
 export interface Request {
   id: number;

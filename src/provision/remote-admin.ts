@@ -6,6 +6,10 @@ import { defaultKnownKeydPath, lookupPin, pin } from './known-keyd.js';
 import { parseHostPort } from './listener.js';
 import { GENERATE_KEY_TYPES, type GenerateKeyType } from './protocol.js';
 import { parsePemChain, RemoteAdminClient } from './remote-client.js';
+import { attestKeyd } from './attestation/attest-keyd.js';
+import { parseCaBundle } from './attestation/ek-certificate.js';
+import { formatPolicy, readPolicy, writePolicy } from './attestation/policy.js';
+import type * as x509 from '@peculiar/x509';
 
 /**
  * `delegator admin --server HOST:PORT --cert op.pem --key op.key --ca keyd-ca.pem <op> …`:
@@ -23,6 +27,10 @@ Connection options (before the operation):
   --keyd-fingerprint F      expect keyd's provisioning key to be F (SHA256:…) instead of the pin
   --known-keyd FILE         pin file (default $DELEGATOR_KNOWN_KEYD or ~/.config/delegator/known_keyd)
   --timeout SECONDS         per-request timeout (default 30)
+  --attestation-policy FILE attest keyd's TPM before trust, put and gen: the expected PCRs
+                            (written by "attestation-policy record"); needs --ek-ca
+  --ek-ca FILE              TPM manufacturer CA bundle (PEM, roots and intermediates) that
+                            keyd's EK certificate must chain to
 
 Operations:
   trust [--replace]                                  show keyd's provisioning key fingerprint and pin it
@@ -36,6 +44,9 @@ Operations:
   show NAME [--json]                                 one key
   audit [--limit N] [--since ISO-TIME] [--json]      keyd's audit log
   stats [--json]                                     signatures and refusals per edge since keyd started
+  attestation-policy record --pcrs sha256:0+7        attest keyd (EK chain, AK, fresh quote) and write
+                                                     its PCR values to --attestation-policy FILE
+  attestation-policy show                            print --attestation-policy FILE (no connection)
 
 Roles: "admin" may do everything, "auditor" only list, show, audit and stats.
 `;
@@ -47,7 +58,9 @@ interface Parsed {
   options: Map<string, string | true>;
 }
 
-const GLOBAL_VALUE_OPTIONS = new Set(['--server', '--cert', '--key', '--ca', '--servername', '--keyd-fingerprint', '--known-keyd', '--timeout']);
+const GLOBAL_VALUE_OPTIONS = new Set(['--server', '--cert', '--key', '--ca', '--servername', '--keyd-fingerprint', '--known-keyd', '--timeout', '--attestation-policy', '--ek-ca']);
+/** Operations that seal or create key material: with --attestation-policy, keyd is attested first. */
+const ATTESTED_OPERATIONS = new Set(['trust', 'put', 'gen']);
 const OP_FLAGS = new Set(['--json', '--replace']);
 
 function parseArgs(argv: string[]): Parsed {
@@ -138,6 +151,31 @@ export async function runRemoteAdmin(
       io.out(REMOTE_USAGE);
       return parsed.op === undefined && !parsed.global.has('--help') ? 2 : 0;
     }
+    const policyPath = parsed.global.get('--attestation-policy') as string | undefined;
+    if (parsed.op === 'attestation-policy' && parsed.positional[0] === 'show') {
+      allowOnly(parsed, [], 1);
+      if (!policyPath) throw new ProvisionError('PROVISION_USAGE', 'attestation-policy show needs --attestation-policy FILE');
+      io.out(formatPolicy(await readPolicy(policyPath), policyPath));
+      return 0;
+    }
+    const recording = parsed.op === 'attestation-policy';
+    if (recording && parsed.positional[0] !== 'record') throw new ProvisionError('PROVISION_USAGE', 'attestation-policy: record or show');
+    let manufacturerCas: x509.X509Certificate[] | undefined;
+    const ekCaFile = parsed.global.get('--ek-ca') as string | undefined;
+    if (policyPath !== undefined || recording) {
+      if (!ekCaFile) throw new ProvisionError('PROVISION_USAGE', 'attestation needs --ek-ca FILE (the TPM manufacturer CA bundle)');
+      if (!policyPath) throw new ProvisionError('PROVISION_USAGE', 'attestation-policy record needs --attestation-policy FILE (where to write it)');
+      manufacturerCas = parseCaBundle(await readText(ekCaFile, 'EK CA bundle'), ekCaFile);
+    }
+    const policy = policyPath !== undefined && !recording ? await readPolicy(policyPath) : undefined;
+    let recordPcrs: string | undefined;
+    if (recording) {
+      allowOnly(parsed, ['--pcrs'], 1);
+      recordPcrs = required(parsed.options, '--pcrs', 'for attestation-policy record (e.g. sha256:0+7)');
+      if (!/^(sha1|sha256|sha384|sha512):\d{1,2}(\+\d{1,2})*$/.test(recordPcrs)) {
+        throw new ProvisionError('PROVISION_USAGE', `--pcrs must look like sha256:0+7, got "${recordPcrs}"`);
+      }
+    }
     const server = required(parsed.global, '--server', 'for remote admin');
     const { host, port } = parseHostPort(server);
     const why = 'to authenticate to keyd\'s provisioning listener';
@@ -155,7 +193,7 @@ export async function runRemoteAdmin(
     if (timeoutMs !== undefined && !(timeoutMs > 0)) throw new ProvisionError('PROVISION_USAGE', '--timeout must be a positive number of seconds');
 
     // Usage errors of the operation are found before connecting.
-    const run = prepareOperation(parsed);
+    const run = recording ? async () => {} : prepareOperation(parsed);
 
     client = await RemoteAdminClient.connect({
       host,
@@ -167,6 +205,25 @@ export async function runRemoteAdmin(
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     });
 
+    if (recording) {
+      const result = await attestKeyd(client, { manufacturerCas: manufacturerCas!, policy: undefined, pcrs: recordPcrs! });
+      await writePolicy(policyPath!, {
+        format: 1,
+        pcrs: result.pcrs,
+        values: result.pcrValues,
+        recordedFrom: server,
+        recordedAt: new Date().toISOString(),
+        ekCertificate: { issuer: result.ekIssuer, serialNumber: result.ekSerialNumber },
+      });
+      io.out(`keyd at ${server}: EK certificate chains to ${result.ekChain.at(-1)}; attestation key activated; quote fresh and bound to provisioning key ${client.fingerprint}\n`);
+      io.out(`recorded PCRs ${result.pcrs} in ${policyPath}: only record from a keyd you know is in a good state\n`);
+      return 0;
+    }
+    if (policy && ATTESTED_OPERATIONS.has(parsed.op)) {
+      // Before anything is pinned, sealed or generated: any failure ends the command here.
+      const result = await attestKeyd(client, { manufacturerCas: manufacturerCas!, policy, pcrs: policy.pcrs });
+      io.out(`keyd at ${server} attested: EK certificate chains to ${result.ekChain.at(-1)}, PCRs ${result.pcrs} match ${policyPath}, quote bound to provisioning key ${client.fingerprint}\n`);
+    }
     const pinned = await lookupPin(knownKeyd, server);
     if (parsed.op === 'trust') {
       const replace = parsed.options.has('--replace');

@@ -186,6 +186,13 @@ export class RemoteAdminClient {
     this.socket.destroy();
   }
 
+  /** keyd's TLS certificate on this connection (DER): attestation binds it. */
+  get peerCertificateDer(): Uint8Array {
+    const cert = this.socket.getPeerX509Certificate();
+    if (!cert) throw new ProvisionError('PROVISION_SERVER_NOT_TRUSTED', 'keyd presented no TLS certificate');
+    return new Uint8Array(cert.raw);
+  }
+
   /** Sends one request; resolves with keyd's result or rejects with keyd's error code and message. */
   request(op: RequestOp, args: Record<string, unknown> = {}): Promise<unknown> {
     if (this.closedError) return Promise.reject(this.closedError);

@@ -66,7 +66,7 @@ export interface Keyd {
 }
 
 /** A real keyd (startKeyd, unix sockets in a temp dir) with --provision-listen 127.0.0.1:0. */
-export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number } = {}): Promise<Keyd> {
+export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string } = {}): Promise<Keyd> {
   const dir = await mkdtemp(join(tmpdir(), 'provision-'));
   const machineIdPath = join(dir, 'machine-id');
   await writeFile(machineIdPath, 'a'.repeat(32) + '\n');
@@ -75,6 +75,7 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
   await writeFile(join(dir, 'keyd.pem'), pki.keydServer.certPem);
   await writeFile(join(dir, 'keyd.key'), pki.keydServer.keyPem, { mode: 0o600 });
   const config = {
+    ...(opts.tpmTcti !== undefined ? { tpmTcti: opts.tpmTcti } : {}),
     provisioning: {
       operators: { [SUBJECTS.alice]: 'admin', [SUBJECTS.dave]: 'admin', [SUBJECTS.bob]: 'auditor', [SUBJECTS.old]: 'admin' },
       tlsCert: join(dir, 'keyd.pem'),
@@ -85,7 +86,8 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
   const start = () =>
     startKeyd({
       data: join(dir, 'data'),
-      rootKey: join(dir, 'root.key'),
+      // With a TPM: the root key sealed by it (beside the data directory), else a file.
+      rootKey: opts.tpmTcti !== undefined ? `tpm:sealed=${join(dir, 'root.tpm')}` : join(dir, 'root.key'),
       socket: join(dir, 'keyd.sock'),
       adminSocket: join(dir, 'admin.sock'),
       config,

@@ -5,6 +5,7 @@ import { isInside, loadOrCreateFileRootKey } from './file-root-key.js';
 import { DEFAULT_NV_INDEX, TpmNvCounter } from '../tpm/nv-counter.js';
 import { formatPcrSelection, parsePcrSelection, type PcrSelection } from '../tpm/pcr.js';
 import { loadOrSealRootKey } from '../tpm/sealed-root.js';
+import type { TpmConnection } from '../tpm/tools.js';
 
 /**
  * Where keyd's root key comes from (`--root-key`, or "rootKey" in keyd's config):
@@ -44,6 +45,8 @@ export interface LoadedRoot {
   /** The rollback counter, when the root is in a TPM and one is configured. */
   counter: RootCounter | undefined;
   created: boolean;
+  /** How to reach the TPM (attestation uses it too), when the root is in one. */
+  tpm: TpmConnection | undefined;
 }
 
 export function parseRootKeySpec(text: string, tcti?: string): RootKeySpec {
@@ -98,6 +101,7 @@ export async function loadRoot(spec: RootKeySpec, dataDir: string): Promise<Load
       location: path,
       counter: undefined,
       created,
+      tpm: undefined,
     };
   }
   const sealedDir = resolve(spec.sealedDir ?? defaultSealedDir(dataDir));
@@ -115,6 +119,7 @@ export async function loadRoot(spec: RootKeySpec, dataDir: string): Promise<Load
     location: sealedDir,
     counter,
     created,
+    tpm: conn,
   };
 }
 

@@ -37,7 +37,7 @@ export interface SoftTpm {
   /** Runs a tpm2-tools command against this TPM (flushing afterwards). */
   tool(command: string, args: string[]): Promise<string>;
   stop(): Promise<void>;
-  /** Starts the same TPM state again (a reboot: PCRs reset). */
+  /** Starts the same TPM state again on the same port (a reboot: PCRs reset). */
   restart(): Promise<void>;
 }
 
@@ -93,9 +93,11 @@ export async function startSoftTpm(opts: SoftTpmOptions = {}): Promise<SoftTpm> 
   ]);
   let child: ChildProcess | undefined;
   let tcti = '';
+  let fixedPort: number | undefined;
   const start = async () => {
     for (let attempt = 0; ; attempt++) {
-      const port = await freePortPair();
+      // A restart keeps its ports (keyd's TCTI names them); a first start picks free ones.
+      const port = fixedPort ?? (await freePortPair());
       const proc = spawn(
         'swtpm',
         ['socket', '--tpm2', '--tpmstate', `dir=${stateDir}`, '--server', `type=tcp,port=${port},bindaddr=127.0.0.1`, '--ctrl', `type=tcp,port=${port + 1},bindaddr=127.0.0.1`, '--flags', 'not-need-init,startup-clear'],
@@ -109,6 +111,7 @@ export async function startSoftTpm(opts: SoftTpmOptions = {}): Promise<SoftTpm> 
       while (!exited && !((await portAnswers(port)) && (await portAnswers(port + 1)))) await new Promise((r) => setImmediate(r));
       if (!exited) {
         child = proc;
+        fixedPort = port;
         tcti = `swtpm:host=127.0.0.1,port=${port}`;
         return;
       }

@@ -1,0 +1,72 @@
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import { createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
+import { ProvisionError } from '../errors.js';
+
+x509.cryptoProvider.set(webcrypto as never);
+
+/**
+ * Checks a TPM's EK certificate against the operator's bundle of TPM manufacturer CAs
+ * (roots and intermediates, PEM): a chain of valid signatures, each certificate inside
+ * its validity period, ending at a self-signed certificate of the bundle. Returns the EK
+ * public key, to which the admin wraps its credential (make-credential.ts).
+ */
+export interface VerifiedEk {
+  publicKey: KeyObject;
+  issuer: string;
+  serialNumber: string;
+  /** Subjects from the EK certificate up to the trusted root. */
+  chain: string[];
+}
+
+const MAX_CHAIN = 8;
+
+function fail(message: string): never {
+  throw new ProvisionError('PROVISION_ATTESTATION_FAILED', `ek-certificate: ${message}`);
+}
+
+export function parseCaBundle(pem: string, what: string): x509.X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new ProvisionError('PROVISION_USAGE', `${what} holds no PEM certificate`);
+  return blocks.map((b) => new x509.X509Certificate(b));
+}
+
+export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Certificate[], now = new Date()): Promise<VerifiedEk> {
+  let ek: x509.X509Certificate;
+  try {
+    ek = new x509.X509Certificate(Buffer.from(der));
+  } catch (err) {
+    fail(`keyd's EK certificate does not parse: ${(err as Error).message}`);
+  }
+  const chain: string[] = [ek.subject || '(empty subject)'];
+  let current = ek;
+  for (let depth = 0; depth < MAX_CHAIN; depth++) {
+    if (now < current.notBefore || now > current.notAfter) {
+      fail(`"${current.subject}" is outside its validity period (${current.notBefore.toISOString()} – ${current.notAfter.toISOString()})`);
+    }
+    const candidates = bundle.filter((c) => c.subject === current.issuer);
+    let issuer: x509.X509Certificate | undefined;
+    for (const c of candidates) {
+      if (await current.verify({ publicKey: c.publicKey, signatureOnly: true }).catch(() => false)) {
+        issuer = c;
+        break;
+      }
+    }
+    if (!issuer) {
+      fail(
+        candidates.length > 0
+          ? `"${current.subject}" names issuer "${current.issuer}" but no certificate of that name in the manufacturer CA bundle signed it`
+          : `"${current.subject}" was issued by "${current.issuer}", which is not in the manufacturer CA bundle: this is not a TPM from a trusted manufacturer`,
+      );
+    }
+    if (issuer.subject === issuer.issuer && (await issuer.verify({ publicKey: issuer.publicKey, signatureOnly: true }).catch(() => false))) {
+      if (now < issuer.notBefore || now > issuer.notAfter) fail(`root "${issuer.subject}" is outside its validity period`);
+      chain.push(issuer.subject);
+      const publicKey = createPublicKey({ key: Buffer.from(ek.publicKey.rawData), format: 'der', type: 'spki' });
+      return { publicKey, issuer: ek.issuer, serialNumber: ek.serialNumber, chain };
+    }
+    chain.push(issuer.subject);
+    current = issuer;
+  }
+  fail(`chain longer than ${MAX_CHAIN}`);
+}
