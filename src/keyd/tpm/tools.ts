@@ -8,8 +8,9 @@ import { KeydError } from '../errors.js';
  *
  * A TPM reached over a socket (swtpm) or /dev/tpm0 has no resource manager: objects and
  * sessions a command leaves loaded stay in the TPM until flushed, and after three of them
- * it answers "out of memory for object contexts" (TPM_RC_OBJECT_MEMORY, 0x902). So every
- * command that loads something is followed by `tpm2_flushcontext -t` and `-s`. With the
+ * it answers "out of memory for object contexts" (TPM_RC_OBJECT_MEMORY, 0x902; 0x903 for
+ * sessions). So every command that loads something is followed by `tpm2_flushcontext`
+ * `-t`, `-l` and `-s`. With the
  * kernel's /dev/tpmrm0 the flush is a harmless no-op.
  */
 
@@ -100,8 +101,9 @@ export async function tpm(conn: TpmConnection, command: string, args: string[], 
 
 /** Flushes transient objects and sessions (see the module comment). */
 export async function flush(conn: TpmConnection): Promise<void> {
-  await runOnce(conn, 'tpm2_flushcontext', ['-t']).catch(() => {});
-  await runOnce(conn, 'tpm2_flushcontext', ['-s']).catch(() => {});
+  // -t transient objects, -l loaded sessions (tpm2_unseal -p pcr:… leaves its policy
+  // session loaded), -s saved sessions.
+  for (const flag of ['-t', '-l', '-s']) await runOnce(conn, 'tpm2_flushcontext', [flag]).catch(() => {});
 }
 
 /** "Esys_Unseal(0x99D) - tpm:session(1):a policy check failed" → 0x99d. */
