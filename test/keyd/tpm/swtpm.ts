@@ -42,7 +42,7 @@ export interface SoftTpm {
 }
 
 /** A free port P whose P+1 is free too (the swtpm TCTI reaches the control channel on P+1). */
-async function freePortPair(): Promise<number> {
+export async function freePortPair(): Promise<number> {
   const listen = (port: number) =>
     new Promise<import('node:net').Server | undefined>((resolve) => {
       const srv = createServer();
