@@ -72,6 +72,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
 
   const rootSpecText = opts.rootKey ?? (typeof config.rootKey === 'string' ? config.rootKey : undefined);
   if (!rootSpecText) throw new KeydError('KEYD_CONFIG', 'keyd needs a root key: --root-key FILE, --root-key tpm[:OPTIONS], or "rootKey" in the config');
+  if (config.rootKey !== undefined && typeof config.rootKey !== 'string') throw new KeydError('KEYD_CONFIG', 'config "rootKey" must be a string: a file path or tpm[:OPTIONS]');
   if (config.tpmTcti !== undefined && typeof config.tpmTcti !== 'string') throw new KeydError('KEYD_CONFIG', 'config "tpmTcti" must be a string');
   const root = await loadRoot(parseRootKeySpec(rootSpecText, config.tpmTcti as string | undefined), opts.data);
   const store = await SealedStore.open({ dataDir: opts.data, root, ...(opts.machineIdPath ? { machineIdPath: opts.machineIdPath } : {}) });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { KeydError } from '../errors.js';
 import { parsePcrSelection, pcrSelectionArg } from './pcr.js';
 import { tpmFailure } from './sealed-root.js';
-import { flush, tpm, type TpmConnection } from './tools.js';
+import { exclusive, flush, tpm, type TpmConnection } from './tools.js';
 
 /**
  * keyd's side of attested provisioning (the background-check model: keyd produces
@@ -53,7 +53,11 @@ export interface Attester {
 export class TpmAttester implements Attester {
   constructor(private readonly conn: TpmConnection) {}
 
-  async begin(): Promise<AttesterSession> {
+  begin(): Promise<AttesterSession> {
+    return exclusive(this.conn, () => this.beginNow());
+  }
+
+  private async beginNow(): Promise<AttesterSession> {
     const work = await mkdtemp(join(tmpdir(), 'keyd-attest-'));
     const conn = this.conn;
     try {
@@ -85,7 +89,11 @@ class Session implements AttesterSession {
     readonly start: AttestationStart,
   ) {}
 
-  async quote(credentialBlob: Uint8Array, qualifyingData: Uint8Array, pcrs: string): Promise<QuoteEvidence> {
+  quote(credentialBlob: Uint8Array, qualifyingData: Uint8Array, pcrs: string): Promise<QuoteEvidence> {
+    return exclusive(this.conn, () => this.quoteNow(credentialBlob, qualifyingData, pcrs));
+  }
+
+  private async quoteNow(credentialBlob: Uint8Array, qualifyingData: Uint8Array, pcrs: string): Promise<QuoteEvidence> {
     if (this.used) throw new KeydError('KEYD_BAD_REQUEST', 'one quote per attestation session: start a new one');
     this.used = true;
     const selection = parsePcrSelection(pcrs);

@@ -1,6 +1,6 @@
 import { KeydError } from '../errors.js';
 import { tpmFailure } from './sealed-root.js';
-import { TPM_RC, TpmCommandError, tpm, type TpmConnection } from './tools.js';
+import { TPM_RC, TpmCommandError, exclusive, tpm, type TpmConnection } from './tools.js';
 
 /**
  * A TPM NV monotonic counter (TPM 2.0 Library Part 1, §37.2.2, TPM_NT_COUNTER): 8 bytes
@@ -43,7 +43,11 @@ export class TpmNvCounter implements MonotonicCounter {
     }
   }
 
-  async read(): Promise<bigint> {
+  read(): Promise<bigint> {
+    return exclusive(this.conn, () => this.readNow());
+  }
+
+  private async readNow(): Promise<bigint> {
     let out: Buffer;
     try {
       out = await tpm(this.conn, 'tpm2_nvread', [this.hex, '-C', 'o', '-s', '8']);
@@ -57,26 +61,30 @@ export class TpmNvCounter implements MonotonicCounter {
     return out.readBigUInt64BE(0);
   }
 
-  async increment(): Promise<bigint> {
-    try {
-      await tpm(this.conn, 'tpm2_nvincrement', [this.hex, '-C', 'o']);
-    } catch (err) {
-      throw tpmFailure(err, `incrementing ${this.description}`);
-    }
-    return this.read();
+  increment(): Promise<bigint> {
+    return exclusive(this.conn, async () => {
+      try {
+        await tpm(this.conn, 'tpm2_nvincrement', [this.hex, '-C', 'o']);
+      } catch (err) {
+        throw tpmFailure(err, `incrementing ${this.description}`);
+      }
+      return this.readNow();
+    });
   }
 
   /** Defines the counter and increments it once (a counter cannot be read before its first increment). */
   async create(): Promise<bigint> {
-    try {
-      await tpm(this.conn, 'tpm2_nvdefine', [this.hex, '-C', 'o', '-s', '8', '-a', 'ownerread|ownerwrite|nt=counter']);
-    } catch (err) {
-      if (err instanceof TpmCommandError && err.responseCode === TPM_RC.NV_DEFINED) {
-        // Left by an earlier store on this TPM: reusing it is safe, its value only grows.
-      } else {
-        throw tpmFailure(err, `defining ${this.description}`);
+    await exclusive(this.conn, async () => {
+      try {
+        await tpm(this.conn, 'tpm2_nvdefine', [this.hex, '-C', 'o', '-s', '8', '-a', 'ownerread|ownerwrite|nt=counter']);
+      } catch (err) {
+        if (err instanceof TpmCommandError && err.responseCode === TPM_RC.NV_DEFINED) {
+          // Left by an earlier store on this TPM: reusing it is safe, its value only grows.
+        } else {
+          throw tpmFailure(err, `defining ${this.description}`);
+        }
       }
-    }
+    });
     return this.increment();
   }
 }

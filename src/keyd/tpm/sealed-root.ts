@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { KeydError } from '../errors.js';
 import { writeFileDurably } from '../durable-file.js';
 import { formatPcrSelection, parsePcrSelection, pcrSelectionArg, readPcrs, type PcrSelection } from './pcr.js';
-import { TPM_RC, TpmCommandError, tpm, type TpmConnection } from './tools.js';
+import { TPM_RC, TpmCommandError, exclusive, tpm, type TpmConnection } from './tools.js';
 
 /**
  * keyd's root key sealed by the TPM (TPM 2.0 Library Part 1, §25 "Sealed data"): 32
@@ -61,8 +61,8 @@ export async function loadOrSealRootKey(opts: TpmRootOptions): Promise<UnsealedR
   );
   const work = await mkdtemp(join(tmpdir(), 'keyd-tpm-'));
   try {
-    if (existing) return { ...(await unseal(opts, work)), created: false };
-    return { ...(await seal(opts, work)), created: true };
+    if (existing) return { ...(await exclusive(opts, () => unseal(opts, work))), created: false };
+    return { ...(await exclusive(opts, () => seal(opts, work))), created: true };
   } finally {
     // Only TPM context blobs (encrypted by the TPM's context key) and the policy digest live here.
     await rm(work, { recursive: true, force: true });

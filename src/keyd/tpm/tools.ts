@@ -122,6 +122,24 @@ function summarise(stderr: string): string {
   return (errors.length > 0 ? errors : stderr.split('\n').filter((l) => l.trim() !== '').slice(-2)).join('; ').slice(0, 500);
 }
 
+const sequences = new Map<string, Promise<unknown>>();
+
+/**
+ * Runs `body` (a sequence of TPM commands) alone on this TPM within this process. Without
+ * a resource manager one sequence's flush would unload another's objects or sessions
+ * (e.g. two operators attesting at once, or an attestation and a counter increment).
+ */
+export function exclusive<T>(conn: TpmConnection, body: () => Promise<T>): Promise<T> {
+  const key = conn.tcti ?? process.env.TPM2TOOLS_TCTI ?? '(default)';
+  const run = (sequences.get(key) ?? Promise.resolve()).then(body, body);
+  const tail = run.catch(() => {});
+  sequences.set(key, tail);
+  void tail.then(() => {
+    if (sequences.get(key) === tail) sequences.delete(key);
+  });
+  return run;
+}
+
 /** True when the tpm2-tools binaries are on PATH (tests skip, naming the package, when not). */
 export async function tpmToolsInstalled(): Promise<boolean> {
   return new Promise((resolve) => {

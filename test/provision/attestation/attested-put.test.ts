@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { runRemoteAdmin } from '../../../src/provision/remote-admin.js';
 import { appraiseQuote, prepareChallenge, type AttestationEvidence, type QuoteAnswer } from '../../../src/provision/attestation/appraise.js';
 import { parseCaBundle } from '../../../src/provision/attestation/ek-certificate.js';
+import { attestKeyd } from '../../../src/provision/attestation/attest-keyd.js';
 import { readPolicy } from '../../../src/provision/attestation/policy.js';
 import { makePki, startKeydForTest, type Keyd, type Pki } from '../harness.js';
 import { otherLocalCa, startSoftTpm, swtpmMissing, type SoftTpm } from '../../keyd/tpm/swtpm.js';
@@ -112,6 +113,16 @@ test('attested provisioning: a genuine keyd gets the key; a changed PCR, an EK f
     } finally {
       genuineClient.close();
       impostorClient.close();
+    }
+
+    // Two operators attesting at once: keyd runs each TPM sequence alone (no resource manager on swtpm).
+    const [c1, c2] = [await genuine.connect(pki.alice), await genuine.connect(pki.alice)];
+    try {
+      const results = await Promise.all([c1, c2].map((c) => attestKeyd(c, { manufacturerCas: cas, policy, pcrs: policy.pcrs })));
+      assert.deepEqual(results.map((r) => r.pcrs), [policy.pcrs, policy.pcrs]);
+    } finally {
+      c1.close();
+      c2.close();
     }
 
     // `show` prints the policy without connecting.
