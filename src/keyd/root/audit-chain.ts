@@ -100,7 +100,20 @@ export async function verifyAuditLog(path: string, committed: ChainHead | null):
   const lines = parseLines(text, path);
   checkLinks(lines, path);
   const last = lines.at(-1);
-  const head: ChainHead = last ? { head: last.chain, entries: last.n } : { head: committed?.head ?? GENESIS, entries: committed?.entries ?? 0 };
+  if (!last) {
+    if (!committed || committed.entries === 0) return { head: GENESIS, entries: 0 };
+    // An empty log after rotation: the committed entry must be in a rotated file, and
+    // appends continue from that file's last entry.
+    const rotated = await findInRotated(path, committed.entries);
+    if (!rotated) {
+      throw new KeydError('KEYD_AUDIT_ROLLED_BACK', `${path} is empty and no rotated file holds entry ${committed.entries}, which the store manifest committed: the audit log was removed`);
+    }
+    if (rotated.hit.chain !== committed.head) {
+      throw new KeydError('KEYD_AUDIT_TAMPERED', `audit entry ${committed.entries} differs from the one the store manifest committed: the audit log was rewritten`);
+    }
+    return { head: rotated.last.chain, entries: rotated.last.n };
+  }
+  const head: ChainHead = { head: last.chain, entries: last.n };
   if (!committed || committed.entries === 0) return head;
   if (head.entries < committed.entries) {
     throw new KeydError(
@@ -109,9 +122,8 @@ export async function verifyAuditLog(path: string, committed: ChainHead | null):
     );
   }
   let found = lines.find((l) => l.n === committed.entries);
-  if (!found && lines.length > 0 && lines[0]!.n > committed.entries) found = await findInRotated(path, committed.entries);
+  if (!found && lines[0]!.n > committed.entries) found = (await findInRotated(path, committed.entries))?.hit;
   if (!found) {
-    if (lines.length === 0 && head.entries === committed.entries) return head; // a fresh file after rotation
     throw new KeydError('KEYD_AUDIT_ROLLED_BACK', `entry ${committed.entries} that the store manifest committed is not in ${path} or its rotated files`);
   }
   if (found.chain !== committed.head) {
@@ -121,7 +133,7 @@ export async function verifyAuditLog(path: string, committed: ChainHead | null):
 }
 
 /** Looks for entry `n` in the rotated siblings of `path` (audit.log.1, audit.log.2026-…, …). */
-async function findInRotated(path: string, n: number): Promise<ParsedLine | undefined> {
+async function findInRotated(path: string, n: number): Promise<{ hit: ParsedLine; last: ParsedLine } | undefined> {
   const dir = dirname(path);
   const prefix = `${basename(path)}.`;
   for (const name of (await readdir(dir)).filter((f) => f.startsWith(prefix)).sort()) {
@@ -130,7 +142,7 @@ async function findInRotated(path: string, n: number): Promise<ParsedLine | unde
     const lines = parseLines(text, file);
     checkLinks(lines, file);
     const hit = lines.find((l) => l.n === n);
-    if (hit) return hit;
+    if (hit) return { hit, last: lines.at(-1)! };
   }
   return undefined;
 }

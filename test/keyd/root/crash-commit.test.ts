@@ -5,8 +5,16 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalAdminTransport } from '../../../src/keyd/admin-client.js';
-import type { KeydOptions } from '../../../src/keyd/daemon.js';
-import { makeIdentity, scratch, startTestKeyd, LOCAL, type TestIdentity } from '../fixtures.js';
+import type { KeydOptions, RunningKeyd } from '../../../src/keyd/daemon.js';
+import { makeIdentity, scratch, startTestKeyd as startKeydOnce, LOCAL, type TestIdentity } from '../fixtures.js';
+
+/** Every keyd started here, closed in `finally` even when an assertion failed (close is idempotent). */
+const opened = new Set<RunningKeyd>();
+async function startTestKeyd(dir: string, machineIdPath: string, extra: Partial<KeydOptions>): Promise<RunningKeyd> {
+  const keyd = await startKeydOnce(dir, machineIdPath, extra);
+  opened.add(keyd);
+  return keyd;
+}
 import { startSoftTpm, swtpmMissing } from '../tpm/swtpm.js';
 
 const skip = await swtpmMissing();
@@ -106,6 +114,8 @@ test('kill -9 at every step of a put, a rotation and a delete (TPM counter): key
           assert.ok(keyd.keyring.lookup('after.test'), where);
           await keyd.close();
         } finally {
+          for (const keyd of opened) await keyd.close();
+          opened.clear();
           await s.cleanup();
         }
       }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile, cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { KeydOptions } from '../../../src/keyd/daemon.js';
+import type { KeydOptions, RunningKeyd } from '../../../src/keyd/daemon.js';
 import { makeIdentity, scratch, startTestKeyd, LOCAL } from '../fixtures.js';
 import { startSoftTpm, swtpmMissing, type SoftTpm } from '../tpm/swtpm.js';
 
@@ -18,7 +18,17 @@ function tpmSetup(dir: string, machineIdPath: string, tpm: SoftTpm): Setup {
   return { dir, machineIdPath, extra: { rootKey: `tpm:sealed=${join(dir, 'root.tpm')}`, config: { tpmTcti: tpm.tcti } } };
 }
 
-const start = (s: Setup) => startTestKeyd(s.dir, s.machineIdPath, s.extra);
+/** Every keyd a test started, closed in its `finally` even when an assertion failed (close is idempotent). */
+const opened = new Set<RunningKeyd>();
+async function start(s: Setup): Promise<RunningKeyd> {
+  const keyd = await startTestKeyd(s.dir, s.machineIdPath, s.extra);
+  opened.add(keyd);
+  return keyd;
+}
+async function closeAll(): Promise<void> {
+  for (const keyd of opened) await keyd.close();
+  opened.clear();
+}
 
 test('TPM counter: a restored old record, a resurrected deleted record, a rolled-back nonce store and a whole-store rollback are each refused at start, by name', { skip }, async () => {
   const s = await scratch();
@@ -108,6 +118,7 @@ test('TPM counter: a restored old record, a resurrected deleted record, a rolled
     assert.deepEqual((await keyd.store.getSecret('provisioning-nonces'))?.toString(), '{"new":1}');
     await keyd.close();
   } finally {
+    await closeAll();
     await tpm.stop();
     await s.cleanup();
   }
@@ -149,10 +160,32 @@ test('the audit log must still hold the entry the manifest committed: erased or 
       assert.match(err.message, /the store manifest committed entry \d+: audit entries were erased/);
       return true;
     });
-    await writeFile(auditPath, withStart);
+    // The log removed altogether (no rotated file holds the committed entry).
+    await rm(auditPath);
+    await assert.rejects(start(setup), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'KEYD_AUDIT_ROLLED_BACK');
+      assert.match(err.message, /is empty and no rotated file holds entry \d+/);
+      return true;
+    });
+    // Rotated away (renamed to audit.log.1, a fresh audit.log): the chain continues across files.
+    await writeFile(join(s.dir, 'data', 'audit.log.1'), withStart);
     keyd = await start(setup);
+    await keyd.adminService.delete(LOCAL, 'a.test');
+    // The next commit pins the delete's audit entry (a commit records the head before its own entry).
+    await keyd.adminService.put(LOCAL, ['a.test'], a.privateKey, a.chain);
     await keyd.close();
+    const continued = (await readFile(auditPath, 'utf8')).trimEnd().split('\n');
+    const lastRotated = withStart.trimEnd().split('\n').at(-1)!;
+    assert.equal(JSON.parse(continued[0]!).n, JSON.parse(lastRotated).n + 1, 'numbering continues in the new file');
+    keyd = await start(setup); // and the next start accepts the two files as one chain
+    await keyd.close();
+    await rm(join(s.dir, 'data', 'audit.log.1'));
+    await rm(auditPath);
+    // Both files replaced by the old log: the delete entry is gone.
+    await writeFile(auditPath, withStart);
+    await assert.rejects(start(setup), /KEYD_AUDIT_ROLLED_BACK|erased/);
   } finally {
+    await closeAll();
     await s.cleanup();
   }
 });
@@ -198,6 +231,7 @@ test('without a TPM: single-record rollback and resurrection are refused; a whol
     await assert.rejects(start(setup), /KEYD_MANIFEST_MISSING|has no manifest\.json/);
     await copyFile(join(snapshot, 'manifest.json'), join(data, 'manifest.json'));
   } finally {
+    await closeAll();
     await s.cleanup();
   }
 });

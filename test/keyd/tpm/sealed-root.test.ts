@@ -2,7 +2,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { makeIdentity, scratch, startTestKeyd, LOCAL } from '../fixtures.js';
+import type { KeydOptions, RunningKeyd } from '../../../src/keyd/daemon.js';
+import { makeIdentity, scratch, startTestKeyd as startKeydOnce, LOCAL } from '../fixtures.js';
+
+/** Every keyd started here, closed in `finally` even when an assertion failed (close is idempotent). */
+const opened = new Set<RunningKeyd>();
+async function startTestKeyd(dir: string, machineIdPath: string, extra: Partial<KeydOptions>): Promise<RunningKeyd> {
+  const keyd = await startKeydOnce(dir, machineIdPath, extra);
+  opened.add(keyd);
+  return keyd;
+}
+async function closeAll(): Promise<void> {
+  for (const keyd of opened) await keyd.close();
+  opened.clear();
+}
 import { startSoftTpm, swtpmMissing } from './swtpm.js';
 
 const skip = await swtpmMissing();
@@ -48,6 +61,7 @@ test('TPM root key: sealed on first start, unsealed at the next; the store moved
     // Nor does a root key *file* open it (the store was sealed under the TPM's root key).
     await assert.rejects(startTestKeyd(stolen, s.machineIdPath, { rootKey: join(stolen, 'guess.key') }), /KEYD_STORE_OTHER_ROOT_KEY|another root key/);
   } finally {
+    await closeAll();
     await tpmA.stop();
     await tpmB.stop();
     await s.cleanup();
@@ -89,6 +103,7 @@ test('TPM root key with a PCR policy: unsealed while the PCR holds, refused once
       /sealed to PCR policy sha256:16, not sha256:15/,
     );
   } finally {
+    await closeAll();
     await tpm.stop();
     await s.cleanup();
   }
@@ -106,6 +121,7 @@ test('--root-key tpm options are checked, and the sealed root may not live in th
   try {
     await assert.rejects(startTestKeyd(s.dir, s.machineIdPath, { rootKey: `tpm:sealed=${join(s.dir, 'data', 'root')}` }), /must live outside the data directory/);
   } finally {
+    await closeAll();
     await s.cleanup();
   }
 });
