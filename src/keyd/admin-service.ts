@@ -7,6 +7,7 @@ import { Keyring, entryFromStored, infoOf, type KeyEntry, type KeyInfo } from '.
 import { normaliseName } from './names.js';
 import { GENERATE_KEY_TYPES, checkLeafMatchesKey, checkPrivateKey, generateKeyAndCsr, parseChain, type GenerateKeyType } from './pki.js';
 import { SealedStore } from './store.js';
+import { SoftwareKeyHandle, type KeyHandle } from './key-handle.js';
 
 export type { AdminCaller, AuditEntry, AuditQuery, KeyInfo };
 
@@ -41,8 +42,9 @@ export class AdminService extends EventEmitter {
       const normalised = normaliseNames(names);
       const keyType = checkPrivateKey(privateKey);
       const [leaf] = parseChain(chainDer);
-      checkLeafMatchesKey(leaf!, privateKey);
-      const entry = await this.install(normalised, privateKey, chainDer.map((c) => Uint8Array.from(c)));
+      const key = new SoftwareKeyHandle(privateKey);
+      checkLeafMatchesKey(leaf!, key.publicKey);
+      const entry = await this.install(normalised, key, chainDer.map((c) => Uint8Array.from(c)));
       return { result: infoOf(entry), names: normalised, keyRef: entry.id, keyType };
     });
   }
@@ -55,7 +57,7 @@ export class AdminService extends EventEmitter {
         throw new KeydError('KEYD_BAD_REQUEST', `unknown key type ${JSON.stringify(keyType)}: use ${GENERATE_KEY_TYPES.join(', ')}`);
       }
       const { privateKey, csrPem } = await generateKeyAndCsr(keyType, normalised!.replace(/^\*\./, '*.'), subject);
-      const entry = await this.install([normalised!], privateKey, [], subject);
+      const entry = await this.install([normalised!], new SoftwareKeyHandle(privateKey), [], subject);
       return { result: { info: infoOf(entry), csrPem }, names: [normalised!], keyRef: entry.id, keyType };
     });
   }
@@ -65,12 +67,12 @@ export class AdminService extends EventEmitter {
     return this.mutate(caller, 'setChain', { names: [name] }, async () => {
       const entry = this.ownerOf(name);
       const [leaf] = parseChain(chainDer);
-      checkLeafMatchesKey(leaf!, entry.privateKey);
+      checkLeafMatchesKey(leaf!, entry.key.publicKey);
       const stored = await this.store.putKey({
         id: entry.id,
         seq: entry.seq,
         names: entry.names,
-        privateKey: entry.privateKey,
+        key: entry.key,
         chain: chainDer.map((c) => Uint8Array.from(c)),
         addedAt: entry.addedAt,
       });
@@ -127,11 +129,11 @@ export class AdminService extends EventEmitter {
    * new record's higher sequence number makes it the owner even if we crash between
    * the two steps (see Keyring.set), so a put is atomic at the moment of the rename.
    */
-  private async install(names: string[], privateKey: KeyObject, chain: Uint8Array[], subject?: string): Promise<KeyEntry> {
+  private async install(names: string[], key: KeyHandle, chain: Uint8Array[], subject?: string): Promise<KeyEntry> {
     const stored = await this.store.putKey({
       id: SealedStore.newKeyId(),
       names,
-      privateKey,
+      key,
       chain,
       ...(subject !== undefined ? { subject } : {}),
     });

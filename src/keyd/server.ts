@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import { certificateVerifyContent, signWithScheme } from '../tls/signer.js';
+import { certificateVerifyContent } from '../tls/signer.js';
 import { TRANSCRIPT_HASH_LENGTHS } from '../tls/signature-schemes.js';
 import type { AdminService } from './admin-service.js';
 import type { AdminCaller, SigningCounters } from './audit.js';
@@ -53,15 +53,18 @@ const WRITE_HIGH_WATER = 4 * 1024 * 1024;
 
 /**
  * One keyd connection: deframes requests, dispatches on the opcode table, answers each
- * with a reply or an error frame carrying the same request id. Sign and identity are
- * answered synchronously within the same 'data' event, so a pipelined burst becomes
- * one corked write; admin operations are asynchronous and count against `maxPending`.
+ * with a reply or an error frame carrying the same request id. Ping and identity are
+ * answered synchronously; signatures (a KeyHandle may wait on a token) and admin
+ * operations are asynchronous and count against `maxPending`. The socket stays corked
+ * until the event loop's check phase after a read, so the replies of a pipelined burst
+ * signed by software keys still leave in one write.
  * Nothing a client sends can crash the daemon: every failure is an error frame.
  */
 export class KeydConnection {
   private readonly decoder = new FrameDecoder();
   private pending = 0;
   private closed = false;
+  private uncorkScheduled = false;
 
   constructor(
     readonly socket: Socket,
@@ -100,10 +103,17 @@ export class KeydConnection {
       return;
     }
     if (frames.length === 0) return;
-    this.socket.cork();
+    if (!this.uncorkScheduled) {
+      this.uncorkScheduled = true;
+      this.socket.cork();
+      // Software signatures resolve in this tick's microtasks, before setImmediate runs.
+      setImmediate(() => {
+        this.uncorkScheduled = false;
+        this.socket.uncork();
+        if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
+      });
+    }
     for (const frame of frames) this.dispatch(frame);
-    this.socket.uncork();
-    if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
   }
 
   private dispatch(frame: Frame): void {
@@ -115,24 +125,29 @@ export class KeydConnection {
         case Opcode.identity:
           return this.reply(opcode, requestId, this.identity(decodeIdentityRequest(payload)));
         case Opcode.signCertificateVerify:
-          return this.reply(opcode, requestId, this.sign(payload));
+          return this.settle(opcode, requestId, () => this.sign(payload));
         default:
           if (!ADMIN_OPCODES.has(opcode)) {
             throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only CertificateVerify content it builds itself)`);
           }
           if (!this.peer.admin) throw new KeydError('KEYD_NOT_AUTHORISED', 'admin operations are only accepted on the admin socket');
-          if (this.pending >= this.deps.maxPending) {
-            throw new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`);
-          }
-          this.pending++;
-          this.admin(opcode, payload).then(
-            (reply) => this.reply(opcode, requestId, reply),
-            (err: unknown) => this.fail(requestId, err),
-          ).finally(() => this.pending--);
+          return this.settle(opcode, requestId, () => this.admin(opcode, payload));
       }
     } catch (err) {
       this.fail(requestId, err);
     }
+  }
+
+  /** Runs an asynchronous request in one of the connection's `maxPending` slots. */
+  private settle(opcode: number, requestId: number, run: () => Promise<Uint8Array>): void {
+    if (this.pending >= this.deps.maxPending) {
+      throw new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`);
+    }
+    this.pending++;
+    run().then(
+      (reply) => this.reply(opcode, requestId, reply),
+      (err: unknown) => this.fail(requestId, err),
+    ).finally(() => this.pending--);
   }
 
   private reply(opcode: number, requestId: number, payload: Uint8Array): void {
@@ -173,7 +188,7 @@ export class KeydConnection {
    * content itself from the transcript hash, so no caller can make it sign a digest or
    * message of its choosing (DESIGN.md rule 2).
    */
-  private sign(payload: Uint8Array): Uint8Array {
+  private async sign(payload: Uint8Array): Promise<Uint8Array> {
     const { counters } = this.deps;
     try {
       const { keyRef, scheme, transcriptHash } = decodeSignRequest(payload);
@@ -186,7 +201,7 @@ export class KeydConnection {
       if (!entry.schemes.includes(scheme)) {
         throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${keyRef} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
       }
-      const signature = signWithScheme(entry.privateKey, scheme, certificateVerifyContent(transcriptHash));
+      const signature = await entry.key.sign(scheme, certificateVerifyContent(transcriptHash));
       counters.signed(this.peer.id);
       return encodeSignature(signature);
     } catch (err) {
