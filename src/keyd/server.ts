@@ -233,11 +233,11 @@ export class KeydConnection {
         const [keyDer, ...chain] = attachments;
         if (!keyDer) throw new KeydError('KEYD_BAD_REQUEST', 'put: the private key attachment is missing');
         const privateKey = privateKeyFromDer(keyDer);
-        return encodeAdmin(await service.put(caller, names as string[], privateKey, chain));
+        return encodeAdmin(await service.put(caller, names as string[], privateKey, chain, optionalStringField(json, 'token')));
       }
       case Opcode.generate:
         return encodeAdmin(
-          await service.generate(caller, name(), stringField(json, 'keyType') as GenerateKeyType, stringField(json, 'subject')),
+          await service.generate(caller, name(), stringField(json, 'keyType') as GenerateKeyType, stringField(json, 'subject'), optionalStringField(json, 'token')),
         );
       case Opcode.setChain:
         return encodeAdmin(await service.setChain(caller, name(), attachments));
@@ -265,6 +265,10 @@ function stringField(json: Record<string, unknown>, field: string): string {
   const v = json[field];
   if (typeof v !== 'string' || v.length === 0) throw new KeydError('KEYD_BAD_REQUEST', `"${field}" must be a non-empty string`);
   return v;
+}
+
+function optionalStringField(json: Record<string, unknown>, field: string): string | undefined {
+  return json[field] === undefined ? undefined : stringField(json, field);
 }
 
 function privateKeyFromDer(der: Uint8Array): KeyObject {
