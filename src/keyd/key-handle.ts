@@ -1,6 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { signWithScheme } from '../tls/signer.js';
-import { keyTypeOf } from '../tls/signer.js';
+import { keyTypeOf, signWithScheme } from '../tls/signer.js';
 import type { KeyType } from '../tls/signature-schemes.js';
 
 /**

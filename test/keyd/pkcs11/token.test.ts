@@ -6,6 +6,8 @@
  * a wrong PIN fails precisely while keyd serves its other keys, and the token coming back
  * resumes signing without a restart.
  */
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
 import assert from 'node:assert/strict';
 import { createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -80,6 +82,7 @@ test('keys generated inside the token: CSR → chain → TLS 1.3 through the edg
     }
     const { info, csrPem } = await admin.generate(name, type, `CN=${name}`, { token: token.uri });
     assert.match(info.location, new RegExp(`^pkcs11:token=${token.label};object=`), 'the key lives in the token');
+    assert.equal(await new x509.Pkcs10CertificateRequest(csrPem).verify(), true, `${type}: the CSR's signature (made by the token) verifies`);
     const chain = await issueFromCsr(csrPem, ca);
     const set = await admin.setChain(name, chain);
     assert.equal(set.hasChain, true);
