@@ -21,6 +21,11 @@ export interface KeyHandle {
    * may block for milliseconds, and keyd must keep serving meanwhile.
    */
   sign(scheme: number, content: Uint8Array): Promise<Uint8Array>;
+  /**
+   * The same, synchronously — only for a key in keyd's own memory, where signing cannot
+   * block: keyd then answers within the read that brought the request (docs/PROTOCOL.md).
+   */
+  signNow?(scheme: number, content: Uint8Array): Uint8Array;
   /** What the sealed store writes for this key (see docs/KEYD.md, "Store"). */
   storedForm(): StoredKeyForm;
 }
@@ -60,10 +65,14 @@ export class SoftwareKeyHandle implements KeyHandle {
 
   sign(scheme: number, content: Uint8Array): Promise<Uint8Array> {
     try {
-      return Promise.resolve(signWithScheme(this.privateKey, scheme, content));
+      return Promise.resolve(this.signNow(scheme, content));
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  signNow(scheme: number, content: Uint8Array): Uint8Array {
+    return signWithScheme(this.privateKey, scheme, content);
   }
 
   storedForm(): StoredKeyForm {

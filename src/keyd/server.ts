@@ -53,18 +53,16 @@ const WRITE_HIGH_WATER = 4 * 1024 * 1024;
 
 /**
  * One keyd connection: deframes requests, dispatches on the opcode table, answers each
- * with a reply or an error frame carrying the same request id. Ping and identity are
- * answered synchronously; signatures (a KeyHandle may wait on a token) and admin
- * operations are asynchronous and count against `maxPending`. The socket stays corked
- * until the event loop's check phase after a read, so the replies of a pipelined burst
- * signed by software keys still leave in one write.
- * Nothing a client sends can crash the daemon: every failure is an error frame.
+ * with a reply or an error frame carrying the same request id. Identity, and signatures
+ * by keys in keyd's memory, are answered synchronously within the same 'data' event, so
+ * a pipelined burst becomes one corked write; signatures by keys in a token (the token
+ * may take milliseconds) and admin operations are asynchronous and count against
+ * `maxPending`. Nothing a client sends can crash the daemon: every failure is an error frame.
  */
 export class KeydConnection {
   private readonly decoder = new FrameDecoder();
   private pending = 0;
   private closed = false;
-  private uncorkScheduled = false;
 
   constructor(
     readonly socket: Socket,
@@ -103,17 +101,10 @@ export class KeydConnection {
       return;
     }
     if (frames.length === 0) return;
-    if (!this.uncorkScheduled) {
-      this.uncorkScheduled = true;
-      this.socket.cork();
-      // Software signatures resolve in this tick's microtasks, before setImmediate runs.
-      setImmediate(() => {
-        this.uncorkScheduled = false;
-        this.socket.uncork();
-        if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
-      });
-    }
+    this.socket.cork();
     for (const frame of frames) this.dispatch(frame);
+    this.socket.uncork();
+    if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
   }
 
   private dispatch(frame: Frame): void {
@@ -124,8 +115,16 @@ export class KeydConnection {
           return this.reply(opcode, requestId, encodePing(decodePing(payload)));
         case Opcode.identity:
           return this.reply(opcode, requestId, this.identity(decodeIdentityRequest(payload)));
-        case Opcode.signCertificateVerify:
-          return this.settle(opcode, requestId, () => this.sign(payload));
+        case Opcode.signCertificateVerify: {
+          const signed = this.sign(payload);
+          if (signed instanceof Uint8Array) return this.reply(opcode, requestId, signed);
+          try {
+            return this.settle(opcode, requestId, signed);
+          } catch (err) {
+            this.deps.counters.refused(this.peer.id);
+            throw err;
+          }
+        }
         default:
           if (!ADMIN_OPCODES.has(opcode)) {
             throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only CertificateVerify content it builds itself)`);
@@ -188,7 +187,7 @@ export class KeydConnection {
    * content itself from the transcript hash, so no caller can make it sign a digest or
    * message of its choosing (DESIGN.md rule 2).
    */
-  private async sign(payload: Uint8Array): Promise<Uint8Array> {
+  private sign(payload: Uint8Array): Uint8Array | (() => Promise<Uint8Array>) {
     const { counters } = this.deps;
     try {
       const { keyRef, scheme, transcriptHash } = decodeSignRequest(payload);
@@ -201,9 +200,25 @@ export class KeydConnection {
       if (!entry.schemes.includes(scheme)) {
         throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${keyRef} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
       }
-      const signature = await entry.key.sign(scheme, certificateVerifyContent(transcriptHash));
-      counters.signed(this.peer.id);
-      return encodeSignature(signature);
+      const content = certificateVerifyContent(transcriptHash);
+      const key = entry.key;
+      if (key.signNow) {
+        const signature = key.signNow(scheme, content);
+        counters.signed(this.peer.id);
+        return encodeSignature(signature);
+      }
+      // A key outside keyd's memory (a token): answered when the token is, in a pending slot.
+      return () =>
+        key.sign(scheme, content).then(
+          (signature) => {
+            counters.signed(this.peer.id);
+            return encodeSignature(signature);
+          },
+          (err: unknown) => {
+            counters.refused(this.peer.id);
+            throw err;
+          },
+        );
     } catch (err) {
       counters.refused(this.peer.id);
       throw err;
