@@ -6,6 +6,14 @@
  *                in a loop in this process: the ceiling for one core
  *   keyd         `delegator keyd` as its own process; this process is the edge side
  *                (KeydClient), N connections × W requests in flight each
+ *   keyd, SoftHSM the same keyd, a P-256 key generated inside a SoftHSM2 token (made for
+ *                the run in a temporary directory; rows skipped, saying so, when the
+ *                Debian package softhsm2 is not installed): keyd hashes, the token
+ *                signs (CKM_ECDSA) on libuv's thread pool — keyd's CPU includes SoftHSM's,
+ *                since a software token runs inside keyd's process
+ *   keyd, tpm2-pkcs11 the same keyd, a P-256 key generated inside a software TPM (swtpm)
+ *                through tpm2-pkcs11 (skipped without libtpm2-pkcs11-1 and swtpm): the
+ *                TPM (a separate process here) signs; keyd's CPU excludes the TPM's
  *
  * Figures: signatures/s seen by the client (wall clock), p50/p99 latency of one request,
  * and the signer's CPU per signature — this process's for in-process, keyd's (utime+stime
@@ -27,7 +35,10 @@ import { LocalAdminTransport } from '../src/keyd/admin-client.js';
 import { certificateVerifyContent, signWithScheme } from '../src/tls/signer.js';
 import { SignatureScheme } from '../src/tls/wire/codepoints.js';
 import { cpuTimeMicros } from './lib/proc-stat.js';
-import { makeIdentity } from '../test/keyd/fixtures.js';
+import { issueFromCsr, makeIdentity } from '../test/keyd/fixtures.js';
+import { makeSoftHsmToken, softHsmModule, type SoftHsmToken } from '../test/keyd/pkcs11/softhsm.js';
+import { makeTpm2Token, tpm2Missing, type Tpm2Token } from '../test/keyd/pkcs11/tpm2-token.js';
+import { spawnSync } from 'node:child_process';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MAIN = resolve(here, '../src/cli/main.js');
@@ -82,7 +93,7 @@ function inProcess(key: import('node:crypto').KeyObject, seconds: number): Row {
   };
 }
 
-async function overKeyd(socketPath: string, keydPid: number, keyRef: string, connections: number, inFlight: number, seconds: number): Promise<Row> {
+async function overKeyd(mode: string, socketPath: string, keydPid: number, keyRef: string, connections: number, inFlight: number, seconds: number): Promise<Row> {
   const clients = await Promise.all(Array.from({ length: connections }, () => KeydClient.connect({ socketPath }, { requestTimeoutMs: 30_000 })));
   const hash = createHash('sha256').update('bench').digest();
   const latencies: number[] = [];
@@ -109,7 +120,7 @@ async function overKeyd(socketPath: string, keydPid: number, keyRef: string, con
   for (const c of clients) c.close();
   const sorted = Float64Array.from(latencies).sort();
   return {
-    mode: 'keyd, unix socket',
+    mode,
     connections,
     inFlight,
     signatures: n,
@@ -129,17 +140,40 @@ async function main(): Promise<void> {
   writeFileSync(machineId, 'bench0000000000000000000000000000\n');
   const socket = join(dir, 'sign.sock');
   const adminSocket = join(dir, 'admin.sock');
-  const keyd = spawn(process.execPath, [MAIN, 'keyd', '--data', join(dir, 'data'), '--root-key', join(dir, 'root.key'), '--socket', socket, '--admin-socket', adminSocket, '--machine-id', machineId, '--log-level', 'warn'], {
+  const hasSoftHsm = softHsmModule() !== undefined && spawnSync('sh', ['-c', 'command -v softhsm2-util'], { stdio: 'ignore' }).status === 0;
+  const token: SoftHsmToken | undefined = hasSoftHsm ? makeSoftHsmToken('keyd-bench') : undefined;
+  const tpmMissing = tpm2Missing();
+  const tpm: Tpm2Token | undefined = tpmMissing ? undefined : await makeTpm2Token('keyd-bench-tpm');
+  const configArgs: string[] = [];
+  const tokenConfigs = [...(token ? [{ ...(token.config.pkcs11.tokens[0] as object), sessions: 4 }] : []), ...(tpm ? tpm.config.pkcs11.tokens : [])];
+  if (tokenConfigs.length > 0) {
+    writeFileSync(join(dir, 'keyd.json'), JSON.stringify({ pkcs11: { tokens: tokenConfigs } }));
+    configArgs.push('--config', join(dir, 'keyd.json'));
+  }
+  const keyd = spawn(process.execPath, [MAIN, 'keyd', '--data', join(dir, 'data'), '--root-key', join(dir, 'root.key'), '--socket', socket, '--admin-socket', adminSocket, '--machine-id', machineId, '--log-level', 'warn', ...configArgs], {
     stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, ...(token?.env ?? {}), ...(tpm?.env ?? {}) },
   });
   try {
     await waitForSocket(adminSocket);
     const id = await makeIdentity('ecdsa-p256', ['bench.test']);
     const admin = await LocalAdminTransport.connect(adminSocket);
     await admin.put(['bench.test'], id.privateKey, id.chain);
+    if (token) {
+      const ca = await makeIdentity('ecdsa-p256', [], undefined, { ca: true });
+      const { csrPem } = await admin.generate('token.bench.test', 'ecdsa-p256', 'CN=token.bench.test', { token: token.uri });
+      await admin.setChain('token.bench.test', await issueFromCsr(csrPem, ca));
+    }
+    if (tpm) {
+      const ca = await makeIdentity('ecdsa-p256', [], undefined, { ca: true });
+      const { csrPem } = await admin.generate('tpm.bench.test', 'ecdsa-p256', 'CN=tpm.bench.test', { token: tpm.uri });
+      await admin.setChain('tpm.bench.test', await issueFromCsr(csrPem, ca));
+    }
     admin.close();
     const probe = await KeydClient.connect({ socketPath: socket });
     const identity = (await probe.identity('bench.test'))!;
+    const tokenIdentity = token ? (await probe.identity('token.bench.test'))! : undefined;
+    const tpmIdentity = tpm ? (await probe.identity('tpm.bench.test'))! : undefined;
     probe.close();
 
     const rows: Row[] = [inProcess(id.privateKey, seconds)];
@@ -148,7 +182,24 @@ async function main(): Promise<void> {
       [1, 64],
       [8, 32],
     ] as const) {
-      rows.push(await overKeyd(socket, keyd.pid!, identity.keyRef, connections, inFlight, seconds));
+      rows.push(await overKeyd('keyd, software store', socket, keyd.pid!, identity.keyRef, connections, inFlight, seconds));
+    }
+    if (tokenIdentity) {
+      for (const [connections, inFlight] of [
+        [1, 1],
+        [1, 64],
+        [8, 32],
+      ] as const) {
+        rows.push(await overKeyd('keyd, SoftHSM2 token', socket, keyd.pid!, tokenIdentity.keyRef, connections, inFlight, seconds));
+      }
+    }
+    if (tpmIdentity) {
+      for (const [connections, inFlight] of [
+        [1, 1],
+        [1, 16],
+      ] as const) {
+        rows.push(await overKeyd('keyd, tpm2-pkcs11 (swtpm)', socket, keyd.pid!, tpmIdentity.keyRef, connections, inFlight, seconds));
+      }
     }
     const base = rows[0]!.perSignerCoreSecond;
     const lines = [
@@ -169,12 +220,16 @@ async function main(): Promise<void> {
         ].join(' | ').replace(/^/, '| ').replace(/$/, ' |'),
       ),
     ];
+    if (!token) lines.push('', 'SoftHSM2 rows skipped: softhsm2 is not installed (apt-get install softhsm2).');
+    if (tpmMissing) lines.push('', `tpm2-pkcs11 rows skipped: ${tpmMissing}.`);
     process.stdout.write(lines.join('\n') + '\n');
     if (values.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
   } finally {
     keyd.kill('SIGTERM');
     await new Promise((r) => keyd.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
+    token?.cleanup();
+    tpm?.cleanup();
   }
 }
 

@@ -18,13 +18,17 @@ export const summary = 'install, generate, list and delete keys in keyd (local a
 const USAGE = `Usage: delegator admin [--socket PATH] <operation> [arguments]
 
 Operations:
-  put NAME[,NAME…] --key KEY.pem --chain CHAIN.pem [--passphrase-file FILE]
+  put NAME[,NAME…] --key KEY.pem --chain CHAIN.pem [--passphrase-file FILE] [--token URI]
         install a private key and its certificate chain (leaf first) for the names;
         KEY may be PKCS#8, SEC1 or PKCS#1 PEM, or encrypted PKCS#8 (passphrase asked
-        on a terminal, or read from --passphrase-file)
-  gen NAME --type TYPE --subject "CN=…" --csr OUT.csr
-        create a key inside keyd (it never leaves) and write a CSR for it;
+        on a terminal, or read from --passphrase-file); with --token the key goes into
+        that PKCS#11 token (non-extractable) and keyd keeps only a reference
+  gen NAME --type TYPE --subject "CN=…" --csr OUT.csr [--token URI]
+        create a key inside keyd (it never leaves) and write a CSR for it; with --token
+        the key pair is generated inside that PKCS#11 token and never leaves it;
         TYPE: ${GENERATE_KEY_TYPES.join('|')}
+        URI: a token label or pkcs11:token=LABEL[;object=LABEL] (RFC 7512), configured
+        in keyd's config "pkcs11" (docs/KEYD.md)
   chain NAME CHAIN.pem       set the certificate chain of NAME's key (e.g. after gen)
   delete NAME                stop serving NAME (the key is deleted with its last name)
   list [--json]              names, key type, SKI, leaf not-after, added
@@ -112,6 +116,12 @@ export async function main(argv: string[], io: Io = processIo, connect: (socket:
   }
 }
 
+function tokenOption(token: unknown): { token?: string } {
+  if (token === undefined) return {};
+  if (typeof token !== 'string' || token.length === 0) throw new UsageError('--token needs a PKCS#11 URI or token label');
+  return { token };
+}
+
 function value(argv: string[], i: number, flag: string): string {
   const v = argv[i];
   if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag} needs a value`);
@@ -124,7 +134,7 @@ type Prepared = (t: AdminTransport, io: Io) => Promise<void>;
 const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prepared> }> = {
   put: {
     async prepare(args, io) {
-      const { values, positionals } = parse(args, { key: 'string', chain: 'string', 'passphrase-file': 'string' });
+      const { values, positionals } = parse(args, { key: 'string', chain: 'string', 'passphrase-file': 'string', token: 'string' });
       const names = one(positionals, 'NAME[,NAME…]').split(',').map((n) => n.trim()).filter((n) => n.length > 0);
       if (!values.key || !values.chain) throw new UsageError('put needs --key KEY.pem and --chain CHAIN.pem');
       const keyPath = values.key as string;
@@ -139,15 +149,15 @@ const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prep
       });
       const chain = await readChainFile(values.chain as string);
       return async (t) => {
-        const info = await t.put(names, privateKey, chain);
-        io.out(`installed ${info.names.join(', ')}: ${describe(info)}\n`);
+        const info = await t.put(names, privateKey, chain, tokenOption(values.token));
+        io.out(`installed ${info.names.join(', ')}: ${describe(info)}${info.location && info.location !== 'software' ? ` in ${info.location}` : ''}\n`);
         io.out(`keyd now holds this key sealed; the key file ${keyPath} can be deleted (e.g. shred -u ${keyPath}).\n`);
       };
     },
   },
   gen: {
     async prepare(args, io) {
-      const { values, positionals } = parse(args, { type: 'string', subject: 'string', csr: 'string' });
+      const { values, positionals } = parse(args, { type: 'string', subject: 'string', csr: 'string', token: 'string' });
       const name = one(positionals, 'NAME');
       const type = values.type as string | undefined;
       if (!type || !(GENERATE_KEY_TYPES as readonly string[]).includes(type)) {
@@ -156,9 +166,10 @@ const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prep
       if (!values.subject) throw new UsageError('gen needs --subject "CN=…"');
       if (!values.csr) throw new UsageError('gen needs --csr OUT.csr');
       return async (t) => {
-        const { info, csrPem } = await t.generate(name, type as GenerateKeyType, values.subject as string);
+        const { info, csrPem } = await t.generate(name, type as GenerateKeyType, values.subject as string, tokenOption(values.token));
         await writeFile(values.csr as string, csrPem);
-        io.out(`generated ${describe(info)} for ${info.names.join(', ')} inside keyd; CSR written to ${values.csr}\n`);
+        const where = info.location && info.location !== 'software' ? `inside the token (${info.location})` : 'inside keyd';
+        io.out(`generated ${describe(info)} for ${info.names.join(', ')} ${where}; CSR written to ${values.csr}\n`);
         io.out(`have it signed, then: delegator admin chain ${name} CHAIN.pem\n`);
       };
     },
@@ -189,7 +200,7 @@ const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prep
       return async (t) => {
         const keys = await t.list();
         if (values.json) return io.out(JSON.stringify(keys, null, 2) + '\n');
-        io.out(table(['NAMES', 'TYPE', 'SKI', 'NOT AFTER', 'ADDED'], keys.map((k) => [k.names.join(','), k.keyType, k.ski, k.notAfter ?? '(no chain)', k.addedAt])));
+        io.out(table(['NAMES', 'TYPE', 'SKI', 'NOT AFTER', 'ADDED', 'KEY IN'], keys.map((k) => [k.names.join(','), k.keyType, k.ski, k.notAfter ?? '(no chain)', k.addedAt, k.location ?? 'software'])));
       };
     },
   },

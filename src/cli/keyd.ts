@@ -31,7 +31,8 @@ Options:
   --socket PATH          signing socket for local edges, mode 0660 (default ${DEFAULT_SOCKET})
   --admin-socket PATH    admin socket for \`delegator admin\`, mode 0600 (default ${DEFAULT_ADMIN_SOCKET})
   --config FILE          JSON config: "clients" (mTLS subject → names), "maxPending",
-                         "provisioning" (see docs/PROVISIONING.md)
+                         "provisioning" (see docs/PROVISIONING.md), "pkcs11" (tokens
+                         keys may live in; see docs/KEYD.md, "Keys in a token")
   --listen HOST:PORT     also serve remote edges over TCP with mutual TLS; needs:
   --tls-cert FILE        keyd's TLS certificate chain (PEM)
   --tls-key FILE         its private key (PEM)

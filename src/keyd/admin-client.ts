@@ -10,8 +10,9 @@ import { Opcode } from './protocol.js';
  * admin unix socket (below) or a remote transport (the provisioning channel).
  */
 export interface AdminTransport {
-  put(names: string[], privateKey: KeyObject, chainDer: Uint8Array[]): Promise<KeyInfo>;
-  generate(name: string, keyType: GenerateKeyType, subject: string): Promise<{ info: KeyInfo; csrPem: string }>;
+  /** `token`: a PKCS#11 URI or token label to put the key into (docs/KEYD.md, "Keys in a token"). */
+  put(names: string[], privateKey: KeyObject, chainDer: Uint8Array[], opts?: TokenOption): Promise<KeyInfo>;
+  generate(name: string, keyType: GenerateKeyType, subject: string, opts?: TokenOption): Promise<{ info: KeyInfo; csrPem: string }>;
   setChain(name: string, chainDer: Uint8Array[]): Promise<KeyInfo>;
   delete(name: string): Promise<void>;
   list(): Promise<KeyInfo[]>;
@@ -19,6 +20,10 @@ export interface AdminTransport {
   audit(query?: AuditQuery): Promise<AuditEntry[]>;
   stats(): Promise<Record<string, { signatures: number; refusals: number }>>;
   close(): void;
+}
+
+export interface TokenOption {
+  token?: string;
 }
 
 /** AdminTransport over keyd's admin unix socket (docs/PROTOCOL.md, admin operations). */
@@ -29,17 +34,17 @@ export class LocalAdminTransport implements AdminTransport {
     return new LocalAdminTransport(await KeydClient.connect({ socketPath }, { requestTimeoutMs }));
   }
 
-  async put(names: string[], privateKey: KeyObject, chainDer: Uint8Array[]): Promise<KeyInfo> {
+  async put(names: string[], privateKey: KeyObject, chainDer: Uint8Array[], opts: TokenOption = {}): Promise<KeyInfo> {
     const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
     try {
-      return (await this.client.admin(Opcode.put, { names }, [pkcs8, ...chainDer])).json as unknown as KeyInfo;
+      return (await this.client.admin(Opcode.put, { names, ...tokenField(opts) }, [pkcs8, ...chainDer])).json as unknown as KeyInfo;
     } finally {
       pkcs8.fill(0);
     }
   }
 
-  async generate(name: string, keyType: GenerateKeyType, subject: string): Promise<{ info: KeyInfo; csrPem: string }> {
-    return (await this.client.admin(Opcode.generate, { name, keyType, subject })).json as unknown as { info: KeyInfo; csrPem: string };
+  async generate(name: string, keyType: GenerateKeyType, subject: string, opts: TokenOption = {}): Promise<{ info: KeyInfo; csrPem: string }> {
+    return (await this.client.admin(Opcode.generate, { name, keyType, subject, ...tokenField(opts) })).json as unknown as { info: KeyInfo; csrPem: string };
   }
 
   async setChain(name: string, chainDer: Uint8Array[]): Promise<KeyInfo> {
@@ -69,4 +74,8 @@ export class LocalAdminTransport implements AdminTransport {
   close(): void {
     this.client.close();
   }
+}
+
+function tokenField(opts: TokenOption): { token?: string } {
+  return opts.token !== undefined ? { token: opts.token } : {};
 }

@@ -7,6 +7,9 @@ import { Keyring, entryFromStored, infoOf, type KeyEntry, type KeyInfo } from '.
 import { normaliseName } from './names.js';
 import { GENERATE_KEY_TYPES, checkLeafMatchesKey, checkPrivateKey, generateKeyAndCsr, parseChain, type GenerateKeyType } from './pki.js';
 import { SealedStore } from './store.js';
+import { SoftwareKeyHandle, type KeyHandle } from './key-handle.js';
+import { csrForHandle, parseSubject } from './handle-csr.js';
+import type { TokenKeys } from './pkcs11/token-keys.js';
 
 export type { AdminCaller, AuditEntry, AuditQuery, KeyInfo };
 
@@ -31,31 +34,61 @@ export class AdminService extends EventEmitter {
     private readonly auditLog: AuditLog,
     private readonly counters: SigningCounters,
     private readonly logger?: Logger,
+    /** PKCS#11 tokens keys can be generated in or put into (`--token`). */
+    private readonly tokens?: TokenKeys,
   ) {
     super();
   }
 
-  /** Installs a key and its chain for one or more names (replacing what served them). */
-  put(caller: AdminCaller, names: string[], privateKey: KeyObject, chainDer: Uint8Array[]): Promise<KeyInfo> {
+  private tokenKeys(uri: string): TokenKeys {
+    if (!this.tokens) throw new KeydError('KEYD_TOKEN_UNCONFIGURED', `keyd has no PKCS#11 token configured (config "pkcs11"), so it cannot use ${uri}`);
+    return this.tokens;
+  }
+
+  /**
+   * Installs a key and its chain for one or more names (replacing what served them).
+   * With `token` (a PKCS#11 URI or token label) the key goes into that token as a
+   * non-extractable object and the store keeps only its reference.
+   */
+  put(caller: AdminCaller, names: string[], privateKey: KeyObject, chainDer: Uint8Array[], token?: string): Promise<KeyInfo> {
     return this.mutate(caller, 'put', { names }, async () => {
       const normalised = normaliseNames(names);
       const keyType = checkPrivateKey(privateKey);
       const [leaf] = parseChain(chainDer);
-      checkLeafMatchesKey(leaf!, privateKey);
-      const entry = await this.install(normalised, privateKey, chainDer.map((c) => Uint8Array.from(c)));
+      const software = new SoftwareKeyHandle(privateKey);
+      checkLeafMatchesKey(leaf!, software.publicKey);
+      const id = SealedStore.newKeyId();
+      const key = token === undefined ? software : await this.tokenKeys(token).importKey(token, privateKey, `keyd ${id}`);
+      const entry = await this.install(normalised, key, chainDer.map((c) => Uint8Array.from(c)), undefined, id);
       return { result: infoOf(entry), names: normalised, keyRef: entry.id, keyType };
     });
   }
 
-  /** Creates a key inside keyd; returns a CSR. The name is served once `setChain` gives it a chain. */
-  generate(caller: AdminCaller, name: string, keyType: GenerateKeyType, subject: string): Promise<{ info: KeyInfo; csrPem: string }> {
+  /**
+   * Creates a key inside keyd — or, with `token`, inside that PKCS#11 token, where it is
+   * sensitive and never extractable — and returns a CSR. The name is served once
+   * `setChain` gives it a chain.
+   */
+  generate(caller: AdminCaller, name: string, keyType: GenerateKeyType, subject: string, token?: string): Promise<{ info: KeyInfo; csrPem: string }> {
     return this.mutate(caller, 'generate', { names: [name], keyType }, async () => {
       const [normalised] = normaliseNames([name]);
       if (!GENERATE_KEY_TYPES.includes(keyType)) {
         throw new KeydError('KEYD_BAD_REQUEST', `unknown key type ${JSON.stringify(keyType)}: use ${GENERATE_KEY_TYPES.join(', ')}`);
       }
-      const { privateKey, csrPem } = await generateKeyAndCsr(keyType, normalised!.replace(/^\*\./, '*.'), subject);
-      const entry = await this.install([normalised!], privateKey, [], subject);
+      const sanName = normalised!.replace(/^\*\./, '*.');
+      const id = SealedStore.newKeyId();
+      let key: KeyHandle;
+      let csrPem: string;
+      if (token === undefined) {
+        const generated = await generateKeyAndCsr(keyType, sanName, subject);
+        key = new SoftwareKeyHandle(generated.privateKey);
+        csrPem = generated.csrPem;
+      } else {
+        parseSubject(subject);
+        key = await this.tokenKeys(token).generate(token, keyType, `keyd ${id} ${normalised}`);
+        csrPem = await csrForHandle(key, sanName, subject);
+      }
+      const entry = await this.install([normalised!], key, [], subject, id);
       return { result: { info: infoOf(entry), csrPem }, names: [normalised!], keyRef: entry.id, keyType };
     });
   }
@@ -65,12 +98,12 @@ export class AdminService extends EventEmitter {
     return this.mutate(caller, 'setChain', { names: [name] }, async () => {
       const entry = this.ownerOf(name);
       const [leaf] = parseChain(chainDer);
-      checkLeafMatchesKey(leaf!, entry.privateKey);
+      checkLeafMatchesKey(leaf!, entry.key.publicKey);
       const stored = await this.store.putKey({
         id: entry.id,
         seq: entry.seq,
         names: entry.names,
-        privateKey: entry.privateKey,
+        key: entry.key,
         chain: chainDer.map((c) => Uint8Array.from(c)),
         addedAt: entry.addedAt,
       });
@@ -127,11 +160,11 @@ export class AdminService extends EventEmitter {
    * new record's higher sequence number makes it the owner even if we crash between
    * the two steps (see Keyring.set), so a put is atomic at the moment of the rename.
    */
-  private async install(names: string[], privateKey: KeyObject, chain: Uint8Array[], subject?: string): Promise<KeyEntry> {
+  private async install(names: string[], key: KeyHandle, chain: Uint8Array[], subject?: string, id = SealedStore.newKeyId()): Promise<KeyEntry> {
     const stored = await this.store.putKey({
-      id: SealedStore.newKeyId(),
+      id,
       names,
-      privateKey,
+      key,
       chain,
       ...(subject !== undefined ? { subject } : {}),
     });

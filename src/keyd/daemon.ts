@@ -15,6 +15,8 @@ import { SealedStore } from './store.js';
 import { verifyAuditLog } from './root/audit-chain.js';
 import { loadRoot, parseRootKeySpec } from './root/root-key.js';
 import { TpmAttester } from './tpm/attester.js';
+import { parseTokenConfigs } from './pkcs11/config.js';
+import { TokenKeys } from './pkcs11/token-keys.js';
 import { startProvisioningListener, type ProvisioningListener } from '../provision/listener.js';
 
 /** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
@@ -63,6 +65,8 @@ export interface RunningKeyd {
 export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   const logger = opts.logger ?? pino({ name: 'keyd', level: opts.logLevel ?? 'info' }, pino.destination(2));
   const config = await loadConfig(opts.config);
+  // Token keys: the native PKCS#11 binding is loaded only when a configured token is used.
+  const tokens = new TokenKeys(parseTokenConfigs(config.pkcs11) ?? [], logger);
   const socketPath = resolve(opts.socket);
   const adminSocketPath = resolve(opts.adminSocket);
   if (socketPath === adminSocketPath) throw new KeydError('KEYD_CONFIG', 'the signing socket and the admin socket must be different paths');
@@ -82,7 +86,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   }
   for (const line of store.guard.recovered) logger.warn(`keyd store: ${line}`);
   const keyring = new Keyring();
-  const { keys, failures } = await store.loadKeys();
+  const { keys, failures } = await store.loadKeys((reference) => tokens.resolve(reference));
   for (const key of keys) {
     try {
       keyring.set(entryFromStored(key));
@@ -105,7 +109,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   const auditLog = await AuditLog.open(auditPath, auditHead);
   store.guard.setAuditHeadSource(() => auditLog.head);
   const counters = new SigningCounters();
-  const adminService = new AdminService(store, keyring, auditLog, counters, logger);
+  const adminService = new AdminService(store, keyring, auditLog, counters, logger, tokens);
   const connections = new Set<KeydConnection>();
   const sockets = new Set<Socket>();
   const deps = { keyring, adminService, counters, logger, maxPending: config.maxPending };
@@ -164,6 +168,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     // A half-started keyd must not keep sockets or files open.
     await stopServers();
     await auditLog.close();
+    await tokens.close();
     throw err;
   }
 
@@ -193,6 +198,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
         await provisioning?.close();
         await stopServers();
         await auditLog.close();
+        await tokens.close();
         logger.info('keyd stopped');
       })();
       return closing;

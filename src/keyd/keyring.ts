@@ -1,18 +1,17 @@
-import type { KeyObject } from 'node:crypto';
 import { schemesForKeyType, type KeyType } from '../tls/signature-schemes.js';
-import { keyTypeOf } from '../tls/signer.js';
+import type { KeyHandle } from './key-handle.js';
 import { parseChain, subjectKeyIdentifier } from './pki.js';
 import { lookupCandidates } from './names.js';
 import type { StoredKey } from './store.js';
 
-/** What keyd serves from one stored key: the KeyObject plus what identity/list need, computed once. */
+/** What keyd serves from one stored key: its handle plus what identity/list need, computed once. */
 export interface KeyEntry {
   id: string;
   version: number;
   seq: number;
   /** Names this key currently owns (a newer put of a name takes it over). */
   names: string[];
-  privateKey: KeyObject;
+  key: KeyHandle;
   keyType: KeyType;
   schemes: number[];
   chain: Uint8Array[];
@@ -35,11 +34,12 @@ export interface KeyInfo {
   updatedAt: string;
   version: number;
   hasChain: boolean;
+  /** "software" (sealed store) or the token the key lives in. */
+  location: string;
 }
 
 export function entryFromStored(stored: StoredKey): KeyEntry {
-  const keyType = keyTypeOf(stored.privateKey);
-  if (!keyType) throw new Error(`record ${stored.id} holds an unsupported key type`);
+  const keyType = stored.key.keyType;
   let notAfter: string | null = null;
   let subject = stored.subject ?? '';
   if (stored.chain.length > 0) {
@@ -52,13 +52,13 @@ export function entryFromStored(stored: StoredKey): KeyEntry {
     version: stored.version,
     seq: stored.seq,
     names: [...stored.names],
-    privateKey: stored.privateKey,
+    key: stored.key,
     keyType,
     schemes: schemesForKeyType(keyType),
     chain: stored.chain,
     addedAt: stored.addedAt,
     updatedAt: stored.updatedAt,
-    ski: subjectKeyIdentifier(stored.privateKey),
+    ski: subjectKeyIdentifier(stored.key.publicKey),
     notAfter,
     subject,
   };
@@ -76,6 +76,7 @@ export function infoOf(entry: KeyEntry): KeyInfo {
     updatedAt: entry.updatedAt,
     version: entry.version,
     hasChain: entry.chain.length > 0,
+    location: entry.key.location,
   };
 }
 

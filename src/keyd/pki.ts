@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { createHash, createPublicKey, KeyObject, webcrypto, X509Certificate } from 'node:crypto';
+import { createHash, KeyObject, webcrypto, X509Certificate } from 'node:crypto';
 import { keyTypeOf } from '../tls/signer.js';
 import type { KeyType } from '../tls/signature-schemes.js';
 import { KeydError } from './errors.js';
@@ -38,16 +38,17 @@ export function parseChain(chainDer: readonly Uint8Array[]): X509Certificate[] {
   });
 }
 
-/** Refuses a leaf whose public key is not the private key's. */
-export function checkLeafMatchesKey(leaf: X509Certificate, key: KeyObject): void {
-  if (!leaf.checkPrivateKey(key)) {
+/** Refuses a leaf whose public key is not the key's (compared as SubjectPublicKeyInfo DER). */
+export function checkLeafMatchesKey(leaf: X509Certificate, publicKey: KeyObject): void {
+  const leafSpki = leaf.publicKey.export({ format: 'der', type: 'spki' });
+  if (!leafSpki.equals(publicKey.export({ format: 'der', type: 'spki' }))) {
     throw new KeydError('KEYD_KEY_MISMATCH', `the private key does not match the leaf certificate (${leaf.subject.replace(/\n/g, ', ')})`);
   }
 }
 
 /** Subject key identifier, RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING. */
-export function subjectKeyIdentifier(key: KeyObject): string {
-  const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
+export function subjectKeyIdentifier(publicKey: KeyObject): string {
+  const spki = publicKey.export({ format: 'der', type: 'spki' });
   return createHash('sha1').update(spkiBitString(spki)).digest('hex');
 }
 

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import { certificateVerifyContent, signWithScheme } from '../tls/signer.js';
+import { certificateVerifyContent } from '../tls/signer.js';
 import { TRANSCRIPT_HASH_LENGTHS } from '../tls/signature-schemes.js';
 import type { AdminService } from './admin-service.js';
 import type { AdminCaller, SigningCounters } from './audit.js';
@@ -53,10 +53,11 @@ const WRITE_HIGH_WATER = 4 * 1024 * 1024;
 
 /**
  * One keyd connection: deframes requests, dispatches on the opcode table, answers each
- * with a reply or an error frame carrying the same request id. Sign and identity are
- * answered synchronously within the same 'data' event, so a pipelined burst becomes
- * one corked write; admin operations are asynchronous and count against `maxPending`.
- * Nothing a client sends can crash the daemon: every failure is an error frame.
+ * with a reply or an error frame carrying the same request id. Identity, and signatures
+ * by keys in keyd's memory, are answered synchronously within the same 'data' event, so
+ * a pipelined burst becomes one corked write; signatures by keys in a token (the token
+ * may take milliseconds) and admin operations are asynchronous and count against
+ * `maxPending`. Nothing a client sends can crash the daemon: every failure is an error frame.
  */
 export class KeydConnection {
   private readonly decoder = new FrameDecoder();
@@ -114,25 +115,38 @@ export class KeydConnection {
           return this.reply(opcode, requestId, encodePing(decodePing(payload)));
         case Opcode.identity:
           return this.reply(opcode, requestId, this.identity(decodeIdentityRequest(payload)));
-        case Opcode.signCertificateVerify:
-          return this.reply(opcode, requestId, this.sign(payload));
+        case Opcode.signCertificateVerify: {
+          const signed = this.sign(payload);
+          if (signed instanceof Uint8Array) return this.reply(opcode, requestId, signed);
+          try {
+            return this.settle(opcode, requestId, signed);
+          } catch (err) {
+            this.deps.counters.refused(this.peer.id);
+            throw err;
+          }
+        }
         default:
           if (!ADMIN_OPCODES.has(opcode)) {
             throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only CertificateVerify content it builds itself)`);
           }
           if (!this.peer.admin) throw new KeydError('KEYD_NOT_AUTHORISED', 'admin operations are only accepted on the admin socket');
-          if (this.pending >= this.deps.maxPending) {
-            throw new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`);
-          }
-          this.pending++;
-          this.admin(opcode, payload).then(
-            (reply) => this.reply(opcode, requestId, reply),
-            (err: unknown) => this.fail(requestId, err),
-          ).finally(() => this.pending--);
+          return this.settle(opcode, requestId, () => this.admin(opcode, payload));
       }
     } catch (err) {
       this.fail(requestId, err);
     }
+  }
+
+  /** Runs an asynchronous request in one of the connection's `maxPending` slots. */
+  private settle(opcode: number, requestId: number, run: () => Promise<Uint8Array>): void {
+    if (this.pending >= this.deps.maxPending) {
+      throw new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`);
+    }
+    this.pending++;
+    run().then(
+      (reply) => this.reply(opcode, requestId, reply),
+      (err: unknown) => this.fail(requestId, err),
+    ).finally(() => this.pending--);
   }
 
   private reply(opcode: number, requestId: number, payload: Uint8Array): void {
@@ -173,7 +187,7 @@ export class KeydConnection {
    * content itself from the transcript hash, so no caller can make it sign a digest or
    * message of its choosing (DESIGN.md rule 2).
    */
-  private sign(payload: Uint8Array): Uint8Array {
+  private sign(payload: Uint8Array): Uint8Array | (() => Promise<Uint8Array>) {
     const { counters } = this.deps;
     try {
       const { keyRef, scheme, transcriptHash } = decodeSignRequest(payload);
@@ -186,9 +200,25 @@ export class KeydConnection {
       if (!entry.schemes.includes(scheme)) {
         throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${keyRef} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
       }
-      const signature = signWithScheme(entry.privateKey, scheme, certificateVerifyContent(transcriptHash));
-      counters.signed(this.peer.id);
-      return encodeSignature(signature);
+      const content = certificateVerifyContent(transcriptHash);
+      const key = entry.key;
+      if (key.signNow) {
+        const signature = key.signNow(scheme, content);
+        counters.signed(this.peer.id);
+        return encodeSignature(signature);
+      }
+      // A key outside keyd's memory (a token): answered when the token is, in a pending slot.
+      return () =>
+        key.sign(scheme, content).then(
+          (signature) => {
+            counters.signed(this.peer.id);
+            return encodeSignature(signature);
+          },
+          (err: unknown) => {
+            counters.refused(this.peer.id);
+            throw err;
+          },
+        );
     } catch (err) {
       counters.refused(this.peer.id);
       throw err;
@@ -218,11 +248,11 @@ export class KeydConnection {
         const [keyDer, ...chain] = attachments;
         if (!keyDer) throw new KeydError('KEYD_BAD_REQUEST', 'put: the private key attachment is missing');
         const privateKey = privateKeyFromDer(keyDer);
-        return encodeAdmin(await service.put(caller, names as string[], privateKey, chain));
+        return encodeAdmin(await service.put(caller, names as string[], privateKey, chain, optionalStringField(json, 'token')));
       }
       case Opcode.generate:
         return encodeAdmin(
-          await service.generate(caller, name(), stringField(json, 'keyType') as GenerateKeyType, stringField(json, 'subject')),
+          await service.generate(caller, name(), stringField(json, 'keyType') as GenerateKeyType, stringField(json, 'subject'), optionalStringField(json, 'token')),
         );
       case Opcode.setChain:
         return encodeAdmin(await service.setChain(caller, name(), attachments));
@@ -250,6 +280,10 @@ function stringField(json: Record<string, unknown>, field: string): string {
   const v = json[field];
   if (typeof v !== 'string' || v.length === 0) throw new KeydError('KEYD_BAD_REQUEST', `"${field}" must be a non-empty string`);
   return v;
+}
+
+function optionalStringField(json: Record<string, unknown>, field: string): string | undefined {
+  return json[field] === undefined ? undefined : stringField(json, field);
 }
 
 function privateKeyFromDer(der: Uint8Array): KeyObject {

@@ -1,9 +1,10 @@
-import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Reader } from '../tls/wire/reader.js';
 import { Writer } from '../tls/wire/writer.js';
 import { KeydError } from './errors.js';
+import { SoftwareKeyHandle, type KeyHandle, type KeyReference, type ReferenceResolver } from './key-handle.js';
 import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurably } from './durable-file.js';
 import { crashPoint } from './root/crash-point.js';
 import { loadRoot, type LoadedRoot } from './root/root-key.js';
@@ -37,7 +38,10 @@ export interface StoreOptions {
   machineIdPath?: string;
 }
 
-/** A key as stored: the private key only ever as a KeyObject. */
+/**
+ * A key as stored. Its private half is behind a KeyHandle: a software key (sealed here
+ * as PKCS#8) or a reference to a key in a token (no key bytes in the record).
+ */
 export interface StoredKey {
   id: string;
   /** Grows on every rewrite of this record (in the AAD). */
@@ -45,7 +49,7 @@ export interface StoredKey {
   /** Store-wide sequence number of the put that created it: the newest put owns a name. */
   seq: number;
   names: string[];
-  privateKey: KeyObject;
+  key: KeyHandle;
   chain: Uint8Array[];
   addedAt: string;
   updatedAt: string;
@@ -201,8 +205,11 @@ export class SealedStore {
     return `k${randomBytes(10).toString('hex')}`;
   }
 
-  /** Reads every key record. Bad records are reported, not fatal: the others are still served. */
-  async loadKeys(): Promise<LoadResult> {
+  /**
+   * Reads every key record. Bad records are reported, not fatal: the others are still
+   * served. `resolveReference` turns a record that references a token key into its handle.
+   */
+  async loadKeys(resolveReference: ReferenceResolver = unresolvable): Promise<LoadResult> {
     const keys: StoredKey[] = [];
     const failures: KeydError[] = [];
     failures.push(...this.refused);
@@ -211,7 +218,7 @@ export class SealedStore {
       const id = file.slice(0, -4);
       if (this.refusedIds.has(id)) continue;
       try {
-        const key = await this.readKey(id);
+        const key = await this.readKey(id, resolveReference);
         if (key) keys.push(key);
       } catch (err) {
         failures.push(err instanceof KeydError ? err : new KeydError('KEYD_STORE_IO', `record ${id}: ${(err as Error).message}`));
@@ -234,16 +241,19 @@ export class SealedStore {
       addedAt: key.addedAt ?? now,
       updatedAt: now,
     };
-    const pkcs8 = key.privateKey.export({ format: 'der', type: 'pkcs8' });
+    // The key field holds PKCS#8 for a software key, or (keyForm "reference") the JSON
+    // reference to a token object: then the record holds no key bytes at all.
+    const form = key.key.storedForm();
+    const keyBytes = form.kind === 'pkcs8' ? form.der : Buffer.from(JSON.stringify(form.reference), 'utf8');
     const meta = Buffer.from(
-      JSON.stringify({ addedAt: stored.addedAt, updatedAt: stored.updatedAt, subject: stored.subject }),
+      JSON.stringify({ addedAt: stored.addedAt, updatedAt: stored.updatedAt, subject: stored.subject, ...(form.kind === 'reference' ? { keyForm: 'reference' } : {}) }),
       'utf8',
     );
-    const w = new Writer(pkcs8.length + 4096);
-    w.opaque(3, meta).opaque(3, pkcs8);
+    const w = new Writer(keyBytes.length + 4096);
+    w.opaque(3, meta).opaque(3, keyBytes);
     w.vec(3, () => key.chain.forEach((c) => w.opaque(3, c)));
     const plaintext = w.finish();
-    pkcs8.fill(0);
+    keyBytes.fill(0);
     const header: RecordHeader = { kind: KIND_KEY, id: key.id, version, seq, names: key.names };
     const sealed = this.seal(header, plaintext);
     plaintext.fill(0);
@@ -311,7 +321,7 @@ export class SealedStore {
     return parseHeader(bytes, `secret ${name}`).header.version;
   }
 
-  private async readKey(id: string): Promise<StoredKey | undefined> {
+  private async readKey(id: string, resolveReference: ReferenceResolver): Promise<StoredKey | undefined> {
     const bytes = await readOptional(join(this.keysDir, `${id}.rec`));
     if (!bytes) return undefined;
     const what = `key record ${id}`;
@@ -332,9 +342,13 @@ export class SealedStore {
         addedAt: string;
         updatedAt: string;
         subject?: string;
+        keyForm?: 'reference';
       };
-      const pkcs8 = r.vec(3, 1, 0xffffff, 'private key');
-      const privateKey = createPrivateKey({ key: Buffer.from(pkcs8.buffer, pkcs8.byteOffset, pkcs8.byteLength), format: 'der', type: 'pkcs8' });
+      const keyBytes = r.vec(3, 1, 0xffffff, 'private key');
+      const key: KeyHandle =
+        meta.keyForm === 'reference'
+          ? resolveReference(JSON.parse(Buffer.from(keyBytes).toString('utf8')) as KeyReference)
+          : new SoftwareKeyHandle(createPrivateKey({ key: Buffer.from(keyBytes.buffer, keyBytes.byteOffset, keyBytes.byteLength), format: 'der', type: 'pkcs8' }));
       const chain: Uint8Array[] = [];
       const cr = r.sub(3, 0, 0xffffff, 'chain');
       while (cr.remaining > 0) chain.push(Uint8Array.from(cr.vec(3, 1, 0xffffff, 'certificate')));
@@ -346,7 +360,7 @@ export class SealedStore {
         version: header.version,
         seq: header.seq,
         names: header.names,
-        privateKey,
+        key,
         chain,
         addedAt: meta.addedAt,
         updatedAt: meta.updatedAt,
@@ -392,6 +406,10 @@ export class SealedStore {
       throw new KeydError('KEYD_RECORD_TAMPERED', `${what}${names} failed authentication: it was tampered with or corrupted; not served`);
     }
   }
+}
+
+function unresolvable(reference: KeyReference): KeyHandle {
+  throw new Error(`it references a ${reference.backend} key and no resolver was given`);
 }
 
 function encodeHeader(h: RecordHeader): Buffer {

@@ -11,11 +11,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
+import { heapSnapshot, scanProcessMemory } from '../helpers/memory-scan.js';
 import { makeTestPki } from '../helpers/pki.js';
 import { KeydProcess, scratchDir, startEdgeProcess, startHttpUpstream } from './system.js';
 
@@ -41,55 +41,6 @@ function keyForms(pem: string, der: Buffer, scalar: Buffer): KeyForms {
       { name: 'scalar base64url (JWK d)', value: scalar.toString('base64url') },
     ],
   };
-}
-
-/** Writes a heap snapshot of `pid` (started with --heapsnapshot-signal=SIGUSR2, cwd `dir`) and returns its text. */
-async function heapSnapshot(pid: number, dir: string): Promise<string> {
-  const before = new Set(readdirSync(dir));
-  process.kill(pid, 'SIGUSR2');
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
-    if (file) {
-      const path = join(dir, file);
-      const size = statSync(path).size;
-      await sleep(300);
-      if (size > 0 && statSync(path).size === size) {
-        const text = readFileSync(path, 'utf8');
-        if (text.trimEnd().endsWith('}')) return text;
-      }
-    }
-    if (Date.now() > deadline) throw new Error('no heap snapshot written');
-    await sleep(100);
-  }
-}
-
-/** Every readable mapping of `pid`, concatenated per region, searched for each needle. */
-function scanProcessMemory(pid: number, needles: { name: string; value: Buffer }[]): string[] {
-  const found = new Set<string>();
-  const maps = readFileSync(`/proc/${pid}/maps`, 'utf8').trim().split('\n');
-  const fd = openSync(`/proc/${pid}/mem`, 'r');
-  try {
-    for (const line of maps) {
-      const [range, perms, , , , path] = line.split(/\s+/);
-      if (!perms.startsWith('r') || path === '[vvar]' || path === '[vsyscall]') continue;
-      const [start, end] = range.split('-').map((h) => BigInt(`0x${h}`));
-      const length = Number(end - start);
-      if (length > 1 << 30) continue;
-      const buffer = Buffer.alloc(length);
-      let read = 0;
-      try {
-        read = readSync(fd, buffer, 0, length, start);
-      } catch {
-        continue; // guard pages and the like
-      }
-      const region = buffer.subarray(0, read);
-      for (const n of needles) if (region.includes(n.value)) found.add(n.name);
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return [...found];
 }
 
 function handshakeOnce(port: number, ca: string): Promise<void> {

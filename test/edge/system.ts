@@ -54,15 +54,21 @@ export class KeydProcess {
     writeFileSync(join(dir, 'machine-id'), '0123456789abcdef0123456789abcdef\n');
   }
 
-  async start(): Promise<void> {
+  /** `extra`: keyd's config object, environment and node flags (e.g. a PKCS#11 token, a heap-snapshot signal). */
+  async start(extra: { config?: object; env?: NodeJS.ProcessEnv; execArgv?: string[]; cwd?: string } = {}): Promise<void> {
     const opts = {
       data: join(this.dir, 'data'),
       rootKey: join(this.dir, 'root.key'),
       socket: this.socket,
       adminSocket: this.adminSocket,
       machineIdPath: join(this.dir, 'machine-id'),
+      ...(extra.config ? { config: extra.config } : {}),
     };
-    const child = spawn(process.execPath, [KEYD_CHILD, JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(extra.execArgv ?? []), KEYD_CHILD, JSON.stringify(opts)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(extra.env ? { env: extra.env } : {}),
+      ...(extra.cwd ? { cwd: extra.cwd } : {}),
+    });
     this.child = child;
     let out = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));

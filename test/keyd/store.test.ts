@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, readFile, readdir, rename, stat, writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { SoftwareKeyHandle } from '../../src/keyd/key-handle.js';
 import { SealedStore } from '../../src/keyd/store.js';
 import { scratch } from './fixtures.js';
 
@@ -16,9 +17,9 @@ test('keys and secrets survive a reopen; the root key is created 0600, 32 bytes,
     const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
     const store = await SealedStore.open(opts);
     const key = p256();
-    const stored = await store.putKey({ id: 'kabc', names: ['a.test', '*.b.test'], privateKey: key, chain: [Uint8Array.of(1, 2, 3)] });
+    const stored = await store.putKey({ id: 'kabc', names: ['a.test', '*.b.test'], key: new SoftwareKeyHandle(key), chain: [Uint8Array.of(1, 2, 3)] });
     assert.equal(stored.version, 1);
-    const again = await store.putKey({ id: 'kabc', names: ['a.test'], privateKey: key, chain: [], seq: stored.seq, addedAt: stored.addedAt });
+    const again = await store.putKey({ id: 'kabc', names: ['a.test'], key: new SoftwareKeyHandle(key), chain: [], seq: stored.seq, addedAt: stored.addedAt });
     assert.equal(again.version, 2);
     await store.putSecret('provisioning-key', Buffer.from('secret bytes'));
     const st = await stat(opts.rootKeyPath);
@@ -32,7 +33,8 @@ test('keys and secrets survive a reopen; the root key is created 0600, 32 bytes,
     assert.deepEqual(keys[0]!.names, ['a.test']);
     assert.equal(keys[0]!.version, 2);
     assert.equal(keys[0]!.addedAt, stored.addedAt);
-    assert.ok(keys[0]!.privateKey.equals(key));
+    assert.ok(keys[0]!.key.publicKey.equals(createPublicKey(key)));
+    assert.ok(keys[0]!.key.storedForm().kind === 'pkcs8');
     assert.deepEqual((await reopened.getSecret('provisioning-key'))!.toString(), 'secret bytes');
     assert.equal(await reopened.getSecret('absent'), undefined);
 
@@ -55,7 +57,7 @@ test('a data directory used with another root key is refused, saying so', async 
   try {
     const dataDir = join(s.dir, 'data');
     const store = await SealedStore.open({ dataDir, rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath });
-    await store.putKey({ id: 'k1', names: ['a.test'], privateKey: p256(), chain: [] });
+    await store.putKey({ id: 'k1', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
     await assert.rejects(SealedStore.open({ dataDir, rootKeyPath: join(s.dir, 'other-root.key'), machineIdPath: s.machineIdPath }), (err: Error & { code: string }) => {
       assert.equal(err.code, 'KEYD_STORE_OTHER_ROOT_KEY');
       assert.match(err.message, /sealed under another root key, not .*other-root\.key/);
@@ -72,7 +74,7 @@ test('a data directory (and root key) copied to another machine is refused, sayi
     const dataDir = join(s.dir, 'data');
     const rootKeyPath = join(s.dir, 'root.key');
     const store = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
-    await store.putKey({ id: 'k1', names: ['a.test'], privateKey: p256(), chain: [] });
+    await store.putKey({ id: 'k1', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
     const otherMachine = join(s.dir, 'other-machine-id');
     await writeFile(otherMachine, '0000000000000000000000000000beef\n');
     await assert.rejects(SealedStore.open({ dataDir, rootKeyPath, machineIdPath: otherMachine }), (err: Error & { code: string }) => {
@@ -104,7 +106,7 @@ test('a tampered record is refused with an error naming it; the other records st
   try {
     const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
     const store = await SealedStore.open(opts);
-    for (const id of ['kgood', 'kbody', 'kheader']) await store.putKey({ id, names: [`${id}.test`], privateKey: p256(), chain: [] });
+    for (const id of ['kgood', 'kbody', 'kheader']) await store.putKey({ id, names: [`${id}.test`], key: new SoftwareKeyHandle(p256()), chain: [] });
     // Flip one ciphertext byte in one record, and rename a key in another's clear header.
     const bodyPath = store.keyRecordPath('kbody');
     const body = await readFile(bodyPath);
@@ -132,7 +134,7 @@ test('a record moved to another record name is refused', async () => {
   try {
     const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
     const store = await SealedStore.open(opts);
-    await store.putKey({ id: 'ka', names: ['a.test'], privateKey: p256(), chain: [] });
+    await store.putKey({ id: 'ka', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
     await copyFile(store.keyRecordPath('ka'), store.keyRecordPath('kb'));
     const { keys, failures } = await (await SealedStore.open(opts)).loadKeys();
     assert.deepEqual(keys.map((k) => k.id), ['ka']);
@@ -175,7 +177,7 @@ test('leftover temporary files from a crash are removed on open', async () => {
   try {
     const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
     const store = await SealedStore.open(opts);
-    await store.putKey({ id: 'ka', names: ['a.test'], privateKey: p256(), chain: [] });
+    await store.putKey({ id: 'ka', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
     const tmp = join(opts.dataDir, 'keys', '.kz.rec.tmp-123456');
     await writeFile(tmp, 'half');
     await SealedStore.open(opts);

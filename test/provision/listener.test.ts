@@ -118,7 +118,7 @@ describe('provisioning over mutually authenticated TLS', () => {
     assert.ok(entry, 'keyd serves the name');
     // keyd holds exactly the operator's key.
     assert.deepEqual(
-      createPublicKey(entry.privateKey).export({ format: 'der', type: 'spki' }),
+      entry.key.publicKey.export({ format: 'der', type: 'spki' }),
       createPublicKey(site.keyPem).export({ format: 'der', type: 'spki' }),
     );
     const list = await cli(await as('bob', ['list']));

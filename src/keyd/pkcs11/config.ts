@@ -1,0 +1,133 @@
+import { isAbsolute } from 'node:path';
+import { KeydError } from '../errors.js';
+
+/**
+ * The "pkcs11" section of keyd's config (docs/KEYD.md, "Keys in a token"):
+ *
+ *   "pkcs11": { "tokens": [ { "token": "keyd" | "pkcs11:token=keyd",
+ *                             "module": "/usr/lib/softhsm/libsofthsm2.so",
+ *                             "pinFile": "/etc/keyd/token.pin" | "pinEnv": "KEYD_TOKEN_PIN",
+ *                             "sessions": 4 } ] }
+ *
+ * The PIN comes from a file or an environment variable, never from argv or the config
+ * itself, and is never logged.
+ */
+export interface TokenConfig {
+  /** CKA token label (CK_TOKEN_INFO.label, trailing blanks removed). */
+  label: string;
+  /** Path of the PKCS#11 module (shared library). */
+  module: string;
+  pinFile?: string;
+  pinEnv?: string;
+  /** Sessions opened on the token (parallel signatures); default 4. */
+  sessions: number;
+}
+
+export const DEFAULT_TOKEN_SESSIONS = 4;
+const MAX_TOKEN_SESSIONS = 64;
+
+/** A parsed RFC 7512 PKCS#11 URI (only the path attributes keyd uses). */
+export interface TokenUri {
+  token: string;
+  object?: string;
+  id?: Buffer;
+}
+
+/**
+ * Parses `pkcs11:token=NAME;object=LABEL;id=%01%02` (RFC 7512 §2.3: path attributes
+ * separated by ";", values percent-encoded), or a bare token label.
+ */
+export function parseTokenUri(text: string): TokenUri {
+  if (!text.startsWith('pkcs11:')) {
+    if (text.length === 0 || text.length > 32) throw new KeydError('KEYD_BAD_REQUEST', `token label ${JSON.stringify(text)} must be 1 to 32 characters (CK_TOKEN_INFO.label)`);
+    return { token: text };
+  }
+  const path = text.slice('pkcs11:'.length).split('?')[0]!;
+  const attrs = new Map<string, string>();
+  for (const part of path.split(';')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new KeydError('KEYD_BAD_REQUEST', `PKCS#11 URI ${JSON.stringify(text)}: "${part}" is not name=value (RFC 7512 §2.3)`);
+    const name = part.slice(0, eq);
+    if (name === 'id') continue; // binary: decoded to bytes below
+    let value: string;
+    try {
+      value = decodeURIComponent(part.slice(eq + 1));
+    } catch {
+      throw new KeydError('KEYD_BAD_REQUEST', `PKCS#11 URI ${JSON.stringify(text)}: bad percent-encoding in ${name}`);
+    }
+    if (attrs.has(name)) throw new KeydError('KEYD_BAD_REQUEST', `PKCS#11 URI ${JSON.stringify(text)}: ${name} given twice (RFC 7512 §2.3)`);
+    attrs.set(name, value);
+  }
+  const token = attrs.get('token');
+  if (!token) throw new KeydError('KEYD_BAD_REQUEST', `PKCS#11 URI ${JSON.stringify(text)} names no token (token=LABEL)`);
+  const uri: TokenUri = { token };
+  const object = attrs.get('object');
+  if (object !== undefined) uri.object = object;
+  const idText = path.split(';').find((p) => p.startsWith('id='));
+  if (idText) uri.id = percentBytes(idText.slice(3));
+  return uri;
+}
+
+/** The bytes of a percent-encoded value (CKA_ID is binary). */
+function percentBytes(encoded: string): Buffer {
+  const bytes: number[] = [];
+  for (let i = 0; i < encoded.length; i++) {
+    if (encoded[i] === '%' && /^[0-9a-fA-F]{2}$/.test(encoded.slice(i + 1, i + 3))) {
+      bytes.push(parseInt(encoded.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else bytes.push(encoded.charCodeAt(i) & 0xff);
+  }
+  return Buffer.from(bytes);
+}
+
+function pct(value: string | Buffer): string {
+  const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+  return [...bytes].map((b) => (/[A-Za-z0-9\-._~]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).padStart(2, '0')}`)).join('');
+}
+
+/** The RFC 7512 URI of a key object. */
+export function formatTokenUri(uri: TokenUri): string {
+  // CKA_ID is binary: every byte percent-encoded, as RFC 7512 §2.3 recommends for id.
+  const id = uri.id ? [...uri.id].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('') : '';
+  return `pkcs11:token=${pct(uri.token)}${uri.object !== undefined ? `;object=${pct(uri.object)}` : ''}${id ? `;id=${id}` : ''}`;
+}
+
+/** Parses the config section; undefined when keyd has no token (the native binding is then never loaded). */
+export function parseTokenConfigs(section: unknown): TokenConfig[] | undefined {
+  if (section === undefined) return undefined;
+  const bad = (why: string) => new KeydError('KEYD_CONFIG', `config "pkcs11": ${why}`);
+  if (typeof section !== 'object' || section === null || !Array.isArray((section as { tokens?: unknown }).tokens)) {
+    throw bad('must be { "tokens": [ { "token", "module", "pinFile" or "pinEnv" } ] }');
+  }
+  const configs: TokenConfig[] = [];
+  for (const [i, raw] of ((section as { tokens: unknown[] }).tokens).entries()) {
+    const where = `tokens[${i}]`;
+    if (typeof raw !== 'object' || raw === null) throw bad(`${where} must be an object`);
+    const t = raw as Record<string, unknown>;
+    for (const key of Object.keys(t)) {
+      if (!['token', 'module', 'pinFile', 'pinEnv', 'sessions'].includes(key)) {
+        throw bad(`${where}: unknown field "${key}"${key.toLowerCase().includes('pin') ? ' (a PIN is read from "pinFile" or "pinEnv", never written in the config)' : ''}`);
+      }
+    }
+    if (typeof t.token !== 'string') throw bad(`${where}.token must be a token label or a pkcs11: URI`);
+    const label = parseTokenUri(t.token).token;
+    if (typeof t.module !== 'string' || !isAbsolute(t.module)) throw bad(`${where}.module must be the absolute path of the PKCS#11 module`);
+    const pinFile = t.pinFile;
+    const pinEnv = t.pinEnv;
+    if ((pinFile === undefined) === (pinEnv === undefined)) throw bad(`${where} needs exactly one of "pinFile" and "pinEnv"`);
+    if (pinFile !== undefined && typeof pinFile !== 'string') throw bad(`${where}.pinFile must be a path`);
+    if (pinEnv !== undefined && (typeof pinEnv !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(pinEnv))) throw bad(`${where}.pinEnv must be an environment variable name`);
+    const sessions = t.sessions ?? DEFAULT_TOKEN_SESSIONS;
+    if (typeof sessions !== 'number' || !Number.isInteger(sessions) || sessions < 1 || sessions > MAX_TOKEN_SESSIONS) {
+      throw bad(`${where}.sessions must be an integer from 1 to ${MAX_TOKEN_SESSIONS}`);
+    }
+    if (configs.some((c) => c.label === label)) throw bad(`token ${JSON.stringify(label)} is configured twice`);
+    if (configs.some((c) => c.module === t.module)) {
+      // A module is initialised once per process, and keyd reconnects by finalising it.
+      throw bad(`module ${t.module} is configured for two tokens; keyd serves one token per module`);
+    }
+    configs.push({ label, module: t.module, sessions, ...(pinFile !== undefined ? { pinFile } : {}), ...(pinEnv !== undefined ? { pinEnv } : {}) });
+  }
+  return configs;
+}

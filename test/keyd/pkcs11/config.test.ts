@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+import { test } from 'node:test';
+import { formatTokenUri, parseTokenConfigs, parseTokenUri } from '../../../src/keyd/pkcs11/config.js';
+import { ecdsaDerToRaw, ecdsaRawToDer, privateKeyAttributes, tokenKeyKind } from '../../../src/keyd/pkcs11/key-material.js';
+import { CKA } from '../../../src/keyd/pkcs11/constants.js';
+
+test('RFC 7512 URIs: token, object and a binary id; a bare label; malformed ones refused precisely', () => {
+  assert.deepEqual(parseTokenUri('keyd'), { token: 'keyd' });
+  const uri = parseTokenUri('pkcs11:token=My%20Token;object=www;id=%01%ff%20');
+  assert.equal(uri.token, 'My Token');
+  assert.equal(uri.object, 'www');
+  assert.deepEqual(uri.id, Buffer.from([0x01, 0xff, 0x20]));
+  const again = parseTokenUri(formatTokenUri(uri));
+  assert.deepEqual(again, uri, 'format and parse round-trip');
+  assert.throws(() => parseTokenUri('pkcs11:object=x'), /names no token/);
+  assert.throws(() => parseTokenUri('pkcs11:token=a;token=b'), /token given twice/);
+  assert.throws(() => parseTokenUri('pkcs11:token=%zz'), /bad percent-encoding in token/);
+  assert.throws(() => parseTokenUri('x'.repeat(33)), /1 to 32 characters/);
+});
+
+test('config "pkcs11": absent means no token; a PIN only from a file or a variable; bad fields refused', () => {
+  assert.equal(parseTokenConfigs(undefined), undefined);
+  const [t] = parseTokenConfigs({ tokens: [{ token: 'pkcs11:token=keyd', module: '/usr/lib/x.so', pinEnv: 'KEYD_PIN' }] })!;
+  assert.deepEqual(t, { label: 'keyd', module: '/usr/lib/x.so', pinEnv: 'KEYD_PIN', sessions: 4 });
+  const bad = (tokens: unknown, re: RegExp) => assert.throws(() => parseTokenConfigs({ tokens }), (err: Error & { code: string }) => err.code === 'KEYD_CONFIG' && re.test(err.message));
+  bad([{ token: 'k', module: '/m.so', pin: '1234' }], /unknown field "pin".*never written in the config/);
+  bad([{ token: 'k', module: '/m.so' }], /exactly one of "pinFile" and "pinEnv"/);
+  bad([{ token: 'k', module: '/m.so', pinFile: '/p', pinEnv: 'P' }], /exactly one of/);
+  bad([{ token: 'k', module: 'relative.so', pinEnv: 'P' }], /absolute path/);
+  bad([{ token: 'k', module: '/m.so', pinEnv: 'P', sessions: 0 }], /sessions must be an integer from 1 to 64/);
+  bad([{ token: 'k', module: '/m.so', pinEnv: 'P' }, { token: 'k', module: '/n.so', pinEnv: 'P' }], /configured twice/);
+  bad([{ token: 'a', module: '/m.so', pinEnv: 'P' }, { token: 'b', module: '/m.so', pinEnv: 'P' }], /one token per module/);
+  assert.throws(() => parseTokenConfigs({ token: 'k' }), /must be \{ "tokens"/);
+});
+
+test('ECDSA r ‖ s ↔ DER, checked against node:crypto\'s own two encodings', () => {
+  for (const namedCurve of ['prime256v1', 'secp384r1']) {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve });
+    const n = namedCurve === 'prime256v1' ? 32 : 48;
+    for (let i = 0; i < 50; i++) {
+      const data = Buffer.from(`message ${i}`);
+      const raw = sign('sha256', data, { key: privateKey, dsaEncoding: 'ieee-p1363' });
+      const der = ecdsaRawToDer(raw);
+      assert.ok(verify('sha256', data, publicKey, der), 'the DER form verifies as DER');
+      assert.deepEqual(ecdsaDerToRaw(der, n), raw);
+      const nodeDer = sign('sha256', data, privateKey);
+      assert.ok(verify('sha256', data, { key: publicKey, dsaEncoding: 'ieee-p1363' }, ecdsaDerToRaw(nodeDer, n)));
+    }
+  }
+});
+
+test('PKCS#8 → token attributes: the components node:crypto reports, as views to wipe', () => {
+  const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  const ecDer = ec.export({ format: 'der', type: 'pkcs8' });
+  const ecAttrs = new Map(privateKeyAttributes(tokenKeyKind('ecdsa-p256'), ecDer).map((a) => [a.type, a.value as Buffer]));
+  assert.deepEqual(ecAttrs.get(CKA.VALUE), Buffer.from(ec.export({ format: 'jwk' }).d!, 'base64url'));
+  ecDer.fill(0);
+  assert.ok(ecAttrs.get(CKA.VALUE)!.every((b) => b === 0), 'wiping the DER wipes the attribute');
+
+  const ed = generateKeyPairSync('ed25519').privateKey;
+  const edAttrs = new Map(privateKeyAttributes(tokenKeyKind('ed25519'), ed.export({ format: 'der', type: 'pkcs8' })).map((a) => [a.type, a.value as Buffer]));
+  assert.deepEqual(edAttrs.get(CKA.VALUE), Buffer.from(ed.export({ format: 'jwk' }).d!, 'base64url'));
+
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const jwk = rsa.export({ format: 'jwk' });
+  const rsaAttrs = new Map(privateKeyAttributes(tokenKeyKind('rsa'), rsa.export({ format: 'der', type: 'pkcs8' })).map((a) => [a.type, a.value as Buffer]));
+  for (const [type, field] of [[CKA.MODULUS, 'n'], [CKA.PUBLIC_EXPONENT, 'e'], [CKA.PRIVATE_EXPONENT, 'd'], [CKA.PRIME_1, 'p'], [CKA.PRIME_2, 'q'], [CKA.EXPONENT_1, 'dp'], [CKA.EXPONENT_2, 'dq'], [CKA.COEFFICIENT, 'qi']] as const) {
+    assert.deepEqual(rsaAttrs.get(type), Buffer.from(jwk[field]!, 'base64url'), field);
+  }
+  assert.ok(createPublicKey(rsa));
+});
