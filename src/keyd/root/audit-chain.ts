@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile, readdir } from 'node:fs/promises';
+import { open, readFile, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { KeydError } from '../errors.js';
 
@@ -48,7 +48,11 @@ interface ParsedLine {
   lineNumber: number;
 }
 
-/** Chained lines of one file; a torn last line (a crash mid-append) is skipped. Unchained (older) lines are ignored. */
+/**
+ * Chained lines of one file; a torn last line (a crash mid-append) is skipped. Unchained
+ * lines are those written before the log was chained: they may only come first, since
+ * every line appended since carries its link (one after a chained line was inserted).
+ */
 function parseLines(text: string, path: string): ParsedLine[] {
   const raw = text.split('\n');
   const out: ParsedLine[] = [];
@@ -62,7 +66,12 @@ function parseLines(text: string, path: string): ParsedLine[] {
       if (i >= raw.length - 2) continue; // torn last line
       throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${i + 1} is not JSON: the audit log was edited`);
     }
-    if (typeof obj.chain !== 'string' || typeof obj.n !== 'number') continue;
+    if (typeof obj.chain !== 'string' || typeof obj.n !== 'number') {
+      if (out.length > 0) {
+        throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${i + 1} has no hash-chain link but follows chained entries: it was inserted`);
+      }
+      continue;
+    }
     const suffix = `,"chain":"${obj.chain}"}`;
     if (!line.endsWith(suffix)) throw new KeydError('KEYD_AUDIT_TAMPERED', `${path} line ${i + 1} was edited (chain field moved)`);
     out.push({ n: obj.n, chain: obj.chain, body: `${line.slice(0, -suffix.length)}}`, lineNumber: i + 1 });
@@ -93,10 +102,13 @@ function checkLinks(lines: ParsedLine[], path: string, before?: ParsedLine): voi
  * manifest committed; returns the current head (where appends continue).
  */
 export async function verifyAuditLog(path: string, committed: ChainHead | null): Promise<ChainHead> {
-  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return '';
-    throw err;
-  });
+  const text = await repairTornTail(
+    path,
+    await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return '';
+      throw err;
+    }),
+  );
   const lines = parseLines(text, path);
   checkLinks(lines, path);
   const last = lines.at(-1);
@@ -130,6 +142,33 @@ export async function verifyAuditLog(path: string, committed: ChainHead | null):
     throw new KeydError('KEYD_AUDIT_TAMPERED', `audit entry ${committed.entries} differs from the one the store manifest committed: the audit log was rewritten`);
   }
   return head;
+}
+
+/**
+ * A log that does not end with a newline was cut mid-append by a crash. Appending after
+ * the cut would glue the next entry onto it, and that line, no longer the last, would
+ * then read as an edit (or as entries removed) at every later start. The torn line was
+ * never acknowledged (the append returns after its datasync), so it is cut off; a whole
+ * line that only lacks its newline gets one.
+ */
+async function repairTornTail(path: string, text: string): Promise<string> {
+  if (text === '' || text.endsWith('\n')) return text;
+  const cut = text.lastIndexOf('\n') + 1;
+  let whole = true;
+  try {
+    JSON.parse(text.slice(cut));
+  } catch {
+    whole = false;
+  }
+  const fh = await open(path, 'r+');
+  try {
+    if (whole) await fh.write('\n', (await fh.stat()).size);
+    else await fh.truncate(Buffer.byteLength(text.slice(0, cut), 'utf8'));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return whole ? `${text}\n` : text.slice(0, cut);
 }
 
 /** Looks for entry `n` in the rotated siblings of `path` (audit.log.1, audit.log.2026-…, …). */
