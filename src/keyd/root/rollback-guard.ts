@@ -28,6 +28,8 @@ export class RollbackGuard {
   private auditHead: () => { head: string; entries: number } | null = () => this.state.audit;
   /** Messages about what `open` recovered, for keyd's start-up log. */
   readonly recovered: string[] = [];
+  /** The manifest on disk is one change ahead of the counter: a commit's increment failed. */
+  private incrementPending = false;
 
   private constructor(
     private readonly dataDir: string,
@@ -161,8 +163,14 @@ export class RollbackGuard {
     return version > expected ? 'newer' : 'current';
   }
 
-  /** Records a change: manifest with the next counter value, then the counter (see class comment). */
+  /**
+   * Records a change: manifest with the next counter value, then the counter (see class
+   * comment). When the previous commit's increment failed (the TPM was busy or gone),
+   * that increment is finished first: writing yet another manifest would leave it two
+   * ahead of the counter, which no start could tell from a foreign store.
+   */
   async commit(change: (state: ManifestState) => void): Promise<void> {
+    if (this.incrementPending) await this.finishPendingIncrement();
     const next: ManifestState = structuredClone(this.state);
     change(next);
     next.sequence = this.state.sequence + 1;
@@ -176,7 +184,9 @@ export class RollbackGuard {
     this.state = next;
     crashPoint('manifest-written');
     if (this.counter) {
+      this.incrementPending = true;
       const value = await this.counter.increment();
+      this.incrementPending = false;
       if (value.toString() !== next.counter) {
         throw new KeydError(
           'KEYD_STORE_ROLLED_BACK',
@@ -185,6 +195,18 @@ export class RollbackGuard {
       }
       crashPoint('counter-incremented');
     }
+  }
+
+  /** The counter to the manifest's value, when it is one behind (a failed increment); read first, so a retry never overshoots. */
+  private async finishPendingIncrement(): Promise<void> {
+    const counter = this.counter!;
+    const committed = BigInt(this.state.counter!);
+    let current = await counter.read();
+    if (current === committed - 1n) current = await counter.increment();
+    if (current !== committed) {
+      throw new KeydError('KEYD_STORE_ROLLED_BACK', `${counter.description} is at ${current} while completing change ${committed}: another writer uses this counter; stop keyd and check the TPM`);
+    }
+    this.incrementPending = false;
   }
 
   static markKey(state: ManifestState, id: string, version: number): void {
