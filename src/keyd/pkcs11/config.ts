@@ -1,3 +1,4 @@
+import { open } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { KeydError } from '../errors.js';
 
@@ -130,4 +131,31 @@ export function parseTokenConfigs(section: unknown): TokenConfig[] | undefined {
     configs.push({ label, module: t.module, sessions, ...(pinFile !== undefined ? { pinFile } : {}), ...(pinEnv !== undefined ? { pinEnv } : {}) });
   }
   return configs;
+}
+
+/**
+ * A PIN file must be readable by keyd's user alone (mode 0600, like the root key file):
+ * one that group or others can read hands the token's keys to them. Checked on the open
+ * descriptor, so the file checked is the file read.
+ */
+export async function readPinFile(label: string, path: string): Promise<string> {
+  const fail = (why: string) => new KeydError('KEYD_TOKEN_PIN', `token ${JSON.stringify(label)}: ${why}`);
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    throw fail(`cannot read pin file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw fail(`pin file ${path} is not a regular file`);
+    if ((st.mode & 0o077) !== 0) {
+      throw fail(`pin file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
+    }
+    return (await fh.readFile('utf8')).replace(/\r?\n$/, '');
+  } catch (err) {
+    throw err instanceof KeydError ? err : fail(`cannot read pin file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  } finally {
+    await fh.close();
+  }
 }

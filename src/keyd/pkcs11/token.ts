@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import pkcs11js from 'pkcs11js';
 import type { Logger } from 'pino';
 import { KeydError } from '../errors.js';
-import type { TokenConfig } from './config.js';
+import { readPinFile, type TokenConfig } from './config.js';
 import { CKA, CKF_OS_LOCKING_OK, CKF_RW_SESSION, CKF_SERIAL_SESSION, CKO_PRIVATE_KEY, CKU_USER, mechanismName } from './constants.js';
 import { tokenErrorFromCkr, type TokenErrorContext } from './errors.js';
 import type { TemplateAttribute } from './key-material.js';
@@ -250,11 +249,7 @@ export class Pkcs11Token {
       if (!pin) throw new KeydError('KEYD_TOKEN_PIN', `token ${JSON.stringify(this.label)}: environment variable ${this.config.pinEnv} (its PIN) is not set`);
       return pin;
     }
-    try {
-      return (await readFile(this.config.pinFile!, 'utf8')).replace(/\r?\n$/, '');
-    } catch (err) {
-      throw new KeydError('KEYD_TOKEN_PIN', `token ${JSON.stringify(this.label)}: cannot read pin file ${this.config.pinFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
+    return readPinFile(this.label, this.config.pinFile!);
   }
 
   /** Forgets the connection; in-flight requests finish (and fail) on their own. */

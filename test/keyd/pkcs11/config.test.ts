@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { test } from 'node:test';
-import { formatTokenUri, parseTokenConfigs, parseTokenUri } from '../../../src/keyd/pkcs11/config.js';
+import { formatTokenUri, parseTokenConfigs, parseTokenUri, readPinFile } from '../../../src/keyd/pkcs11/config.js';
 import { ecdsaDerToRaw, ecdsaRawToDer, privateKeyAttributes, tokenKeyKind } from '../../../src/keyd/pkcs11/key-material.js';
 import { CKA } from '../../../src/keyd/pkcs11/constants.js';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 test('RFC 7512 URIs: token, object and a binary id; a bare label; malformed ones refused precisely', () => {
   assert.deepEqual(parseTokenUri('keyd'), { token: 'keyd' });
@@ -69,4 +72,26 @@ test('PKCS#8 → token attributes: the components node:crypto reports, as views 
     assert.deepEqual(rsaAttrs.get(type), Buffer.from(jwk[field]!, 'base64url'), field);
   }
   assert.ok(createPublicKey(rsa));
+});
+
+test('pin file: read when only its owner can access it; refused, without the PIN in the message, when group or others can', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pin-file-'));
+  try {
+    const path = join(dir, 'token.pin');
+    const pin = `pin-${Date.now().toString(36)}`;
+    await writeFile(path, `${pin}\n`, { mode: 0o600 });
+    assert.equal(await readPinFile('keyd', path), pin, 'positive control: mode 0600, trailing newline ignored');
+    for (const mode of [0o644, 0o640, 0o604]) {
+      await chmod(path, mode);
+      await assert.rejects(readPinFile('keyd', path), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'KEYD_TOKEN_PIN');
+        assert.match(err.message, new RegExp(`pin file .* is accessible by group or others \\(mode ${mode.toString(8)}\\)`));
+        assert.ok(!err.message.includes(pin), 'the PIN is never in a message');
+        return true;
+      });
+    }
+    await assert.rejects(readPinFile('keyd', join(dir, 'missing.pin')), /cannot read pin file .*ENOENT/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
