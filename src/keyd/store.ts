@@ -491,9 +491,14 @@ async function loadOrCreateMeta(
   const metaPath = join(dataDir, 'store.json');
   const text = await readOptional(metaPath);
   if (!text) {
-    const records = await readdir(join(dataDir, 'keys')).catch(() => [] as string[]);
-    if (records.some((f) => f.endsWith('.rec'))) {
-      throw new KeydError('KEYD_STORE_CORRUPT', `data directory ${dataDir} holds key records but no store.json; refusing to start a new store over them`);
+    // keyd's own secrets count too: a new store would replace the manifest, and the old
+    // store (its provisioning key, which operators pinned) could not be opened again
+    // even with store.json restored.
+    for (const kind of ['keys', 'secrets'] as const) {
+      const records = await readdir(join(dataDir, kind)).catch(() => [] as string[]);
+      if (records.some((f) => f.endsWith('.rec'))) {
+        throw new KeydError('KEYD_STORE_CORRUPT', `data directory ${dataDir} holds ${kind === 'keys' ? 'key records' : 'keyd secrets'} but no store.json; refusing to start a new store over them`);
+      }
     }
     const salt = randomBytes(32);
     const meta: StoreMeta = {

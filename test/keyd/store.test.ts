@@ -187,3 +187,29 @@ test('leftover temporary files from a crash are removed on open', async () => {
     await s.cleanup();
   }
 });
+
+test('a data directory that lost store.json but holds keyd secrets is refused, and opens again once store.json is back', async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    await store.putSecret('provisioning-key', Buffer.from('pinned by operators'));
+    const manifest = await readFile(join(opts.dataDir, 'manifest.json'));
+    await rename(join(opts.dataDir, 'store.json'), join(s.dir, 'store.json.saved'));
+
+    // Starting a new store here would replace the manifest: the old one could never open again.
+    await assert.rejects(SealedStore.open(opts), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_STORE_CORRUPT');
+      assert.match(err.message, /holds keyd secrets but no store\.json; refusing to start a new store over them/);
+      return true;
+    });
+    assert.deepEqual(await readFile(join(opts.dataDir, 'manifest.json')), manifest, 'the manifest is untouched');
+
+    // Control: with store.json back, the store and its secret open as before.
+    await rename(join(s.dir, 'store.json.saved'), join(opts.dataDir, 'store.json'));
+    const reopened = await SealedStore.open(opts);
+    assert.equal((await reopened.getSecret('provisioning-key'))!.toString(), 'pinned by operators');
+  } finally {
+    await s.cleanup();
+  }
+});
