@@ -12,7 +12,7 @@
  * for keyd separately. The edges proxy to an upstream (a TCP sink in this process, not
  * counted): each accepted TLS connection costs them one upstream connect, as in production.
  *
- * Targets (issue 5): (a) rate ≥ 90 % of (b) with one worker; edge CPU per handshake in
+ * Targets: (a) rate ≥ 90 % of (b) with one worker; edge CPU per handshake in
  * (a) ≤ 0.5 × node:tls.
  */
 import { goDurationAsMs, markdownTable } from './lib/format.js';

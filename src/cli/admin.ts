@@ -63,7 +63,7 @@ class UsageError extends Error {}
 
 export async function main(argv: string[], io: Io = processIo, connect: (socket: string, timeoutMs: number) => Promise<AdminTransport> = LocalAdminTransport.connect): Promise<number> {
   if (argv.includes('--server') || argv.includes('attestation-policy')) {
-    // Remote mode belongs to the provisioning module (issue 6).
+    // Remote mode (and attestation policies) belong to the provisioning module (docs/PROVISIONING.md).
     const specifier = '../provision/remote-admin.js';
     const remote = (await import(specifier)) as { runRemoteAdmin(argv: string[], io: Io): Promise<number> };
     return remote.runRemoteAdmin(argv, io);

@@ -23,7 +23,7 @@ export interface ProvisioningKey {
 }
 
 function fromKeyObject(privateKey: KeyObject): ProvisioningKey {
-  // JWK export is the cheap way to the raw X25519 bytes (DESIGN.md: SPKI/PKCS#8 paths are slow).
+  // JWK export is the cheap way to the raw X25519 bytes (the SPKI/PKCS#8 paths cost more; docs/BENCHMARKS.md).
   const x = createPublicKey(privateKey).export({ format: 'jwk' }).x;
   if (!x) throw new Error('X25519 public key export returned no x');
   const publicKey = new Uint8Array(Buffer.from(x, 'base64url'));
