@@ -83,6 +83,7 @@ export class TokenKeys {
     await token.requireMechanism(kind.generateMechanism, `a ${keyType} key`);
     await token.requireMechanism(kind.signMechanism, `signing with a ${keyType} key`);
     const id = uri.id ?? (await import('./token.js')).Pkcs11Token.newObjectId();
+    if (uri.id) await refuseTakenId(token, uri.id);
     const label = uri.object ?? objectLabel;
     const common: TemplateAttribute[] = [
       { type: CKA.ID, value: id },
@@ -111,6 +112,7 @@ export class TokenKeys {
     await token.requireMechanism(kind.signMechanism, `signing with a ${keyType} key`);
     const publicKey = createPublicKey(privateKey);
     const id = uri.id ?? (await import('./token.js')).Pkcs11Token.newObjectId();
+    if (uri.id) await refuseTakenId(token, uri.id);
     const label = uri.object ?? objectLabel;
     const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
     try {
@@ -145,6 +147,17 @@ export class TokenKeys {
       { backend: 'pkcs11', keyType, spki: spkiOf(publicKey).toString('base64'), token, id: id.toString('hex'), object },
       this,
     );
+  }
+}
+
+/**
+ * keyd finds a token key by its CKA_ID and needs exactly one: a second object with an id
+ * the operator gave (id= in the URI) would make both keys unusable, the one already
+ * serving names included. keyd's own ids are 16 random bytes.
+ */
+async function refuseTakenId(token: Pkcs11Token, id: Buffer): Promise<void> {
+  if (await token.hasObjectWithId(id)) {
+    throw new KeydError('KEYD_BAD_REQUEST', `token ${JSON.stringify(token.label)} already holds an object with CKA_ID ${id.toString('hex')}: give another id= in the URI, or none (keyd then picks a random one)`);
   }
 }
 

@@ -117,6 +117,18 @@ export class Pkcs11Token {
     return found[0]!;
   }
 
+  /** Whether the token holds an object of any class with this CKA_ID (visible to the logged-in user). */
+  hasObjectWithId(id: Buffer): Promise<boolean> {
+    return this.withSession({ operation: 'C_FindObjects' }, async (session) => {
+      this.lib.C_FindObjectsInit(session, [{ type: CKA.ID, value: id }]);
+      try {
+        return this.lib.C_FindObjects(session, 1).length > 0;
+      } finally {
+        this.lib.C_FindObjectsFinal(session);
+      }
+    });
+  }
+
   /** C_SignInit + C_Sign (the latter on libuv's thread pool: a slow token does not block keyd). */
   sign(id: Buffer, mechanism: pkcs11js.Mechanism, data: Buffer, maxLength: number): Promise<Buffer> {
     return this.withSession({ operation: 'C_Sign', detail: mechanismName(mechanism.mechanism) }, async (session, c) => {
