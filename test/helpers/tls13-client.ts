@@ -1,0 +1,482 @@
+/**
+ * A scripted TLS 1.3 client for negative tests (RFC 8446). Well-behaved clients never send
+ * a wrong Finished, a wrong binder or an oversized record, so only a client that can be
+ * told to lie proves the server's checks exist. This one has its own ephemeral X25519 key
+ * and runs the handshake step by step; every step takes an `alter` hook that rewrites the
+ * message (or the sealed record) before it goes out.
+ *
+ * It reuses the engine's key schedule (src/tls/handshake/key-schedule.ts, checked against
+ * RFC 8448 in test/tls/rfc8448.test.ts) and record protection, and keeps its own
+ * transcript and message parsing. It runs over any `Transport`: in memory against a
+ * TlsServerConnection (`memoryTransport`), or over TCP (`socketTransport`).
+ */
+import { createHash, createPublicKey, diffieHellman, generateKeyPairSync, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { TlsAlert, TlsPeerAlert } from '../../src/tls/alert.js';
+import { TlsServerConnection } from '../../src/tls/connection.js';
+import { SUITES, type SuiteInfo } from '../../src/tls/crypto/suites.js';
+import { EarlySecrets, finishedVerifyData, nextTrafficSecret, resumptionPsk, type MasterSecrets } from '../../src/tls/handshake/key-schedule.js';
+import type { ResolvedOptions } from '../../src/tls/options.js';
+import { RecordProtection } from '../../src/tls/record/protection.js';
+import { encodeClientHello, extensions, typicalExtensions, type RawExtension } from '../tls/client-hello-builder.js';
+
+const HANDSHAKE = 22;
+const ALERT = 21;
+const APPLICATION_DATA = 23;
+const CHANGE_CIPHER_SPEC = 20;
+const HS_SERVER_HELLO = 2;
+const HS_NEW_SESSION_TICKET = 4;
+const HS_ENCRYPTED_EXTENSIONS = 8;
+const HS_CERTIFICATE = 11;
+const HS_CERTIFICATE_VERIFY = 15;
+const HS_FINISHED = 20;
+const HS_KEY_UPDATE = 24;
+const EXT_PRE_SHARED_KEY = 41;
+const EXT_KEY_SHARE = 51;
+const X25519 = 0x001d;
+
+/** Where the client's bytes go and the server's come from. */
+export interface Transport {
+  send(bytes: Buffer): void;
+  /** The next bytes from the server; null once the server has nothing more to say (closed, or waiting for us). */
+  read(): Promise<Buffer | null>;
+  close(): void;
+}
+
+/** What an in-memory server did, seen from the server's side. */
+export interface ServerSide {
+  conn: TlsServerConnection;
+  /** Application data the server delivered to its application. */
+  delivered: Buffer[];
+  /** The error the server reported (alert sent or received), if any. */
+  error: TlsAlert | TlsPeerAlert | undefined;
+  handshakeComplete: boolean;
+}
+
+/** Lets pending promises of the server (identity lookup, signing) run. */
+function tick(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** A TlsServerConnection driven in memory; `now` is the server's clock. */
+export function memoryTransport(options: ResolvedOptions, now: () => number = Date.now): Transport & { server: ServerSide } {
+  const conn = new TlsServerConnection(options, now);
+  const server: ServerSide = { conn, delivered: [], error: undefined, handshakeComplete: false };
+  const queue: Buffer[] = [];
+  conn.onSend = (b) => queue.push(Buffer.from(b));
+  conn.onApplicationData = (d) => server.delivered.push(Buffer.from(d));
+  conn.onHandshakeComplete = () => (server.handshakeComplete = true);
+  conn.onError = (err) => (server.error = err);
+  return {
+    server,
+    send: (bytes) => conn.receive(bytes),
+    async read() {
+      // The server answers synchronously except while it waits for its identity and
+      // signer (promises): a few turns of the event loop settle those.
+      for (let i = 0; i < 20; i++) {
+        if (queue.length) return queue.shift()!;
+        if (conn.closed) return null;
+        await tick();
+      }
+      return null;
+    },
+    close: () => conn.close(),
+  };
+}
+
+/** A TCP connection to a server (e.g. socket.ts createServer on loopback). */
+export async function socketTransport(port: number, host = '127.0.0.1'): Promise<Transport & { socket: Socket }> {
+  const socket = connect({ port, host });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  const queue: Buffer[] = [];
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  socket.on('data', (d: Buffer) => {
+    queue.push(d);
+    notify();
+  });
+  socket.on('end', () => {
+    ended = true;
+    notify();
+  });
+  socket.on('close', () => {
+    ended = true;
+    notify();
+  });
+  socket.on('error', () => {
+    ended = true;
+    notify();
+  });
+  return {
+    socket,
+    send: (bytes) => {
+      if (!socket.destroyed) socket.write(bytes);
+    },
+    async read() {
+      // Waits for data or the end of the connection: over a socket, "nothing more" is only
+      // known when the server closes, so tests read only what the server must send.
+      while (!queue.length && !ended) await new Promise<void>((resolve) => (wake = resolve));
+      return queue.shift() ?? null;
+    },
+    close: () => socket.destroy(),
+  };
+}
+
+export interface TicketOffer {
+  /** The ticket bytes from NewSessionTicket. */
+  ticket: Buffer;
+  psk: Buffer;
+  /** obfuscated_ticket_age to send (ticket_age_add already added). */
+  obfuscatedAge: number;
+  /** Rewrites the computed binder (e.g. flip a bit). */
+  alterBinder?: (binder: Buffer) => Buffer;
+}
+
+export interface ClientOptions {
+  serverName?: string;
+  cipherSuite?: number;
+  /** record_size_limit extension to offer (RFC 8449). */
+  recordSizeLimit?: number;
+  psk?: TicketOffer;
+}
+
+export interface ReceivedTicket {
+  lifetime: number;
+  ageAdd: number;
+  nonce: Buffer;
+  ticket: Buffer;
+  psk: Buffer;
+}
+
+/** One record from the server, decrypted when keys are in use. */
+export interface ServerRecord {
+  type: number;
+  content: Buffer;
+}
+
+export interface ParsedServerHello {
+  cipherSuite: number;
+  /** pre_shared_key.selected_identity, when the server accepted a PSK. */
+  selectedIdentity: number | undefined;
+  extensionTypes: number[];
+}
+
+type Alter = (bytes: Buffer) => Buffer;
+const same: Alter = (b) => b;
+
+/** Flips one bit of `bytes` (a copy): bit `bit` of byte `index` (negative = from the end). */
+export function flipBit(bytes: Buffer, index = -1, bit = 0): Buffer {
+  const copy = Buffer.from(bytes);
+  const i = index < 0 ? copy.length + index : index;
+  copy[i]! ^= 1 << bit;
+  return copy;
+}
+
+export class Tls13Client {
+  readonly suite: SuiteInfo;
+  private readonly privateKey: KeyObject;
+  private readonly publicKeyRaw: Buffer;
+  private readonly transcriptMessages: Buffer[] = [];
+  private incoming: Buffer = Buffer.alloc(0);
+  private handshakeIn: Buffer = Buffer.alloc(0);
+  private readProtection: RecordProtection | undefined;
+  private writeProtection: RecordProtection | undefined;
+  private clientHandshakeSecret: Buffer | undefined;
+  private serverHandshakeSecret: Buffer | undefined;
+  private master: MasterSecrets | undefined;
+  private clientApplicationSecret: Buffer | undefined;
+  private serverApplicationSecret: Buffer | undefined;
+  private serverFinishedHash: Buffer | undefined;
+  serverHello: ParsedServerHello | undefined;
+  /** Alerts received from the server (description codes), in order. */
+  readonly alerts: number[] = [];
+
+  constructor(
+    readonly transport: Transport,
+    readonly options: ClientOptions = {},
+  ) {
+    const suite = SUITES.get(options.cipherSuite ?? 0x1301);
+    if (!suite) throw new Error('unknown cipher suite');
+    this.suite = suite;
+    const { privateKey, publicKey } = generateKeyPairSync('x25519');
+    this.privateKey = privateKey;
+    this.publicKeyRaw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+  }
+
+  private transcriptHash(): Buffer {
+    const h = createHash(this.suite.hash);
+    for (const m of this.transcriptMessages) h.update(m);
+    return h.digest();
+  }
+
+  // ---- ClientHello -------------------------------------------------------------
+
+  /** Sends the ClientHello (with a correct binder, unless `psk.alterBinder` changes it). */
+  sendClientHello(): Buffer {
+    const exts: RawExtension[] = typicalExtensions(this.publicKeyRaw, this.options.serverName ?? 'example.test');
+    if (this.options.recordSizeLimit !== undefined) exts.push(extensions.recordSizeLimit(this.options.recordSizeLimit));
+    const psk = this.options.psk;
+    const binderLength = this.suite.hashLength;
+    // §4.2.11: pre_shared_key is the last extension; its binders (the last 2 + 1 + hash
+    // length bytes of the message) are computed over the ClientHello truncated before them.
+    if (psk) exts.push(extensions.preSharedKey([{ identity: psk.ticket, age: psk.obfuscatedAge }], [Buffer.alloc(binderLength)]));
+    const hello = encodeClientHello({ cipherSuites: [this.suite.id], extensions: exts });
+    if (psk) {
+      const bindersLength = 2 + 1 + binderLength;
+      const truncated = hello.subarray(0, hello.length - bindersLength);
+      const binderKey = new EarlySecrets(this.suite.hash, psk.psk).resumptionBinderKey();
+      const binder = finishedVerifyData(this.suite.hash, binderKey, createHash(this.suite.hash).update(truncated).digest());
+      (psk.alterBinder ?? same)(binder).copy(hello, hello.length - binderLength);
+    }
+    this.transcriptMessages.push(hello);
+    const record = Buffer.alloc(5);
+    record[0] = HANDSHAKE;
+    record.writeUInt16BE(0x0301, 1);
+    record.writeUInt16BE(hello.length, 3);
+    this.transport.send(Buffer.concat([record, hello]));
+    return hello;
+  }
+
+  // ---- reading ----------------------------------------------------------------
+
+  /** The next record from the server (decrypted once keys are in use); null when it sent nothing more. */
+  async readRecord(): Promise<ServerRecord | null> {
+    for (;;) {
+      if (this.incoming.length >= 5) {
+        const length = this.incoming.readUInt16BE(3);
+        if (this.incoming.length >= 5 + length) {
+          const header = this.incoming.subarray(0, 5);
+          const body = this.incoming.subarray(5, 5 + length);
+          this.incoming = this.incoming.subarray(5 + length);
+          const type = header[0]!;
+          if (type === CHANGE_CIPHER_SPEC) continue; // middlebox compatibility (§D.4)
+          if (type === APPLICATION_DATA && this.readProtection) {
+            const opened = this.readProtection.tryOpen(header, body);
+            if (!opened) throw new Error('scripted client: a server record did not authenticate');
+            return this.noteAlert({ type: opened.type, content: opened.content });
+          }
+          return this.noteAlert({ type, content: Buffer.from(body) });
+        }
+      }
+      const more = await this.transport.read();
+      if (!more) return null;
+      this.incoming = Buffer.concat([this.incoming, more]);
+    }
+  }
+
+  private noteAlert(record: ServerRecord): ServerRecord {
+    if (record.type === ALERT && record.content.length === 2) this.alerts.push(record.content[1]!);
+    return record;
+  }
+
+  /** The next handshake message from the server; throws on an alert or the end of the stream. */
+  private async readHandshakeMessage(): Promise<Buffer> {
+    for (;;) {
+      if (this.handshakeIn.length >= 4) {
+        const length = this.handshakeIn.readUIntBE(1, 3);
+        if (this.handshakeIn.length >= 4 + length) {
+          const message = Buffer.from(this.handshakeIn.subarray(0, 4 + length));
+          this.handshakeIn = this.handshakeIn.subarray(4 + length);
+          return message;
+        }
+      }
+      const record = await this.readRecord();
+      if (!record) throw new Error('scripted client: the server sent nothing more while a handshake message was expected');
+      if (record.type === ALERT) throw new Error(`scripted client: server alert ${record.content[1]} while a handshake message was expected`);
+      if (record.type !== HANDSHAKE) throw new Error(`scripted client: record type ${record.type} while a handshake message was expected`);
+      this.handshakeIn = Buffer.concat([this.handshakeIn, record.content]);
+    }
+  }
+
+  /**
+   * Reads records until an alert arrives or the server stops sending; returns the alert's
+   * description code, or undefined when the stream ended without one. Application data
+   * and handshake messages (tickets) on the way are skipped.
+   */
+  async readAlert(): Promise<number | undefined> {
+    for (;;) {
+      const record = await this.readRecord();
+      if (!record) return undefined;
+      if (record.type === ALERT) return record.content[1];
+    }
+  }
+
+  // ---- server flight -------------------------------------------------------------
+
+  /** Reads ServerHello … server Finished, checks the server Finished, derives the traffic keys. */
+  async readServerFlight(): Promise<ParsedServerHello> {
+    const serverHello = await this.readHandshakeMessage();
+    if (serverHello[0] !== HS_SERVER_HELLO) throw new Error(`scripted client: expected ServerHello, got type ${serverHello[0]}`);
+    const parsed = parseServerHello(serverHello);
+    if (parsed.cipherSuite !== this.suite.id) throw new Error('scripted client: server chose another cipher suite');
+    this.serverHello = parsed;
+    this.transcriptMessages.push(serverHello);
+    const sharedSecret = diffieHellman({
+      privateKey: this.privateKey,
+      publicKey: createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: parsed.serverShare.toString('base64url') }, format: 'jwk' }),
+    });
+    const psk = parsed.selectedIdentity !== undefined ? this.options.psk?.psk : undefined;
+    const secrets = new EarlySecrets(this.suite.hash, psk).withSharedSecret(sharedSecret);
+    const helloHash = this.transcriptHash();
+    this.clientHandshakeSecret = secrets.clientHandshakeTrafficSecret(helloHash);
+    this.serverHandshakeSecret = secrets.serverHandshakeTrafficSecret(helloHash);
+    this.master = secrets.master();
+    this.readProtection = new RecordProtection(this.suite, this.serverHandshakeSecret);
+
+    for (const expected of parsed.selectedIdentity !== undefined
+      ? [HS_ENCRYPTED_EXTENSIONS]
+      : [HS_ENCRYPTED_EXTENSIONS, HS_CERTIFICATE, HS_CERTIFICATE_VERIFY]) {
+      const m = await this.readHandshakeMessage();
+      if (m[0] !== expected) throw new Error(`scripted client: expected handshake type ${expected}, got ${m[0]}`);
+      this.transcriptMessages.push(m);
+    }
+    const finished = await this.readHandshakeMessage();
+    if (finished[0] !== HS_FINISHED) throw new Error(`scripted client: expected Finished, got ${finished[0]}`);
+    const expectedServerFinished = finishedVerifyData(this.suite.hash, this.serverHandshakeSecret, this.transcriptHash());
+    const verifyData = finished.subarray(4);
+    if (verifyData.length !== expectedServerFinished.length || !timingSafeEqual(verifyData, expectedServerFinished)) {
+      throw new Error('scripted client: the server Finished does not verify');
+    }
+    this.transcriptMessages.push(finished);
+    this.serverFinishedHash = this.transcriptHash();
+    this.clientApplicationSecret = this.master.clientApplicationTrafficSecret(this.serverFinishedHash);
+    this.serverApplicationSecret = this.master.serverApplicationTrafficSecret(this.serverFinishedHash);
+    // §7.1: the server sends with its application keys right after its Finished.
+    this.readProtection = new RecordProtection(this.suite, this.serverApplicationSecret);
+    this.writeProtection = new RecordProtection(this.suite, this.clientHandshakeSecret);
+    return parsed;
+  }
+
+  // ---- client flight and traffic ----------------------------------------------------
+
+  /** The client Finished message a correct client sends now. */
+  finishedMessage(): Buffer {
+    const verifyData = finishedVerifyData(this.suite.hash, this.clientHandshakeSecret!, this.serverFinishedHash!);
+    return handshakeMessage(HS_FINISHED, verifyData);
+  }
+
+  /**
+   * Sends the client Finished (rewritten by `alter`, e.g. one bit flipped), protected with the
+   * client handshake keys, then switches to the client application keys. With `thenData`,
+   * an application data record follows in the same write (so a server that does not check
+   * the Finished before accepting data would deliver it).
+   */
+  sendFinished(opts: { alter?: Alter; thenData?: Buffer } = {}): void {
+    const correct = this.finishedMessage();
+    const message = (opts.alter ?? same)(correct);
+    const out = [this.writeProtection!.seal(HANDSHAKE, message)];
+    this.transcriptMessages.push(correct);
+    this.writeProtection = new RecordProtection(this.suite, this.clientApplicationSecret!);
+    if (opts.thenData) out.push(this.writeProtection.seal(APPLICATION_DATA, opts.thenData));
+    this.transport.send(Buffer.concat(out));
+  }
+
+  /** Runs ClientHello … client Finished correctly. */
+  async handshake(): Promise<ParsedServerHello> {
+    this.sendClientHello();
+    const sh = await this.readServerFlight();
+    this.sendFinished();
+    return sh;
+  }
+
+  /** Seals one record with the current write keys; `alter` rewrites the sealed record (header included). */
+  sealRecord(type: number, content: Uint8Array, opts: { padding?: number; alter?: Alter } = {}): Buffer {
+    return (opts.alter ?? same)(this.writeProtection!.seal(type, content, opts.padding ?? 0));
+  }
+
+  sendApplicationData(data: Uint8Array, opts: { padding?: number; alter?: Alter } = {}): void {
+    this.transport.send(this.sealRecord(APPLICATION_DATA, data, opts));
+  }
+
+  /**
+   * Sends KeyUpdate (§4.6.3). With `switchKeys` false the client keeps sending with the old
+   * keys afterwards, as a broken peer would.
+   */
+  sendKeyUpdate(opts: { requestUpdate?: boolean; switchKeys?: boolean } = {}): void {
+    this.transport.send(this.sealRecord(HANDSHAKE, handshakeMessage(HS_KEY_UPDATE, Buffer.of(opts.requestUpdate ? 1 : 0))));
+    if (opts.switchKeys ?? true) {
+      this.clientApplicationSecret = nextTrafficSecret(this.suite.hash, this.clientApplicationSecret!);
+      this.writeProtection = new RecordProtection(this.suite, this.clientApplicationSecret);
+    }
+  }
+
+  /** Reads `count` NewSessionTickets (sent after our Finished) and derives each one's PSK (§4.6.1). */
+  async readTickets(count: number): Promise<ReceivedTicket[]> {
+    const resumptionSecret = this.master!.resumptionMasterSecret(this.transcriptHash());
+    const tickets: ReceivedTicket[] = [];
+    while (tickets.length < count) {
+      const m = await this.readHandshakeMessage();
+      if (m[0] !== HS_NEW_SESSION_TICKET) throw new Error(`scripted client: expected NewSessionTicket, got ${m[0]}`);
+      let o = 4;
+      const lifetime = m.readUInt32BE(o);
+      const ageAdd = m.readUInt32BE(o + 4);
+      o += 8;
+      const nonce = Buffer.from(m.subarray(o + 1, o + 1 + m[o]!));
+      o += 1 + nonce.length;
+      const ticketLength = m.readUInt16BE(o);
+      const ticket = Buffer.from(m.subarray(o + 2, o + 2 + ticketLength));
+      tickets.push({ lifetime, ageAdd, nonce, ticket, psk: resumptionPsk(this.suite.hash, resumptionSecret, nonce) });
+    }
+    return tickets;
+  }
+
+  /** Reads application data records until `length` bytes arrived (skipping tickets). */
+  async readApplicationData(length: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let got = 0;
+    while (got < length) {
+      const record = await this.readRecord();
+      if (!record) throw new Error(`scripted client: stream ended after ${got} of ${length} bytes`);
+      if (record.type === ALERT) throw new Error(`scripted client: alert ${record.content[1]} while reading data`);
+      if (record.type !== APPLICATION_DATA) continue;
+      parts.push(record.content);
+      got += record.content.length;
+    }
+    return Buffer.concat(parts);
+  }
+}
+
+function handshakeMessage(type: number, body: Uint8Array): Buffer {
+  const m = Buffer.alloc(4 + body.length);
+  m[0] = type;
+  m.writeUIntBE(body.length, 1, 3);
+  m.set(body, 4);
+  return m;
+}
+
+/** ServerHello (§4.1.3): the fields the client needs, read by hand (not with the engine's codec). */
+export function parseServerHello(m: Buffer): ParsedServerHello & { serverShare: Buffer } {
+  let o = 4 + 2 + 32;
+  o += 1 + m[o]!; // legacy_session_id_echo
+  const cipherSuite = m.readUInt16BE(o);
+  o += 2 + 1; // + legacy_compression_method
+  const end = o + 2 + m.readUInt16BE(o);
+  o += 2;
+  let selectedIdentity: number | undefined;
+  let serverShare: Buffer | undefined;
+  const extensionTypes: number[] = [];
+  while (o < end) {
+    const type = m.readUInt16BE(o);
+    const length = m.readUInt16BE(o + 2);
+    const data = m.subarray(o + 4, o + 4 + length);
+    extensionTypes.push(type);
+    if (type === EXT_PRE_SHARED_KEY) selectedIdentity = data.readUInt16BE(0);
+    if (type === EXT_KEY_SHARE) {
+      if (data.readUInt16BE(0) !== X25519) throw new Error('scripted client: server key share is not X25519');
+      serverShare = Buffer.from(data.subarray(4, 4 + data.readUInt16BE(2)));
+    }
+    o += 4 + length;
+  }
+  if (!serverShare) throw new Error('scripted client: ServerHello without key_share (HelloRetryRequest?)');
+  return { cipherSuite, selectedIdentity, extensionTypes, serverShare };
+}
+
+export const RecordType = { handshake: HANDSHAKE, alert: ALERT, applicationData: APPLICATION_DATA } as const;

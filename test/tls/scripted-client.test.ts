@@ -1,0 +1,267 @@
+/**
+ * Negative tests with a client that lies (test/helpers/tls13-client.ts): each check the
+ * server must make is attacked once, next to a positive control that shows the same
+ * script succeeds when nothing is altered. Alert codes are RFC 8446 §6 literals, not the
+ * engine's table.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { AddressInfo, Server } from 'node:net';
+import { TlsAlert } from '../../src/tls/alert.js';
+import { createServer, type TlsSocket } from '../../src/tls/socket.js';
+import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';
+import { flipBit, memoryTransport, socketTransport, Tls13Client, RecordType, type ReceivedTicket } from '../helpers/tls13-client.js';
+import { ed25519Identity, makeOptions } from './connection-harness.js';
+
+/** RFC 8446 §6 AlertDescription values. */
+const BAD_RECORD_MAC = 20;
+const RECORD_OVERFLOW = 22;
+const DECRYPT_ERROR = 51;
+const EXT_PRE_SHARED_KEY = 41;
+
+const identity = ed25519Identity();
+
+function assertServerAlert(server: { error: unknown }, alertName: string, code: number): void {
+  assert.ok(server.error instanceof TlsAlert, `server should have failed with ${alertName}, got ${String(server.error)}`);
+  assert.equal(server.error.alertName, alertName, server.error.message);
+  assert.equal(server.error.alert, code);
+}
+
+/** A completed handshake in memory, optionally with server options. */
+async function established(extra: Parameters<typeof makeOptions>[1] = {}, clientOptions: ConstructorParameters<typeof Tls13Client>[1] = {}) {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 0, ...extra }));
+  const client = new Tls13Client(t, clientOptions);
+  await client.handshake();
+  assert.equal(t.server.handshakeComplete, true);
+  return { client, server: t.server };
+}
+
+// ---- client Finished (§4.4.4) ------------------------------------------------------
+
+test('client Finished with one bit flipped: decrypt_error, and the data sent after it is not delivered', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 0 }));
+  const client = new Tls13Client(t);
+  client.sendClientHello();
+  await client.readServerFlight();
+  client.sendFinished({ alter: (m) => flipBit(m, -1, 3), thenData: Buffer.from('GET / HTTP/1.0\r\n\r\n') });
+  assert.equal(await client.readAlert(), DECRYPT_ERROR);
+  assertServerAlert(t.server, 'decrypt_error', DECRYPT_ERROR);
+  assert.equal(t.server.handshakeComplete, false);
+  assert.deepEqual(t.server.delivered, []);
+});
+
+test('positive control: the correct client Finished completes the handshake and the data is delivered', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 0 }));
+  const client = new Tls13Client(t);
+  client.sendClientHello();
+  await client.readServerFlight();
+  client.sendFinished({ thenData: Buffer.from('GET / HTTP/1.0\r\n\r\n') });
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.error, undefined);
+  assert.equal(t.server.handshakeComplete, true);
+  assert.equal(Buffer.concat(t.server.delivered).toString(), 'GET / HTTP/1.0\r\n\r\n');
+});
+
+// ---- PSK binder and ticket lifetime (§4.2.11, §4.6.1) ----------------------------------
+
+const T0 = 1_800_000_000_000;
+
+/** A full handshake at server time T0 that yields one ticket, with a fixed ticket key ring. */
+async function ticketFrom(ring: TicketKeyRing, lifetimeSeconds = 60): Promise<ReceivedTicket> {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 1, ticketLifetimeSeconds: lifetimeSeconds, ticketKeys: ring }), () => T0);
+  const client = new Tls13Client(t);
+  await client.handshake();
+  const [ticket] = await client.readTickets(1);
+  assert.equal(ticket!.lifetime, lifetimeSeconds);
+  return ticket!;
+}
+
+/** Offers `ticket` at server time T0 + elapsedMs, with a ticket age that matches. */
+function resumingClient(ring: TicketKeyRing, ticket: ReceivedTicket, elapsedMs: number, alterBinder?: (b: Buffer) => Buffer) {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 1, ticketLifetimeSeconds: 60, ticketKeys: ring }), () => T0 + elapsedMs);
+  const client = new Tls13Client(t, {
+    psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (elapsedMs + ticket.ageAdd) >>> 0, ...(alterBinder ? { alterBinder } : {}) },
+  });
+  return { t, client };
+}
+
+test('PSK binder with one bit flipped: decrypt_error, no ServerHello', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring);
+  const { t, client } = resumingClient(ring, ticket, 1000, (b) => flipBit(b, 5, 6));
+  client.sendClientHello();
+  const first = await client.readRecord();
+  assert.ok(first, 'the server must answer with an alert');
+  assert.equal(first.type, RecordType.alert, 'no ServerHello may precede the alert');
+  assert.equal(first.content[1], DECRYPT_ERROR);
+  assertServerAlert(t.server, 'decrypt_error', DECRYPT_ERROR);
+});
+
+test('positive control: the correct binder resumes, ServerHello selects identity 0', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring);
+  const { t, client } = resumingClient(ring, ticket, 1000);
+  client.sendClientHello();
+  const sh = await client.readServerFlight();
+  assert.ok(sh.extensionTypes.includes(EXT_PRE_SHARED_KEY));
+  assert.equal(sh.selectedIdentity, 0);
+  client.sendFinished({ thenData: Buffer.from('resumed') });
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.conn.info.resumed, true);
+  assert.equal(Buffer.concat(t.server.delivered).toString(), 'resumed');
+});
+
+test('a ticket one second past its lifetime: full handshake, no pre_shared_key in ServerHello', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const { t, client } = resumingClient(ring, ticket, 61_000);
+  client.sendClientHello();
+  const sh = await client.readServerFlight(); // a full flight: Certificate and CertificateVerify included
+  assert.equal(sh.selectedIdentity, undefined);
+  assert.ok(!sh.extensionTypes.includes(EXT_PRE_SHARED_KEY));
+  client.sendFinished();
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.handshakeComplete, true);
+  assert.equal(t.server.conn.info.resumed, false);
+});
+
+test('positive control: the same ticket one second before its lifetime ends resumes', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const { t, client } = resumingClient(ring, ticket, 59_000);
+  client.sendClientHello();
+  const sh = await client.readServerFlight();
+  assert.equal(sh.selectedIdentity, 0);
+  client.sendFinished();
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.conn.info.resumed, true);
+});
+
+// ---- record protection (§5.2) ---------------------------------------------------------
+
+test('a protected record with a corrupted tag: bad_record_mac, nothing delivered', async () => {
+  const { client, server } = await established();
+  client.sendApplicationData(Buffer.from('hello'), { alter: (r) => flipBit(r, -1, 0) });
+  assert.equal(await client.readAlert(), BAD_RECORD_MAC);
+  assertServerAlert(server, 'bad_record_mac', BAD_RECORD_MAC);
+  assert.deepEqual(server.delivered, []);
+});
+
+test('positive control: the same record with its tag intact is delivered', async () => {
+  const { client, server } = await established();
+  client.sendApplicationData(Buffer.from('hello'));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(server.error, undefined);
+  assert.equal(Buffer.concat(server.delivered).toString(), 'hello');
+});
+
+test('2^14 + 1 bytes of protected plaintext: record_overflow', async () => {
+  const { client, server } = await established();
+  client.sendApplicationData(Buffer.alloc(2 ** 14 + 1, 0x61));
+  assert.equal(await client.readAlert(), RECORD_OVERFLOW);
+  assertServerAlert(server, 'record_overflow', RECORD_OVERFLOW);
+  assert.deepEqual(server.delivered, []);
+});
+
+test('2^14 bytes of content plus one byte of padding (TLSInnerPlaintext of 2^14 + 2): record_overflow', async () => {
+  const { client, server } = await established();
+  client.sendApplicationData(Buffer.alloc(2 ** 14, 0x61), { padding: 1 });
+  assert.equal(await client.readAlert(), RECORD_OVERFLOW);
+  assertServerAlert(server, 'record_overflow', RECORD_OVERFLOW);
+  assert.deepEqual(server.delivered, []);
+});
+
+test('positive control: 2^14 bytes of protected plaintext are delivered', async () => {
+  const { client, server } = await established();
+  client.sendApplicationData(Buffer.alloc(2 ** 14, 0x61));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(server.error, undefined);
+  assert.equal(Buffer.concat(server.delivered).length, 2 ** 14);
+});
+
+test('record_size_limit 1024: a record of 1025 bytes (1024 content + type) is record_overflow; 1024 bytes pass', async () => {
+  {
+    const { client, server } = await established({ recordSizeLimit: 1024 }, { recordSizeLimit: 1024 });
+    client.sendApplicationData(Buffer.alloc(1024, 0x62));
+    assert.equal(await client.readAlert(), RECORD_OVERFLOW);
+    assertServerAlert(server, 'record_overflow', RECORD_OVERFLOW);
+    assert.deepEqual(server.delivered, []);
+  }
+  {
+    // positive control: TLSInnerPlaintext of exactly 1024 bytes
+    const { client, server } = await established({ recordSizeLimit: 1024 }, { recordSizeLimit: 1024 });
+    client.sendApplicationData(Buffer.alloc(1023, 0x62));
+    assert.equal(await client.readAlert(), undefined);
+    assert.equal(server.error, undefined);
+    assert.equal(Buffer.concat(server.delivered).length, 1023);
+  }
+});
+
+// ---- KeyUpdate (§4.6.3) -------------------------------------------------------------
+
+test('KeyUpdate not followed by the new keys: bad_record_mac, nothing delivered after it', async () => {
+  const { client, server } = await established();
+  client.sendKeyUpdate({ switchKeys: false });
+  client.sendApplicationData(Buffer.from('old keys'));
+  assert.equal(await client.readAlert(), BAD_RECORD_MAC);
+  assertServerAlert(server, 'bad_record_mac', BAD_RECORD_MAC);
+  assert.deepEqual(server.delivered, []);
+});
+
+test('positive control: KeyUpdate followed by the new keys delivers the data', async () => {
+  const { client, server } = await established();
+  client.sendKeyUpdate();
+  client.sendApplicationData(Buffer.from('new keys'));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(server.error, undefined);
+  assert.equal(Buffer.concat(server.delivered).toString(), 'new keys');
+});
+
+// ---- the same client over a socket (socket.ts) ----------------------------------------
+
+const servers: Server[] = [];
+after(() => Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve)))));
+
+async function listen(): Promise<{ port: number; secured: TlsSocket[]; received: Buffer[]; clientErrors: (Error & { alert?: number })[] }> {
+  const secured: TlsSocket[] = [];
+  const received: Buffer[] = [];
+  const clientErrors: (Error & { alert?: number })[] = [];
+  const server = createServer({ resolveIdentity: () => identity, ticketCount: 0 }, (socket) => {
+    secured.push(socket);
+    socket.on('data', (d: Buffer) => {
+      received.push(d);
+      socket.write(d); // echo
+    });
+    socket.on('error', () => {});
+  });
+  server.on('tlsClientError', (err: Error & { alert?: number }) => clientErrors.push(err));
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as AddressInfo).port, secured, received, clientErrors };
+}
+
+test('over a socket: a flipped client Finished gets decrypt_error and the connection closes without data', async () => {
+  const s = await listen();
+  const client = new Tls13Client(await socketTransport(s.port));
+  client.sendClientHello();
+  await client.readServerFlight();
+  client.sendFinished({ alter: (m) => flipBit(m, 4, 0), thenData: Buffer.from('ping') });
+  assert.equal(await client.readAlert(), DECRYPT_ERROR);
+  assert.equal(await client.readRecord(), null, 'the server closes after the alert');
+  assert.equal(s.secured.length, 0);
+  assert.deepEqual(s.received, []);
+  assert.equal(s.clientErrors[0]?.alert, DECRYPT_ERROR);
+  client.transport.close();
+});
+
+test('over a socket, positive control: a correct handshake echoes the data; a corrupted tag then gets bad_record_mac', async () => {
+  const s = await listen();
+  const client = new Tls13Client(await socketTransport(s.port));
+  await client.handshake();
+  client.sendApplicationData(Buffer.from('ping'));
+  assert.equal((await client.readApplicationData(4)).toString(), 'ping');
+  client.sendApplicationData(Buffer.from('pong'), { alter: (r) => flipBit(r, -2, 7) });
+  assert.equal(await client.readAlert(), BAD_RECORD_MAC);
+  assert.equal(Buffer.concat(s.received).toString(), 'ping');
+  client.transport.close();
+});
