@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { startKeyd, type KeydOptions, type RunningKeyd } from '../../src/keyd/daemon.js';
 import { SCHEMES } from '../../src/tls/signature-schemes.js';
-import { certificateVerifyContent } from '../../src/tls/signer.js';
 
 x509.cryptoProvider.set(webcrypto as never);
 
@@ -106,11 +105,30 @@ function leafPublicKey(leafDer: Uint8Array): KO {
   return key;
 }
 
+/** RFC 8446 §4.4.3 context strings, written out here rather than taken from src/ (an independent oracle). */
+export const SERVER_CONTEXT = 'TLS 1.3, server CertificateVerify';
+export const CLIENT_CONTEXT = 'TLS 1.3, client CertificateVerify';
+
+/**
+ * The signed content of §4.4.3, built from the RFC's text: 64 octets of 0x20, the context
+ * string, one 0x00 separator, then the transcript hash. Deliberately not the function under
+ * test (src/tls/signer.ts certificateVerifyContent), which could be wrong in the same way.
+ */
+export function expectedCertificateVerifyContent(transcriptHash: Uint8Array, context = SERVER_CONTEXT): Buffer {
+  return Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from(context, 'ascii'), Buffer.of(0x00), transcriptHash]);
+}
+
 /** Verifies a CertificateVerify signature the way a TLS client does (RFC 8446 §4.4.3). */
-export function verifyCertificateVerify(leafDer: Uint8Array, scheme: number, transcriptHash: Uint8Array, signature: Uint8Array): boolean {
+export function verifyCertificateVerify(
+  leafDer: Uint8Array,
+  scheme: number,
+  transcriptHash: Uint8Array,
+  signature: Uint8Array,
+  context = SERVER_CONTEXT,
+): boolean {
   const info = SCHEMES.get(scheme)!;
   const publicKey = leafPublicKey(leafDer);
-  const content = certificateVerifyContent(transcriptHash);
+  const content = expectedCertificateVerifyContent(transcriptHash, context);
   if (info.keyType === 'rsa') {
     return verify(info.hash, content, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, signature);
   }

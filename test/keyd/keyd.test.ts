@@ -8,7 +8,18 @@ import { KeydClient, KeydError } from '../../src/keyd/client.js';
 import { Opcode, encodeFrame, encodeSignRequest, FrameDecoder, decodeError } from '../../src/keyd/protocol.js';
 import type { RunningKeyd } from '../../src/keyd/daemon.js';
 import { SignatureScheme } from '../../src/tls/wire/codepoints.js';
-import { LOCAL, issueFromCsr, makeIdentity, scratch, startTestKeyd, verifyCertificateVerify, type TestIdentity, type TestKeyType } from './fixtures.js';
+import {
+  CLIENT_CONTEXT,
+  LOCAL,
+  expectedCertificateVerifyContent,
+  issueFromCsr,
+  makeIdentity,
+  scratch,
+  startTestKeyd,
+  verifyCertificateVerify,
+  type TestIdentity,
+  type TestKeyType,
+} from './fixtures.js';
 
 let s: Awaited<ReturnType<typeof scratch>>;
 let keyd: RunningKeyd;
@@ -46,6 +57,35 @@ test('signatures verify against the leaf for every key type and scheme, with bot
         const sig = await signer.sign(scheme, h);
         assert.ok(verifyCertificateVerify(identity.certificateChain[0]!, scheme, h, sig), `${keyType} 0x${scheme.toString(16)} ${h.length}`);
       }
+    }
+  }
+});
+
+test('oracle: keyd signs exactly 64 × 0x20 ‖ "TLS 1.3, server CertificateVerify" ‖ 0x00 ‖ hash, not the client context', async () => {
+  // The content literal of RFC 8446 §4.4.3, byte for byte (its length is 64 + 33 + 1 + hash).
+  const literal = (hash: Buffer) =>
+    Buffer.concat([Buffer.from(' '.repeat(64), 'ascii'), Buffer.from('TLS 1.3, server CertificateVerify', 'ascii'), Buffer.of(0), hash]);
+  assert.deepEqual(expectedCertificateVerifyContent(hash32), literal(hash32));
+  assert.equal(literal(hash32).length, 64 + 33 + 1 + 32);
+  for (const keyType of ['ecdsa-p256', 'rsa2048', 'ed25519'] as const) {
+    const name = `${keyType}.oracle.test`;
+    const id = await makeIdentity(keyType, [name]);
+    await keyd.adminService.put(LOCAL, [name], id.privateKey, id.chain);
+    const identity = (await client.identity(name))!;
+    const leaf = new X509Certificate(Buffer.from(identity.certificateChain[0]!)).publicKey;
+    const { verify, constants } = await import('node:crypto');
+    const scheme = keyType === 'ecdsa-p256' ? 0x0403 : keyType === 'rsa2048' ? 0x0804 : 0x0807;
+    const check = (content: Buffer, sig: Uint8Array) =>
+      keyType === 'rsa2048'
+        ? verify('sha256', content, { key: leaf, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, sig)
+        : verify(keyType === 'ed25519' ? null : 'sha256', content, leaf, sig);
+    for (const h of [hash32, hash48]) {
+      const sig = await client.sign(identity.keyRef, scheme, h);
+      assert.equal(check(literal(h), sig), true, `${keyType} ${h.length}-byte hash: signature over the RFC content`);
+      const clientContext = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS 1.3, client CertificateVerify', 'ascii'), Buffer.of(0), h]);
+      assert.equal(check(clientContext, sig), false, `${keyType} ${h.length}: must not verify with the client context`);
+      assert.equal(verifyCertificateVerify(identity.certificateChain[0]!, scheme, h, sig, CLIENT_CONTEXT), false);
+      assert.equal(check(Buffer.concat([Buffer.from('TLS 1.3, server CertificateVerify', 'ascii'), Buffer.of(0), h]), sig), false, 'without the 64 spaces');
     }
   }
 });

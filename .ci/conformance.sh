@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Conformance gate: the curated tlsfuzzer TLS 1.3 suite against
+#   1. `delegator serve` (the engine alone, in-process key), and
+#   2. the whole product (`npm start`: edge + keyd + demo upstream),
+# as docs/CONFORMANCE.md describes. Fails when any probe fails that OpenSSL 3.0.19 does
+# not also fail (the runner's baseline), or when a script times out or crashes.
+#
+# Needs ../shared/tools/tlsfuzzer beside the checkout (or TLSFUZZER_TOOLS) and python3
+# with python3-ecdsa (setup.sh installs it from Debian). Run on its own:
+#   bash .ci/conformance.sh
+# Exit status: 0 clean, 1 a probe failed outside the baseline, 2 setup error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+TOOLS=${TLSFUZZER_TOOLS:-$ROOT/../shared/tools/tlsfuzzer}
+if [ ! -x "$TOOLS/run.sh" ]; then
+  echo "conformance: $TOOLS/run.sh not found (set TLSFUZZER_TOOLS)" >&2
+  exit 2
+fi
+BASELINE=$TOOLS/baseline/openssl-3.0.19-ecdsa-p256.failures.txt
+# Own work directory: several checkouts may run conformance on one machine at once.
+WORK=$(mktemp -d /tmp/conformance-XXXXXX)
+export TLSFUZZER_WORK=$WORK/tlsfuzzer
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '\n== %s ==\n' "$*"; }
+
+log "tlsfuzzer setup (vendored archives)"
+"$TOOLS/setup.sh" --vendored
+
+log "build"
+npm run build --silent
+
+free_port() {
+  node -e "const s=require('node:net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1 (the server prints no
+# machine-readable ready line), failing if the server process exits first.
+wait_listening() {
+  local port=$1 i
+  for i in $(seq 1 600); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "conformance: server exited before listening" >&2; return 1; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "conformance: server did not listen on $port within 120 s" >&2
+  return 1
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+GROUPS_ALL=x25519,secp256r1,secp384r1,secp521r1,x448,ffdhe2048,ffdhe3072,ffdhe4096,ffdhe6144,ffdhe8192
+status=0
+
+# $1 label, $2 port, $3 CA file: runs the suite, then compares its failures with the baseline.
+run_suite() {
+  local label=$1 port=$2 ca=$3 out=$WORK/results-$1 rc=0
+  log "tlsfuzzer tls13 against $label (port $port)"
+  "$TOOLS/run.sh" --suite tls13 --groups "$GROUPS_ALL" --tickets 2 --hrr-cookie \
+    --out "$out" 127.0.0.1 "$port" localhost "$ca" || rc=$?
+  if [ "$rc" -eq 2 ]; then echo "conformance: run.sh setup error against $label" >&2; status=1; return; fi
+  node .ci/tlsfuzzer-baseline.mjs "$out" "$BASELINE" || status=1
+}
+
+PORT=$(free_port)
+node dist/src/cli/main.js serve --port "$PORT" --hrr-cookie --tickets 2 --dir "$WORK/serve" --log-level warn &
+SERVER_PID=$!
+wait_listening "$PORT"
+run_suite serve "$PORT" "$WORK/serve/ca.pem"
+stop_server
+
+PORT=$(free_port)
+DELEGATOR_HOME=$WORK/product node dist/src/cli/main.js demo --port "$PORT" >"$WORK/product.log" 2>&1 &
+SERVER_PID=$!
+wait_listening "$PORT"
+run_suite product "$PORT" "$WORK/product/demo-ca/ca.pem"
+stop_server
+
+log "conformance: $([ $status -eq 0 ] && echo clean || echo FAILED)"
+exit $status
