@@ -8,6 +8,10 @@ import { decodeClientHello } from '../../src/tls/messages/client-hello.js';
 import { ExtensionType as X, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
 import { Writer } from '../../src/tls/wire/writer.js';
 import { assertAlert } from './alerts.js';
+
+/** RFC 8446 §6 alert codes, written out: each assertAlert result is also checked directly. */
+const DECODE_ERROR = 50;
+const ILLEGAL_PARAMETER = 47;
 import { encodeClientHello, ext, extensions as E, typicalExtensions, x25519Share, type RawExtension } from './client-hello-builder.js';
 
 /** Re-frames a handshake body with a consistent header, as the connection would hand it over. */
@@ -65,7 +69,7 @@ test('every strict prefix of a valid ClientHello fails with decode_error', () =>
       assert.equal(legacy.supportedVersions, undefined);
       continue;
     }
-    assertAlert(() => decodeClientHello(message), 'decode_error', `prefix of ${len} bytes`);
+    assert.equal(assertAlert(() => decodeClientHello(message), 'decode_error', `prefix of ${len} bytes`).alert, DECODE_ERROR);
     checked++;
   }
   assert.equal(checked, body.length - 1);
@@ -83,37 +87,37 @@ test('every strict prefix of the extension data of each extension fails with dec
     const e = exts[i]!;
     for (let len = 0; len < e.data.length; len++) {
       const broken = exts.map((x, j) => (j === i ? { type: x.type, data: x.data.subarray(0, len) } : x));
-      assertAlert(() => decodeWith(broken), 'decode_error', `extension ${e.type} cut to ${len} bytes`);
+      assert.equal(assertAlert(() => decodeWith(broken), 'decode_error', `extension ${e.type} cut to ${len} bytes`).alert, DECODE_ERROR);
     }
   }
 });
 
 test('trailing bytes after the extensions block, or inside an extension, are decode_error', () => {
-  assertAlert(() => decodeClientHello(frame(Buffer.concat([valid.subarray(4), Buffer.of(0)]))), 'decode_error', 'after extensions');
+  assert.equal(assertAlert(() => decodeClientHello(frame(Buffer.concat([valid.subarray(4), Buffer.of(0)]))), 'decode_error', 'after extensions').alert, DECODE_ERROR);
   const withTrailing = (e: RawExtension): RawExtension => ({ type: e.type, data: Buffer.concat([e.data, Buffer.of(0, 0)]) });
   const exts = typicalExtensions(share);
   for (let i = 0; i < exts.length; i++) {
     const broken = exts.map((x, j) => (j === i ? withTrailing(x) : x));
-    assertAlert(() => decodeWith(broken), 'decode_error', `trailing bytes in extension ${exts[i]!.type}`);
+    assert.equal(assertAlert(() => decodeWith(broken), 'decode_error', `trailing bytes in extension ${exts[i]!.type}`).alert, DECODE_ERROR);
   }
-  assertAlert(() => decodeWith([E.raw(X.early_data, Buffer.of(0))]), 'decode_error', 'early_data with a body');
+  assert.equal(assertAlert(() => decodeWith([E.raw(X.early_data, Buffer.of(0))]), 'decode_error', 'early_data with a body').alert, DECODE_ERROR);
 });
 
 test('bad vector lengths in the fixed part are decode_error', () => {
-  assertAlert(() => decodeClientHello(encodeClientHello({ sessionId: Buffer.alloc(33), extensions: [] })), 'decode_error', 'session id > 32');
-  assertAlert(() => decodeClientHello(encodeClientHello({ cipherSuites: [], extensions: [] })), 'decode_error', 'no cipher suites');
-  assertAlert(() => decodeClientHello(encodeClientHello({ compressionMethods: [], extensions: [] })), 'decode_error', 'no compression methods');
+  assert.equal(assertAlert(() => decodeClientHello(encodeClientHello({ sessionId: Buffer.alloc(33), extensions: [] })), 'decode_error', 'session id > 32').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => decodeClientHello(encodeClientHello({ cipherSuites: [], extensions: [] })), 'decode_error', 'no cipher suites').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => decodeClientHello(encodeClientHello({ compressionMethods: [], extensions: [] })), 'decode_error', 'no compression methods').alert, DECODE_ERROR);
   // Odd cipher_suites length: patch the length byte of a valid message.
   const odd = Buffer.from(encodeClientHello({ cipherSuites: [0x1301, 0x1302], extensions: [] }));
   const at = 4 + 2 + 32 + 1 + 32;
   assert.equal(odd.readUInt16BE(at), 4);
   odd.writeUInt16BE(3, at);
-  assertAlert(() => decodeClientHello(odd), 'decode_error', 'odd cipher_suites length');
+  assert.equal(assertAlert(() => decodeClientHello(odd), 'decode_error', 'odd cipher_suites length').alert, DECODE_ERROR);
   // Extensions block length larger than what follows.
   const long = Buffer.from(valid);
   const extAt = 4 + 2 + 32 + 1 + 32 + 2 + 6 + 1 + 1;
   long.writeUInt16BE(long.readUInt16BE(extAt) + 1, extAt);
-  assertAlert(() => decodeClientHello(long), 'decode_error', 'extensions length too long');
+  assert.equal(assertAlert(() => decodeClientHello(long), 'decode_error', 'extensions length too long').alert, DECODE_ERROR);
 });
 
 test('bad vector lengths inside extensions are decode_error', () => {
@@ -135,21 +139,21 @@ test('bad vector lengths inside extensions are decode_error', () => {
     ['pre_shared_key with a 31-byte binder', E.preSharedKey([{ identity: Buffer.alloc(8), age: 0 }], [Buffer.alloc(31)])],
     ['pre_shared_key with no binders', E.preSharedKey([{ identity: Buffer.alloc(8), age: 0 }], [])],
   ];
-  for (const [what, e] of cases) assertAlert(() => decodeWith([e]), 'decode_error', what);
+  for (const [what, e] of cases) assert.equal(assertAlert(() => decodeWith([e]), 'decode_error', what).alert, DECODE_ERROR);
 });
 
 test('duplicate extensions are illegal_parameter (§4.2)', () => {
   for (const e of typicalExtensions(share)) {
-    assertAlert(() => decodeWith([...typicalExtensions(share), e]), 'illegal_parameter', `duplicate ${e.type}`);
+    assert.equal(assertAlert(() => decodeWith([...typicalExtensions(share), e]), 'illegal_parameter', `duplicate ${e.type}`).alert, ILLEGAL_PARAMETER);
   }
   // Unknown extensions too: the rule is about any type.
-  assertAlert(() => decodeWith([E.raw(0x1a1a), E.raw(0x1a1a)]), 'illegal_parameter', 'duplicate GREASE');
+  assert.equal(assertAlert(() => decodeWith([E.raw(0x1a1a), E.raw(0x1a1a)]), 'illegal_parameter', 'duplicate GREASE').alert, ILLEGAL_PARAMETER);
 });
 
 test('pre_shared_key must be the last extension (§4.2.11)', () => {
   const psk = E.preSharedKey([{ identity: Buffer.alloc(16, 3), age: 1 }], [Buffer.alloc(32, 4)]);
-  assertAlert(() => decodeWith([...typicalExtensions(share), psk, E.raw(0x0a0a)]), 'illegal_parameter', 'unknown after psk');
-  assertAlert(() => decodeWith([psk, ...typicalExtensions(share)]), 'illegal_parameter', 'psk first');
+  assert.equal(assertAlert(() => decodeWith([...typicalExtensions(share), psk, E.raw(0x0a0a)]), 'illegal_parameter', 'unknown after psk').alert, ILLEGAL_PARAMETER);
+  assert.equal(assertAlert(() => decodeWith([psk, ...typicalExtensions(share)]), 'illegal_parameter', 'psk first').alert, ILLEGAL_PARAMETER);
   assert.ok(decodeWith([...typicalExtensions(share), psk]).preSharedKey, 'psk last is fine');
 });
 
@@ -158,8 +162,8 @@ test('pre_shared_key identities and binders must pair up', () => {
     { identity: Buffer.alloc(16, 3), age: 1 },
     { identity: Buffer.alloc(20, 5), age: 2 },
   ];
-  assertAlert(() => decodeWith([E.preSharedKey(ids, [Buffer.alloc(32)])]), 'illegal_parameter', '2 ids, 1 binder');
-  assertAlert(() => decodeWith([E.preSharedKey(ids.slice(0, 1), [Buffer.alloc(32), Buffer.alloc(48)])]), 'illegal_parameter', '1 id, 2 binders');
+  assert.equal(assertAlert(() => decodeWith([E.preSharedKey(ids, [Buffer.alloc(32)])]), 'illegal_parameter', '2 ids, 1 binder').alert, ILLEGAL_PARAMETER);
+  assert.equal(assertAlert(() => decodeWith([E.preSharedKey(ids.slice(0, 1), [Buffer.alloc(32), Buffer.alloc(48)])]), 'illegal_parameter', '1 id, 2 binders').alert, ILLEGAL_PARAMETER);
 });
 
 test('pre_shared_key decodes identities, ages, binders and the binder truncation offset', () => {
@@ -181,7 +185,7 @@ test('pre_shared_key decodes identities, ages, binders and the binder truncation
 });
 
 test('record_size_limit below 64 is illegal_parameter (RFC 8449 §4); 64 and up decode', () => {
-  for (const limit of [0, 1, 63]) assertAlert(() => decodeWith([E.recordSizeLimit(limit)]), 'illegal_parameter', `limit ${limit}`);
+  for (const limit of [0, 1, 63]) assert.equal(assertAlert(() => decodeWith([E.recordSizeLimit(limit)]), 'illegal_parameter', `limit ${limit}`).alert, ILLEGAL_PARAMETER);
   for (const limit of [64, 16385, 65535]) assert.equal(decodeWith([E.recordSizeLimit(limit)]).recordSizeLimit, limit);
 });
 
@@ -225,17 +229,17 @@ test('server_name: non-host_name entries are skipped, two host_names or non-ASCI
     ext(X.server_name, (w) => w.vec(2, (l) => entries.forEach(([t, n]) => l.u8(t).opaque(2, Buffer.from(n, 'latin1')))));
   assert.equal(decodeWith([sni([[7, 'other'], [0, 'a.test']])]).serverName, 'a.test');
   assert.equal(decodeWith([sni([[7, 'other']])]).serverName, undefined);
-  assertAlert(() => decodeWith([sni([[0, 'a.test'], [0, 'b.test']])]), 'illegal_parameter', 'two host names');
-  assertAlert(() => decodeWith([sni([[0, 'bad name']])]), 'illegal_parameter', 'space');
-  assertAlert(() => decodeWith([sni([[0, 'caf\u00e9.test']])]), 'illegal_parameter', 'non-ASCII');
-  assertAlert(() => decodeWith([sni([[0, 'a\u0000b']])]), 'illegal_parameter', 'NUL');
+  assert.equal(assertAlert(() => decodeWith([sni([[0, 'a.test'], [0, 'b.test']])]), 'illegal_parameter', 'two host names').alert, ILLEGAL_PARAMETER);
+  assert.equal(assertAlert(() => decodeWith([sni([[0, 'bad name']])]), 'illegal_parameter', 'space').alert, ILLEGAL_PARAMETER);
+  assert.equal(assertAlert(() => decodeWith([sni([[0, 'caf\u00e9.test']])]), 'illegal_parameter', 'non-ASCII').alert, ILLEGAL_PARAMETER);
+  assert.equal(assertAlert(() => decodeWith([sni([[0, 'a\u0000b']])]), 'illegal_parameter', 'NUL').alert, ILLEGAL_PARAMETER);
 });
 
 test('key_share: two entries for one group are illegal_parameter (§4.2.8)', () => {
-  assertAlert(
+  assert.equal(assertAlert(
     () => decodeWith([E.keyShare([{ group: 0x1d, keyExchange: share }, { group: 0x1d, keyExchange: share }])]),
     'illegal_parameter',
-  );
+  ).alert, ILLEGAL_PARAMETER);
 });
 
 test('an empty key_exchange decodes (the group rejects it with illegal_parameter when used)', () => {
@@ -244,7 +248,7 @@ test('an empty key_exchange decodes (the group rejects it with illegal_parameter
 });
 
 test('oid_filters in a ClientHello is illegal_parameter (§4.2)', () => {
-  assertAlert(() => decodeWith([E.raw(X.oid_filters, Buffer.of(0, 0))]), 'illegal_parameter');
+  assert.equal(assertAlert(() => decodeWith([E.raw(X.oid_filters, Buffer.of(0, 0))]), 'illegal_parameter').alert, ILLEGAL_PARAMETER);
 });
 
 test('an empty extensions block decodes with nothing set', () => {

@@ -6,6 +6,10 @@ import { Reader } from '../../src/tls/wire/reader.js';
 import { Writer } from '../../src/tls/wire/writer.js';
 import { assertAlert } from './alerts.js';
 
+/** RFC 8446 §6 alert codes, written out: each assertAlert result is also checked directly. */
+const DECODE_ERROR = 50;
+const ILLEGAL_PARAMETER = 47;
+
 test('Writer writes big-endian integers and patches vector lengths', () => {
   const w = new Writer(1); // forces growth
   w.u8(0x01).u16(0x0203).u24(0x040506).u32(0x0708090a);
@@ -61,27 +65,27 @@ test('Reader reads what Writer wrote (property)', () => {
 });
 
 test('Reader: every short read is decode_error', () => {
-  assertAlert(() => new Reader(Buffer.alloc(0)).u8(), 'decode_error');
-  assertAlert(() => new Reader(Buffer.alloc(1)).u16(), 'decode_error');
-  assertAlert(() => new Reader(Buffer.alloc(2)).u24(), 'decode_error');
-  assertAlert(() => new Reader(Buffer.alloc(3)).u32(), 'decode_error');
-  assertAlert(() => new Reader(Buffer.alloc(3)).bytesN(4), 'decode_error');
-  assertAlert(() => new Reader(Buffer.of(5, 1, 2)).vec(1, 0, 255, 'v'), 'decode_error', 'vector longer than input');
-  assertAlert(() => new Reader(Buffer.of(0, 5, 1, 2)).sub(2, 0, 255, 'v'), 'decode_error', 'sub longer than input');
+  assert.equal(assertAlert(() => new Reader(Buffer.alloc(0)).u8(), 'decode_error').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.alloc(1)).u16(), 'decode_error').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.alloc(2)).u24(), 'decode_error').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.alloc(3)).u32(), 'decode_error').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.alloc(3)).bytesN(4), 'decode_error').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.of(5, 1, 2)).vec(1, 0, 255, 'v'), 'decode_error', 'vector longer than input').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.of(0, 5, 1, 2)).sub(2, 0, 255, 'v'), 'decode_error', 'sub longer than input').alert, DECODE_ERROR);
 });
 
 test('Reader: vector lengths outside [min, max] fail with decode_error (or the alert asked for)', () => {
-  assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v'), 'decode_error', 'below min');
-  assertAlert(() => new Reader(Buffer.of(3, 1, 2, 3)).vec(1, 0, 2, 'v'), 'decode_error', 'above max');
-  assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v', 'illegal_parameter'), 'illegal_parameter');
-  assertAlert(() => new Reader(Buffer.of(0, 0)).sub(2, 1, 10, 'v'), 'decode_error', 'sub below min');
-  assertAlert(() => new Reader(Buffer.of(0, 3, 1, 2, 3)).u16List(2, 0, 10, 'l'), 'decode_error', 'odd u16 list');
+  assert.equal(assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v'), 'decode_error', 'below min').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.of(3, 1, 2, 3)).vec(1, 0, 2, 'v'), 'decode_error', 'above max').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v', 'illegal_parameter'), 'illegal_parameter').alert, ILLEGAL_PARAMETER);
+  assert.equal(assertAlert(() => new Reader(Buffer.of(0, 0)).sub(2, 1, 10, 'v'), 'decode_error', 'sub below min').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => new Reader(Buffer.of(0, 3, 1, 2, 3)).u16List(2, 0, 10, 'l'), 'decode_error', 'odd u16 list').alert, DECODE_ERROR);
 });
 
 test('Reader.end: trailing bytes are decode_error', () => {
   const r = new Reader(Buffer.of(1, 2));
   r.u8();
-  assertAlert(() => r.end(), 'decode_error');
+  assert.equal(assertAlert(() => r.end(), 'decode_error').alert, DECODE_ERROR);
   r.u8();
   r.end();
 });
@@ -91,7 +95,7 @@ test('Reader.sub bounds the nested reader to its vector', () => {
   const s = r.sub(2, 0, 10, 'inner');
   assert.equal(s.remaining, 2);
   assert.equal(s.u16(), 0xaabb);
-  assertAlert(() => s.u8(), 'decode_error', 'cannot read past the vector');
+  assert.equal(assertAlert(() => s.u8(), 'decode_error', 'cannot read past the vector').alert, DECODE_ERROR);
   s.end();
   assert.equal(r.u8(), 0xcc);
   r.end();
