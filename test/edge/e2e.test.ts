@@ -223,7 +223,10 @@ test('--workers 2: both workers serve, /metrics aggregates them, SIGTERM stops a
 });
 
 test('--workers 2: a session ticket issued by one worker resumes on the other (shared ticket keys)', async () => {
-  const cluster = await startEdgeProcess(['--keyd', keyd.socket, '--route', `a.test=127.0.0.1:${upA.port}`, '--workers', '2', '--log-level', 'warn']);
+  // Waits for both workers: connections made while one is still starting all land on the other.
+  const cluster = await startEdgeProcess(['--keyd', keyd.socket, '--route', `a.test=127.0.0.1:${upA.port}`, '--workers', '2', '--log-level', 'info'], {
+    readyLog: /edge workers ready/,
+  });
   const handshake = (session?: Buffer) =>
     new Promise<{ reused: boolean; session: Buffer | undefined }>((resolve, reject) => {
       const s = tlsConnect({ host: '127.0.0.1', port: cluster.port, servername: 'a.test', ca: pkiA.caCertPem, ...(session ? { session } : {}) });

@@ -116,7 +116,10 @@ export interface EdgeProcess {
 }
 
 /** `delegator edge …` as a child; resolves once it accepts connections. */
-export async function startEdgeProcess(args: string[], opts: { execArgv?: string[]; cwd?: string } = {}): Promise<EdgeProcess> {
+export async function startEdgeProcess(
+  args: string[],
+  opts: { execArgv?: string[]; cwd?: string; readyLog?: RegExp } = {},
+): Promise<EdgeProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, [...(opts.execArgv ?? []), MAIN, 'edge', '--listen', `127.0.0.1:${port}`, '--workers', '1', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -126,8 +129,22 @@ export async function startEdgeProcess(args: string[], opts: { execArgv?: string
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (log += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
   const exited = once(child, 'exit');
+  // The port accepts as soon as one worker listens; `readyLog` waits for a later line too
+  // (e.g. the primary's "edge workers ready", once every worker serves).
+  const logged = (re: RegExp) =>
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (!re.test(log)) return;
+        child.stdout!.off('data', check);
+        child.stderr!.off('data', check);
+        resolve();
+      };
+      child.stdout!.on('data', check);
+      child.stderr!.on('data', check);
+      check();
+    });
   await Promise.race([
-    waitForPort(port, 15_000),
+    Promise.all([waitForPort(port, 15_000), opts.readyLog ? logged(opts.readyLog) : undefined]),
     exited.then(() => {
       throw new Error(`edge exited:\n${log}`);
     }),

@@ -297,14 +297,15 @@ export class Tls13Client {
   }
 
   /**
-   * Reads records until an alert arrives or the server stops sending; returns the alert's
-   * description code, or undefined when the stream ended without one. Application data
-   * and handshake messages (tickets) on the way are skipped.
+   * Reads records until an alert, application data, or the end of what the server sends;
+   * returns the alert's description code, or undefined when application data or the end
+   * came first (so a server that wrongly accepts does not leave a socket test waiting).
+   * Handshake messages (tickets) on the way are skipped.
    */
   async readAlert(): Promise<number | undefined> {
     for (;;) {
       const record = await this.readRecord();
-      if (!record) return undefined;
+      if (!record || record.type === APPLICATION_DATA) return undefined;
       if (record.type === ALERT) return record.content[1];
     }
   }

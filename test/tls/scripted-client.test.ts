@@ -6,7 +6,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AddressInfo, Server } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import { TlsAlert } from '../../src/tls/alert.js';
 import { createServer, type TlsSocket } from '../../src/tls/socket.js';
 import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';
@@ -220,7 +220,12 @@ test('positive control: KeyUpdate followed by the new keys delivers the data', a
 // ---- the same client over a socket (socket.ts) ----------------------------------------
 
 const servers: Server[] = [];
-after(() => Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve)))));
+const openSockets = new Set<Socket>();
+after(async () => {
+  // A failed test may leave a connection open; close() would wait for it.
+  for (const socket of openSockets) socket.destroy();
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+});
 
 async function listen(): Promise<{ port: number; secured: TlsSocket[]; received: Buffer[]; clientErrors: (Error & { alert?: number })[] }> {
   const secured: TlsSocket[] = [];
@@ -235,12 +240,19 @@ async function listen(): Promise<{ port: number; secured: TlsSocket[]; received:
     socket.on('error', () => {});
   });
   server.on('tlsClientError', (err: Error & { alert?: number }) => clientErrors.push(err));
+  server.on('connection', (raw: Socket) => {
+    openSockets.add(raw);
+    raw.on('close', () => openSockets.delete(raw));
+  });
   servers.push(server);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { port: (server.address() as AddressInfo).port, secured, received, clientErrors };
 }
 
-test('over a socket: a flipped client Finished gets decrypt_error and the connection closes without data', async () => {
+// A hang guard, not a timed assertion: a server that wrongly waits would otherwise stall the run.
+const SOCKET_TEST = { timeout: 30_000 };
+
+test('over a socket: a flipped client Finished gets decrypt_error and the connection closes without data', SOCKET_TEST, async () => {
   const s = await listen();
   const client = new Tls13Client(await socketTransport(s.port));
   client.sendClientHello();
@@ -254,7 +266,7 @@ test('over a socket: a flipped client Finished gets decrypt_error and the connec
   client.transport.close();
 });
 
-test('over a socket, positive control: a correct handshake echoes the data; a corrupted tag then gets bad_record_mac', async () => {
+test('over a socket, positive control: a correct handshake echoes the data; a corrupted tag then gets bad_record_mac', SOCKET_TEST, async () => {
   const s = await listen();
   const client = new Tls13Client(await socketTransport(s.port));
   await client.handshake();

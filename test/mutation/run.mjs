@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+// Mutation check: applies each mutant of mutants.json (plausible one-line bugs in security
+// checks) one at a time, runs the test files that should catch it, and prints a
+// killed/survived table. A mutant is matched by search string, not line number, so it
+// survives unrelated edits; a search string that no longer matches exactly once is
+// reported as "stale" (the list needs updating), which also fails the run.
+//
+//   node test/mutation/run.mjs                 # every mutant, its listed test files
+//   node test/mutation/run.mjs --only a,b      # some mutants
+//   node test/mutation/run.mjs --full          # run the whole suite (npm test's files) per mutant
+//
+// Each mutated file is transpiled on its own into dist/ (the rest of dist/ comes from one
+// `npm run build` at the start). The source file and its dist/ output are restored in a
+// `finally` (and on SIGINT/SIGTERM), so the working tree is never left mutated.
+// Exit status: 0 when every mutant is killed, 1 otherwise.
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+process.chdir(ROOT);
+const args = process.argv.slice(2);
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
+const full = args.includes('--full');
+const mutants = JSON.parse(readFileSync(join(ROOT, 'test/mutation/mutants.json'), 'utf8')).filter((m) => !only || only.includes(m.id));
+if (only && mutants.length !== only.length) {
+  console.error(`unknown mutant id in --only ${only.join(',')}`);
+  process.exit(2);
+}
+
+const tsconfig = ts.getParsedCommandLineOfConfigFile(join(ROOT, 'tsconfig.json'), {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} });
+const TEST_RUN_LIMIT_MS = (full ? 90 : 10) * 60_000;
+const compilerOptions = { ...tsconfig.options, sourceMap: false };
+
+function distPath(file) {
+  return join(ROOT, 'dist', file.replace(/\.ts$/, '.js'));
+}
+
+function transpileInto(file, source) {
+  const out = ts.transpileModule(source, { compilerOptions, fileName: join(ROOT, file) });
+  writeFileSync(distPath(file), out.outputText);
+}
+
+function allTestFiles(dir = join(ROOT, 'dist/test')) {
+  const files = [];
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) files.push(...allTestFiles(p));
+    else if (name.endsWith('.test.js')) files.push(relative(ROOT, p));
+  }
+  return files;
+}
+
+function runTests(files) {
+  // A mutant may make a test wait forever; a run that does not finish has not passed.
+  const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+    timeout: TEST_RUN_LIMIT_MS,
+    killSignal: 'SIGKILL',
+  });
+  const failed = /^# fail (\d+)/m.exec(r.stdout ?? '');
+  return { ok: r.status === 0, failed: failed ? Number(failed[1]) : undefined, hung: r.error?.code === 'ETIMEDOUT' };
+}
+
+// Originals of the file being mutated, restored by `restore()` whatever happens.
+let pending;
+function restore() {
+  if (!pending) return;
+  writeFileSync(join(ROOT, pending.file), pending.source);
+  writeFileSync(distPath(pending.file), pending.dist);
+  pending = undefined;
+}
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    restore();
+    process.exit(130);
+  });
+}
+
+console.log('building (npm run build) …');
+const build = spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+if (build.status !== 0) process.exit(2);
+
+const testFilesOf = (m) => (full ? allTestFiles() : m.tests.map((t) => `dist/test/${t}.test.js`));
+
+// Positive control: every test file used must pass on the unmutated code.
+const used = [...new Set(mutants.flatMap(testFilesOf))];
+const baseline = runTests(used);
+if (!baseline.ok) {
+  console.error(`the tests fail without any mutant (${baseline.failed} failed): fix them first\n  ${used.join('\n  ')}`);
+  process.exit(2);
+}
+
+const rows = [];
+for (const m of mutants) {
+  const source = readFileSync(join(ROOT, m.file), 'utf8');
+  let mutated = source;
+  let stale;
+  for (const e of m.edits) {
+    const count = mutated.split(e.search).length - 1;
+    if (count !== 1) {
+      stale = `search string found ${count} times: ${JSON.stringify(e.search.slice(0, 60))}`;
+      break;
+    }
+    mutated = mutated.replace(e.search, () => e.replace);
+  }
+  if (stale) {
+    rows.push({ m, result: 'STALE', detail: stale });
+    continue;
+  }
+  const t0 = Date.now();
+  pending = { file: m.file, source, dist: readFileSync(distPath(m.file), 'utf8') };
+  let result;
+  try {
+    writeFileSync(join(ROOT, m.file), mutated);
+    transpileInto(m.file, mutated);
+    result = runTests(testFilesOf(m));
+  } finally {
+    restore();
+  }
+  rows.push({
+    m,
+    result: result.ok ? 'SURVIVED' : 'killed',
+    detail: `${result.hung ? 'tests did not finish' : `${result.failed ?? '?'} failed test(s)`}, ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+  });
+  console.log(`${m.id}: ${rows.at(-1).result} (${rows.at(-1).detail})`);
+}
+
+const table = [
+  '| mutant | what | file | tests run | result |',
+  '|---|---|---|---|---|',
+  ...rows.map(({ m, result, detail }) => `| ${m.id} | ${m.what} | ${m.file} | ${full ? 'all' : m.tests.join(', ')} | ${result} (${detail}) |`),
+];
+console.log('\n' + table.join('\n'));
+const killed = rows.filter((r) => r.result === 'killed').length;
+console.log(`\n${killed} of ${rows.length} mutants killed`);
+process.exit(killed === rows.length ? 0 : 1);
