@@ -124,39 +124,49 @@ async function runPrimary(config: EdgeConfig): Promise<number> {
       if (!stopping) fork();
     }, delay);
   });
+  // Which workers have started their edge: only those have their drain handler installed.
+  const readyWorkers = new Set<number>();
+  let resolveStopped!: (code: number) => void;
+  const stopped = new Promise<number>((resolve) => (resolveStopped = resolve));
+  const drain = (worker: { send(message: object): unknown; isConnected(): boolean }) => {
+    if (worker.isConnected()) worker.send({ type: 'edge:drain' });
+  };
   const ready = new Promise<void>((resolve) => {
-    let count = 0;
     cluster.on('message', (worker, message: { type?: string }) => {
       if (message?.type !== 'edge:ready') return;
+      readyWorkers.add(worker.id);
+      // A stop that came while this worker was starting is passed on now that it can drain.
+      if (stopping) return drain(worker);
       sendTicketKeys(worker); // again, in case 'online' came before the worker listened
-      if (++count === config.workers) resolve();
+      if (readyWorkers.size === config.workers) resolve();
     });
   });
-  for (let i = 0; i < config.workers; i++) fork();
-  await ready;
-  log.info({ workers: config.workers, listen: config.listen }, 'edge workers ready');
-
-  return new Promise<number>((resolve) => {
-    const removeSignals = onStopSignal((signal) => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal }, 'stopping: workers drain their connections');
-      const workers = Object.values(cluster.workers ?? {});
-      let left = workers.length;
-      if (left === 0) finish();
-      for (const worker of workers) {
-        worker?.once('exit', () => {
-          if (--left === 0) finish();
-        });
-        worker?.send({ type: 'edge:drain' });
-      }
-    });
-    function finish() {
-      clearInterval(broadcast);
-      metricsServer?.close();
-      removeSignals();
-      log.info('all workers stopped');
-      resolve(0);
+  // The stop signals are handled from before the first fork: a SIGTERM that arrives while
+  // workers are still starting (the port is open as soon as one listens) drains them, where
+  // Node's default action would kill the primary and leave the workers orphaned.
+  const removeSignals = onStopSignal((signal) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping: workers drain their connections');
+    const workers = Object.values(cluster.workers ?? {});
+    let left = workers.length;
+    if (left === 0) finish();
+    for (const worker of workers) {
+      worker?.once('exit', () => {
+        if (--left === 0) finish();
+      });
+      if (worker && readyWorkers.has(worker.id)) drain(worker);
     }
   });
+  function finish() {
+    clearInterval(broadcast);
+    metricsServer?.close();
+    removeSignals();
+    log.info('all workers stopped');
+    resolveStopped(0);
+  }
+  for (let i = 0; i < config.workers; i++) fork();
+  await Promise.race([ready, stopped]);
+  if (!stopping) log.info({ workers: config.workers, listen: config.listen }, 'edge workers ready');
+  return stopped;
 }

@@ -222,6 +222,13 @@ test('--workers 2: both workers serve, /metrics aggregates them, SIGTERM stops a
   }
 });
 
+test('--workers 4: SIGTERM as soon as the port opens (workers still starting) drains them all and exits 0', async () => {
+  // The port accepts once the first worker listens; the others may still be starting. The
+  // primary must already handle SIGTERM then (Node's default action would kill it: exit null).
+  const cluster = await startEdgeProcess(['--keyd', keyd.socket, '--route', `a.test=127.0.0.1:${upA.port}`, '--workers', '4', '--log-level', 'warn']);
+  assert.equal(await cluster.stop('SIGTERM'), 0, cluster.log());
+});
+
 test('--workers 2: a session ticket issued by one worker resumes on the other (shared ticket keys)', async () => {
   // Waits for both workers: connections made while one is still starting all land on the other.
   const cluster = await startEdgeProcess(['--keyd', keyd.socket, '--route', `a.test=127.0.0.1:${upA.port}`, '--workers', '2', '--log-level', 'info'], {
