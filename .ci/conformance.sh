@@ -8,10 +8,22 @@
 # Needs ../shared/tools/tlsfuzzer beside the checkout (or TLSFUZZER_TOOLS) and python3
 # with python3-ecdsa (setup.sh installs it from Debian). Run on its own:
 #   bash .ci/conformance.sh
+#   bash .ci/conformance.sh --target serve -- --only finished   # one target, run.sh options after --
 # Exit status: 0 clean, 1 a probe failed outside the baseline, 2 setup error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+
+TARGET=both
+EXTRA=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --target) TARGET=$2; shift 2 ;;
+    --) shift; EXTRA=("$@"); break ;;
+    *) echo "usage: conformance.sh [--target serve|product|both] [-- run.sh options]" >&2; exit 2 ;;
+  esac
+done
+case $TARGET in serve|product|both) ;; *) echo "conformance: --target must be serve, product or both" >&2; exit 2 ;; esac
 
 TOOLS=${TLSFUZZER_TOOLS:-$ROOT/../shared/tools/tlsfuzzer}
 if [ ! -x "$TOOLS/run.sh" ]; then
@@ -68,24 +80,29 @@ run_suite() {
   local label=$1 port=$2 ca=$3 out=$WORK/results-$1 rc=0
   log "tlsfuzzer tls13 against $label (port $port)"
   "$TOOLS/run.sh" --suite tls13 --groups "$GROUPS_ALL" --tickets 2 --hrr-cookie \
-    --out "$out" 127.0.0.1 "$port" localhost "$ca" || rc=$?
+    --out "$out" ${EXTRA[@]+"${EXTRA[@]}"} 127.0.0.1 "$port" localhost "$ca" || rc=$?
   if [ "$rc" -eq 2 ]; then echo "conformance: run.sh setup error against $label" >&2; status=1; return; fi
   node .ci/tlsfuzzer-baseline.mjs "$out" "$BASELINE" || status=1
 }
 
-PORT=$(free_port)
-node dist/src/cli/main.js serve --port "$PORT" --hrr-cookie --tickets 2 --dir "$WORK/serve" --log-level warn &
-SERVER_PID=$!
-wait_listening "$PORT"
-run_suite serve "$PORT" "$WORK/serve/ca.pem"
-stop_server
+if [ "$TARGET" != product ]; then
+  PORT=$(free_port)
+  node dist/src/cli/main.js serve --port "$PORT" --hrr-cookie --tickets 2 --dir "$WORK/serve" --log-level warn &
+  SERVER_PID=$!
+  wait_listening "$PORT"
+  run_suite serve "$PORT" "$WORK/serve/ca.pem"
+  stop_server
+fi
 
-PORT=$(free_port)
-DELEGATOR_HOME=$WORK/product node dist/src/cli/main.js demo --port "$PORT" >"$WORK/product.log" 2>&1 &
-SERVER_PID=$!
-wait_listening "$PORT"
-run_suite product "$PORT" "$WORK/product/demo-ca/ca.pem"
-stop_server
+if [ "$TARGET" != serve ]; then
+  # The whole product: edge + keyd (keyd signs every CertificateVerify) + the demo upstream.
+  PORT=$(free_port)
+  DELEGATOR_HOME=$WORK/product node dist/src/cli/main.js demo --port "$PORT" >"$WORK/product.log" 2>&1 &
+  SERVER_PID=$!
+  wait_listening "$PORT"
+  run_suite product "$PORT" "$WORK/product/demo-ca/ca.pem"
+  stop_server
+fi
 
 log "conformance: $([ $status -eq 0 ] && echo clean || echo FAILED)"
 exit $status

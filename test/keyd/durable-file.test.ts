@@ -2,7 +2,7 @@
  * Durability is a sequence, not an outcome: SIGKILL keeps the page cache, so a crash test
  * cannot see a missing fsync. These tests record the file operations of a real store write
  * (node:fs/promises calls, replaced with recording wrappers) and check their order, and
- * interrupt a write half-way to show the old record survives (docs/KEYD.md, storage).
+ * interrupt a write half-way to show the old record survives (docs/KEYD.md).
  */
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,6 +1,6 @@
 /**
  * The assertion helper is itself tested: if its body were emptied, every test that leans
- * on it would pass without checking anything (see docs/CONFORMANCE.md, mutation check).
+ * on it would pass without checking anything (see docs/ARCHITECTURE.md, tests).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
