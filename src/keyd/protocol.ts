@@ -64,7 +64,8 @@ export function encodeFrame(opcode: number, requestId: number, payload: Uint8Arr
 /**
  * Streaming deframer: feed it chunks as they arrive; it returns the complete frames.
  * A bad header throws KEYD_BAD_FRAME (with the request id when it could be read),
- * after which the stream cannot be trusted and must be closed.
+ * after which the stream cannot be trusted and must be closed. It owns the chunks it is
+ * given: bytes of an incomplete frame are zeroed once copied into a larger buffer.
  */
 export class FrameDecoder {
   /** Frames split across chunks are joined without re-copying per chunk (src/lib/reassembler.ts). */
@@ -80,7 +81,16 @@ export class FrameDecoder {
   push(chunk: Uint8Array): Frame[] {
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (buf.length === 0) return [];
+    const pendingBefore = this.buffer.length > 0 ? this.buffer.peek() : undefined;
     this.buffer.push(buf);
+    if (pendingBefore) {
+      // Joined with bytes already pending, `buf` was copied, and so were those bytes if they
+      // moved to a larger buffer. Wipe what was copied, so that a frame split across reads
+      // (a put's PKCS#8 key) leaves no copy behind in buffers that nothing else would zero.
+      buf.fill(0);
+      const pendingNow = this.buffer.peek();
+      if (pendingNow.buffer !== pendingBefore.buffer || pendingNow.byteOffset !== pendingBefore.byteOffset) pendingBefore.fill(0);
+    }
     const frames: Frame[] = [];
     while (this.buffer.length >= HEADER_LENGTH) {
       const data = this.buffer.peek();

@@ -82,3 +82,23 @@ test('put with bytes that are not PKCS#8: refused with KEYD_BAD_KEY, and the byt
   assert.equal(decodeError(reply.payload).code, 'KEYD_BAD_KEY');
   assert.ok(frame.subarray(at, at + junk.length).every((b) => b === 0));
 });
+
+test('put split across two reads (the key cut in half): the key bytes are zero in both pieces', async () => {
+  const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  const pkcs8 = key.export({ format: 'der', type: 'pkcs8' });
+  const frame = encodeFrame(Opcode.put, 9, encodeAdmin({ names: ['z.test'] }, [pkcs8]));
+  const at = frame.indexOf(pkcs8);
+  const cut = at + (pkcs8.length >> 1);
+  // Separate buffers, as two socket reads would be.
+  const first = Buffer.from(frame.subarray(0, cut));
+  const second = Buffer.from(frame.subarray(cut));
+  let received: KeyObject | undefined;
+  const socket = connection((k) => (received = k));
+  socket.emit('data', first);
+  socket.emit('data', second);
+  const reply = await nextReply(socket);
+  assert.equal(reply.opcode, Opcode.put | Opcode.replyFlag);
+  assert.ok(received?.equals(key), 'keyd got the right key (positive control)');
+  assert.ok(first.subarray(at).every((b) => b === 0), 'first half of the key zeroed in the first read');
+  assert.ok(second.subarray(0, at + pkcs8.length - cut).every((b) => b === 0), 'second half zeroed in the second read');
+});
