@@ -8,6 +8,7 @@
 //   node test/mutation/run.mjs                 # every mutant, its listed test files
 //   node test/mutation/run.mjs --only a,b      # some mutants
 //   node test/mutation/run.mjs --full          # run the whole suite (npm test's files) per mutant
+//   node test/mutation/run.mjs --verbose       # also list the tests that failed for each mutant
 //
 // Each mutated file is transpiled on its own into dist/ (the rest of dist/ comes from one
 // `npm run build` at the start). The source file and its dist/ output are restored in a
@@ -24,6 +25,7 @@ process.chdir(ROOT);
 const args = process.argv.slice(2);
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
 const full = args.includes('--full');
+const verbose = args.includes('--verbose');
 const mutants = JSON.parse(readFileSync(join(ROOT, 'test/mutation/mutants.json'), 'utf8')).filter((m) => !only || only.includes(m.id));
 if (only && mutants.length !== only.length) {
   console.error(`unknown mutant id in --only ${only.join(',')}`);
@@ -32,7 +34,8 @@ if (only && mutants.length !== only.length) {
 
 const tsconfig = ts.getParsedCommandLineOfConfigFile(join(ROOT, 'tsconfig.json'), {}, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: () => {} });
 const TEST_RUN_LIMIT_MS = (full ? 90 : 10) * 60_000;
-const compilerOptions = { ...tsconfig.options, sourceMap: false };
+// transpileModule cannot see package.json's "type": "module", so NodeNext would emit CommonJS.
+const compilerOptions = { ...tsconfig.options, sourceMap: false, module: ts.ModuleKind.ES2022 };
 
 function distPath(file) {
   return join(ROOT, 'dist', file.replace(/\.ts$/, '.js'));
@@ -62,8 +65,9 @@ function runTests(files) {
     timeout: TEST_RUN_LIMIT_MS,
     killSignal: 'SIGKILL',
   });
-  const failed = /^# fail (\d+)/m.exec(r.stdout ?? '');
-  return { ok: r.status === 0, failed: failed ? Number(failed[1]) : undefined, hung: r.error?.code === 'ETIMEDOUT' };
+  if (process.env.MUTATION_DUMP) writeFileSync(process.env.MUTATION_DUMP, r.stdout ?? '');
+  const failedTests = [...(r.stdout ?? '').matchAll(/^\s*not ok \d+ - (.*)$/gm)].map((m) => m[1]);
+  return { ok: r.status === 0, failed: failedTests.length, failedTests, hung: r.error?.code === 'ETIMEDOUT' };
 }
 
 // Originals of the file being mutated, restored by `restore()` whatever happens.
@@ -87,11 +91,20 @@ if (build.status !== 0) process.exit(2);
 
 const testFilesOf = (m) => (full ? allTestFiles() : m.tests.map((t) => `dist/test/${t}.test.js`));
 
-// Positive control: every test file used must pass on the unmutated code.
+// Positive control: every test file used must pass on the unmutated code, with each file to
+// be mutated transpiled the way mutants are (so a broken transpile cannot pass for a kill).
 const used = [...new Set(mutants.flatMap(testFilesOf))];
-const baseline = runTests(used);
+const mutatedFiles = [...new Set(mutants.map((m) => m.file))];
+let baseline;
+try {
+  for (const file of mutatedFiles) transpileInto(file, readFileSync(join(ROOT, file), 'utf8'));
+  baseline = runTests(used);
+} finally {
+  // Back to tsc's own output (with source maps).
+  spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+}
 if (!baseline.ok) {
-  console.error(`the tests fail without any mutant (${baseline.failed} failed): fix them first\n  ${used.join('\n  ')}`);
+  console.error(`the tests fail without any mutant (failed: ${baseline.failedTests.join('; ') || 'see output'}): fix them first\n  ${used.join('\n  ')}`);
   process.exit(2);
 }
 
@@ -124,10 +137,12 @@ for (const m of mutants) {
   }
   rows.push({
     m,
-    result: result.ok ? 'SURVIVED' : 'killed',
+    // A test file that fails as a whole (it did not load) says nothing about the mutant.
+    result: result.ok ? 'SURVIVED' : result.failedTests.some((t) => t.endsWith('.test.js')) ? 'ERROR' : 'killed',
     detail: `${result.hung ? 'tests did not finish' : `${result.failed ?? '?'} failed test(s)`}, ${((Date.now() - t0) / 1000).toFixed(0)} s`,
   });
   console.log(`${m.id}: ${rows.at(-1).result} (${rows.at(-1).detail})`);
+  if (verbose) for (const name of result.failedTests) console.log(`    failed: ${name}`);
 }
 
 const table = [
