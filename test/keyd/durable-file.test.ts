@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import fsp, { type FileHandle } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { basename, dirname, join } from 'node:path';
-import { generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { SoftwareKeyHandle } from '../../src/keyd/key-handle.js';
 import { SealedStore } from '../../src/keyd/store.js';
 import { scratch } from './fixtures.js';
 
@@ -83,7 +84,7 @@ test('a store write is write(temp) → fsync(temp) → rename(temp → record) �
   const store = await SealedStore.open(opts);
   const recorder = recordFs();
   try {
-    await store.putKey({ id: 'kdur', names: ['dur.test'], privateKey: p256(), chain: [] });
+    await store.putKey({ id: 'kdur', names: ['dur.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
   } finally {
     recorder.restore();
   }
@@ -122,7 +123,7 @@ test('a write interrupted half-way leaves the old record intact and readable', a
   try {
     const store = await SealedStore.open(opts);
     const oldKey = p256();
-    await store.putKey({ id: 'kint', names: ['old.test'], privateKey: oldKey, chain: [Uint8Array.of(1)] });
+    await store.putKey({ id: 'kint', names: ['old.test'], key: new SoftwareKeyHandle(oldKey), chain: [Uint8Array.of(1)] });
     const recordName = 'kint.rec';
     // The next write of anything for this record stops after half its bytes (a full disk, a crash).
     const recorder = recordFs(async (_fh, path, data, original) => {
@@ -131,7 +132,7 @@ test('a write interrupted half-way leaves the old record intact and readable', a
       throw Object.assign(new Error('simulated failure half-way through the write'), { code: 'EIO' });
     });
     try {
-      await assert.rejects(store.putKey({ id: 'kint', names: ['new.test'], privateKey: p256(), chain: [] }), /half-way/);
+      await assert.rejects(store.putKey({ id: 'kint', names: ['new.test'], key: new SoftwareKeyHandle(p256()), chain: [] }), /half-way/);
     } finally {
       recorder.restore();
     }
@@ -141,7 +142,7 @@ test('a write interrupted half-way leaves the old record intact and readable', a
     assert.equal(keys.length, 1);
     assert.deepEqual(keys[0]!.names, ['old.test']);
     assert.equal(keys[0]!.version, 1);
-    assert.ok(keys[0]!.privateKey.equals(oldKey));
+    assert.ok(keys[0]!.key.publicKey.equals(createPublicKey(oldKey)));
     // No half-written temporary file is left to be mistaken for a record.
     const left = await fsp.readdir(join(opts.dataDir, 'keys'));
     assert.deepEqual(left, [recordName]);
