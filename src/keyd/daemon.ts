@@ -374,7 +374,10 @@ async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s:
     },
   );
   // Unauthenticated peers: counted and audited in aggregate (limit-reporter.ts), never a line each.
-  server.on('tlsClientError', (err: Error & { code?: string }) => {
+  // With a 'tlsClientError' listener node:tls leaves the socket open (a silent peer then
+  // outlives the handshake timeout): destroy it here.
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: Socket) => {
+    socket.destroy();
     if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
       reporter.refused('(unauthenticated)', 'tls-handshake-timeout', `TLS handshake not completed within ${config.limits.tlsHandshakeTimeoutMs} ms`);
     } else {
