@@ -314,15 +314,15 @@ export class KeydConnection implements Queue {
       const request = decodeSignRequest(payload);
       const { scheme, transcriptHash } = request;
       const serverName = request.serverName.toLowerCase();
-      if (!TRANSCRIPT_HASH_LENGTHS.includes(transcriptHash.length)) {
-        throw new KeydError('KEYD_BAD_HASH_LENGTH', `transcript hash is ${transcriptHash.length} bytes; a TLS 1.3 transcript hash is 32 (SHA-256) or 48 (SHA-384)`);
-      }
       if (!this.mayUseName(serverName)) throw new KeydError('KEYD_NOT_AUTHORISED', `client ${this.peer.id} may not use ${serverName}`);
       const entry = keyring.get(request.keyRef);
       if (!entry) throw new KeydError('KEYD_UNKNOWN_KEY', `unknown key reference ${request.keyRef} (replaced or deleted?)`);
       keyRef = entry.id;
       if (keyring.lookup(serverName)?.id !== entry.id) {
         throw new KeydError('KEYD_NOT_AUTHORISED', `key ${entry.id} does not serve ${serverName}: sign with the key identity(${serverName}) returns`);
+      }
+      if (!TRANSCRIPT_HASH_LENGTHS.includes(transcriptHash.length)) {
+        throw new KeydError('KEYD_BAD_HASH_LENGTH', `transcript hash is ${transcriptHash.length} bytes; a TLS 1.3 transcript hash is 32 (SHA-256) or 48 (SHA-384)`);
       }
       if (!entry.schemes.includes(scheme)) {
         throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${entry.id} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
