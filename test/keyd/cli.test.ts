@@ -232,7 +232,19 @@ test('`delegator admin list | head -1`: a reader that goes away ends the CLI qui
 });
 
 test('`delegator admin stats` shows signatures and refusals per client and key', async () => {
+  const id = await makeIdentity('ecdsa-p256', ['stats.cli.test']);
+  const f = await files(id, 'stats', id.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string);
+  assert.equal((await run('put', 'stats.cli.test', '--key', f.key, '--chain', f.chain)).code, 0);
+  const { KeydClient } = await import('../../src/keyd/client.js');
+  const c = await KeydClient.connect({ socketPath: join(s.dir, 'sign.sock') });
+  const identity = (await c.identity('stats.cli.test'))!;
+  const hash = Buffer.alloc(32, 7);
+  await c.sign(identity.keyRef, 'stats.cli.test', 0x0403, hash);
+  await c.sign(identity.keyRef, 'stats.cli.test', 0x0403, hash);
+  await c.sign(identity.keyRef, 'stats.cli.test', 0x0403, Buffer.alloc(20)).catch(() => undefined);
+  c.close();
   const { code, out } = await run('stats');
   assert.equal(code, 0);
-  assert.match(out, /^CLIENT\s+KEY\s+SIGNATURES\s+REFUSALS/);
+  assert.match(out, /^CLIENT\s+KEY\s+SIGNATURES\s+REFUSALS\n/);
+  assert.match(out, new RegExp(`\\nlocal +${identity.keyRef} +2 +1\\n`));
 });
