@@ -177,11 +177,13 @@ export class KeydConnection implements Queue {
   /** Signing-path requests join the fair queue; admin requests run at once (asynchronously). */
   private accept(frame: Frame): void {
     const { opcode, requestId } = frame;
-    if (this.queued + this.pending >= this.deps.maxPending) {
-      this.refuseForLimit('pending', `more than ${this.deps.maxPending} requests pending on one connection`);
-      return this.fail(requestId, new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`));
-    }
     if (opcode === Opcode.ping || opcode === Opcode.identity || opcode === Opcode.signCertificateVerify) {
+      // The fair queue holds at most maxPending unserved requests (reading pauses there);
+      // more within one read are refused at once.
+      if (this.queued >= this.deps.maxPending) {
+        this.refuseForLimit('pending', `more than ${this.deps.maxPending} requests queued on one connection`);
+        return this.fail(requestId, new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`));
+      }
       this.queue.push(frame);
       return;
     }
@@ -190,16 +192,7 @@ export class KeydConnection implements Queue {
         throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only CertificateVerify content it builds itself)`);
       }
       if (!this.peer.admin) throw new KeydError('KEYD_NOT_AUTHORISED', 'admin operations are only accepted on the admin socket');
-      this.pending++;
-      this.admin(opcode, frame.payload)
-        .then(
-          (reply) => this.reply(opcode, requestId, reply),
-          (err: unknown) => this.fail(requestId, err),
-        )
-        .finally(() => {
-          this.pending--;
-          this.updateFlow();
-        });
+      this.settle(opcode, requestId, () => this.admin(opcode, frame.payload));
     } catch (err) {
       this.fail(requestId, err);
     }
@@ -230,9 +223,10 @@ export class KeydConnection implements Queue {
     }
   }
 
-  /** Runs an asynchronous request (a token signature) in one of the connection's `maxPending` slots. */
+  /** Runs an asynchronous request (admin, a token signature) in one of the connection's `maxPending` slots. */
   private settle(opcode: number, requestId: number, run: () => Promise<Uint8Array>): void {
     if (this.pending >= this.deps.maxPending) {
+      this.refuseForLimit('pending', `more than ${this.deps.maxPending} requests pending on one connection`);
       throw new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`);
     }
     this.pending++;
@@ -259,10 +253,14 @@ export class KeydConnection implements Queue {
     this.updateFlow();
   }
 
-  /** Read while there is room: fewer than maxPending queued and not too many reply bytes unread. */
+  /**
+   * Read while there is room: fewer than maxPending unserved requests queued and not too
+   * many reply bytes unread. Requests waiting in a slot (admin, token) do not stop reading:
+   * the connection stays answerable, and a request beyond the slots is refused at once.
+   */
   private updateFlow(): void {
     if (this.closed) return;
-    const full = this.queued + this.pending >= this.deps.maxPending || this.socket.writableLength > WRITE_HIGH_WATER;
+    const full = this.queued >= this.deps.maxPending || this.socket.writableLength > WRITE_HIGH_WATER;
     if (full && !this.socket.isPaused()) this.socket.pause();
     else if (!full && this.socket.isPaused()) this.socket.resume();
   }
