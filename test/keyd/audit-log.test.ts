@@ -11,7 +11,7 @@ import { Opcode } from '../../src/keyd/protocol.js';
 test('audit log rotates past maxBytes without losing an entry; reads span the rotated files, oldest first', async () => {
   const s = await scratch();
   const path = join(s.dir, 'audit.log');
-  const log = await AuditLog.open(path, { maxBytes: 4096, keep: 100 });
+  const log = await AuditLog.open(path, undefined, { maxBytes: 4096, keep: 100 });
   const total = 300;
   // Concurrent appends (as keyd makes them): rotation happens inside the append queue.
   await Promise.all(Array.from({ length: total }, (_, i) => log.append({ op: 'test', caller: { kind: 'local', id: `n${i}` }, ok: true })));
@@ -22,7 +22,7 @@ test('audit log rotates past maxBytes without losing an entry; reads span the ro
   assert.deepEqual(all.map((e) => e.caller.id), Array.from({ length: total }, (_, i) => `n${i}`));
   await log.close();
   // With keep = 2 only the newest files survive, and rotation still never splits an entry.
-  const small = await AuditLog.open(join(s.dir, 'small.log'), { maxBytes: 4096, keep: 2 });
+  const small = await AuditLog.open(join(s.dir, 'small.log'), undefined, { maxBytes: 4096, keep: 2 });
   for (let i = 0; i < 200; i++) await small.append({ op: 'test', caller: { kind: 'local', id: `m${i}` }, ok: true });
   const kept = await small.read({ limit: 10_000 });
   assert.equal(kept.at(-1)!.caller.id, 'm199');
