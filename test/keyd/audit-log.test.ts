@@ -75,6 +75,17 @@ test('keyd rotates its audit log at config "auditLog".maxBytes and `admin audit`
     assert.ok((await readdir(join(s.dir, 'data'))).includes('audit.log.1'));
   } finally {
     await keyd.close();
+  }
+  // The hash chain runs on across rotated files: a restart verifies it and continues.
+  const again = await startTestKeyd(s.dir, s.machineIdPath, { config: { auditLog: { maxBytes: 4096, keep: 50 } } });
+  try {
+    const c = await KeydClient.connect({ socketPath: again.adminSocketPath });
+    await c.admin(Opcode.list, {});
+    const { json } = await c.admin(Opcode.audit, { limit: 1000 });
+    c.close();
+    assert.equal((json.entries as Array<{ op: string }>).filter((e) => e.op === 'list').length, 61);
+  } finally {
+    await again.close();
     await s.cleanup();
   }
 });
