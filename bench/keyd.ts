@@ -102,13 +102,13 @@ async function overKeyd(mode: string, socketPath: string, keydPid: number, keyRe
   const loop = async (c: KeydClient) => {
     while (!stop) {
       const t = performance.now();
-      await c.sign(keyRef, SCHEME, hash);
+      await c.sign(keyRef, 'bench.test', SCHEME, hash);
       latencies.push(performance.now() - t);
       n++;
     }
   };
   // Warm-up.
-  await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 200 }, () => c.sign(keyRef, SCHEME, hash)))));
+  await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 200 }, () => c.sign(keyRef, 'bench.test', SCHEME, hash)))));
   const cpu0 = cpuTimeMicros(keydPid);
   const start = performance.now();
   const workers = clients.flatMap((c) => Array.from({ length: inFlight }, () => loop(c)));

@@ -34,7 +34,7 @@ Operations:
   list [--json]              names, key type, SKI, leaf not-after, added
   show NAME [--json]         one key
   audit [--limit N] [--since ISO-TIME] [--json]   the audit log
-  stats [--json]             signatures and refusals per edge since keyd started
+  stats [--json]             signatures and refusals per client and key (kept across restarts)
 
 Options:
   --socket PATH    keyd's admin socket (default $KEYD_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})
@@ -67,6 +67,14 @@ export async function main(argv: string[], io: Io = processIo, connect: (socket:
     const specifier = '../provision/remote-admin.js';
     const remote = (await import(specifier)) as { runRemoteAdmin(argv: string[], io: Io): Promise<number> };
     return remote.runRemoteAdmin(argv, io);
+  }
+  if (io === processIo) {
+    // `delegator admin list | head -1`: the reader went away; what is left to print is
+    // unwanted, so stop quietly instead of dying on an unhandled EPIPE.
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
   }
   let transport: AdminTransport | undefined;
   try {
@@ -249,7 +257,12 @@ const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prep
       return async (t) => {
         const clients = await t.stats();
         if (values.json) return io.out(JSON.stringify(clients, null, 2) + '\n');
-        io.out(table(['CLIENT', 'SIGNATURES', 'REFUSALS'], Object.entries(clients).map(([c, s]) => [c, String(s.signatures), String(s.refusals)])));
+        // One row per client and key (durable totals, docs/KEYD.md "Audit and counters").
+        const rows = Object.entries(clients).flatMap(([c, s]) => {
+          const keys = Object.entries(s.keys ?? {});
+          return keys.length === 0 ? [[c, '-', String(s.signatures), String(s.refusals)]] : keys.map(([k, n]) => [c, k, String(n.signatures), String(n.refusals)]);
+        });
+        io.out(table(['CLIENT', 'KEY', 'SIGNATURES', 'REFUSALS'], rows));
       };
     },
   },

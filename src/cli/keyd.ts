@@ -28,10 +28,13 @@ Options:
                          OPTIONS, comma-separated: sealed=DIR (default DATA.tpm-root),
                          pcrs=sha256:0+7 (seal to a PCR policy), counter=0xINDEX|none
                          (default 0x01504b44). Default: the config's "rootKey".
-  --socket PATH          signing socket for local edges, mode 0660 (default ${DEFAULT_SOCKET})
+  --socket PATH          signing socket of the local principal "local", mode 0660
+                         (default ${DEFAULT_SOCKET})
   --admin-socket PATH    admin socket for \`delegator admin\`, mode 0600 (default ${DEFAULT_ADMIN_SOCKET})
-  --config FILE          JSON config: "clients" (mTLS subject → names), "maxPending",
-                         "provisioning" (see docs/PROVISIONING.md), "pkcs11" (tokens
+  --config FILE          JSON config: "clients" (mTLS subject → names), "principals"
+                         (local callers, one socket each), "limits", "maxPending",
+                         "auditLog" (rotation), "metricsListen", "provisioning"
+                         (see docs/KEYD.md and docs/PROVISIONING.md), "pkcs11" (tokens
                          keys may live in; see docs/KEYD.md, "Keys in a token")
   --listen HOST:PORT     also serve remote edges over TCP with mutual TLS; needs:
   --tls-cert FILE        keyd's TLS certificate chain (PEM)

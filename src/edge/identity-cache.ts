@@ -10,7 +10,8 @@ import type { KeydIdentityLike } from './keyd-pool.js';
  * identity key → identity, where the identity key is what keyd answered (key reference,
  * version, SHA-256 of the chain). Every name under one wildcard maps to the same keyd
  * answer, so it is held once (with its encoded Certificate message, which the engine caches
- * per chain), however many names clients send; a name costs only its small map entry.
+ * per chain), however many names clients send; a name costs only its small map entry and
+ * its own signer object, bound to the name (keyd grants signatures per name, not per key).
  *
  * keyd pushes a "changed" notice after every admin change; we then drop the whole cache
  * (a wildcard change can affect many cached names, and changes are rare), so a new key or
@@ -21,7 +22,7 @@ import type { KeydIdentityLike } from './keyd-pool.js';
 
 export interface IdentitySource extends EventEmitter {
   identity(serverName: string): Promise<KeydIdentityLike | undefined>;
-  signer(identity: KeydIdentityLike, observe?: (seconds: number, ok: boolean) => void): Signer;
+  signer(identity: KeydIdentityLike, serverName: string, observe?: (seconds: number, ok: boolean) => void): Signer;
 }
 
 export interface IdentityCacheOptions {
@@ -55,6 +56,17 @@ interface NameEntry {
   /** Key into `identities`; undefined = keyd has no key for the name. */
   identityKey: string | undefined;
   expires: number;
+  /** This name's view of the identity (shared chain, name-bound signer). */
+  identity?: EdgeIdentity;
+}
+
+/** One keyd answer, held once however many names it serves. */
+interface SharedIdentity {
+  readonly found: KeydIdentityLike;
+  readonly certificateChain: readonly Uint8Array[];
+  readonly keyRef: string;
+  readonly keyType: string;
+  readonly version: number;
 }
 
 /** What makes two keyd answers the same identity: key reference, its version, the chain. */
@@ -76,7 +88,7 @@ function touch<K, V>(map: Map<K, V>, key: K, value: V): void {
 
 export class IdentityCache {
   private readonly names = new Map<string, NameEntry>();
-  private readonly identities = new Map<string, EdgeIdentity>();
+  private readonly identities = new Map<string, SharedIdentity>();
   private readonly pending = new Map<string, Promise<EdgeIdentity | undefined>>();
   private generation = 0;
   private readonly ttlMs: number;
@@ -124,12 +136,12 @@ export class IdentityCache {
         this.opts.onLookup?.('hit');
         return undefined;
       }
-      const identity = this.identities.get(entry.identityKey);
-      if (identity) {
+      const shared = this.identities.get(entry.identityKey);
+      if (shared && entry.identity) {
         touch(this.names, serverName, entry);
-        touch(this.identities, entry.identityKey, identity);
+        touch(this.identities, entry.identityKey, shared);
         this.opts.onLookup?.('hit');
-        return identity;
+        return entry.identity;
       }
       // Its identity was evicted: ask keyd again.
     }
@@ -160,29 +172,39 @@ export class IdentityCache {
       return undefined;
     }
     const key = identityKeyOf(found);
-    let identity = current ? this.identities.get(key) : undefined;
-    if (!identity) {
-      identity = {
-        certificateChain: found.certificateChain,
-        signer: this.source.signer(found, this.opts.observeSign),
-        keyRef: found.keyRef,
-        keyType: found.keyType,
-        version: found.version,
-      };
+    let shared = current ? this.identities.get(key) : undefined;
+    if (!shared) {
+      shared = { found, certificateChain: found.certificateChain, keyRef: found.keyRef, keyType: found.keyType, version: found.version };
     }
+    const identity = this.forName(serverName, shared);
     if (current) {
-      touch(this.identities, key, identity);
+      touch(this.identities, key, shared);
       while (this.identities.size > this.maxIdentities) {
         this.identities.delete(this.identities.keys().next().value!);
         this.opts.onEvict?.('identity');
       }
-      this.remember(serverName, key, this.ttlMs);
+      this.remember(serverName, key, this.ttlMs, identity);
     }
     return identity;
   }
 
-  private remember(serverName: string, identityKey: string | undefined, ttl: number): void {
-    touch(this.names, serverName, { identityKey, expires: this.now() + ttl });
+  /**
+   * This name's view of a shared keyd answer: the same chain (held once), with a signer
+   * bound to the name, because keyd grants signatures per server name, not per key
+   * (docs/KEYD.md "Grants are by name").
+   */
+  private forName(serverName: string, shared: SharedIdentity): EdgeIdentity {
+    return {
+      certificateChain: shared.certificateChain,
+      signer: this.source.signer(shared.found, serverName, this.opts.observeSign),
+      keyRef: shared.keyRef,
+      keyType: shared.keyType,
+      version: shared.version,
+    };
+  }
+
+  private remember(serverName: string, identityKey: string | undefined, ttl: number, identity?: EdgeIdentity): void {
+    touch(this.names, serverName, { identityKey, expires: this.now() + ttl, ...(identity ? { identity } : {}) });
     while (this.names.size > this.maxNames) {
       this.names.delete(this.names.keys().next().value!);
       this.opts.onEvict?.('name');

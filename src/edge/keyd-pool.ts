@@ -19,7 +19,7 @@ export type KeydIdentityLike = KeydIdentity;
 export interface KeydConnection extends EventEmitter {
   ping(): Promise<void>;
   identity(serverName: string): Promise<KeydIdentityLike | undefined>;
-  sign(keyRef: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array>;
+  sign(keyRef: string, serverName: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array>;
   close(): void;
 }
 
@@ -184,16 +184,19 @@ export class KeydPool extends EventEmitter {
     }
   }
 
-  sign(keyRef: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array> {
+  sign(keyRef: string, serverName: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array> {
     try {
-      return this.connected().sign(keyRef, scheme, transcriptHash);
+      return this.connected().sign(keyRef, serverName, scheme, transcriptHash);
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
-  /** A Signer for one keyd key that follows the pool across reconnects and failover. */
-  signer(identity: KeydIdentityLike, observe?: (seconds: number, ok: boolean) => void): Signer {
+  /**
+   * A Signer for one keyd key, serving `serverName` (keyd checks the name against this
+   * edge's grants and the key's names), that follows the pool across reconnects and failover.
+   */
+  signer(identity: KeydIdentityLike, serverName: string, observe?: (seconds: number, ok: boolean) => void): Signer {
     const { keyRef } = identity;
     const schemes = [...identity.schemes];
     return {
@@ -201,7 +204,7 @@ export class KeydPool extends EventEmitter {
       sign: async (scheme, transcriptHash) => {
         const start = process.hrtime.bigint();
         try {
-          const signature = await this.sign(keyRef, scheme, transcriptHash);
+          const signature = await this.sign(keyRef, serverName, scheme, transcriptHash);
           observe?.(Number(process.hrtime.bigint() - start) / 1e9, true);
           return signature;
         } catch (err) {

@@ -18,7 +18,7 @@ export interface AdminTransport {
   list(): Promise<KeyInfo[]>;
   show(name: string): Promise<KeyInfo>;
   audit(query?: AuditQuery): Promise<AuditEntry[]>;
-  stats(): Promise<Record<string, { signatures: number; refusals: number }>>;
+  stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>>;
   close(): void;
 }
 
@@ -67,7 +67,7 @@ export class LocalAdminTransport implements AdminTransport {
     return (await this.client.admin(Opcode.audit, query)).json.entries as AuditEntry[];
   }
 
-  async stats(): Promise<Record<string, { signatures: number; refusals: number }>> {
+  async stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>> {
     return (await this.client.admin(Opcode.stats, {})).json.clients as Record<string, { signatures: number; refusals: number }>;
   }
 

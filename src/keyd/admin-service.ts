@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { KeydError } from './errors.js';
-import { AuditLog, SigningCounters, type AdminCaller, type AuditEntry, type AuditQuery } from './audit.js';
+import { AuditLog, type AdminCaller, type AuditEntry, type AuditQuery } from './audit.js';
+import type { SigningLedger, SigningStats } from './signing-ledger.js';
 import { Keyring, entryFromStored, infoOf, type KeyEntry, type KeyInfo } from './keyring.js';
 import { normaliseName } from './names.js';
 import { GENERATE_KEY_TYPES, checkLeafMatchesKey, checkPrivateKey, generateKeyAndCsr, parseChain, type GenerateKeyType } from './pki.js';
@@ -32,7 +33,7 @@ export class AdminService extends EventEmitter {
     readonly store: SealedStore,
     readonly keyring: Keyring,
     private readonly auditLog: AuditLog,
-    private readonly counters: SigningCounters,
+    private readonly ledger: SigningLedger,
     private readonly logger?: Logger,
     /** PKCS#11 tokens keys can be generated in or put into (`--token`). */
     private readonly tokens?: TokenKeys,
@@ -150,9 +151,9 @@ export class AdminService extends EventEmitter {
     return this.auditLog.append(entry);
   }
 
-  /** Per-client signing counters since keyd started. */
-  stats(caller: AdminCaller): Promise<Record<string, { signatures: number; refusals: number }>> {
-    return this.observe(caller, 'stats', {}, async () => this.counters.snapshot());
+  /** Per-client, per-key signing counts, durable across restarts (signing-ledger.ts). */
+  stats(caller: AdminCaller): Promise<SigningStats> {
+    return this.observe(caller, 'stats', {}, async () => this.ledger.snapshot().clients);
   }
 
   /**

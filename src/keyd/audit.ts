@@ -1,8 +1,12 @@
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { open, rename, stat, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { readAuditFiles, type ReadStats } from './audit-reader.js';
+import { syncDirectory } from './durable-file.js';
 import { AuditChain, type ChainHead } from './root/audit-chain.js';
 
 export interface AdminCaller {
-  kind: 'local' | 'operator';
+  /** local: an admin socket principal; operator: provisioning; client: a signing client (aggregated entries). */
+  kind: 'local' | 'operator' | 'client';
   /** e.g. "uid 0 via /run/keyd/admin.sock" or an operator certificate subject. */
   id: string;
 }
@@ -20,7 +24,19 @@ export interface AuditEntry {
   ok: boolean;
   code?: string;
   message?: string;
+  /** Aggregated entries (op "sign", "limit", "refused"): how many events the line stands for. */
+  count?: number;
+  /** op "sign": refusals in the window. */
+  refusals?: number;
 }
+
+/** Rotation (config "auditLog"): audit.log moves to audit.log.1 … audit.log.<keep> past maxBytes. */
+export interface AuditRotation {
+  maxBytes: number;
+  keep: number;
+}
+
+export const DEFAULT_AUDIT_ROTATION: Readonly<AuditRotation> = Object.freeze({ maxBytes: 64 * 1024 * 1024, keep: 8 });
 
 export interface AuditQuery {
   /** Newest N entries (default 100). */
@@ -40,8 +56,10 @@ export class AuditLog {
 
   private constructor(
     readonly path: string,
-    private readonly fh: FileHandle,
+    private fh: FileHandle,
     private readonly chain: AuditChain,
+    private size: number,
+    private readonly rotation: AuditRotation,
   ) {
     this.durableHead = chain.head;
   }
@@ -49,9 +67,13 @@ export class AuditLog {
   /** Head after the last line that reached the disk: what a manifest commit may record. */
   private durableHead: ChainHead;
 
-  /** `head`: where the chain continues (root/audit-chain.ts verifyAuditLog's answer). */
-  static async open(path: string, head?: ChainHead): Promise<AuditLog> {
-    return new AuditLog(path, await open(path, 'a', 0o600), new AuditChain(head));
+  /**
+   * `head`: where the chain continues (root/audit-chain.ts verifyAuditLog's answer); the
+   * chain runs on across rotated files.
+   */
+  static async open(path: string, head?: ChainHead, rotation: AuditRotation = DEFAULT_AUDIT_ROTATION): Promise<AuditLog> {
+    const fh = await open(path, 'a', 0o600);
+    return new AuditLog(path, fh, new AuditChain(head), (await fh.stat()).size, rotation);
   }
 
   /** Head of the hash chain after the last appended line. */
@@ -66,52 +88,50 @@ export class AuditLog {
       await this.fh.write(line);
       await this.fh.datasync();
       this.durableHead = head;
+      this.size += Buffer.byteLength(line);
+      if (this.size >= this.rotation.maxBytes) await this.rotate();
     });
     this.queue = done.catch(() => {});
     return done;
   }
 
-  async read(query: AuditQuery = {}): Promise<AuditEntry[]> {
-    await this.queue;
-    const limit = Math.max(1, Math.min(query.limit ?? 100, 100_000));
-    const lines = (await readFile(this.path, 'utf8')).split('\n').filter((l) => l.length > 0);
-    const entries: AuditEntry[] = [];
-    for (const line of lines) {
-      try {
-        const e = JSON.parse(line) as AuditEntry;
-        if (!query.since || e.time >= query.since) entries.push(e);
-      } catch {
-        // A torn last line after a crash: skip it rather than fail the whole query.
-      }
+  /**
+   * Inside the append queue, after the entry is on disk: shift audit.log.N → N+1 (the
+   * oldest beyond `keep` is overwritten), audit.log → audit.log.1, fsync the directory,
+   * then open a fresh audit.log. No entry is between files at any moment.
+   */
+  private async rotate(): Promise<void> {
+    await this.fh.close();
+    for (let i = this.rotation.keep - 1; i >= 1; i--) {
+      await rename(`${this.path}.${i}`, `${this.path}.${i + 1}`).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
     }
-    return entries.slice(-limit);
+    await rename(this.path, `${this.path}.1`);
+    await syncDirectory(dirname(this.path));
+    this.fh = await open(this.path, 'a', 0o600);
+    this.size = 0;
+  }
+
+  /** Every audit file, oldest first. */
+  async files(): Promise<string[]> {
+    const paths: string[] = [];
+    for (let i = this.rotation.keep; i >= 1; i--) {
+      const p = `${this.path}.${i}`;
+      if (await stat(p).then(() => true, () => false)) paths.push(p);
+    }
+    paths.push(this.path);
+    return paths;
+  }
+
+  /** The newest entries matching `query`, read incrementally across rotated files (audit-reader.ts). */
+  async read(query: AuditQuery = {}, stats?: ReadStats): Promise<AuditEntry[]> {
+    await this.queue;
+    return readAuditFiles(await this.files(), query, stats);
   }
 
   async close(): Promise<void> {
     await this.queue;
     await this.fh.close();
-  }
-}
-
-/** Per-client signing counters (since keyd started), for `delegator admin stats`. */
-export class SigningCounters {
-  private readonly byClient = new Map<string, { signatures: number; refusals: number }>();
-
-  private slot(client: string) {
-    let s = this.byClient.get(client);
-    if (!s) this.byClient.set(client, (s = { signatures: 0, refusals: 0 }));
-    return s;
-  }
-
-  signed(client: string): void {
-    this.slot(client).signatures++;
-  }
-
-  refused(client: string): void {
-    this.slot(client).refusals++;
-  }
-
-  snapshot(): Record<string, { signatures: number; refusals: number }> {
-    return Object.fromEntries([...this.byClient].map(([k, v]) => [k, { ...v }]));
   }
 }

@@ -138,17 +138,21 @@ export class KeydClient extends EventEmitter {
     return reply as KeydIdentity | undefined;
   }
 
-  /** Signs the CertificateVerify content for `transcriptHash` with the key `keyRef` (keyd builds the content). */
-  async sign(keyRef: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array> {
-    return decodeSignature(await this.request(Opcode.signCertificateVerify, encodeSignRequest(keyRef, scheme, transcriptHash)));
+  /**
+   * Signs the CertificateVerify content for `transcriptHash` with the key `keyRef` (keyd
+   * builds the content), for a handshake serving `serverName`: keyd signs only when this
+   * client may use that name and `keyRef` is the key identity(serverName) returns.
+   */
+  async sign(keyRef: string, serverName: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array> {
+    return decodeSignature(await this.request(Opcode.signCertificateVerify, encodeSignRequest(keyRef, serverName, scheme, transcriptHash)));
   }
 
-  /** A TLS-engine Signer backed by this connection (the RemoteSigner). */
-  signer(identity: KeydIdentity): Signer {
+  /** A TLS-engine Signer backed by this connection (the RemoteSigner), bound to the name it serves. */
+  signer(identity: KeydIdentity, serverName: string): Signer {
     const { keyRef, schemes } = identity;
     return {
       schemes: [...schemes],
-      sign: (scheme, transcriptHash) => this.sign(keyRef, scheme, transcriptHash),
+      sign: (scheme, transcriptHash) => this.sign(keyRef, serverName, scheme, transcriptHash),
     };
   }
 

@@ -1,6 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { KeydError } from './errors.js';
 import { normaliseName } from './names.js';
+import { DEFAULT_AUDIT_ROTATION, type AuditRotation } from './audit.js';
+import { parseLimits, type KeydLimits } from './limits.js';
+import { parsePrincipals, type LocalPrincipal } from './principals.js';
 
 /**
  * keyd's config file (JSON). Only what keyd itself reads is checked here; other
@@ -15,13 +18,21 @@ export interface KeydConfig {
   /** mTLS client certificate subject → names it may sign for (`*` = all). */
   clients: Record<string, string[]>;
   maxPending: number;
+  /** "limits" (limits.ts; docs/KEYD.md "Limits"). */
+  limits: KeydLimits;
+  /** "principals": local callers, one socket each (principals.ts). */
+  principals: LocalPrincipal[];
+  /** "auditLog": { maxBytes, keep } rotation of audit.log. */
+  auditLog: AuditRotation;
+  /** "metricsListen": HOST:PORT for Prometheus /metrics, or undefined. */
+  metricsListen?: string;
   [section: string]: unknown;
 }
 
 export const DEFAULT_MAX_PENDING = 4096;
 
 export async function loadConfig(source: string | object | undefined): Promise<KeydConfig> {
-  if (source === undefined) return { clients: {}, maxPending: DEFAULT_MAX_PENDING };
+  if (source === undefined) return parseConfig({});
   let raw: unknown = source;
   if (typeof source === 'string') {
     let text: string;
@@ -58,7 +69,17 @@ export function parseConfig(raw: unknown): KeydConfig {
   if (typeof maxPending !== 'number' || !Number.isInteger(maxPending) || maxPending < 1) {
     throw new KeydError('KEYD_CONFIG', 'config "maxPending" must be a positive integer');
   }
-  return { ...obj, clients, maxPending };
+  if (obj.metricsListen !== undefined && typeof obj.metricsListen !== 'string') throw new KeydError('KEYD_CONFIG', 'config "metricsListen" must be "HOST:PORT"');
+  return { ...obj, clients, maxPending, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
+}
+
+function parseAuditRotation(raw: unknown): AuditRotation {
+  if (raw === undefined) return { ...DEFAULT_AUDIT_ROTATION };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config "auditLog" must be { "maxBytes", "keep" }');
+  const { maxBytes = DEFAULT_AUDIT_ROTATION.maxBytes, keep = DEFAULT_AUDIT_ROTATION.keep } = raw as Record<string, unknown>;
+  if (typeof maxBytes !== 'number' || !Number.isInteger(maxBytes) || maxBytes < 4096) throw new KeydError('KEYD_CONFIG', 'config "auditLog"."maxBytes" must be an integer ≥ 4096');
+  if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1 || keep > 1000) throw new KeydError('KEYD_CONFIG', 'config "auditLog"."keep" must be an integer from 1 to 1000');
+  return { maxBytes, keep };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { lstat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { createServer as createNetServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -6,17 +6,24 @@ import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { pino, type Logger } from 'pino';
 import { AdminService, type ChangeEvent } from './admin-service.js';
-import { AuditLog, SigningCounters } from './audit.js';
+import { AuditLog } from './audit.js';
 import { loadConfig, normaliseSubject, type KeydConfig } from './config.js';
 import { KeydError } from './errors.js';
+import { FairScheduler } from './fair-scheduler.js';
 import { Keyring, entryFromStored } from './keyring.js';
-import { KeydConnection, type Peer } from './server.js';
+import { LimitReporter } from './limit-reporter.js';
+import { KeydMetrics } from './metrics.js';
+import { ADMIN_SOCKET_MODE, SocketGuard, type LocalPrincipal } from './principals.js';
+import { KeydConnection, type Peer, type ServerDeps } from './server.js';
+import { SigningLedger } from './signing-ledger.js';
 import { SealedStore } from './store.js';
 import { verifyAuditLog } from './root/audit-chain.js';
 import { loadRoot, parseRootKeySpec } from './root/root-key.js';
 import { TpmAttester } from './tpm/attester.js';
 import { parseTokenConfigs } from './pkcs11/config.js';
 import { TokenKeys } from './pkcs11/token-keys.js';
+import { SignatureBuckets } from './token-bucket.js';
+import { startMetricsServer } from '../edge/metrics-server.js';
 import { startProvisioningListener, type ProvisioningListener } from '../provision/listener.js';
 
 /** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
@@ -57,7 +64,12 @@ export interface RunningKeyd {
   /** Records refused at start (tampered, rolled back, deleted and restored), each naming its record. */
   refusedRecords: KeydError[];
   keyring: Keyring;
-  counters: SigningCounters;
+  ledger: SigningLedger;
+  metrics: KeydMetrics;
+  /** Port of the /metrics server, when config "metricsListen" is set. */
+  metricsPort?: number;
+  /** The principal sockets of config "principals" (name → path). */
+  principalSockets: Record<string, string>;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -106,31 +118,92 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   // The audit log must still hold what the manifest committed (its hash-chain head).
   const auditPath = join(store.dataDir, 'audit.log');
   const auditHead = await verifyAuditLog(auditPath, store.guard.committedAuditHead);
-  const auditLog = await AuditLog.open(auditPath, auditHead);
+  const auditLog = await AuditLog.open(auditPath, auditHead, config.auditLog);
   store.guard.setAuditHeadSource(() => auditLog.head);
-  const counters = new SigningCounters();
-  const adminService = new AdminService(store, keyring, auditLog, counters, logger, tokens);
+  const { limits } = config;
+  const metrics = new KeydMetrics();
+  const audit = (entry: Parameters<AuditLog['append']>[0]) => auditLog.append(entry);
+  const reporter = new LimitReporter(audit, metrics, logger, limits.auditIntervalMs);
+  const ledger = await SigningLedger.open({ totalsPath: join(store.dataDir, 'signing-totals.json'), audit, metrics, logger, intervalMs: limits.auditIntervalMs });
+  const adminService = new AdminService(store, keyring, auditLog, ledger, logger, tokens);
   const connections = new Set<KeydConnection>();
   const sockets = new Set<Socket>();
-  const deps = { keyring, adminService, counters, logger, maxPending: config.maxPending };
+  const perClient = new Map<string, number>();
+  const deps: ServerDeps = {
+    keyring,
+    adminService,
+    ledger,
+    logger,
+    maxPending: config.maxPending,
+    limits,
+    reporter,
+    scheduler: new FairScheduler(limits.schedulerBatch),
+    buckets: new SignatureBuckets(limits.signaturesPerSecond, limits.signatureBurst),
+  };
 
-  const track = (socket: Socket, peer: Peer) => {
+  /** Serves a connection whose peer is known; enforces the per-client connection cap. */
+  const track = (socket: Socket, peer: Peer, listener: string) => {
     sockets.add(socket);
+    metrics.connections.inc({ listener });
     const conn = new KeydConnection(socket, peer, deps);
     connections.add(conn);
+    const open = (perClient.get(peer.id) ?? 0) + 1;
+    perClient.set(peer.id, open);
     socket.on('close', () => {
       sockets.delete(socket);
       connections.delete(conn);
+      metrics.connections.dec({ listener });
+      const left = (perClient.get(peer.id) ?? 1) - 1;
+      if (left > 0) perClient.set(peer.id, left);
+      else perClient.delete(peer.id);
     });
+    if (open > limits.maxConnectionsPerClient) {
+      conn.refuseConnection('client-connections', 'KEYD_TOO_MANY_CONNECTIONS', `client ${peer.id} already has ${limits.maxConnectionsPerClient} connections open (limits.maxConnectionsPerClient)`);
+    }
+    return conn;
   };
 
-  let adminConnections = 0;
-  const signingServer = createNetServer((socket) => track(socket, { id: 'local', admin: false, allowed: ['*'] }));
-  const adminServer = createNetServer((socket) => {
-    const n = ++adminConnections;
-    const who = `uid ${process.getuid?.() ?? '?'} (owner of ${adminSocketPath}), connection ${n}`;
-    track(socket, { id: `admin#${n}`, admin: true, allowed: ['*'], caller: { kind: 'local', id: who } });
-  });
+  /** A unix listener for one principal: its socket is re-checked on every connection. */
+  const unixListener = (guard: SocketGuard, listener: string, peerFor: (n: number) => Peer) => {
+    let n = 0;
+    const server = createNetServer((socket) => {
+      const peer = peerFor(++n);
+      socket.on('error', () => undefined);
+      void guard.check().then((problem) => {
+        if (socket.destroyed) return;
+        const conn = track(socket, peer, listener);
+        if (!problem) return;
+        logger.error({ principal: peer.id, problem }, `keyd refused a connection: ${problem} (repaired; the caller cannot be trusted to be ${peer.id})`);
+        conn.refuseConnection('socket-exposed', 'KEYD_SOCKET_EXPOSED', `refused: ${problem}`);
+      });
+    });
+    capListener(server, listener);
+    return server;
+  };
+  const capListener = (server: Server, listener: string) => {
+    server.maxConnections = limits.maxConnectionsPerListener;
+    server.on('drop', () => reporter.refused(listener, 'listener-connections', `listener ${listener} is at its ${limits.maxConnectionsPerListener} connections (limits.maxConnectionsPerListener)`));
+  };
+
+  const localPrincipal = config.principals.find((p) => p.name === 'local')!;
+  const guards = new Map<LocalPrincipal, SocketGuard>();
+  const guardOf = (p: LocalPrincipal, path: string) => {
+    const g = new SocketGuard(path, p.mode, p.uid, p.gid);
+    guards.set(p, g);
+    return g;
+  };
+  const signingGuard = guardOf(localPrincipal, socketPath);
+  const signingServer = unixListener(signingGuard, 'local', () => ({ id: 'local', admin: false, allowed: localPrincipal.names }));
+  const adminGuard = new SocketGuard(adminSocketPath, ADMIN_SOCKET_MODE);
+  const adminServer = unixListener(adminGuard, 'admin', (n) => ({
+    id: 'admin',
+    admin: true,
+    allowed: ['*'],
+    caller: { kind: 'local', id: `admin via ${adminGuard.describe()}, connection ${n}` },
+  }));
+  const principalServers = config.principals
+    .filter((p) => p.socket !== undefined)
+    .map((p) => ({ principal: p, server: unixListener(guardOf(p, p.socket!), p.name, () => ({ id: p.name, admin: false, allowed: p.names })) }));
   const servers: Server[] = [];
   const stopServers = async () => {
     const closed = servers.map((srv) => new Promise<void>((r) => srv.close(() => r())));
@@ -139,16 +212,28 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   };
 
   let tlsPort: number | undefined;
+  let metricsServer: Server | undefined;
   let provisioning: ProvisioningListener | undefined;
   try {
+    for (const { principal } of principalServers) await prepareSocketPath(principal.socket!);
     servers.push(signingServer);
-    await listenUnix(signingServer, socketPath, 0o660);
+    await listenUnix(signingServer, socketPath, signingGuard);
     servers.push(adminServer);
-    await listenUnix(adminServer, adminSocketPath, 0o600);
+    await listenUnix(adminServer, adminSocketPath, adminGuard);
+    for (const { principal, server } of principalServers) {
+      servers.push(server);
+      await listenUnix(server, principal.socket!, guards.get(principal)!);
+    }
     if (opts.listen) {
-      const tlsServer = await listenMutualTls(opts, config, track, logger);
+      const tlsServer = await listenMutualTls(opts, config, (s, p) => track(s, p, 'mtls'), logger, reporter);
+      capListener(tlsServer, 'mtls');
       servers.push(tlsServer);
       tlsPort = (tlsServer.address() as { port: number }).port;
+    }
+    if (config.metricsListen) {
+      const [host, portText] = splitHostPort(config.metricsListen);
+      metricsServer = await startMetricsServer({ host, port: Number(portText) }, async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }));
+      servers.push(metricsServer);
     }
     if (opts.provisionListen) {
       if (!opts.operatorCa) throw new KeydError('KEYD_CONFIG', '--provision-listen needs --operator-ca');
@@ -171,6 +256,8 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     await tokens.close();
     throw err;
   }
+  reporter.start();
+  ledger.start();
 
   adminService.on('change', ({ names }: ChangeEvent) => {
     for (const conn of connections) if (conn.concerns(names)) conn.pushChanged(names);
@@ -191,12 +278,17 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     store,
     refusedRecords: failures,
     keyring,
-    counters,
+    ledger,
+    metrics,
+    ...(metricsServer ? { metricsPort: (metricsServer.address() as { port: number }).port } : {}),
+    principalSockets: Object.fromEntries(principalServers.map(({ principal }) => [principal.name, principal.socket!])),
     logger,
     close() {
       closing ??= (async () => {
         await provisioning?.close();
         await stopServers();
+        await reporter.stop();
+        await ledger.stop();
         await auditLog.close();
         await tokens.close();
         logger.info('keyd stopped');
@@ -231,9 +323,12 @@ async function prepareSocketPath(path: string): Promise<void> {
   await unlink(path);
 }
 
-/** Listens on a unix socket created with `mode` (umask while binding, chmod after for certainty). */
-async function listenUnix(server: Server, path: string, mode: number): Promise<void> {
-  const previous = process.umask(0o777 & ~mode);
+/**
+ * Listens on a unix socket created with the guard's mode (umask while binding), then sets
+ * owner, group and mode and checks them: keyd does not run with a socket it cannot vouch for.
+ */
+async function listenUnix(server: Server, path: string, guard: SocketGuard): Promise<void> {
+  const previous = process.umask(0o777 & ~guard.mode);
   try {
     await new Promise<void>((done, fail) => {
       server.once('error', fail);
@@ -245,10 +340,10 @@ async function listenUnix(server: Server, path: string, mode: number): Promise<v
   } finally {
     process.umask(previous);
   }
-  await chmod(path, mode);
+  await guard.establish();
 }
 
-async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s: Socket, p: Peer) => void, logger: Logger): Promise<Server> {
+async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s: Socket, p: Peer) => void, logger: Logger, reporter: LimitReporter): Promise<Server> {
   if (!opts.tlsCert || !opts.tlsKey || !opts.clientCa) {
     throw new KeydError('KEYD_CONFIG', '--listen needs --tls-cert, --tls-key and --client-ca');
   }
@@ -267,6 +362,8 @@ async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s:
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: 'TLSv1.3',
+      // A silent or stalled peer is closed this long after accept, authenticated or not.
+      handshakeTimeout: config.limits.tlsHandshakeTimeoutMs,
     },
     (socket: TLSSocket) => {
       const raw = socket.getPeerCertificate().raw;
@@ -276,7 +373,17 @@ async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s:
       track(socket, { id: subject || 'unknown', admin: false, allowed });
     },
   );
-  server.on('tlsClientError', (err) => logger.warn({ err: err.message }, 'keyd TLS client refused'));
+  // Unauthenticated peers: counted and audited in aggregate (limit-reporter.ts), never a line each.
+  // With a 'tlsClientError' listener node:tls leaves the socket open (a silent peer then
+  // outlives the handshake timeout): destroy it here.
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: Socket) => {
+    socket.destroy();
+    if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+      reporter.refused('(unauthenticated)', 'tls-handshake-timeout', `TLS handshake not completed within ${config.limits.tlsHandshakeTimeoutMs} ms`);
+    } else {
+      logger.debug({ err: err.message }, 'keyd TLS client refused');
+    }
+  });
   const [host, portText] = splitHostPort(opts.listen!);
   await new Promise<void>((done, fail) => {
     server.once('error', fail);

@@ -48,7 +48,10 @@ export type KeydErrorCode =
   | 'KEYD_TOKEN_FULL'
   | 'KEYD_TOKEN_ERROR'
   | 'KEYD_UNAVAILABLE'
-  | 'KEYD_TIMEOUT';
+  | 'KEYD_TIMEOUT'
+  | 'KEYD_THROTTLED'
+  | 'KEYD_TOO_MANY_CONNECTIONS'
+  | 'KEYD_SOCKET_EXPOSED';
 
 export class KeydError extends Error {
   override readonly name = 'KeydError';

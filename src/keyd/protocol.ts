@@ -8,7 +8,7 @@ import { LinearReassembler } from '../lib/reassembler.js';
  *
  * Header: version u8 | opcode u8 | reserved u16 | request id u32 | payload length u32.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const HEADER_LENGTH = 12;
 export const MAX_PAYLOAD = 1 << 20;
 
@@ -41,6 +41,23 @@ export const ADMIN_OPCODES: ReadonlySet<number> = new Set([
   Opcode.stats,
 ]);
 
+/**
+ * Largest request payload keyd reads per opcode, checked as soon as a frame header is
+ * complete so that an oversized body is refused before it is buffered (docs/PROTOCOL.md,
+ * "Limits"). Signing-path requests are a few hundred bytes at most: key_ref and
+ * server_name are <1..255> each, the hash <0..255>. Only `put` and `setChain` carry
+ * keys and chains; every other admin request is a small JSON header.
+ */
+export const SMALL_REQUEST_PAYLOAD = 1024;
+export const ADMIN_REQUEST_PAYLOAD = 16 * 1024;
+const LARGE_ADMIN_OPCODES: ReadonlySet<number> = new Set([Opcode.put, Opcode.setChain]);
+
+/** The request payload limit for `opcode` on a signing (admin = false) or admin connection. */
+export function requestPayloadLimit(opcode: number, admin: boolean): number {
+  if (!admin || !ADMIN_OPCODES.has(opcode)) return SMALL_REQUEST_PAYLOAD;
+  return LARGE_ADMIN_OPCODES.has(opcode) ? MAX_PAYLOAD : ADMIN_REQUEST_PAYLOAD;
+}
+
 export interface Frame {
   opcode: number;
   requestId: number;
@@ -71,7 +88,8 @@ export class FrameDecoder {
   /** Frames split across chunks are joined without re-copying per chunk (src/lib/reassembler.ts). */
   private readonly buffer = new LinearReassembler();
 
-  constructor(private readonly maxPayload = MAX_PAYLOAD) {}
+  /** `maxPayload`: one limit for every opcode, or a limit per opcode (keyd's requestPayloadLimit). */
+  constructor(private readonly maxPayload: number | ((opcode: number) => number) = MAX_PAYLOAD) {}
 
   /** Bytes received but not yet part of a complete frame. */
   get pending(): number {
@@ -103,8 +121,9 @@ export class FrameDecoder {
         throw new FrameError(`unsupported protocol version ${version} (expected ${PROTOCOL_VERSION})`, requestId);
       }
       if (reserved !== 0) throw new FrameError(`reserved header field is 0x${reserved.toString(16)}, must be 0`, requestId);
-      if (length > this.maxPayload) {
-        throw new FrameError(`payload length ${length} exceeds the ${this.maxPayload}-byte maximum`, requestId);
+      const limit = typeof this.maxPayload === 'number' ? this.maxPayload : this.maxPayload(opcode);
+      if (length > limit) {
+        throw new FrameError(`payload length ${length} exceeds the ${limit}-byte maximum for opcode 0x${opcode.toString(16).padStart(2, '0')}`, requestId, true);
       }
       if (data.length - HEADER_LENGTH < length) break;
       const frame = this.buffer.take(HEADER_LENGTH + length);
@@ -119,6 +138,8 @@ export class FrameError extends KeydError {
   constructor(
     message: string,
     readonly requestId: number,
+    /** The frame was well-formed but larger than the opcode's limit (a limit refusal). */
+    readonly oversized = false,
   ) {
     super('KEYD_BAD_FRAME', message);
   }
@@ -168,13 +189,16 @@ export function decodeIdentityRequest(payload: Uint8Array): string {
 
 export interface SignRequest {
   keyRef: string;
+  /** The server name the handshake serves: keyd checks it against the grants and the key's names. */
+  serverName: string;
   scheme: number;
   transcriptHash: Uint8Array;
 }
 
-export function encodeSignRequest(keyRef: string, scheme: number, transcriptHash: Uint8Array): Buffer {
-  const w = new Writer(keyRef.length + transcriptHash.length + 8);
+export function encodeSignRequest(keyRef: string, serverName: string, scheme: number, transcriptHash: Uint8Array): Buffer {
+  const w = new Writer(keyRef.length + serverName.length + transcriptHash.length + 8);
   writeStr(w, 1, keyRef);
+  writeStr(w, 1, serverName);
   w.u16(scheme);
   w.opaque(1, transcriptHash);
   return w.finish();
@@ -183,6 +207,7 @@ export function encodeSignRequest(keyRef: string, scheme: number, transcriptHash
 export function decodeSignRequest(payload: Uint8Array): SignRequest {
   return decodePayload('signCertificateVerify', payload, (r) => ({
     keyRef: str(r.vec(1, 1, 255, 'key_ref')),
+    serverName: str(r.vec(1, 1, 255, 'server_name')),
     scheme: r.u16('scheme'),
     transcriptHash: r.vec(1, 0, 255, 'transcript_hash'),
   }));

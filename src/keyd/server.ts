@@ -4,9 +4,12 @@ import type { Logger } from 'pino';
 import { certificateVerifyContent } from '../tls/signer.js';
 import { TRANSCRIPT_HASH_LENGTHS } from '../tls/signature-schemes.js';
 import type { AdminService } from './admin-service.js';
-import type { AdminCaller, SigningCounters } from './audit.js';
+import type { AdminCaller } from './audit.js';
 import { KeydError } from './errors.js';
-import type { KeyEntry, Keyring } from './keyring.js';
+import type { FairScheduler, Queue } from './fair-scheduler.js';
+import type { Keyring } from './keyring.js';
+import type { LimitReporter } from './limit-reporter.js';
+import type { KeydLimits } from './limits.js';
 import { patternCovers } from './names.js';
 import type { GenerateKeyType } from './pki.js';
 import {
@@ -25,12 +28,15 @@ import {
   encodeIdentityReply,
   encodePing,
   encodeSignature,
+  requestPayloadLimit,
   type Frame,
 } from './protocol.js';
+import type { SigningLedger } from './signing-ledger.js';
+import type { SignatureBuckets } from './token-bucket.js';
 
 /** Who is on the other end of a connection, and what it may do. */
 export interface Peer {
-  /** Counter / log id: "local" for the unix socket, the certificate subject for mTLS. */
+  /** Counter / log / audit id: the local principal ("local", a configured name, "admin") or the mTLS subject. */
   id: string;
   /** Admin socket: admin operations allowed. */
   admin: boolean;
@@ -43,38 +49,56 @@ export interface Peer {
 export interface ServerDeps {
   keyring: Keyring;
   adminService: AdminService;
-  counters: SigningCounters;
+  ledger: SigningLedger;
   logger: Logger;
   maxPending: number;
+  limits: KeydLimits;
+  reporter: LimitReporter;
+  scheduler: FairScheduler;
+  buckets: SignatureBuckets;
 }
 
 /** Stop reading from a client that does not read its answers (bytes queued for it). */
 const WRITE_HIGH_WATER = 4 * 1024 * 1024;
 
 /**
- * One keyd connection: deframes requests, dispatches on the opcode table, answers each
- * with a reply or an error frame carrying the same request id. Identity, and signatures
- * by keys in keyd's memory, are answered synchronously within the same 'data' event, so
- * a pipelined burst becomes one corked write; signatures by keys in a token (the token
- * may take milliseconds) and admin operations are asynchronous and count against
- * `maxPending`. Nothing a client sends can crash the daemon: every failure is an error frame.
+ * One keyd connection: deframes requests (each opcode with its own payload limit, checked
+ * on the header), queues ping / identity / sign requests for the round-robin scheduler
+ * (fair-scheduler.ts) and answers each with a reply or an error frame carrying the same
+ * request id; admin operations are asynchronous and count against `maxPending` too.
+ * Time is bounded: an idle connection is closed, and a frame must arrive whole within
+ * `frameTimeoutMs` of its first byte (trickling bytes does not extend it). Nothing a
+ * client sends can crash the daemon: every failure is an error frame.
+ * Signatures by keys in keyd's memory are made within the turn; by keys in a token (which
+ * may take milliseconds) in one of the connection's `maxPending` slots.
  */
-export class KeydConnection {
-  private readonly decoder = new FrameDecoder();
+export class KeydConnection implements Queue {
+  private readonly decoder: FrameDecoder;
+  private queue: Frame[] = [];
+  private head = 0;
   private pending = 0;
   private closed = false;
+  private corked = false;
+  private frameTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly socket: Socket,
     readonly peer: Peer,
     private readonly deps: ServerDeps,
   ) {
+    this.decoder = new FrameDecoder((opcode) => requestPayloadLimit(opcode, peer.admin));
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => deps.logger.debug({ err: err.message, peer: peer.id }, 'keyd connection error'));
-    socket.on('close', () => {
-      this.closed = true;
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.updateFlow());
+    socket.setTimeout(deps.limits.idleTimeoutMs, () => {
+      this.refuseForLimit('idle', `connection idle for ${deps.limits.idleTimeoutMs} ms`);
+      socket.destroy();
     });
-    socket.on('drain', () => socket.resume());
+  }
+
+  get queued(): number {
+    return this.queue.length - this.head;
   }
 
   /** Whether a change to `names` concerns this peer (for 'changed' pushes). */
@@ -88,26 +112,99 @@ export class KeydConnection {
     this.socket.write(encodeFrame(Opcode.changed, 0, encodeChanged(visible)));
   }
 
+  /** Refuses and closes: a limit of the listener or the client was reached before any request. */
+  refuseConnection(limit: 'client-connections' | 'socket-exposed', code: string, message: string): void {
+    this.refuseForLimit(limit, message);
+    this.closed = true;
+    this.socket.end(encodeFrame(Opcode.error, 0, encodeError(code, message)));
+    this.socket.removeAllListeners('data');
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    clearTimeout(this.frameTimer);
+    this.queue = [];
+    this.head = 0;
+    this.deps.scheduler.forget(this);
+  }
+
+  private refuseForLimit(limit: Parameters<LimitReporter['refused']>[1], detail: string): void {
+    this.deps.reporter.refused(this.peer.id, limit, detail);
+  }
+
   private onData(chunk: Buffer): void {
+    const before = this.decoder.pending;
     let frames: Frame[];
     try {
       frames = this.decoder.push(chunk);
     } catch (err) {
       const fe = err as FrameError;
+      if (fe.oversized) this.refuseForLimit('payload', fe.message);
       this.deps.logger.warn({ peer: this.peer.id, code: fe.code }, `closing keyd connection: ${fe.message}`);
       this.socket.end(encodeFrame(Opcode.error, fe.requestId ?? 0, encodeError('KEYD_BAD_FRAME', fe.message)));
       this.closed = true;
+      clearTimeout(this.frameTimer);
       this.socket.removeAllListeners('data');
       return;
     }
-    if (frames.length === 0) return;
-    this.socket.cork();
-    for (const frame of frames) this.dispatch(frame);
-    this.socket.uncork();
-    if (this.socket.writableLength > WRITE_HIGH_WATER) this.socket.pause();
+    this.armFrameDeadline(before, frames.length);
+    for (const frame of frames) this.accept(frame);
+    if (this.queued > 0) this.deps.scheduler.wake(this);
+    this.updateFlow();
   }
 
-  private dispatch(frame: Frame): void {
+  /**
+   * A partial frame gets `frameTimeoutMs` from its first byte; later bytes of the same
+   * frame do not re-arm the timer (a slow-loris trickle cannot hold the connection).
+   */
+  private armFrameDeadline(pendingBefore: number, completed: number): void {
+    const pendingNow = this.decoder.pending;
+    if (pendingNow === 0) {
+      clearTimeout(this.frameTimer);
+      this.frameTimer = undefined;
+      return;
+    }
+    if (this.frameTimer && pendingBefore > 0 && completed === 0) return;
+    clearTimeout(this.frameTimer);
+    const ms = this.deps.limits.frameTimeoutMs;
+    this.frameTimer = setTimeout(() => {
+      this.refuseForLimit('frame-timeout', `a frame did not arrive whole within ${ms} ms`);
+      this.socket.destroy();
+    }, ms);
+    this.frameTimer.unref();
+  }
+
+  /** Signing-path requests join the fair queue; admin requests run at once (asynchronously). */
+  private accept(frame: Frame): void {
+    const { opcode, requestId } = frame;
+    if (opcode === Opcode.ping || opcode === Opcode.identity || opcode === Opcode.signCertificateVerify) {
+      // The fair queue holds at most maxPending unserved requests (reading pauses there);
+      // more within one read are refused at once.
+      if (this.queued >= this.deps.maxPending) {
+        this.refuseForLimit('pending', `more than ${this.deps.maxPending} requests queued on one connection`);
+        return this.fail(requestId, new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`));
+      }
+      this.queue.push(frame);
+      return;
+    }
+    try {
+      if (!ADMIN_OPCODES.has(opcode)) {
+        throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only CertificateVerify content it builds itself)`);
+      }
+      if (!this.peer.admin) throw new KeydError('KEYD_NOT_AUTHORISED', 'admin operations are only accepted on the admin socket');
+      this.settle(opcode, requestId, () => this.admin(opcode, frame.payload));
+    } catch (err) {
+      this.fail(requestId, err);
+    }
+  }
+
+  /** Queue: one request, synchronously; replies of one turn leave in one corked write. */
+  serveOne(): void {
+    const frame = this.queue[this.head++]!;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+    }
     const { opcode, requestId, payload } = frame;
     try {
       switch (opcode) {
@@ -115,38 +212,57 @@ export class KeydConnection {
           return this.reply(opcode, requestId, encodePing(decodePing(payload)));
         case Opcode.identity:
           return this.reply(opcode, requestId, this.identity(decodeIdentityRequest(payload)));
-        case Opcode.signCertificateVerify: {
+        default: {
           const signed = this.sign(payload);
           if (signed instanceof Uint8Array) return this.reply(opcode, requestId, signed);
-          try {
-            return this.settle(opcode, requestId, signed);
-          } catch (err) {
-            this.deps.counters.refused(this.peer.id);
-            throw err;
-          }
+          return this.settle(opcode, requestId, signed);
         }
-        default:
-          if (!ADMIN_OPCODES.has(opcode)) {
-            throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only CertificateVerify content it builds itself)`);
-          }
-          if (!this.peer.admin) throw new KeydError('KEYD_NOT_AUTHORISED', 'admin operations are only accepted on the admin socket');
-          return this.settle(opcode, requestId, () => this.admin(opcode, payload));
       }
     } catch (err) {
       this.fail(requestId, err);
     }
   }
 
-  /** Runs an asynchronous request in one of the connection's `maxPending` slots. */
+  /** Runs an asynchronous request (admin, a token signature) in one of the connection's `maxPending` slots. */
   private settle(opcode: number, requestId: number, run: () => Promise<Uint8Array>): void {
     if (this.pending >= this.deps.maxPending) {
+      this.refuseForLimit('pending', `more than ${this.deps.maxPending} requests pending on one connection`);
       throw new KeydError('KEYD_TOO_MANY_PENDING', `more than ${this.deps.maxPending} requests pending on this connection`);
     }
     this.pending++;
-    run().then(
-      (reply) => this.reply(opcode, requestId, reply),
-      (err: unknown) => this.fail(requestId, err),
-    ).finally(() => this.pending--);
+    run()
+      .then(
+        (reply) => this.reply(opcode, requestId, reply),
+        (err: unknown) => this.fail(requestId, err),
+      )
+      .finally(() => {
+        this.pending--;
+        this.updateFlow();
+      });
+  }
+
+  endTurn(): void {
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    if (this.corked) {
+      this.corked = false;
+      this.socket.uncork();
+    }
+    this.updateFlow();
+  }
+
+  /**
+   * Read while there is room: fewer than maxPending unserved requests queued and not too
+   * many reply bytes unread. Requests waiting in a slot (admin, token) do not stop reading:
+   * the connection stays answerable, and a request beyond the slots is refused at once.
+   */
+  private updateFlow(): void {
+    if (this.closed) return;
+    const full = this.queued >= this.deps.maxPending || this.socket.writableLength > WRITE_HIGH_WATER;
+    if (full && !this.socket.isPaused()) this.socket.pause();
+    else if (!full && this.socket.isPaused()) this.socket.resume();
   }
 
   private reply(opcode: number, requestId: number, payload: Uint8Array): void {
@@ -185,53 +301,63 @@ export class KeydConnection {
   /**
    * signCertificateVerify: the only signing operation. keyd builds the RFC 8446 §4.4.3
    * content itself from the transcript hash, so no caller can make it sign a digest or
-   * message of its choosing (DESIGN.md rule 2).
+   * message of its choosing (docs/KEYD.md). A key reference is not a capability: the
+   * request names the server name it serves, which must be granted to this client, and
+   * the key must be the one identity(server name) returns.
    */
   private sign(payload: Uint8Array): Uint8Array | (() => Promise<Uint8Array>) {
-    const { counters } = this.deps;
+    const { ledger, keyring } = this.deps;
+    let keyRef: string | undefined;
     try {
-      const { keyRef, scheme, transcriptHash } = decodeSignRequest(payload);
+      const request = decodeSignRequest(payload);
+      const { scheme, transcriptHash } = request;
+      const serverName = request.serverName.toLowerCase();
+      if (!this.mayUseName(serverName)) throw new KeydError('KEYD_NOT_AUTHORISED', `client ${this.peer.id} may not use ${serverName}`);
+      const entry = keyring.get(request.keyRef);
+      if (!entry) throw new KeydError('KEYD_UNKNOWN_KEY', `unknown key reference ${request.keyRef} (replaced or deleted?)`);
+      keyRef = entry.id;
+      if (keyring.lookup(serverName)?.id !== entry.id) {
+        throw new KeydError('KEYD_NOT_AUTHORISED', `key ${entry.id} does not serve ${serverName}: sign with the key identity(${serverName}) returns`);
+      }
       if (!TRANSCRIPT_HASH_LENGTHS.includes(transcriptHash.length)) {
         throw new KeydError('KEYD_BAD_HASH_LENGTH', `transcript hash is ${transcriptHash.length} bytes; a TLS 1.3 transcript hash is 32 (SHA-256) or 48 (SHA-384)`);
       }
-      const entry = this.deps.keyring.get(keyRef);
-      if (!entry) throw new KeydError('KEYD_UNKNOWN_KEY', `unknown key reference ${keyRef} (replaced or deleted?)`);
-      if (!this.mayUseKey(entry)) throw new KeydError('KEYD_NOT_AUTHORISED', `client ${this.peer.id} may not use key ${keyRef}`);
       if (!entry.schemes.includes(scheme)) {
-        throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${keyRef} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
+        throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${entry.id} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
+      }
+      if (!this.deps.buckets.take(this.peer.id)) {
+        this.refuseForLimit('signature-rate', `more than ${this.deps.limits.signaturesPerSecond} signatures/s (burst ${this.deps.limits.signatureBurst})`);
+        throw new KeydError('KEYD_THROTTLED', `client ${this.peer.id} exceeds its ${this.deps.limits.signaturesPerSecond} signatures per second`);
       }
       const content = certificateVerifyContent(transcriptHash);
       const key = entry.key;
+      const client = this.peer.id;
       if (key.signNow) {
         const signature = key.signNow(scheme, content);
-        counters.signed(this.peer.id);
+        ledger.signed(client, entry.id);
         return encodeSignature(signature);
       }
       // A key outside keyd's memory (a token): answered when the token is, in a pending slot.
+      const id = entry.id;
       return () =>
         key.sign(scheme, content).then(
           (signature) => {
-            counters.signed(this.peer.id);
+            ledger.signed(client, id);
             return encodeSignature(signature);
           },
           (err: unknown) => {
-            counters.refused(this.peer.id);
+            ledger.refused(client, id, err instanceof KeydError ? err.code : 'KEYD_INTERNAL');
             throw err;
           },
         );
     } catch (err) {
-      counters.refused(this.peer.id);
+      ledger.refused(this.peer.id, keyRef, err instanceof KeydError ? err.code : 'KEYD_INTERNAL');
       throw err;
     }
   }
 
   private mayUseName(name: string): boolean {
     return this.peer.allowed.some((p) => patternCovers(p, name));
-  }
-
-  /** A key may be used when one of its names is permitted, or a wildcard key covers a permitted name. */
-  private mayUseKey(entry: KeyEntry): boolean {
-    return entry.names.some((n) => this.peer.allowed.some((p) => patternCovers(p, n) || patternCovers(n, p)));
   }
 
   private async admin(opcode: number, payload: Uint8Array): Promise<Uint8Array> {

@@ -21,6 +21,8 @@ import { loadOrCreateProvisioningKey, type SecretStore } from './provisioning-ke
 import { ReplayGuard } from './replay-guard.js';
 import { ATTESTATION_NONCE_LENGTH, quoteQualifyingData } from './attestation/binding.js';
 import type { Attester, AttesterSession } from '../keyd/tpm/attester.js';
+import { parseListenerLimits } from './listener-limits.js';
+import { RefusalLimiter, truncate } from './refusal-limiter.js';
 import { normalizeSubject, OPERATIONS, OperatorRoles, parseProvisioningConfig, roleAllows, type Operation, type Role } from './roles.js';
 
 /**
@@ -50,6 +52,8 @@ export interface ProvisionAuditEvent {
   message: string;
   remote: string;
   names?: string[];
+  /** A summary entry: how many refusals it stands for. */
+  count?: number;
 }
 
 export type AuditSink = (event: ProvisionAuditEvent) => Promise<void> | void;
@@ -78,6 +82,8 @@ export interface ProvisioningListenerOptions {
   now?: () => number;
   /** TPM evidence for attested provisioning (keyd with --root-key tpm); absent: attestation is refused. */
   attester?: Attester;
+  /** Window of the refusal budget (default one minute; tests shorten it). */
+  refusalWindowMs?: number;
 }
 
 export interface ProvisioningListener {
@@ -89,9 +95,6 @@ export interface ProvisioningListener {
 }
 
 const NONCES_SECRET = 'provisioning-nonces';
-const IDLE_TIMEOUT_MS = 5 * 60_000;
-const HANDSHAKE_TIMEOUT_MS = 10_000;
-const MAX_CONNECTIONS = 64;
 const MAX_QUEUED_REQUESTS = 16;
 
 async function pemFrom(value: string, what: string): Promise<string> {
@@ -121,6 +124,7 @@ interface Session {
 
 export async function startProvisioningListener(opts: ProvisioningListenerOptions): Promise<ProvisioningListener> {
   const config = parseProvisioningConfig(opts.config);
+  const limits = parseListenerLimits(opts.config);
   const roles = new OperatorRoles(config.operators);
   const logger = opts.logger;
   const now = opts.now ?? Date.now;
@@ -154,6 +158,19 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       logger?.error({ err: errorMessage(err), code: event.code }, 'provisioning: could not write audit entry');
     }
   };
+  // Unauthenticated refusals: individually within a byte budget per window, then summarised.
+  const refusals = new RefusalLimiter(limits.refusalBytesPerMinute, opts.refusalWindowMs ?? 60_000, (summary) => {
+    const codes = Object.entries(summary.byCode).map(([code, n]) => `${code} ×${n}`).join(', ');
+    const message = `${summary.count} refusal(s) of unauthenticated peers not logged individually (budget ${limits.refusalBytesPerMinute} bytes per window): ${codes}`;
+    logger?.warn({ count: summary.count, codes: summary.byCode }, `provisioning: ${message}`);
+    void safeAudit({ op: 'connect', caller: { kind: 'operator', id: '(unauthenticated peers)' }, ok: false, code: 'PROVISION_REFUSALS_SUMMARISED', message, remote: '(several)', count: summary.count });
+  });
+  refusals.start();
+  const refuseUnauthenticated = (event: ProvisionAuditEvent, logMessage: string): void => {
+    if (!refusals.admit(event.code, event.message.length + event.caller.id.length + 200)) return;
+    logger?.warn({ code: event.code, remote: event.remote, operator: event.caller.id }, logMessage);
+    void safeAudit(event);
+  };
 
   const tlsCertPem = await pemFrom(certSource, 'provisioning TLS certificate');
   const tlsCertificateDer = new Uint8Array(new X509Certificate(tlsCertPem).raw);
@@ -164,14 +181,37 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: 'TLSv1.3',
-    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    handshakeTimeout: limits.handshakeTimeoutMs,
   });
-  server.maxConnections = MAX_CONNECTIONS;
-  // Every TCP connection, handshaking or not, so close() ends them all at once.
+  server.maxConnections = limits.maxConnections;
+  server.on('drop', (data?: { remoteAddress?: string }) =>
+    refuseUnauthenticated(
+      { op: 'connect', caller: { kind: 'operator', id: '(before TLS)' }, ok: false, code: 'PROVISION_TOO_MANY_CONNECTIONS', message: `listener at its ${limits.maxConnections} connections`, remote: data?.remoteAddress ?? '?' },
+      'provisioning: connection dropped, listener full',
+    ),
+  );
+  // Every TCP connection, handshaking or not, so close() ends them all at once; and per
+  // address, so that one peer's silent connections cannot lock operators out.
   const sockets = new Set<Socket>();
+  const perAddress = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? '?';
+    const open = (perAddress.get(address) ?? 0) + 1;
+    perAddress.set(address, open);
     sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+    socket.on('close', () => {
+      sockets.delete(socket);
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left > 0) perAddress.set(address, left);
+      else perAddress.delete(address);
+    });
+    if (open > limits.maxConnectionsPerAddress) {
+      socket.destroy();
+      refuseUnauthenticated(
+        { op: 'connect', caller: { kind: 'operator', id: '(before TLS)' }, ok: false, code: 'PROVISION_TOO_MANY_CONNECTIONS', message: `${address} already has ${limits.maxConnectionsPerAddress} connections open`, remote: address },
+        'provisioning: connection refused, per-address cap',
+      );
+    }
   });
 
   /** Verifies the operator certificate and role; throws the precise refusal. */
@@ -181,7 +221,8 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     if (!peer) {
       throw new ProvisionError('PROVISION_NO_CLIENT_CERT', 'no client certificate: keyd provisioning requires an operator certificate (--cert/--key)');
     }
-    const subject = normalizeSubject(peer.subject);
+    // Attacker-controlled until verified: quoted truncated (refusal-limiter.ts).
+    const subject = truncate(normalizeSubject(peer.subject));
     if (!socket.authorized) {
       const reason = (socket.authorizationError as unknown as { code?: string } | undefined)?.code ?? String(socket.authorizationError);
       if (reason === 'CERT_HAS_EXPIRED') {
@@ -190,9 +231,10 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       if (reason === 'CERT_NOT_YET_VALID') {
         throw new ProvisionError('PROVISION_CLIENT_CERT_EXPIRED', `operator certificate "${subject}" is not valid before ${new Date(peer.validFrom).toISOString()}`);
       }
+      // The operator CA's own name is not told to an unauthenticated peer (nor logged as if it were news).
       throw new ProvisionError(
         'PROVISION_UNTRUSTED_CLIENT_CERT',
-        `operator certificate "${subject}" issued by "${normalizeSubject(peer.issuer)}" is not from the operator CA "${normalizeSubject(operatorCa.subject)}" (${reason})`,
+        `operator certificate "${subject}" issued by "${truncate(normalizeSubject(peer.issuer))}" is not from keyd's operator CA (${reason})`,
       );
     }
     // RFC 5280 §4.2.1.12: when EKU is present it must allow TLS client authentication.
@@ -318,7 +360,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   }
 
   server.on('secureConnection', (socket: tls.TLSSocket) => {
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy());
+    socket.setTimeout(limits.idleTimeoutMs, () => socket.destroy());
     socket.on('error', (err) => logger?.warn({ err: err.message }, 'provisioning connection error'));
     let session: Session;
     try {
@@ -327,10 +369,9 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       const code = errorCode(err);
       const message = errorMessage(err);
       const peer = socket.getPeerX509Certificate();
-      const caller: AdminCaller = { kind: 'operator', id: peer ? normalizeSubject(peer.subject) : '(no certificate)' };
+      const caller: AdminCaller = { kind: 'operator', id: peer ? truncate(normalizeSubject(peer.subject)) : '(no certificate)' };
       const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-      logger?.warn({ code, remote, operator: caller.id }, `provisioning refused: ${message}`);
-      void safeAudit({ op: 'connect', caller, ok: false, code, message, remote });
+      refuseUnauthenticated({ op: 'connect', caller, ok: false, code, message, remote }, `provisioning refused: ${message}`);
       send(socket, { type: 'refused', code, message });
       socket.end();
       return;
@@ -390,9 +431,13 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     }
   }
 
+  // With a 'tlsClientError' listener node:tls leaves the socket open: a silent peer would
+  // outlive the handshake timeout. Destroy it, and count it within the refusal budget.
   server.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
+    socket.destroy();
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    logger?.warn({ code: err.code, remote }, `provisioning: TLS handshake failed: ${err.message.split('\n')[0]}`);
+    const code = err.code ?? 'TLS_ERROR';
+    if (refusals.admit(code, 200)) logger?.warn({ code, remote }, `provisioning: TLS handshake failed: ${err.message.split('\n')[0]!.slice(0, 200)}`);
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -414,6 +459,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     fingerprint: provisioningKey.fingerprint,
     close: () =>
       new Promise<void>((resolve) => {
+        refusals.stop();
         server.close(() => resolve());
         for (const socket of sockets) socket.destroy();
       }),

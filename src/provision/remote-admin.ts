@@ -43,7 +43,7 @@ Operations:
   list [--json]                                      keys: names, type, SKI, leaf not-after, added
   show NAME [--json]                                 one key
   audit [--limit N] [--since ISO-TIME] [--json]      keyd's audit log
-  stats [--json]                                     signatures and refusals per edge since keyd started
+  stats [--json]                                     signatures and refusals per client (kept across restarts)
   attestation-policy record --pcrs sha256:0+7        attest keyd (EK chain, AK, fresh quote) and write
                                                      its PCR values to --attestation-policy FILE
   attestation-policy show                            print --attestation-policy FILE (no connection)
@@ -349,7 +349,7 @@ function prepareOperation(parsed: Parsed): Operation {
         const stats = (await client.stats()) as Record<string, { signatures: number; refusals: number }>;
         if (json) return io.out(JSON.stringify(stats, null, 2) + '\n');
         const rows = Object.entries(stats).map(([edge, c]) => `${edge}  signatures ${c.signatures}  refusals ${c.refusals}\n`);
-        io.out(rows.length > 0 ? rows.join('') : 'no signing clients since keyd started\n');
+        io.out(rows.length > 0 ? rows.join('') : 'no signing clients recorded\n');
       };
     default:
       throw new ProvisionError('PROVISION_USAGE', `unknown operation "${parsed.op}" (see --help)`);

@@ -274,7 +274,7 @@ export class RemoteAdminClient {
     return this.request('audit', filter ? { filter } : {});
   }
 
-  /** Per-edge signing counters since keyd started. */
+  /** Per-client, per-key signing counts (durable across keyd restarts). */
   stats(): Promise<unknown> {
     return this.request('stats');
   }

@@ -85,7 +85,7 @@ class FakeKeydConnection extends EventEmitter implements KeydConnection {
     this.check();
     return this.service.lookup(serverName);
   }
-  async sign(keyRef: string, scheme: number, hash: Uint8Array): Promise<Uint8Array> {
+  async sign(keyRef: string, _serverName: string, scheme: number, hash: Uint8Array): Promise<Uint8Array> {
     this.check();
     return this.service.sign(keyRef, scheme, hash);
   }

@@ -15,6 +15,8 @@ import type { Signer } from '../../src/tls/signer.js';
 class WildcardKeyd extends EventEmitter implements IdentitySource {
   lookups = 0;
   signersMade = 0;
+  /** The server name each signer was bound to (keyd grants signatures per name). */
+  readonly signerNames: string[] = [];
   async identity(serverName: string): Promise<KeydIdentityLike | undefined> {
     this.lookups++;
     const parent = serverName.slice(serverName.indexOf('.') + 1);
@@ -29,8 +31,9 @@ class WildcardKeyd extends EventEmitter implements IdentitySource {
       version: 1,
     };
   }
-  signer(): Signer {
+  signer(_identity: KeydIdentityLike, serverName: string): Signer {
     this.signersMade++;
+    this.signerNames.push(serverName);
     return { schemes: [0x0403], sign: async () => new Uint8Array(64) };
   }
 }
@@ -49,15 +52,17 @@ async function counter(metrics: EdgeMetrics, name: string, labels: Record<string
   return value?.value ?? 0;
 }
 
-test('many names under one wildcard: one cached identity, one signer, names bounded', async () => {
+test('many names under one wildcard: one cached identity (one chain), a name-bound signer per name, names bounded', async () => {
   const keyd = new WildcardKeyd();
   const metrics = new EdgeMetrics();
   const cache = cacheWith(keyd, metrics, { maxIdentities: 8, maxNames: 100 });
-  const seen = new Set<unknown>();
-  for (let i = 0; i < 1000; i++) seen.add(await cache.get(`n${i}.w1.test`));
-  assert.equal(seen.size, 1, 'every name got the same identity object');
+  const chains = new Set<unknown>();
+  for (let i = 0; i < 1000; i++) chains.add((await cache.get(`n${i}.w1.test`))!.certificateChain);
+  assert.equal(chains.size, 1, 'every name shares the one cached chain');
   assert.equal(cache.identityCount, 1, 'one keyd answer held once');
-  assert.equal(keyd.signersMade, 1);
+  // keyd grants signatures by name: each name's signer says which name it serves.
+  assert.equal(keyd.signersMade, 1000);
+  assert.deepEqual(keyd.signerNames.slice(0, 2), ['n0.w1.test', 'n1.w1.test']);
   assert.equal(cache.size, 100, 'names are bounded by maxNames');
   assert.equal(await counter(metrics, 'edge_identity_cache_evictions_total', { kind: 'name' }), 900);
   assert.equal(await counter(metrics, 'edge_identity_cache_lookups_total', { result: 'miss' }), 1000);

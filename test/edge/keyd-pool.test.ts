@@ -22,9 +22,9 @@ class FakeKeyd extends EventEmitter implements KeydConnection {
     await sleep(5);
     return found;
   }
-  async sign(keyRef: string, scheme: number, hash: Uint8Array): Promise<Uint8Array> {
+  async sign(keyRef: string, serverName: string, scheme: number, hash: Uint8Array): Promise<Uint8Array> {
     if (this.closed) throw Object.assign(new Error('down'), { code: 'KEYD_UNAVAILABLE' });
-    return Buffer.from(`${this.name}:${keyRef}:${scheme}:${hash.length}`);
+    return Buffer.from(`${this.name}:${keyRef}:${serverName}:${scheme}:${hash.length}`);
   }
   close(): void {
     if (this.closed) return;
@@ -66,13 +66,13 @@ test('fails at once while keyd is down, connects in the background, recovers aft
     await pool.start();
     assert.equal(pool.state, 'down');
     const t0 = Date.now();
-    await assert.rejects(pool.sign('r', 0x0403, new Uint8Array(32)), { code: 'KEYD_UNAVAILABLE', message: /primary: connect ENOENT/ });
+    await assert.rejects(pool.sign('r', 'n.test', 0x0403, new Uint8Array(32)), { code: 'KEYD_UNAVAILABLE', message: /primary: connect ENOENT/ });
     assert.ok(Date.now() - t0 < 50, 'a request while down fails at once');
 
     net.up.add('primary');
     await once(pool, 'connected');
     assert.equal(pool.state, 'connected');
-    assert.equal(Buffer.from(await pool.sign('r', 0x0403, new Uint8Array(32))).toString(), 'primary:r:1027:32');
+    assert.equal(Buffer.from(await pool.sign('r', 'n.test', 0x0403, new Uint8Array(32))).toString(), 'primary:r:n.test:1027:32');
 
     net.up.delete('primary');
     net.live.at(-1)!.close(); // keyd killed
@@ -161,7 +161,7 @@ test('identity cache: one keyd lookup per name, cleared on change and on reconne
     assert.equal(client().identityCalls, 2, 'a miss is remembered briefly');
 
     const sig = await x!.signer.sign(0x0403, new Uint8Array(32));
-    assert.equal(Buffer.from(sig).toString(), 'k:ref-a.example-1:1027:32');
+    assert.equal(Buffer.from(sig).toString(), 'k:ref-a.example-1:a.example:1027:32');
     assert.deepEqual(signs, [true]);
 
     // keyd pushes a change: next lookup sees the new version

@@ -218,3 +218,33 @@ test('keyd refuses a second instance, a store from another machine, and stops cl
   keyd = again.child;
   assert.match(again.log(), /keyd started: store .*data, 4 key\(s\)/);
 });
+
+test('`delegator admin list | head -1`: a reader that goes away ends the CLI quietly (EPIPE), exit 0', async () => {
+  // Closing our end of the pipe before the CLI writes makes its write fail with EPIPE, as
+  // it does when `head -1` exits after the first line.
+  const child = spawn(process.execPath, [MAIN, 'admin', '--socket', adminSocket, 'list'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.destroy();
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  assert.equal(stderr, '');
+  assert.equal(code, 0);
+});
+
+test('`delegator admin stats` shows signatures and refusals per client and key', async () => {
+  const id = await makeIdentity('ecdsa-p256', ['stats.cli.test']);
+  const f = await files(id, 'stats', id.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string);
+  assert.equal((await run('put', 'stats.cli.test', '--key', f.key, '--chain', f.chain)).code, 0);
+  const { KeydClient } = await import('../../src/keyd/client.js');
+  const c = await KeydClient.connect({ socketPath: join(s.dir, 'sign.sock') });
+  const identity = (await c.identity('stats.cli.test'))!;
+  const hash = Buffer.alloc(32, 7);
+  await c.sign(identity.keyRef, 'stats.cli.test', 0x0403, hash);
+  await c.sign(identity.keyRef, 'stats.cli.test', 0x0403, hash);
+  await c.sign(identity.keyRef, 'stats.cli.test', 0x0403, Buffer.alloc(20)).catch(() => undefined);
+  c.close();
+  const { code, out } = await run('stats');
+  assert.equal(code, 0);
+  assert.match(out, /^CLIENT\s+KEY\s+SIGNATURES\s+REFUSALS\n/);
+  assert.match(out, new RegExp(`\\nlocal +${identity.keyRef} +2 +1\\n`));
+});

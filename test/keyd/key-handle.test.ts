@@ -50,7 +50,7 @@ test('a signature waiting on its key holds a pending slot; beyond maxPending sig
   try {
     const scheme = SignatureScheme.ecdsa_secp256r1_sha256;
     const hashes = Array.from({ length: 5 }, () => randomBytes(32));
-    const outcomes = hashes.map((h) => c.sign(slow.id, scheme, h).then((sig) => ({ sig }), (e: KeydError) => ({ code: e.code })));
+    const outcomes = hashes.map((h) => c.sign(slow.id, 'slow.test', scheme, h).then((sig) => ({ sig }), (e: KeydError) => ({ code: e.code })));
     // Three of five are refused at once, while two wait on the key.
     const refused = await Promise.all(outcomes.slice(2));
     assert.deepEqual(refused, [{ code: 'KEYD_TOO_MANY_PENDING' }, { code: 'KEYD_TOO_MANY_PENDING' }, { code: 'KEYD_TOO_MANY_PENDING' }]);
@@ -58,14 +58,14 @@ test('a signature waiting on its key holds a pending slot; beyond maxPending sig
     // Another connection, and another key on the same one, are answered meanwhile.
     const fast = k.keyring.owner('fast.test')!;
     const h = randomBytes(32);
-    assert.ok(verifyCertificateVerify(fastId.chain[0]!, scheme, h, await other.sign(fast.id, scheme, h)));
+    assert.ok(verifyCertificateVerify(fastId.chain[0]!, scheme, h, await other.sign(fast.id, 'fast.test', scheme, h)));
     await c.ping();
     gate.releaseAll();
     const answered = await Promise.all(outcomes.slice(0, 2));
     answered.forEach((a, i) => assert.ok('sig' in a && verifyCertificateVerify(slowId.chain[0]!, scheme, hashes[i]!, a.sig), `signature ${i} verifies`));
     // The slots are free again.
     const reached = gate.queued();
-    const again = c.sign(slow.id, scheme, hashes[0]!);
+    const again = c.sign(slow.id, 'slow.test', scheme, hashes[0]!);
     await reached;
     gate.releaseAll();
     assert.ok((await again).length > 0);

@@ -51,7 +51,7 @@ test('signatures verify against the leaf for every key type and scheme, with bot
     assert.ok(identity, keyType);
     assert.deepEqual(identity.certificateChain.map((c) => Buffer.from(c)), id.chain.map((c) => Buffer.from(c)));
     assert.ok(identity.schemes.length > 0);
-    const signer = client.signer(identity);
+    const signer = client.signer(identity, name);
     for (const scheme of identity.schemes) {
       for (const h of [hash32, hash48]) {
         const sig = await signer.sign(scheme, h);
@@ -103,20 +103,20 @@ test('refusals: wrong hash length, unknown key, unsupported scheme, admin op and
     return 'resolved';
   };
   for (const len of [0, 20, 31, 33, 64]) {
-    assert.equal(await code(client.sign(identity.keyRef, SignatureScheme.ecdsa_secp256r1_sha256, new Uint8Array(len))), 'KEYD_BAD_HASH_LENGTH', `len ${len}`);
+    assert.equal(await code(client.sign(identity.keyRef, identity.names[0]!, SignatureScheme.ecdsa_secp256r1_sha256, new Uint8Array(len))), 'KEYD_BAD_HASH_LENGTH', `len ${len}`);
   }
-  assert.equal(await code(client.sign('knotakey', SignatureScheme.ecdsa_secp256r1_sha256, hash32)), 'KEYD_UNKNOWN_KEY');
-  assert.equal(await code(client.sign(identity.keyRef, SignatureScheme.rsa_pss_rsae_sha256, hash32)), 'KEYD_SCHEME_UNSUPPORTED');
-  assert.equal(await code(client.sign(identity.keyRef, SignatureScheme.ecdsa_secp384r1_sha384, hash32)), 'KEYD_SCHEME_UNSUPPORTED');
+  assert.equal(await code(client.sign('knotakey', 'refuse.test', SignatureScheme.ecdsa_secp256r1_sha256, hash32)), 'KEYD_UNKNOWN_KEY');
+  assert.equal(await code(client.sign(identity.keyRef, identity.names[0]!, SignatureScheme.rsa_pss_rsae_sha256, hash32)), 'KEYD_SCHEME_UNSUPPORTED');
+  assert.equal(await code(client.sign(identity.keyRef, identity.names[0]!, SignatureScheme.ecdsa_secp384r1_sha384, hash32)), 'KEYD_SCHEME_UNSUPPORTED');
   assert.equal(await code(client.admin(Opcode.list, {})), 'KEYD_NOT_AUTHORISED');
 
   // The non-oracle rule: there is no opcode that signs a caller's digest or message.
   for (const op of [0x04, 0x05, 0x20, 0x7f]) {
-    assert.equal(await code(rawRequest(keyd.socketPath, op, encodeSignRequest(identity.keyRef, 0x0403, hash32))), 'KEYD_UNKNOWN_OPCODE');
+    assert.equal(await code(rawRequest(keyd.socketPath, op, encodeSignRequest(identity.keyRef, identity.names[0]!, 0x0403, hash32))), 'KEYD_UNKNOWN_OPCODE');
   }
   // And what is signed is the §4.4.3 content, not the hash handed in: the signature
   // never verifies as a signature over the hash (or the hash as a digest).
-  const sig = await client.sign(identity.keyRef, SignatureScheme.ecdsa_secp256r1_sha256, hash32);
+  const sig = await client.sign(identity.keyRef, identity.names[0]!, SignatureScheme.ecdsa_secp256r1_sha256, hash32);
   const leaf = new X509Certificate(Buffer.from(identity.certificateChain[0]!));
   const { verify } = await import('node:crypto');
   assert.equal(verify('sha256', hash32, leaf.publicKey, sig), false);
@@ -205,10 +205,10 @@ test('generate keeps the key inside keyd, returns a CSR; setChain makes it serva
     assert.equal(updated.keyRef, info.keyRef);
     const identity = (await client.identity(name))!;
     const scheme = identity.schemes[0]!;
-    assert.ok(verifyCertificateVerify(identity.certificateChain[0]!, scheme, hash32, await client.sign(identity.keyRef, scheme, hash32)));
+    assert.ok(verifyCertificateVerify(identity.certificateChain[0]!, scheme, hash32, await client.sign(identity.keyRef, identity.names[0]!, scheme, hash32)));
     await keyd.adminService.delete(LOCAL, name);
     assert.equal(await client.identity(name), undefined);
-    await assert.rejects(client.sign(identity.keyRef, scheme, hash32), { code: 'KEYD_UNKNOWN_KEY' });
+    await assert.rejects(client.sign(identity.keyRef, identity.names[0]!, scheme, hash32), { code: 'KEYD_UNKNOWN_KEY' });
   }
   await assert.rejects(keyd.adminService.generate(LOCAL, 'g.test', 'dsa' as never, 'CN=g'), { code: 'KEYD_BAD_REQUEST' });
   await assert.rejects(keyd.adminService.generate(LOCAL, 'g.test', 'ecdsa-p256', 'not a dn'), { code: 'KEYD_BAD_REQUEST' });
@@ -229,7 +229,7 @@ test('edges are told of changes and see the new key within a second', async () =
   assert.notEqual(after.keyRef, before.keyRef);
   assert.equal(after.keyType, 'ed25519');
   // The replaced key is gone: no signing with a stale reference.
-  await assert.rejects(client.sign(before.keyRef, 0x0403, hash32), { code: 'KEYD_UNKNOWN_KEY' });
+  await assert.rejects(client.sign(before.keyRef, before.names[0]!, 0x0403, hash32), { code: 'KEYD_UNKNOWN_KEY' });
 });
 
 test('audit: every admin call is logged with caller and outcome, never key material; signing counters per client', async () => {
@@ -282,7 +282,7 @@ test('10 000 pipelined sign requests over 50 connections are all answered correc
       const identity = identities[i % 2]!;
       const h = createHash(i % 3 === 0 ? 'sha384' : 'sha256').update(`transcript ${i}`).digest();
       const scheme = identity.schemes[0]!;
-      jobs.push(c.sign(identity.keyRef, scheme, h).then((sig) => verifyCertificateVerify(identity.certificateChain[0]!, scheme, h, sig)));
+      jobs.push(c.sign(identity.keyRef, identity.names[0]!, scheme, h).then((sig) => verifyCertificateVerify(identity.certificateChain[0]!, scheme, h, sig)));
     }
     const results = await Promise.all(jobs);
     assert.equal(results.length, 10_000);
@@ -300,14 +300,14 @@ test('client: keyd going away fails pending and new requests at once with KEYD_U
   const c = await KeydClient.connect({ socketPath: k.socketPath }, { requestTimeoutMs: 60_000 });
   const identity = (await c.identity('down.test'))!;
   const closed = new Promise((resolve) => c.once('close', resolve));
-  const inflight = Array.from({ length: 100 }, () => c.sign(identity.keyRef, 0x0403, hash32).then(() => 'ok', (e: KeydError) => e.code));
+  const inflight = Array.from({ length: 100 }, () => c.sign(identity.keyRef, identity.names[0]!, 0x0403, hash32).then(() => 'ok', (e: KeydError) => e.code));
   const t0 = Date.now();
   await k.close();
   const outcomes = await Promise.all(inflight);
   await closed;
   // Some may have been answered before the close; none hangs, the rest are KEYD_UNAVAILABLE.
   assert.ok(outcomes.every((o) => o === 'ok' || o === 'KEYD_UNAVAILABLE'), outcomes.join());
-  await assert.rejects(c.sign(identity.keyRef, 0x0403, hash32), { code: 'KEYD_UNAVAILABLE' });
+  await assert.rejects(c.sign(identity.keyRef, identity.names[0]!, 0x0403, hash32), { code: 'KEYD_UNAVAILABLE' });
   await assert.rejects(c.ping(), { code: 'KEYD_UNAVAILABLE' });
   assert.ok(Date.now() - t0 < 2000);
   await assert.rejects(KeydClient.connect({ socketPath: k.socketPath }), (err: KeydError) => err.code === 'KEYD_UNAVAILABLE' && /is keyd running/.test(err.message));

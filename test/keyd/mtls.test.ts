@@ -44,16 +44,16 @@ test('remote edges over mutual TLS: each client certificate may use only the nam
     clients.push(c1);
     const h = createHash('sha256').update('t').digest();
     const idA = (await c1.identity('www.a.test'))!;
-    assert.ok(verifyCertificateVerify(idA.certificateChain[0]!, 0x0403, h, await c1.sign(idA.keyRef, 0x0403, h)));
+    assert.ok(verifyCertificateVerify(idA.certificateChain[0]!, 0x0403, h, await c1.sign(idA.keyRef, idA.names[0]!, 0x0403, h)));
     await assert.rejects(c1.identity('www.b.test'), { code: 'KEYD_NOT_AUTHORISED' });
-    await assert.rejects(c1.sign(idB.keyRef, 0x0403, h), { code: 'KEYD_NOT_AUTHORISED' });
+    await assert.rejects(c1.sign(idB.keyRef, idB.names[0]!, 0x0403, h), { code: 'KEYD_NOT_AUTHORISED' });
 
     // A valid certificate that the config does not name may use nothing.
     const c2 = await KeydClient.connect(endpoint(edge2));
     clients.push(c2);
     await c2.ping();
     await assert.rejects(c2.identity('www.a.test'), { code: 'KEYD_NOT_AUTHORISED' });
-    await assert.rejects(c2.sign(idA.keyRef, 0x0403, h), { code: 'KEYD_NOT_AUTHORISED' });
+    await assert.rejects(c2.sign(idA.keyRef, idA.names[0]!, 0x0403, h), { code: 'KEYD_NOT_AUTHORISED' });
 
     // Same subject, other CA: the TLS handshake itself fails.
     const refused = await KeydClient.connect(endpoint(rogue)).then(

@@ -40,7 +40,7 @@ const identity = {
 const payloads: Array<[string, Uint8Array, (p: Uint8Array) => unknown]> = [
   ['ping', encodePing(Buffer.from('hi')), decodePing],
   ['identity request', encodeIdentityRequest('a.example'), decodeIdentityRequest],
-  ['sign request', encodeSignRequest('k1', 0x0403, new Uint8Array(32)), decodeSignRequest],
+  ['sign request', encodeSignRequest('k1', 'a.test', 0x0403, new Uint8Array(32)), decodeSignRequest],
   ['signature', encodeSignature(new Uint8Array(70).fill(9)), decodeSignature],
   ['identity reply', encodeIdentityReply(identity), decodeIdentityReply],
   ['changed', encodeChanged(['a.example', 'b.example']), decodeChanged],
@@ -51,7 +51,7 @@ const payloads: Array<[string, Uint8Array, (p: Uint8Array) => unknown]> = [
 test('payload codecs round-trip', () => {
   assert.deepEqual(decodeIdentityReply(encodeIdentityReply(identity)), identity);
   assert.equal(decodeIdentityReply(encodeIdentityReply(undefined)), undefined);
-  const sign = decodeSignRequest(encodeSignRequest('k1', 0x0804, new Uint8Array(48).fill(1)));
+  const sign = decodeSignRequest(encodeSignRequest('k1', 'a.test', 0x0804, new Uint8Array(48).fill(1)));
   assert.equal(sign.keyRef, 'k1');
   assert.equal(sign.scheme, 0x0804);
   assert.deepEqual(Uint8Array.from(sign.transcriptHash), new Uint8Array(48).fill(1));
@@ -104,7 +104,7 @@ test('random garbage into every payload decoder: a value or a KeydError, nothing
 });
 
 test('frame decoder: every prefix of a frame yields nothing; the whole yields it', () => {
-  const frame = encodeFrame(Opcode.signCertificateVerify, 42, encodeSignRequest('k1', 0x0403, new Uint8Array(32)));
+  const frame = encodeFrame(Opcode.signCertificateVerify, 42, encodeSignRequest('k1', 'a.test', 0x0403, new Uint8Array(32)));
   for (let n = 0; n < frame.length; n++) {
     assert.deepEqual(new FrameDecoder().push(frame.subarray(0, n)), [], `prefix ${n}`);
   }
@@ -145,7 +145,7 @@ test('frame decoder: frames split at arbitrary points come out whole and in orde
 test('frame decoder: bad version, reserved bits or oversized length is a FrameError with the request id', () => {
   const good = encodeFrame(Opcode.ping, 9, encodePing(Buffer.alloc(0)));
   const badVersion = Buffer.from(good);
-  badVersion[0] = 2;
+  badVersion[0] = 9;
   const badReserved = Buffer.from(good);
   badReserved[3] = 1;
   const tooLong = Buffer.from(good);

@@ -66,7 +66,7 @@ export interface Keyd {
 }
 
 /** A real keyd (startKeyd, unix sockets in a temp dir) with --provision-listen 127.0.0.1:0. */
-export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string } = {}): Promise<Keyd> {
+export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string; limits?: object; refusalWindowMs?: number } = {}): Promise<Keyd> {
   const dir = await mkdtemp(join(tmpdir(), 'provision-'));
   const machineIdPath = join(dir, 'machine-id');
   await writeFile(machineIdPath, 'a'.repeat(32) + '\n');
@@ -81,6 +81,7 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
       tlsCert: join(dir, 'keyd.pem'),
       tlsKey: join(dir, 'keyd.key'),
       ...(opts.replayWindowSeconds !== undefined ? { replayWindowSeconds: opts.replayWindowSeconds } : {}),
+      ...(opts.limits ? { limits: opts.limits } : {}),
     },
   };
   const start = () =>

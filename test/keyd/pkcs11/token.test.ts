@@ -164,7 +164,7 @@ test('a key put into the token (admin put --token) leaves no bytes in keyd\'s st
     assert.ok(identity, name);
     for (let i = 0; i < 20; i++) {
       const hash = randomBytes(32);
-      const sig = await signer.sign(identity.keyRef, SignatureScheme.ecdsa_secp256r1_sha256, hash);
+      const sig = await signer.sign(identity.keyRef, name, SignatureScheme.ecdsa_secp256r1_sha256, hash);
       assert.ok(verify('sha256', certificateVerifyContent(hash), createPublic(id), sig), `${name} signature verifies`);
     }
   }
@@ -234,46 +234,46 @@ test('token removed or PIN wrong: a precise error while keyd serves its other ke
   const signer = await KeydClient.connect({ socketPath: keyd.socket });
   const softRef = (await signer.identity('soft.test'))!.keyRef;
   const hardRef = (await signer.identity('hard.test'))!.keyRef;
-  const sign = (ref: string) => signer.sign(ref, SignatureScheme.ecdsa_secp256r1_sha256, randomBytes(32));
-  await sign(hardRef);
+  const sign = (ref: string, name: string) => signer.sign(ref, name, SignatureScheme.ecdsa_secp256r1_sha256, randomBytes(32));
+  await sign(hardRef, 'hard.test');
   assert.ok(mapsMention(keyd.child!.pid!, 'pkcs11.node'), 'control: a keyd using a token has the PKCS#11 binding loaded');
 
   // Unplugged.
   token.remove();
-  await assert.rejects(sign(hardRef), (err: Error & { code: string }) => {
+  await assert.rejects(sign(hardRef, 'hard.test'), (err: Error & { code: string }) => {
     assert.equal(err.code, 'KEYD_TOKEN_ABSENT', err.message);
     assert.match(err.message, /token "keyd-test" is not present in module .*libsofthsm2\.so/);
     assert.match(err.message, /CKR_[A-Z_]+/, 'the PKCS#11 return value is named');
     return true;
   });
-  await assert.rejects(sign(hardRef), (err: Error & { code: string }) => err.code === 'KEYD_TOKEN_ABSENT');
-  assert.ok((await sign(softRef)).length > 0, 'the software key signs while the token is away');
+  await assert.rejects(sign(hardRef, 'hard.test'), (err: Error & { code: string }) => err.code === 'KEYD_TOKEN_ABSENT');
+  assert.ok((await sign(softRef, 'soft.test')).length > 0, 'the software key signs while the token is away');
   await signer.ping();
   assert.equal(keyd.child!.exitCode, null, 'keyd keeps running');
 
   // Plugged back: the next request reconnects.
   token.restore();
-  assert.ok((await sign(hardRef)).length > 0, 'signing resumes without a restart');
+  assert.ok((await sign(hardRef, 'hard.test')).length > 0, 'signing resumes without a restart');
 
   // A wrong PIN: refused with the CKR value, not retried; fixed in the file: resumes.
   writeFileSync(token.pinFile, 'wrong-pin\n');
   token.remove();
-  await assert.rejects(sign(hardRef), (err: Error & { code: string }) => err.code === 'KEYD_TOKEN_ABSENT');
+  await assert.rejects(sign(hardRef, 'hard.test'), (err: Error & { code: string }) => err.code === 'KEYD_TOKEN_ABSENT');
   token.restore();
-  await assert.rejects(sign(hardRef), (err: Error & { code: string }) => {
+  await assert.rejects(sign(hardRef, 'hard.test'), (err: Error & { code: string }) => {
     assert.equal(err.code, 'KEYD_TOKEN_PIN', err.message);
     assert.match(err.message, /C_Login \(PIN from pin file .*\) returned CKR_PIN_INCORRECT \(0x000000a0\)/);
     assert.ok(!err.message.includes('wrong-pin') && !err.message.includes(token.pin), 'the PIN is never in a message');
     return true;
   });
-  await assert.rejects(sign(hardRef), (err: Error & { code: string }) => {
+  await assert.rejects(sign(hardRef, 'hard.test'), (err: Error & { code: string }) => {
     assert.equal(err.code, 'KEYD_TOKEN_PIN');
     assert.match(err.message, /refused this PIN before/);
     return true;
   });
-  assert.ok((await sign(softRef)).length > 0, 'the software key signs while the PIN is wrong');
+  assert.ok((await sign(softRef, 'soft.test')).length > 0, 'the software key signs while the PIN is wrong');
   writeFileSync(token.pinFile, `${token.pin}\n`);
-  assert.ok((await sign(hardRef)).length > 0, 'the right PIN in the file: signing resumes');
+  assert.ok((await sign(hardRef, 'hard.test')).length > 0, 'the right PIN in the file: signing resumes');
   signer.close();
 
   // The same store without a token config: the binding is never loaded, the key is refused precisely.
@@ -281,8 +281,8 @@ test('token removed or PIN wrong: a precise error while keyd serves its other ke
   keyd = await startTokenKeyd(scratch.dir, undefined);
   const plain = await KeydClient.connect({ socketPath: keyd.socket });
   t.after(() => plain.close());
-  assert.ok((await plain.sign(softRef, SignatureScheme.ecdsa_secp256r1_sha256, randomBytes(32))).length > 0);
-  await assert.rejects(plain.sign(hardRef, SignatureScheme.ecdsa_secp256r1_sha256, randomBytes(32)), (err: Error & { code: string }) => {
+  assert.ok((await plain.sign(softRef, 'soft.test', SignatureScheme.ecdsa_secp256r1_sha256, randomBytes(32))).length > 0);
+  await assert.rejects(plain.sign(hardRef, 'hard.test', SignatureScheme.ecdsa_secp256r1_sha256, randomBytes(32)), (err: Error & { code: string }) => {
     assert.equal(err.code, 'KEYD_TOKEN_UNCONFIGURED', err.message);
     return true;
   });

@@ -1,0 +1,68 @@
+import { KeydError } from './errors.js';
+
+/**
+ * keyd's resource limits (config section "limits", docs/KEYD.md "Limits"). Every input a
+ * client controls — connections, bytes of a partial frame, time, signatures — has a bound
+ * here, so no client can hold keyd's memory, file descriptors or CPU without one.
+ */
+export interface KeydLimits {
+  /** Connections open at once on one listener (signing socket, each principal socket, mTLS, admin). */
+  maxConnectionsPerListener: number;
+  /** Connections open at once for one client identity (local principal or mTLS subject). */
+  maxConnectionsPerClient: number;
+  /** A connection with no complete request for this long is closed. */
+  idleTimeoutMs: number;
+  /** A frame must arrive whole within this time from its first byte; more bytes do not extend it. */
+  frameTimeoutMs: number;
+  /** The mTLS listener closes a connection whose TLS handshake has not completed within this time. */
+  tlsHandshakeTimeoutMs: number;
+  /** Requests served per event-loop turn across all connections, one per connection per round. */
+  schedulerBatch: number;
+  /** Per-client token bucket for signatures: tokens per second (0 = no bucket). */
+  signaturesPerSecond: number;
+  /** Bucket size (burst); default: one second's worth. */
+  signatureBurst: number;
+  /** Window over which refusals and signing counts are aggregated into one audit entry each. */
+  auditIntervalMs: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<KeydLimits> = Object.freeze({
+  maxConnectionsPerListener: 1024,
+  maxConnectionsPerClient: 64,
+  idleTimeoutMs: 300_000,
+  frameTimeoutMs: 10_000,
+  tlsHandshakeTimeoutMs: 5_000,
+  schedulerBatch: 16,
+  signaturesPerSecond: 0,
+  signatureBurst: 0,
+  auditIntervalMs: 60_000,
+});
+
+const MINIMUM: Record<keyof KeydLimits, number> = {
+  maxConnectionsPerListener: 1,
+  maxConnectionsPerClient: 1,
+  idleTimeoutMs: 1,
+  frameTimeoutMs: 1,
+  tlsHandshakeTimeoutMs: 1,
+  schedulerBatch: 1,
+  signaturesPerSecond: 0,
+  signatureBurst: 0,
+  auditIntervalMs: 10,
+};
+
+/** Parses config "limits": every key optional, each a non-negative integer of at least its minimum. */
+export function parseLimits(raw: unknown): KeydLimits {
+  if (raw === undefined) return { ...DEFAULT_LIMITS };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config "limits" must be an object');
+  const limits: KeydLimits = { ...DEFAULT_LIMITS };
+  for (const [key, value] of Object.entries(raw)) {
+    if (!(key in MINIMUM)) throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" is not a known limit (${Object.keys(MINIMUM).join(', ')})`);
+    const min = MINIMUM[key as keyof KeydLimits];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+      throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be an integer ≥ ${min}`);
+    }
+    limits[key as keyof KeydLimits] = value;
+  }
+  if (limits.signaturesPerSecond > 0 && limits.signatureBurst === 0) limits.signatureBurst = limits.signaturesPerSecond;
+  return limits;
+}

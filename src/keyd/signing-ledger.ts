@@ -1,0 +1,148 @@
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import type { AuditEntry } from './audit.js';
+import { writeFileDurably } from './durable-file.js';
+import type { KeydMetrics } from './metrics.js';
+
+/** Key column for a refusal that named no existing key (bounded: never the caller's string). */
+export const NO_KEY = '(none)';
+
+export interface SignCounts {
+  signatures: number;
+  refusals: number;
+}
+
+/** `admin stats`: per client, totals and per key. */
+export type SigningStats = Record<string, SignCounts & { keys: Record<string, SignCounts> }>;
+
+interface TotalsFile {
+  since: string;
+  clients: Record<string, Record<string, SignCounts>>;
+}
+
+/**
+ * Signing, audited durably without a line per signature: counts per (client, key) are
+ * kept for one window (a minute by default), then written as one audit entry per pair
+ * ("op": "sign", with the counts) and folded into totals that are rewritten atomically
+ * (`signing-totals.json`, temp file + fsync + rename). `admin stats` reads the totals,
+ * which survive restarts; a crash loses at most the current window's counts.
+ */
+export class SigningLedger {
+  private window = new Map<string, { client: string; keyRef: string } & SignCounts>();
+  private windowStart: number;
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly totalsPath: string,
+    private totals: TotalsFile,
+    private readonly audit: (entry: Omit<AuditEntry, 'time'>) => Promise<void>,
+    private readonly metrics: KeydMetrics | undefined,
+    private readonly logger: Logger | undefined,
+    private readonly intervalMs: number,
+    private readonly now: () => number,
+  ) {
+    this.windowStart = now();
+  }
+
+  static async open(opts: {
+    totalsPath: string;
+    audit: (entry: Omit<AuditEntry, 'time'>) => Promise<void>;
+    metrics?: KeydMetrics;
+    logger?: Logger;
+    intervalMs: number;
+    now?: () => number;
+  }): Promise<SigningLedger> {
+    const now = opts.now ?? Date.now;
+    let totals: TotalsFile = { since: new Date(now()).toISOString(), clients: {} };
+    try {
+      const parsed = JSON.parse(await readFile(opts.totalsPath, 'utf8')) as TotalsFile;
+      if (typeof parsed.since === 'string' && typeof parsed.clients === 'object' && parsed.clients !== null) totals = parsed;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') opts.logger?.error({ err: (err as Error).message }, `signing totals ${opts.totalsPath} unreadable; counting from zero`);
+    }
+    return new SigningLedger(opts.totalsPath, totals, opts.audit, opts.metrics, opts.logger, opts.intervalMs, now);
+  }
+
+  start(): void {
+    this.timer ??= setInterval(() => void this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  signed(client: string, keyRef: string): void {
+    this.slot(client, keyRef).signatures++;
+    this.metrics?.signatures.inc({ client, key: keyRef });
+  }
+
+  /** `keyRef` only when it names an existing key (else NO_KEY), so the table stays bounded. */
+  refused(client: string, keyRef: string | undefined, code: string): void {
+    this.slot(client, keyRef ?? NO_KEY).refusals++;
+    this.metrics?.signRefusals.inc({ client, code });
+  }
+
+  /** Totals since `since` (persisted windows plus the current one). */
+  snapshot(): { since: string; clients: SigningStats } {
+    const clients: SigningStats = {};
+    const add = (client: string, keyRef: string, c: SignCounts) => {
+      const row = (clients[client] ??= { signatures: 0, refusals: 0, keys: {} });
+      const k = (row.keys[keyRef] ??= { signatures: 0, refusals: 0 });
+      row.signatures += c.signatures;
+      row.refusals += c.refusals;
+      k.signatures += c.signatures;
+      k.refusals += c.refusals;
+    };
+    for (const [client, keys] of Object.entries(this.totals.clients)) for (const [keyRef, c] of Object.entries(keys)) add(client, keyRef, c);
+    for (const w of this.window.values()) add(w.client, w.keyRef, w);
+    return { since: this.totals.since, clients };
+  }
+
+  /** Ends the window: one audit entry per (client, key), then the totals file. Serialised. */
+  flush(): Promise<void> {
+    this.flushing = this.flushing.then(() => this.flushWindow());
+    return this.flushing;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.flush();
+  }
+
+  private slot(client: string, keyRef: string) {
+    const key = `${client}\0${keyRef}`;
+    let s = this.window.get(key);
+    if (!s) this.window.set(key, (s = { client, keyRef, signatures: 0, refusals: 0 }));
+    return s;
+  }
+
+  private async flushWindow(): Promise<void> {
+    const rows = [...this.window.values()];
+    const from = new Date(this.windowStart).toISOString();
+    this.window = new Map();
+    this.windowStart = this.now();
+    if (rows.length === 0) return;
+    const to = new Date(this.windowStart).toISOString();
+    for (const r of rows) {
+      const keys = (this.totals.clients[r.client] ??= {});
+      const t = (keys[r.keyRef] ??= { signatures: 0, refusals: 0 });
+      t.signatures += r.signatures;
+      t.refusals += r.refusals;
+    }
+    try {
+      for (const r of rows) {
+        await this.audit({
+          op: 'sign',
+          caller: { kind: 'client', id: r.client },
+          ...(r.keyRef !== NO_KEY ? { keyRef: r.keyRef } : {}),
+          ok: r.refusals === 0,
+          message: `${r.signatures} signature(s), ${r.refusals} refusal(s) from ${from} to ${to}`,
+          count: r.signatures,
+          refusals: r.refusals,
+        });
+      }
+      await writeFileDurably(this.totalsPath, Buffer.from(JSON.stringify(this.totals)));
+    } catch (err) {
+      this.logger?.error({ err: (err as Error).message }, 'could not persist signing counts');
+    }
+  }
+}
