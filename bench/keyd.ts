@@ -93,7 +93,7 @@ function inProcess(key: import('node:crypto').KeyObject, seconds: number): Row {
   };
 }
 
-async function overKeyd(mode: string, socketPath: string, keydPid: number, keyRef: string, connections: number, inFlight: number, seconds: number): Promise<Row> {
+async function overKeyd(mode: string, socketPath: string, keydPid: number, keyRef: string, serverName: string, connections: number, inFlight: number, seconds: number): Promise<Row> {
   const clients = await Promise.all(Array.from({ length: connections }, () => KeydClient.connect({ socketPath }, { requestTimeoutMs: 30_000 })));
   const hash = createHash('sha256').update('bench').digest();
   const latencies: number[] = [];
@@ -102,13 +102,13 @@ async function overKeyd(mode: string, socketPath: string, keydPid: number, keyRe
   const loop = async (c: KeydClient) => {
     while (!stop) {
       const t = performance.now();
-      await c.sign(keyRef, 'bench.test', SCHEME, hash);
+      await c.sign(keyRef, serverName, SCHEME, hash);
       latencies.push(performance.now() - t);
       n++;
     }
   };
   // Warm-up.
-  await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 200 }, () => c.sign(keyRef, 'bench.test', SCHEME, hash)))));
+  await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 200 }, () => c.sign(keyRef, serverName, SCHEME, hash)))));
   const cpu0 = cpuTimeMicros(keydPid);
   const start = performance.now();
   const workers = clients.flatMap((c) => Array.from({ length: inFlight }, () => loop(c)));
@@ -182,7 +182,7 @@ async function main(): Promise<void> {
       [1, 64],
       [8, 32],
     ] as const) {
-      rows.push(await overKeyd('keyd, software store', socket, keyd.pid!, identity.keyRef, connections, inFlight, seconds));
+      rows.push(await overKeyd('keyd, software store', socket, keyd.pid!, identity.keyRef, 'bench.test', connections, inFlight, seconds));
     }
     if (tokenIdentity) {
       for (const [connections, inFlight] of [
@@ -190,7 +190,7 @@ async function main(): Promise<void> {
         [1, 64],
         [8, 32],
       ] as const) {
-        rows.push(await overKeyd('keyd, SoftHSM2 token', socket, keyd.pid!, tokenIdentity.keyRef, connections, inFlight, seconds));
+        rows.push(await overKeyd('keyd, SoftHSM2 token', socket, keyd.pid!, tokenIdentity.keyRef, 'token.bench.test', connections, inFlight, seconds));
       }
     }
     if (tpmIdentity) {
@@ -198,7 +198,7 @@ async function main(): Promise<void> {
         [1, 1],
         [1, 16],
       ] as const) {
-        rows.push(await overKeyd('keyd, tpm2-pkcs11 (swtpm)', socket, keyd.pid!, tpmIdentity.keyRef, connections, inFlight, seconds));
+        rows.push(await overKeyd('keyd, tpm2-pkcs11 (swtpm)', socket, keyd.pid!, tpmIdentity.keyRef, 'tpm.bench.test', connections, inFlight, seconds));
       }
     }
     const base = rows[0]!.perSignerCoreSecond;

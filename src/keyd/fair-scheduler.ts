@@ -2,7 +2,7 @@
  * Round-robin service between connections. Each connection queues the requests it has
  * read; the scheduler serves one request per connection per round, up to `batch` requests
  * per event-loop turn, then yields (setImmediate) so that sockets are read again before
- * the next turn. A client that pipelines thousands of signatures therefore delays another
+ * the next turn. The first turn runs at once, in the read that woke the scheduler. A client that pipelines thousands of signatures therefore delays another
  * client's request by at most one request per busy connection, instead of by its whole
  * backlog (which is what serving each read to completion did).
  */
@@ -33,10 +33,11 @@ export class FairScheduler {
       this.member.add(queue);
       this.active.push(queue);
     }
-    if (!this.scheduled) {
-      this.scheduled = true;
-      this.defer(() => this.turn());
-    }
+    // No turn pending: serve one now, in the read that brought the work, as keyd did
+    // before the round-robin (no extra event-loop hop per request for a lone client).
+    // A turn is still bounded by `batch`; what remains waits for the deferred next turn,
+    // after which other sockets have been read.
+    if (!this.scheduled) this.turn();
   }
 
   /** Drops a closed queue from the rotation. */

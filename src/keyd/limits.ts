@@ -32,7 +32,7 @@ export const DEFAULT_LIMITS: Readonly<KeydLimits> = Object.freeze({
   idleTimeoutMs: 300_000,
   frameTimeoutMs: 10_000,
   tlsHandshakeTimeoutMs: 5_000,
-  schedulerBatch: 16,
+  schedulerBatch: 64,
   signaturesPerSecond: 0,
   signatureBurst: 0,
   auditIntervalMs: 60_000,
