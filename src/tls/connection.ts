@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { randomBytesFromPool } from './crypto/random-pool.js';
-import { TlsAlert, TlsPeerAlert, AlertDescription } from './alert.js';
+import { TlsAlert, TlsPeerAlert, AlertDescription, toAlert } from './alert.js';
 import { DEFAULT_GROUPS, groupName, keyExchange } from './crypto/key-exchange.js';
 import { DEFAULT_CIPHER_SUITES, type SuiteInfo } from './crypto/suites.js';
 import { openCookie, sealCookie } from './handshake/cookie.js';
@@ -751,9 +751,7 @@ export class TlsServerConnection {
 
   private fail(err: unknown): void {
     if (this.state === 'closed') return;
-    const alert =
-      err instanceof TlsAlert ? err : new TlsAlert('internal_error', `internal error: ${err instanceof Error ? err.message : String(err)}`);
-    if (!(err instanceof TlsAlert)) (alert as Error & { cause?: unknown }).cause = err;
+    const alert = toAlert(err);
     this.state = 'closed';
     try {
       this.sendAlert(alert.alert);
