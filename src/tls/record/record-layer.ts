@@ -225,14 +225,15 @@ export class RecordLayer {
     // §5.1: an alert record holds exactly one alert; an empty one is not an alert at all.
     if (content.length === 0) throw new TlsAlert('unexpected_message', 'empty alert record');
     if (content.length !== 2) throw new TlsAlert('decode_error', `alert of ${content.length} bytes (must be 2)`);
-    return { kind: 'alert', description: content[1]! };
+    return { kind: 'alert', description: content.readUInt8(1) };
   }
 
   // ---- sending ----------------------------------------------------------------
 
   /** Writes bytes built by the methods below as one write. */
   send(records: readonly Buffer[]): void {
-    this.output(records.length === 1 ? records[0]! : Buffer.concat(records));
+    const only = records.length === 1 ? records[0] : undefined;
+    this.output(only ?? Buffer.concat(records));
   }
 
   /** A TLSPlaintext record (before keys): legacy_record_version 0x0303 (§5.1). */
@@ -255,7 +256,7 @@ export class RecordLayer {
 
   /** Packs handshake messages into as few protected records as the peer's limit allows. */
   protectHandshake(messages: readonly Buffer[]): Buffer[] {
-    const all = messages.length === 1 ? messages[0]! : Buffer.concat(messages);
+    const all = (messages.length === 1 ? messages[0] : undefined) ?? Buffer.concat(messages);
     const records: Buffer[] = [];
     for (let off = 0; off < all.length; off += this.peerRecordLimit) {
       records.push(this.requireWriteKeys().seal(ContentType.handshake, all.subarray(off, off + this.peerRecordLimit)));
