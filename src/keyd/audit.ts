@@ -83,10 +83,18 @@ export class AuditLog {
 
   append(entry: Omit<AuditEntry, 'time'>): Promise<void> {
     const done = this.queue.then(async () => {
-      const line = this.chain.line({ time: new Date().toISOString(), ...entry });
-      const head = this.chain.head;
-      await this.fh.write(line);
-      await this.fh.datasync();
+      const { line, head } = this.chain.next({ time: new Date().toISOString(), ...entry });
+      try {
+        await this.fh.write(line);
+        await this.fh.datasync();
+      } catch (err) {
+        // A failed write (disk full, I/O error) must not leave a torn line for the next
+        // entry to follow, nor a chain that skips a line that never reached the disk: the
+        // next start would then refuse the log as tampered. Cut back to the last whole line.
+        await this.fh.truncate(this.size).catch(() => {});
+        throw err;
+      }
+      this.chain.advance(head);
       this.durableHead = head;
       this.size += Buffer.byteLength(line);
       if (this.size >= this.rotation.maxBytes) await this.rotate();

@@ -89,3 +89,30 @@ test('keyd rotates its audit log at config "auditLog".maxBytes and `admin audit`
     await s.cleanup();
   }
 });
+
+test('a failed audit write (disk full) leaves neither a torn line nor a gap in the hash chain: the log still verifies at the next start', async () => {
+  const { verifyAuditLog } = await import('../../src/keyd/root/audit-chain.js');
+  const s = await scratch();
+  const path = join(s.dir, 'audit.log');
+  const log = await AuditLog.open(path);
+  await log.append({ op: 'first', caller: { kind: 'local', id: 'a' }, ok: true });
+  // The next write reaches the disk only in part, then fails, as a full disk does.
+  const fh = (log as unknown as { fh: { write: (data: string) => Promise<unknown> } }).fh;
+  const realWrite = fh.write.bind(fh);
+  fh.write = async (data: string) => {
+    fh.write = realWrite;
+    await realWrite(data.slice(0, 20));
+    throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+  };
+  await assert.rejects(log.append({ op: 'lost', caller: { kind: 'local', id: 'b' }, ok: true }), /ENOSPC/);
+  await log.append({ op: 'third', caller: { kind: 'local', id: 'c' }, ok: true });
+  const head = log.head;
+  await log.close();
+  const text = await readFile(path, 'utf8');
+  assert.equal(text.split('\n').filter(Boolean).length, 2, 'the torn piece of the failed line is gone');
+  assert.doesNotMatch(text, /"op":"lost"/);
+  // Positive control of the chain check itself: the log verifies up to the head keyd committed.
+  assert.deepEqual(await verifyAuditLog(path, head), head);
+  assert.equal(head.entries, 2, 'the failed entry took no place in the chain');
+  await s.cleanup();
+});

@@ -80,7 +80,7 @@ test('oracle: keyd signs exactly 64 × 0x20 ‖ "TLS 1.3, server CertificateVeri
         ? verify('sha256', content, { key: leaf, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, sig)
         : verify(keyType === 'ed25519' ? null : 'sha256', content, leaf, sig);
     for (const h of [hash32, hash48]) {
-      const sig = await client.sign(identity.keyRef, scheme, h);
+      const sig = await client.sign(identity.keyRef, name, scheme, h);
       assert.equal(check(literal(h), sig), true, `${keyType} ${h.length}-byte hash: signature over the RFC content`);
       const clientContext = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS 1.3, client CertificateVerify', 'ascii'), Buffer.of(0), h]);
       assert.equal(check(clientContext, sig), false, `${keyType} ${h.length}: must not verify with the client context`);

@@ -8,7 +8,9 @@ import { EventEmitter } from 'node:events';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { pino } from 'pino';
-import { SigningCounters } from '../../src/keyd/audit.js';
+import { FairScheduler } from '../../src/keyd/fair-scheduler.js';
+import { DEFAULT_LIMITS } from '../../src/keyd/limits.js';
+import { SignatureBuckets } from '../../src/keyd/token-bucket.js';
 import { KeydConnection, type ServerDeps } from '../../src/keyd/server.js';
 import { FrameDecoder, Opcode, encodeAdmin, encodeFrame, decodeError } from '../../src/keyd/protocol.js';
 
@@ -29,6 +31,13 @@ class FakeSocket extends EventEmitter {
   uncork(): void {}
   pause(): void {}
   resume(): void {}
+  isPaused(): boolean {
+    return false;
+  }
+  setTimeout(): this {
+    return this;
+  }
+  destroy(): void {}
 }
 
 function connection(put: (key: KeyObject) => void) {
@@ -41,9 +50,14 @@ function connection(put: (key: KeyObject) => void) {
         return { id: 'k1', names };
       },
     } as unknown as ServerDeps['adminService'],
-    counters: new SigningCounters(),
+    // A put touches neither the signing ledger nor the limit reporter.
+    ledger: {} as ServerDeps['ledger'],
     logger: pino({ level: 'silent' }),
     maxPending: 4,
+    limits: { ...DEFAULT_LIMITS },
+    reporter: {} as ServerDeps['reporter'],
+    scheduler: new FairScheduler(DEFAULT_LIMITS.schedulerBatch),
+    buckets: new SignatureBuckets(DEFAULT_LIMITS.signaturesPerSecond, DEFAULT_LIMITS.signatureBurst),
   };
   new KeydConnection(socket as unknown as Socket, { id: 'admin-test', admin: true, allowed: [] }, deps);
   return socket;

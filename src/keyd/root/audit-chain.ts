@@ -29,11 +29,24 @@ export class AuditChain {
 
   /** The JSON line (with its newline) for `entry`, advancing the chain. */
   line(entry: Record<string, unknown>): string {
+    const next = this.next(entry);
+    this.advance(next.head);
+    return next.line;
+  }
+
+  /**
+   * The line for `entry` and the head it leads to, without advancing: a writer advances
+   * only once the line is on disk, so a failed write leaves no gap in the chain.
+   */
+  next(entry: Record<string, unknown>): { line: string; head: ChainHead } {
     const n = this.current.entries + 1;
     const body = JSON.stringify({ ...entry, n });
     const chain = link(this.current.head, body);
-    this.current = { head: chain, entries: n };
-    return `${body.slice(0, -1)},"chain":"${chain}"}\n`;
+    return { line: `${body.slice(0, -1)},"chain":"${chain}"}\n`, head: { head: chain, entries: n } };
+  }
+
+  advance(head: ChainHead): void {
+    this.current = { ...head };
   }
 }
 
