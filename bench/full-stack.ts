@@ -32,7 +32,7 @@ import { loadEngine } from '../src/edge/engine.js';
 import type { KeydConnection, KeydIdentityLike } from '../src/edge/keyd-pool.js';
 import { KeydClient } from '../src/keyd/client.js';
 import { Opcode } from '../src/keyd/protocol.js';
-import { LocalSigner, keyTypeOf } from '../src/tls/signer.js';
+import { LocalSigner, keyTypeOf } from '../src/tls/index.js';
 import { makeTestPki, writePkiFiles, type TestKeyType } from '../test/helpers/pki.js';
 import { freePort, waitForPort } from '../test/helpers/ports.js';
 import { ensureHsload, runHsload, type HsloadResult } from './lib/hsload.js';

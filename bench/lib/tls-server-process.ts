@@ -14,8 +14,7 @@ import { createServer as createNodeTlsServer } from 'node:tls';
 import type { Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
-import { createServer as createEngineServer } from '../../src/tls/socket.js';
-import { LocalSigner } from '../../src/tls/signer.js';
+import { createServer as createEngineServer, LocalSigner } from '../../src/tls/index.js';
 
 const RESPONSE = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n');
 

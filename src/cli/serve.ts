@@ -9,11 +9,18 @@ import { isIP, type Server } from 'node:net';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
-import { alertName } from '../tls/alert.js';
-import { groupByName, groupName, DEFAULT_GROUPS, SUPPORTED_GROUPS } from '../tls/crypto/key-exchange.js';
-import type { TlsServerOptions } from '../tls/options.js';
-import { createServer, type TlsSocket } from '../tls/socket.js';
-import { LocalSigner, type Identity } from '../tls/signer.js';
+import {
+  alertName,
+  createServer,
+  DEFAULT_GROUPS,
+  groupByName,
+  groupName,
+  LocalSigner,
+  SUPPORTED_GROUPS,
+  type Identity,
+  type TlsServerOptions,
+  type TlsSocket,
+} from '../tls/index.js';
 import { attachHttpResponder } from '../demo/http-responder.js';
 import { DEFAULT_LEAF_NAMES, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
 import { demoPkiPaths, loadOrCreateCa, loadOrCreateLeaf } from '../demo/pki-files.js';

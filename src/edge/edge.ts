@@ -1,8 +1,6 @@
-import type { TicketKeyRing } from '../tls/handshake/ticket-keys.js';
 import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { alertName } from '../tls/alert.js';
-import type { TlsServerOptions } from '../tls/options.js';
+import { alertName, type TicketKeyRing, type TlsServerOptions } from '../tls/index.js';
 import type { EdgeConfig } from './config.js';
 import type { CreateTlsServer, EngineSocket } from './engine.js';
 import { IdentityCache, type EdgeIdentity } from './identity-cache.js';

@@ -1,7 +1,6 @@
 import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { TlsServerOptions } from '../tls/options.js';
-import { createServer } from '../tls/socket.js';
+import { createServer, type TlsServerOptions } from '../tls/index.js';
 
 /**
  * The part of the TLS engine's node:net adapter (src/tls/socket.ts) the edge uses,

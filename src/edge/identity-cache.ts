@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
-import type { Identity, Signer } from '../tls/signer.js';
+import type { Identity, Signer } from '../tls/index.js';
 import type { KeydIdentityLike } from './keyd-pool.js';
 
 /**

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { KeydEndpoint, KeydIdentity } from '../keyd/client.js';
-import type { Signer } from '../tls/signer.js';
+import type { Signer } from '../tls/index.js';
 import { EdgeError } from './errors.js';
 
 /**

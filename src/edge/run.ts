@@ -8,7 +8,7 @@ import { connectKeyd } from './keyd-connect.js';
 import { createLogger } from './logger.js';
 import { EdgeMetrics } from './metrics.js';
 import { startMetricsServer } from './metrics-server.js';
-import { TicketKeyRing, type SharedTicketKey } from '../tls/handshake/ticket-keys.js';
+import { TicketKeyRing, type SharedTicketKey } from '../tls/index.js';
 
 /** How often the primary re-sends the session-ticket keys (and rotates them when due). */
 const TICKET_KEY_BROADCAST_MS = 5 * 60_000;

@@ -1,5 +1,5 @@
-import { Reader } from '../tls/wire/reader.js';
-import { Writer } from '../tls/wire/writer.js';
+import { DecodeError, Reader } from '../lib/reader.js';
+import { Writer } from '../lib/writer.js';
 import { KeydError } from './errors.js';
 import { LinearReassembler } from '../lib/reassembler.js';
 
@@ -150,7 +150,7 @@ export class FrameError extends KeydError {
 const ascii = new TextDecoder('latin1');
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Runs a payload decoder; any decode failure (short read, trailing bytes) becomes KEYD_BAD_REQUEST. */
+/** Runs a payload decoder; a decode failure (short read, bad length, trailing bytes) becomes KEYD_BAD_REQUEST. */
 function decodePayload<T>(what: string, payload: Uint8Array, body: (r: Reader) => T): T {
   try {
     const r = new Reader(payload, what);
@@ -158,6 +158,7 @@ function decodePayload<T>(what: string, payload: Uint8Array, body: (r: Reader) =
     r.end();
     return value;
   } catch (err) {
+    if (err instanceof DecodeError) throw new KeydError('KEYD_BAD_REQUEST', err.message);
     if (err instanceof KeydError) throw err;
     throw new KeydError('KEYD_BAD_REQUEST', `${what}: ${(err as Error).message}`);
   }

@@ -1,8 +1,8 @@
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Reader } from '../tls/wire/reader.js';
-import { Writer } from '../tls/wire/writer.js';
+import { Reader } from '../lib/reader.js';
+import { Writer } from '../lib/writer.js';
 import { KeydError } from './errors.js';
 import { SoftwareKeyHandle, type KeyHandle, type KeyReference, type ReferenceResolver } from './key-handle.js';
 import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurably } from './durable-file.js';

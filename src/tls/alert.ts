@@ -3,8 +3,11 @@
  *
  * The engine throws `TlsAlert` exactly where a problem is found, with a precise
  * message; one place (the connection) turns it into the alert record and closes.
- * Anything else thrown inside the core is a bug and becomes `internal_error`.
+ * A `DecodeError` from the neutral byte reader is the peer's malformed message and
+ * becomes `decode_error` (§6.2); anything else thrown inside the core is a bug and
+ * becomes `internal_error`.
  */
+import { DecodeError } from '../lib/reader.js';
 
 export const AlertDescription = {
   close_notify: 0,
@@ -71,4 +74,17 @@ export class TlsPeerAlert extends Error {
     this.alert = alert;
     this.code = `TLS_PEER_ALERT_${alertName(alert).toUpperCase()}`;
   }
+}
+
+/**
+ * The alert to send for whatever was thrown inside the engine: a TlsAlert as it is, a
+ * DecodeError as decode_error (§6.2), anything else as internal_error with the original
+ * error kept as `cause` (it is a bug).
+ */
+export function toAlert(err: unknown): TlsAlert {
+  if (err instanceof TlsAlert) return err;
+  if (err instanceof DecodeError) return new TlsAlert('decode_error', err.message);
+  const alert = new TlsAlert('internal_error', `internal error: ${err instanceof Error ? err.message : String(err)}`);
+  (alert as Error & { cause?: unknown }).cause = err;
+  return alert;
 }

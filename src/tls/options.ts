@@ -1,5 +1,8 @@
+import { DEFAULT_GROUPS } from './crypto/key-exchange.js';
+import { DEFAULT_CIPHER_SUITES } from './crypto/suites.js';
+import { TicketKeyRing } from './handshake/ticket-keys.js';
+import { MAX_PLAINTEXT } from './record/protection.js';
 import type { ResolveIdentity } from './signer.js';
-import type { TicketKeyRing } from './handshake/ticket-keys.js';
 
 /** Configuration of the TLS 1.3 server engine. Everything but `resolveIdentity` has a sane default. */
 export interface TlsServerOptions {
@@ -79,4 +82,48 @@ export interface ResolvedOptions {
   lingerIdleMs: number;
   lingerMaxBytes: number;
   maxLingering: number;
+}
+
+/**
+ * The largest ClientHello the wire format allows: 2^16-2 bytes of cipher suites plus a
+ * 2^16-1 byte extension block plus the fixed fields (§4.1.2). Real ones are far smaller,
+ * but conformance suites send maximal lists, and refusing them would be wrong.
+ */
+const MAX_CLIENT_HELLO_SIZE = 2 + 32 + 33 + 2 + 0xfffe + 256 + 2 + 0xffff;
+
+/** Fills in the defaults and checks the ranges (RangeError names the option). */
+export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
+  const recordSizeLimit = o.recordSizeLimit ?? MAX_PLAINTEXT + 1;
+  if (recordSizeLimit < 64 || recordSizeLimit > MAX_PLAINTEXT + 1) {
+    throw new RangeError('recordSizeLimit must be between 64 and 2^14 + 1');
+  }
+  const ticketLifetimeSeconds = o.ticketLifetimeSeconds ?? 7200;
+  if (ticketLifetimeSeconds <= 0 || ticketLifetimeSeconds > 604_800) {
+    throw new RangeError('ticketLifetimeSeconds must be in (0, 604800] (RFC 8446 §4.6.1)');
+  }
+  return {
+    resolveIdentity: o.resolveIdentity,
+    alpnProtocols: o.alpnProtocols ?? [],
+    groups: o.groups ?? DEFAULT_GROUPS,
+    cipherSuites: o.cipherSuites ?? DEFAULT_CIPHER_SUITES,
+    ticketCount: o.ticketCount ?? 2,
+    ticketLifetimeSeconds,
+    ticketKeys: o.ticketKeys ?? new TicketKeyRing(),
+    handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
+    maxHandshakeMessageSize: o.maxHandshakeMessageSize ?? MAX_CLIENT_HELLO_SIZE,
+    maxIgnoredRecords: o.maxIgnoredRecords ?? 32,
+    recordSizeLimit,
+    maxKeyUpdates: positive(o.maxKeyUpdates, 64, 'maxKeyUpdates'),
+    keyUpdateWindowMs: positive(o.keyUpdateWindowMs, 60_000, 'keyUpdateWindowMs'),
+    lingerMs: positive(o.lingerMs, 120_000, 'lingerMs'),
+    lingerIdleMs: positive(o.lingerIdleMs, 2000, 'lingerIdleMs'),
+    lingerMaxBytes: positive(o.lingerMaxBytes, 2 ** 24 + 2 ** 20, 'lingerMaxBytes'),
+    maxLingering: positive(o.maxLingering, 1024, 'maxLingering'),
+  };
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer`);
+  return value;
 }

@@ -1,8 +1,8 @@
 import { Duplex } from 'node:stream';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { AlertDescription, TlsAlert, TlsPeerAlert } from './alert.js';
-import { resolveOptions, TlsServerConnection } from './connection.js';
-import type { ResolvedOptions, TlsServerOptions } from './options.js';
+import { TlsServerConnection } from './connection.js';
+import { resolveOptions, type ResolvedOptions, type TlsServerOptions } from './options.js';
 
 /**
  * The node:net adapter around the sans-I/O connection: a Duplex of decrypted

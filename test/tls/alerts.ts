@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
-import { TlsAlert, type AlertName } from '../../src/tls/alert.js';
+import { DecodeError } from '../../src/lib/reader.js';
+import { TlsAlert, toAlert, type AlertName } from '../../src/tls/alert.js';
 
-/** Asserts that `fn` throws a TlsAlert with the given alert (and returns it for further checks). */
+/**
+ * Asserts that `fn` throws what the engine sends as the given alert: a TlsAlert, or a
+ * DecodeError from the byte reader when the alert is decode_error (the engine maps it,
+ * toAlert). Returns the alert the engine would send, for further checks.
+ */
 export function assertAlert(fn: () => unknown, alert: AlertName, message?: string): TlsAlert {
   let thrown: unknown;
   try {
@@ -10,8 +15,10 @@ export function assertAlert(fn: () => unknown, alert: AlertName, message?: strin
     thrown = err;
   }
   assert.ok(thrown !== undefined, `${message ?? 'call'}: expected TlsAlert ${alert}, nothing was thrown`);
-  assert.ok(thrown instanceof TlsAlert, `${message ?? 'call'}: expected TlsAlert ${alert}, got ${String(thrown)}`);
-  assert.equal(thrown.alertName, alert, `${message ?? 'call'}: ${thrown.message}`);
-  assert.equal(thrown.code, `TLS_ALERT_${alert.toUpperCase()}`);
-  return thrown;
+  const decodeFailure = thrown instanceof DecodeError && alert === 'decode_error';
+  assert.ok(thrown instanceof TlsAlert || decodeFailure, `${message ?? 'call'}: expected TlsAlert ${alert}, got ${String(thrown)}`);
+  const sent = toAlert(thrown);
+  assert.equal(sent.alertName, alert, `${message ?? 'call'}: ${sent.message}`);
+  assert.equal(sent.code, `TLS_ALERT_${alert.toUpperCase()}`);
+  return sent;
 }

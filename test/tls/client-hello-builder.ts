@@ -3,7 +3,7 @@
  * so that tests can make valid ClientHellos and then break exactly one thing.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { Writer } from '../../src/tls/wire/writer.js';
+import { Writer } from '../../src/lib/writer.js';
 import { ExtensionType as X, HandshakeType, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
 
 export interface RawExtension {

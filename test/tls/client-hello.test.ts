@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeClientHello } from '../../src/tls/messages/client-hello.js';
 import { ExtensionType as X, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
-import { Writer } from '../../src/tls/wire/writer.js';
+import { Writer } from '../../src/lib/writer.js';
 import { assertAlert } from './alerts.js';
 
 /** RFC 8446 §6 alert codes, written out: each assertAlert result is also checked directly. */

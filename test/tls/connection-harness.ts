@@ -4,7 +4,8 @@
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { TlsAlert, TlsPeerAlert } from '../../src/tls/alert.js';
-import { resolveOptions, TlsServerConnection } from '../../src/tls/connection.js';
+import { TlsServerConnection } from '../../src/tls/connection.js';
+import { resolveOptions } from '../../src/tls/options.js';
 import type { TlsServerOptions } from '../../src/tls/options.js';
 import { LocalSigner, type Identity } from '../../src/tls/signer.js';
 import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';

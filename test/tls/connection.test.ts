@@ -9,7 +9,7 @@ import { createECDH } from 'node:crypto';
 import { AlertDescription, type AlertName } from '../../src/tls/alert.js';
 import { HELLO_RETRY_REQUEST_RANDOM } from '../../src/tls/messages/server-messages.js';
 import { ExtensionType as X, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
-import { Reader } from '../../src/tls/wire/reader.js';
+import { Reader } from '../../src/lib/reader.js';
 import { encodeClientHello, extensions as E, handshakeRecords, typicalExtensions, x25519Share, type RawExtension } from './client-hello-builder.js';
 import { ed25519Identity, makeOptions, run, type Outcome } from './connection-harness.js';
 

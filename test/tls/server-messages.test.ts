@@ -16,7 +16,7 @@ import {
   encodeServerHello,
   HELLO_RETRY_REQUEST_RANDOM,
 } from '../../src/tls/messages/server-messages.js';
-import { Reader } from '../../src/tls/wire/reader.js';
+import { Reader } from '../../src/lib/reader.js';
 import { ExtensionType as X, HandshakeType } from '../../src/tls/wire/codepoints.js';
 
 /** Handshake header (§4): type, u24 length that matches the body; returns a reader over the body. */

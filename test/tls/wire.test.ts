@@ -2,13 +2,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { Reader } from '../../src/tls/wire/reader.js';
-import { Writer } from '../../src/tls/wire/writer.js';
+import { DecodeError, Reader } from '../../src/lib/reader.js';
+import { Writer } from '../../src/lib/writer.js';
+import { TlsAlert, toAlert } from '../../src/tls/alert.js';
 import { assertAlert } from './alerts.js';
 
 /** RFC 8446 §6 alert codes, written out: each assertAlert result is also checked directly. */
 const DECODE_ERROR = 50;
-const ILLEGAL_PARAMETER = 47;
 
 test('Writer writes big-endian integers and patches vector lengths', () => {
   const w = new Writer(1); // forces growth
@@ -74,10 +74,9 @@ test('Reader: every short read is decode_error', () => {
   assert.equal(assertAlert(() => new Reader(Buffer.of(0, 5, 1, 2)).sub(2, 0, 255, 'v'), 'decode_error', 'sub longer than input').alert, DECODE_ERROR);
 });
 
-test('Reader: vector lengths outside [min, max] fail with decode_error (or the alert asked for)', () => {
+test('Reader: vector lengths outside [min, max] fail with decode_error', () => {
   assert.equal(assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v'), 'decode_error', 'below min').alert, DECODE_ERROR);
   assert.equal(assertAlert(() => new Reader(Buffer.of(3, 1, 2, 3)).vec(1, 0, 2, 'v'), 'decode_error', 'above max').alert, DECODE_ERROR);
-  assert.equal(assertAlert(() => new Reader(Buffer.of(0)).vec(1, 1, 10, 'v', 'illegal_parameter'), 'illegal_parameter').alert, ILLEGAL_PARAMETER);
   assert.equal(assertAlert(() => new Reader(Buffer.of(0, 0)).sub(2, 1, 10, 'v'), 'decode_error', 'sub below min').alert, DECODE_ERROR);
   assert.equal(assertAlert(() => new Reader(Buffer.of(0, 3, 1, 2, 3)).u16List(2, 0, 10, 'l'), 'decode_error', 'odd u16 list').alert, DECODE_ERROR);
 });
@@ -117,7 +116,7 @@ test('Reader.u32 returns unsigned values', () => {
   assert.equal(new Reader(Buffer.of(0xff, 0xff, 0xff, 0xff)).u32(), 0xffffffff);
 });
 
-test('Reader: arbitrary bytes never throw anything but TlsAlert (property)', () => {
+test('Reader: arbitrary bytes never throw anything but DecodeError (property)', () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
       try {
@@ -127,8 +126,27 @@ test('Reader: arbitrary bytes never throw anything but TlsAlert (property)', () 
         r.u24();
         r.end();
       } catch (err) {
-        assert.equal((err as Error).name, 'TlsAlert');
+        assert.ok(err instanceof DecodeError, String(err));
       }
     }),
   );
+});
+
+test('Reader throws a neutral DecodeError, which the engine sends as decode_error and not as a bug', () => {
+  let thrown: unknown;
+  try {
+    new Reader(Buffer.of(1), 'Example').u16('field');
+  } catch (err) {
+    thrown = err;
+  }
+  assert.ok(thrown instanceof DecodeError, 'a DecodeError');
+  assert.ok(!(thrown instanceof TlsAlert), 'not a TLS alert: keyd and its store use the same reader');
+  assert.equal(thrown.message, 'Example: truncated field');
+  const alert = toAlert(thrown);
+  assert.equal(alert.alertName, 'decode_error');
+  assert.equal(alert.message, 'tls: Example: truncated field');
+  assert.equal((alert as Error & { cause?: unknown }).cause, undefined, 'a decode failure is the peer\'s, not an internal bug');
+  const bug = toAlert(new RangeError('oops'));
+  assert.equal(bug.alertName, 'internal_error');
+  assert.ok((bug as Error & { cause?: unknown }).cause instanceof RangeError);
 });

@@ -1,5 +1,5 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import { Reader } from '../../tls/wire/reader.js';
+import { Reader } from '../../lib/reader.js';
 import { ProvisionError } from '../errors.js';
 
 /**

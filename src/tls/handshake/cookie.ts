@@ -1,5 +1,5 @@
-import { Reader } from '../wire/reader.js';
-import { Writer } from '../wire/writer.js';
+import { Reader } from '../../lib/reader.js';
+import { Writer } from '../../lib/writer.js';
 import type { TicketKeyRing } from './ticket-keys.js';
 
 /**

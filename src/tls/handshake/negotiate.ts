@@ -9,8 +9,11 @@ import { ExtensionType as X, ProtocolVersion, PskKeyExchangeMode } from '../wire
  * as pure functions that throw the alert the RFC names when there is no valid choice.
  */
 
-/** §4.1.2, §4.2.1, §9.2: version and the extension combinations every TLS 1.3 ClientHello must satisfy. */
-export function checkClientHello(ch: ClientHello): void {
+/** The protocol versions this server can negotiate; TLS 1.2 (RFC 5246) joins here with its own handshake. */
+export type NegotiatedVersion = typeof ProtocolVersion.TLS13;
+
+/** §4.2.1, §4.1.2, §D.1: the version the handshake continues with, or protocol_version. */
+export function negotiateVersion(ch: ClientHello): NegotiatedVersion {
   if (!ch.supportedVersions || !ch.supportedVersions.includes(ProtocolVersion.TLS13)) {
     // §4.2.1 + §D.1: this server speaks only TLS 1.3.
     throw new TlsAlert('protocol_version', 'client does not offer TLS 1.3 (supported_versions)');
@@ -20,6 +23,11 @@ export function checkClientHello(ch: ClientHello): void {
     // old client or a downgrade attempt, which gets protocol_version.
     throw new TlsAlert('protocol_version', `legacy_version 0x${ch.legacyVersion.toString(16)} is below TLS 1.2`);
   }
+  return ProtocolVersion.TLS13;
+}
+
+/** §4.1.2, §9.2: the extension combinations every TLS 1.3 ClientHello must satisfy. */
+export function checkClientHello13(ch: ClientHello): void {
   if (ch.compressionMethods.length !== 1 || ch.compressionMethods[0] !== 0) {
     throw new TlsAlert('illegal_parameter', 'legacy_compression_methods must be exactly [null]');
   }

@@ -1,6 +1,6 @@
 import { TlsAlert } from '../alert.js';
 import { ExtensionType as X, HandshakeType } from '../wire/codepoints.js';
-import { Reader } from '../wire/reader.js';
+import { Reader } from '../../lib/reader.js';
 
 /**
  * ClientHello (RFC 8446 §4.1.2) with the extensions a TLS 1.3 server acts on

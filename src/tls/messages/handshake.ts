@@ -1,4 +1,4 @@
-import { Writer } from '../wire/writer.js';
+import { Writer } from '../../lib/writer.js';
 
 /** Handshake message framing (RFC 8446 §4): msg_type u8, length u24, body. */
 export function encodeHandshake(type: number, body: (w: Writer) => void, capacity = 256): Buffer {

@@ -1,5 +1,5 @@
 import { ExtensionType as X, HandshakeType, ProtocolVersion } from '../wire/codepoints.js';
-import type { Writer } from '../wire/writer.js';
+import type { Writer } from '../../lib/writer.js';
 import { encodeHandshake } from './handshake.js';
 
 /** §4.1.3: the ServerHello.random that marks a HelloRetryRequest (SHA-256 of "HelloRetryRequest"). */

@@ -1,11 +1,23 @@
-import { TlsAlert, type AlertName } from '../alert.js';
+/**
+ * A byte string that does not decode: a short read, a vector length outside its bounds,
+ * or bytes left over. Neutral on purpose: the TLS engine maps it to the decode_error
+ * alert (RFC 8446 §6.2: "a message could not be decoded because some field was out of
+ * the specified range or the length of the message was incorrect"), keyd to its own
+ * bad-request and store errors.
+ */
+export class DecodeError extends Error {
+  readonly code = 'DECODE_ERROR';
+  constructor(message: string) {
+    super(message);
+    this.name = 'DecodeError';
+  }
+}
 
 /**
- * Bounds-checked reader over a byte slice (RFC 8446 §3 presentation language).
+ * Bounds-checked reader over a byte slice (RFC 8446 §3 presentation language), shared
+ * by the TLS engine, keyd's protocol and its store.
  *
- * Every short read, bad vector length or leftover byte throws `decode_error`
- * (§6.2: "a message could not be decoded because some field was out of the
- * specified range or the length of the message was incorrect").
+ * Every short read, bad vector length or leftover byte throws `DecodeError`.
  * `sub(width)` hands out a bounded sub-reader for a length-prefixed vector, so a
  * nested decoder cannot read past its vector; `end()` asserts nothing is left.
  */
@@ -33,7 +45,7 @@ export class Reader {
 
   private need(n: number, field: string): void {
     if (this.limit - this.offset < n) {
-      throw new TlsAlert('decode_error', `${this.what}: truncated ${field}`);
+      throw new DecodeError(`${this.what}: truncated ${field}`);
     }
   }
 
@@ -89,12 +101,12 @@ export class Reader {
 
   /**
    * Length-prefixed opaque vector `opaque field<min..max>`; returns a view.
-   * Lengths outside [min, max] fail with `decode_error` unless `alert` says otherwise.
+   * Lengths outside [min, max] are a DecodeError.
    */
-  vec(width: 1 | 2 | 3, min: number, max: number, field: string, alert: AlertName = 'decode_error'): Uint8Array {
+  vec(width: 1 | 2 | 3, min: number, max: number, field: string): Uint8Array {
     const len = this.length(width, `${field} length`);
     if (len < min || len > max) {
-      throw new TlsAlert(alert, `${this.what}: ${field} length ${len} outside [${min}, ${max}]`);
+      throw new DecodeError(`${this.what}: ${field} length ${len} outside [${min}, ${max}]`);
     }
     return this.bytesN(len, field);
   }
@@ -103,7 +115,7 @@ export class Reader {
   sub(width: 1 | 2 | 3, min: number, max: number, field: string): Reader {
     const len = this.length(width, `${field} length`);
     if (len < min || len > max) {
-      throw new TlsAlert('decode_error', `${this.what}: ${field} length ${len} outside [${min}, ${max}]`);
+      throw new DecodeError(`${this.what}: ${field} length ${len} outside [${min}, ${max}]`);
     }
     this.need(len, field);
     const r = new Reader(this.bytes, `${this.what}.${field}`, this.offset, this.offset + len);
@@ -115,7 +127,7 @@ export class Reader {
   u16List(width: 1 | 2, min: number, max: number, field: string): number[] {
     const r = this.sub(width, min, max, field);
     if (r.remaining % 2 !== 0) {
-      throw new TlsAlert('decode_error', `${this.what}: ${field} has odd length`);
+      throw new DecodeError(`${this.what}: ${field} has odd length`);
     }
     const out: number[] = [];
     while (r.remaining > 0) out.push(r.u16(field));
@@ -125,7 +137,7 @@ export class Reader {
   /** Asserts the whole input was consumed (trailing bytes are a decode_error). */
   end(): void {
     if (this.offset !== this.limit) {
-      throw new TlsAlert('decode_error', `${this.what}: ${this.limit - this.offset} trailing bytes`);
+      throw new DecodeError(`${this.what}: ${this.limit - this.offset} trailing bytes`);
     }
   }
 }

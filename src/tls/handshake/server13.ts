@@ -1,0 +1,473 @@
+import { timingSafeEqual } from 'node:crypto';
+import { TlsAlert } from '../alert.js';
+import { randomBytesFromPool } from '../crypto/random-pool.js';
+import { groupName, keyExchange } from '../crypto/key-exchange.js';
+import type { SuiteInfo } from '../crypto/suites.js';
+import type { ClientHello } from '../messages/client-hello.js';
+import {
+  encodeCertificate,
+  encodeCertificateVerify,
+  encodeEncryptedExtensions,
+  encodeFinished,
+  encodeHelloRetryRequest,
+  encodeNewSessionTicket,
+  encodeServerHello,
+} from '../messages/server-messages.js';
+import { SCHEMES } from '../signature-schemes.js';
+import type { Identity } from '../signer.js';
+import { ContentType } from '../wire/codepoints.js';
+import type { HandshakeContext } from './context.js';
+import { openCookie, sealCookie } from './cookie.js';
+import { EarlySecrets, finishedVerifyData, resumptionPsk, type HandshakeSecrets, type MasterSecrets } from './key-schedule.js';
+import {
+  checkClientHello13,
+  offersPskDhe,
+  retryConsistencyDigest,
+  selectAlpn,
+  selectCipherSuite,
+  selectGroup,
+  selectSignatureScheme,
+} from './negotiate.js';
+import { openTicket, sealTicket, type TicketState } from './session-ticket.js';
+import { messageHash, Transcript } from './transcript.js';
+
+/**
+ * The TLS 1.3 server handshake (RFC 8446 §2), one named step per part of the RFC, called
+ * in order by `handshake()`:
+ *
+ *   processClientHello      §4.1.2, §4.1.4   suite, group; HelloRetryRequest when no usable share
+ *   checkForResumption      §4.2.11          a ticket whose binder verifies
+ *   exchangeKeys            §4.2.8           our (EC)DHE share and the shared secret
+ *   pickIdentity            §4.4.2, §4.2.3   certificate + signer for the name, ALPN, scheme
+ *   sendServerParameters    §4.1.3, §4.3.1   ServerHello, EncryptedExtensions
+ *   sendCertificate         §4.4.2
+ *   sendCertificateVerify   §4.4.3           the Signer signs the transcript hash
+ *   sendFinished            §4.4.4           the flight goes out as one write; keys change
+ *   readClientFinished      §4.4.4           the client Finished verifies; application keys
+ *   sendSessionTickets      §4.6.1
+ *
+ * Each step takes what exists at its point of the handshake as a typed value and returns
+ * what the next needs, so nothing is read before it is set. The connection holds the
+ * phase between messages; the record layer moves the bytes.
+ */
+
+/** §4.6.1: ticket ages must match within this tolerance for the PSK to be used. */
+const TICKET_AGE_TOLERANCE_MS = 10_000;
+/** §4.2.11: at most this many offered tickets are tried (each costs a decryption and an HMAC). */
+const MAX_TICKETS_TRIED = 8;
+
+/** After a HelloRetryRequest: the cookie carries the rest (§4.2.2), so this is all we keep. */
+export interface AwaitSecondClientHello {
+  readonly kind: 'awaitSecondClientHello';
+  /** The first ClientHello offered 0-RTT data, which we skip until the second arrives (§4.2.10). */
+  readonly earlyDataInFirstHello: boolean;
+}
+
+/** Waiting for the identity and the signature; the promise settles once our flight is sent. */
+export interface Negotiating {
+  readonly kind: 'negotiating';
+  /** The handshake that reads the client Finished once the flight is out. */
+  readonly server: ServerHandshake13;
+  /** What the client Finished is checked against; undefined when the connection closed meanwhile. */
+  readonly flight: Promise<ExpectClientFinished | undefined>;
+}
+
+/** Our flight is sent (§4.4.4): what checking the client Finished and what follows need. */
+export interface ExpectClientFinished {
+  readonly suite: SuiteInfo;
+  readonly transcript: Transcript;
+  readonly master: MasterSecrets;
+  readonly expectedVerifyData: Buffer;
+  readonly clientApplicationSecret: Buffer;
+}
+
+/** The client Finished verified: the handshake is complete. */
+export interface Established13 {
+  readonly suite: SuiteInfo;
+  readonly master: MasterSecrets;
+  /** Transcript-Hash(ClientHello … client Finished), the input of resumption_master_secret (§7.1). */
+  readonly finishedHash: Buffer;
+}
+
+/** processClientHello's answer: ask for another key share, or go on with these choices. */
+type HelloDecision =
+  | { readonly kind: 'retry'; readonly hello: ClientHello; readonly suite: SuiteInfo; readonly group: number }
+  | { readonly kind: 'proceed'; readonly state: ClientHelloState };
+
+/** The choices made from the ClientHello that the handshake proceeds with. */
+interface ClientHelloState {
+  readonly hello: ClientHello;
+  readonly suite: SuiteInfo;
+  readonly group: number;
+  readonly clientShare: Uint8Array;
+  /** Everything before this ClientHello (nothing, or message_hash + HelloRetryRequest, §4.4.1). */
+  readonly transcript: Transcript;
+  /** This ClientHello answers our HelloRetryRequest. */
+  readonly retried: boolean;
+}
+
+interface Resumption {
+  readonly psk: Buffer;
+  /** selected_identity in the ServerHello (§4.2.11). */
+  readonly index: number;
+  readonly ticket: TicketState;
+}
+
+interface KeyShare {
+  readonly serverShare: Buffer;
+  readonly sharedSecret: Buffer;
+}
+
+/** pickIdentity's answer: the ALPN protocol and, unless resuming, the certificate to authenticate with. */
+interface PickedIdentity {
+  readonly alpnProtocol: string | undefined;
+  readonly certificate: { readonly identity: Identity; readonly scheme: number } | undefined;
+}
+
+/** After ServerHello: the handshake secrets exist and the rest of the flight is being built. */
+interface ServerParameters {
+  readonly state: ClientHelloState;
+  readonly handshakeSecrets: HandshakeSecrets;
+  readonly serverHandshakeSecret: Buffer;
+  readonly clientHandshakeSecret: Buffer;
+  readonly serverHello: Buffer;
+  /** EncryptedExtensions … Finished, protected with the server handshake traffic keys when sent. */
+  readonly protectedMessages: Buffer[];
+}
+
+/** Certificate messages are encoded once per chain, not once per handshake. */
+const certificateMessages = new WeakMap<readonly Uint8Array[], Buffer>();
+function certificateMessage(chain: readonly Uint8Array[]): Buffer {
+  let message = certificateMessages.get(chain);
+  if (!message) {
+    message = encodeCertificate(chain);
+    certificateMessages.set(chain, message);
+  }
+  return message;
+}
+
+export class ServerHandshake13 {
+  constructor(private readonly ctx: HandshakeContext) {}
+
+  /**
+   * From a ClientHello to the next phase: a HelloRetryRequest sent, or the identity and
+   * signature under way. Everything up to the identity lookup happens before this returns,
+   * so a bad ClientHello fails before any further record is read.
+   */
+  handshake(hello: ClientHello, retry: AwaitSecondClientHello | undefined): AwaitSecondClientHello | Negotiating {
+    const decision = this.processClientHello(hello, retry);
+    if (decision.kind === 'retry') return this.sendHelloRetryRequest(decision.hello, decision.suite, decision.group);
+    const state = decision.state;
+    const resumption = this.checkForResumption(state);
+    // §4.4.1: the ClientHello joins the transcript after its binders were checked against the truncated one.
+    state.transcript.add(hello.raw);
+    const keyShare = this.exchangeKeys(state);
+    const flight = this.pickIdentity(state, resumption).then((picked) =>
+      picked ? this.sendServerFlight(state, resumption, keyShare, picked) : undefined,
+    );
+    return { kind: 'negotiating', server: this, flight };
+  }
+
+  /** ServerHello … Finished as one write (§2); undefined when the connection closed while signing. */
+  private async sendServerFlight(
+    state: ClientHelloState,
+    resumption: Resumption | undefined,
+    keyShare: KeyShare,
+    picked: PickedIdentity,
+  ): Promise<ExpectClientFinished | undefined> {
+    const parameters = this.sendServerParameters(state, resumption, keyShare, picked.alpnProtocol);
+    if (picked.certificate) {
+      this.sendCertificate(parameters, picked.certificate.identity);
+      const signed = await this.sendCertificateVerify(parameters, picked.certificate.identity, picked.certificate.scheme);
+      if (!signed) return undefined;
+    }
+    return this.sendFinished(parameters);
+  }
+
+  // ---- ClientHello ------------------------------------------------------------
+
+  /** §4.1.2: the extension rules, then the suite and group, or a retry with the group we want. */
+  private processClientHello(hello: ClientHello, retry: AwaitSecondClientHello | undefined): HelloDecision {
+    checkClientHello13(hello);
+    this.ctx.records.requireRecordBoundary('ClientHello');
+    if (hello.recordSizeLimit !== undefined) this.ctx.records.limitPeerRecords(hello.recordSizeLimit);
+    if (retry) return { kind: 'proceed', state: this.processSecondClientHello(hello) };
+
+    const suite = selectCipherSuite(hello, this.ctx.options.cipherSuites);
+    const choice = selectGroup(hello, this.ctx.options.groups);
+    if (choice.kind === 'retry') return { kind: 'retry', hello, suite, group: choice.group };
+    if (hello.cookie) {
+      // We never asked for this ClientHello to carry a cookie (§4.2.2).
+      throw new TlsAlert('illegal_parameter', 'cookie in a first ClientHello');
+    }
+    const transcript = new Transcript();
+    transcript.start(suite.hash);
+    return { kind: 'proceed', state: this.chose({ hello, suite, group: choice.group, clientShare: choice.share.keyExchange, transcript, retried: false }) };
+  }
+
+  /** §4.1.4: stateless HelloRetryRequest; the cookie carries what the second ClientHello is checked against. */
+  private sendHelloRetryRequest(hello: ClientHello, suite: SuiteInfo, group: number): AwaitSecondClientHello {
+    const transcript = new Transcript();
+    transcript.start(suite.hash);
+    transcript.add(hello.raw);
+    const cookie = sealCookie(this.ctx.ticketKeys, {
+      issuedAt: this.ctx.now(),
+      cipherSuite: suite.id,
+      group,
+      clientHello1Hash: transcript.current(),
+      consistencyDigest: retryConsistencyDigest(hello),
+    });
+    const hrr = encodeHelloRetryRequest({ legacySessionIdEcho: hello.legacySessionId, cipherSuite: suite.id, selectedGroup: group, cookie });
+    const records = this.ctx.records;
+    const out = [records.plaintextRecord(ContentType.handshake, hrr)];
+    // §D.4: a client in middlebox compatibility mode (non-empty session id) gets our CCS right after the HRR.
+    const ccs = hello.legacySessionId.length > 0 ? records.compatibilityCcs() : undefined;
+    if (ccs) out.push(ccs);
+    records.send(out);
+    return { kind: 'awaitSecondClientHello', earlyDataInFirstHello: hello.earlyData };
+  }
+
+  /** §4.1.2: the second ClientHello must match the first except where the RFC allows. */
+  private processSecondClientHello(hello: ClientHello): ClientHelloState {
+    if (!hello.cookie) throw new TlsAlert('missing_extension', 'second ClientHello without the cookie from HelloRetryRequest');
+    const cookie = openCookie(this.ctx.ticketKeys, hello.cookie, this.ctx.now());
+    if (!cookie) throw new TlsAlert('illegal_parameter', 'HelloRetryRequest cookie is invalid or expired');
+    if (!retryConsistencyDigest(hello).equals(cookie.consistencyDigest)) {
+      throw new TlsAlert('illegal_parameter', 'second ClientHello differs from the first beyond what §4.1.2 allows');
+    }
+    if (hello.earlyData) throw new TlsAlert('illegal_parameter', 'early_data in the second ClientHello');
+    const shares = hello.keyShares ?? [];
+    const share = shares[0];
+    if (shares.length !== 1 || !share || share.group !== cookie.group) {
+      throw new TlsAlert('illegal_parameter', `second ClientHello must offer exactly one key share, for ${groupName(cookie.group)}`);
+    }
+    const suite = selectCipherSuite(hello, this.ctx.options.cipherSuites);
+    if (suite.id !== cookie.cipherSuite) throw new TlsAlert('illegal_parameter', 'cipher suite changed after HelloRetryRequest');
+    const transcript = new Transcript();
+    transcript.start(suite.hash);
+    transcript.add(messageHash(cookie.clientHello1Hash));
+    transcript.add(
+      encodeHelloRetryRequest({ legacySessionIdEcho: hello.legacySessionId, cipherSuite: suite.id, selectedGroup: cookie.group, cookie: hello.cookie }),
+    );
+    return this.chose({ hello, suite, group: cookie.group, clientShare: share.keyExchange, transcript, retried: true });
+  }
+
+  /** Records the choices in the connection info as soon as they are made. */
+  private chose(state: ClientHelloState): ClientHelloState {
+    this.ctx.info.serverName = state.hello.serverName;
+    this.ctx.info.cipherSuite = state.suite.name;
+    return state;
+  }
+
+  // ---- resumption and key exchange ------------------------------------------------
+
+  /** Tries the offered tickets (§4.2.11); the PSK and identity index to use, if any. */
+  private checkForResumption(state: ClientHelloState): Resumption | undefined {
+    const { hello, suite, transcript } = state;
+    const offer = hello.preSharedKey;
+    if (!offer || !offersPskDhe(hello) || this.ctx.options.ticketCount === 0) return undefined;
+    const serverName = hello.serverName ?? '';
+    const now = this.ctx.now();
+    for (let index = 0; index < offer.identities.length && index < MAX_TICKETS_TRIED; index++) {
+      const id = offer.identities[index];
+      const binder = offer.binders[index]; // the decoder checked there is one per identity
+      if (id === undefined || binder === undefined) break;
+      const ticket = openTicket(this.ctx.ticketKeys, id.identity);
+      if (!ticket) continue;
+      const ticketSuite = this.ctx.options.cipherSuites.includes(ticket.cipherSuite) ? ticket.cipherSuite : -1;
+      // §4.2.11: a PSK is usable only with a suite of the same hash.
+      if (ticketSuite < 0 || (ticket.psk.length === 48) !== (suite.hash === 'sha384')) continue;
+      if (ticket.serverName !== serverName) continue;
+      const serverAge = now - ticket.issuedAt;
+      if (serverAge < 0 || serverAge > ticket.lifetimeSeconds * 1000) continue;
+      const clientAge = (id.obfuscatedTicketAge - ticket.ageAdd) >>> 0;
+      if (Math.abs(clientAge - serverAge) > TICKET_AGE_TOLERANCE_MS) continue;
+      // §4.2.11.2: the binder covers the transcript up to the truncated ClientHello.
+      const early = new EarlySecrets(suite.hash, ticket.psk);
+      const truncatedHash = transcript.peekWith(hello.raw.subarray(0, offer.bindersOffset));
+      const expected = finishedVerifyData(suite.hash, early.resumptionBinderKey(), truncatedHash);
+      if (binder.length !== expected.length || !timingSafeEqual(binder, expected)) {
+        throw new TlsAlert('decrypt_error', 'PSK binder does not verify');
+      }
+      return { psk: ticket.psk, index, ticket };
+    }
+    return undefined;
+  }
+
+  /** §4.2.8: our share for the chosen group; the client's share is validated (illegal_parameter). */
+  private exchangeKeys(state: ClientHelloState): KeyShare {
+    const exchange = keyExchange(state.group, state.clientShare);
+    this.ctx.info.group = groupName(state.group);
+    return exchange;
+  }
+
+  /**
+   * The identity for the server name (§4.4.2), looked up on resumption too: a name no
+   * longer served is not resumed, and the identity may carry its own ALPN list (e.g. one
+   * per edge route). Undefined when the connection closed during the lookup.
+   */
+  private pickIdentity(state: ClientHelloState, resumption: Resumption | undefined): Promise<PickedIdentity | undefined> {
+    const serverName = state.hello.serverName;
+    const found = this.ctx.options.resolveIdentity(serverName);
+    const lookup =
+      found instanceof Promise
+        ? found.catch((e: unknown) => {
+            throw new TlsAlert('internal_error', `identity lookup failed: ${e instanceof Error ? e.message : String(e)}`);
+          })
+        : Promise.resolve(found);
+    return lookup.then((identity) => {
+      if (this.ctx.closed) return undefined;
+      if (!identity) {
+        throw serverName !== undefined
+          ? new TlsAlert('unrecognized_name', `no certificate for server name "${serverName}"`)
+          : new TlsAlert('handshake_failure', 'no default certificate for a ClientHello without server_name');
+      }
+      const alpnProtocol = selectAlpn(state.hello, identity.alpnProtocols ?? this.ctx.options.alpnProtocols);
+      this.ctx.info.alpnProtocol = alpnProtocol;
+      this.ctx.info.resumed = resumption !== undefined;
+      if (resumption) return { alpnProtocol, certificate: undefined };
+      return { alpnProtocol, certificate: { identity, scheme: selectSignatureScheme(state.hello, identity.signer.schemes) } };
+    });
+  }
+
+  // ---- our flight -------------------------------------------------------------------
+
+  /** ServerHello (§4.1.3) and EncryptedExtensions (§4.3.1); the handshake traffic secrets follow from them. */
+  private sendServerParameters(
+    state: ClientHelloState,
+    resumption: Resumption | undefined,
+    keyShare: KeyShare,
+    alpnProtocol: string | undefined,
+  ): ServerParameters {
+    const { hello, suite, transcript } = state;
+    const serverHello = encodeServerHello({
+      random: randomBytesFromPool(32),
+      legacySessionIdEcho: hello.legacySessionId,
+      cipherSuite: suite.id,
+      keyShare: { group: state.group, keyExchange: keyShare.serverShare },
+      selectedIdentity: resumption?.index,
+    });
+    transcript.add(serverHello);
+    const handshakeSecrets = new EarlySecrets(suite.hash, resumption?.psk).withSharedSecret(keyShare.sharedSecret);
+    const helloHash = transcript.current();
+    const parameters: ServerParameters = {
+      state,
+      handshakeSecrets,
+      serverHandshakeSecret: handshakeSecrets.serverHandshakeTrafficSecret(helloHash),
+      clientHandshakeSecret: handshakeSecrets.clientHandshakeTrafficSecret(helloHash),
+      serverHello,
+      protectedMessages: [],
+    };
+    this.addToFlight(
+      parameters,
+      encodeEncryptedExtensions({
+        serverNameAcknowledged: hello.serverName !== undefined && !resumption,
+        alpnProtocol,
+        recordSizeLimit: hello.recordSizeLimit !== undefined ? this.ctx.options.recordSizeLimit : undefined,
+      }),
+    );
+    return parameters;
+  }
+
+  /** §4.4.2: the chain as the identity holds it (the engine never parses certificates). */
+  private sendCertificate(parameters: ServerParameters, identity: Identity): void {
+    this.addToFlight(parameters, certificateMessage(identity.certificateChain));
+  }
+
+  /** §4.4.3: the Signer signs the transcript hash; false when the connection closed meanwhile. */
+  private async sendCertificateVerify(parameters: ServerParameters, identity: Identity, scheme: number): Promise<boolean> {
+    const signature = await identity.signer.sign(scheme, parameters.state.transcript.current()).catch((e: unknown) => {
+      throw new TlsAlert('internal_error', `signing failed: ${e instanceof Error ? e.message : String(e)}`);
+    });
+    if (this.ctx.closed) return false;
+    this.addToFlight(parameters, encodeCertificateVerify(scheme, signature));
+    this.ctx.info.signatureScheme = SCHEMES.get(scheme)?.name;
+    return true;
+  }
+
+  /**
+   * §4.4.4: our Finished closes the flight, which goes out as one write: ServerHello in
+   * plaintext, the compatibility CCS when the client asked for it (§D.4), the rest under
+   * the server handshake keys. Then we write with the application keys and read the
+   * client's second flight with its handshake keys.
+   */
+  private sendFinished(parameters: ServerParameters): ExpectClientFinished {
+    const { state, handshakeSecrets, serverHandshakeSecret, clientHandshakeSecret } = parameters;
+    const { hello, suite, transcript } = state;
+    this.addToFlight(parameters, encodeFinished(finishedVerifyData(suite.hash, serverHandshakeSecret, transcript.current())));
+    const serverFinishedHash = transcript.current();
+    const master = handshakeSecrets.master();
+
+    const records = this.ctx.records;
+    const out = [records.plaintextRecord(ContentType.handshake, parameters.serverHello)];
+    const ccs = hello.legacySessionId.length > 0 ? records.compatibilityCcs() : undefined;
+    if (ccs) out.push(ccs);
+    records.installKeys('write', suite, serverHandshakeSecret);
+    out.push(...records.protectHandshake(parameters.protectedMessages));
+    records.installKeys('write', suite, master.serverApplicationTrafficSecret(serverFinishedHash));
+    const expect: ExpectClientFinished = {
+      suite,
+      transcript,
+      master,
+      clientApplicationSecret: master.clientApplicationTrafficSecret(serverFinishedHash),
+      expectedVerifyData: finishedVerifyData(suite.hash, clientHandshakeSecret, serverFinishedHash),
+    };
+    // §4.2.10: 0-RTT data the client sent with its first ClientHello is skipped (we never accept it).
+    records.installKeys('read', suite, clientHandshakeSecret, hello.earlyData && !state.retried);
+    records.send(out);
+    return expect;
+  }
+
+  private addToFlight(parameters: ServerParameters, message: Buffer): void {
+    parameters.state.transcript.add(message);
+    parameters.protectedMessages.push(message);
+  }
+
+  // ---- the client's second flight -------------------------------------------------
+
+  /** §4.4.4: the client Finished must verify; then the client writes with its application keys. */
+  readClientFinished(expect: ExpectClientFinished, raw: Buffer): Established13 {
+    const verifyData = raw.subarray(4);
+    const expected = expect.expectedVerifyData;
+    if (verifyData.length !== expected.length) {
+      throw new TlsAlert('decode_error', `Finished of ${verifyData.length} bytes, expected ${expected.length}`);
+    }
+    if (!timingSafeEqual(verifyData, expected)) {
+      throw new TlsAlert('decrypt_error', 'client Finished does not verify');
+    }
+    this.ctx.records.requireRecordBoundary('Finished');
+    expect.transcript.add(raw);
+    this.ctx.records.installKeys('read', expect.suite, expect.clientApplicationSecret);
+    return { suite: expect.suite, master: expect.master, finishedHash: expect.transcript.current() };
+  }
+
+  /**
+   * NewSessionTicket messages (§4.6.1), after the client Finished rather than in our flight
+   * (which §4.6.1 would allow): clients and conformance suites expect nothing but alerts
+   * before their Finished is accepted. A client that did not offer psk_key_exchange_modes
+   * may still offer psk_dhe_ke when it resumes, so it gets tickets too.
+   */
+  sendSessionTickets(established: Established13): void {
+    const { ticketCount, ticketLifetimeSeconds } = this.ctx.options;
+    if (ticketCount <= 0) return;
+    const { suite } = established;
+    const resumptionSecret = established.master.resumptionMasterSecret(established.finishedHash);
+    const tickets: Buffer[] = [];
+    const issuedAt = this.ctx.now();
+    for (let i = 0; i < ticketCount; i++) {
+      const nonce = Buffer.of(i);
+      const ageAdd = randomBytesFromPool(4).readUInt32BE(0);
+      const ticket = sealTicket(this.ctx.ticketKeys, {
+        cipherSuite: suite.id,
+        psk: resumptionPsk(suite.hash, resumptionSecret, nonce),
+        issuedAt,
+        ageAdd,
+        lifetimeSeconds: ticketLifetimeSeconds,
+        serverName: this.ctx.info.serverName ?? '',
+        alpnProtocol: this.ctx.info.alpnProtocol ?? '',
+      });
+      tickets.push(encodeNewSessionTicket({ lifetime: ticketLifetimeSeconds, ageAdd, nonce, ticket }));
+    }
+    this.ctx.records.send(this.ctx.records.protectHandshake(tickets));
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * The TLS engine's public entry: everything outside src/tls imports from here and
+ * nowhere else (test/tls, which tests the internals, is the exception).
+ *
+ * - the node:net server and socket (socket.ts) and its options (options.ts);
+ * - the sans-I/O connection underneath, for embedding without node:net (connection.ts);
+ * - the key seam: Signer / Identity / ResolveIdentity, the in-process LocalSigner, and
+ *   the RFC 8446 §4.4.3 content a signer builds (signer.ts, signature-schemes.ts);
+ * - the session ticket key ring that workers share (handshake/ticket-keys.ts);
+ * - alert and codepoint names for configuration, logs and errors.
+ */
+export { createServer, TlsSocket, type TlsServerEvents } from './socket.js';
+export { resolveOptions, type TlsServerOptions, type ResolvedOptions } from './options.js';
+export { TlsServerConnection } from './connection.js';
+export type { ConnectionInfo } from './handshake/context.js';
+
+export {
+  LocalSigner,
+  certificateVerifyContent,
+  keyTypeOf,
+  signWithScheme,
+  type Identity,
+  type ResolveIdentity,
+  type Signer,
+} from './signer.js';
+export { SCHEMES, TRANSCRIPT_HASH_LENGTHS, schemesForKeyType, type KeyType, type SchemeInfo } from './signature-schemes.js';
+export { TicketKeyRing, type SharedTicketKey, type TicketKeyRingOptions } from './handshake/ticket-keys.js';
+
+export { AlertDescription, TlsAlert, TlsPeerAlert, alertName, type AlertName } from './alert.js';
+export {
+  CipherSuite,
+  ContentType,
+  ExtensionType,
+  HandshakeType,
+  NamedGroup,
+  ProtocolVersion,
+  SignatureScheme,
+  nameOf,
+} from './wire/codepoints.js';
+export { DEFAULT_GROUPS, SUPPORTED_GROUPS, groupByName, groupName } from './crypto/key-exchange.js';
+export { DEFAULT_CIPHER_SUITES, suiteByName } from './crypto/suites.js';
