@@ -43,7 +43,7 @@ export interface KeydOptions {
   tlsCert?: string;
   tlsKey?: string;
   clientCa?: string;
-  /** --provision-listen HOST:PORT (issue 6) and its operator CA. */
+  /** --provision-listen HOST:PORT and its operator CA (docs/PROVISIONING.md). */
   provisionListen?: string;
   operatorCa?: string;
   /** Default /etc/machine-id (tests override it). */
@@ -57,7 +57,7 @@ export interface RunningKeyd {
   adminSocketPath: string;
   /** Port of the mTLS listener, when --listen was given. */
   tlsPort?: number;
-  /** The provisioning listener (issue 6), when --provision-listen was given. */
+  /** The provisioning listener (docs/PROVISIONING.md), when --provision-listen was given. */
   provisioning?: ProvisioningListener;
   adminService: AdminService;
   store: SealedStore;

@@ -5,7 +5,7 @@ import { createHash, createHmac } from 'node:crypto';
  *
  * Every output TLS 1.3 asks for is at most one hash long, so HKDF-Expand is a single
  * HMAC: T(1) = HMAC(PRK, info || 0x01). That is several times cheaper than
- * `hkdfSync` on the handshake path (see DESIGN.md).
+ * `hkdfSync` on the handshake path (see docs/BENCHMARKS.md).
  */
 export type HashName = 'sha256' | 'sha384';
 

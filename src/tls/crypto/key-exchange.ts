@@ -7,7 +7,7 @@ import { NamedGroup } from '../wire/codepoints.js';
  * Server side of the (EC)DHE groups (RFC 8446 §4.2.8.2, §7.4).
  *
  * X25519/X448 keys are imported from JWK, not SPKI DER: the OpenSSL 3.0 DER decoder
- * costs ~10x more per call (DESIGN.md). NIST curves use createECDH, which takes the
+ * costs ~10x more per call (docs/BENCHMARKS.md). NIST curves use createECDH, which takes the
  * raw uncompressed point directly.
  */
 export interface KeyExchangeResult {
