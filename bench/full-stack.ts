@@ -81,7 +81,7 @@ async function runLocalEdge(spec: { port: number; upstreamPort: number; chainFil
   const local = Object.assign(new EventEmitter(), {
     ping: async () => undefined,
     identity: async () => identity,
-    sign: (_ref: string, _name: string, scheme: number, hash: Uint8Array) => signer.sign(scheme, hash),
+    sign: (_ref: string, _name: string, scheme: number, hash: Uint8Array) => signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: hash }),
     close: () => undefined,
   }) as KeydConnection;
   const config = validateConfig({

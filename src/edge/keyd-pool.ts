@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { KeydEndpoint, KeydIdentity } from '../keyd/client.js';
+import { KeydError, type KeydEndpoint, type KeydIdentity } from '../keyd/client.js';
 import type { Signer } from '../tls/index.js';
 import { EdgeError } from './errors.js';
 
@@ -201,10 +201,12 @@ export class KeydPool extends EventEmitter {
     const schemes = [...identity.schemes];
     return {
       schemes,
-      sign: async (scheme, transcriptHash) => {
+      sign: async (request) => {
         const start = process.hrtime.bigint();
         try {
-          const signature = await this.sign(keyRef, serverName, scheme, transcriptHash);
+          // TLS 1.2 ServerKeyExchange signing needs its own keyd operation (docs/PROTOCOL.md).
+          if (request.kind !== 'tls13-certificate-verify') throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `keyd cannot sign a ${request.kind} yet`);
+          const signature = await this.sign(keyRef, serverName, request.scheme, request.transcriptHash);
           observe?.(Number(process.hrtime.bigint() - start) / 1e9, true);
           return signature;
         } catch (err) {

@@ -152,7 +152,11 @@ export class KeydClient extends EventEmitter {
     const { keyRef, schemes } = identity;
     return {
       schemes: [...schemes],
-      sign: (scheme, transcriptHash) => this.sign(keyRef, serverName, scheme, transcriptHash),
+      sign: (request) => {
+        // TLS 1.2 ServerKeyExchange signing needs its own keyd operation (docs/PROTOCOL.md).
+        if (request.kind !== 'tls13-certificate-verify') return Promise.reject(new KeydError('KEYD_SCHEME_UNSUPPORTED', `keyd cannot sign a ${request.kind} yet`));
+        return this.sign(keyRef, serverName, request.scheme, request.transcriptHash);
+      },
     };
   }
 

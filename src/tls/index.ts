@@ -18,12 +18,16 @@ export {
   LocalSigner,
   certificateVerifyContent,
   keyTypeOf,
+  serverKeyExchangeContent,
   signWithScheme,
   type Identity,
   type ResolveIdentity,
+  type SignRequest,
   type Signer,
+  type Tls12ServerKeyExchangeRequest,
+  type Tls13CertificateVerifyRequest,
 } from './signer.js';
-export { SCHEMES, TRANSCRIPT_HASH_LENGTHS, schemesForKeyType, type KeyType, type SchemeInfo } from './signature-schemes.js';
+export { SCHEMES, TRANSCRIPT_HASH_LENGTHS, schemesForKeyType, tls12SchemesForKeyType, type KeyType, type SchemeInfo } from './signature-schemes.js';
 export { TicketKeyRing, type SharedTicketKey, type TicketKeyRingOptions } from './handshake/ticket-keys.js';
 
 export { AlertDescription, TlsAlert, TlsPeerAlert, alertName, type AlertName } from './alert.js';

@@ -1,18 +1,39 @@
 import { sign as cryptoSign, constants, type KeyObject } from 'node:crypto';
-import { SCHEMES, schemesForKeyType, TRANSCRIPT_HASH_LENGTHS, type KeyType } from './signature-schemes.js';
+import { SCHEMES, schemesForKeyType, tls12SchemesForKeyType, TRANSCRIPT_HASH_LENGTHS, type KeyType } from './signature-schemes.js';
 
 /**
- * The one seam between the TLS engine and whoever holds the private key.
- *
- * The signer receives the transcript hash, never a digest or message to sign:
- * it builds the RFC 8446 §4.4.3 CertificateVerify content itself, so a signer
- * (keyd in particular) can never be used as a generic signing oracle.
+ * What the engine asks a signer to sign. The request carries the handshake values, never
+ * a digest or message: the signer builds the signed content itself, so a signer (keyd in
+ * particular) can never be used as a generic signing oracle (docs/KEYD.md).
  */
+export type SignRequest = Tls13CertificateVerifyRequest | Tls12ServerKeyExchangeRequest;
+
+/** RFC 8446 §4.4.3: the server CertificateVerify over the transcript hash. */
+export interface Tls13CertificateVerifyRequest {
+  readonly kind: 'tls13-certificate-verify';
+  readonly scheme: number;
+  readonly transcriptHash: Uint8Array;
+}
+
+/** RFC 5246 §7.4.3 / RFC 8422 §5.4: the ECDHE ServerKeyExchange over both randoms and the parameters. */
+export interface Tls12ServerKeyExchangeRequest {
+  readonly kind: 'tls12-server-key-exchange';
+  readonly scheme: number;
+  readonly clientRandom: Uint8Array;
+  /** Ends with the RFC 8446 §4.1.3 downgrade sentinel when the server also speaks TLS 1.3. */
+  readonly serverRandom: Uint8Array;
+  /** ServerECDHParams: curve_type (3 = named_curve), named_curve u16, point<1..255>. */
+  readonly serverParams: Uint8Array;
+}
+
+/** The one seam between the TLS engine and whoever holds the private key. */
 export interface Signer {
-  /** Signature schemes this key can produce (RFC 8446 §4.2.3 codepoints). */
+  /** TLS 1.3 CertificateVerify schemes this key can produce (RFC 8446 §4.2.3 codepoints). */
   readonly schemes: readonly number[];
-  /** Signs the server CertificateVerify content for `transcriptHash`. */
-  sign(scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array>;
+  /** TLS 1.2 ServerKeyExchange schemes (adds RSA PKCS#1 v1.5); absent when the signer cannot sign for TLS 1.2. */
+  readonly tls12Schemes?: readonly number[];
+  /** Signs the content `request` describes; rejects a kind or scheme it cannot serve. */
+  sign(request: SignRequest): Promise<Uint8Array>;
 }
 
 /** What the server presents for one name: DER certificates (leaf first) and the signer for the leaf's key. */
@@ -40,11 +61,23 @@ export function certificateVerifyContent(transcriptHash: Uint8Array): Buffer {
   return Buffer.concat([CONTENT_PREFIX, SERVER_CONTEXT, Buffer.of(0), transcriptHash]);
 }
 
+/**
+ * RFC 5246 §7.4.3: client_random, server_random, then ServerECDHParams. Only the shape is
+ * built here; keyd checks the parameters and the downgrade sentinel before it signs.
+ */
+export function serverKeyExchangeContent(clientRandom: Uint8Array, serverRandom: Uint8Array, serverParams: Uint8Array): Buffer {
+  if (clientRandom.length !== 32 || serverRandom.length !== 32) {
+    throw new RangeError(`client_random and server_random are 32 bytes each, got ${clientRandom.length} and ${serverRandom.length}`);
+  }
+  return Buffer.concat([clientRandom, serverRandom, serverParams]);
+}
+
 /** Signs `content` with `key` under `scheme`; shared by LocalSigner and keyd. */
 export function signWithScheme(key: KeyObject, scheme: number, content: Uint8Array): Buffer {
   const info = SCHEMES.get(scheme);
   if (!info) throw new RangeError(`unsupported signature scheme 0x${scheme.toString(16)}`);
-  if (info.keyType === 'rsa') {
+  if (info.rsaPadding === 'pkcs1') return cryptoSign(info.hash, content, { key, padding: constants.RSA_PKCS1_PADDING });
+  if (info.rsaPadding === 'pss') {
     return cryptoSign(info.hash, content, {
       key,
       padding: constants.RSA_PKCS1_PSS_PADDING,
@@ -77,6 +110,7 @@ export function keyTypeOf(key: KeyObject): KeyType | undefined {
 /** A Signer over an in-process node:crypto private key (tests, benchmarks, the stand-alone demo). */
 export class LocalSigner implements Signer {
   readonly schemes: readonly number[];
+  readonly tls12Schemes: readonly number[];
 
   constructor(private readonly key: KeyObject) {
     const keyType = keyTypeOf(key);
@@ -84,12 +118,16 @@ export class LocalSigner implements Signer {
       throw new TypeError('LocalSigner needs an ECDSA (P-256/P-384/P-521), RSA or Ed25519 private key');
     }
     this.schemes = schemesForKeyType(keyType);
+    this.tls12Schemes = tls12SchemesForKeyType(keyType);
   }
 
-  async sign(scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array> {
-    if (!this.schemes.includes(scheme)) {
-      throw new RangeError(`key cannot sign with scheme 0x${scheme.toString(16)}`);
+  async sign(request: SignRequest): Promise<Uint8Array> {
+    const { scheme } = request;
+    if (request.kind === 'tls13-certificate-verify') {
+      if (!this.schemes.includes(scheme)) throw new RangeError(`key cannot sign a TLS 1.3 CertificateVerify with scheme 0x${scheme.toString(16)}`);
+      return signWithScheme(this.key, scheme, certificateVerifyContent(request.transcriptHash));
     }
-    return signWithScheme(this.key, scheme, certificateVerifyContent(transcriptHash));
+    if (!this.tls12Schemes.includes(scheme)) throw new RangeError(`key cannot sign a TLS 1.2 ServerKeyExchange with scheme 0x${scheme.toString(16)}`);
+    return signWithScheme(this.key, scheme, serverKeyExchangeContent(request.clientRandom, request.serverRandom, request.serverParams));
   }
 }

@@ -46,7 +46,7 @@ export class FakeKeydService {
     for (const { identity, signer } of this.keys.values()) {
       if (identity.keyRef === keyRef) {
         this.signCount++;
-        return signer.sign(scheme, hash);
+        return signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: hash });
       }
     }
     throw Object.assign(new Error(`unknown key ${keyRef}`), { code: 'KEYD_UNKNOWN_KEY' });

@@ -160,7 +160,7 @@ test('identity cache: one keyd lookup per name, cleared on change and on reconne
     assert.equal(await cache.get('unknown.example'), undefined);
     assert.equal(client().identityCalls, 2, 'a miss is remembered briefly');
 
-    const sig = await x!.signer.sign(0x0403, new Uint8Array(32));
+    const sig = await x!.signer.sign({ kind: 'tls13-certificate-verify', scheme: 0x0403, transcriptHash: new Uint8Array(32) });
     assert.equal(Buffer.from(sig).toString(), 'k:ref-a.example-1:a.example:1027:32');
     assert.deepEqual(signs, [true]);
 
@@ -192,7 +192,7 @@ test('identity cache: one keyd lookup per name, cleared on change and on reconne
     await assert.rejects(Promise.resolve(cache.get('b.example')), { code: 'KEYD_UNAVAILABLE' });
     const cached = await cache.get('a.example');
     assert.ok(cached, 'no flush on disconnect: the next connect flushes');
-    await assert.rejects(cached.signer.sign(0x0403, new Uint8Array(32)), { code: 'KEYD_UNAVAILABLE' });
+    await assert.rejects(cached.signer.sign({ kind: 'tls13-certificate-verify', scheme: 0x0403, transcriptHash: new Uint8Array(32) }), { code: 'KEYD_UNAVAILABLE' });
     assert.deepEqual(signs, [true, false]);
   } finally {
     pool.close();

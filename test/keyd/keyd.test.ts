@@ -54,7 +54,7 @@ test('signatures verify against the leaf for every key type and scheme, with bot
     const signer = client.signer(identity, name);
     for (const scheme of identity.schemes) {
       for (const h of [hash32, hash48]) {
-        const sig = await signer.sign(scheme, h);
+        const sig = await signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: h });
         assert.ok(verifyCertificateVerify(identity.certificateChain[0]!, scheme, h, sig), `${keyType} 0x${scheme.toString(16)} ${h.length}`);
       }
     }

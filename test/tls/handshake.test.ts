@@ -342,11 +342,11 @@ test('many handshakes wait on a slow signer at once without blocking each other'
     certificateChain: pki.chainDer,
     signer: {
       schemes: local.schemes,
-      sign: async (scheme, hash) => {
+      sign: async (request) => {
         maxInFlight = Math.max(maxInFlight, ++inFlight);
         await new Promise((resolve) => setTimeout(resolve, 100));
         inFlight--;
-        return local.sign(scheme, hash);
+        return local.sign(request);
       },
     },
   };

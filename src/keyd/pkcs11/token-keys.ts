@@ -206,11 +206,14 @@ export class TokenKeyHandle implements KeyHandle {
   async sign(scheme: number, content: Uint8Array): Promise<Uint8Array> {
     const token = await this.tokens.token(this.reference.token);
     if (scheme === SignatureScheme.rsa_pkcs1_sha256 && this.keyType === 'rsa') {
-      // Only for the CSR keyd builds at generation (CAs expect PKCS#1 v1.5 there); edges cannot ask for it.
+      // The CSR keyd builds at generation (CAs expect PKCS#1 v1.5 there) and the TLS 1.2
+      // ServerKeyExchange; keyd never offers PKCS#1 for a TLS 1.3 CertificateVerify.
       return token.sign(this.id, { mechanism: CKM.SHA256_RSA_PKCS }, Buffer.from(content), this.signatureLength);
     }
     const info = SCHEMES.get(scheme);
-    if (!info || info.keyType !== this.keyType) throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `a ${this.keyType} token key cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
+    if (!info || info.keyType !== this.keyType || info.rsaPadding === 'pkcs1') {
+      throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `a ${this.keyType} token key cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
+    }
     if (info.hash === null) return token.sign(this.id, { mechanism: CKM.EDDSA }, Buffer.from(content), this.signatureLength);
     const digest = createHash(info.hash).update(content).digest();
     if (this.keyType === 'rsa') {

@@ -376,7 +376,7 @@ export class ServerHandshake13 {
 
   /** §4.4.3: the Signer signs the transcript hash; false when the connection closed meanwhile. */
   private async sendCertificateVerify(parameters: ServerParameters, identity: Identity, scheme: number): Promise<boolean> {
-    const signature = await identity.signer.sign(scheme, parameters.state.transcript.current()).catch((e: unknown) => {
+    const signature = await identity.signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: parameters.state.transcript.current() }).catch((e: unknown) => {
       throw new TlsAlert('internal_error', `signing failed: ${e instanceof Error ? e.message : String(e)}`);
     });
     if (this.ctx.closed) return false;
