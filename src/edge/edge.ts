@@ -6,7 +6,7 @@ import type { CreateTlsServer, EngineSocket } from './engine.js';
 import { IdentityCache, type EdgeIdentity } from './identity-cache.js';
 import { KeydPool, describeEndpoint as describe, type ConnectKeyd } from './keyd-pool.js';
 import { EdgeMetrics } from './metrics.js';
-import { proxyToUpstream } from './proxy.js';
+import { describeHandshake, proxyToUpstream } from './proxy.js';
 import { RouteTable, normaliseName } from './routes.js';
 
 /**
@@ -126,7 +126,9 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
       tls.end();
       return;
     }
-    log.debug({ serverName, alpn: tls.alpnProtocol, suite: tls.cipherSuite, resumed: tls.resumed }, 'handshake done');
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ serverName, alpn: tls.alpnProtocol, suite: tls.cipherSuite, ...describeHandshake(tls) }, 'handshake done');
+    }
     proxyToUpstream(tls, route, serverName, metrics, log);
   };
 
