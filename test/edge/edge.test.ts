@@ -265,6 +265,39 @@ test('handshake details: the PROXY v2 header and the debug log say version, grou
   assert.equal(lines.filter((l) => l.msg === 'handshake done').at(-1)!.resumed, 'yes');
 });
 
+test('expiry warning: the edge warns when it serves a certificate within certificateExpiryWarningDays of notAfter (injected clock)', async (t) => {
+  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
+  const notAfter = Date.parse(new X509Certificate(pki.chainDer[0]!).validTo);
+  const keyd = new FakeKeydService();
+  keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const up = await startUpstream(t, 'A');
+  const lines: { level: number; msg: string; names?: string[]; daysLeft?: number }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const start = async (days: number | undefined, now: number) => {
+    const config = validateConfig({
+      listen: ['127.0.0.1:0'],
+      keyd: '/fake/keyd.sock',
+      routes: [{ names: ['a.test'], upstream: `127.0.0.1:${up.port}` }],
+      workers: 1,
+      ...(days === undefined ? {} : { certificateExpiryWarningDays: days }),
+    });
+    const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger, now: () => now });
+    t.after(() => edge.close());
+    const c = await connectClient(edge.addresses[0].port, [pki.caCertPem], 'a.test');
+    c.socket.destroy();
+    await edge.close();
+  };
+  const warned = () => lines.filter((l) => l.level === 40 && /certificate for a\.test expires in/.test(l.msg));
+  await start(undefined, notAfter - 31 * 86_400_000);
+  assert.equal(warned().length, 0, '31 days before notAfter: quiet');
+  await start(undefined, notAfter - 12 * 86_400_000 - 1000);
+  assert.equal(warned().length, 1);
+  assert.equal(warned()[0]!.daysLeft, 12);
+  await start(7, notAfter - 12 * 86_400_000 - 1000);
+  assert.equal(warned().length, 1, 'a 7-day window: 12 days left is not due');
+  assert.throws(() => validateConfig({ keyd: '/k.sock', routes: [{ names: ['a.test'], upstream: '127.0.0.1:1' }], certificateExpiryWarningDays: -3 }), /certificateExpiryWarningDays must be an integer from 0 to 3650/);
+});
+
 test('unknown name → unrecognized_name; routed name without a key in keyd → refused too', async (t) => {
   const f = await fixture(t);
   await assert.rejects(connectClient(f.port, [f.pkiA.caCertPem], 'other.test'), /unrecognized name/i);
