@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +21,7 @@ import { parseHostPort } from '../edge/config.js';
 import { startDemoUpstream } from '../edge/demo-upstream.js';
 import { KeydClient, KeydError } from '../keyd/client.js';
 import { Opcode } from '../keyd/protocol.js';
-import { issueFromCsr, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
+import { ED25519_WARNING, issueFromCsr, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
 import { demoPkiPaths, loadOrCreateCa } from '../demo/pki-files.js';
 
 export const summary = 'the whole system: keyd + edge + a demo upstream on https://localhost:8443 (npm start)';
@@ -34,8 +34,10 @@ upstream web app, and the edge serving https://localhost:PORT. State is kept in
 $DELEGATOR_HOME or ./.delegator/ and reused on the next start. Ctrl-C stops everything.
 
   --port N            edge port (default 8443)
-  --host ADDR         edge listen address (default 127.0.0.1)
-  --key-type TYPE     ${LEAF_KEY_TYPES.join('|')} (default ecdsa-p256; a change generates a new key)
+  --host ADDR         edge listen address (default: 127.0.0.1 and ::1, as \`localhost\`
+                      resolves to either; ::1 is left out where IPv6 is off)
+  --key-type TYPE     ${LEAF_KEY_TYPES.join('|')} (default ecdsa-p256; a change generates a new key;
+                      no browser offers ed25519 for TLS: such a site works with curl/openssl only)
   --metrics HOST:PORT also serve the edge's Prometheus metrics there
   --home DIR          state directory (default $DELEGATOR_HOME, else ./.delegator)
   -h, --help
@@ -47,7 +49,8 @@ const RENEW_BEFORE_MS = 7 * 24 * 3600 * 1000;
 
 interface DemoOptions {
   port: number;
-  host: string;
+  /** Undefined: both loopback addresses. */
+  host?: string;
   keyType: LeafKeyType;
   metrics?: string;
   home: string;
@@ -59,7 +62,7 @@ function parse(argv: string[]): DemoOptions | 'help' {
     strict: true,
     options: {
       port: { type: 'string', default: '8443' },
-      host: { type: 'string', default: '127.0.0.1' },
+      host: { type: 'string' },
       'key-type': { type: 'string', default: 'ecdsa-p256' },
       metrics: { type: 'string' },
       home: { type: 'string' },
@@ -72,11 +75,24 @@ function parse(argv: string[]): DemoOptions | 'help' {
   if (values.metrics) parseHostPort(values.metrics, '--metrics');
   return {
     port: Number(values.port),
-    host: values.host!,
+    host: values.host,
     keyType: values['key-type'],
     metrics: values.metrics,
     home: resolve(values.home ?? process.env.DELEGATOR_HOME ?? '.delegator'),
   };
+}
+
+/**
+ * `localhost` resolves to ::1 first on many systems (RFC 6761 §6.3 allows both), so the
+ * demo listens on both loopback addresses; ::1 only where the kernel has IPv6.
+ */
+async function loopbackHosts(): Promise<string[]> {
+  const probe = createServer();
+  const ipv6 = await new Promise<boolean>((resolve) => {
+    probe.once('error', () => resolve(false));
+    probe.listen(0, '::1', () => probe.close(() => resolve(true)));
+  });
+  return ipv6 ? ['127.0.0.1', '::1'] : ['127.0.0.1'];
 }
 
 /** keyd's KeyInfo.keyType for a demo key type. */
@@ -244,9 +260,11 @@ export async function main(argv: string[]): Promise<number> {
         : `keyd already holds the ${opts.keyType} key for ${NAME}; reusing it\n`,
     );
 
+    if (opts.keyType === 'ed25519') process.stderr.write(ED25519_WARNING);
     upstream = await startDemoUpstream();
+    const hosts = opts.host === undefined ? await loopbackHosts() : [opts.host];
     const edgeConfig = {
-      listen: [`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`],
+      listen: hosts.map((host) => `${host.includes(':') ? `[${host}]` : host}:${opts.port}`),
       keyd: [keydSocket],
       routes: [{ names: [NAME], upstream: `127.0.0.1:${upstream.port}`, proxyProtocol: true, alpn: ['http/1.1'] }],
       defaultServerName: NAME,
@@ -257,14 +275,14 @@ export async function main(argv: string[]): Promise<number> {
     const configFile = join(home, 'edge.json');
     writeFileSync(configFile, JSON.stringify(edgeConfig, null, 2) + '\n');
     edge = startChild('edge', ['edge', '--config', configFile], edgeLog);
-    await until('edge', edge, edgeLog, () => portOpen(opts.host, opts.port));
+    await until('edge', edge, edgeLog, () => Promise.all(hosts.map((host) => portOpen(host, opts.port))));
 
     const caFile = demoPkiPaths(caDir).caCertificate;
     const url = `https://localhost:${opts.port}/`;
     process.stdout.write(
       [
         '',
-        `edge:      ${url}  (TLS 1.3; handshakes signed by keyd, pid ${keyd.pid}; edge pid ${edge.pid})`,
+        `edge:      ${url}  on ${hosts.join(' and ')} (TLS 1.3; handshakes signed by keyd, pid ${keyd.pid}; edge pid ${edge.pid})`,
         `upstream:  http://127.0.0.1:${upstream.port}/ (receives PROXY v2: client address + server name)`,
         `demo CA:   ${caFile}`,
         `logs:      ${logs}/`,

@@ -33,7 +33,8 @@ Options:
   --admin-socket PATH    admin socket for \`delegator admin\`, mode 0600 (default ${DEFAULT_ADMIN_SOCKET})
   --config FILE          JSON config: "clients" (mTLS subject → names), "principals"
                          (local callers, one socket each), "limits", "maxPending",
-                         "auditLog" (rotation), "metricsListen", "provisioning"
+                         "auditLog" (rotation), "metricsListen", "expiryWarningDays"
+                         (default 30), "provisioning"
                          (see docs/KEYD.md and docs/PROVISIONING.md), "pkcs11" (tokens
                          keys may live in; see docs/KEYD.md, "Keys in a token")
   --listen HOST:PORT     also serve remote edges over TCP with mutual TLS; needs:
@@ -43,6 +44,8 @@ Options:
   --provision-listen HOST:PORT
                          operator provisioning listener (mutual TLS); needs:
   --operator-ca FILE     CA of operator certificates
+  --metrics HOST:PORT    serve Prometheus metrics at http://HOST:PORT/metrics (docs/KEYD.md
+                         "Metrics"; overrides the config's "metricsListen")
   --machine-id FILE      machine id to bind the store to (default /etc/machine-id)
   --log-level LEVEL      fatal|error|warn|info|debug|trace (default info); logs go to stderr
   -h, --help             this text
@@ -68,6 +71,7 @@ export async function main(argv: string[]): Promise<number> {
         'provision-listen': { type: 'string' },
         'operator-ca': { type: 'string' },
         'machine-id': { type: 'string' },
+        metrics: { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -99,6 +103,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(values['provision-listen'] ? { provisionListen: values['provision-listen'] } : {}),
     ...(values['operator-ca'] ? { operatorCa: values['operator-ca'] } : {}),
     ...(values['machine-id'] ? { machineIdPath: values['machine-id'] } : {}),
+    ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] } : {}),
   };
   let keyd;

@@ -22,7 +22,7 @@ import {
   type TlsSocket,
 } from '../tls/index.js';
 import { attachHttpResponder } from '../demo/http-responder.js';
-import { DEFAULT_LEAF_NAMES, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
+import { DEFAULT_LEAF_NAMES, ED25519_WARNING, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
 import { demoPkiPaths, loadOrCreateCa, loadOrCreateLeaf } from '../demo/pki-files.js';
 
 export const summary = 'TLS engine alone with an in-process key (conformance, benchmarks; not the keyd path)';
@@ -312,6 +312,7 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal);
   });
 
+  if (config.keyType === 'ed25519') process.stderr.write(ED25519_WARNING);
   log.info({ host: config.host, port: running.port, groups: config.groups.map(groupName), tickets: config.tickets, alpn: config.alpn }, 'listening');
   process.stdout.write(
     `Serving ${running.url} on ${config.host}:${running.port} (TLS 1.3, ${config.keyType} key in this process)\n` +

@@ -22,6 +22,11 @@ export const DEFAULT_LEAF_NAMES: readonly string[] = ['localhost', '127.0.0.1'];
 export type LeafKeyType = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa2048' | 'ed25519';
 export const LEAF_KEY_TYPES: readonly LeafKeyType[] = ['ecdsa-p256', 'ecdsa-p384', 'rsa2048', 'ed25519'];
 
+/** Browsers offer no Ed25519 signature scheme for TLS (RFC 8446 §4.2.3 allows it; none sends it). */
+export const ED25519_WARNING =
+  'warning: no browser opens an ed25519 site (Chromium, Firefox and Safari do not offer ed25519 in TLS); ' +
+  'curl, openssl s_client and gnutls-cli do. Use --key-type ecdsa-p256 for a browser.\n';
+
 export function isLeafKeyType(value: string): value is LeafKeyType {
   return (LEAF_KEY_TYPES as readonly string[]).includes(value);
 }
@@ -153,8 +158,7 @@ export async function issueLeaf(
     signingAlgorithm: ECDSA_P256_SHA256,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      // TLS 1.3 only signs with the leaf key (RFC 8446 §4.4.2.2), so digitalSignature is enough.
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.KeyUsagesExtension(leafKeyUsage(spki), true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       new x509.SubjectAlternativeNameExtension(subjectAltNames),
       await x509.SubjectKeyIdentifierExtension.create(spki),
@@ -162,6 +166,17 @@ export async function issueLeaf(
     ],
   });
   return { der: new Uint8Array(certificate.rawData), pem: certificate.toString('pem'), notAfter };
+}
+
+/**
+ * TLS 1.3 only signs with the leaf key (RFC 8446 §4.4.2.2), so digitalSignature is enough for
+ * the protocol; but NSS refuses an RSA server certificate without keyEncipherment
+ * (SEC_ERROR_INADEQUATE_KEY_USAGE), as RSA leaves from public CAs carry both (RFC 5280
+ * §4.2.1.3 allows it for RSA keys; for EC and Ed25519 keys it would be meaningless).
+ */
+function leafKeyUsage(spki: Uint8Array): number {
+  const rsa = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }).asymmetricKeyType === 'rsa';
+  return rsa ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment : x509.KeyUsageFlags.digitalSignature;
 }
 
 /**

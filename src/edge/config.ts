@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
+import { DEFAULT_EXPIRY_WARNING_DAYS } from '../lib/expiry.js';
 import { EdgeError } from './errors.js';
 import type { KeydEndpoint } from './keyd-pool.js';
 import { RouteTable, validateRouteName, normaliseName, type Route } from './routes.js';
@@ -56,6 +57,8 @@ export interface EdgeConfig {
   logLevel: string;
   /** NewSessionTickets per handshake (0 disables resumption). */
   tickets: number;
+  /** Log a warning this many days before a served certificate's notAfter (default 30). */
+  certificateExpiryWarningDays: number;
 }
 
 export const DEFAULT_LIMITS: EdgeLimits = {
@@ -193,6 +196,7 @@ const TOP_KEYS = [
   'metrics',
   'logLevel',
   'tickets',
+  'certificateExpiryWarningDays',
 ] as const;
 
 /** Validates a parsed config document; relative paths are taken from `baseDir`. */
@@ -250,6 +254,10 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
     metrics: doc.metrics === undefined ? undefined : address(doc.metrics, 'metrics'),
     logLevel,
     tickets: doc.tickets === undefined ? 2 : int(doc.tickets, 'tickets', 0, 16),
+    certificateExpiryWarningDays:
+      doc.certificateExpiryWarningDays === undefined
+        ? DEFAULT_EXPIRY_WARNING_DAYS
+        : int(doc.certificateExpiryWarningDays, 'certificateExpiryWarningDays', 0, 3650),
   };
 }
 

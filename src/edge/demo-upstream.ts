@@ -1,7 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { escapeHtml } from '../demo/http-responder.js';
-import { PROXY_V2_SIGNATURE, Pp2Type, decodeProxyV2, type DecodedProxyV2 } from './proxy-protocol.js';
+import { PROXY_V2_SIGNATURE, Pp2Type, decodeHandshakeDetails, decodeProxyV2, type DecodedProxyV2 } from './proxy-protocol.js';
 
 /**
  * The demo's upstream application: plain HTTP on loopback, behind the edge. It reads the
@@ -15,28 +15,37 @@ function page(req: IncomingMessage, res: ServerResponse): void {
   const info = proxyInfo.get(req.socket);
   const ssl = info?.tlvs.get(Pp2Type.SSL);
   let cipher: string | undefined;
+  let version: string | undefined;
   if (ssl) {
-    // PP2_TYPE_SSL: client(1) verify(4) then sub-TLVs; find PP2_SUBTYPE_SSL_CIPHER.
+    // PP2_TYPE_SSL: client(1) verify(4) then sub-TLVs: PP2_SUBTYPE_SSL_VERSION and _CIPHER.
     for (let o = 5; o + 3 <= ssl.length; ) {
       const len = ssl.readUInt16BE(o + 1);
-      if (ssl[o] === Pp2Type.SUBTYPE_SSL_CIPHER) cipher = ssl.subarray(o + 3, o + 3 + len).toString('latin1');
+      const value = ssl.subarray(o + 3, o + 3 + len).toString('latin1');
+      if (ssl[o] === Pp2Type.SUBTYPE_SSL_CIPHER) cipher = value;
+      if (ssl[o] === Pp2Type.SUBTYPE_SSL_VERSION) version = value;
       o += 3 + len;
     }
   }
+  const details = decodeHandshakeDetails(info?.tlvs.get(Pp2Type.HANDSHAKE_DETAILS));
   const rows: [string, string | undefined][] = [
     ['client address (PROXY v2)', info?.sourceAddress && `${info.sourceAddress}:${info.sourcePort}`],
     ['server name (SNI)', info?.tlvs.get(Pp2Type.AUTHORITY)?.toString('utf8') ?? '(none: default identity)'],
     ['ALPN', info?.tlvs.get(Pp2Type.ALPN)?.toString('latin1')],
+    ['TLS version', version],
     ['cipher suite', cipher],
+    ['key exchange group', details.get('group')],
+    ['HelloRetryRequest', details.get('hrr')],
+    ['resumed', details.get('resumed')],
+    ['handshake signed', details.get('signature')],
     ['request', `${req.method} ${req.url} HTTP/${req.httpVersion}`],
   ];
   const text = rows.map(([k, v]) => `${k}: ${v ?? '-'}`).join('\n');
   const wantsText = /curl|wget/i.test(req.headers['user-agent'] ?? '');
   const body = wantsText
-    ? `Hello from the upstream app, through the TLS sign delegator.\nThe edge terminated TLS 1.3; keyd signed the handshake; the edge never saw the key.\n\n${text}\n`
+    ? `Hello from the upstream app, through the TLS sign delegator.\nThe edge terminated TLS; keyd signs full handshakes; the edge never saw the key.\n\n${text}\n`
     : `<!doctype html><meta charset="utf-8"><title>TLS sign delegator demo</title>
 <h1>Hello through the TLS sign delegator</h1>
-<p>The edge terminated TLS 1.3 and keyd signed the handshake: the private key never left keyd.</p>
+<p>The edge terminated TLS and keyd signs every full handshake: the private key never left keyd.</p>
 <table>${rows.map(([k, v]) => `<tr><th align="left">${escapeHtml(k)}</th><td>${escapeHtml(v ?? '-')}</td></tr>`).join('')}</table>\n`;
   res.writeHead(200, { 'content-type': wantsText ? 'text/plain; charset=utf-8' : 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   res.end(body);

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { alertName, type TicketKeyRing, type TlsServerOptions } from '../tls/index.js';
@@ -6,8 +7,9 @@ import type { CreateTlsServer, EngineSocket } from './engine.js';
 import { IdentityCache, type EdgeIdentity } from './identity-cache.js';
 import { KeydPool, describeEndpoint as describe, type ConnectKeyd } from './keyd-pool.js';
 import { EdgeMetrics } from './metrics.js';
-import { proxyToUpstream } from './proxy.js';
+import { describeHandshake, proxyToUpstream } from './proxy.js';
 import { RouteTable, normaliseName } from './routes.js';
+import { ExpiryWatch } from '../lib/expiry.js';
 
 /**
  * One edge instance (one process, or one cluster worker): TLS listeners on the engine,
@@ -22,6 +24,25 @@ export interface EdgeDeps {
   metrics?: EdgeMetrics;
   /** Session-ticket keys; shared by all workers of one edge so any worker resumes any ticket. */
   ticketKeys?: TicketKeyRing;
+  /** The clock for certificate expiry warnings (tests move it). */
+  now?: () => number;
+}
+
+/** A leaf's notAfter, parsed once per certificate (the identity cache asks at most once per TTL per name). */
+const notAfterOf = new WeakMap<Uint8Array, string | null>();
+function leafNotAfter(chain: readonly Uint8Array[]): string | null {
+  const leaf = chain[0];
+  if (!leaf) return null;
+  let notAfter = notAfterOf.get(leaf);
+  if (notAfter === undefined) {
+    try {
+      notAfter = new Date(new X509Certificate(leaf).validTo).toISOString();
+    } catch {
+      notAfter = null; // the engine serves the chain as keyd holds it; a bad one fails elsewhere
+    }
+    notAfterOf.set(leaf, notAfter);
+  }
+  return notAfter;
 }
 
 export interface RunningEdge {
@@ -47,7 +68,10 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
   const routes = new RouteTable(config.routes);
   const pool = new KeydPool(config.keyd, deps.connectKeyd, { requestTimeoutMs: config.keydRequestTimeoutMs });
   const signSeconds = metrics.signSeconds;
+  const expiry = new ExpiryWatch(log, config.certificateExpiryWarningDays, deps.now ?? Date.now);
   const identities = new IdentityCache(pool, {
+    onFetched: (serverName, identity) =>
+      expiry.check([{ names: [serverName], keyRef: identity.keyRef, notAfter: leafNotAfter(identity.certificateChain) }]),
     observeSign: (seconds, ok) => signSeconds.observe({ outcome: ok ? 'ok' : 'failed' }, seconds),
     maxIdentities: config.limits.identityCacheSize,
     maxNames: config.limits.identityCacheNames,
@@ -126,7 +150,9 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
       tls.end();
       return;
     }
-    log.debug({ serverName, alpn: tls.alpnProtocol, suite: tls.cipherSuite, resumed: tls.resumed }, 'handshake done');
+    if (log.isLevelEnabled('debug')) {
+      log.debug({ serverName, alpn: tls.alpnProtocol, suite: tls.cipherSuite, ...describeHandshake(tls) }, 'handshake done');
+    }
     proxyToUpstream(tls, route, serverName, metrics, log);
   };
 

@@ -1,6 +1,6 @@
 import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createServer, type TlsServerOptions } from '../tls/index.js';
+import { createServer, type ConnectionInfo, type TlsServerOptions } from '../tls/index.js';
 
 /**
  * The part of the TLS engine's node:net adapter (src/tls/socket.ts) the edge uses,
@@ -13,6 +13,8 @@ export interface EngineSocket extends Duplex {
   readonly group?: string;
   readonly signatureScheme?: string;
   readonly resumed?: boolean;
+  /** Everything the handshake negotiated (version, group, HelloRetryRequest, resumption, scheme). */
+  readonly handshakeInfo?: Readonly<ConnectionInfo>;
   readonly remoteAddress?: string;
   readonly remotePort?: number;
   readonly localAddress?: string;

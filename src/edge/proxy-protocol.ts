@@ -20,6 +20,11 @@ export const Pp2Type = {
   SSL: 0x20,
   SUBTYPE_SSL_VERSION: 0x21,
   SUBTYPE_SSL_CIPHER: 0x23,
+  /**
+   * A custom TLV (the spec leaves 0xE0..0xEF to applications): what the handshake did
+   * beyond the standard SSL sub-TLVs, as `key=value` pairs separated by `;` (docs/EDGE.md).
+   */
+  HANDSHAKE_DETAILS: 0xe0,
 } as const;
 
 /** PP2_TYPE_SSL `client` bit: the client connected over SSL/TLS. */
@@ -34,6 +39,28 @@ export interface ProxyHeaderInfo {
   alpnProtocol?: string;
   tlsVersion?: string;
   cipherSuite?: string;
+  /** Sent as the custom HANDSHAKE_DETAILS TLV: group, hrr, resumed, signature (key=value;…). */
+  handshakeDetails?: Readonly<Record<string, string>>;
+}
+
+/** `key=value;key=value` for the HANDSHAKE_DETAILS TLV (keys and values must not hold `;` or `=`). */
+export function encodeHandshakeDetails(details: Readonly<Record<string, string>>): Buffer {
+  return Buffer.from(
+    Object.entries(details)
+      .map(([k, v]) => `${k}=${v}`.replace(/;/g, ','))
+      .join(';'),
+    'latin1',
+  );
+}
+
+/** The HANDSHAKE_DETAILS TLV back as a map; pairs without `=` are skipped. */
+export function decodeHandshakeDetails(value: Buffer | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const pair of (value ?? Buffer.alloc(0)).toString('latin1').split(';')) {
+    const at = pair.indexOf('=');
+    if (at > 0) out.set(pair.slice(0, at), pair.slice(at + 1));
+  }
+  return out;
 }
 
 export class ProxyProtocolError extends Error {
@@ -110,6 +137,7 @@ export function encodeProxyV2(info: ProxyHeaderInfo): Buffer {
   const sslHead = Buffer.alloc(5);
   sslHead[0] = PP2_CLIENT_SSL;
   tlvs.push(tlv(Pp2Type.SSL, Buffer.concat([sslHead, ...sslSub])));
+  if (info.handshakeDetails) tlvs.push(tlv(Pp2Type.HANDSHAKE_DETAILS, encodeHandshakeDetails(info.handshakeDetails)));
   const body = Buffer.concat([block, ...tlvs]);
   if (body.length > 0xffff) throw new ProxyProtocolError('PROXY v2 header is longer than 65535 bytes');
   const fixed = Buffer.alloc(4);

@@ -3,6 +3,24 @@ import type { Logger } from 'pino';
 import type { EngineSocket } from './engine.js';
 import type { EdgeMetrics } from './metrics.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
+
+/**
+ * What the handshake did, in words for the upstream (PROXY v2) and the debug log: version,
+ * group, whether a HelloRetryRequest was needed, whether a ticket resumed the session, and
+ * how it was signed (a resumed handshake has no CertificateVerify, RFC 8446 §2.2).
+ */
+export function describeHandshake(tls: EngineSocket): Record<string, string> {
+  const info = tls.handshakeInfo;
+  const resumed = info?.resumed ?? tls.resumed ?? false;
+  const scheme = info?.signatureScheme ?? tls.signatureScheme;
+  return {
+    version: info?.version ?? 'TLSv1.3',
+    group: info?.group ?? tls.group ?? 'unknown',
+    hrr: info?.helloRetryRequest ? 'yes' : 'no',
+    resumed: resumed ? 'yes' : 'no',
+    signature: resumed ? 'none (resumed from a session ticket)' : scheme ? `${scheme} by keyd` : 'unknown',
+  };
+}
 import type { Route } from './routes.js';
 
 /**
@@ -29,8 +47,9 @@ export function proxyToUpstream(
         destinationPort: tls.localPort ?? tls.rawSocket?.localPort,
         serverName,
         alpnProtocol: tls.alpnProtocol,
-        tlsVersion: 'TLSv1.3',
+        tlsVersion: tls.handshakeInfo?.version ?? 'TLSv1.3',
         cipherSuite: tls.cipherSuite,
+        handshakeDetails: describeHandshake(tls),
       }),
     );
   }

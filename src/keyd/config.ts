@@ -4,6 +4,7 @@ import { normaliseName } from './names.js';
 import { DEFAULT_AUDIT_ROTATION, type AuditRotation } from './audit.js';
 import { parseLimits, type KeydLimits } from './limits.js';
 import { parsePrincipals, type LocalPrincipal } from './principals.js';
+import { parseExpiryWarningDays } from '../lib/expiry.js';
 
 /**
  * keyd's config file (JSON). Only what keyd itself reads is checked here; other
@@ -26,6 +27,8 @@ export interface KeydConfig {
   auditLog: AuditRotation;
   /** "metricsListen": HOST:PORT for Prometheus /metrics, or undefined. */
   metricsListen?: string;
+  /** "expiryWarningDays": warn this many days before a certificate's notAfter (default 30). */
+  expiryWarningDays: number;
   [section: string]: unknown;
 }
 
@@ -70,7 +73,13 @@ export function parseConfig(raw: unknown): KeydConfig {
     throw new KeydError('KEYD_CONFIG', 'config "maxPending" must be a positive integer');
   }
   if (obj.metricsListen !== undefined && typeof obj.metricsListen !== 'string') throw new KeydError('KEYD_CONFIG', 'config "metricsListen" must be "HOST:PORT"');
-  return { ...obj, clients, maxPending, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
+  let expiryWarningDays: number;
+  try {
+    expiryWarningDays = parseExpiryWarningDays(obj.expiryWarningDays, 'config "expiryWarningDays"');
+  } catch (err) {
+    throw new KeydError('KEYD_CONFIG', (err as Error).message);
+  }
+  return { ...obj, clients, maxPending, expiryWarningDays, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
 }
 
 function parseAuditRotation(raw: unknown): AuditRotation {

@@ -24,6 +24,7 @@ import { parseTokenConfigs } from './pkcs11/config.js';
 import { TokenKeys } from './pkcs11/token-keys.js';
 import { SignatureBuckets } from './token-bucket.js';
 import { startMetricsServer } from '../edge/metrics-server.js';
+import { ExpiryWatch } from '../lib/expiry.js';
 import { startProvisioningListener, type ProvisioningListener } from '../provision/listener.js';
 
 /** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
@@ -48,9 +49,16 @@ export interface KeydOptions {
   operatorCa?: string;
   /** Default /etc/machine-id (tests override it). */
   machineIdPath?: string;
+  /** --metrics HOST:PORT: Prometheus /metrics (overrides the config's "metricsListen"). */
+  metrics?: string;
+  /** The clock for certificate expiry warnings (tests move it). */
+  now?: () => number;
   logger?: Logger;
   logLevel?: string;
 }
+
+/** How often keyd re-checks certificate expiry besides at start and after each key change. */
+const EXPIRY_CHECK_INTERVAL_MS = 6 * 60 * 60 * 1000;
 
 export interface RunningKeyd {
   socketPath: string;
@@ -122,6 +130,9 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   store.guard.setAuditHeadSource(() => auditLog.head);
   const { limits } = config;
   const metrics = new KeydMetrics();
+  metrics.watchKeyring(keyring, root.kind);
+  const expiry = new ExpiryWatch(logger, config.expiryWarningDays, opts.now ?? Date.now);
+  const checkExpiry = () => expiry.check(keyring.entries().map((e) => ({ names: e.names, keyRef: e.id, notAfter: e.notAfter })));
   const audit = (entry: Parameters<AuditLog['append']>[0]) => auditLog.append(entry);
   const reporter = new LimitReporter(audit, metrics, logger, limits.auditIntervalMs);
   const ledger = await SigningLedger.open({ totalsPath: join(store.dataDir, 'signing-totals.json'), audit, metrics, logger, intervalMs: limits.auditIntervalMs });
@@ -230,8 +241,9 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
       servers.push(tlsServer);
       tlsPort = (tlsServer.address() as { port: number }).port;
     }
-    if (config.metricsListen) {
-      const [host, portText] = splitHostPort(config.metricsListen);
+    const metricsListen = opts.metrics ?? config.metricsListen;
+    if (metricsListen) {
+      const [host, portText] = splitHostPort(metricsListen);
       metricsServer = await startMetricsServer({ host, port: Number(portText) }, async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }));
       servers.push(metricsServer);
     }
@@ -258,9 +270,13 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   }
   reporter.start();
   ledger.start();
+  checkExpiry();
+  const expiryTimer = setInterval(checkExpiry, EXPIRY_CHECK_INTERVAL_MS);
+  expiryTimer.unref();
 
   adminService.on('change', ({ names }: ChangeEvent) => {
     for (const conn of connections) if (conn.concerns(names)) conn.pushChanged(names);
+    checkExpiry();
   });
 
   logger.info(
@@ -285,6 +301,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     logger,
     close() {
       closing ??= (async () => {
+        clearInterval(expiryTimer);
         await provisioning?.close();
         await stopServers();
         await reporter.stop();

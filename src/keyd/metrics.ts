@@ -1,16 +1,22 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Keyring } from './keyring.js';
 
 /**
- * keyd's Prometheus metrics (served at /metrics when config "metricsListen" is set).
- * Label values are bounded: clients are configured principals or mTLS subjects from the
- * config ("(unlisted)" for any other certificate), keys are key references that exist.
+ * keyd's Prometheus metrics (served at /metrics with `--metrics HOST:PORT` or config
+ * "metricsListen"; docs/KEYD.md "Metrics"). Label values are bounded: clients are configured
+ * principals or mTLS subjects from the config ("(unlisted)" for any other certificate), keys
+ * are key references that exist ("(none)" for a refusal before a key was found), back-ends are
+ * "software" or a configured token, and refusal codes are keyd's own error codes.
  */
 export class KeydMetrics {
   readonly registry = new Registry();
   readonly signatures: Counter<'client' | 'key'>;
-  readonly signRefusals: Counter<'client' | 'code'>;
+  readonly signRefusals: Counter<'client' | 'key' | 'code'>;
+  readonly signSeconds: Histogram<'backend'>;
   readonly limitRefusals: Counter<'client' | 'limit'>;
   readonly connections: Gauge<'listener'>;
+  /** 1 while a back-end's last signature succeeded, 0 after it failed (a token away). */
+  readonly backendUp: Gauge<'backend'>;
 
   constructor() {
     const registers = [this.registry];
@@ -22,8 +28,15 @@ export class KeydMetrics {
     });
     this.signRefusals = new Counter({
       name: 'keyd_sign_refusals_total',
-      help: 'Signing requests refused, by client and error code',
-      labelNames: ['client', 'code'],
+      help: 'Signing requests refused, by client, key reference ("(none)" before a key was found) and error code',
+      labelNames: ['client', 'key', 'code'],
+      registers,
+    });
+    this.signSeconds = new Histogram({
+      name: 'keyd_sign_duration_seconds',
+      help: 'Time to sign one request once it was accepted (content built, key used), by back-end',
+      labelNames: ['backend'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
       registers,
     });
     this.limitRefusals = new Counter({
@@ -38,5 +51,56 @@ export class KeydMetrics {
       labelNames: ['listener'],
       registers,
     });
+    this.backendUp = new Gauge({
+      name: 'keyd_backend_up',
+      help: 'Key back-end state: 1 = its last signature succeeded (software keys: always), 0 = it failed',
+      labelNames: ['backend'],
+      registers,
+    });
+  }
+
+  /** One signature made by a key in `backend`, `seconds` after it was accepted. */
+  signedWith(backend: string, seconds: number): void {
+    this.signSeconds.observe({ backend }, seconds);
+    this.backendUp.set({ backend }, 1);
+  }
+
+  /** A back-end failed to sign (e.g. a token that went away). */
+  backendFailed(backend: string): void {
+    this.backendUp.set({ backend }, 0);
+  }
+
+  /**
+   * Gauges read from the keyring when scraped: how many keys the store holds, each
+   * certificate's notAfter, and the root key's kind. Called once, at start.
+   */
+  watchKeyring(keyring: Keyring, rootKind: string): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'keyd_store_keys',
+      help: 'Keys in the sealed store (loaded in the keyring), by back-end',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const entry of keyring.entries()) this.inc({ backend: entry.key.location });
+      },
+    });
+    new Gauge({
+      name: 'keyd_certificate_not_after_seconds',
+      help: 'notAfter of the leaf certificate of each key (Unix time, seconds), by key reference and first name',
+      labelNames: ['key', 'name'],
+      registers,
+      collect() {
+        this.reset();
+        for (const entry of keyring.entries()) {
+          if (entry.notAfter) this.set({ key: entry.id, name: entry.names[0] ?? '' }, Math.floor(Date.parse(entry.notAfter) / 1000));
+        }
+      },
+    });
+    const root = new Gauge({ name: 'keyd_root_key_info', help: 'The root key the store is sealed under: 1, labelled by kind (file, tpm)', labelNames: ['kind'], registers });
+    root.set({ kind: rootKind }, 1);
+    // Software keys are in keyd's memory: that back-end is up whenever keyd is.
+    this.backendUp.set({ backend: 'software' }, 1);
   }
 }

@@ -329,12 +329,13 @@ export class KeydConnection implements Queue {
         this.refuseForLimit('signature-rate', `more than ${this.deps.limits.signaturesPerSecond} signatures/s (burst ${this.deps.limits.signatureBurst})`);
         throw new KeydError('KEYD_THROTTLED', `client ${this.peer.id} exceeds its ${this.deps.limits.signaturesPerSecond} signatures per second`);
       }
+      const timing = { backend: entry.key.location, startedAt: process.hrtime.bigint() };
       const content = certificateVerifyContent(transcriptHash);
       const key = entry.key;
       const client = this.peer.id;
       if (key.signNow) {
         const signature = key.signNow(scheme, content);
-        ledger.signed(client, entry.id);
+        ledger.signed(client, entry.id, timing);
         return encodeSignature(signature);
       }
       // A key outside keyd's memory (a token): answered when the token is, in a pending slot.
@@ -342,11 +343,11 @@ export class KeydConnection implements Queue {
       return () =>
         key.sign(scheme, content).then(
           (signature) => {
-            ledger.signed(client, id);
+            ledger.signed(client, id, timing);
             return encodeSignature(signature);
           },
           (err: unknown) => {
-            ledger.refused(client, id, err instanceof KeydError ? err.code : 'KEYD_INTERNAL');
+            ledger.refused(client, id, err instanceof KeydError ? err.code : 'KEYD_INTERNAL', timing.backend);
             throw err;
           },
         );

@@ -69,15 +69,21 @@ export class SigningLedger {
     this.timer.unref();
   }
 
-  signed(client: string, keyRef: string): void {
+  /** `timing`: the key's back-end and when the signature was accepted (process.hrtime.bigint), for metrics. */
+  signed(client: string, keyRef: string, timing?: { backend: string; startedAt: bigint }): void {
     this.slot(client, keyRef).signatures++;
     this.metrics?.signatures.inc({ client, key: keyRef });
+    if (timing) this.metrics?.signedWith(timing.backend, Number(process.hrtime.bigint() - timing.startedAt) / 1e9);
   }
 
-  /** `keyRef` only when it names an existing key (else NO_KEY), so the table stays bounded. */
-  refused(client: string, keyRef: string | undefined, code: string): void {
+  /**
+   * `keyRef` only when it names an existing key (else NO_KEY), so the table stays bounded;
+   * `backend` when the key's back-end itself failed to sign.
+   */
+  refused(client: string, keyRef: string | undefined, code: string, backend?: string): void {
     this.slot(client, keyRef ?? NO_KEY).refusals++;
-    this.metrics?.signRefusals.inc({ client, code });
+    this.metrics?.signRefusals.inc({ client, key: keyRef ?? NO_KEY, code });
+    if (backend !== undefined) this.metrics?.backendFailed(backend);
   }
 
   /** Totals since `since` (persisted windows plus the current one). */

@@ -108,7 +108,7 @@ export class TlsServerConnection {
   /** The connection failed; an alert was sent (TlsAlert) or received (TlsPeerAlert). */
   onError: (err: TlsAlert | TlsPeerAlert) => void = () => {};
 
-  readonly info: ConnectionInfo = { resumed: false };
+  readonly info: ConnectionInfo = { resumed: false, helloRetryRequest: false };
   private phase: Phase = { kind: 'awaitClientHello' };
   private readonly records: RecordLayer;
   private readonly policy: ReceivePolicy;

@@ -2,6 +2,7 @@ import { Duplex } from 'node:stream';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { AlertDescription, TlsAlert, TlsPeerAlert } from './alert.js';
 import { TlsServerConnection } from './connection.js';
+import type { ConnectionInfo } from './handshake/context.js';
 import { resolveOptions, type ResolvedOptions, type TlsServerOptions } from './options.js';
 
 /**
@@ -109,6 +110,14 @@ export class TlsSocket extends Duplex {
   }
   get resumed(): boolean {
     return this.connection.info.resumed;
+  }
+  /**
+   * What the handshake negotiated, in one read-only copy: version, group, suite, whether a
+   * HelloRetryRequest happened, whether a ticket resumed the session, and the scheme of the
+   * CertificateVerify (absent on resumption: nothing was signed).
+   */
+  get handshakeInfo(): Readonly<ConnectionInfo> {
+    return { ...this.connection.info };
   }
   get remoteAddress(): string | undefined {
     return this.rawSocket.remoteAddress;

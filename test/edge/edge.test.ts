@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import { validateConfig } from '../../src/edge/config.js';
 import { startEdge, type RunningEdge } from '../../src/edge/edge.js';
 import { loadEngine } from '../../src/edge/engine.js';
-import { PROXY_V2_SIGNATURE, Pp2Type, decodeProxyV2 } from '../../src/edge/proxy-protocol.js';
+import { PROXY_V2_SIGNATURE, Pp2Type, decodeHandshakeDetails, decodeProxyV2 } from '../../src/edge/proxy-protocol.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { FakeKeydService } from './fake-keyd.js';
 
@@ -76,7 +76,7 @@ interface Fixture {
 
 const quiet = pino({ level: 'silent' });
 
-async function fixture(t: TestContext, extra: Record<string, unknown> = {}): Promise<Fixture> {
+async function fixture(t: TestContext, extra: Record<string, unknown> = {}, logger = quiet): Promise<Fixture> {
   const [pkiA, pkiB] = await Promise.all([
     makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] }),
     makeTestPki({ keyType: 'rsa2048', commonName: 'b.test', extraNames: ['*.b.test'] }),
@@ -97,7 +97,7 @@ async function fixture(t: TestContext, extra: Record<string, unknown> = {}): Pro
     workers: 1,
     ...extra,
   });
-  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger: quiet });
+  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger });
   t.after(() => edge.close());
   return { edge, keyd, port: edge.addresses[0].port, pkiA, pkiB, upA, upB };
 }
@@ -220,6 +220,82 @@ test('PROXY v2 header carries the client address and the server name', async (t)
   assert.equal(header.destinationPort, f.port);
   assert.equal(header.tlvs.get(Pp2Type.AUTHORITY)?.toString(), 'x.b.test');
   assert.equal(raw.subarray(header.length).toString(), 'payload');
+});
+
+test('handshake details: the PROXY v2 header and the debug log say version, group, HRR, resumption and how it was signed', async (t) => {
+  const lines: Record<string, unknown>[] = [];
+  const capture = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  const f = await fixture(t, {}, capture);
+  const sessions: Buffer[] = [];
+  const first = await connectClient(f.port, [f.pkiB.caCertPem], 'x.b.test');
+  first.socket.on('session', (session: Buffer) => sessions.push(session));
+  assert.equal(await exchange(first.socket, 'one'), 'B:one');
+  const full = decodeProxyV2(Buffer.concat(f.upB.received));
+  assert.ok(full);
+  const fullDetails = decodeHandshakeDetails(full.tlvs.get(Pp2Type.HANDSHAKE_DETAILS));
+  assert.deepEqual(Object.fromEntries(fullDetails), {
+    version: 'TLSv1.3',
+    group: 'x25519',
+    hrr: 'no',
+    resumed: 'no',
+    signature: 'rsa_pss_rsae_sha256 by keyd',
+  });
+  const done = lines.filter((l) => l.msg === 'handshake done');
+  assert.equal(done.length, 1);
+  assert.equal(done[0]!.version, 'TLSv1.3');
+  assert.equal(done[0]!.group, 'x25519');
+  assert.equal(done[0]!.hrr, 'no');
+  assert.equal(done[0]!.signature, 'rsa_pss_rsae_sha256 by keyd');
+
+  // Resumed with the ticket: nothing was signed, and the header and log say so.
+  assert.ok(sessions.length > 0, 'no session ticket received');
+  f.upB.received.length = 0;
+  const resumed = await new Promise<TLSSocket>((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: f.port, ca: [f.pkiB.caCertPem], servername: 'x.b.test', session: sessions[0], minVersion: 'TLSv1.3' });
+    socket.once('secureConnect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+  assert.equal(resumed.isSessionReused(), true);
+  assert.equal(await exchange(resumed, 'two'), 'B:two');
+  const second = decodeProxyV2(Buffer.concat(f.upB.received));
+  assert.ok(second);
+  const resumedDetails = decodeHandshakeDetails(second.tlvs.get(Pp2Type.HANDSHAKE_DETAILS));
+  assert.equal(resumedDetails.get('resumed'), 'yes');
+  assert.equal(resumedDetails.get('signature'), 'none (resumed from a session ticket)');
+  assert.equal(lines.filter((l) => l.msg === 'handshake done').at(-1)!.resumed, 'yes');
+});
+
+test('expiry warning: the edge warns when it serves a certificate within certificateExpiryWarningDays of notAfter (injected clock)', async (t) => {
+  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
+  const notAfter = Date.parse(new X509Certificate(pki.chainDer[0]!).validTo);
+  const keyd = new FakeKeydService();
+  keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const up = await startUpstream(t, 'A');
+  const lines: { level: number; msg: string; names?: string[]; daysLeft?: number }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const start = async (days: number | undefined, now: number) => {
+    const config = validateConfig({
+      listen: ['127.0.0.1:0'],
+      keyd: '/fake/keyd.sock',
+      routes: [{ names: ['a.test'], upstream: `127.0.0.1:${up.port}` }],
+      workers: 1,
+      ...(days === undefined ? {} : { certificateExpiryWarningDays: days }),
+    });
+    const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger, now: () => now });
+    t.after(() => edge.close());
+    const c = await connectClient(edge.addresses[0].port, [pki.caCertPem], 'a.test');
+    c.socket.destroy();
+    await edge.close();
+  };
+  const warned = () => lines.filter((l) => l.level === 40 && /certificate for a\.test expires in/.test(l.msg));
+  await start(undefined, notAfter - 31 * 86_400_000);
+  assert.equal(warned().length, 0, '31 days before notAfter: quiet');
+  await start(undefined, notAfter - 12 * 86_400_000 - 1000);
+  assert.equal(warned().length, 1);
+  assert.equal(warned()[0]!.daysLeft, 12);
+  await start(7, notAfter - 12 * 86_400_000 - 1000);
+  assert.equal(warned().length, 1, 'a 7-day window: 12 days left is not due');
+  assert.throws(() => validateConfig({ keyd: '/k.sock', routes: [{ names: ['a.test'], upstream: '127.0.0.1:1' }], certificateExpiryWarningDays: -3 }), /certificateExpiryWarningDays must be an integer from 0 to 3650/);
 });
 
 test('unknown name → unrecognized_name; routed name without a key in keyd → refused too', async (t) => {

@@ -135,7 +135,7 @@ test('signing is audited durably: per principal and key, one entry per window, t
     edgeA.close();
     const metrics = await keyd.metrics.registry.metrics();
     assert.match(metrics, new RegExp(`keyd_signatures_total\\{client="edge-a",key="${keyRef}"\\} 5`));
-    assert.match(metrics, /keyd_sign_refusals_total\{client="edge-a",code="KEYD_BAD_HASH_LENGTH"\} 1/);
+    assert.match(metrics, new RegExp(`keyd_sign_refusals_total\\{client="edge-a",key="${keyRef}",code="KEYD_BAD_HASH_LENGTH"\\} 1`));
   } finally {
     await keyd.close();
   }

@@ -4,12 +4,16 @@ import type { TicketKeyRing } from './ticket-keys.js';
 
 /** What a connection negotiated, as far as it got. */
 export interface ConnectionInfo {
+  /** The negotiated protocol version, as node:tls names it ('TLSv1.3'). */
+  version?: string;
   serverName?: string;
   alpnProtocol?: string;
   cipherSuite?: string;
   group?: string;
   signatureScheme?: string;
   resumed: boolean;
+  /** The server answered the first ClientHello with a HelloRetryRequest (RFC 8446 §4.1.4). */
+  helloRetryRequest: boolean;
 }
 
 /**

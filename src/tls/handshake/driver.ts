@@ -20,6 +20,7 @@ export function receiveClientHello(ctx: HandshakeContext, raw: Buffer, retry: Aw
   const version = negotiateVersion(hello);
   switch (version) {
     case ProtocolVersion.TLS13:
+      ctx.info.version = 'TLSv1.3';
       return new ServerHandshake13(ctx).handshake(hello, retry);
     default:
       return unreachable(version);

@@ -256,6 +256,7 @@ export class ServerHandshake13 {
   private chose(state: ClientHelloState): ClientHelloState {
     this.ctx.info.serverName = state.hello.serverName;
     this.ctx.info.cipherSuite = state.suite.name;
+    this.ctx.info.helloRetryRequest = state.retried;
     return state;
   }
 
