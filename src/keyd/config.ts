@@ -26,6 +26,11 @@ export interface KeydConfig {
   auditLog: AuditRotation;
   /** "metricsListen": HOST:PORT for Prometheus /metrics, or undefined. */
   metricsListen?: string;
+  /**
+   * "allowTls12OnlyServers" (default false): sign TLS 1.2 ServerKeyExchange content whose
+   * server_random lacks the RFC 8446 §4.1.3 downgrade sentinel (docs/KEYD.md "TLS 1.2").
+   */
+  allowTls12OnlyServers: boolean;
   [section: string]: unknown;
 }
 
@@ -70,7 +75,9 @@ export function parseConfig(raw: unknown): KeydConfig {
     throw new KeydError('KEYD_CONFIG', 'config "maxPending" must be a positive integer');
   }
   if (obj.metricsListen !== undefined && typeof obj.metricsListen !== 'string') throw new KeydError('KEYD_CONFIG', 'config "metricsListen" must be "HOST:PORT"');
-  return { ...obj, clients, maxPending, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
+  const allowTls12OnlyServers = obj.allowTls12OnlyServers ?? false;
+  if (typeof allowTls12OnlyServers !== 'boolean') throw new KeydError('KEYD_CONFIG', 'config "allowTls12OnlyServers" must be true or false');
+  return { ...obj, clients, maxPending, allowTls12OnlyServers, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
 }
 
 function parseAuditRotation(raw: unknown): AuditRotation {
