@@ -77,11 +77,21 @@ async function runLocalEdge(spec: { port: number; upstreamPort: number; chainFil
     (pem) => new Uint8Array(new X509Certificate(pem).raw),
   );
   const signer = new LocalSigner(key);
-  const identity: KeydIdentityLike = { names: ['localhost'], keyRef: 'local', keyType: keyTypeOf(key)!, schemes: [...signer.schemes], certificateChain: chain, version: 1 };
+  const identity: KeydIdentityLike = {
+    names: ['localhost'],
+    keyRef: 'local',
+    keyType: keyTypeOf(key)!,
+    schemes: [...signer.schemes],
+    tls12Schemes: [...signer.tls12Schemes],
+    certificateChain: chain,
+    version: 1,
+  };
   const local = Object.assign(new EventEmitter(), {
     ping: async () => undefined,
     identity: async () => identity,
     sign: (_ref: string, _name: string, scheme: number, hash: Uint8Array) => signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: hash }),
+    signServerKeyExchange: (_ref: string, _name: string, scheme: number, clientRandom: Uint8Array, serverRandom: Uint8Array, serverParams: Uint8Array) =>
+      signer.sign({ kind: 'tls12-server-key-exchange', scheme, clientRandom, serverRandom, serverParams }),
     close: () => undefined,
   }) as KeydConnection;
   const config = validateConfig({

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { KeydError, type KeydEndpoint, type KeydIdentity } from '../keyd/client.js';
-import type { Signer } from '../tls/index.js';
+import type { KeydEndpoint, KeydIdentity } from '../keyd/client.js';
+import type { SignRequest, Signer } from '../tls/index.js';
 import { EdgeError } from './errors.js';
 
 /**
@@ -20,6 +20,7 @@ export interface KeydConnection extends EventEmitter {
   ping(): Promise<void>;
   identity(serverName: string): Promise<KeydIdentityLike | undefined>;
   sign(keyRef: string, serverName: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array>;
+  signServerKeyExchange(keyRef: string, serverName: string, scheme: number, clientRandom: Uint8Array, serverRandom: Uint8Array, serverParams: Uint8Array): Promise<Uint8Array>;
   close(): void;
 }
 
@@ -192,21 +193,33 @@ export class KeydPool extends EventEmitter {
     }
   }
 
+  /** Each kind of sign request goes to its own keyd operation (docs/PROTOCOL.md: 0x03, 0x04). */
+  signRequest(keyRef: string, serverName: string, request: SignRequest): Promise<Uint8Array> {
+    try {
+      const client = this.connected();
+      if (request.kind === 'tls13-certificate-verify') return client.sign(keyRef, serverName, request.scheme, request.transcriptHash);
+      return client.signServerKeyExchange(keyRef, serverName, request.scheme, request.clientRandom, request.serverRandom, request.serverParams);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
   /**
    * A Signer for one keyd key, serving `serverName` (keyd checks the name against this
-   * edge's grants and the key's names), that follows the pool across reconnects and failover.
+   * edge's grants and the key's names), that follows the pool across reconnects and
+   * failover. It offers TLS 1.2 when keyd's identity lists TLS 1.2 schemes.
    */
   signer(identity: KeydIdentityLike, serverName: string, observe?: (seconds: number, ok: boolean) => void): Signer {
     const { keyRef } = identity;
     const schemes = [...identity.schemes];
+    const tls12Schemes = identity.tls12Schemes ? [...identity.tls12Schemes] : undefined;
     return {
       schemes,
+      ...(tls12Schemes ? { tls12Schemes } : {}),
       sign: async (request) => {
         const start = process.hrtime.bigint();
         try {
-          // TLS 1.2 ServerKeyExchange signing needs its own keyd operation (docs/PROTOCOL.md).
-          if (request.kind !== 'tls13-certificate-verify') throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `keyd cannot sign a ${request.kind} yet`);
-          const signature = await this.sign(keyRef, serverName, request.scheme, request.transcriptHash);
+          const signature = await this.signRequest(keyRef, serverName, request);
           observe?.(Number(process.hrtime.bigint() - start) / 1e9, true);
           return signature;
         } catch (err) {

@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import type { KeyType } from '../tls/signature-schemes.js';
-import type { Signer } from '../tls/signer.js';
+import { tls12SchemesForKeyType, type KeyType } from '../tls/signature-schemes.js';
+import { serverKeyExchangeContent, type SignRequest, type Signer } from '../tls/signer.js';
 import { KeydError } from './errors.js';
 import {
   FrameDecoder,
@@ -15,7 +15,9 @@ import {
   decodeSignature,
   encodeAdmin,
   encodeFrame,
+  encodeHandshakeContentRequest,
   encodeIdentityRequest,
+  encodeServerKeyExchangeRequest,
   encodePing,
   encodeSignRequest,
   type AdminPayload,
@@ -39,7 +41,13 @@ export interface KeydIdentity {
   names: string[];
   keyRef: string;
   keyType: KeyType;
+  /** TLS 1.3 CertificateVerify schemes, as keyd lists them. */
   schemes: number[];
+  /**
+   * TLS 1.2 ServerKeyExchange schemes (signServerKeyExchange): the key type's, with
+   * rsa_pkcs1_* for RSA keys (src/tls/signature-schemes.ts). Absent: no TLS 1.2.
+   */
+  tls12Schemes?: number[];
   certificateChain: Uint8Array[];
   version: number;
 }
@@ -135,7 +143,9 @@ export class KeydClient extends EventEmitter {
   /** The identity serving `serverName` (exact, then one-label wildcard), or undefined. */
   async identity(serverName: string): Promise<KeydIdentity | undefined> {
     const reply = decodeIdentityReply(await this.request(Opcode.identity, encodeIdentityRequest(serverName)));
-    return reply as KeydIdentity | undefined;
+    if (!reply) return undefined;
+    const keyType = reply.keyType as KeyType;
+    return { ...reply, keyType, tls12Schemes: tls12SchemesForKeyType(keyType) };
   }
 
   /**
@@ -147,16 +157,45 @@ export class KeydClient extends EventEmitter {
     return decodeSignature(await this.request(Opcode.signCertificateVerify, encodeSignRequest(keyRef, serverName, scheme, transcriptHash)));
   }
 
+  /**
+   * Signs a TLS 1.2 ECDHE ServerKeyExchange (RFC 5246 §7.4.3) with the key `keyRef` for a
+   * handshake serving `serverName`: keyd checks client_random, server_random (the
+   * downgrade sentinel) and the ServerECDHParams before it signs them (docs/PROTOCOL.md).
+   */
+  async signServerKeyExchange(
+    keyRef: string,
+    serverName: string,
+    scheme: number,
+    clientRandom: Uint8Array,
+    serverRandom: Uint8Array,
+    serverParams: Uint8Array,
+  ): Promise<Uint8Array> {
+    const content = serverKeyExchangeContent(clientRandom, serverRandom, serverParams);
+    return decodeSignature(await this.request(Opcode.signServerKeyExchange, encodeServerKeyExchangeRequest(keyRef, serverName, scheme, content)));
+  }
+
+  /**
+   * Signs `content` as a TLS server would (signHandshakeContent): keyd signs it only if it
+   * is a TLS 1.3 server CertificateVerify content or a TLS 1.2 ECDHE ServerKeyExchange
+   * content (docs/PROTOCOL.md). For signers that only see the bytes to sign.
+   */
+  async signHandshakeContent(keyRef: string, serverName: string, scheme: number, content: Uint8Array): Promise<Uint8Array> {
+    return decodeSignature(await this.request(Opcode.signHandshakeContent, encodeHandshakeContentRequest(keyRef, serverName, scheme, content)));
+  }
+
+  /** Signs what a TLS-engine sign request describes, each kind with its own opcode (docs/PROTOCOL.md). */
+  signRequest(keyRef: string, serverName: string, request: SignRequest): Promise<Uint8Array> {
+    if (request.kind === 'tls13-certificate-verify') return this.sign(keyRef, serverName, request.scheme, request.transcriptHash);
+    return this.signServerKeyExchange(keyRef, serverName, request.scheme, request.clientRandom, request.serverRandom, request.serverParams);
+  }
+
   /** A TLS-engine Signer backed by this connection (the RemoteSigner), bound to the name it serves. */
   signer(identity: KeydIdentity, serverName: string): Signer {
-    const { keyRef, schemes } = identity;
+    const { keyRef, schemes, tls12Schemes } = identity;
     return {
       schemes: [...schemes],
-      sign: (request) => {
-        // TLS 1.2 ServerKeyExchange signing needs its own keyd operation (docs/PROTOCOL.md).
-        if (request.kind !== 'tls13-certificate-verify') return Promise.reject(new KeydError('KEYD_SCHEME_UNSUPPORTED', `keyd cannot sign a ${request.kind} yet`));
-        return this.sign(keyRef, serverName, request.scheme, request.transcriptHash);
-      },
+      ...(tls12Schemes ? { tls12Schemes: [...tls12Schemes] } : {}),
+      sign: (request) => this.signRequest(keyRef, serverName, request),
     };
   }
 

@@ -29,6 +29,11 @@ export interface KeydConfig {
   metricsListen?: string;
   /** "expiryWarningDays": warn this many days before a certificate's notAfter (default 30). */
   expiryWarningDays: number;
+  /**
+   * "allowTls12OnlyServers" (default false): sign TLS 1.2 ServerKeyExchange content whose
+   * server_random lacks the RFC 8446 §4.1.3 downgrade sentinel (docs/KEYD.md "TLS 1.2").
+   */
+  allowTls12OnlyServers: boolean;
   [section: string]: unknown;
 }
 
@@ -79,7 +84,9 @@ export function parseConfig(raw: unknown): KeydConfig {
   } catch (err) {
     throw new KeydError('KEYD_CONFIG', (err as Error).message);
   }
-  return { ...obj, clients, maxPending, expiryWarningDays, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
+  const allowTls12OnlyServers = obj.allowTls12OnlyServers ?? false;
+  if (typeof allowTls12OnlyServers !== 'boolean') throw new KeydError('KEYD_CONFIG', 'config "allowTls12OnlyServers" must be true or false');
+  return { ...obj, clients, maxPending, expiryWarningDays, allowTls12OnlyServers, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
 }
 
 function parseAuditRotation(raw: unknown): AuditRotation {

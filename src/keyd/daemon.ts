@@ -150,6 +150,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     reporter,
     scheduler: new FairScheduler(limits.schedulerBatch),
     buckets: new SignatureBuckets(limits.signaturesPerSecond, limits.signatureBurst),
+    signingPolicy: { allowTls12OnlyServers: config.allowTls12OnlyServers },
   };
 
   /** Serves a connection whose peer is known; enforces the per-client connection cap. */

@@ -16,6 +16,8 @@ export const Opcode = {
   ping: 0x01,
   identity: 0x02,
   signCertificateVerify: 0x03,
+  signServerKeyExchange: 0x04,
+  signHandshakeContent: 0x05,
   put: 0x10,
   generate: 0x11,
   setChain: 0x12,
@@ -28,6 +30,9 @@ export const Opcode = {
   replyFlag: 0x80,
   error: 0xff,
 } as const;
+
+/** Requests that sign (docs/PROTOCOL.md): served by the fair scheduler, granted by name, rate-limited, counted. */
+export const SIGNING_OPCODES: ReadonlySet<number> = new Set([Opcode.signCertificateVerify, Opcode.signServerKeyExchange, Opcode.signHandshakeContent]);
 
 /** Admin opcodes, accepted on the admin socket only. */
 export const ADMIN_OPCODES: ReadonlySet<number> = new Set([
@@ -211,6 +216,61 @@ export function decodeSignRequest(payload: Uint8Array): SignRequest {
     serverName: str(r.vec(1, 1, 255, 'server_name')),
     scheme: r.u16('scheme'),
     transcriptHash: r.vec(1, 0, 255, 'transcript_hash'),
+  }));
+}
+
+/**
+ * signServerKeyExchange and signHandshakeContent: the parts every signing request starts
+ * with, then the content exactly as TLS signs it (keyd checks it, signed-content.ts).
+ */
+export interface SignContentRequest {
+  keyRef: string;
+  serverName: string;
+  scheme: number;
+  content: Uint8Array;
+}
+
+function writeSigningHeader(w: Writer, keyRef: string, serverName: string, scheme: number): void {
+  writeStr(w, 1, keyRef);
+  writeStr(w, 1, serverName);
+  w.u16(scheme);
+}
+
+/**
+ * signServerKeyExchange (0x04): key_ref, server_name, scheme, then client_random[32],
+ * server_random[32] and ServerECDHParams to the end of the payload — the RFC 5246
+ * §7.4.3 signed content itself.
+ */
+export function encodeServerKeyExchangeRequest(keyRef: string, serverName: string, scheme: number, content: Uint8Array): Buffer {
+  const w = new Writer(keyRef.length + serverName.length + content.length + 4);
+  writeSigningHeader(w, keyRef, serverName, scheme);
+  w.bytes(content);
+  return w.finish();
+}
+
+export function decodeServerKeyExchangeRequest(payload: Uint8Array): SignContentRequest {
+  return decodePayload('signServerKeyExchange', payload, (r) => ({
+    keyRef: str(r.vec(1, 1, 255, 'key_ref')),
+    serverName: str(r.vec(1, 1, 255, 'server_name')),
+    scheme: r.u16('scheme'),
+    content: r.rest(),
+  }));
+}
+
+/** signHandshakeContent (0x05): key_ref, server_name, scheme, opaque content<1..2^16-1>. */
+export function encodeHandshakeContentRequest(keyRef: string, serverName: string, scheme: number, content: Uint8Array): Buffer {
+  const w = new Writer(keyRef.length + serverName.length + content.length + 6);
+  writeSigningHeader(w, keyRef, serverName, scheme);
+  w.opaque(2, content);
+  return w.finish();
+}
+
+export function decodeHandshakeContentRequest(payload: Uint8Array): SignContentRequest {
+  return decodePayload('signHandshakeContent', payload, (r) => ({
+    keyRef: str(r.vec(1, 1, 255, 'key_ref')),
+    serverName: str(r.vec(1, 1, 255, 'server_name')),
+    scheme: r.u16('scheme'),
+    content: r.vec(2, 1, 0xffff, 'content'),
   }));
 }
 

@@ -1,8 +1,6 @@
 import type { Socket } from 'node:net';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import { certificateVerifyContent } from '../tls/signer.js';
-import { TRANSCRIPT_HASH_LENGTHS } from '../tls/signature-schemes.js';
 import type { AdminService } from './admin-service.js';
 import type { AdminCaller } from './audit.js';
 import { KeydError } from './errors.js';
@@ -14,12 +12,15 @@ import { patternCovers } from './names.js';
 import type { GenerateKeyType } from './pki.js';
 import {
   ADMIN_OPCODES,
+  SIGNING_OPCODES,
   FrameDecoder,
   FrameError,
   Opcode,
   decodeAdmin,
+  decodeHandshakeContentRequest,
   decodeIdentityRequest,
   decodePing,
+  decodeServerKeyExchangeRequest,
   decodeSignRequest,
   encodeAdmin,
   encodeChanged,
@@ -31,6 +32,14 @@ import {
   requestPayloadLimit,
   type Frame,
 } from './protocol.js';
+import {
+  certificateVerifyContent,
+  checkSchemeForKind,
+  checkServerKeyExchangeContent,
+  classifyHandshakeContent,
+  type CheckedContent,
+  type SignedContentPolicy,
+} from './signed-content.js';
 import type { SigningLedger } from './signing-ledger.js';
 import type { SignatureBuckets } from './token-bucket.js';
 
@@ -56,6 +65,45 @@ export interface ServerDeps {
   reporter: LimitReporter;
   scheduler: FairScheduler;
   buckets: SignatureBuckets;
+  /** What handshake content keyd signs (config "allowTls12OnlyServers", signed-content.ts). */
+  signingPolicy: SignedContentPolicy;
+}
+
+/** A signing request, decoded: who asks for which key, and its content still to be checked. */
+interface SigningRequest {
+  keyRef: string;
+  serverName: string;
+  scheme: number;
+  /** Builds or checks the content (signed-content.ts); throws the refusal's KeydError. */
+  content(policy: SignedContentPolicy): CheckedContent;
+}
+
+/** Decodes the request of a signing opcode (docs/PROTOCOL.md 0x03, 0x04, 0x05). */
+function decodeSigningRequest(opcode: number, payload: Uint8Array): SigningRequest {
+  switch (opcode) {
+    case Opcode.signCertificateVerify: {
+      const { keyRef, serverName, scheme, transcriptHash } = decodeSignRequest(payload);
+      return { keyRef, serverName, scheme, content: () => ({ kind: 'tls13-certificate-verify', content: certificateVerifyContent(transcriptHash) }) };
+    }
+    case Opcode.signServerKeyExchange: {
+      const { keyRef, serverName, scheme, content } = decodeServerKeyExchangeRequest(payload);
+      return {
+        keyRef,
+        serverName,
+        scheme,
+        content: (policy) => {
+          checkServerKeyExchangeContent(content, policy);
+          return { kind: 'tls12-server-key-exchange', content: Buffer.from(content) };
+        },
+      };
+    }
+    case Opcode.signHandshakeContent: {
+      const { keyRef, serverName, scheme, content } = decodeHandshakeContentRequest(payload);
+      return { keyRef, serverName, scheme, content: (policy) => classifyHandshakeContent(content, policy) };
+    }
+    default:
+      throw new KeydError('KEYD_UNKNOWN_OPCODE', `opcode 0x${opcode.toString(16).padStart(2, '0')} does not sign`);
+  }
 }
 
 /** Stop reading from a client that does not read its answers (bytes queued for it). */
@@ -177,7 +225,7 @@ export class KeydConnection implements Queue {
   /** Signing-path requests join the fair queue; admin requests run at once (asynchronously). */
   private accept(frame: Frame): void {
     const { opcode, requestId } = frame;
-    if (opcode === Opcode.ping || opcode === Opcode.identity || opcode === Opcode.signCertificateVerify) {
+    if (opcode === Opcode.ping || opcode === Opcode.identity || SIGNING_OPCODES.has(opcode)) {
       // The fair queue holds at most maxPending unserved requests (reading pauses there);
       // more within one read are refused at once.
       if (this.queued >= this.deps.maxPending) {
@@ -189,7 +237,7 @@ export class KeydConnection implements Queue {
     }
     try {
       if (!ADMIN_OPCODES.has(opcode)) {
-        throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only CertificateVerify content it builds itself)`);
+        throw new KeydError('KEYD_UNKNOWN_OPCODE', `unknown opcode 0x${opcode.toString(16).padStart(2, '0')} (keyd signs only the handshake content it builds or checks itself)`);
       }
       if (!this.peer.admin) throw new KeydError('KEYD_NOT_AUTHORISED', 'admin operations are only accepted on the admin socket');
       this.settle(opcode, requestId, () => this.admin(opcode, frame.payload));
@@ -213,7 +261,7 @@ export class KeydConnection implements Queue {
         case Opcode.identity:
           return this.reply(opcode, requestId, this.identity(decodeIdentityRequest(payload)));
         default: {
-          const signed = this.sign(payload);
+          const signed = this.sign(opcode, payload);
           if (signed instanceof Uint8Array) return this.reply(opcode, requestId, signed);
           return this.settle(opcode, requestId, signed);
         }
@@ -299,18 +347,19 @@ export class KeydConnection implements Queue {
   }
 
   /**
-   * signCertificateVerify: the only signing operation. keyd builds the RFC 8446 §4.4.3
-   * content itself from the transcript hash, so no caller can make it sign a digest or
-   * message of its choosing (docs/KEYD.md). A key reference is not a capability: the
-   * request names the server name it serves, which must be granted to this client, and
-   * the key must be the one identity(server name) returns.
+   * signCertificateVerify, signServerKeyExchange and signHandshakeContent: keyd signs only
+   * the two fixed-format handshake contents that signed-content.ts builds or checks, so no
+   * caller can make it sign a digest or message of its choosing (docs/KEYD.md). A key
+   * reference is not a capability: the request names the server name it serves, which
+   * must be granted to this client, and the key must be the one identity(server name)
+   * returns. Every refusal is counted and audited by the ledger.
    */
-  private sign(payload: Uint8Array): Uint8Array | (() => Promise<Uint8Array>) {
+  private sign(opcode: number, payload: Uint8Array): Uint8Array | (() => Promise<Uint8Array>) {
     const { ledger, keyring } = this.deps;
     let keyRef: string | undefined;
     try {
-      const request = decodeSignRequest(payload);
-      const { scheme, transcriptHash } = request;
+      const request = decodeSigningRequest(opcode, payload);
+      const { scheme } = request;
       const serverName = request.serverName.toLowerCase();
       if (!this.mayUseName(serverName)) throw new KeydError('KEYD_NOT_AUTHORISED', `client ${this.peer.id} may not use ${serverName}`);
       const entry = keyring.get(request.keyRef);
@@ -319,10 +368,9 @@ export class KeydConnection implements Queue {
       if (keyring.lookup(serverName)?.id !== entry.id) {
         throw new KeydError('KEYD_NOT_AUTHORISED', `key ${entry.id} does not serve ${serverName}: sign with the key identity(${serverName}) returns`);
       }
-      if (!TRANSCRIPT_HASH_LENGTHS.includes(transcriptHash.length)) {
-        throw new KeydError('KEYD_BAD_HASH_LENGTH', `transcript hash is ${transcriptHash.length} bytes; a TLS 1.3 transcript hash is 32 (SHA-256) or 48 (SHA-384)`);
-      }
-      if (!entry.schemes.includes(scheme)) {
+      const { kind, content } = request.content(this.deps.signingPolicy);
+      // Allowed for the kind (rsa_pkcs1_* only for TLS 1.2, never SHA-1), then bound to the key's type.
+      if (checkSchemeForKind(kind, scheme).keyType !== entry.keyType) {
         throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${entry.id} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
       }
       if (!this.deps.buckets.take(this.peer.id)) {
@@ -330,7 +378,6 @@ export class KeydConnection implements Queue {
         throw new KeydError('KEYD_THROTTLED', `client ${this.peer.id} exceeds its ${this.deps.limits.signaturesPerSecond} signatures per second`);
       }
       const timing = { backend: entry.key.location, startedAt: process.hrtime.bigint() };
-      const content = certificateVerifyContent(transcriptHash);
       const key = entry.key;
       const client = this.peer.id;
       if (key.signNow) {

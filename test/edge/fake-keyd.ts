@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { KeyObject } from 'node:crypto';
 import type { ConnectKeyd, KeydConnection, KeydIdentityLike } from '../../src/edge/keyd-pool.js';
-import { LocalSigner, keyTypeOf } from '../../src/tls/signer.js';
+import { LocalSigner, keyTypeOf, type SignRequest } from '../../src/tls/signer.js';
 
 interface Installed {
   identity: KeydIdentityLike;
@@ -28,6 +28,7 @@ export class FakeKeydService {
       keyRef: `key-${++this.version}`,
       keyType: keyTypeOf(key)!, // LocalSigner above already refused keys TLS 1.3 cannot use
       schemes: [...signer.schemes],
+      tls12Schemes: [...signer.tls12Schemes],
       certificateChain: chain,
       version: this.version,
     };
@@ -42,11 +43,11 @@ export class FakeKeydService {
     return dot > 0 ? this.keys.get(`*${serverName.slice(dot)}`)?.identity : undefined;
   }
 
-  async sign(keyRef: string, scheme: number, hash: Uint8Array): Promise<Uint8Array> {
+  async sign(keyRef: string, request: SignRequest): Promise<Uint8Array> {
     for (const { identity, signer } of this.keys.values()) {
       if (identity.keyRef === keyRef) {
         this.signCount++;
-        return signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: hash });
+        return signer.sign(request);
       }
     }
     throw Object.assign(new Error(`unknown key ${keyRef}`), { code: 'KEYD_UNKNOWN_KEY' });
@@ -87,7 +88,18 @@ class FakeKeydConnection extends EventEmitter implements KeydConnection {
   }
   async sign(keyRef: string, _serverName: string, scheme: number, hash: Uint8Array): Promise<Uint8Array> {
     this.check();
-    return this.service.sign(keyRef, scheme, hash);
+    return this.service.sign(keyRef, { kind: 'tls13-certificate-verify', scheme, transcriptHash: hash });
+  }
+  async signServerKeyExchange(
+    keyRef: string,
+    _serverName: string,
+    scheme: number,
+    clientRandom: Uint8Array,
+    serverRandom: Uint8Array,
+    serverParams: Uint8Array,
+  ): Promise<Uint8Array> {
+    this.check();
+    return this.service.sign(keyRef, { kind: 'tls12-server-key-exchange', scheme, clientRandom, serverRandom, serverParams });
   }
   close(): void {
     if (this.closed) return;

@@ -26,6 +26,10 @@ class FakeKeyd extends EventEmitter implements KeydConnection {
     if (this.closed) throw Object.assign(new Error('down'), { code: 'KEYD_UNAVAILABLE' });
     return Buffer.from(`${this.name}:${keyRef}:${serverName}:${scheme}:${hash.length}`);
   }
+  async signServerKeyExchange(keyRef: string, serverName: string, scheme: number, clientRandom: Uint8Array, serverRandom: Uint8Array, params: Uint8Array): Promise<Uint8Array> {
+    if (this.closed) throw Object.assign(new Error('down'), { code: 'KEYD_UNAVAILABLE' });
+    return Buffer.from(`${this.name}:ske:${keyRef}:${serverName}:${scheme}:${clientRandom.length + serverRandom.length + params.length}`);
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -163,6 +167,13 @@ test('identity cache: one keyd lookup per name, cleared on change and on reconne
     const sig = await x!.signer.sign({ kind: 'tls13-certificate-verify', scheme: 0x0403, transcriptHash: new Uint8Array(32) });
     assert.equal(Buffer.from(sig).toString(), 'k:ref-a.example-1:a.example:1027:32');
     assert.deepEqual(signs, [true]);
+    // A TLS 1.2 request goes to keyd's signServerKeyExchange, with the randoms and parameters.
+    const ske = await x!.signer.sign({ kind: 'tls12-server-key-exchange', scheme: 0x0403, clientRandom: new Uint8Array(32), serverRandom: new Uint8Array(32), serverParams: new Uint8Array(69) });
+    assert.equal(Buffer.from(ske).toString(), 'k:ske:ref-a.example-1:a.example:1027:133');
+    assert.deepEqual(signs, [true, true]);
+    // TLS 1.2 is offered exactly when keyd's identity lists TLS 1.2 schemes.
+    assert.equal(x!.signer.tls12Schemes, undefined);
+    assert.deepEqual(pool.signer({ ...ident('b.example'), tls12Schemes: [0x0403] }, 'b.example').tls12Schemes, [0x0403]);
 
     // keyd pushes a change: next lookup sees the new version
     keys.set('a.example', ident('a.example', 2));
@@ -193,7 +204,7 @@ test('identity cache: one keyd lookup per name, cleared on change and on reconne
     const cached = await cache.get('a.example');
     assert.ok(cached, 'no flush on disconnect: the next connect flushes');
     await assert.rejects(cached.signer.sign({ kind: 'tls13-certificate-verify', scheme: 0x0403, transcriptHash: new Uint8Array(32) }), { code: 'KEYD_UNAVAILABLE' });
-    assert.deepEqual(signs, [true, false]);
+    assert.deepEqual(signs, [true, true, false]);
   } finally {
     pool.close();
   }

@@ -111,9 +111,12 @@ test('refusals: wrong hash length, unknown key, unsupported scheme, admin op and
   assert.equal(await code(client.admin(Opcode.list, {})), 'KEYD_NOT_AUTHORISED');
 
   // The non-oracle rule: there is no opcode that signs a caller's digest or message.
-  for (const op of [0x04, 0x05, 0x20, 0x7f]) {
+  for (const op of [0x07, 0x20, 0x7f]) {
     assert.equal(await code(rawRequest(keyd.socketPath, op, encodeSignRequest(identity.keyRef, identity.names[0]!, 0x0403, hash32))), 'KEYD_UNKNOWN_OPCODE');
   }
+  // The two other signing opcodes do not sign this request either (handshake-signing.test.ts has the rest).
+  assert.equal(await code(rawRequest(keyd.socketPath, Opcode.signServerKeyExchange, encodeSignRequest(identity.keyRef, identity.names[0]!, 0x0403, hash32))), 'KEYD_BAD_ECDH_PARAMS');
+  assert.equal(await code(rawRequest(keyd.socketPath, Opcode.signHandshakeContent, encodeSignRequest(identity.keyRef, identity.names[0]!, 0x0403, hash32))), 'KEYD_BAD_REQUEST');
   // And what is signed is the §4.4.3 content, not the hash handed in: the signature
   // never verifies as a signature over the hash (or the hash as a digest).
   const sig = await client.sign(identity.keyRef, identity.names[0]!, SignatureScheme.ecdsa_secp256r1_sha256, hash32);

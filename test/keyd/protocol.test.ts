@@ -13,6 +13,8 @@ import {
   decodeIdentityReply,
   decodeIdentityRequest,
   decodePing,
+  decodeHandshakeContentRequest,
+  decodeServerKeyExchangeRequest,
   decodeSignRequest,
   decodeSignature,
   encodeAdmin,
@@ -22,6 +24,8 @@ import {
   encodeIdentityReply,
   encodeIdentityRequest,
   encodePing,
+  encodeHandshakeContentRequest,
+  encodeServerKeyExchangeRequest,
   encodeSignRequest,
   encodeSignature,
 } from '../../src/keyd/protocol.js';
@@ -41,6 +45,7 @@ const payloads: Array<[string, Uint8Array, (p: Uint8Array) => unknown]> = [
   ['ping', encodePing(Buffer.from('hi')), decodePing],
   ['identity request', encodeIdentityRequest('a.example'), decodeIdentityRequest],
   ['sign request', encodeSignRequest('k1', 'a.test', 0x0403, new Uint8Array(32)), decodeSignRequest],
+  ['handshake content request', encodeHandshakeContentRequest('k1', 'a.test', 0x0403, new Uint8Array(130).fill(0x20)), decodeHandshakeContentRequest],
   ['signature', encodeSignature(new Uint8Array(70).fill(9)), decodeSignature],
   ['identity reply', encodeIdentityReply(identity), decodeIdentityReply],
   ['changed', encodeChanged(['a.example', 'b.example']), decodeChanged],
@@ -62,6 +67,23 @@ test('payload codecs round-trip', () => {
   const admin = decodeAdmin(encodeAdmin({ a: 1 }, [Uint8Array.of(5)]));
   assert.deepEqual(admin.json, { a: 1 });
   assert.deepEqual([...admin.attachments[0]!], [5]);
+});
+
+test('signServerKeyExchange and signHandshakeContent requests: key_ref, server_name, scheme, then the content (docs/PROTOCOL.md)', () => {
+  const content = Uint8Array.from({ length: 133 }, (_, i) => i);
+  const ske = encodeServerKeyExchangeRequest('k1', 'a.test', 0x0401, content);
+  // Byte layout: 02 'k1' 06 'a.test' 04 01, then the content unprefixed, to the end.
+  assert.deepEqual([...ske.subarray(0, 13)], [2, 0x6b, 0x31, 6, 0x61, 0x2e, 0x74, 0x65, 0x73, 0x74, 0x04, 0x01, 0]);
+  assert.equal(ske.length, 12 + content.length);
+  assert.deepEqual({ ...decodeServerKeyExchangeRequest(ske), content: [...decodeServerKeyExchangeRequest(ske).content] }, { keyRef: 'k1', serverName: 'a.test', scheme: 0x0401, content: [...content] });
+  const raw = encodeHandshakeContentRequest('k1', 'a.test', 0x0807, content);
+  // The same header, then a u16 length.
+  assert.deepEqual([...raw.subarray(10, 14)], [0x08, 0x07, 0, 133]);
+  assert.equal(raw.length, 14 + content.length);
+  assert.deepEqual([...decodeHandshakeContentRequest(raw).content], [...content]);
+  assert.throws(() => decodeHandshakeContentRequest(Buffer.concat([raw, Buffer.of(0)])), { code: 'KEYD_BAD_REQUEST' });
+  // A header cut short is a decode error; content checks are signed-content.ts's.
+  for (let n = 0; n < 12; n++) assert.throws(() => decodeServerKeyExchangeRequest(ske.subarray(0, n)), { code: 'KEYD_BAD_REQUEST' }, `prefix ${n}`);
 });
 
 test('every strict prefix of a valid payload is a KEYD_BAD_REQUEST, never a crash', () => {

@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { FairScheduler } from '../../src/keyd/fair-scheduler.js';
 import { DEFAULT_LIMITS } from '../../src/keyd/limits.js';
 import { SignatureBuckets } from '../../src/keyd/token-bucket.js';
+import { DEFAULT_SIGNED_CONTENT_POLICY } from '../../src/keyd/signed-content.js';
 import { KeydConnection, type ServerDeps } from '../../src/keyd/server.js';
 import { FrameDecoder, Opcode, encodeAdmin, encodeFrame, decodeError } from '../../src/keyd/protocol.js';
 
@@ -58,6 +59,7 @@ function connection(put: (key: KeyObject) => void) {
     reporter: {} as ServerDeps['reporter'],
     scheduler: new FairScheduler(DEFAULT_LIMITS.schedulerBatch),
     buckets: new SignatureBuckets(DEFAULT_LIMITS.signaturesPerSecond, DEFAULT_LIMITS.signatureBurst),
+    signingPolicy: DEFAULT_SIGNED_CONTENT_POLICY,
   };
   new KeydConnection(socket as unknown as Socket, { id: 'admin-test', admin: true, allowed: [] }, deps);
   return socket;

@@ -1,7 +1,6 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { SCHEMES, type KeyType } from '../../tls/signature-schemes.js';
-import { SignatureScheme } from '../../tls/wire/codepoints.js';
 import { keyTypeOf } from '../../tls/signer.js';
 import { KeydError } from '../errors.js';
 import { spkiOf, type KeyHandle, type KeyReference, type StoredKeyForm } from '../key-handle.js';
@@ -33,6 +32,7 @@ const PROTECTED_PRIVATE_KEY: TemplateAttribute[] = [
 
 const HASH_MECHANISM = { sha256: CKM.SHA256, sha384: CKM.SHA384, sha512: CKM.SHA512 } as const;
 const HASH_LENGTH = { sha256: 32, sha384: 48, sha512: 64 } as const;
+const PKCS1_MECHANISM = { sha256: CKM.SHA256_RSA_PKCS, sha384: CKM.SHA384_RSA_PKCS, sha512: CKM.SHA512_RSA_PKCS } as const;
 
 /**
  * keyd's tokens, by label. Holds no native code itself: the PKCS#11 binding
@@ -205,14 +205,15 @@ export class TokenKeyHandle implements KeyHandle {
 
   async sign(scheme: number, content: Uint8Array): Promise<Uint8Array> {
     const token = await this.tokens.token(this.reference.token);
-    if (scheme === SignatureScheme.rsa_pkcs1_sha256 && this.keyType === 'rsa') {
-      // The CSR keyd builds at generation (CAs expect PKCS#1 v1.5 there) and the TLS 1.2
-      // ServerKeyExchange; keyd never offers PKCS#1 for a TLS 1.3 CertificateVerify.
-      return token.sign(this.id, { mechanism: CKM.SHA256_RSA_PKCS }, Buffer.from(content), this.signatureLength);
-    }
     const info = SCHEMES.get(scheme);
-    if (!info || info.keyType !== this.keyType || info.rsaPadding === 'pkcs1') {
+    if (!info || info.keyType !== this.keyType) {
       throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `a ${this.keyType} token key cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
+    }
+    if (info.rsaPadding === 'pkcs1' && info.hash) {
+      // The CSR keyd builds at generation (CAs expect PKCS#1 v1.5 there) and the TLS 1.2
+      // ServerKeyExchange; keyd never lets PKCS#1 sign a TLS 1.3 CertificateVerify
+      // (src/keyd/signed-content.ts). The token hashes: the mechanism takes the content.
+      return token.sign(this.id, { mechanism: PKCS1_MECHANISM[info.hash] }, Buffer.from(content), this.signatureLength);
     }
     if (info.hash === null) return token.sign(this.id, { mechanism: CKM.EDDSA }, Buffer.from(content), this.signatureLength);
     const digest = createHash(info.hash).update(content).digest();
