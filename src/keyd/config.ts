@@ -84,7 +84,7 @@ export function parseConfig(raw: unknown): KeydConfig {
   } catch (err) {
     throw new KeydError('KEYD_CONFIG', (err as Error).message);
   }
-  const allowTls12OnlyServers = obj.allowTls12OnlyServers ?? false;
+  const allowTls12OnlyServers = obj.allowTls12OnlyServers === undefined ? false : obj.allowTls12OnlyServers;
   if (typeof allowTls12OnlyServers !== 'boolean') throw new KeydError('KEYD_CONFIG', 'config "allowTls12OnlyServers" must be true or false');
   return { ...obj, clients, maxPending, expiryWarningDays, allowTls12OnlyServers, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
 }
