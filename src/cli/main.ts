@@ -17,6 +17,7 @@ const COMMANDS: Record<string, string> = {
   keyd: 'keyd.js',
   admin: 'admin.js',
   edge: 'edge.js',
+  status: 'status.js',
 };
 
 async function load(name: string): Promise<CommandModule | undefined> {
