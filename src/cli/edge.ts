@@ -106,5 +106,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`configuration OK\n${describeConfig(parsed.config)}\n`);
     return 0;
   }
-  return runEdge(parsed.config);
+  // SIGHUP reads the same file and flags again (docs/EDGE.md, "Reload").
+  return runEdge(parsed.config, () => {
+    const again = configFromArgs(argv);
+    if (again === 'help') throw new Error('unreachable: --help at reload');
+    return again.config;
+  });
 }

@@ -50,7 +50,8 @@ Options:
   --log-level LEVEL      fatal|error|warn|info|debug|trace (default info); logs go to stderr
   -h, --help             this text
 
-Stops cleanly on SIGTERM or SIGINT.
+Stops cleanly on SIGTERM or SIGINT. SIGHUP re-reads the grants of --config ("clients",
+the names of "principals"); a config with an error is refused and the running one kept.
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -130,6 +131,8 @@ export async function main(argv: string[]): Promise<number> {
     };
     const onTerm = () => stop('SIGTERM');
     const onInt = () => stop('SIGINT');
+    // SIGHUP: the config's grants again (docs/KEYD.md, "Reload"); a bad config is refused and logged.
+    process.on('SIGHUP', () => void running.reloadGrants());
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
   });

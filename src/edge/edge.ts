@@ -3,10 +3,11 @@ import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { alertName, type TicketKeyRing, type TlsServerOptions } from '../tls/index.js';
 import type { EdgeConfig } from './config.js';
-import type { CreateTlsServer, EngineSocket } from './engine.js';
+import type { CreateTlsServer, EngineServer, EngineSocket } from './engine.js';
 import { IdentityCache, type EdgeIdentity } from './identity-cache.js';
 import { KeydPool, describeEndpoint as describe, type ConnectKeyd } from './keyd-pool.js';
 import { EdgeMetrics } from './metrics.js';
+import { EdgeError } from './errors.js';
 import { describeHandshake, proxyToUpstream } from './proxy.js';
 import { RouteTable, normaliseName } from './routes.js';
 import { ExpiryWatch } from '../lib/expiry.js';
@@ -56,19 +57,38 @@ export interface RunningEdge {
   drain(timeoutMs?: number): Promise<void>;
   /** Closes everything now. */
   close(): Promise<void>;
+  /**
+   * Applies a new config without dropping a connection: routes, limits, keyd endpoints,
+   * tickets, expiry warning days. Refused (throws EDGE_RELOAD, nothing changed) when it
+   * changes what needs a restart: listen addresses, workers, the metrics address.
+   */
+  reload(next: EdgeConfig): Promise<{ keyd: 'kept' | 'moved' | 'unreachable' }>;
+}
+
+/** What a reload cannot change: these need a restart (new sockets, processes). */
+function restartOnlyChanges(current: EdgeConfig, next: EdgeConfig): string[] {
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  const changes: string[] = [];
+  if (!same(current.listen, next.listen)) changes.push('listen');
+  if (current.workers !== next.workers) changes.push('workers');
+  if (!same(current.metrics, next.metrics)) changes.push('metrics');
+  if (current.logLevel !== next.logLevel) changes.push('logLevel');
+  return changes;
 }
 
 function connectionKey(address: string | undefined, port: number | undefined): string {
   return `${address ?? ''}|${port ?? ''}`;
 }
 
-export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<RunningEdge> {
+export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Promise<RunningEdge> {
+  /** The config in force: replaced as a whole by a reload. */
+  let config = initialConfig;
   const log = deps.logger;
   const metrics = deps.metrics ?? new EdgeMetrics();
-  const routes = new RouteTable(config.routes);
+  let routes = new RouteTable(config.routes);
   const pool = new KeydPool(config.keyd, deps.connectKeyd, { requestTimeoutMs: config.keydRequestTimeoutMs });
   const signSeconds = metrics.signSeconds;
-  const expiry = new ExpiryWatch(log, config.certificateExpiryWarningDays, deps.now ?? Date.now);
+  let expiry = new ExpiryWatch(log, config.certificateExpiryWarningDays, deps.now ?? Date.now);
   const identities = new IdentityCache(pool, {
     onFetched: (serverName, identity) =>
       expiry.check([{ names: [serverName], keyRef: identity.keyRef, notAfter: leafNotAfter(identity.certificateChain) }]),
@@ -98,7 +118,7 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
 
   // Per-route ALPN (RFC 7301): each identity carries its route's list, which the engine
   // negotiates from (no overlap → no_application_protocol); routes without a list get the union.
-  const alpnUnion = [...new Set(config.routes.flatMap((r) => r.alpn))];
+  const alpnUnionOf = (c: EdgeConfig) => [...new Set(c.routes.flatMap((r) => r.alpn))];
 
   const resolveIdentity = (serverName: string | undefined): Promise<EdgeIdentity | undefined> | EdgeIdentity | undefined => {
     const name = serverName === undefined ? config.defaultServerName : normaliseName(serverName);
@@ -110,28 +130,32 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
     return identity instanceof Promise ? identity.then(withRouteAlpn) : withRouteAlpn(identity);
   };
 
-  const tlsOptions: TlsServerOptions = {
-    resolveIdentity,
-    handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
-    lingerMs: config.limits.lingerMs,
-    lingerIdleMs: config.limits.lingerIdleMs,
-    lingerMaxBytes: config.limits.lingerMaxBytes,
-    maxLingering: config.limits.maxLingering,
-    // The engine's cap leaves lingering (failed) connections out of the count.
-    maxConnections: config.limits.maxConnections,
-    maxKeyUpdates: config.limits.maxKeyUpdates,
-    keyUpdateWindowMs: config.limits.keyUpdateWindowMs,
-    ticketCount: config.tickets,
-    // The client may close its side (close_notify) before the upstream has answered;
-    // the proxy ends our side when the upstream is done (RFC 8446 §6.1).
-    allowHalfOpen: true,
-    ...(deps.ticketKeys ? { ticketKeys: deps.ticketKeys } : {}),
-    ...(alpnUnion.length ? { alpnProtocols: alpnUnion } : {}),
+  const tlsOptionsOf = (c: EdgeConfig): TlsServerOptions => {
+    const alpnUnion = alpnUnionOf(c);
+    return {
+      resolveIdentity,
+      handshakeTimeoutMs: c.limits.handshakeTimeoutMs,
+      lingerMs: c.limits.lingerMs,
+      lingerIdleMs: c.limits.lingerIdleMs,
+      lingerMaxBytes: c.limits.lingerMaxBytes,
+      maxLingering: c.limits.maxLingering,
+      // The engine's cap leaves lingering (failed) connections out of the count.
+      maxConnections: c.limits.maxConnections,
+      maxKeyUpdates: c.limits.maxKeyUpdates,
+      keyUpdateWindowMs: c.limits.keyUpdateWindowMs,
+      ticketCount: c.tickets,
+      // The client may close its side (close_notify) before the upstream has answered;
+      // the proxy ends our side when the upstream is done (RFC 8446 §6.1).
+      allowHalfOpen: true,
+      ...(deps.ticketKeys ? { ticketKeys: deps.ticketKeys } : {}),
+      ...(alpnUnion.length ? { alpnProtocols: alpnUnion } : {}),
+    };
   };
+  const tlsOptions = tlsOptionsOf(config);
 
   const rawSockets = new Set<Socket>();
   const acceptedAt = new Map<string, bigint>();
-  const servers: Server[] = [];
+  const servers: EngineServer[] = [];
   const idleWaiters: (() => void)[] = [];
   // A server's 'close' comes a tick before its last socket's 'close'; drain waits for both.
   const noSockets = () => new Promise<void>((resolve) => (rawSockets.size === 0 ? resolve() : idleWaiters.push(resolve)));
@@ -239,11 +263,31 @@ export async function startEdge(config: EdgeConfig, deps: EdgeDeps): Promise<Run
     return closing;
   };
 
+  const reload = async (next: EdgeConfig): Promise<{ keyd: 'kept' | 'moved' | 'unreachable' }> => {
+    const restartOnly = restartOnlyChanges(config, next);
+    if (restartOnly.length) {
+      throw new EdgeError('EDGE_RELOAD', `${restartOnly.join(', ')} changed: a restart applies that (nothing was reloaded)`);
+    }
+    // Everything that can fail is checked before anything changes.
+    const nextRoutes = new RouteTable(next.routes);
+    const nextTlsOptions = tlsOptionsOf(next);
+    for (const server of servers) server.setTlsOptions?.(nextTlsOptions);
+    routes = nextRoutes;
+    config = next;
+    expiry = new ExpiryWatch(log, next.certificateExpiryWarningDays, deps.now ?? Date.now);
+    identities.setLimits(next.limits.identityCacheSize, next.limits.identityCacheNames);
+    for (const e of next.keyd) if (!pool.endpoints.some((p) => describe(p) === describe(e))) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
+    const keyd = await pool.setEndpoints(next.keyd, next.keydRequestTimeoutMs);
+    log.info({ routes: next.routes.length, keyd: next.keyd.map(describe), keydConnection: keyd }, 'reloaded: new connections use the new config; open ones keep theirs');
+    return { keyd };
+  };
+
   return {
     addresses,
     metrics,
     keyd: pool,
     identities,
+    reload,
     get connections() {
       return rawSockets.size;
     },

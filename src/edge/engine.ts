@@ -23,7 +23,10 @@ export interface EngineSocket extends Duplex {
   readonly rawSocket?: Socket;
 }
 
-export type CreateTlsServer = (options: TlsServerOptions, onSecureConnection: (socket: EngineSocket) => void) => Server;
+/** A listening server; `setTlsOptions` (the engine has it) applies reloaded options to new connections. */
+export type EngineServer = Server & { setTlsOptions?(options: TlsServerOptions): void };
+
+export type CreateTlsServer = (options: TlsServerOptions, onSecureConnection: (socket: EngineSocket) => void) => EngineServer;
 
 /** The engine's `createServer`. */
 export async function loadEngine(): Promise<CreateTlsServer> {

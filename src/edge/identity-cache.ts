@@ -95,8 +95,8 @@ export class IdentityCache {
   private generation = 0;
   private readonly ttlMs: number;
   private readonly negativeTtlMs: number;
-  private readonly maxIdentities: number;
-  private readonly maxNames: number;
+  private maxIdentities: number;
+  private maxNames: number;
   private readonly now: () => number;
 
   constructor(
@@ -120,6 +120,12 @@ export class IdentityCache {
   /** Distinct identities held. */
   get identityCount(): number {
     return this.identities.size;
+  }
+
+  /** New size limits (a reload); entries over them go at the next insertion, oldest first. */
+  setLimits(maxIdentities: number, maxNames: number): void {
+    this.maxIdentities = maxIdentities;
+    this.maxNames = maxNames;
   }
 
   clear(): void {

@@ -56,22 +56,66 @@ export class KeydPool extends EventEmitter {
   private failedRounds = 0;
   private lastError = 'not connected yet';
   private connecting: Promise<void> | undefined;
-  private readonly requestTimeoutMs: number;
+  private requestTimeoutMs: number;
   private readonly connectTimeoutMs: number;
   private readonly minBackoffMs: number;
   private readonly maxBackoffMs: number;
 
+  private list: readonly KeydEndpoint[];
+  /** Connections replaced by a reload, closed once their requests in flight have timed out. */
+  private readonly retiring = new Map<NodeJS.Timeout, KeydConnection>();
+
   constructor(
-    readonly endpoints: readonly KeydEndpoint[],
+    endpoints: readonly KeydEndpoint[],
     private readonly connectKeyd: ConnectKeyd,
     opts: KeydPoolOptions = {},
   ) {
     super();
     if (endpoints.length === 0) throw new EdgeError('EDGE_CONFIG', 'at least one keyd endpoint is needed');
+    this.list = [...endpoints];
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 2000;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 2000;
     this.minBackoffMs = opts.minBackoffMs ?? 100;
     this.maxBackoffMs = opts.maxBackoffMs ?? 5000;
+  }
+
+  /** The endpoints, in order of preference. */
+  get endpoints(): readonly KeydEndpoint[] {
+    return this.list;
+  }
+
+  /**
+   * A reload: new endpoints (and request timeout, for connections made from now on). When
+   * the endpoint in use is still listed it stays; otherwise the pool connects to the new
+   * list first and moves to it, and closes the old connection only after every request in
+   * flight on it has had its timeout, so no handshake fails for the switch. Resolves with
+   * what happened; when no new endpoint answers, the old connection is kept until it drops.
+   */
+  async setEndpoints(endpoints: readonly KeydEndpoint[], requestTimeoutMs = this.requestTimeoutMs): Promise<'kept' | 'moved' | 'unreachable'> {
+    if (endpoints.length === 0) throw new EdgeError('EDGE_CONFIG', 'at least one keyd endpoint is needed');
+    this.list = [...endpoints];
+    this.requestTimeoutMs = requestTimeoutMs;
+    const old = this.client;
+    if (this.closed || !old || endpoints.some((e) => describeEndpoint(e) === this.current)) return 'kept';
+    for (const endpoint of this.list) {
+      try {
+        const client = await this.connectWithTimeout(endpoint);
+        if (this.closed) {
+          client.close();
+          return 'kept';
+        }
+        this.adopt(client, describeEndpoint(endpoint)); // the old one's 'close' is no longer ours
+        const retire = setTimeout(() => {
+          this.retiring.delete(retire);
+          old.close();
+        }, this.requestTimeoutMs);
+        this.retiring.set(retire, old);
+        return 'moved';
+      } catch (err) {
+        this.lastError = `${describeEndpoint(endpoint)}: ${(err as Error).message}`;
+      }
+    }
+    return 'unreachable';
   }
 
   get state(): KeydPoolState {
@@ -97,7 +141,7 @@ export class KeydPool extends EventEmitter {
   private connectRound(): Promise<void> {
     if (this.connecting) return this.connecting;
     this.connecting = (async () => {
-      for (const endpoint of this.endpoints) {
+      for (const endpoint of this.list) {
         if (this.closed) return;
         try {
           const client = await this.connectWithTimeout(endpoint);
@@ -232,6 +276,11 @@ export class KeydPool extends EventEmitter {
 
   close(): void {
     this.closed = true;
+    for (const [timer, old] of this.retiring) {
+      clearTimeout(timer);
+      old.close();
+    }
+    this.retiring.clear();
     clearTimeout(this.timer);
     this.timer = undefined;
     const client = this.client;

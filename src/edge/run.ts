@@ -19,9 +19,18 @@ const TICKET_KEY_BROADCAST_MS = 5 * 60_000;
  * on SIGTERM/SIGINT tells each to drain; workers each hold their own keyd connection and
  * share the listening sockets. Resolves with the exit code once everything has stopped.
  */
-export async function runEdge(config: EdgeConfig): Promise<number> {
-  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config);
-  return runWorker(config);
+export async function runEdge(config: EdgeConfig, reread?: () => EdgeConfig): Promise<number> {
+  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, reread);
+  return runWorker(config, reread);
+}
+
+/**
+ * SIGHUP: read the config again (`reread` = the same file and flags as at start). A config
+ * that does not validate is refused with its reason logged, and the running one stays.
+ */
+function onReloadSignal(handler: () => void): () => void {
+  process.on('SIGHUP', handler);
+  return () => process.off('SIGHUP', handler);
 }
 
 function onStopSignal(handler: (signal: string) => void): () => void {
@@ -34,7 +43,7 @@ function onStopSignal(handler: (signal: string) => void): () => void {
   };
 }
 
-async function runWorker(config: EdgeConfig): Promise<number> {
+async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig): Promise<number> {
   const worker = cluster.isWorker ? cluster.worker?.id : undefined;
   const log = createLogger(config.logLevel, worker === undefined ? {} : { worker });
   const metrics = new EdgeMetrics({ defaultMetrics: true });
@@ -66,6 +75,30 @@ async function runWorker(config: EdgeConfig): Promise<number> {
   }
   if (cluster.isWorker) process.send?.({ type: 'edge:ready', addresses: edge.addresses });
 
+  const reload = (why: string) => {
+    let next: EdgeConfig;
+    try {
+      if (!reread) throw new Error('this edge was started without a config to read again');
+      next = reread();
+    } catch (err) {
+      log.error({ why, err: (err as Error).message }, 'reload refused: the new config is not valid; the running config is kept');
+      return;
+    }
+    edge.reload(next).then(
+      ({ keyd }) => {
+        if (keyd === 'unreachable') log.warn({ why }, 'reloaded, but no new keyd endpoint answers: the current keyd connection is kept until it drops');
+      },
+      (err: Error) => log.error({ why, err: err.message }, 'reload refused; the running config is kept'),
+    );
+  };
+  // In a cluster the primary takes SIGHUP and tells each worker; a worker ignores its own.
+  const removeReload = cluster.isWorker ? onReloadSignal(() => undefined) : onReloadSignal(() => reload('SIGHUP'));
+  if (cluster.isWorker) {
+    process.on('message', (message: { type?: string }) => {
+      if (message?.type === 'edge:reload') reload('primary asked to reload');
+    });
+  }
+
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (why: string) => {
@@ -75,6 +108,7 @@ async function runWorker(config: EdgeConfig): Promise<number> {
       edge.drain().then(() => {
         metricsServer?.close();
         removeSignals();
+        removeReload();
         log.info('stopped');
         if (cluster.isWorker && process.connected) process.disconnect(); // lets the worker exit
         resolve(0);
@@ -92,7 +126,7 @@ async function runWorker(config: EdgeConfig): Promise<number> {
   });
 }
 
-async function runPrimary(config: EdgeConfig): Promise<number> {
+async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promise<number> {
   const log = createLogger(config.logLevel, { role: 'primary' });
   const aggregator = new AggregatorRegistry();
   let metricsServer: Server | undefined;
@@ -158,7 +192,23 @@ async function runPrimary(config: EdgeConfig): Promise<number> {
       if (worker && readyWorkers.has(worker.id)) drain(worker);
     }
   });
+  // SIGHUP: the primary checks the new config once (a bad one is refused here, with its
+  // reason, and no worker hears of it), then each worker reads and applies it.
+  const removeReload = onReloadSignal(() => {
+    try {
+      if (!reread) throw new Error('this edge was started without a config to read again');
+      const next = reread();
+      const restartOnly = (['workers', 'listen', 'metrics', 'logLevel'] as const).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
+      if (restartOnly.length) throw new Error(`${restartOnly.join(', ')} changed: a restart applies that (nothing was reloaded)`);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'reload refused: the running config is kept');
+      return;
+    }
+    log.info('reloading: workers apply the new config to new connections');
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected() && readyWorkers.has(worker.id)) worker.send({ type: 'edge:reload' });
+  });
   function finish() {
+    removeReload();
     clearInterval(broadcast);
     metricsServer?.close();
     removeSignals();

@@ -79,6 +79,13 @@ export interface RunningKeyd {
   /** The principal sockets of config "principals" (name → path). */
   principalSockets: Record<string, string>;
   logger: Logger;
+  /**
+   * Reads the config again and applies its grants — "clients" (mTLS subject → names) and the
+   * names of each "principals" entry — to new and open connections alike (a revoked name is
+   * refused from the next request). A config that does not parse, or that adds, removes or
+   * moves a principal's socket (a restart does that), is refused: logged, nothing changed.
+   */
+  reloadGrants(): Promise<{ ok: true } | { ok: false; reason: string }>;
   close(): Promise<void>;
 }
 
@@ -138,6 +145,8 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   const ledger = await SigningLedger.open({ totalsPath: join(store.dataDir, 'signing-totals.json'), audit, metrics, logger, intervalMs: limits.auditIntervalMs });
   const adminService = new AdminService(store, keyring, auditLog, ledger, logger, tokens);
   const connections = new Set<KeydConnection>();
+  /** Open connections' peers and their listener: a grants reload updates what each may sign for. */
+  const openPeers = new Map<Peer, string>();
   const sockets = new Set<Socket>();
   const perClient = new Map<string, number>();
   const deps: ServerDeps = {
@@ -159,11 +168,13 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     metrics.connections.inc({ listener });
     const conn = new KeydConnection(socket, peer, deps);
     connections.add(conn);
+    openPeers.set(peer, listener);
     const open = (perClient.get(peer.id) ?? 0) + 1;
     perClient.set(peer.id, open);
     socket.on('close', () => {
       sockets.delete(socket);
       connections.delete(conn);
+      openPeers.delete(peer);
       metrics.connections.dec({ listener });
       const left = (perClient.get(peer.id) ?? 1) - 1;
       if (left > 0) perClient.set(peer.id, left);
@@ -285,8 +296,33 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     `keyd started: store ${store.dataDir}, ${keyring.size} key(s)${failures.length ? `, ${failures.length} record(s) refused` : ''}, signing socket ${socketPath}, admin socket ${adminSocketPath}`,
   );
 
+  const reloadGrants = async (): Promise<{ ok: true } | { ok: false; reason: string }> => {
+    let next: KeydConfig;
+    try {
+      if (opts.config === undefined) throw new KeydError('KEYD_CONFIG', 'keyd was started without --config: there are no grants to read again');
+      next = await loadConfig(opts.config);
+      const shape = (c: KeydConfig) => JSON.stringify(c.principals.map((p) => [p.name, p.socket ?? null, p.mode, p.uid ?? null, p.gid ?? null]).sort());
+      if (shape(next) !== shape(config)) {
+        throw new KeydError('KEYD_CONFIG', 'the principals or their sockets changed: a restart applies that (only the names granted are reloaded)');
+      }
+    } catch (err) {
+      const reason = `${(err as Error).message}${err instanceof KeydError ? ` [${err.code}]` : ''}`;
+      logger.error({ reason }, 'keyd reload refused: the running grants are kept');
+      return { ok: false, reason };
+    }
+    config.clients = next.clients;
+    for (const principal of config.principals) principal.names = next.principals.find((p) => p.name === principal.name)!.names;
+    for (const [peer, listener] of openPeers) {
+      if (peer.admin) continue;
+      peer.allowed = listener === 'mtls' ? (config.clients[peer.id] ?? []) : (config.principals.find((p) => p.name === peer.id)?.names ?? []);
+    }
+    logger.info({ clients: Object.keys(config.clients).length, principals: config.principals.map((p) => p.name), openConnections: openPeers.size }, 'keyd reloaded its grants');
+    return { ok: true };
+  };
+
   let closing: Promise<void> | undefined;
   return {
+    reloadGrants,
     socketPath,
     adminSocketPath,
     ...(tlsPort !== undefined ? { tlsPort } : {}),

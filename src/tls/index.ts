@@ -9,7 +9,7 @@
  * - the session ticket key ring that workers share (handshake/ticket-keys.ts);
  * - alert and codepoint names for configuration, logs and errors.
  */
-export { createServer, TlsSocket, type TlsServerEvents } from './socket.js';
+export { createServer, TlsSocket, type TlsServer, type TlsServerEvents } from './socket.js';
 export { resolveOptions, type TlsServerOptions, type ResolvedOptions } from './options.js';
 export { TlsServerConnection } from './connection.js';
 export type { ConnectionInfo } from './handshake/context.js';

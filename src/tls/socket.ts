@@ -213,13 +213,22 @@ export interface TlsServerEvents {
  * Server whose 'secureConnection' event gives a TlsSocket after a completed handshake,
  * and whose 'tlsClientError' reports handshakes that failed (with the alert sent).
  */
+/** The engine's server: a node:net Server whose TLS options can be replaced while it runs. */
+export interface TlsServer extends Server {
+  /**
+   * Options for connections accepted from now on (a reload); connections already open or
+   * handshaking keep the options they started with. Throws, changing nothing, when invalid.
+   */
+  setTlsOptions(options: TlsServerOptions): void;
+}
+
 export function createServer(
   options: TlsServerOptions,
   onSecureConnection?: (socket: TlsSocket) => void,
-): Server {
-  const resolved = resolveOptions(options);
-  const allowHalfOpen = options.allowHalfOpen ?? false;
-  const maxConnections = options.maxConnections ?? Infinity;
+): TlsServer {
+  let resolved = resolveOptions(options);
+  let allowHalfOpen = options.allowHalfOpen ?? false;
+  let maxConnections = options.maxConnections ?? Infinity;
   let admitted = 0;
   /** Failed connections still draining input, oldest first. */
   const lingering = new Set<Socket>();
@@ -260,5 +269,12 @@ export function createServer(
     });
   });
   if (onSecureConnection) server.on('secureConnection', onSecureConnection);
-  return server;
+  return Object.assign(server, {
+    setTlsOptions(next: TlsServerOptions): void {
+      const nextResolved = resolveOptions(next);
+      resolved = nextResolved;
+      allowHalfOpen = next.allowHalfOpen ?? false;
+      maxConnections = next.maxConnections ?? Infinity;
+    },
+  });
 }

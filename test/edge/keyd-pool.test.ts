@@ -209,3 +209,30 @@ test('identity cache: one keyd lookup per name, cleared on change and on reconne
     pool.close();
   }
 });
+
+test('setEndpoints (reload): a listed endpoint in use is kept; otherwise the pool moves, and the old connection closes only after the request timeout', async () => {
+  const net = fakeNetwork(new Map([['a.test', ident('a.test')]]));
+  net.up.add('/k1').add('/k2').add('/k3');
+  const pool = new KeydPool([{ socketPath: '/k1' }], net.connect, { requestTimeoutMs: 50 });
+  await pool.start();
+  assert.equal(pool.endpoint, 'unix:/k1');
+  // Still listed (now second): kept, no new connection.
+  assert.equal(await pool.setEndpoints([{ socketPath: '/k2' }, { socketPath: '/k1' }]), 'kept');
+  assert.equal(pool.endpoint, 'unix:/k1');
+  assert.equal(net.live.length, 1);
+  // Not listed any more: moves to the new list; the old one still answers what was sent to it.
+  const old = net.live[0]!;
+  const closedOld = once(old, 'close');
+  assert.equal(await pool.setEndpoints([{ socketPath: '/k3' }]), 'moved');
+  assert.equal(pool.endpoint, 'unix:/k3');
+  assert.equal(old.closed, false, 'in-flight requests on the old connection get their answer');
+  assert.equal(String(await old.sign('r', 'a.test', 0x0403, new Uint8Array(32))), '/k1:r:a.test:1027:32');
+  assert.equal(String(await pool.sign('r', 'a.test', 0x0403, new Uint8Array(32))), '/k3:r:a.test:1027:32');
+  await closedOld;
+  assert.equal(pool.state, 'connected', "the old connection's close is not the pool's");
+  // No new endpoint answers: the working connection is kept until it drops.
+  assert.equal(await pool.setEndpoints([{ socketPath: '/nowhere' }]), 'unreachable');
+  assert.equal(pool.endpoint, 'unix:/k3');
+  await assert.rejects(pool.setEndpoints([]), /at least one keyd endpoint/);
+  pool.close();
+});

@@ -1,0 +1,88 @@
+/**
+ * keyd's grants reload (SIGHUP → reloadGrants): new names apply to connections already
+ * open (a revoked name is refused from the next request), a config that does not parse or
+ * that moves a principal's socket is refused with its reason and the old grants kept; and
+ * `delegator keyd` wires SIGHUP to it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { KeydClient } from '../../src/keyd/client.js';
+import { startTool } from '../helpers/tools.js';
+import { MAIN } from '../edge/system.js';
+import { LOCAL, makeIdentity, scratch, startTestKeyd } from './fixtures.js';
+
+const hash32 = createHash('sha256').update('transcript').digest();
+
+test('reloadGrants: names granted change for open connections; a bad config is refused and the old grants kept', { timeout: 30_000 }, async () => {
+  const s = await scratch();
+  const configPath = join(s.dir, 'keyd.json');
+  const edgeSocket = join(s.dir, 'edge-a.sock');
+  const writeConfig = (names: string[], socket = edgeSocket) => writeFile(configPath, JSON.stringify({ principals: { 'edge-a': { socket, mode: '0600', names } } }));
+  await writeConfig(['a.test']);
+  const lines: { level: number; msg: string; reason?: string }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const keyd = await startTestKeyd(s.dir, s.machineIdPath, { config: configPath, logger });
+  try {
+    for (const name of ['a.test', 'b.test']) {
+      const id = await makeIdentity('ecdsa-p256', [name]);
+      await keyd.adminService.put(LOCAL, [name], id.privateKey, id.chain);
+    }
+    const edge = await KeydClient.connect({ socketPath: edgeSocket });
+    const refA = (await edge.identity('a.test'))!.keyRef;
+    await edge.sign(refA, 'a.test', 0x0403, hash32);
+    await assert.rejects(edge.identity('b.test'), { code: 'KEYD_NOT_AUTHORISED' }, 'b.test is not granted yet');
+
+    await writeConfig(['b.test']);
+    assert.deepEqual(await keyd.reloadGrants(), { ok: true });
+    // The same, open connection: a.test revoked, b.test granted.
+    await assert.rejects(edge.sign(refA, 'a.test', 0x0403, hash32), { code: 'KEYD_NOT_AUTHORISED' });
+    const refB = (await edge.identity('b.test'))!.keyRef;
+    await edge.sign(refB, 'b.test', 0x0403, hash32);
+
+    // Not JSON: refused, logged, grants unchanged.
+    await writeFile(configPath, '{ "principals": ');
+    const bad = await keyd.reloadGrants();
+    assert.equal(bad.ok, false);
+    assert.match((bad as { reason: string }).reason, /not valid JSON/);
+    assert.ok(lines.some((l) => l.level === 50 && l.msg === 'keyd reload refused: the running grants are kept' && /not valid JSON/.test(l.reason ?? '')));
+    await edge.sign(refB, 'b.test', 0x0403, hash32);
+    // A principal's socket moved: a restart's job; refused.
+    await writeConfig(['a.test'], join(s.dir, 'elsewhere.sock'));
+    const moved = await keyd.reloadGrants();
+    assert.match((moved as { reason: string }).reason, /principals or their sockets changed/);
+    await edge.sign(refB, 'b.test', 0x0403, hash32);
+    await assert.rejects(edge.sign(refA, 'a.test', 0x0403, hash32), { code: 'KEYD_NOT_AUTHORISED' });
+    edge.close();
+  } finally {
+    await keyd.close();
+    await s.cleanup();
+  }
+});
+
+test('delegator keyd: SIGHUP reloads the grants; the process keeps running', { timeout: 60_000 }, async (t) => {
+  const s = await scratch();
+  t.after(() => s.cleanup());
+  const configPath = join(s.dir, 'keyd.json');
+  await writeFile(configPath, JSON.stringify({ clients: { 'CN=edge-1': ['a.test'] } }));
+  const keyd = startTool(t, process.execPath, [
+    MAIN, 'keyd', '--data', join(s.dir, 'data'), '--root-key', join(s.dir, 'root.key'), '--socket', join(s.dir, 'k.sock'),
+    '--admin-socket', join(s.dir, 'a.sock'), '--config', configPath, '--machine-id', s.machineIdPath,
+  ], { timeoutMs: 50_000 });
+  await keyd.waitFor('keyd started', 30_000);
+  await writeFile(configPath, JSON.stringify({ clients: { 'CN=edge-1': ['a.test', 'b.test'], 'CN=edge-2': ['c.test'] } }));
+  keyd.child.kill('SIGHUP');
+  await keyd.waitFor('keyd reloaded its grants', 20_000);
+  assert.match(keyd.stderr, /"clients":2/);
+  await writeFile(configPath, 'nonsense');
+  keyd.child.kill('SIGHUP');
+  await keyd.waitFor('keyd reload refused', 20_000);
+  assert.equal(keyd.child.exitCode, null, 'still running');
+  keyd.child.kill('SIGTERM');
+  const [code] = await once(keyd.child, 'exit');
+  assert.equal(code, 0);
+});
