@@ -1,6 +1,9 @@
 /**
  * `npm run bench:keyd` — ECDSA P-256 CertificateVerify signatures: keyd over its unix
  * socket (pipelined, one keyd process) against node:crypto signing in-process, in ONE run.
+ * Two more rows sign TLS 1.2 ServerKeyExchange content (signServerKeyExchange) with the
+ * same key: what keyd's content checks cost (the sentinel, the group, and for a NIST
+ * point its decoding onto the curve; an x25519 point has no curve check to make).
  *
  *   in-process   signWithScheme(key, ecdsa_secp256r1_sha256, certificateVerifyContent(h))
  *                in a loop in this process: the ceiling for one core
@@ -29,7 +32,7 @@ import { tmpdir, cpus } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createHash, randomBytes } from 'node:crypto';
+import { createECDH, createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { KeydClient } from '../src/keyd/client.js';
 import { LocalAdminTransport } from '../src/keyd/admin-client.js';
 import { certificateVerifyContent, SignatureScheme, signWithScheme } from '../src/tls/index.js';
@@ -92,22 +95,54 @@ function inProcess(key: import('node:crypto').KeyObject, seconds: number): Row {
   };
 }
 
-async function overKeyd(mode: string, socketPath: string, keydPid: number, keyRef: string, serverName: string, connections: number, inFlight: number, seconds: number): Promise<Row> {
+/** One signing request to time: a CertificateVerify (0x03) by default. */
+type SignOnce = (client: KeydClient, keyRef: string, serverName: string) => Promise<Uint8Array>;
+
+const benchHash = createHash('sha256').update('bench').digest();
+const signCertificateVerify: SignOnce = (c, keyRef, serverName) => c.sign(keyRef, serverName, SCHEME, benchHash);
+
+/** A TLS 1.2 ServerKeyExchange (0x04) with a fixed point of `group`; server_random carries the downgrade sentinel. */
+function signServerKeyExchange(group: 'x25519' | 'secp256r1'): SignOnce {
+  const clientRandom = randomBytes(32);
+  const serverRandom = Buffer.concat([randomBytes(24), Buffer.from('DOWNGRD\x01', 'latin1')]);
+  const point =
+    group === 'x25519'
+      ? Buffer.from(generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x!, 'base64url')
+      : (() => {
+          const ecdh = createECDH('prime256v1');
+          ecdh.generateKeys();
+          return ecdh.getPublicKey();
+        })();
+  const namedCurve = group === 'x25519' ? 0x001d : 0x0017;
+  const params = Buffer.concat([Buffer.of(3, namedCurve >> 8, namedCurve & 0xff, point.length), point]);
+  return (c, keyRef, serverName) => c.signServerKeyExchange(keyRef, serverName, SCHEME, clientRandom, serverRandom, params);
+}
+
+async function overKeyd(
+  mode: string,
+  socketPath: string,
+  keydPid: number,
+  keyRef: string,
+  serverName: string,
+  connections: number,
+  inFlight: number,
+  seconds: number,
+  signOnce: SignOnce = signCertificateVerify,
+): Promise<Row> {
   const clients = await Promise.all(Array.from({ length: connections }, () => KeydClient.connect({ socketPath }, { requestTimeoutMs: 30_000 })));
-  const hash = createHash('sha256').update('bench').digest();
   const latencies: number[] = [];
   let stop = false;
   let n = 0;
   const loop = async (c: KeydClient) => {
     while (!stop) {
       const t = performance.now();
-      await c.sign(keyRef, serverName, SCHEME, hash);
+      await signOnce(c, keyRef, serverName);
       latencies.push(performance.now() - t);
       n++;
     }
   };
   // Warm-up.
-  await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 200 }, () => c.sign(keyRef, serverName, SCHEME, hash)))));
+  await Promise.all(clients.map((c) => Promise.all(Array.from({ length: 200 }, () => signOnce(c, keyRef, serverName)))));
   const cpu0 = cpuTimeMicros(keydPid);
   const start = performance.now();
   const workers = clients.flatMap((c) => Array.from({ length: inFlight }, () => loop(c)));
@@ -183,6 +218,9 @@ async function main(): Promise<void> {
     ] as const) {
       rows.push(await overKeyd('keyd, software store', socket, keyd.pid!, identity.keyRef, 'bench.test', connections, inFlight, seconds));
     }
+    for (const group of ['x25519', 'secp256r1'] as const) {
+      rows.push(await overKeyd(`keyd, software store, TLS 1.2 ServerKeyExchange (${group} point)`, socket, keyd.pid!, identity.keyRef, 'bench.test', 1, 64, seconds, signServerKeyExchange(group)));
+    }
     if (tokenIdentity) {
       for (const [connections, inFlight] of [
         [1, 1],
@@ -202,7 +240,7 @@ async function main(): Promise<void> {
     }
     const base = rows[0]!.perSignerCoreSecond;
     const lines = [
-      `keyd benchmark — ECDSA P-256 (ecdsa_secp256r1_sha256) CertificateVerify, ${seconds} s per row, Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim()}`,
+      `keyd benchmark — ECDSA P-256 (ecdsa_secp256r1_sha256) CertificateVerify (TLS 1.2 rows: ServerKeyExchange), ${seconds} s per row, Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model.trim()}`,
       '',
       '| mode | connections × in flight | signatures/s (wall) | p50 µs | p99 µs | signer CPU µs/sig | signatures per signer core-second | % of in-process (per core) |',
       '|---|---|---|---|---|---|---|---|',

@@ -1,4 +1,4 @@
-import { ECDH } from 'node:crypto';
+import { ECDH, createECDH } from 'node:crypto';
 import { SCHEMES, TRANSCRIPT_HASH_LENGTHS, type SchemeInfo } from '../tls/signature-schemes.js';
 import { NamedGroup } from '../tls/wire/codepoints.js';
 import { KeydError } from './errors.js';
@@ -137,13 +137,35 @@ export function checkServerKeyExchangeContent(content: Uint8Array, policy: Signe
   return namedCurve;
 }
 
+/**
+ * Decodes a point onto its curve, throwing when it is not on it (OpenSSL's
+ * EC_POINT_oct2point). `ECDH.convertKey` does that but builds the curve anew on every
+ * call, which costs about as much as the signature itself; an ECDH object's
+ * `setPublicKey` does the same decoding on a curve built once. Node documents
+ * `setPublicKey` as deprecated (DEP0031, documentation only: a public key alone computes
+ * no secret) and its type definitions omit it, so it is used only where it exists, with
+ * `convertKey` as the fallback. Costs: `npm run bench:keyd` (docs/BENCHMARKS.md).
+ */
+type PointCheck = (point: Uint8Array) => void;
+const pointChecks = new Map<string, PointCheck>();
+
+function pointCheckFor(curve: string): PointCheck {
+  let check = pointChecks.get(curve);
+  if (check) return check;
+  const ecdh = createECDH(curve) as ECDH & { setPublicKey?: (point: Uint8Array) => void };
+  const setPublicKey = ecdh.setPublicKey;
+  check = typeof setPublicKey === 'function' ? (point) => setPublicKey.call(ecdh, point) : (point) => void ECDH.convertKey(point, curve);
+  pointChecks.set(curve, check);
+  return check;
+}
+
 /** An uncompressed point (0x04 || x || y) on the group's curve; node:crypto decodes and checks it. */
 function checkNistPoint(group: EcdheGroup, point: Uint8Array): void {
   if (point[0] !== 0x04) {
     throw new KeydError('KEYD_BAD_ECDH_PARAMS', `${group.name} point starts with 0x${point[0]!.toString(16).padStart(2, '0')}; only the uncompressed form (0x04) is signed (RFC 8422 §5.1.2)`);
   }
   try {
-    ECDH.convertKey(point, group.curve!);
+    pointCheckFor(group.curve!)(point);
   } catch {
     throw new KeydError('KEYD_BAD_ECDH_PARAMS', `the ${group.name} point is not on the curve`);
   }
