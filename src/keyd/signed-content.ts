@@ -72,8 +72,9 @@ const RANDOM_LENGTH = 32;
 export const TLS12_DOWNGRADE_SENTINEL: Readonly<Buffer> = Buffer.from('444f574e47524401', 'hex');
 /** ECCurveType.named_curve (RFC 8422 §5.4); explicit curves (1, 2) are deprecated and refused. */
 const NAMED_CURVE = 3;
-/** client_random + server_random + curve_type + named_curve + point length. */
+/** ServerECDHParams start after client_random and server_random. */
 const PARAMS_OFFSET = 2 * RANDOM_LENGTH;
+/** The randoms, then curve_type, named_curve and the point's length byte. */
 const MIN_SERVER_KEY_EXCHANGE_CONTENT = PARAMS_OFFSET + 4;
 
 interface EcdheGroup {
@@ -140,11 +141,12 @@ export function checkServerKeyExchangeContent(content: Uint8Array, policy: Signe
 /**
  * Decodes a point onto its curve, throwing when it is not on it (OpenSSL's
  * EC_POINT_oct2point). `ECDH.convertKey` does that but builds the curve anew on every
- * call, which costs about as much as the signature itself; an ECDH object's
- * `setPublicKey` does the same decoding on a curve built once. Node documents
- * `setPublicKey` as deprecated (DEP0031, documentation only: a public key alone computes
- * no secret) and its type definitions omit it, so it is used only where it exists, with
- * `convertKey` as the fallback. Costs: `npm run bench:keyd` (docs/BENCHMARKS.md).
+ * call (about four times the cost: 16 against 4 µs, half a P-256 signature;
+ * `npm run bench:keyd`, docs/BENCHMARKS.md); an ECDH object's `setPublicKey` does the
+ * same decoding on a curve built once. Node documents `setPublicKey` as deprecated
+ * (DEP0031, documentation only: a public key alone computes no secret) and its type
+ * definitions omit it, so it is used only where it exists, with `convertKey` as the
+ * fallback.
  */
 type PointCheck = (point: Uint8Array) => void;
 const pointChecks = new Map<string, PointCheck>();
@@ -182,7 +184,8 @@ function checkNistPoint(group: EcdheGroup, point: Uint8Array): void {
  * TLS 1.2 has its curve_type.
  */
 export function classifyHandshakeContent(bytes: Uint8Array, policy: SignedContentPolicy): CheckedContent {
-  const content = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // A copy: a token signs it later, after the request's frame is gone.
+  const content = Buffer.from(bytes);
   if (startsWithCertificateVerifyPrefix(content)) {
     checkTranscriptHashLength(content.length - CERTIFICATE_VERIFY_PREFIX.length);
     return { kind: 'tls13-certificate-verify', content };
