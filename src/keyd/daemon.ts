@@ -311,12 +311,18 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
       return { ok: false, reason };
     }
     config.clients = next.clients;
+    // The signing policy too: turning TLS 1.2-only servers off must not wait for a restart.
+    config.allowTls12OnlyServers = next.allowTls12OnlyServers;
+    deps.signingPolicy = { allowTls12OnlyServers: next.allowTls12OnlyServers };
     for (const principal of config.principals) principal.names = next.principals.find((p) => p.name === principal.name)!.names;
     for (const [peer, listener] of openPeers) {
       if (peer.admin) continue;
       peer.allowed = listener === 'mtls' ? (config.clients[peer.id] ?? []) : (config.principals.find((p) => p.name === peer.id)?.names ?? []);
     }
-    logger.info({ clients: Object.keys(config.clients).length, principals: config.principals.map((p) => p.name), openConnections: openPeers.size }, 'keyd reloaded its grants');
+    logger.info(
+      { clients: Object.keys(config.clients).length, principals: config.principals.map((p) => p.name), openConnections: openPeers.size, allowTls12OnlyServers: config.allowTls12OnlyServers },
+      'keyd reloaded its grants',
+    );
     return { ok: true };
   };
 

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { KeydClient } from '../../src/keyd/client.js';
 import { startTool } from '../helpers/tools.js';
 import { MAIN } from '../edge/system.js';
 import { LOCAL, makeIdentity, scratch, startTestKeyd } from './fixtures.js';
+import { serverRandom, x25519Point } from './handshake-content-fixtures.js';
 
 const hash32 = createHash('sha256').update('transcript').digest();
 
@@ -57,6 +58,32 @@ test('reloadGrants: names granted change for open connections; a bad config is r
     assert.match((moved as { reason: string }).reason, /principals or their sockets changed/);
     await edge.sign(refB, 'b.test', 0x0403, hash32);
     await assert.rejects(edge.sign(refA, 'a.test', 0x0403, hash32), { code: 'KEYD_NOT_AUTHORISED' });
+    edge.close();
+  } finally {
+    await keyd.close();
+    await s.cleanup();
+  }
+});
+
+test('reloadGrants applies allowTls12OnlyServers to open connections: a TLS 1.2 content without the downgrade sentinel is signed, then refused', { timeout: 30_000 }, async () => {
+  const s = await scratch();
+  const configPath = join(s.dir, 'keyd.json');
+  await writeFile(configPath, JSON.stringify({ allowTls12OnlyServers: true }));
+  const keyd = await startTestKeyd(s.dir, s.machineIdPath, { config: configPath });
+  try {
+    const id = await makeIdentity('ecdsa-p256', ['tls12.test']);
+    await keyd.adminService.put(LOCAL, ['tls12.test'], id.privateKey, id.chain);
+    const edge = await KeydClient.connect({ socketPath: keyd.socketPath });
+    const ref = (await edge.identity('tls12.test'))!.keyRef;
+    const point = x25519Point();
+    const params = Buffer.concat([Buffer.of(3, 0x00, 0x1d, point.length), point]);
+    const sign = () => edge.signServerKeyExchange(ref, 'tls12.test', 0x0403, randomBytes(32), serverRandom(false), params);
+    await sign();
+    await writeFile(configPath, JSON.stringify({ allowTls12OnlyServers: false }));
+    assert.deepEqual(await keyd.reloadGrants(), { ok: true });
+    await assert.rejects(sign(), { code: 'KEYD_NO_DOWNGRADE_SENTINEL' });
+    // The sentinel still signs (control).
+    await edge.signServerKeyExchange(ref, 'tls12.test', 0x0403, randomBytes(32), serverRandom(true), params);
     edge.close();
   } finally {
     await keyd.close();
