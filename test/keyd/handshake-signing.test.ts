@@ -258,6 +258,12 @@ test('signHandshakeContent: both legal shapes are signed; a digest, random bytes
   assert.equal(await code(sign(ec, 0x0403, clientContext)), 'KEYD_NOT_HANDSHAKE_CONTENT', 'client CertificateVerify content');
   assert.equal(await code(sign(ec, 0x0403, Buffer.concat([tls13, Buffer.of(0)]))), 'KEYD_BAD_HASH_LENGTH', 'TLS 1.3 content + 1 byte');
   assert.equal(await code(sign(ec, 0x0403, Buffer.concat([tls12, Buffer.of(0)]))), 'KEYD_BAD_ECDH_PARAMS', 'TLS 1.2 content + 1 byte');
+  // A transcript hash where the TLS 1.2 parameters belong, and TLS 1.2 content where the TLS 1.3 hash belongs.
+  const randoms = Buffer.concat([randomBytes(32), serverRandom(true)]);
+  for (const h of [createHash('sha256').update('t').digest(), hash]) {
+    assert.ok(CONTENT_REFUSALS.includes(await code(sign(ec, 0x0403, Buffer.concat([randoms, h])))), `randoms + ${h.length}-byte hash`);
+  }
+  assert.equal(await code(sign(ec, 0x0403, Buffer.concat([certificateVerifyContentFromRfc(new Uint8Array(0)), tls12]))), 'KEYD_BAD_HASH_LENGTH', 'TLS 1.3 prefix + TLS 1.2 content');
   const noSentinel = serverKeyExchangeContentFromRfc(randomBytes(32), serverRandom(false), params.x25519());
   assert.equal(await code(sign(ec, 0x0403, noSentinel)), 'KEYD_NO_DOWNGRADE_SENTINEL');
   // Scheme rules follow the kind found: PKCS#1 for the TLS 1.2 content only.
