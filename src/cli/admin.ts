@@ -11,7 +11,8 @@ import { KeydError } from '../keyd/errors.js';
 import { readChainFile, readPrivateKeyFile } from '../keyd/key-input.js';
 import type { KeyInfo } from '../keyd/keyring.js';
 import { GENERATE_KEY_TYPES, type GenerateKeyType } from '../keyd/pki.js';
-import { DEFAULT_ADMIN_SOCKET } from './keyd.js';
+import { encodeKeyReferencePem, keyReferenceFor } from '../keyd/key-reference.js';
+import { DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET } from './keyd.js';
 
 export const summary = 'install, generate, list and delete keys in keyd (local admin socket or --server)';
 
@@ -35,6 +36,11 @@ Operations:
   show NAME [--json]         one key
   audit [--limit N] [--since ISO-TIME] [--json]   the audit log
   stats [--json]             signatures and refusals per client and key (kept across restarts)
+  export-ref NAME --out FILE [--keyd-socket PATH]
+                             write a DELEGATOR KEY REFERENCE file for NAME's key: what an
+                             unmodified OpenSSL server loads as its "key file" through the
+                             OpenSSL provider (docs/OPENSSL-PROVIDER.md); no private part;
+                             PATH: keyd's signing socket the server reaches (default ${DEFAULT_SOCKET})
 
 Options:
   --socket PATH    keyd's admin socket (default $KEYD_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})
@@ -248,6 +254,23 @@ const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prep
             entries.map((e) => [e.time, e.op, `${e.caller.kind}:${e.caller.id}`, (e.names ?? []).join(','), e.ok ? 'ok' : `${e.code}: ${e.message ?? ''}`]),
           ),
         );
+      };
+    },
+  },
+  'export-ref': {
+    async prepare(args, io) {
+      const { values, positionals } = parse(args, { out: 'string', 'keyd-socket': 'string' });
+      const name = one(positionals, 'NAME');
+      if (!values.out) throw new UsageError('export-ref needs --out FILE');
+      const socketPath = (values['keyd-socket'] as string | undefined) ?? DEFAULT_SOCKET;
+      return async (t) => {
+        if (!t.identity) throw new UsageError('export-ref needs the local admin socket (not --server)');
+        const identity = await t.identity(name);
+        if (!identity) throw new KeydError('KEYD_UNKNOWN_NAME', `no key with a certificate chain serves ${name}`);
+        const pem = encodeKeyReferencePem(keyReferenceFor(socketPath, name, identity.keyRef, identity.certificateChain[0]!));
+        // Not secret (a reference and a public key), but written like a key file: 0640.
+        await writeFile(values.out as string, pem, { mode: 0o640 });
+        io.out(`wrote a key reference for ${name} (${identity.keyType}, key ${identity.keyRef}, keyd ${socketPath}) to ${values.out}\n`);
       };
     },
   },

@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { AuditEntry, AuditQuery } from './audit.js';
-import { KeydClient } from './client.js';
+import { KeydClient, type KeydIdentity } from './client.js';
 import type { KeyInfo } from './keyring.js';
 import type { GenerateKeyType } from './pki.js';
 import { Opcode } from './protocol.js';
@@ -19,6 +19,8 @@ export interface AdminTransport {
   show(name: string): Promise<KeyInfo>;
   audit(query?: AuditQuery): Promise<AuditEntry[]>;
   stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>>;
+  /** The identity keyd serves for `serverName` (docs/PROTOCOL.md, identity); local admin socket only. */
+  identity?(serverName: string): Promise<KeydIdentity | undefined>;
   close(): void;
 }
 
@@ -69,6 +71,10 @@ export class LocalAdminTransport implements AdminTransport {
 
   async stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>> {
     return (await this.client.admin(Opcode.stats, {})).json.clients as Record<string, { signatures: number; refusals: number }>;
+  }
+
+  identity(serverName: string): Promise<KeydIdentity | undefined> {
+    return this.client.identity(serverName);
   }
 
   close(): void {

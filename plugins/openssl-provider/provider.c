@@ -1,0 +1,171 @@
+/*
+ * Provider entry point (provider-base(7)): OSSL_provider_init hands OpenSSL the tables
+ * of DECODER, KEYMGMT and SIGNATURE algorithms, all with the property provider=delegator.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/params.h>
+#include "delegator.h"
+
+void dlg_error(DLG_PROV *prov, int reason, const char *fmt, ...)
+{
+    va_list args;
+
+    /* provider-base(7): errors go through the core's error upcalls, so that they carry
+     * this provider's name and reason strings wherever the application prints them. */
+    if (prov == NULL || prov->new_error == NULL || prov->vset_error == NULL)
+        return;
+    prov->new_error(prov->handle);
+    if (prov->set_error_debug != NULL)
+        prov->set_error_debug(prov->handle, OPENSSL_FILE, OPENSSL_LINE, "delegator");
+    va_start(args, fmt);
+    prov->vset_error(prov->handle, reason, fmt, args);
+    va_end(args);
+}
+
+static const OSSL_ITEM reason_strings[] = {
+    { DLG_R_BAD_REFERENCE, "malformed DELEGATOR KEY REFERENCE" },
+    { DLG_R_KEYD_UNAVAILABLE, "keyd unavailable" },
+    { DLG_R_KEYD_TIMEOUT, "keyd did not answer in time" },
+    { DLG_R_KEYD_REFUSED, "keyd refused to sign" },
+    { DLG_R_KEYD_PROTOCOL, "keyd protocol error" },
+    { DLG_R_UNSUPPORTED, "unsupported signature parameters" },
+    { DLG_R_NOT_WHOLE_MESSAGE, "a delegator key signs whole messages only" },
+    { DLG_R_NO_PRIVATE_PART, "a delegator key has no private part" },
+    { 0, NULL },
+};
+
+static const OSSL_ALGORITHM decoders[] = {
+    /* PEM -> DER of our structure, then DER -> a key object (provider-decoder(7)). */
+    { "DER", DLG_PROPS ",input=pem", dlg_pem_decoder_functions, "DELEGATOR KEY REFERENCE (PEM)" },
+    { DLG_NAMES_EC, DLG_PROPS ",input=der,structure=" DLG_STRUCTURE, dlg_der_decoder_ec_functions, NULL },
+    { DLG_NAMES_RSA, DLG_PROPS ",input=der,structure=" DLG_STRUCTURE, dlg_der_decoder_rsa_functions, NULL },
+    { DLG_NAMES_ED25519, DLG_PROPS ",input=der,structure=" DLG_STRUCTURE, dlg_der_decoder_ed25519_functions, NULL },
+    { NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM keymgmts[] = {
+    { DLG_NAMES_EC, DLG_PROPS, dlg_keymgmt_ec_functions, "EC key held by keyd" },
+    { DLG_NAMES_RSA, DLG_PROPS, dlg_keymgmt_rsa_functions, "RSA key held by keyd" },
+    { DLG_NAMES_ED25519, DLG_PROPS, dlg_keymgmt_ed25519_functions, "Ed25519 key held by keyd" },
+    { NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM signatures[] = {
+    { "ECDSA", DLG_PROPS, dlg_signature_ecdsa_functions, "ECDSA signed by keyd" },
+    { DLG_NAMES_RSA, DLG_PROPS, dlg_signature_rsa_functions, "RSA signed by keyd" },
+    { DLG_NAMES_ED25519, DLG_PROPS, dlg_signature_ed25519_functions, "Ed25519 signed by keyd" },
+    { NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM *dlg_query(void *provctx, int operation_id, int *no_cache)
+{
+    (void)provctx;
+    *no_cache = 0;
+    switch (operation_id) {
+    case OSSL_OP_DECODER:
+        return decoders;
+    case OSSL_OP_KEYMGMT:
+        return keymgmts;
+    case OSSL_OP_SIGNATURE:
+        return signatures;
+    }
+    return NULL;
+}
+
+static const OSSL_PARAM *dlg_gettable_params(void *provctx)
+{
+    static const OSSL_PARAM table[] = {
+        OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, NULL, 0),
+        OSSL_PARAM_int(OSSL_PROV_PARAM_STATUS, NULL),
+        OSSL_PARAM_END,
+    };
+    (void)provctx;
+    return table;
+}
+
+static int dlg_get_params(void *provctx, OSSL_PARAM params[])
+{
+    OSSL_PARAM *p;
+    (void)provctx;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL
+        && !OSSL_PARAM_set_utf8_ptr(p, "delegator: keys held by keyd"))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL && !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    return 1;
+}
+
+static const OSSL_ITEM *dlg_reason_strings(void *provctx)
+{
+    (void)provctx;
+    return reason_strings;
+}
+
+static void dlg_teardown(void *provctx)
+{
+    DLG_PROV *prov = provctx;
+    dlg_keyd_pool_free(prov);
+    pthread_mutex_destroy(&prov->pool_lock);
+    OSSL_LIB_CTX_free(prov->libctx);
+    free(prov);
+}
+
+static const OSSL_DISPATCH dlg_dispatch[] = {
+    { OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))dlg_teardown },
+    { OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))dlg_gettable_params },
+    { OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))dlg_get_params },
+    { OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))dlg_query },
+    { OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))dlg_reason_strings },
+    { 0, NULL },
+};
+
+/* The one exported symbol: OpenSSL looks it up when it loads the module (provider(7)). */
+__attribute__((visibility("default")))
+int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                       const OSSL_DISPATCH **out, void **provctx)
+{
+    OSSL_FUNC_core_get_params_fn *core_get_params = NULL;
+    DLG_PROV *prov = calloc(1, sizeof(*prov));
+    char *timeout = NULL;
+
+    if (prov == NULL)
+        return 0;
+    prov->handle = handle;
+    prov->timeout_ms = 5000;
+    for (const OSSL_DISPATCH *d = in; d->function_id != 0; d++) {
+        switch (d->function_id) {
+        case OSSL_FUNC_CORE_GET_PARAMS:
+            core_get_params = OSSL_FUNC_core_get_params(d);
+            break;
+        case OSSL_FUNC_CORE_NEW_ERROR:
+            prov->new_error = OSSL_FUNC_core_new_error(d);
+            break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+            prov->set_error_debug = OSSL_FUNC_core_set_error_debug(d);
+            break;
+        case OSSL_FUNC_CORE_VSET_ERROR:
+            prov->vset_error = OSSL_FUNC_core_vset_error(d);
+            break;
+        }
+    }
+    /* `timeout_ms = N` in the provider's openssl.cnf section (config(5)) reaches us as a
+     * core parameter of that name. */
+    if (core_get_params != NULL) {
+        OSSL_PARAM req[] = { OSSL_PARAM_utf8_ptr("timeout_ms", &timeout, 0), OSSL_PARAM_END };
+        if (core_get_params(handle, req) && timeout != NULL) {
+            long ms = strtol(timeout, NULL, 10);
+            if (ms > 0 && ms <= 600000)
+                prov->timeout_ms = (int)ms;
+        }
+    }
+    /* A library context wired to the core's BIO upcalls, for BIO_new_from_core_bio. */
+    prov->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in);
+    pthread_mutex_init(&prov->pool_lock, NULL);
+    *out = dlg_dispatch;
+    *provctx = prov;
+    return 1;
+}
