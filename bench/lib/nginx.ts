@@ -12,6 +12,8 @@ export interface NginxInstance {
   port: number;
   /** master + worker: CPU is summed over both (the master does nothing per handshake). */
   pids: number[];
+  /** Its error log (nginx writes OpenSSL's errors there). */
+  errorLog: string;
   version: string;
   stop(): Promise<void>;
 }
@@ -23,7 +25,14 @@ export function nginxBinary(): string | undefined {
   return undefined;
 }
 
-export async function startNginx(binary: string, dir: string, port: number, chainFile: string, keyFile: string): Promise<NginxInstance> {
+export interface NginxOptions {
+  /** ssl_protocols (default TLSv1.3). */
+  protocols?: string;
+  /** The environment nginx starts with (OPENSSL_CONF for the OpenSSL provider, docs/OPENSSL-PROVIDER.md). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function startNginx(binary: string, dir: string, port: number, chainFile: string, keyFile: string, options: NginxOptions = {}): Promise<NginxInstance> {
   const prefix = join(dir, 'nginx');
   mkdirSync(join(prefix, 'logs'), { recursive: true });
   mkdirSync(join(prefix, 'tmp'), { recursive: true });
@@ -50,7 +59,7 @@ http {
     listen 127.0.0.1:${port} ssl;
     ssl_certificate ${chainFile};
     ssl_certificate_key ${keyFile};
-    ssl_protocols TLSv1.3;
+    ssl_protocols ${options.protocols ?? 'TLSv1.3'};
     location / { return 200 "ok\\n"; }
   }
 }
@@ -60,6 +69,7 @@ http {
   const version = spawnSync(binary, ['-v'], { encoding: 'utf8' }).stderr.trim().replace(/^nginx version: /, '');
   const child: ChildProcess = spawn(binary, ['-p', prefix, '-c', configFile, '-e', join(prefix, 'logs', 'error.log')], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    ...(options.env ? { env: options.env } : {}),
   });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -80,6 +90,7 @@ http {
   return {
     port,
     pids: [child.pid!, ...workers],
+    errorLog: join(prefix, 'logs', 'error.log'),
     version,
     async stop() {
       if (child.exitCode === null) child.kill('SIGQUIT');

@@ -11,6 +11,7 @@
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 
 /* Every algorithm this provider offers carries this property (provider(7), "Properties"). */
 #define DLG_PROPS "provider=delegator"
@@ -74,7 +75,9 @@ typedef struct dlg_reference {
 } DLG_REFERENCE;
 #define DLG_REFERENCE_MAGIC 0x444c475245463031ULL /* "DLGREF01" */
 
-void dlg_error(DLG_PROV *prov, int reason, const char *fmt, ...);
+void dlg_error_at(DLG_PROV *prov, const char *file, int line, const char *func, int reason, const char *fmt, ...);
+/* Raises an OpenSSL error with this provider's reason code, at the caller's file and line. */
+#define dlg_error(prov, reason, ...) dlg_error_at((prov), OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (reason), __VA_ARGS__)
 
 DLG_KEY *dlg_key_new(DLG_PROV *prov, enum dlg_key_type type);
 DLG_KEY *dlg_key_dup(const DLG_KEY *key);

@@ -10,7 +10,7 @@
 #include <openssl/params.h>
 #include "delegator.h"
 
-void dlg_error(DLG_PROV *prov, int reason, const char *fmt, ...)
+void dlg_error_at(DLG_PROV *prov, const char *file, int line, const char *func, int reason, const char *fmt, ...)
 {
     va_list args;
 
@@ -20,7 +20,7 @@ void dlg_error(DLG_PROV *prov, int reason, const char *fmt, ...)
         return;
     prov->new_error(prov->handle);
     if (prov->set_error_debug != NULL)
-        prov->set_error_debug(prov->handle, OPENSSL_FILE, OPENSSL_LINE, "delegator");
+        prov->set_error_debug(prov->handle, file, line, func);
     va_start(args, fmt);
     prov->vset_error(prov->handle, reason, fmt, args);
     va_end(args);

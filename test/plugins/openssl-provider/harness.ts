@@ -1,0 +1,163 @@
+/**
+ * What the OpenSSL provider's tests share: building the provider, a keyd child holding one
+ * key for a.test with a principal socket the servers' unprivileged user may reach, the
+ * reference file `delegator admin export-ref` writes, and an openssl.cnf that loads the
+ * provider (docs/OPENSSL-PROVIDER.md).
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+import { main as adminMain } from '../../../src/cli/admin.js';
+import { KeydClient } from '../../../src/keyd/client.js';
+import { Opcode } from '../../../src/keyd/protocol.js';
+import { makeTestPki, type TestKeyType, type TestPki } from '../../helpers/pki.js';
+import { hasTool, runTool } from '../../helpers/tools.js';
+import { KeydProcess } from '../../edge/system.js';
+
+const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
+export const PROVIDER_SO = join(REPO, 'dist/plugins/openssl-provider/delegator.so');
+
+/** Servers run as nobody:nogroup when the tests run as root (nginx's workers, haproxy, s_server). */
+export const UNPRIVILEGED = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
+
+/** Builds the provider (make); false after skipping the test with the missing Debian package named. */
+export function buildProvider(t: TestContext): boolean {
+  for (const [tool, pkg] of [['gcc', 'gcc'], ['make', 'make']] as const) {
+    if (!hasTool(tool)) {
+      t.skip(`${tool} not installed (apt-get install ${pkg})`);
+      return false;
+    }
+  }
+  if (!existsSync('/usr/include/openssl/core_dispatch.h')) {
+    t.skip('OpenSSL 3 headers not installed (apt-get install libssl-dev)');
+    return false;
+  }
+  const make = spawnSync('make', ['-s', '-C', join(REPO, 'plugins/openssl-provider')], { encoding: 'utf8' });
+  if (make.status !== 0) throw new Error(`make failed:\n${make.stdout}${make.stderr}`);
+  return true;
+}
+
+export interface ProviderSetup {
+  dir: string;
+  keyd: KeydProcess;
+  pki: TestPki;
+  keyRef: string;
+  /** The DELEGATOR KEY REFERENCE file: the servers' "key file". */
+  refFile: string;
+  certFile: string;
+  caFile: string;
+  /** Environment with OPENSSL_CONF loading the provider. */
+  env: NodeJS.ProcessEnv;
+  /** keyd's durable signing totals for this key: signatures and refusals. */
+  counts(): Promise<{ signatures: number; refusals: number }>;
+}
+
+/** keyd in `dir` with one key for a.test, its reference file, certificate and openssl.cnf. */
+export async function setUpKeyAndReference(dir: string, keyType: TestKeyType): Promise<ProviderSetup> {
+  chmodSync(dir, 0o755); // the servers' user traverses it to its socket and files
+  const serversSocket = join(dir, 'servers.sock');
+  const keyd = new KeydProcess(dir);
+  await keyd.start({
+    config: {
+      principals: {
+        local: { mode: '0660', names: ['*'] },
+        // docs/OPENSSL-PROVIDER.md: the servers' own socket, group-accessible to their user.
+        servers: { socket: serversSocket, mode: '0660', ...(UNPRIVILEGED ? { gid: UNPRIVILEGED.gid } : {}), names: ['a.test'] },
+      },
+    },
+  });
+  const pki = await makeTestPki({ keyType, commonName: 'a.test', extraNames: ['a.test'] });
+  // The key goes to keyd from this process's memory; no key file is ever written.
+  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+
+  const refFile = join(dir, 'a.test.ref');
+  let out = '';
+  const io = { out: (s: string) => void (out += s), err: (s: string) => void (out += s) };
+  const code = await adminMain(['--socket', keyd.adminSocket, 'export-ref', 'a.test', '--out', refFile, '--keyd-socket', serversSocket], io);
+  if (code !== 0) throw new Error(`export-ref failed: ${out}`);
+  const keyRef = /key (\S+),/.exec(out)![1]!;
+  if (UNPRIVILEGED) chownSync(refFile, 0, UNPRIVILEGED.gid); // 0640: readable by the servers' group
+
+  const certFile = join(dir, 'a.test.crt');
+  const caFile = join(dir, 'ca.crt');
+  writeFileSync(certFile, pki.leafCertPem, { mode: 0o644 });
+  writeFileSync(caFile, pki.caCertPem, { mode: 0o644 });
+  const conf = join(dir, 'openssl.cnf');
+  writeFileSync(conf, opensslConf(PROVIDER_SO), { mode: 0o644 });
+  const env = { ...process.env, OPENSSL_CONF: conf };
+
+  return {
+    dir, keyd, pki, keyRef, refFile, certFile, caFile, env,
+    async counts() {
+      const admin = await KeydClient.connect({ socketPath: keyd.adminSocket });
+      try {
+        const clients = (await admin.admin(Opcode.stats, {})).json.clients as Record<string, { keys?: Record<string, { signatures: number; refusals: number }> }>;
+        let signatures = 0;
+        let refusals = 0;
+        for (const c of Object.values(clients)) {
+          signatures += c.keys?.[keyRef]?.signatures ?? 0;
+          refusals += c.keys?.[keyRef]?.refusals ?? 0;
+        }
+        return { signatures, refusals };
+      } finally {
+        admin.close();
+      }
+    },
+  };
+}
+
+/** The openssl.cnf of docs/OPENSSL-PROVIDER.md. */
+export function opensslConf(modulePath: string): string {
+  return `openssl_conf = openssl_init
+
+[openssl_init]
+providers = provider_sect
+alg_section = algorithm_sect
+
+[provider_sect]
+default = default_sect
+delegator = delegator_sect
+
+[default_sect]
+activate = 1
+
+[delegator_sect]
+module = ${modulePath}
+timeout_ms = 5000
+activate = 1
+
+[algorithm_sect]
+default_properties = ?provider=default
+`;
+}
+
+/** One curl request over TLS `version` (1.2 | 1.3) that verifies a.test against the test CA. */
+export async function curlOnce(port: number, version: '1.2' | '1.3', caFile: string): Promise<{ ok: boolean; output: string }> {
+  const r = await runTool('curl', ['-sS', `--tlsv${version}`, '--tls-max', version, '--cacert', caFile, '--resolve', `a.test:${port}:127.0.0.1`,
+    '-o', '/dev/null', '-w', '%{http_code} %{ssl_verify_result}', `https://a.test:${port}/`], '', { env: { ...process.env, OPENSSL_CONF: '/dev/null' } });
+  const output = r.stdout + r.stderr;
+  return { ok: r.code === 0 && output.startsWith('200 0'), output };
+}
+
+/** Every regular file under `dir` (sockets and the like skipped). */
+export function filesUnder(dir: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync(dir)) {
+    const path = join(dir, entry);
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st) continue;
+    if (st.isDirectory()) found.push(...filesUnder(path));
+    else if (st.isFile()) found.push(path);
+  }
+  return found;
+}
+
+/** Files under `dir` that hold a PEM private key or the key's PKCS#8 DER bytes. */
+export function privateKeyFiles(dir: string, pkcs8: Buffer): string[] {
+  return filesUnder(dir).filter((f) => {
+    const data = readFileSync(f);
+    return data.includes('PRIVATE KEY-----') || data.includes(pkcs8);
+  });
+}

@@ -1,0 +1,174 @@
+/**
+ * Unmodified OpenSSL servers (Debian's nginx, haproxy, `openssl s_server`) given a
+ * DELEGATOR KEY REFERENCE file as their key and OPENSSL_CONF loading the provider: curl
+ * verifies them over TLS 1.3 and TLS 1.2 with ECDSA and RSA keys, each handshake moves
+ * keyd's signing count for the key by exactly one, and no private key file exists in the
+ * test's directories (docs/OPENSSL-PROVIDER.md).
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { chownSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { nginxBinary, startNginx } from '../../../bench/lib/nginx.js';
+import type { TestKeyType } from '../../helpers/pki.js';
+import { freePort, waitForPort } from '../../helpers/ports.js';
+import { requireTool } from '../../helpers/tools.js';
+import { scratchDir } from '../../edge/system.js';
+import { buildProvider, curlOnce, filesUnder, privateKeyFiles, setUpKeyAndReference, UNPRIVILEGED, type ProviderSetup } from './harness.js';
+
+const KEY_TYPES: TestKeyType[] = ['ecdsa-p256', 'rsa2048'];
+
+interface RunningServer {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Both TLS versions against a running server: curl verifies, and keyd signs once per handshake. */
+async function assertServesThroughKeyd(setup: ProviderSetup, server: RunningServer, what: string): Promise<void> {
+  for (const version of ['1.3', '1.2'] as const) {
+    const before = await setup.counts();
+    const result = await curlOnce(server.port, version, setup.caFile);
+    assert.ok(result.ok, `${what}, TLS ${version}: curl did not verify a 200: ${result.output}`);
+    const after = await setup.counts();
+    assert.equal(after.signatures - before.signatures, 1, `${what}, TLS ${version}: keyd signatures for the key moved by one`);
+    assert.equal(after.refusals, before.refusals, `${what}, TLS ${version}: no refusal`);
+  }
+  const pkcs8 = setup.pki.leafKey.export({ format: 'der', type: 'pkcs8' });
+  assert.deepEqual(privateKeyFiles(setup.dir, pkcs8), [], `${what}: a private key file in the test's directory`);
+  // Control: the walk reads the files there (the reference file is among them).
+  assert.ok(filesUnder(setup.dir).some((f) => readFileSync(f, 'latin1').includes('BEGIN DELEGATOR KEY REFERENCE')), 'the walk sees the reference file');
+}
+
+async function withSetup(t: TestContext, keyType: TestKeyType, body: (setup: ProviderSetup) => Promise<void>): Promise<void> {
+  const scratch = scratchDir(`provider-${keyType}-`);
+  t.after(() => scratch.remove());
+  const setup = await setUpKeyAndReference(scratch.dir, keyType);
+  t.after(() => setup.keyd.kill());
+  await body(setup);
+}
+
+test('nginx with ssl_certificate_key = a reference file signs every handshake through keyd', { timeout: 180_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'curl', 'curl')) return;
+  const binary = nginxBinary();
+  if (!binary) return t.skip('nginx not installed (apt-get install nginx)');
+  for (const keyType of KEY_TYPES) {
+    await t.test(keyType, async (st) => {
+      await withSetup(st, keyType, async (setup) => {
+        const nginx = await startNginx(binary, setup.dir, await freePort(), setup.certFile, setup.refFile, { protocols: 'TLSv1.2 TLSv1.3', env: setup.env });
+        st.after(() => nginx.stop());
+        await waitForPort(nginx.port);
+        await assertServesThroughKeyd(setup, nginx, `nginx ${keyType}`);
+      });
+    });
+  }
+});
+
+test('haproxy with a reference file as the certificate\'s key signs every handshake through keyd', { timeout: 180_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'curl', 'curl') || !requireTool(t, 'haproxy', 'haproxy')) return;
+  for (const keyType of KEY_TYPES) {
+    await t.test(keyType, async (st) => {
+      await withSetup(st, keyType, async (setup) => {
+        const haproxy = await startHaproxy(setup);
+        st.after(() => haproxy.stop());
+        await assertServesThroughKeyd(setup, haproxy, `haproxy ${keyType}`);
+      });
+    });
+  }
+});
+
+test('openssl s_server -key REFERENCE signs every handshake through keyd', { timeout: 180_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'curl', 'curl') || !requireTool(t, 'openssl', 'openssl')) return;
+  for (const keyType of KEY_TYPES) {
+    await t.test(keyType, async (st) => {
+      await withSetup(st, keyType, async (setup) => {
+        const server = await startSServer(setup);
+        st.after(() => server.stop());
+        await assertServesThroughKeyd(setup, server, `s_server ${keyType}`);
+      });
+    });
+  }
+});
+
+test('keyd down: the handshake fails at once with keyd named in the server\'s log, and recovers when keyd is back', { timeout: 120_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'curl', 'curl')) return;
+  const binary = nginxBinary();
+  if (!binary) return t.skip('nginx not installed (apt-get install nginx)');
+  await withSetup(t, 'ecdsa-p256', async (setup) => {
+    const nginx = await startNginx(binary, setup.dir, await freePort(), setup.certFile, setup.refFile, { protocols: 'TLSv1.2 TLSv1.3', env: setup.env });
+    t.after(() => nginx.stop());
+    await waitForPort(nginx.port);
+    assert.ok((await curlOnce(nginx.port, '1.3', setup.caFile)).ok, 'control: served while keyd is up');
+
+    await setup.keyd.kill(); // the worker's pooled connection is now dead too
+    const down = await curlOnce(nginx.port, '1.3', setup.caFile);
+    assert.equal(down.ok, false, 'no handshake without keyd');
+    const log = readFileSync(nginx.errorLog, 'utf8');
+    assert.match(log, /delegator.*keyd (unavailable|at \S+ (closed the connection|: ?connect))/, `nginx's log names keyd: ${log}`);
+
+    await setup.keyd.start({ config: { principals: {
+      local: { mode: '0660', names: ['*'] },
+      servers: { socket: join(setup.dir, 'servers.sock'), mode: '0660', ...(UNPRIVILEGED ? { gid: UNPRIVILEGED.gid } : {}), names: ['a.test'] },
+    } } });
+    const back = await curlOnce(nginx.port, '1.3', setup.caFile);
+    assert.ok(back.ok, `served again once keyd is back: ${back.output}`);
+  });
+});
+
+async function startHaproxy(setup: ProviderSetup): Promise<RunningServer> {
+  const dir = join(setup.dir, 'haproxy');
+  mkdirSync(dir, { mode: 0o755 });
+  // haproxy loads `crt FILE` and, beside it, FILE.key (ssl-load-extra-files): the reference.
+  const crt = join(dir, 'a.test.pem');
+  copyFileSync(setup.certFile, crt);
+  copyFileSync(setup.refFile, `${crt}.key`);
+  if (UNPRIVILEGED) chownSync(`${crt}.key`, 0, UNPRIVILEGED.gid);
+  const port = await freePort();
+  const config = join(dir, 'haproxy.cfg');
+  writeFileSync(config, `global
+  maxconn 100
+${UNPRIVILEGED ? '  user nobody\n  group nogroup\n' : ''}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 5s
+  timeout server 5s
+
+frontend fe
+  bind 127.0.0.1:${port} ssl crt ${crt} ssl-min-ver TLSv1.2
+  http-request return status 200 content-type text/plain string ok
+`);
+  const check = spawnSync('haproxy', ['-c', '-f', config], { env: setup.env, encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`haproxy -c: ${check.stdout}${check.stderr}`);
+  const child = spawn('haproxy', ['-db', '-f', config], { env: setup.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  await waitForPort(port).catch((e: Error) => {
+    child.kill('SIGKILL');
+    throw new Error(`${e.message}: ${stderr}`);
+  });
+  return { port, stop: () => stopChild(child) };
+}
+
+async function startSServer(setup: ProviderSetup): Promise<RunningServer> {
+  const port = await freePort();
+  const child = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-key', setup.refFile, '-cert', setup.certFile, '-www', '-quiet'], {
+    env: setup.env, stdio: ['pipe', 'pipe', 'pipe'], ...(UNPRIVILEGED ?? {}),
+  });
+  let output = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  await waitForPort(port).catch((e: Error) => {
+    child.kill('SIGKILL');
+    throw new Error(`${e.message}: ${output}`);
+  });
+  return { port, stop: () => stopChild(child) };
+}
+
+async function stopChild(child: ReturnType<typeof spawn>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
