@@ -6,6 +6,8 @@
  *   (b) edge, local key    the same edge code with an in-process signer (no keyd round trip)
  *   (c) node:tls           Node's TLS (OpenSSL) with the key in process
  *   (d) nginx              1 worker, TLS 1.3 only (when installed)
+ *   (e) nginx + provider + keyd   the same nginx, its key file a DELEGATOR KEY REFERENCE: the
+ *                          OpenSSL provider (plugins/openssl-provider) signs through keyd
  *
  * Every server runs in its own process(es); CPU time is utime+stime from /proc/PID/stat
  * before/after the measured run, divided by the handshakes completed — for the edge and
@@ -35,6 +37,7 @@ import { Opcode } from '../src/keyd/protocol.js';
 import { LocalSigner, keyTypeOf } from '../src/tls/index.js';
 import { makeTestPki, writePkiFiles, type TestKeyType } from '../test/helpers/pki.js';
 import { freePort, waitForPort } from '../test/helpers/ports.js';
+import { providerUnbuildable, setUpKeyAndReference } from '../test/plugins/openssl-provider/harness.js';
 import { ensureHsload, runHsload, type HsloadResult } from './lib/hsload.js';
 import { nginxBinary, startNginx } from './lib/nginx.js';
 import { childPids, totalCpuTimeMicros } from './lib/proc-stat.js';
@@ -50,7 +53,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --concurrency N   hsload workers (default 8)
   --key-types LIST  ecdsa-p256,rsa2048 (default both)
   --workers LIST    edge worker counts for (a), e.g. 1,2,4,8 (default 1)
-  --servers LIST    keyd,local,node,nginx (default all)
+  --servers LIST    keyd,local,node,nginx,nginx-keyd (default all)
 `;
 
 interface Server_ {
@@ -209,6 +212,28 @@ async function startNodeTls(files: { chainFile: string; keyFile: string }): Prom
   return { name: '(c) node:tls', port, pids: () => ({ server: [p.child.pid!] }), stop: () => stopChild(p.child) };
 }
 
+/** (e): nginx whose ssl_certificate_key is a reference file; the provider signs through keyd. */
+async function startNginxWithProvider(binary: string, dir: string, pki: Awaited<ReturnType<typeof makeTestPki>>, files: { chainFile: string }): Promise<Server_> {
+  const setup = await setUpKeyAndReference(dir, pki.keyType, pki);
+  try {
+    const n = await startNginx(binary, dir, await freePort(), files.chainFile, setup.refFile, { env: setup.env });
+    return {
+      name: `(e) nginx + provider + keyd, 1 worker`,
+      port: n.port,
+      pids: () => ({ server: n.pids, keyd: [setup.keyd.child!.pid!] }),
+      stop: async () => {
+        await n.stop();
+        await setup.keyd.kill();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await setup.keyd.kill();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
 function machine(): string {
   let os = 'Linux';
   try {
@@ -266,7 +291,7 @@ async function main(): Promise<number> {
       concurrency: { type: 'string', default: '8' },
       'key-types': { type: 'string', default: 'ecdsa-p256,rsa2048' },
       workers: { type: 'string', default: '1' },
-      servers: { type: 'string', default: 'keyd,local,node,nginx' },
+      servers: { type: 'string', default: 'keyd,local,node,nginx,nginx-keyd' },
       'local-edge': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -309,6 +334,13 @@ async function main(): Promise<number> {
               const n = await startNginx(binary, mkdtempSync(join(dir, 'nginx-')), await freePort(), files.chainFile, files.keyFile);
               return { name: `(d) nginx ${n.version}, 1 worker`, port: n.port, pids: () => ({ server: n.pids }), stop: () => n.stop() };
             });
+        }
+        if (wanted.includes('nginx-keyd')) {
+          const binary = nginxBinary();
+          const unbuildable = binary ? providerUnbuildable() : 'nginx not installed (apt-get install nginx)';
+          if (unbuildable) log(`(e) nginx + provider + keyd: ${unbuildable}: skipped`);
+          // Its own directory under the system tmpdir: nginx's workers (nobody) must traverse it to keyd's socket.
+          else starters.push(() => startNginxWithProvider(binary!, mkdtempSync(join(tmpdir(), 'bench-nginx-keyd-')), pki, files));
         }
         for (const start of starters) {
           const server = await start();

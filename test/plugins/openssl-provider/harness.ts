@@ -22,21 +22,22 @@ export const PROVIDER_SO = join(REPO, 'dist/plugins/openssl-provider/delegator.s
 /** Servers run as nobody:nogroup when the tests run as root (nginx's workers, haproxy, s_server). */
 export const UNPRIVILEGED = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
 
-/** Builds the provider (make); false after skipping the test with the missing Debian package named. */
-export function buildProvider(t: TestContext): boolean {
+/** Why the provider cannot be built here (a missing Debian package, named), or undefined once it is built. */
+export function providerUnbuildable(): string | undefined {
   for (const [tool, pkg] of [['gcc', 'gcc'], ['make', 'make']] as const) {
-    if (!hasTool(tool)) {
-      t.skip(`${tool} not installed (apt-get install ${pkg})`);
-      return false;
-    }
+    if (!hasTool(tool)) return `${tool} not installed (apt-get install ${pkg})`;
   }
-  if (!existsSync('/usr/include/openssl/core_dispatch.h')) {
-    t.skip('OpenSSL 3 headers not installed (apt-get install libssl-dev)');
-    return false;
-  }
+  if (!existsSync('/usr/include/openssl/core_dispatch.h')) return 'OpenSSL 3 headers not installed (apt-get install libssl-dev)';
   const make = spawnSync('make', ['-s', '-C', join(REPO, 'plugins/openssl-provider')], { encoding: 'utf8' });
   if (make.status !== 0) throw new Error(`make failed:\n${make.stdout}${make.stderr}`);
-  return true;
+  return undefined;
+}
+
+/** Builds the provider (make); false after skipping the test with the missing Debian package named. */
+export function buildProvider(t: TestContext): boolean {
+  const why = providerUnbuildable();
+  if (why) t.skip(why);
+  return why === undefined;
 }
 
 export interface ProviderSetup {
@@ -54,8 +55,10 @@ export interface ProviderSetup {
   counts(): Promise<{ signatures: number; refusals: number }>;
 }
 
-/** keyd in `dir` with one key for a.test, its reference file, certificate and openssl.cnf. */
-export async function setUpKeyAndReference(dir: string, keyType: TestKeyType): Promise<ProviderSetup> {
+/** keyd in `dir` with one key for a.test (or `pki`'s first name), its reference file, certificate and openssl.cnf. */
+export async function setUpKeyAndReference(dir: string, keyType: TestKeyType, given?: TestPki): Promise<ProviderSetup> {
+  const pki = given ?? (await makeTestPki({ keyType, commonName: 'a.test', extraNames: ['a.test'] }));
+  const name = given ? given.dnsNames[0]! : 'a.test';
   chmodSync(dir, 0o755); // the servers' user traverses it to its socket and files
   const serversSocket = join(dir, 'servers.sock');
   const keyd = new KeydProcess(dir);
@@ -64,23 +67,22 @@ export async function setUpKeyAndReference(dir: string, keyType: TestKeyType): P
       principals: {
         local: { mode: '0660', names: ['*'] },
         // docs/OPENSSL-PROVIDER.md: the servers' own socket, group-accessible to their user.
-        servers: { socket: serversSocket, mode: '0660', ...(UNPRIVILEGED ? { gid: UNPRIVILEGED.gid } : {}), names: ['a.test'] },
+        servers: { socket: serversSocket, mode: '0660', ...(UNPRIVILEGED ? { gid: UNPRIVILEGED.gid } : {}), names: [name] },
       },
     },
   });
-  const pki = await makeTestPki({ keyType, commonName: 'a.test', extraNames: ['a.test'] });
   // The key goes to keyd from this process's memory; no key file is ever written.
-  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  await keyd.put([name], pki.leafKey, pki.chainDer);
 
-  const refFile = join(dir, 'a.test.ref');
+  const refFile = join(dir, `${name}.ref`);
   let out = '';
   const io = { out: (s: string) => void (out += s), err: (s: string) => void (out += s) };
-  const code = await adminMain(['--socket', keyd.adminSocket, 'export-ref', 'a.test', '--out', refFile, '--keyd-socket', serversSocket], io);
+  const code = await adminMain(['--socket', keyd.adminSocket, 'export-ref', name, '--out', refFile, '--keyd-socket', serversSocket], io);
   if (code !== 0) throw new Error(`export-ref failed: ${out}`);
   const keyRef = /key (\S+),/.exec(out)![1]!;
   if (UNPRIVILEGED) chownSync(refFile, 0, UNPRIVILEGED.gid); // 0640: readable by the servers' group
 
-  const certFile = join(dir, 'a.test.crt');
+  const certFile = join(dir, `${name}.crt`);
   const caFile = join(dir, 'ca.crt');
   writeFileSync(certFile, pki.leafCertPem, { mode: 0o644 });
   writeFileSync(caFile, pki.caCertPem, { mode: 0o644 });
