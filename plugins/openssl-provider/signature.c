@@ -86,10 +86,20 @@ static int set_digest(DLG_SIG_CTX *ctx, const char *mdname)
     }
     if (empty)
         mdname = ctx->key->type == DLG_EC && strcmp(ctx->key->group, "secp384r1") == 0 ? "SHA384" : "SHA256";
+    /* libssl asks this for each scheme it considers (EVP_PKEY_digestsign_supports_digest);
+     * a refusal just drops the scheme from its choice. */
     if ((ctx->hash_bits = hash_bits(mdname)) == 0) {
-        /* libssl asks this for each scheme it considers; a refusal just drops the scheme. */
         dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "digest %s: keyd signs with SHA-256, SHA-384 or SHA-512 only", mdname);
         return 0;
+    }
+    if (ctx->key->type == DLG_EC) {
+        /* keyd pairs the curve with its hash, as RFC 8446 §4.2.3 names the ECDSA schemes
+         * (docs/PROTOCOL.md): so a TLS 1.2 handshake must pick that pair too. */
+        int curve_bits = strcmp(ctx->key->group, "secp384r1") == 0 ? 384 : 256;
+        if (ctx->hash_bits != curve_bits) {
+            dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "digest %s: keyd signs with this key's curve hash (SHA-%d) only", mdname, curve_bits);
+            return 0;
+        }
     }
     return 1;
 }

@@ -13,6 +13,7 @@ import { main as adminMain } from '../../../src/cli/admin.js';
 import { KeydClient } from '../../../src/keyd/client.js';
 import { Opcode } from '../../../src/keyd/protocol.js';
 import { makeTestPki, type TestKeyType, type TestPki } from '../../helpers/pki.js';
+import { freePort } from '../../helpers/ports.js';
 import { hasTool, runTool } from '../../helpers/tools.js';
 import { KeydProcess } from '../../edge/system.js';
 
@@ -53,6 +54,8 @@ export interface ProviderSetup {
   env: NodeJS.ProcessEnv;
   /** keyd's durable signing totals for this key: signatures and refusals. */
   counts(): Promise<{ signatures: number; refusals: number }>;
+  /** Connections open now on the servers' socket (keyd's /metrics, docs/KEYD.md). */
+  serverConnections(): Promise<number>;
 }
 
 /** keyd in `dir` with one key for a.test (or `pki`'s first name), its reference file, certificate and openssl.cnf. */
@@ -62,8 +65,10 @@ export async function setUpKeyAndReference(dir: string, keyType: TestKeyType, gi
   chmodSync(dir, 0o755); // the servers' user traverses it to its socket and files
   const serversSocket = join(dir, 'servers.sock');
   const keyd = new KeydProcess(dir);
+  const metricsPort = await freePort();
   await keyd.start({
     config: {
+      metricsListen: `127.0.0.1:${metricsPort}`,
       principals: {
         local: { mode: '0660', names: ['*'] },
         // docs/OPENSSL-PROVIDER.md: the servers' own socket, group-accessible to their user.
@@ -92,6 +97,11 @@ export async function setUpKeyAndReference(dir: string, keyType: TestKeyType, gi
 
   return {
     dir, keyd, pki, keyRef, refFile, certFile, caFile, env,
+    async serverConnections() {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const m = /^keyd_connections\{listener="servers"\} (\d+)$/m.exec(text);
+      return m ? Number(m[1]) : 0;
+    },
     async counts() {
       const admin = await KeydClient.connect({ socketPath: keyd.adminSocket });
       try {

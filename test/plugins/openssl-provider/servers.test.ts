@@ -59,7 +59,10 @@ test('nginx with ssl_certificate_key = a reference file signs every handshake th
         const nginx = await startNginx(binary, setup.dir, await freePort(), setup.certFile, setup.refFile, { protocols: 'TLSv1.2 TLSv1.3', env: setup.env });
         st.after(() => nginx.stop());
         await waitForPort(nginx.port);
+        assert.equal(await setup.serverConnections(), 0, 'no keyd connection before the first handshake');
         await assertServesThroughKeyd(setup, nginx, `nginx ${keyType}`);
+        // The one worker signed both handshakes on one connection, kept open for the next.
+        assert.equal(await setup.serverConnections(), 1, 'one keyd connection, reused');
       });
     });
   }
@@ -78,9 +81,10 @@ test('haproxy with a reference file as the certificate\'s key signs every handsh
   }
 });
 
-test('openssl s_server -key REFERENCE signs every handshake through keyd', { timeout: 180_000 }, async (t) => {
+test('openssl s_server -key REFERENCE signs every handshake through keyd (ECDSA P-256/P-384, RSA, Ed25519)', { timeout: 180_000 }, async (t) => {
   if (!buildProvider(t) || !requireTool(t, 'curl', 'curl') || !requireTool(t, 'openssl', 'openssl')) return;
-  for (const keyType of KEY_TYPES) {
+  // Every key type the provider supports (P-384 shows that TLS 1.2 picks the curve's hash).
+  for (const keyType of [...KEY_TYPES, 'ecdsa-p384', 'ed25519'] as const) {
     await t.test(keyType, async (st) => {
       await withSetup(st, keyType, async (setup) => {
         const server = await startSServer(setup);
