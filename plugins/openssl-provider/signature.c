@@ -156,6 +156,11 @@ static int sign_message(DLG_SIG_CTX *ctx, unsigned char *sig, size_t *siglen, si
         *siglen = (size_t)dlg_key_max_signature_size(ctx->key);
         return 1;
     }
+    if (sigsize < (size_t)dlg_key_max_signature_size(ctx->key)) {
+        /* Checked before keyd signs: a signature that cannot be returned is not made. */
+        dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "signature buffer of %zu bytes is too small", sigsize);
+        return 0;
+    }
     if ((scheme = scheme_of(ctx)) == 0) {
         dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "no TLS signature scheme for this padding / salt length");
         return 0;
