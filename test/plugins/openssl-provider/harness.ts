@@ -59,7 +59,7 @@ export interface ProviderSetup {
 }
 
 /** keyd in `dir` with one key for a.test (or `pki`'s first name), its reference file, certificate and openssl.cnf. */
-export async function setUpKeyAndReference(dir: string, keyType: TestKeyType, given?: TestPki): Promise<ProviderSetup> {
+export async function setUpKeyAndReference(dir: string, keyType: TestKeyType, given?: TestPki, extraConfig: object = {}): Promise<ProviderSetup> {
   const pki = given ?? (await makeTestPki({ keyType, commonName: 'a.test', extraNames: ['a.test'] }));
   const name = given ? given.dnsNames[0]! : 'a.test';
   chmodSync(dir, 0o755); // the servers' user traverses it to its socket and files
@@ -68,6 +68,7 @@ export async function setUpKeyAndReference(dir: string, keyType: TestKeyType, gi
   const metricsPort = await freePort();
   await keyd.start({
     config: {
+      ...extraConfig,
       metricsListen: `127.0.0.1:${metricsPort}`,
       principals: {
         local: { mode: '0660', names: ['*'] },

@@ -12,6 +12,8 @@ import { chownSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { nginxBinary, startNginx } from '../../../bench/lib/nginx.js';
+import { KeydClient } from '../../../src/keyd/client.js';
+import { Opcode } from '../../../src/keyd/protocol.js';
 import type { TestKeyType } from '../../helpers/pki.js';
 import { freePort, waitForPort } from '../../helpers/ports.js';
 import { requireTool } from '../../helpers/tools.js';
@@ -118,6 +120,47 @@ test('keyd down: the handshake fails at once with keyd named in the server\'s lo
     const back = await curlOnce(nginx.port, '1.3', setup.caFile);
     assert.ok(back.ok, `served again once keyd is back: ${back.output}`);
   });
+});
+
+test('a `changed` frame keyd pushes on the pooled connection is skipped: the next signature uses the same connection', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'curl', 'curl') || !requireTool(t, 'openssl', 'openssl')) return;
+  await withSetup(t, 'ecdsa-p256', async (setup) => {
+    const server = await startSServer(setup);
+    t.after(() => server.stop());
+    assert.ok((await curlOnce(server.port, '1.3', setup.caFile)).ok);
+    assert.equal(await setup.serverConnections(), 1);
+    // Setting a.test's chain again is an admin change: keyd announces it (opcode 0x40,
+    // request id 0) on every signing connection that may use a.test, ours included, and
+    // the frame waits in the socket until the provider next reads it.
+    const admin = await KeydClient.connect({ socketPath: setup.keyd.adminSocket });
+    try {
+      await admin.admin(Opcode.setChain, { name: 'a.test' }, setup.pki.chainDer);
+    } finally {
+      admin.close();
+    }
+    const before = await setup.counts();
+    const again = await curlOnce(server.port, '1.3', setup.caFile);
+    assert.ok(again.ok, again.output);
+    assert.equal((await setup.counts()).signatures, before.signatures + 1);
+    assert.equal(await setup.serverConnections(), 1, 'the same connection, the pushed frame read past');
+  });
+});
+
+test('a pooled connection keyd closed while idle is replaced at the next signature, which succeeds', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'curl', 'curl') || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-idle-');
+  t.after(() => scratch.remove());
+  const setup = await setUpKeyAndReference(scratch.dir, 'ecdsa-p256', undefined, { limits: { idleTimeoutMs: 300 } });
+  t.after(() => setup.keyd.kill());
+  const server = await startSServer(setup);
+  t.after(() => server.stop());
+  assert.ok((await curlOnce(server.port, '1.3', setup.caFile)).ok);
+  // keyd closes the idle connection; the provider's pool still holds its end.
+  while ((await setup.serverConnections()) !== 0) await new Promise((resolve) => setTimeout(resolve, 50)); // polls a condition
+  const before = await setup.counts();
+  const again = await curlOnce(server.port, '1.3', setup.caFile);
+  assert.ok(again.ok, `the stale connection is retried on a fresh one: ${again.output}`);
+  assert.equal((await setup.counts()).signatures, before.signatures + 1, 'signed once');
 });
 
 async function startHaproxy(setup: ProviderSetup): Promise<RunningServer> {
