@@ -16,7 +16,7 @@ import { KeydClient } from '../../../src/keyd/client.js';
 import { Opcode } from '../../../src/keyd/protocol.js';
 import type { TestKeyType } from '../../helpers/pki.js';
 import { freePort, waitForPort } from '../../helpers/ports.js';
-import { requireTool } from '../../helpers/tools.js';
+import { requireTool, runTool } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
 import { buildProvider, curlOnce, filesUnder, privateKeyFiles, setUpKeyAndReference, UNPRIVILEGED, type ProviderSetup } from './harness.js';
 
@@ -161,6 +161,26 @@ test('a pooled connection keyd closed while idle is replaced at the next signatu
   const again = await curlOnce(server.port, '1.3', setup.caFile);
   assert.ok(again.ok, `the stale connection is retried on a fresh one: ${again.output}`);
   assert.equal((await setup.counts()).signatures, before.signatures + 1, 'signed once');
+});
+
+test('TLS 1.2 static RSA key exchange cannot complete: the provider offers no decryption, and keyd is never asked', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'curl', 'curl') || !requireTool(t, 'openssl', 'openssl')) return;
+  await withSetup(t, 'rsa2048', async (setup) => {
+    const server = await startSServer(setup);
+    t.after(() => server.stop());
+    const curl = (cipher: string) =>
+      runTool('curl', ['-sS', '--tls-max', '1.2', '--ciphers', cipher, '--cacert', setup.caFile, '--resolve', `a.test:${server.port}:127.0.0.1`,
+        '-o', '/dev/null', '-w', '%{http_code}', `https://a.test:${server.port}/`], '', { env: { ...process.env, OPENSSL_CONF: '/dev/null' } });
+    const before = await setup.counts();
+    const rsaKex = await curl('AES128-GCM-SHA256'); // TLS_RSA_WITH_AES_128_GCM_SHA256
+    assert.notEqual(rsaKex.code, 0, 'no session without the key exchange');
+    assert.match(rsaKex.stderr, /alert/, rsaKex.stderr);
+    assert.deepEqual(await setup.counts(), before, 'keyd neither signed nor refused anything');
+    // Control: the same server and key with an ECDHE suite.
+    const ecdhe = await curl('ECDHE-RSA-AES128-GCM-SHA256');
+    assert.equal(ecdhe.code, 0, ecdhe.stderr);
+    assert.equal((await setup.counts()).signatures, before.signatures + 1);
+  });
 });
 
 async function startHaproxy(setup: ProviderSetup): Promise<RunningServer> {
