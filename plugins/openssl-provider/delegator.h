@@ -57,7 +57,7 @@ typedef struct dlg_key {
     char *socket_path;
     char *server_name;
     char *key_ref;
-    /* Public parts only (provider-keymgmt(7): "has" never reports a private part we hold). */
+    /* Public parts only; "has private key" (provider-keymgmt(7)) means: keyd holds it for us. */
     char group[16];                 /* EC: "P-256" | "P-384" */
     unsigned char *pub;             /* EC: uncompressed point; Ed25519: 32 bytes */
     size_t pub_len;
