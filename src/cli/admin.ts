@@ -1,7 +1,10 @@
 /**
- * `delegator admin` — key administration. Locally it talks to keyd's admin unix socket;
- * with `--server HOST:PORT` the provisioning module's remote transport takes over
- * (src/provision/remote-admin.ts). Each operation is one function over AdminTransport.
+ * `delegator admin` — key administration, locally over keyd's admin unix socket or, with
+ * `--server HOST:PORT`, remotely over the provisioning channel. One parser and one set of
+ * formatters for both: each operation is one entry of OPERATIONS that checks its arguments
+ * (prepare) and then runs over an AdminTransport, whichever carries it
+ * (LocalAdminTransport, or RemoteAdminTransport from src/provision/remote-admin.ts).
+ * A new operation is one more entry.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -12,11 +15,21 @@ import { readChainFile, readPrivateKeyFile } from '../keyd/key-input.js';
 import type { KeyInfo } from '../keyd/keyring.js';
 import { GENERATE_KEY_TYPES, type GenerateKeyType } from '../keyd/pki.js';
 import { encodeKeyReferencePem, keyReferenceFor } from '../keyd/key-reference.js';
+import {
+  connectRemoteAdmin,
+  recordAttestationPolicy,
+  REMOTE_OPTION_NAMES,
+  REMOTE_OPTIONS_USAGE,
+  remoteOptions,
+  showAttestationPolicy,
+  trustKeyd,
+} from '../provision/remote-admin.js';
 import { DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET } from './keyd.js';
 
 export const summary = 'install, generate, list and delete keys in keyd (local admin socket or --server)';
 
 const USAGE = `Usage: delegator admin [--socket PATH] <operation> [arguments]
+       delegator admin --server HOST:PORT --cert OP.pem --key OP.key --ca KEYD-CA.pem [options] <operation> [arguments]
 
 Operations:
   put NAME[,NAME…] --key KEY.pem --chain CHAIN.pem [--passphrase-file FILE] [--token URI]
@@ -44,11 +57,10 @@ Operations:
 
 Options:
   --socket PATH    keyd's admin socket (default $KEYD_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})
-  --timeout SEC    per-request timeout (default 60)
-  --server HOST:PORT  remote administration over the provisioning channel
-                   (see \`delegator admin --server X --help\` and docs/PROVISIONING.md)
+  --timeout SEC    per-request timeout (default 60 locally, 30 remotely)
   -h, --help       this text
 
+${REMOTE_OPTIONS_USAGE}
 Exit codes: 0 done, 1 refused or failed (one line on stderr with the reason and its code), 2 usage.
 `;
 
@@ -67,13 +79,11 @@ const processIo: Io = {
 
 class UsageError extends Error {}
 
-export async function main(argv: string[], io: Io = processIo, connect: (socket: string, timeoutMs: number) => Promise<AdminTransport> = LocalAdminTransport.connect): Promise<number> {
-  if (argv.includes('--server') || argv.includes('attestation-policy')) {
-    // Remote mode (and attestation policies) belong to the provisioning module (docs/PROVISIONING.md).
-    const specifier = '../provision/remote-admin.js';
-    const remote = (await import(specifier)) as { runRemoteAdmin(argv: string[], io: Io): Promise<number> };
-    return remote.runRemoteAdmin(argv, io);
-  }
+export async function main(
+  argv: string[],
+  io: Io = processIo,
+  connect: (socket: string, timeoutMs: number) => Promise<AdminTransport> = LocalAdminTransport.connect,
+): Promise<number> {
   if (io === processIo) {
     // `delegator admin list | head -1`: the reader went away; what is left to print is
     // unwanted, so stop quietly instead of dying on an unhandled EPIPE.
@@ -84,50 +94,61 @@ export async function main(argv: string[], io: Io = processIo, connect: (socket:
   }
   let transport: AdminTransport | undefined;
   try {
-    let socket = process.env.KEYD_ADMIN_SOCKET || DEFAULT_ADMIN_SOCKET;
-    let timeoutMs = 60_000;
-    let i = 0;
-    for (; i < argv.length; i++) {
-      const arg = argv[i]!;
-      if (arg === '--help' || arg === '-h') {
-        io.out(USAGE);
-        return 0;
-      } else if (arg === '--socket') socket = value(argv, ++i, '--socket');
-      else if (arg.startsWith('--socket=')) socket = arg.slice('--socket='.length);
-      else if (arg === '--timeout') timeoutMs = Number(value(argv, ++i, '--timeout')) * 1000;
-      else break;
-    }
-    const [op, ...rest] = argv.slice(i);
-    if (!op) throw new UsageError('an operation is needed');
-    if (!(op in OPERATIONS)) throw new UsageError(`unknown operation '${op}'`);
-    if (rest.includes('--help') || rest.includes('-h')) {
+    const { options, op, rest } = parseGlobal(argv);
+    if (options.has('--help') || rest.includes('--help') || rest.includes('-h')) {
       io.out(USAGE);
       return 0;
     }
-    if (!(timeoutMs > 0)) throw new UsageError('--timeout must be a positive number of seconds');
-    const run = OPERATIONS[op as keyof typeof OPERATIONS];
-    const prepared = await run.prepare(rest, io);
-    transport = await connect(socket, timeoutMs);
-    await prepared(transport, io);
+    if (!op) throw new UsageError('an operation is needed');
+    const entry = OPERATIONS[op];
+    if (!entry) throw new UsageError(`unknown operation "${op}"`);
+    const remote = options.has('--server');
+    if ('remote' in entry) return await entry.remote(options, rest, io).then(() => 0);
+    const local = [...options.keys()].filter((o) => REMOTE_OPTION_NAMES.includes(o) && o !== '--timeout');
+    if (!remote && local.length) throw new UsageError(`${local.join(', ')} only with --server HOST:PORT`);
+    if (remote && options.has('--socket')) throw new UsageError('--socket and --server exclude each other');
+    const remoteOpts = remote ? remoteOptions(options) : undefined; // usage errors before reading files
+    const run = await entry.prepare(rest, io);
+    if (remoteOpts) transport = await connectRemoteAdmin(remoteOpts, op, io);
+    else {
+      const timeoutMs = options.has('--timeout') ? Number(options.get('--timeout')) * 1000 : 60_000;
+      if (!(timeoutMs > 0)) throw new UsageError('--timeout must be a positive number of seconds');
+      transport = await connect(options.get('--socket') ?? (process.env.KEYD_ADMIN_SOCKET || DEFAULT_ADMIN_SOCKET), timeoutMs);
+    }
+    await run(transport, io);
     return 0;
   } catch (err) {
-    if (err instanceof UsageError) {
-      io.err(`delegator admin: ${err.message}\n\n${USAGE}`);
+    const code = (err as { code?: unknown }).code;
+    if (err instanceof UsageError || code === 'PROVISION_USAGE' || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+      io.err(`delegator admin: ${(err as Error).message}${code === 'PROVISION_USAGE' ? ` [${code}]` : ''}\n\n${USAGE}`);
       return 2;
     }
-    if (err instanceof KeydError) {
-      io.err(`delegator admin: ${err.message} [${err.code}]\n`);
-      return 1;
-    }
-    if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      io.err(`delegator admin: ${(err as Error).message}\n\n${USAGE}`);
-      return 2;
-    }
-    io.err(`delegator admin: ${(err as Error).message}\n`);
+    io.err(`delegator admin: ${(err as Error).message}${typeof code === 'string' ? ` [${code}]` : ''}\n`);
     return 1;
   } finally {
     transport?.close();
   }
+}
+
+const LOCAL_OPTION_NAMES: readonly string[] = ['--socket', '--timeout'];
+
+/** The options before the operation (local: --socket, --timeout; remote: the connection options), then the operation. */
+function parseGlobal(argv: string[]): { options: Map<string, string>; op: string | undefined; rest: string[] } {
+  const options = new Map<string, string>();
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') {
+      options.set('--help', '');
+      continue;
+    }
+    if (!arg.startsWith('-')) break;
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(0, eq) : arg;
+    if (!LOCAL_OPTION_NAMES.includes(name) && !REMOTE_OPTION_NAMES.includes(name)) throw new UsageError(`unknown option ${name}`);
+    options.set(name, eq > 0 ? arg.slice(eq + 1) : value(argv, ++i, name));
+  }
+  return { options, op: argv[i], rest: argv.slice(i + 1) };
 }
 
 function tokenOption(token: unknown): { token?: string } {
@@ -144,8 +165,33 @@ function value(argv: string[], i: number, flag: string): string {
 
 type Prepared = (t: AdminTransport, io: Io) => Promise<void>;
 
-/** Each operation reads and checks its local inputs first (prepare), then talks to keyd. */
-const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prepared> }> = {
+/**
+ * Each operation reads and checks its local inputs first (prepare), then talks to keyd over
+ * whichever transport. The few that exist only for a remote keyd (its provisioning key, its
+ * TPM) take the connection options instead (`remote`).
+ */
+type Operation =
+  | { prepare(args: string[], io: Io): Promise<Prepared> }
+  | { remote(options: ReadonlyMap<string, string>, args: string[], io: Io): Promise<void> };
+
+const OPERATIONS: Record<string, Operation> = {
+  trust: {
+    async remote(options, args, io) {
+      const { values } = parse(args, { replace: 'boolean' });
+      if (!options.has('--server')) throw new UsageError('trust needs --server HOST:PORT (it pins a remote keyd)');
+      await trustKeyd(remoteOptions(options), values.replace === true, io);
+    },
+  },
+  'attestation-policy': {
+    async remote(options, args, io) {
+      const { values, positionals } = parse(args, { pcrs: 'string' });
+      const action = one(positionals, 'action (record or show)');
+      if (action === 'show') return showAttestationPolicy(options.get('--attestation-policy'), io);
+      if (action !== 'record') throw new UsageError('attestation-policy: record or show');
+      if (typeof values.pcrs !== 'string') throw new UsageError('attestation-policy record needs --pcrs (e.g. sha256:0+7)');
+      await recordAttestationPolicy(remoteOptions(options), values.pcrs, io);
+    },
+  },
   put: {
     async prepare(args, io) {
       const { values, positionals } = parse(args, { key: 'string', chain: 'string', 'passphrase-file': 'string', token: 'string' });
@@ -164,8 +210,8 @@ const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prep
       const chain = await readChainFile(values.chain as string);
       return async (t) => {
         const info = await t.put(names, privateKey, chain, tokenOption(values.token));
-        io.out(`installed ${info.names.join(', ')}: ${describe(info)}${info.location && info.location !== 'software' ? ` in ${info.location}` : ''}\n`);
-        io.out(`keyd now holds this key sealed; the key file ${keyPath} can be deleted (e.g. shred -u ${keyPath}).\n`);
+        io.out(`installed ${info.keyType} key ${info.keyRef} for ${info.names.join(', ')}: ${describe(info)}${info.location && info.location !== 'software' ? ` in ${info.location}` : ''}\n`);
+        io.out(`keyd now holds this key sealed; the key file ${keyPath} can now be deleted (e.g. shred -u ${keyPath}).\n`);
       };
     },
   },
@@ -175,7 +221,7 @@ const OPERATIONS: Record<string, { prepare(args: string[], io: Io): Promise<Prep
       const name = one(positionals, 'NAME');
       const type = values.type as string | undefined;
       if (!type || !(GENERATE_KEY_TYPES as readonly string[]).includes(type)) {
-        throw new UsageError(`gen needs --type ${GENERATE_KEY_TYPES.join('|')}`);
+        throw new UsageError(`gen: --type must be one of ${GENERATE_KEY_TYPES.join(', ')}`);
       }
       if (!values.subject) throw new UsageError('gen needs --subject "CN=…"');
       if (!values.csr) throw new UsageError('gen needs --csr OUT.csr');

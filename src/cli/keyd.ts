@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { startKeyd, type KeydOptions } from '../keyd/daemon.js';
 import { KeydError } from '../keyd/errors.js';
+import { startProvisioningListener } from '../provision/listener.js';
 
 export const summary = 'the trusted signer: holds the private keys sealed, signs CertificateVerify for edges';
 
@@ -101,7 +102,7 @@ export async function main(argv: string[]): Promise<number> {
     ...(values['tls-cert'] ? { tlsCert: values['tls-cert'] } : {}),
     ...(values['tls-key'] ? { tlsKey: values['tls-key'] } : {}),
     ...(values['client-ca'] ? { clientCa: values['client-ca'] } : {}),
-    ...(values['provision-listen'] ? { provisionListen: values['provision-listen'] } : {}),
+    ...(values['provision-listen'] ? { provisionListen: values['provision-listen'], startProvisioning: startProvisioningListener } : {}),
     ...(values['operator-ca'] ? { operatorCa: values['operator-ca'] } : {}),
     ...(values['machine-id'] ? { machineIdPath: values['machine-id'] } : {}),
     ...(values.metrics ? { metrics: values.metrics } : {}),

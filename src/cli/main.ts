@@ -10,25 +10,22 @@ interface CommandModule {
   summary: string;
 }
 
-/** Registry: command name → module file next to this one. Add one line per command. */
-const COMMANDS: Record<string, string> = {
-  demo: 'demo.js',
-  serve: 'serve.js',
-  keyd: 'keyd.js',
-  admin: 'admin.js',
-  edge: 'edge.js',
-  status: 'status.js',
+/**
+ * Registry: command name → its module, loaded when the command runs (so `delegator demo`
+ * does not load keyd's PKCS#11 code, for one). Literal paths only: a bundler or a reader can
+ * see every module the CLI may load. Add one line per command.
+ */
+const COMMANDS: Record<string, () => Promise<CommandModule>> = {
+  demo: () => import('./demo.js'),
+  serve: () => import('./serve.js'),
+  keyd: () => import('./keyd.js'),
+  admin: () => import('./admin.js'),
+  edge: () => import('./edge.js'),
+  status: () => import('./status.js'),
 };
 
 async function load(name: string): Promise<CommandModule | undefined> {
-  const file = COMMANDS[name];
-  if (!file) return undefined;
-  try {
-    return (await import(new URL(`./${file}`, import.meta.url).href)) as CommandModule;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && String(err).includes(file)) return undefined;
-    throw err;
-  }
+  return Object.hasOwn(COMMANDS, name) ? COMMANDS[name]!() : undefined;
 }
 
 async function help(): Promise<void> {

@@ -1,7 +1,8 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { writeFileDurably } from '../lib/durable-file.js';
 import { dirname, join } from 'node:path';
 import {
   createDemoCa,
@@ -146,25 +147,8 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
-/** Temp file in the same directory, fsync, rename, fsync the directory: readers see the old or the new file, never half of one. */
+/** Readers see the old or the new file, never half of one (src/lib/durable-file.ts), with exactly `mode` whatever the umask. */
 export async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
-  const temp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  const handle = await open(temp, 'wx', mode);
-  try {
-    await handle.writeFile(data);
-    await handle.chmod(mode); // the umask may have narrowed or (for 0644) not matter; be exact
-    await handle.sync();
-  } catch (err) {
-    await handle.close();
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
-  await handle.close();
-  await rename(temp, path);
-  const directory = await open(dirname(path), 'r');
-  try {
-    await directory.sync();
-  } finally {
-    await directory.close();
-  }
+  await writeFileDurably(path, Buffer.from(data), mode);
+  await chmod(path, mode);
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { DEFAULT_EXPIRY_WARNING_DAYS } from '../lib/expiry.js';
+import { parseHostPort as parseAddress } from '../lib/host-port.js';
 import { EdgeError } from './errors.js';
 import type { KeydEndpoint } from './keyd-pool.js';
 import { RouteTable, validateRouteName, normaliseName, type Route } from './routes.js';
@@ -111,13 +112,13 @@ function bool(value: unknown, where: string): boolean {
   return value;
 }
 
-/** `HOST:PORT`, `[v6]:PORT` or `PORT` (host 127.0.0.1). */
+/** `HOST:PORT`, `[v6]:PORT` or `PORT` (host 127.0.0.1), by the project's one parser (src/lib/host-port.ts). */
 export function parseHostPort(text: string, where: string, defaultHost = '127.0.0.1'): ListenAddress {
-  const m = /^(?:\[([^\]]+)\]:|([^:[\]]+):)?(\d{1,5})$/.exec(text);
-  if (!m) fail(`${where}: '${text}' is not HOST:PORT`);
-  const port = Number(m[3]);
-  if (port > 65535) fail(`${where}: port ${port} is out of range`);
-  return { host: m[1] ?? m[2] ?? defaultHost, port };
+  try {
+    return parseAddress(text, where, defaultHost);
+  } catch (err) {
+    fail((err as Error).message);
+  }
 }
 
 function address(value: unknown, where: string): ListenAddress {

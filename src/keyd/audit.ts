@@ -1,7 +1,7 @@
 import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { readAuditFiles, type ReadStats } from './audit-reader.js';
-import { syncDirectory } from './durable-file.js';
+import { syncDirectory } from '../lib/durable-file.js';
 import { AuditChain, type ChainHead } from './root/audit-chain.js';
 
 export interface AdminCaller {

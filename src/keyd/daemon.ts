@@ -25,7 +25,31 @@ import { TokenKeys } from './pkcs11/token-keys.js';
 import { SignatureBuckets } from './token-bucket.js';
 import { startMetricsServer } from '../edge/metrics-server.js';
 import { ExpiryWatch } from '../lib/expiry.js';
-import { startProvisioningListener, type ProvisioningListener } from '../provision/listener.js';
+import { parseHostPort } from '../lib/host-port.js';
+
+/**
+ * What keyd hands its provisioning listener (src/provision/listener.ts). The caller passes the
+ * listener's start function in (`delegator keyd` does), so keyd never imports provision/:
+ * provision/ depends on keyd (the admin service, the store), not the other way round.
+ */
+export interface ProvisioningStart {
+  listen: string;
+  operatorCa: string;
+  config: KeydConfig;
+  configDir: string | undefined;
+  adminService: AdminService;
+  store: SealedStore;
+  logger: Logger;
+  attester?: TpmAttester;
+}
+
+export interface RunningProvisioning {
+  readonly host: string;
+  readonly port: number;
+  /** keyd's provisioning key fingerprint. */
+  readonly fingerprint: string;
+  close(): Promise<void>;
+}
 
 /** Options of `startKeyd`; they mirror `delegator keyd`'s flags. */
 export interface KeydOptions {
@@ -47,6 +71,8 @@ export interface KeydOptions {
   /** --provision-listen HOST:PORT and its operator CA (docs/PROVISIONING.md). */
   provisionListen?: string;
   operatorCa?: string;
+  /** Starts the provisioning listener (src/provision/listener.ts startProvisioningListener); needed with provisionListen. */
+  startProvisioning?: (opts: ProvisioningStart) => Promise<RunningProvisioning>;
   /** Default /etc/machine-id (tests override it). */
   machineIdPath?: string;
   /** --metrics HOST:PORT: Prometheus /metrics (overrides the config's "metricsListen"). */
@@ -66,7 +92,7 @@ export interface RunningKeyd {
   /** Port of the mTLS listener, when --listen was given. */
   tlsPort?: number;
   /** The provisioning listener (docs/PROVISIONING.md), when --provision-listen was given. */
-  provisioning?: ProvisioningListener;
+  provisioning?: RunningProvisioning;
   adminService: AdminService;
   store: SealedStore;
   /** Records refused at start (tampered, rolled back, deleted and restored), each naming its record. */
@@ -236,7 +262,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
 
   let tlsPort: number | undefined;
   let metricsServer: Server | undefined;
-  let provisioning: ProvisioningListener | undefined;
+  let provisioning: RunningProvisioning | undefined;
   try {
     for (const { principal } of principalServers) await prepareSocketPath(principal.socket!);
     servers.push(signingServer);
@@ -255,13 +281,13 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     }
     const metricsListen = opts.metrics ?? config.metricsListen;
     if (metricsListen) {
-      const [host, portText] = splitHostPort(metricsListen);
-      metricsServer = await startMetricsServer({ host, port: Number(portText) }, async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }));
+      metricsServer = await startMetricsServer(listenAddress(metricsListen, '--metrics'), async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }));
       servers.push(metricsServer);
     }
     if (opts.provisionListen) {
       if (!opts.operatorCa) throw new KeydError('KEYD_CONFIG', '--provision-listen needs --operator-ca');
-      provisioning = await startProvisioningListener({
+      if (!opts.startProvisioning) throw new KeydError('KEYD_CONFIG', '--provision-listen: this keyd was started without the provisioning module');
+      provisioning = await opts.startProvisioning({
         listen: opts.provisionListen,
         operatorCa: opts.operatorCa,
         config,
@@ -282,7 +308,6 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   }
   reporter.start();
   ledger.start();
-  checkExpiry();
   const expiryTimer = setInterval(checkExpiry, EXPIRY_CHECK_INTERVAL_MS);
   expiryTimer.unref();
 
@@ -326,6 +351,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     return { ok: true };
   };
 
+  checkExpiry(); // after the start line: the warnings read as news about a keyd that runs
   let closing: Promise<void> | undefined;
   return {
     reloadGrants,
@@ -444,10 +470,10 @@ async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s:
       logger.debug({ err: err.message }, 'keyd TLS client refused');
     }
   });
-  const [host, portText] = splitHostPort(opts.listen!);
+  const { host, port } = listenAddress(opts.listen!, '--listen');
   await new Promise<void>((done, fail) => {
     server.once('error', fail);
-    server.listen(Number(portText), host, () => {
+    server.listen(port, host, () => {
       server.off('error', fail);
       done();
     });
@@ -455,8 +481,11 @@ async function listenMutualTls(opts: KeydOptions, config: KeydConfig, track: (s:
   return server;
 }
 
-function splitHostPort(value: string): [string, string] {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
-  if (!m) throw new KeydError('KEYD_CONFIG', `--listen expects HOST:PORT, got ${JSON.stringify(value)}`);
-  return [m[1] ?? m[2]!, m[3]!];
+/** HOST:PORT of a keyd flag (src/lib/host-port.ts), as a config error. */
+function listenAddress(value: string, flag: string): { host: string; port: number } {
+  try {
+    return parseHostPort(value, flag);
+  } catch (err) {
+    throw new KeydError('KEYD_CONFIG', (err as Error).message);
+  }
 }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { AuditEntry } from './audit.js';
-import { writeFileDurably } from './durable-file.js';
+import { writeFileDurably } from '../lib/durable-file.js';
 import type { KeydMetrics } from './metrics.js';
 
 /** Key column for a refusal that named no existing key (bounded: never the caller's string). */

@@ -5,7 +5,7 @@ import { Reader } from '../lib/reader.js';
 import { Writer } from '../lib/writer.js';
 import { KeydError } from './errors.js';
 import { SoftwareKeyHandle, type KeyHandle, type KeyReference, type ReferenceResolver } from './key-handle.js';
-import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurably } from './durable-file.js';
+import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurably } from '../lib/durable-file.js';
 import { crashPoint } from './root/crash-point.js';
 import { loadRoot, type LoadedRoot } from './root/root-key.js';
 import { RollbackGuard, type RecordKind } from './root/rollback-guard.js';

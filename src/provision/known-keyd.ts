@@ -1,5 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises';
-import { writeFileDurably } from '../keyd/durable-file.js';
+import { writeFileDurably } from '../lib/durable-file.js';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ProvisionError } from './errors.js';

@@ -1,3 +1,4 @@
+import { parseHostPort } from '../lib/host-port.js';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo, Socket } from 'node:net';
@@ -106,11 +107,13 @@ async function pemFrom(value: string, what: string): Promise<string> {
   }
 }
 
-export function parseHostPort(value: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value);
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) throw new ProvisionError('PROVISION_USAGE', `expected HOST:PORT, got "${value}"`);
-  return { host: match[1] ?? match[2] ?? '', port };
+/** `--provision-listen HOST:PORT` (src/lib/host-port.ts), as a usage error. */
+function listenAddress(value: string): { host: string; port: number } {
+  try {
+    return parseHostPort(value, '--provision-listen');
+  } catch (err) {
+    throw new ProvisionError('PROVISION_USAGE', (err as Error).message);
+  }
 }
 
 interface Session {
@@ -128,7 +131,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   const roles = new OperatorRoles(config.operators);
   const logger = opts.logger;
   const now = opts.now ?? Date.now;
-  const { host, port } = parseHostPort(opts.listen);
+  const { host, port } = listenAddress(opts.listen);
   const fromConfig = (path: string | undefined): string | undefined => (path === undefined ? undefined : resolve(opts.configDir ?? '.', path));
   const certSource = opts.tlsCert ?? fromConfig(config.tlsCert);
   const keySource = opts.tlsKey ?? fromConfig(config.tlsKey);

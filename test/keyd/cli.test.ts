@@ -115,8 +115,8 @@ test('put accepts PKCS#8, SEC1, PKCS#1 and encrypted PKCS#8 PEM, and says the ke
     }
     const r = await run('put', `${format}.cli.test,alias-${format}.cli.test`, '--key', f.key, '--chain', f.chain, ...extra);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.out, new RegExp(`installed ${format}\\.cli\\.test, alias-${format}\\.cli\\.test: `));
-    assert.match(r.out, /can be deleted/);
+    assert.match(r.out, new RegExp(`installed \\S+ key \\S+ for ${format}\\.cli\\.test, alias-${format}\\.cli\\.test: `));
+    assert.match(r.out, /can now be deleted/);
   }
   const list = await run('list', '--json');
   const keys = JSON.parse(list.out) as Array<{ names: string[]; keyType: string; ski: string; notAfter: string; addedAt: string }>;
@@ -156,9 +156,9 @@ test('precise one-line errors and exit codes', async () => {
   await expect(['show', 'nothing.cli.test'], 1, /no key for nothing\.cli\.test \[KEYD_UNKNOWN_NAME\]/);
   await expect(['delete', 'nothing.cli.test'], 1, /\[KEYD_UNKNOWN_NAME\]/);
   await expect(['put', 'bad_name!', '--key', good.key, '--chain', good.chain], 1, /not a DNS name.*\[KEYD_BAD_NAME\]/);
-  await expect(['frobnicate'], 2, /unknown operation 'frobnicate'/);
+  await expect(['frobnicate'], 2, /unknown operation "frobnicate"/);
   await expect(['put', 'x.test'], 2, /put needs --key/);
-  await expect(['gen', 'x.test', '--type', 'dsa', '--subject', 'CN=x', '--csr', 'x.csr'], 2, /gen needs --type/);
+  await expect(['gen', 'x.test', '--type', 'dsa', '--subject', 'CN=x', '--csr', 'x.csr'], 2, /gen: --type must be one of/);
   const down = await admin(['--socket', join(s.dir, 'nobody.sock'), 'list'], { out: () => {}, err: (t) => assert.match(t, /cannot connect to keyd .*nobody\.sock: ENOENT \(is keyd running\?\) \[KEYD_UNAVAILABLE\]/) });
   assert.equal(down, 1);
 });

@@ -6,6 +6,7 @@ import type { AuditEntry } from '../../src/keyd/audit.js';
 import { startKeyd, type RunningKeyd } from '../../src/keyd/daemon.js';
 import type { Keyring } from '../../src/keyd/keyring.js';
 import { RemoteAdminClient } from '../../src/provision/remote-client.js';
+import { startProvisioningListener } from '../../src/provision/listener.js';
 import { issue, makeCa, type Ca, type Issued } from './pki.js';
 
 /**
@@ -93,6 +94,7 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
       adminSocket: join(dir, 'admin.sock'),
       config,
       provisionListen: '127.0.0.1:0',
+      startProvisioning: startProvisioningListener,
       operatorCa: operatorCaPath,
       machineIdPath,
       logger: pino({ level: 'silent' }),

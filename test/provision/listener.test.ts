@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sealPrivateKey, type SealedKey } from '../../src/provision/hpke-seal.js';
-import { runRemoteAdmin } from '../../src/provision/remote-admin.js';
+import { main as runRemoteAdmin } from '../../src/cli/admin.js';
 import { parsePemChain, type RemoteAdminClient } from '../../src/provision/remote-client.js';
 import { makePki, startKeydForTest, SUBJECTS, type Keyd, type Pki } from './harness.js';
 import { issue, makeCa, signCsr, type Issued } from './pki.js';
@@ -152,7 +152,7 @@ describe('provisioning over mutually authenticated TLS', () => {
     assert.equal(typeof JSON.parse(stats.out), 'object');
     const audit = await cli(await as('bob', ['audit', '--limit', '5']));
     assert.equal(audit.code, 0, audit.err);
-    assert.match(audit.out, /delete operator:CN=alice, O=Example Ops api\.example\.com ok/);
+    assert.match(audit.out, /delete\s+operator:CN=alice, O=Example Ops\s+api\.example\.com\s+ok/);
   });
 });
 

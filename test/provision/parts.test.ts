@@ -140,7 +140,7 @@ describe('provisioning key', () => {
 
 describe('remote admin CLI usage errors (before connecting)', () => {
   async function run(argv: string[]): Promise<{ code: number; err: string; out: string }> {
-    const { runRemoteAdmin } = await import('../../src/provision/remote-admin.js');
+    const { main: runRemoteAdmin } = await import('../../src/cli/admin.js');
     let err = '';
     let out = '';
     const code = await runRemoteAdmin(argv, { out: (s) => void (out += s), err: (s) => void (err += s) });
@@ -149,18 +149,18 @@ describe('remote admin CLI usage errors (before connecting)', () => {
   const conn = ['--server', '127.0.0.1:1', '--cert', 'op.pem', '--key', 'op.key', '--ca', 'ca.pem'];
 
   it('exit 2 with a precise message', async () => {
-    assert.match((await run(['--server', 'nohost', 'list'])).err, /expected HOST:PORT, got "nohost" \[PROVISION_USAGE\]/);
+    assert.match((await run(['--server', 'nohost', 'list'])).err, /--server: 'nohost' is not HOST:PORT \[PROVISION_USAGE\]/);
     assert.match((await run(['--server', '127.0.0.1:1', 'list'])).err, /--cert is required to authenticate/);
     assert.match((await run([...conn, 'frobnicate'])).err, /unknown operation "frobnicate"/);
-    assert.match((await run([...conn, 'put', 'a.example'])).err, /--key is required for put/);
-    assert.match((await run([...conn, 'gen', 'a.example', '--type', 'dsa', '--subject', 'CN=a', '--csr', 'x'])).err, /--type must be one of ecdsa-p256/);
+    assert.match((await run([...conn, 'put', 'a.example'])).err, /put needs --key KEY\.pem and --chain CHAIN\.pem/);
+    assert.match((await run([...conn, 'gen', 'a.example', '--type', 'dsa', '--subject', 'CN=a', '--csr', 'x'])).err, /gen: --type must be one of ecdsa-p256/);
     assert.match((await run([...conn, '--keyd-fingerprint', 'abc', 'list'])).err, /--keyd-fingerprint must look like SHA256:/);
-    assert.match((await run([...conn, 'delete'])).err, /delete: expected 1 argument/);
+    assert.match((await run([...conn, 'delete'])).err, /expected exactly one NAME, got 0/);
     assert.match((await run(['--bogus', 'x'])).err, /unknown option --bogus/);
     for (const argv of [['--server', 'nohost', 'list'], [...conn, 'delete']]) assert.equal((await run(argv)).code, 2);
     const help = await run(['--server', '127.0.0.1:1', '--help']);
     assert.equal(help.code, 0);
-    assert.match(help.out, /Usage: delegator admin --server HOST:PORT/);
+    assert.match(help.out, /delegator admin --server HOST:PORT --cert OP\.pem/);
   });
 
   it('an unreachable keyd is PROVISION_UNAVAILABLE, exit 1', async () => {

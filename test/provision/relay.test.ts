@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { runRemoteAdmin } from '../../src/provision/remote-admin.js';
+import { main as runRemoteAdmin } from '../../src/cli/admin.js';
 import { makePki, startKeydForTest, type Keyd, type Pki } from './harness.js';
 import { issue, makeCa, type Issued } from './pki.js';
 

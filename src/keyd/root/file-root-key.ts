@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import { KeydError } from '../errors.js';
-import { syncDirectory } from '../durable-file.js';
+import { syncDirectory } from '../../lib/durable-file.js';
 
 const ROOT_KEY_LENGTH = 32;
 

@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KeydError } from '../errors.js';
-import { writeFileDurably } from '../durable-file.js';
+import { writeFileDurably } from '../../lib/durable-file.js';
 
 /**
  * The store manifest (data/manifest.json): what the store holds at its last committed

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeydError } from '../errors.js';
-import { writeFileDurably } from '../durable-file.js';
+import { writeFileDurably } from '../../lib/durable-file.js';
 import { formatPcrSelection, parsePcrSelection, pcrSelectionArg, readPcrs, type PcrSelection } from './pcr.js';
 import { TPM_RC, TpmCommandError, exclusive, tpm, type TpmConnection } from './tools.js';
 

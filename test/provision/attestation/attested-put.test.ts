@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runRemoteAdmin } from '../../../src/provision/remote-admin.js';
+import { main as runRemoteAdmin } from '../../../src/cli/admin.js';
 import { appraiseQuote, prepareChallenge, type AttestationEvidence, type QuoteAnswer } from '../../../src/provision/attestation/appraise.js';
 import { parseCaBundle } from '../../../src/provision/attestation/ek-certificate.js';
 import { attestKeyd } from '../../../src/provision/attestation/attest-keyd.js';
