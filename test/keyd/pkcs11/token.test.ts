@@ -154,7 +154,7 @@ test('a key put into the token (admin put --token) leaves no bytes in keyd\'s st
   writeFileSync(chainFile, pem(hard.chain[0]!));
   const cli = await runTool(process.execPath, [MAIN, 'admin', '--socket', keyd.adminSocket, 'put', 'hard.test', '--key', keyFile, '--chain', chainFile, '--token', token.uri]);
   assert.equal(cli.code, 0, describeResult(cli));
-  assert.match(cli.stdout, /installed hard\.test: ecdsa-p256 key.* in pkcs11:token=keyd-test;object=/);
+  assert.match(cli.stdout, /installed ecdsa-p256 key \S+ for hard\.test: ecdsa-p256 key.* in pkcs11:token=keyd-test;object=/);
 
   // Both sign, verified against their certificates.
   const signer = await KeydClient.connect({ socketPath: keyd.socket });

@@ -79,7 +79,7 @@ test('docs/PROVISIONING.md attested walk-through runs as written', { skip, timeo
     assert.match(stdout, /PCR  7: [0-9a-f]{64}/, context);
     assert.match(stdout, /attested: EK certificate chains to CN=swtpm-localca-rootca, PCRs sha256:0\+1\+2\+3\+4\+5\+6\+7 match keyd-pcrs\.json/, context);
     assert.match(stdout, /pinned in .*known_keyd/, context);
-    assert.match(stdout, /installed ecdsa-p256 \S+ for shop\.example\.com/, context);
+    assert.match(stdout, /installed ecdsa-p256 key \S+ for shop\.example\.com/, context);
     assert.match(stdout, /delegator admin: pcr-policy: sha256 PCR 7 differ from the recorded policy .*\[PROVISION_ATTESTATION_FAILED\]/, context);
     assert.doesNotMatch(log, /PRIVATE KEY/);
   } finally {
