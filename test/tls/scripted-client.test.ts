@@ -325,3 +325,37 @@ test('positive control: without deferral the tickets follow the client Finished 
   assert.equal(t.server.conn.sessionTicketsPending, false);
   assert.equal((await client.readTickets(2)).length, 2);
 });
+
+test('over a socket: small writes queued behind a full socket are joined into records of up to 2^14 bytes, in order', SOCKET_TEST, async () => {
+  const s = await listen();
+  const client = new Tls13Client(await socketTransport(s.port));
+  await client.handshake();
+  client.sendApplicationData(Buffer.from('go'));
+  // The echo of 'go' arrives first; then 4000 writes of 100 bytes, far past the socket's
+  // high-water mark, so most of them wait for 'drain' and reach _writev together.
+  assert.equal((await client.readApplicationData(2)).toString(), 'go');
+  const server = s.secured[0]!;
+  const expected: Buffer[] = [];
+  for (let i = 0; i < 4000; i++) {
+    const chunk = Buffer.alloc(100, i % 251);
+    expected.push(chunk);
+    server.write(chunk);
+  }
+  const want = Buffer.concat(expected);
+  const got: Buffer[] = [];
+  let records = 0;
+  let largest = 0;
+  for (let length = 0; length < want.length; ) {
+    const record = await client.readRecord();
+    assert.ok(record, `stream ended after ${length} bytes`);
+    if (record.type !== RecordType.applicationData) continue;
+    records++;
+    largest = Math.max(largest, record.content.length);
+    got.push(record.content);
+    length += record.content.length;
+  }
+  assert.ok(Buffer.concat(got).equals(want), 'the bytes arrive complete and in order');
+  assert.ok(largest <= 2 ** 14, `record of ${largest} bytes`);
+  // Without joining, every write is its own record (4000); the writes that queued become few.
+  assert.ok(records < 1000, `${records} records for 4000 writes`);
+});
