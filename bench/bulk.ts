@@ -14,7 +14,9 @@
  *
  * Options: --duration S per measurement (default 4), --rounds N (default 3), --clients N
  * concurrent connections (default 4), --idle N (default 1000), --sizes 16384,1048576,
- * --modes down,up,small,idle, --servers edge,nginx-stream,haproxy,node-pipe, --proxy-protocol.
+ * --modes down,up,small,idle, --servers edge,nginx-stream,haproxy,node-pipe, --proxy-protocol,
+ * --edge-build NAME=PATH/dist/bench/full-stack.js (repeatable: another build's edge as a row of
+ * its own, to compare commits in one run).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -110,12 +112,12 @@ async function startUpstream(): Promise<{ port: number; close(): void }> {
 
 // ---------------------------------------------------------------- the edge under test
 
-async function startEdge(spec: ProxySpec): Promise<Started> {
+async function startEdge(spec: ProxySpec, fullStack = FULL_STACK, name = 'edge (in-process key)'): Promise<Started> {
   const port = await freePort();
   const child: ChildProcess = spawn(
     process.execPath,
     // BENCH_EDGE_NODE_FLAGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p": to profile the edge under this load.
-    [...(process.env['BENCH_EDGE_NODE_FLAGS']?.split(' ').filter(Boolean) ?? []), FULL_STACK, '--local-edge', JSON.stringify({ port, upstreamPort: spec.upstreamPort, chainFile: spec.chainFile, keyFile: spec.keyFile, workers: 1, proxyProtocol: spec.proxyProtocol })],
+    [...(process.env['BENCH_EDGE_NODE_FLAGS']?.split(' ').filter(Boolean) ?? []), fullStack, '--local-edge', JSON.stringify({ port, upstreamPort: spec.upstreamPort, chainFile: spec.chainFile, keyFile: spec.keyFile, workers: 1, proxyProtocol: spec.proxyProtocol })],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';
@@ -124,7 +126,7 @@ async function startEdge(spec: ProxySpec): Promise<Started> {
     throw new Error(`edge did not start: ${err.message}\n${log}`);
   });
   return {
-    name: 'edge (in-process key)',
+    name,
     port,
     pids: () => [child.pid!],
     async stop() {
@@ -287,6 +289,7 @@ async function main(): Promise<number> {
       modes: { type: 'string', default: 'down,up,small,idle' },
       servers: { type: 'string', default: 'edge,nginx-stream,haproxy,node-pipe' },
       'proxy-protocol': { type: 'boolean', default: false },
+      'edge-build': { type: 'string', multiple: true, default: [] },
     },
   });
   const duration = Number(values.duration);
@@ -308,7 +311,11 @@ async function main(): Promise<number> {
     proxyProtocol: values['proxy-protocol']!,
   });
   const starters: [string, (s: ProxySpec) => Promise<Started>][] = [
-    ['edge', startEdge],
+    ['edge', (s) => startEdge(s)],
+    ...values['edge-build']!.map((build): [string, (s: ProxySpec) => Promise<Started>] => {
+      const [name, path] = build.split('=') as [string, string];
+      return ['edge', (s) => startEdge(s, resolve(path), `edge ${name}`)];
+    }),
     ['nginx-stream', startNginxStream],
     ['haproxy', startHaproxy],
     ['node-pipe', startNodeTlsPipe],
