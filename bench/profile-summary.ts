@@ -25,7 +25,7 @@ interface CpuProfile {
 const CATEGORIES: readonly { name: string; test: (fn: string, url: string) => boolean }[] = [
   { name: 'GC', test: (fn) => fn === '(garbage collector)' },
   { name: 'socket write syscalls', test: (fn) => fn === 'writeBuffer' || fn === 'writev' || fn === 'writeUtf8String' || fn === 'writevGeneric' || fn === 'writeGeneric' },
-  { name: 'Error construction (stack traces)', test: (fn, url) => fn === 'captureLargerStackTrace' || fn === 'uvException' || fn === 'errnoException' || fn === 'ErrnoException' || (fn === 'Error' && url === '') },
+  { name: 'Error construction (stack traces)', test: (fn, url) => url === 'node:internal/errors' || fn === 'get stack' || (fn === 'Error' && url === '') },
   {
     name: 'node:crypto calls',
     test: (_fn, url) => url.startsWith('node:internal/crypto') || url === 'node:crypto',
