@@ -1,7 +1,7 @@
 import { TlsAlert, TlsPeerAlert, AlertDescription, toAlert } from './alert.js';
 import type { ConnectionInfo, HandshakeContext } from './handshake/context.js';
 import { receiveClientHello } from './handshake/driver.js';
-import type { AwaitSecondClientHello, ExpectClientFinished, ServerHandshake13 } from './handshake/server13.js';
+import type { AwaitSecondClientHello, Established13, ExpectClientFinished, ServerHandshake13 } from './handshake/server13.js';
 import { TicketKeyRing } from './handshake/ticket-keys.js';
 import { encodeKeyUpdate } from './messages/server-messages.js';
 import type { ResolvedOptions } from './options.js';
@@ -108,7 +108,16 @@ export class TlsServerConnection {
   /** The connection failed; an alert was sent (TlsAlert) or received (TlsPeerAlert). */
   onError: (err: TlsAlert | TlsPeerAlert) => void = () => {};
 
+  /**
+   * Hold the NewSessionTickets after the client Finished until `flushSessionTickets`, our
+   * first application data or KeyUpdate, or our close_notify (socket.ts sets this and
+   * flushes on a timer): they then share a write with what follows. Off: tickets go out
+   * with the client Finished.
+   */
+  deferSessionTickets = false;
+
   readonly info: ConnectionInfo = { resumed: false, helloRetryRequest: false };
+  private pendingTickets: { readonly server: ServerHandshake13; readonly established: Established13 } | undefined;
   private phase: Phase = { kind: 'awaitClientHello' };
   private readonly records: RecordLayer;
   private readonly policy: ReceivePolicy;
@@ -144,12 +153,29 @@ export class TlsServerConnection {
   /** Sends application data, fragmented to the peer's record size limit. */
   write(data: Uint8Array): void {
     if (this.phase.kind !== 'traffic' || this.sentCloseNotify) throw new Error('TLS connection is not open for writing');
+    this.flushSessionTickets();
     this.records.sendApplicationData(data);
+  }
+
+  /** True while deferred NewSessionTickets wait for flushSessionTickets or our next write. */
+  get sessionTicketsPending(): boolean {
+    return this.pendingTickets !== undefined;
+  }
+
+  /** Sends the deferred NewSessionTickets now (§4.6.1 lets the server send them any time after the client Finished). */
+  flushSessionTickets(): void {
+    const pending = this.pendingTickets;
+    if (!pending) return;
+    this.pendingTickets = undefined;
+    if (this.phase.kind === 'traffic' && !this.sentCloseNotify) pending.server.sendSessionTickets(pending.established);
   }
 
   /** Sends close_notify (§6.1); reading continues until the peer closes too. */
   close(): void {
     if (this.phase.kind === 'closed' || this.sentCloseNotify) return;
+    // Deferred tickets go out with our close_notify: a client that closed first may still
+    // read up to our close_notify (gnutls does, and resumes with them).
+    this.flushSessionTickets();
     this.sentCloseNotify = true;
     this.sendAlert(AlertDescription.close_notify);
     if (this.phase.kind !== 'traffic' || this.peerClosed) this.phase = { kind: 'closed' };
@@ -256,7 +282,8 @@ export class TlsServerConnection {
     const established = server.readClientFinished(expect, raw);
     this.phase = { kind: 'traffic', keyUpdates: { start: 0, count: 0 } };
     this.completed = true;
-    server.sendSessionTickets(established);
+    if (this.deferSessionTickets && this.options.ticketCount > 0) this.pendingTickets = { server, established };
+    else server.sendSessionTickets(established);
     this.onHandshakeComplete();
   }
 
@@ -315,6 +342,8 @@ export class TlsServerConnection {
   }
 
   private sendKeyUpdate(requestPeer: boolean): void {
+    // Tickets held back are protected with the keys they were issued under (§4.6.1, §4.6.3).
+    this.flushSessionTickets();
     this.records.send(this.records.protectHandshake([encodeKeyUpdate(requestPeer)]));
     this.records.updateKeys('write');
   }
@@ -331,6 +360,7 @@ export class TlsServerConnection {
     if (this.phase.kind === 'closed') return;
     const alert = toAlert(err);
     this.phase = { kind: 'closed' };
+    this.pendingTickets = undefined;
     try {
       this.sendAlert(alert.alert);
     } catch {

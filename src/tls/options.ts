@@ -16,6 +16,14 @@ export interface TlsServerOptions {
   cipherSuites?: readonly number[];
   /** NewSessionTickets sent after the handshake (RFC 8446 §4.6.1). Default 2; 0 disables resumption. */
   ticketCount?: number;
+  /**
+   * node:net adapter only: NewSessionTickets wait up to this long after the client Finished
+   * for our first application data (or KeyUpdate, or close_notify) and go out in the same
+   * write. Default 0: they leave in the turn the client Finished arrived (with a close_notify
+   * that came with it). Not higher by default: a client that only resumes (gnutls-cli
+   * --resume) waits just a few ms for its tickets after the handshake.
+   */
+  ticketDelayMs?: number;
   /** Ticket lifetime in seconds (≤ 7 days, §4.6.1). Default 7200. */
   ticketLifetimeSeconds?: number;
   /** Ticket encryption keys; by default a rotating in-memory ring private to this server. */
@@ -71,6 +79,7 @@ export interface ResolvedOptions {
   cipherSuites: readonly number[];
   ticketCount: number;
   ticketLifetimeSeconds: number;
+  ticketDelayMs: number;
   ticketKeys: TicketKeyRing | undefined;
   handshakeTimeoutMs: number;
   maxHandshakeMessageSize: number;
@@ -108,6 +117,7 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     cipherSuites: o.cipherSuites ?? DEFAULT_CIPHER_SUITES,
     ticketCount: o.ticketCount ?? 2,
     ticketLifetimeSeconds,
+    ticketDelayMs: nonNegative(o.ticketDelayMs, 0, 'ticketDelayMs'),
     ticketKeys: o.ticketKeys ?? new TicketKeyRing(),
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
     maxHandshakeMessageSize: o.maxHandshakeMessageSize ?? MAX_CLIENT_HELLO_SIZE,
@@ -120,6 +130,12 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     lingerMaxBytes: positive(o.lingerMaxBytes, 2 ** 24 + 2 ** 20, 'lingerMaxBytes'),
     maxLingering: positive(o.maxLingering, 1024, 'maxLingering'),
   };
+}
+
+function nonNegative(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative integer`);
+  return value;
 }
 
 function positive(value: number | undefined, fallback: number, name: string): number {

@@ -4,6 +4,7 @@ import { AlertDescription, TlsAlert, TlsPeerAlert } from './alert.js';
 import { TlsServerConnection } from './connection.js';
 import type { ConnectionInfo } from './handshake/context.js';
 import { resolveOptions, type ResolvedOptions, type TlsServerOptions } from './options.js';
+import { MAX_PLAINTEXT } from './record/protection.js';
 
 /**
  * The node:net adapter around the sans-I/O connection: a Duplex of decrypted
@@ -19,6 +20,9 @@ export class TlsSocket extends Duplex {
   private readerFull = false;
   /** Our output is over the TCP socket's high-water mark: wait for 'drain'. */
   private writerFull = false;
+  /** The TCP socket is corked until the end of this tick: what we send in one turn is one writev. */
+  private outputCorked = false;
+  private ticketTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly rawSocket: Socket,
@@ -31,11 +35,17 @@ export class TlsSocket extends Duplex {
     // after what was already written; with it the application decides (RFC 8446 §6.1).
     super({ allowHalfOpen });
     const conn = (this.connection = new TlsServerConnection(options));
-    conn.onSend = (bytes) => {
-      if (!rawSocket.destroyed) rawSocket.write(bytes);
-    };
+    conn.onSend = (bytes) => this.sendToPeer(bytes);
+    conn.deferSessionTickets = options.ticketDelayMs > 0;
     conn.onHandshakeComplete = () => {
       this.clearHandshakeTimer();
+      if (conn.sessionTicketsPending) {
+        this.ticketTimer = setTimeout(() => {
+          this.ticketTimer = undefined;
+          conn.flushSessionTickets();
+        }, options.ticketDelayMs);
+        this.ticketTimer.unref();
+      }
       this.emit('secure');
     };
     conn.onApplicationData = (data) => {
@@ -138,11 +148,36 @@ export class TlsSocket extends Duplex {
     this.handshakeTimer = undefined;
   }
 
+  /**
+   * Everything the connection sends in one turn of the event loop (tickets and a
+   * close_notify that arrived with the client Finished, data and close_notify) leaves in
+   * one writev: each write syscall on a TCP socket costs more than the bytes it carries
+   * (docs/BENCHMARKS.md, profiles). The cork lasts until the turn's callbacks, promise
+   * jobs and ticks have run (setImmediate); end() uncorks at once, so the FIN goes last.
+   */
+  private sendToPeer(bytes: Buffer): void {
+    const raw = this.rawSocket;
+    if (raw.destroyed || raw.writableEnded) return;
+    if (!this.outputCorked) {
+      this.outputCorked = true;
+      raw.cork();
+      setImmediate(uncorkOutput, this);
+    }
+    raw.write(bytes);
+  }
+
+  /** @internal */
+  uncorkOutput(): void {
+    this.outputCorked = false;
+    this.rawSocket.uncork();
+  }
+
   /** Any failure: remember it, tell the server (before the handshake), flush the alert, close. */
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
     this.clearHandshakeTimer();
+    this.clearTicketTimer();
     const during = !this.connection.handshakeComplete;
     if (err instanceof TlsAlert && !this.connection.closed) this.connection.abort(err);
     this.emit('tlsError', err, during);
@@ -154,7 +189,9 @@ export class TlsSocket extends Duplex {
     // maxConnections (the server keeps at most maxLingering of them), so a peer that
     // keeps trickling holds no connection slot (docs/EDGE.md, limits).
     this.lingering = true;
-    this.rawSocket.end();
+    // A socket that failed (EPIPE, ECONNRESET) is already closing: end() would only build
+    // another Error for it.
+    if (!this.rawSocket.destroyed && !this.rawSocket.errored) this.rawSocket.end();
     this.rawSocket.resume();
     const raw = this.rawSocket;
     raw.setTimeout(this.options.lingerIdleMs, () => raw.destroy());
@@ -191,16 +228,54 @@ export class TlsSocket extends Duplex {
     else callback();
   }
 
+  /**
+   * Writes that queued while we waited for 'drain' are sealed together: small ones are
+   * joined into records of up to 2^14 bytes (one AEAD call and 22 bytes of overhead per
+   * record instead of per write); large ones go as they are, without a copy.
+   */
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    try {
+      let batch: Buffer[] = [];
+      let size = 0;
+      const flush = () => {
+        if (batch.length) this.connection.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch, size));
+        batch = [];
+        size = 0;
+      };
+      for (const { chunk } of chunks) {
+        if (size + chunk.length > MAX_PLAINTEXT) flush();
+        batch.push(chunk);
+        size += chunk.length;
+      }
+      flush();
+    } catch (err) {
+      return callback(err as Error);
+    }
+    if (this.rawSocket.writableNeedDrain) this.rawSocket.once('drain', () => callback());
+    else callback();
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
+    this.clearTicketTimer();
     this.connection.close();
     this.rawSocket.end(callback);
   }
 
+  private clearTicketTimer(): void {
+    if (this.ticketTimer) clearTimeout(this.ticketTimer);
+    this.ticketTimer = undefined;
+  }
+
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     this.clearHandshakeTimer();
+    this.clearTicketTimer();
     if (!this.lingering) this.rawSocket.destroy();
     callback(err);
   }
+}
+
+function uncorkOutput(socket: TlsSocket): void {
+  socket.uncorkOutput();
 }
 
 export interface TlsServerEvents {

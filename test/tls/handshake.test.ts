@@ -228,6 +228,22 @@ test('resumption: the ticket from the first connection resumes the second', asyn
   await closeClient(second);
 });
 
+test('resumption with ticketDelayMs: the tickets held back arrive with the first data and resume', async () => {
+  // A delay far longer than the test: only the echo can have carried the tickets.
+  const r = await startServer({ ticketCount: 2, ticketDelayMs: 600_000 });
+  const first = await connectClient(r);
+  const sessions: Buffer[] = [];
+  first.on('session', (session: Buffer) => sessions.push(session));
+  assert.deepEqual(await echo(first, Buffer.from('hello')), Buffer.from('hello'));
+  assert.equal(sessions.length, 2, 'both tickets before the echoed data');
+  await closeClient(first);
+  const second = await connectClient(r, { session: sessions[0]! });
+  assert.equal(second.isSessionReused(), true, 'client resumed');
+  assert.deepEqual(await echo(second, Buffer.from('again')), Buffer.from('again'));
+  assert.equal(r.secured[1]!.resumed, true, 'server resumed');
+  await closeClient(second);
+});
+
 test('resumption: a ticket from another server (other ticket keys) falls back to a full handshake', async () => {
   const a = await startServer();
   const b = await startServer();

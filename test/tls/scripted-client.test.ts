@@ -277,3 +277,85 @@ test('over a socket, positive control: a correct handshake echoes the data; a co
   assert.equal(Buffer.concat(s.received).toString(), 'ping');
   client.transport.close();
 });
+
+// ---- deferred NewSessionTickets (socket.ts ticketDelayMs) --------------------------------
+
+/** A completed handshake with 2 tickets held back, as socket.ts does with ticketDelayMs > 0. */
+async function deferredTickets() {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 2 }));
+  t.server.conn.deferSessionTickets = true;
+  const client = new Tls13Client(t);
+  await client.handshake();
+  assert.equal(t.server.handshakeComplete, true);
+  return { t, client };
+}
+
+test('deferred tickets: nothing is sent after the client Finished; the first data carries both tickets, then the data', async () => {
+  const { t, client } = await deferredTickets();
+  assert.equal(t.server.conn.sessionTicketsPending, true);
+  assert.equal(await t.read(), null, 'no record between the client Finished and our first data');
+  t.server.conn.write(Buffer.from('banner'));
+  assert.equal(t.server.conn.sessionTicketsPending, false);
+  const tickets = await client.readTickets(2);
+  assert.equal(tickets.length, 2);
+  assert.equal((await client.readApplicationData(6)).toString(), 'banner');
+});
+
+test('deferred tickets: they go out before our close_notify, also after the peer closed first', async () => {
+  const { t, client } = await deferredTickets();
+  t.send(client.sealRecord(RecordType.alert, Buffer.of(1, 0))); // the client's close_notify first
+  t.server.conn.close();
+  const tickets = await client.readTickets(2);
+  assert.equal(tickets.length, 2);
+  assert.equal(await client.readAlert(), 0, 'close_notify after the tickets');
+});
+
+test('deferred tickets: flushSessionTickets sends them on their own (the socket adapter\'s timer)', async () => {
+  const { t, client } = await deferredTickets();
+  t.server.conn.flushSessionTickets();
+  assert.equal((await client.readTickets(2)).length, 2);
+  t.server.conn.flushSessionTickets(); // nothing more
+  assert.equal(await t.read(), null);
+});
+
+test('positive control: without deferral the tickets follow the client Finished at once', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 2 }));
+  const client = new Tls13Client(t);
+  await client.handshake();
+  assert.equal(t.server.conn.sessionTicketsPending, false);
+  assert.equal((await client.readTickets(2)).length, 2);
+});
+
+test('over a socket: small writes queued behind a full socket are joined into records of up to 2^14 bytes, in order', SOCKET_TEST, async () => {
+  const s = await listen();
+  const client = new Tls13Client(await socketTransport(s.port));
+  await client.handshake();
+  client.sendApplicationData(Buffer.from('go'));
+  // The echo of 'go' arrives first; then 4000 writes of 100 bytes, far past the socket's
+  // high-water mark, so most of them wait for 'drain' and reach _writev together.
+  assert.equal((await client.readApplicationData(2)).toString(), 'go');
+  const server = s.secured[0]!;
+  const expected: Buffer[] = [];
+  for (let i = 0; i < 4000; i++) {
+    const chunk = Buffer.alloc(100, i % 251);
+    expected.push(chunk);
+    server.write(chunk);
+  }
+  const want = Buffer.concat(expected);
+  const got: Buffer[] = [];
+  let records = 0;
+  let largest = 0;
+  for (let length = 0; length < want.length; ) {
+    const record = await client.readRecord();
+    assert.ok(record, `stream ended after ${length} bytes`);
+    if (record.type !== RecordType.applicationData) continue;
+    records++;
+    largest = Math.max(largest, record.content.length);
+    got.push(record.content);
+    length += record.content.length;
+  }
+  assert.ok(Buffer.concat(got).equals(want), 'the bytes arrive complete and in order');
+  assert.ok(largest <= 2 ** 14, `record of ${largest} bytes`);
+  // Without joining, every write is its own record (4000); the writes that queued become few.
+  assert.ok(records < 1000, `${records} records for 4000 writes`);
+});

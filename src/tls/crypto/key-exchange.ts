@@ -33,7 +33,15 @@ function montgomery(name: 'x25519' | 'x448', crv: 'X25519' | 'X448', length: num
       } catch {
         throw new TlsAlert('illegal_parameter', `${name} key share is not a valid public key`);
       }
-      const { privateKey, publicKey: ours } = generateKeyPairSync(name as 'x25519');
+      // Our public key comes out of the key generation already encoded (SPKI DER, the raw
+      // key is its last `length` bytes), never through KeyObject.export(): Node 20's JWK
+      // export holds the key's mutex while allocating, and a GC that then collects the
+      // generation job (whose destructor takes the same mutex) deadlocks the process; seen
+      // under load as an edge that stopped reading (docs/BENCHMARKS.md).
+      const generated = generateKeyPairSync(name as 'x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } });
+      const privateKey = generated.privateKey;
+      // Node returns the encoded half as a Buffer (its types only know both halves encoded or neither).
+      const ours = generated.publicKey as unknown as Buffer;
       let sharedSecret: Buffer;
       try {
         sharedSecret = diffieHellman({ privateKey, publicKey });
@@ -45,8 +53,7 @@ function montgomery(name: 'x25519' | 'x448', crv: 'X25519' | 'X448', length: num
       if (sharedSecret.every((b) => b === 0)) {
         throw new TlsAlert('illegal_parameter', `${name} shared secret is all zeros (small-order key share)`);
       }
-      const x = ours.export({ format: 'jwk' }).x!;
-      return { serverShare: Buffer.from(x, 'base64url'), sharedSecret };
+      return { serverShare: Buffer.from(ours.subarray(ours.length - length)), sharedSecret };
     },
   };
 }

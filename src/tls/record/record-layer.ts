@@ -264,14 +264,17 @@ export class RecordLayer {
     return records;
   }
 
-  /** Application data, fragmented to the peer's record size limit. */
+  /**
+   * Application data, fragmented to the peer's record size limit. Each record is handed
+   * over on its own (no concatenation: bulk writes are not copied again); the socket
+   * adapter corks, so the records of one write still leave in one writev.
+   */
   sendApplicationData(data: Uint8Array): void {
     const max = this.peerRecordLimit;
-    const records: Buffer[] = [];
+    const keys = this.requireWriteKeys();
     for (let off = 0; off < data.length; off += max) {
-      records.push(this.requireWriteKeys().seal(ContentType.application_data, data.subarray(off, off + max)));
+      this.output(keys.seal(ContentType.application_data, data.subarray(off, off + max)));
     }
-    if (records.length) this.send(records);
   }
 
   /** One alert record, protected once we have write keys (§6). */
