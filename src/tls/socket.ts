@@ -123,6 +123,14 @@ export class TlsSocket extends Duplex {
   get clientCertificate(): ClientIdentity | undefined {
     return this.connection.info.clientCertificate;
   }
+  /** The certificate chain of the identity that served this connection. */
+  get serverCertificateChain(): readonly Uint8Array[] | undefined {
+    return this.connection.info.serverCertificateChain;
+  }
+  /** True once our flight asked for a client certificate (RFC 8446 §4.3.2). */
+  get clientCertificateRequested(): boolean {
+    return this.connection.info.clientCertificateRequested ?? false;
+  }
   /** True when `clientCertificate` was verified in the full handshake this connection resumed. */
   get clientCertificateFromSession(): boolean {
     return this.connection.info.clientCertificateFromSession ?? false;

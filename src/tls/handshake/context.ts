@@ -38,6 +38,10 @@ export interface ConnectionInfo {
    */
   clientCertificate?: ClientIdentity;
   clientCertificateFromSession?: boolean;
+  /** The chain of the identity this connection was served under (full or resumed handshake). */
+  serverCertificateChain?: readonly Uint8Array[];
+  /** Our flight held a CertificateRequest. */
+  clientCertificateRequested?: boolean;
 }
 
 /**

@@ -357,6 +357,7 @@ export class ServerHandshake13 {
       }
       const alpnProtocol = selectAlpn(state.hello, identity.alpnProtocols ?? this.ctx.options.alpnProtocols);
       this.ctx.info.alpnProtocol = alpnProtocol;
+      this.ctx.info.serverCertificateChain = identity.certificateChain;
       const clientAuth = this.chooseClientAuth(identity);
       const resumed = resumption && this.ticketFitsClientAuth(resumption.ticket) ? resumption : undefined;
       this.ctx.info.resumed = resumed !== undefined;
@@ -440,6 +441,7 @@ export class ServerHandshake13 {
   private sendCertificateRequest(parameters: ServerParameters, clientAuth: ClientAuthOptions): CertificateRequestSent {
     const signatureSchemes = clientAuth.signatureSchemes ?? CLIENT_SIGNATURE_SCHEMES;
     this.addToFlight(parameters, encodeCertificateRequest13({ signatureSchemes, certificateAuthorities: clientAuth.certificateAuthorities }));
+    this.ctx.info.clientCertificateRequested = true;
     return { clientAuth, signatureSchemes };
   }
 
