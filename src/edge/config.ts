@@ -197,7 +197,7 @@ function clientAuth(value: unknown, where: string, baseDir: string): RouteClient
   if (value.crl !== undefined) {
     const crlPath = resolve(baseDir, str(value.crl, `${where}.crl`));
     crlPem = readPem(crlPath, `${where}.crl`);
-    if (pemCount(crlPem, 'X509 CRL') === 0) fail(`${where}.crl: '${crlPath}' holds no PEM "X509 CRL" block`);
+    if (pemCount(crlPem, '(?:X509 )?CRL') === 0) fail(`${where}.crl: '${crlPath}' holds no PEM "X509 CRL" block`);
   }
   return {
     mode,

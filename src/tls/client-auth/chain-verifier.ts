@@ -115,7 +115,8 @@ export class ClientChainVerifier {
     const crls: LoadedCrl[] = [];
     if (options.crlPem !== undefined) {
       const text = asText(options.crlPem);
-      const crlBlocks = text.includes('-----BEGIN') ? pemBlocks(text, 'X509 CRL') : [Buffer.from(options.crlPem as Uint8Array)];
+      // OpenSSL writes "X509 CRL"; some tools write "CRL".
+      const crlBlocks = text.includes('-----BEGIN') ? pemBlocks(text, '(?:X509 )?CRL') : [Buffer.from(options.crlPem as Uint8Array)];
       if (crlBlocks.length === 0) throw new ClientAuthConfigError('the CRL file holds no PEM "X509 CRL" block');
       for (const der of crlBlocks) {
         let crl: x509.X509Crl;
