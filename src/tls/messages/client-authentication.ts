@@ -4,8 +4,9 @@ import { ExtensionType as X, HandshakeType } from '../wire/codepoints.js';
 import { encodeHandshake } from './handshake.js';
 
 /**
- * The messages of TLS 1.3 client authentication (RFC 8446 §4.3.2, §4.4.2, §4.4.3): our
- * CertificateRequest, and the client's Certificate and CertificateVerify.
+ * The messages of client authentication: our CertificateRequest, and the client's
+ * Certificate and CertificateVerify, in TLS 1.3 (RFC 8446 §4.3.2, §4.4.2, §4.4.3) and
+ * TLS 1.2 (RFC 5246 §7.4.4, §7.4.6, §7.4.8; the CertificateVerify layout is the same).
  */
 
 /** Most certificates a client chain may hold; a longer one is refused before any parsing. */
@@ -61,18 +62,68 @@ export function decodeClientCertificate13(raw: Uint8Array): ClientCertificate13 
   const list = r.sub(3, 0, 0xffffff, 'certificate_list');
   const chain: Uint8Array[] = [];
   while (list.remaining > 0) {
-    const cert = list.vec(3, 1, 0xffffff, 'cert_data');
+    const cert = certData(list, chain.length);
     const extensions = list.vec(2, 0, 0xffff, 'extensions');
     if (extensions.length > 0) {
       throw new TlsAlert('unsupported_extension', 'client CertificateEntry carries extensions the CertificateRequest did not ask for');
-    }
-    if (chain.length === MAX_CLIENT_CHAIN_LENGTH) {
-      throw new TlsAlert('bad_certificate', `client certificate chain longer than ${MAX_CLIENT_CHAIN_LENGTH} certificates`);
     }
     chain.push(cert);
   }
   r.end();
   return { requestContext, chain };
+}
+
+/**
+ * One certificate of a client chain. The wire format says <1..2^24-1>; a zero-length one is
+ * well-formed framing around a certificate that is not one, so it is bad_certificate (what
+ * tlsfuzzer expects), not decode_error. The chain length is capped before anything is parsed.
+ */
+function certData(list: Reader, index: number): Uint8Array {
+  if (index === MAX_CLIENT_CHAIN_LENGTH) {
+    throw new TlsAlert('bad_certificate', `client certificate chain longer than ${MAX_CLIENT_CHAIN_LENGTH} certificates`);
+  }
+  const cert = list.vec(3, 0, 0xffffff, 'cert_data');
+  if (cert.length === 0) throw new TlsAlert('bad_certificate', `client certificate ${index + 1} is empty`);
+  return cert;
+}
+
+/** TLS 1.2 ClientCertificateType (RFC 5246 §7.4.4, RFC 8422 §5.5). */
+export const ClientCertificateType = { rsa_sign: 1, ecdsa_sign: 64 } as const;
+
+/**
+ * TLS 1.2 CertificateRequest (RFC 5246 §7.4.4): certificate_types<1..2^8-1>,
+ * supported_signature_algorithms<2..2^16-2>, certificate_authorities<0..2^16-1>.
+ */
+export function encodeCertificateRequest12(p: {
+  certificateTypes: readonly number[];
+  signatureSchemes: readonly number[];
+  certificateAuthorities?: readonly Uint8Array[];
+}): Buffer {
+  return encodeHandshake(
+    HandshakeType.certificate_request,
+    (w) => {
+      w.vec(1, (types) => {
+        for (const t of p.certificateTypes) types.u8(t);
+      });
+      w.vec(2, (list) => {
+        for (const scheme of p.signatureSchemes) list.u16(scheme);
+      });
+      w.vec(2, (list) => {
+        for (const name of p.certificateAuthorities ?? []) list.opaque(2, name);
+      });
+    },
+    512,
+  );
+}
+
+/** TLS 1.2 client Certificate (RFC 5246 §7.4.6): certificate_list<0..2^24-1>; empty = no certificate. */
+export function decodeClientCertificate12(raw: Uint8Array): readonly Uint8Array[] {
+  const r = new Reader(raw, 'Certificate', 4);
+  const list = r.sub(3, 0, 0xffffff, 'certificate_list');
+  const chain: Uint8Array[] = [];
+  while (list.remaining > 0) chain.push(certData(list, chain.length));
+  r.end();
+  return chain;
 }
 
 export interface CertificateVerifyMessage {
