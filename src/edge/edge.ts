@@ -77,6 +77,25 @@ function restartOnlyChanges(current: EdgeConfig, next: EdgeConfig): string[] {
   return changes;
 }
 
+/** Each route's client-auth policy (CA bundle, CRL) loaded for the engine; fails naming the route. */
+async function loadRouteClientAuth(routes: readonly Route[]): Promise<Map<Route, ClientAuthOptions>> {
+  const loaded = new Map<Route, ClientAuthOptions>();
+  for (const route of routes) {
+    const c = route.clientAuth;
+    if (!c || c.mode === 'off' || !c.caPem) continue;
+    const options = await loadClientAuth({
+      mode: c.mode,
+      caPem: c.caPem,
+      ...(c.crlPem ? { crlPem: c.crlPem } : {}),
+      advertiseCaNames: c.advertiseCaNames,
+    }).catch((err: Error) => {
+      throw new EdgeError('EDGE_CONFIG', `route ${route.names.join(',')}: clientAuth: ${err.message}`);
+    });
+    loaded.set(route, options);
+  }
+  return loaded;
+}
+
 function connectionKey(address: string | undefined, port: number | undefined): string {
   return `${address ?? ''}|${port ?? ''}`;
 }
@@ -118,22 +137,12 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
   if (pool.state !== 'connected') log.warn('keyd is not reachable yet; starting anyway and retrying in the background');
 
   // Per-route client certificates: each route's CA bundle (and CRL) becomes the engine's
-  // verifier for the identities of its names (docs/EDGE.md, client certificates).
-  const routeClientAuth = new Map<Route, ClientAuthOptions>();
-  for (const route of config.routes) {
-    const c = route.clientAuth;
-    if (!c || c.mode === 'off' || !c.caPem) continue;
-    const loaded = await loadClientAuth({
-      mode: c.mode,
-      caPem: c.caPem,
-      ...(c.crlPem ? { crlPem: c.crlPem } : {}),
-      advertiseCaNames: c.advertiseCaNames,
-    }).catch((err: Error) => {
-      pool.close();
-      throw new Error(`route ${route.names.join(',')}: clientAuth: ${err.message}`);
-    });
-    routeClientAuth.set(route, loaded);
-  }
+  // verifier for the identities of its names (docs/EDGE.md, client certificates). Rebuilt
+  // with the routes on a reload, before anything changes.
+  let routeClientAuth = await loadRouteClientAuth(config.routes).catch((err: unknown) => {
+    pool.close();
+    throw err;
+  });
 
   // Per-route ALPN (RFC 7301): each identity carries its route's list, which the engine
   // negotiates from (no overlap → no_application_protocol); routes without a list get the union.
@@ -305,9 +314,11 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     }
     // Everything that can fail is checked before anything changes.
     const nextRoutes = new RouteTable(next.routes);
+    const nextClientAuth = await loadRouteClientAuth(next.routes);
     const nextTlsOptions = tlsOptionsOf(next);
     for (const server of servers) server.setTlsOptions?.(nextTlsOptions);
     routes = nextRoutes;
+    routeClientAuth = nextClientAuth;
     config = next;
     expiry = new ExpiryWatch(log, next.certificateExpiryWarningDays, deps.now ?? Date.now);
     identities.setLimits(next.limits.identityCacheSize, next.limits.identityCacheNames);
