@@ -18,6 +18,7 @@ import {
 import { SCHEMES } from '../signature-schemes.js';
 import type { Identity } from '../signer.js';
 import { ContentType } from '../wire/codepoints.js';
+import { CLIENT_AUTH_OFF, clientAuthFor, clientAuthPolicyId, sessionFitsClientAuth } from './client-auth-policy.js';
 import { CLIENT_SIGNATURE_SCHEMES, verifyClientCertificateVerify } from './client-certificate-verify.js';
 import type { HandshakeContext } from './context.js';
 import { openCookie, sealCookie } from './cookie.js';
@@ -56,9 +57,6 @@ import { messageHash, Transcript } from './transcript.js';
  * what the next needs, so nothing is read before it is set. The connection holds the
  * phase between messages; the record layer moves the bytes.
  */
-
-/** The ticket policy of handshakes that ask for no client certificate. */
-const CLIENT_AUTH_OFF = 'off';
 
 /** §4.6.1: ticket ages must match within this tolerance for the PSK to be used. */
 const TICKET_AGE_TOLERANCE_MS = 10_000;
@@ -373,24 +371,20 @@ export class ServerHandshake13 {
 
   /** The identity's client-auth setting (else the server's); undefined when it asks for no certificate. */
   private chooseClientAuth(identity: Identity): ClientAuthOptions | undefined {
-    const clientAuth = identity.clientAuth ?? this.ctx.options.clientAuth;
-    if (!clientAuth || clientAuth.mode === 'off') return undefined;
-    this.clientAuthPolicy = clientAuth.policyId ?? clientAuth.mode;
+    const clientAuth = clientAuthFor(identity, this.ctx.options);
+    this.clientAuthPolicy = clientAuthPolicyId(clientAuth);
     return clientAuth;
   }
 
   /**
-   * A ticket resumes only under the client-auth policy it was issued under (§4.6.1 lets a
-   * server decline any PSK): otherwise a ticket from a route without client certificates
-   * would skip another route's requirement. A carried client certificate past its notAfter
-   * is not resumed either. The client then gets a full handshake.
+   * A ticket resumes only under the client-auth policy it was issued under, and while the
+   * client certificate it carries is valid (client-auth-policy.ts); the client then keeps the
+   * identity proven in the full handshake. Otherwise it gets a full handshake.
    */
   private ticketFitsClientAuth(ticket: TicketState): boolean {
-    if (ticket.clientAuthPolicy !== this.clientAuthPolicy) return false;
-    const client = ticket.clientIdentity;
-    if (client && client.notAfter < this.ctx.now()) return false;
-    this.ctx.info.clientCertificate = client;
-    this.ctx.info.clientCertificateFromSession = client !== undefined;
+    if (!sessionFitsClientAuth(ticket, this.clientAuthPolicy, this.ctx.now())) return false;
+    this.ctx.info.clientCertificate = ticket.clientIdentity;
+    this.ctx.info.clientCertificateFromSession = ticket.clientIdentity !== undefined;
     return true;
   }
 
