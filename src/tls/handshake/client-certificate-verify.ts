@@ -65,10 +65,14 @@ export function verifyClientCertificateVerify(p: {
   if (!ok) throw new TlsAlert('decrypt_error', `client CertificateVerify (${info.name}) does not verify`);
 }
 
+/** TLS 1.2 (hash, signature) pair sha224+ecdsa (RFC 5246 §7.4.1.4.1): no TLS 1.3 name. */
+const ECDSA_SHA224 = 0x0303;
+
 /**
  * TLS 1.2 CertificateRequest schemes (RFC 5246 §7.4.4; RFC 8446 §4.2.3 names for RSA-PSS):
  * ECDSA with SHA-256/384/512 (any curve in TLS 1.2), Ed25519, RSA-PSS and RSA PKCS#1 v1.5
- * with SHA-256/384/512. No SHA-1 (RFC 9155), no MD5, no SHA-224.
+ * with SHA-256/384/512, and ECDSA with SHA-224, which TLS 1.2 clients still use (OpenSSL
+ * offers it too). No SHA-1 (RFC 9155), no MD5.
  */
 export const CLIENT_SIGNATURE_SCHEMES_12: readonly number[] = [
   SignatureScheme.ecdsa_secp256r1_sha256,
@@ -81,14 +85,16 @@ export const CLIENT_SIGNATURE_SCHEMES_12: readonly number[] = [
   SignatureScheme.rsa_pkcs1_sha256,
   SignatureScheme.rsa_pkcs1_sha384,
   SignatureScheme.rsa_pkcs1_sha512,
+  ECDSA_SHA224,
 ];
 
-type Verify12 = { readonly key: 'ec' | 'rsa' | 'ed25519'; readonly hash: 'sha256' | 'sha384' | 'sha512' | null; readonly padding?: number };
+type Verify12 = { readonly key: 'ec' | 'rsa' | 'ed25519'; readonly hash: 'sha224' | 'sha256' | 'sha384' | 'sha512' | null; readonly padding?: number };
 
 const SCHEMES_12 = new Map<number, Verify12>([
   [SignatureScheme.ecdsa_secp256r1_sha256, { key: 'ec', hash: 'sha256' }],
   [SignatureScheme.ecdsa_secp384r1_sha384, { key: 'ec', hash: 'sha384' }],
   [SignatureScheme.ecdsa_secp521r1_sha512, { key: 'ec', hash: 'sha512' }],
+  [ECDSA_SHA224, { key: 'ec', hash: 'sha224' }],
   [SignatureScheme.ed25519, { key: 'ed25519', hash: null }],
   [SignatureScheme.rsa_pss_rsae_sha256, { key: 'rsa', hash: 'sha256', padding: constants.RSA_PKCS1_PSS_PADDING }],
   [SignatureScheme.rsa_pss_rsae_sha384, { key: 'rsa', hash: 'sha384', padding: constants.RSA_PKCS1_PSS_PADDING }],

@@ -74,17 +74,15 @@ export function decodeClientCertificate13(raw: Uint8Array): ClientCertificate13 
 }
 
 /**
- * One certificate of a client chain. The wire format says <1..2^24-1>; a zero-length one is
- * well-formed framing around a certificate that is not one, so it is bad_certificate (what
- * tlsfuzzer expects), not decode_error. The chain length is capped before anything is parsed.
+ * One certificate of a client chain: ASN.1Cert<1..2^24-1>, so a zero-length one is
+ * decode_error; bytes that are not a certificate are the verifier's bad_certificate. The
+ * chain length is capped before anything is parsed.
  */
 function certData(list: Reader, index: number): Uint8Array {
   if (index === MAX_CLIENT_CHAIN_LENGTH) {
     throw new TlsAlert('bad_certificate', `client certificate chain longer than ${MAX_CLIENT_CHAIN_LENGTH} certificates`);
   }
-  const cert = list.vec(3, 0, 0xffffff, 'cert_data');
-  if (cert.length === 0) throw new TlsAlert('bad_certificate', `client certificate ${index + 1} is empty`);
-  return cert;
+  return list.vec(3, 1, 0xffffff, 'cert_data');
 }
 
 /** TLS 1.2 ClientCertificateType (RFC 5246 §7.4.4, RFC 8422 §5.5). */
