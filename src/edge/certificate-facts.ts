@@ -1,5 +1,4 @@
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { X509Certificate } from 'node:crypto';
 
 /**
@@ -16,9 +15,20 @@ export interface ServerCertificateFacts {
 
 const cache = new WeakMap<readonly Uint8Array[], ServerCertificateFacts>();
 
+/**
+ * @peculiar/x509 (for the signature algorithm) is loaded only by an edge that sends PROXY
+ * headers (`loadCertificateFacts` at start): importing it costs hundreds of ms per process.
+ */
+let x509: typeof X509 | undefined;
+export async function loadCertificateFacts(): Promise<void> {
+  if (x509) return;
+  await import('reflect-metadata');
+  x509 = await import('@peculiar/x509');
+}
+
 const HASH_SUFFIX: Record<string, string> = { 'SHA-1': 'SHA1', 'SHA-224': 'SHA224', 'SHA-256': 'SHA256', 'SHA-384': 'SHA384', 'SHA-512': 'SHA512' };
 
-function signatureAlgorithmName(cert: x509.X509Certificate): string | undefined {
+function signatureAlgorithmName(cert: X509.X509Certificate): string | undefined {
   const alg = cert.signatureAlgorithm as { name: string; hash?: { name: string } };
   const hash = alg.hash ? HASH_SUFFIX[alg.hash.name] : undefined;
   switch (alg.name) {
@@ -62,7 +72,10 @@ export function serverCertificateFacts(chain: readonly Uint8Array[]): ServerCert
   if (leaf) {
     try {
       const der = Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength);
-      facts = { signatureAlgorithm: signatureAlgorithmName(new x509.X509Certificate(der)), keyAlgorithm: keyAlgorithmName(new X509Certificate(der)) };
+      facts = {
+        signatureAlgorithm: x509 ? signatureAlgorithmName(new x509.X509Certificate(der)) : undefined,
+        keyAlgorithm: keyAlgorithmName(new X509Certificate(der)),
+      };
     } catch {
       // A chain keyd handed out that does not parse: the TLVs are left out, the connection goes on.
     }

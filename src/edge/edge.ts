@@ -11,7 +11,7 @@ import { EdgeError } from './errors.js';
 import { describeHandshake, proxyToUpstream } from './proxy.js';
 import { RouteTable, normaliseName, type Route } from './routes.js';
 import { ExpiryWatch } from '../lib/expiry.js';
-import { serverCertificateFacts, type ServerCertificateFacts } from './certificate-facts.js';
+import { loadCertificateFacts, serverCertificateFacts, type ServerCertificateFacts } from './certificate-facts.js';
 
 /**
  * One edge instance (one process, or one cluster worker): TLS listeners on the engine,
@@ -143,6 +143,8 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     pool.close();
     throw err;
   });
+  // PP2_SUBTYPE_SSL_SIG_ALG needs the certificate parser, loaded only when a route sends PROXY headers.
+  if (config.routes.some((r) => r.proxyProtocol)) await loadCertificateFacts();
 
   // Per-route ALPN (RFC 7301): each identity carries its route's list, which the engine
   // negotiates from (no overlap → no_application_protocol); routes without a list get the union.
@@ -315,6 +317,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     // Everything that can fail is checked before anything changes.
     const nextRoutes = new RouteTable(next.routes);
     const nextClientAuth = await loadRouteClientAuth(next.routes);
+    if (next.routes.some((r) => r.proxyProtocol)) await loadCertificateFacts();
     const nextTlsOptions = tlsOptionsOf(next);
     for (const server of servers) server.setTlsOptions?.(nextTlsOptions);
     routes = nextRoutes;

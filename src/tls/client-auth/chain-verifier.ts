@@ -1,11 +1,23 @@
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { createHash, webcrypto, X509Certificate } from 'node:crypto';
 import { TlsAlert } from '../alert.js';
 import type { ClientAuthOptions, VerifiedClientCertificate } from '../options.js';
 import type { ClientIdentity } from '../handshake/context.js';
 
-x509.cryptoProvider.set(webcrypto as never);
+/**
+ * @peculiar/x509, loaded on first use: it (with reflect-metadata) costs hundreds of ms to
+ * import, which every edge worker and `serve` would pay at start without client certificates.
+ */
+let x509: typeof X509 | undefined;
+async function peculiar(): Promise<typeof X509> {
+  if (!x509) {
+    await import('reflect-metadata');
+    const loaded = await import('@peculiar/x509');
+    loaded.cryptoProvider.set(webcrypto as never);
+    x509 = loaded;
+  }
+  return x509;
+}
 
 /**
  * Client certificate policy over a CA bundle and an optional CRL file (RFC 5280 §6 path
@@ -51,14 +63,15 @@ const OID_ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
 /** One certificate, parsed by both libraries once. */
 interface Parsed {
   readonly node: X509Certificate;
-  readonly peculiar: x509.X509Certificate;
+  readonly peculiar: X509.X509Certificate;
   readonly der: Buffer;
 }
 
+/** Parses with both libraries; only called once `peculiar()` has loaded (ClientChainVerifier.load). */
 function parse(der: Uint8Array, what: string): Parsed {
   try {
     const buf = Buffer.from(der.buffer, der.byteOffset, der.byteLength);
-    return { node: new X509Certificate(buf), peculiar: new x509.X509Certificate(buf), der: buf };
+    return { node: new X509Certificate(buf), peculiar: new x509!.X509Certificate(buf), der: buf };
   } catch (err) {
     throw new TlsAlert('bad_certificate', `${what} does not parse (${(err as Error).message})`);
   }
@@ -100,6 +113,7 @@ export class ClientChainVerifier {
 
   /** Loads the bundle and CRLs; every CRL must verify under a CA of the bundle. */
   static async load(options: ClientAuthPolicyOptions): Promise<ClientChainVerifier> {
+    const lib = await peculiar();
     const blocks = pemBlocks(asText(options.caPem), 'CERTIFICATE');
     if (blocks.length === 0) throw new ClientAuthConfigError('the client CA file holds no PEM certificate');
     const anchors = blocks.map((der, i) => {
@@ -119,9 +133,9 @@ export class ClientChainVerifier {
       const crlBlocks = text.includes('-----BEGIN') ? pemBlocks(text, '(?:X509 )?CRL') : [Buffer.from(options.crlPem as Uint8Array)];
       if (crlBlocks.length === 0) throw new ClientAuthConfigError('the CRL file holds no PEM "X509 CRL" block');
       for (const der of crlBlocks) {
-        let crl: x509.X509Crl;
+        let crl: X509.X509Crl;
         try {
-          crl = new x509.X509Crl(der);
+          crl = new lib.X509Crl(der);
         } catch (err) {
           throw new ClientAuthConfigError(`a CRL does not parse (${(err as Error).message})`);
         }
@@ -196,11 +210,12 @@ export class ClientChainVerifier {
 
   /** RFC 5280 §4.2.1.3 / §4.2.1.12 for a TLS client certificate. */
   private checkLeafPurpose(leaf: Parsed): void {
-    const ku = leaf.peculiar.getExtension(x509.KeyUsagesExtension);
-    if (ku && !(ku.usages & x509.KeyUsageFlags.digitalSignature)) {
+    const lib = x509!;
+    const ku = leaf.peculiar.getExtension(lib.KeyUsagesExtension);
+    if (ku && !(ku.usages & lib.KeyUsageFlags.digitalSignature)) {
       throw new TlsAlert('unsupported_certificate', 'client certificate keyUsage lacks digitalSignature');
     }
-    const eku = leaf.peculiar.getExtension(x509.ExtendedKeyUsageExtension);
+    const eku = leaf.peculiar.getExtension(lib.ExtendedKeyUsageExtension);
     if (eku && !eku.usages.some((u) => u === OID_CLIENT_AUTH || u === OID_ANY_EXTENDED_KEY_USAGE)) {
       throw new TlsAlert('unsupported_certificate', 'client certificate extendedKeyUsage lacks clientAuth');
     }
@@ -208,14 +223,15 @@ export class ClientChainVerifier {
 
   /** RFC 5280 §4.2.1.9, §4.2.1.3: an issuer must be a CA allowed this many intermediates below it. */
   private checkIssuer(issuer: Parsed, intermediatesBelow: number): void {
-    const bc = issuer.peculiar.getExtension(x509.BasicConstraintsExtension);
+    const lib = x509!;
+    const bc = issuer.peculiar.getExtension(lib.BasicConstraintsExtension);
     const subject = issuer.peculiar.subject;
     if (!bc?.ca) throw new TlsAlert('bad_certificate', `issuer '${subject}' is not a CA (basicConstraints)`);
     if (bc.pathLength !== undefined && intermediatesBelow > bc.pathLength) {
       throw new TlsAlert('bad_certificate', `issuer '${subject}' allows ${bc.pathLength} intermediate CA(s) below it, the path has ${intermediatesBelow}`);
     }
-    const ku = issuer.peculiar.getExtension(x509.KeyUsagesExtension);
-    if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
+    const ku = issuer.peculiar.getExtension(lib.KeyUsagesExtension);
+    if (ku && !(ku.usages & lib.KeyUsageFlags.keyCertSign)) {
       throw new TlsAlert('bad_certificate', `issuer '${subject}' keyUsage lacks keyCertSign`);
     }
   }
