@@ -39,6 +39,9 @@ $DELEGATOR_HOME or ./.delegator/ and reused on the next start. Ctrl-C stops ever
   --key-type TYPE     ${LEAF_KEY_TYPES.join('|')} (default ecdsa-p256; a change generates a new key;
                       no browser offers ed25519 for TLS: such a site works with curl/openssl only)
   --metrics HOST:PORT also serve the edge's Prometheus metrics there
+  --client-ca FILE    the route asks clients for a certificate from the CAs in this PEM
+                      file (route clientAuth, docs/EDGE.md); the upstream page shows the CN
+  --client-auth MODE  optional|required (default required with --client-ca)
   --home DIR          state directory (default $DELEGATOR_HOME, else ./.delegator)
   -h, --help
 `;
@@ -54,6 +57,7 @@ interface DemoOptions {
   keyType: LeafKeyType;
   metrics?: string;
   home: string;
+  clientAuth?: { mode: 'optional' | 'required'; ca: string };
 }
 
 function parse(argv: string[]): DemoOptions | 'help' {
@@ -66,6 +70,8 @@ function parse(argv: string[]): DemoOptions | 'help' {
       'key-type': { type: 'string', default: 'ecdsa-p256' },
       metrics: { type: 'string' },
       home: { type: 'string' },
+      'client-ca': { type: 'string' },
+      'client-auth': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -73,7 +79,11 @@ function parse(argv: string[]): DemoOptions | 'help' {
   if (!/^\d{1,5}$/.test(values.port!) || Number(values.port) > 65535) throw new Error(`--port must be 0..65535, got '${values.port}'`);
   if (!isLeafKeyType(values['key-type']!)) throw new Error(`--key-type must be one of ${LEAF_KEY_TYPES.join(', ')}`);
   if (values.metrics) parseHostPort(values.metrics, '--metrics');
+  const mode = values['client-auth'] ?? 'required';
+  if (values['client-auth'] !== undefined && values['client-ca'] === undefined) throw new Error('--client-auth needs --client-ca FILE');
+  if (mode !== 'optional' && mode !== 'required') throw new Error(`--client-auth must be optional or required, got '${mode}'`);
   return {
+    ...(values['client-ca'] !== undefined ? { clientAuth: { mode, ca: resolve(values['client-ca']) } } : {}),
     port: Number(values.port),
     host: values.host,
     keyType: values['key-type'],
@@ -266,7 +276,15 @@ export async function main(argv: string[]): Promise<number> {
     const edgeConfig = {
       listen: hosts.map((host) => `${host.includes(':') ? `[${host}]` : host}:${opts.port}`),
       keyd: [keydSocket],
-      routes: [{ names: [NAME], upstream: `127.0.0.1:${upstream.port}`, proxyProtocol: true, alpn: ['http/1.1'] }],
+      routes: [
+        {
+          names: [NAME],
+          upstream: `127.0.0.1:${upstream.port}`,
+          proxyProtocol: true,
+          alpn: ['http/1.1'],
+          ...(opts.clientAuth ? { clientAuth: opts.clientAuth } : {}),
+        },
+      ],
       defaultServerName: NAME,
       workers: 1,
       limits: { drainTimeoutMs: 5000 },

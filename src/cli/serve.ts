@@ -5,6 +5,7 @@
  * exists for conformance runs (tlsfuzzer), interop checks and the handshake benchmark,
  * where the signer must not be the variable being measured.
  */
+import { readFileSync } from 'node:fs';
 import { isIP, type Server } from 'node:net';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,8 +16,10 @@ import {
   DEFAULT_GROUPS,
   groupByName,
   groupName,
+  loadClientAuth,
   LocalSigner,
   SUPPORTED_GROUPS,
+  type ClientAuthOptions,
   type Identity,
   type TlsServerOptions,
   type TlsSocket,
@@ -44,6 +47,11 @@ Options:
                        cookie in HelloRetryRequest
   --alpn LIST          ALPN protocols offered (default http/1.1; the page speaks HTTP/1.x only)
   --names LIST         extra certificate names besides localhost,127.0.0.1
+  --client-ca FILE     ask clients for a certificate (TLS 1.3 CertificateRequest) and verify
+                       it against the CAs in this PEM file (docs/EDGE.md, client certificates)
+  --client-auth MODE   optional|required (default required with --client-ca): optional
+                       accepts a client that sends no certificate
+  --client-crl FILE    PEM CRL(s) signed by a CA of --client-ca; revoked certificates are refused
   --dir DIR            where the demo CA, certificate and key are kept, created on first start
                        (default $DELEGATOR_HOME/serve, else ./.delegator/serve)
   --log-level LEVEL    pino level: fatal|error|warn|info|debug|trace (default info;
@@ -61,6 +69,8 @@ export interface ServeConfig {
   readonly names: readonly string[];
   readonly dir: string;
   readonly logLevel: string;
+  /** Client certificates: undefined = not asked for. */
+  readonly clientAuth?: { readonly mode: 'optional' | 'required'; readonly caFile: string; readonly crlFile?: string };
 }
 
 export class UsageError extends Error {
@@ -88,6 +98,9 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
         names: { type: 'string', default: '' },
         dir: { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
+        'client-ca': { type: 'string' },
+        'client-auth': { type: 'string' },
+        'client-crl': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -111,7 +124,18 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
   const names = [...DEFAULT_LEAF_NAMES];
   for (const name of splitList(values.names!)) if (!names.includes(name.toLowerCase())) names.push(name.toLowerCase());
   const dir = resolve(values.dir ?? (env.DELEGATOR_HOME ? resolve(env.DELEGATOR_HOME, 'serve') : '.delegator/serve'));
-  return { host: values.host!, port, keyType, groups, tickets, alpn, names, dir, logLevel };
+  const clientAuth = parseClientAuth(values['client-ca'], values['client-auth'], values['client-crl']);
+  return { host: values.host!, port, keyType, groups, tickets, alpn, names, dir, logLevel, ...(clientAuth ? { clientAuth } : {}) };
+}
+
+function parseClientAuth(caFile: string | undefined, mode: string | undefined, crlFile: string | undefined): ServeConfig['clientAuth'] {
+  if (caFile === undefined) {
+    if (mode !== undefined || crlFile !== undefined) throw new UsageError('--client-auth and --client-crl need --client-ca FILE');
+    return undefined;
+  }
+  const chosen = mode ?? 'required';
+  if (chosen !== 'optional' && chosen !== 'required') throw new UsageError(`--client-auth must be optional or required, got '${chosen}'`);
+  return { mode: chosen, caFile: resolve(caFile), ...(crlFile !== undefined ? { crlFile: resolve(crlFile) } : {}) };
 }
 
 function parseInteger(text: string, option: string, min: number, max: number): number {
@@ -164,7 +188,9 @@ export async function startServe(config: ServeConfig, log: Logger): Promise<Runn
   );
 
   const identity: Identity = { certificateChain: leaf.certificateChain, signer: new LocalSigner(leaf.privateKey) };
+  const clientAuth = config.clientAuth ? await loadServeClientAuth(config.clientAuth) : undefined;
   const options: TlsServerOptions = {
+    ...(clientAuth ? { clientAuth } : {}),
     // One identity for every name, like `openssl s_server`: conformance suites send all sorts of SNI.
     resolveIdentity: () => identity,
     groups: config.groups,
@@ -198,6 +224,9 @@ export async function startServe(config: ServeConfig, log: Logger): Promise<Runn
         'resumed': socket.resumed ? 'yes' : 'no',
         'server name (SNI)': socket.serverName ?? 'none',
         'ALPN protocol': socket.alpnProtocol ?? 'none',
+        'client certificate': socket.clientCertificate
+          ? `${socket.clientCertificate.subject}${socket.clientCertificateFromSession ? ' (verified in the resumed session)' : ''}`
+          : config.clientAuth ? 'none' : 'not asked for',
         'client': `${socket.remoteAddress}:${socket.remotePort}`,
         'private key': `${config.keyType}, in this process (delegator serve; the product keeps keys in keyd)`,
       }),
@@ -244,6 +273,22 @@ export async function startServe(config: ServeConfig, log: Logger): Promise<Runn
     clearTimeout(timer);
   };
   return { server, port, url, curlCommand, caPath, close };
+}
+
+/** Reads the --client-ca / --client-crl files into the engine's client-auth options. */
+async function loadServeClientAuth(c: NonNullable<ServeConfig['clientAuth']>): Promise<ClientAuthOptions> {
+  const read = (file: string, option: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`${option} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  return loadClientAuth({
+    mode: c.mode,
+    caPem: read(c.caFile, '--client-ca'),
+    ...(c.crlFile ? { crlPem: read(c.crlFile, '--client-crl') } : {}),
+  });
 }
 
 /**
@@ -317,6 +362,7 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(
     `Serving ${running.url} on ${config.host}:${running.port} (TLS 1.3, ${config.keyType} key in this process)\n` +
       `CA certificate: ${running.caPath}\n` +
+      (config.clientAuth ? `Client certificates: ${config.clientAuth.mode}, CAs from ${config.clientAuth.caFile}\n` : '') +
       `Try: ${running.curlCommand}\n`,
   );
   return exited;

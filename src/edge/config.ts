@@ -5,7 +5,8 @@ import { DEFAULT_EXPIRY_WARNING_DAYS } from '../lib/expiry.js';
 import { parseHostPort as parseAddress } from '../lib/host-port.js';
 import { EdgeError } from './errors.js';
 import type { KeydEndpoint } from './keyd-pool.js';
-import { RouteTable, validateRouteName, normaliseName, type Route } from './routes.js';
+import { X509Certificate } from 'node:crypto';
+import { RouteTable, validateRouteName, normaliseName, type Route, type RouteClientAuth } from './routes.js';
 
 /**
  * The edge's configuration: a JSON file (docs/EDGE.md shows every key) and/or flags.
@@ -166,9 +167,50 @@ function alpnList(value: unknown, where: string): string[] {
   });
 }
 
-function route(value: unknown, where: string): Route {
+/** PEM blocks of `label` in a file's text; at least one, or the key is named in the error. */
+function pemCount(pem: Buffer, label: string): number {
+  return (pem.toString('latin1').match(new RegExp(`-----BEGIN ${label}-----`, 'g')) ?? []).length;
+}
+
+/**
+ * `clientAuth: { mode, ca, crl?, advertiseCaNames? }`. The CA file must hold CA
+ * certificates (checked here); the CRL's signature is checked when the edge starts.
+ */
+function clientAuth(value: unknown, where: string, baseDir: string): RouteClientAuth | undefined {
+  if (!isObject(value)) fail(`${where} must be an object { "mode", "ca", "crl"?, "advertiseCaNames"? }`);
+  onlyKeys(value, where, ['mode', 'ca', 'crl', 'advertiseCaNames']);
+  const mode = str(value.mode, `${where}.mode`);
+  if (mode !== 'off' && mode !== 'optional' && mode !== 'required') fail(`${where}.mode must be off, optional or required, got '${mode}'`);
+  if (mode === 'off') return undefined;
+  if (value.ca === undefined) fail(`${where}.ca (a PEM file of client CAs) is required when mode is ${mode}`);
+  const caPath = resolve(baseDir, str(value.ca, `${where}.ca`));
+  const caPem = readPem(caPath, `${where}.ca`);
+  if (pemCount(caPem, 'CERTIFICATE') === 0) fail(`${where}.ca: '${caPath}' holds no PEM certificate`);
+  try {
+    for (const block of caPem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []) {
+      if (!new X509Certificate(block).ca) fail(`${where}.ca: '${caPath}' holds a certificate that is not a CA (basicConstraints cA)`);
+    }
+  } catch (err) {
+    if (err instanceof EdgeError) throw err;
+    fail(`${where}.ca: '${caPath}' holds a certificate that does not parse (${(err as Error).message})`);
+  }
+  let crlPem: Buffer | undefined;
+  if (value.crl !== undefined) {
+    const crlPath = resolve(baseDir, str(value.crl, `${where}.crl`));
+    crlPem = readPem(crlPath, `${where}.crl`);
+    if (pemCount(crlPem, '(?:X509 )?CRL') === 0) fail(`${where}.crl: '${crlPath}' holds no PEM "X509 CRL" block`);
+  }
+  return {
+    mode,
+    caPem,
+    ...(crlPem ? { crlPem } : {}),
+    advertiseCaNames: value.advertiseCaNames === undefined ? true : bool(value.advertiseCaNames, `${where}.advertiseCaNames`),
+  };
+}
+
+function route(value: unknown, where: string, baseDir: string): Route {
   if (!isObject(value)) fail(`${where} must be an object`);
-  onlyKeys(value, where, ['names', 'upstream', 'proxyProtocol', 'alpn']);
+  onlyKeys(value, where, ['names', 'upstream', 'proxyProtocol', 'alpn', 'clientAuth']);
   const names = typeof value.names === 'string' ? [value.names] : value.names;
   if (!Array.isArray(names) || names.length === 0) fail(`${where}.names must be a non-empty list`);
   const checked = names.map((n, i) => {
@@ -178,11 +220,13 @@ function route(value: unknown, where: string): Route {
       fail(`${where}.names[${i}]: ${(err as Error).message}`);
     }
   });
+  const auth = value.clientAuth === undefined ? undefined : clientAuth(value.clientAuth, `${where}.clientAuth`, baseDir);
   return {
     names: checked,
     upstream: address(value.upstream, `${where}.upstream`),
     proxyProtocol: value.proxyProtocol === undefined ? false : bool(value.proxyProtocol, `${where}.proxyProtocol`),
     alpn: value.alpn === undefined ? [] : alpnList(value.alpn, `${where}.alpn`),
+    ...(auth ? { clientAuth: auth } : {}),
   };
 }
 
@@ -209,7 +253,7 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
   const keydRaw = doc.keyd === undefined ? [] : Array.isArray(doc.keyd) ? doc.keyd : [doc.keyd];
   if (keydRaw.length === 0) fail('keyd must name at least one endpoint (a unix socket path, or host/port with TLS files)');
   if (!Array.isArray(doc.routes) || doc.routes.length === 0) fail('routes must be a non-empty list');
-  const routes = doc.routes.map((r, i) => route(r, `routes[${i}]`));
+  const routes = doc.routes.map((r, i) => route(r, `routes[${i}]`, baseDir));
   try {
     new RouteTable(routes); // duplicate names across routes
   } catch (err) {

@@ -16,13 +16,15 @@ function page(req: IncomingMessage, res: ServerResponse): void {
   const ssl = info?.tlvs.get(Pp2Type.SSL);
   let cipher: string | undefined;
   let version: string | undefined;
+  let clientCn: string | undefined;
   if (ssl) {
-    // PP2_TYPE_SSL: client(1) verify(4) then sub-TLVs: PP2_SUBTYPE_SSL_VERSION and _CIPHER.
+    // PP2_TYPE_SSL: client(1) verify(4) then sub-TLVs: PP2_SUBTYPE_SSL_VERSION, _CN, _CIPHER, …
     for (let o = 5; o + 3 <= ssl.length; ) {
       const len = ssl.readUInt16BE(o + 1);
       const value = ssl.subarray(o + 3, o + 3 + len).toString('latin1');
       if (ssl[o] === Pp2Type.SUBTYPE_SSL_CIPHER) cipher = value;
       if (ssl[o] === Pp2Type.SUBTYPE_SSL_VERSION) version = value;
+      if (ssl[o] === Pp2Type.SUBTYPE_SSL_CN) clientCn = Buffer.from(value, 'latin1').toString('utf8');
       o += 3 + len;
     }
   }
@@ -37,6 +39,7 @@ function page(req: IncomingMessage, res: ServerResponse): void {
     ['HelloRetryRequest', details.get('hrr')],
     ['resumed', details.get('resumed')],
     ['handshake signed', details.get('signature')],
+    ['client certificate CN', ssl ? (clientCn ?? (ssl[0]! & 0x06 ? '(certificate without CN)' : 'none')) : undefined],
     ['request', `${req.method} ${req.url} HTTP/${req.httpVersion}`],
   ];
   const text = rows.map(([k, v]) => `${k}: ${v ?? '-'}`).join('\n');

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { alertName, type TicketKeyRing, type TlsServerOptions } from '../tls/index.js';
+import { alertName, loadClientAuth, type ClientAuthOptions, type TicketKeyRing, type TlsServerOptions } from '../tls/index.js';
 import type { EdgeConfig } from './config.js';
 import type { CreateTlsServer, EngineServer, EngineSocket } from './engine.js';
 import { IdentityCache, type EdgeIdentity } from './identity-cache.js';
@@ -9,8 +9,9 @@ import { KeydPool, describeEndpoint as describe, type ConnectKeyd } from './keyd
 import { EdgeMetrics } from './metrics.js';
 import { EdgeError } from './errors.js';
 import { describeHandshake, proxyToUpstream } from './proxy.js';
-import { RouteTable, normaliseName } from './routes.js';
+import { RouteTable, normaliseName, type Route } from './routes.js';
 import { ExpiryWatch } from '../lib/expiry.js';
+import { loadCertificateFacts, serverCertificateFacts, type ServerCertificateFacts } from './certificate-facts.js';
 
 /**
  * One edge instance (one process, or one cluster worker): TLS listeners on the engine,
@@ -76,6 +77,25 @@ function restartOnlyChanges(current: EdgeConfig, next: EdgeConfig): string[] {
   return changes;
 }
 
+/** Each route's client-auth policy (CA bundle, CRL) loaded for the engine; fails naming the route. */
+async function loadRouteClientAuth(routes: readonly Route[]): Promise<Map<Route, ClientAuthOptions>> {
+  const loaded = new Map<Route, ClientAuthOptions>();
+  for (const route of routes) {
+    const c = route.clientAuth;
+    if (!c || c.mode === 'off' || !c.caPem) continue;
+    const options = await loadClientAuth({
+      mode: c.mode,
+      caPem: c.caPem,
+      ...(c.crlPem ? { crlPem: c.crlPem } : {}),
+      advertiseCaNames: c.advertiseCaNames,
+    }).catch((err: Error) => {
+      throw new EdgeError('EDGE_CONFIG', `route ${route.names.join(',')}: clientAuth: ${err.message}`);
+    });
+    loaded.set(route, options);
+  }
+  return loaded;
+}
+
 function connectionKey(address: string | undefined, port: number | undefined): string {
   return `${address ?? ''}|${port ?? ''}`;
 }
@@ -116,6 +136,16 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
   await pool.start();
   if (pool.state !== 'connected') log.warn('keyd is not reachable yet; starting anyway and retrying in the background');
 
+  // Per-route client certificates: each route's CA bundle (and CRL) becomes the engine's
+  // verifier for the identities of its names (docs/EDGE.md, client certificates). Rebuilt
+  // with the routes on a reload, before anything changes.
+  let routeClientAuth = await loadRouteClientAuth(config.routes).catch((err: unknown) => {
+    pool.close();
+    throw err;
+  });
+  // PP2_SUBTYPE_SSL_SIG_ALG needs the certificate parser, loaded only when a route sends PROXY headers.
+  if (config.routes.some((r) => r.proxyProtocol)) await loadCertificateFacts();
+
   // Per-route ALPN (RFC 7301): each identity carries its route's list, which the engine
   // negotiates from (no overlap → no_application_protocol); routes without a list get the union.
   const alpnUnionOf = (c: EdgeConfig) => [...new Set(c.routes.flatMap((r) => r.alpn))];
@@ -124,8 +154,11 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     const name = serverName === undefined ? config.defaultServerName : normaliseName(serverName);
     const route = name === undefined ? undefined : routes.lookup(name);
     if (name === undefined || !route) return undefined; // → unrecognized_name (RFC 6066 §3)
+    const clientAuth = routeClientAuth.get(route);
     const withRouteAlpn = (identity: EdgeIdentity | undefined) =>
-      identity && route.alpn.length ? { ...identity, alpnProtocols: route.alpn } : identity;
+      identity && (route.alpn.length || clientAuth)
+        ? { ...identity, ...(route.alpn.length ? { alpnProtocols: route.alpn } : {}), ...(clientAuth ? { clientAuth } : {}) }
+        : identity;
     const identity = identities.get(name);
     return identity instanceof Promise ? identity.then(withRouteAlpn) : withRouteAlpn(identity);
   };
@@ -174,10 +207,20 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
       tls.end();
       return;
     }
-    if (log.isLevelEnabled('debug')) {
-      log.debug({ serverName, alpn: tls.alpnProtocol, suite: tls.cipherSuite, ...describeHandshake(tls) }, 'handshake done');
+    const client = tls.clientCertificate;
+    if (routeClientAuth.has(route)) {
+      metrics.clientAuth.inc({ result: client ? (tls.clientCertificateFromSession ? 'resumed' : 'verified') : 'none', alert: 'none' });
     }
-    proxyToUpstream(tls, route, serverName, metrics, log);
+    if (log.isLevelEnabled('debug')) {
+      log.debug(
+        { serverName, alpn: tls.alpnProtocol, suite: tls.cipherSuite, ...describeHandshake(tls), client: client?.subject },
+        'handshake done',
+      );
+    }
+    // PP2_SUBTYPE_SSL_SIG_ALG / _KEY_ALG describe the certificate we served under this name.
+    const chain = tls.serverCertificateChain;
+    const facts: ServerCertificateFacts | undefined = chain ? serverCertificateFacts(chain) : undefined;
+    proxyToUpstream(tls, route, serverName, metrics, log, facts);
   };
 
   const onConnection = (socket: Socket): void => {
@@ -202,6 +245,9 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
   const onClientError = (err: Error & { code?: string; alert?: number }, socket?: { remoteAddress?: string; remotePort?: number }): void => {
     const alert = err.alert === undefined ? 'none' : alertName(err.alert);
     metrics.handshakes.inc({ outcome: 'failed', alert });
+    // Failed after our CertificateRequest went out: the client's certificate or signature
+    // was refused (or the client gave up on our flight).
+    if ((socket as EngineSocket | undefined)?.clientCertificateRequested) metrics.clientAuth.inc({ result: 'failed', alert });
     const key = connectionKey(socket?.remoteAddress, socket?.remotePort);
     const start = acceptedAt.get(key);
     if (start !== undefined) {
@@ -270,9 +316,12 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     }
     // Everything that can fail is checked before anything changes.
     const nextRoutes = new RouteTable(next.routes);
+    const nextClientAuth = await loadRouteClientAuth(next.routes);
+    if (next.routes.some((r) => r.proxyProtocol)) await loadCertificateFacts();
     const nextTlsOptions = tlsOptionsOf(next);
     for (const server of servers) server.setTlsOptions?.(nextTlsOptions);
     routes = nextRoutes;
+    routeClientAuth = nextClientAuth;
     config = next;
     expiry = new ExpiryWatch(log, next.certificateExpiryWarningDays, deps.now ?? Date.now);
     identities.setLimits(next.limits.identityCacheSize, next.limits.identityCacheNames);

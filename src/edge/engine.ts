@@ -1,6 +1,6 @@
 import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createServer, type ConnectionInfo, type TlsServerOptions } from '../tls/index.js';
+import { createServer, type ClientIdentity, type ConnectionInfo, type TlsServerOptions } from '../tls/index.js';
 
 /**
  * The part of the TLS engine's node:net adapter (src/tls/socket.ts) the edge uses,
@@ -15,6 +15,13 @@ export interface EngineSocket extends Duplex {
   readonly resumed?: boolean;
   /** Everything the handshake negotiated (version, group, HelloRetryRequest, resumption, scheme). */
   readonly handshakeInfo?: Readonly<ConnectionInfo>;
+  /** The verified client certificate (this handshake, or the session it resumed). */
+  readonly clientCertificate?: ClientIdentity;
+  readonly clientCertificateFromSession?: boolean;
+  /** The chain of the identity that served the connection. */
+  readonly serverCertificateChain?: readonly Uint8Array[];
+  /** Our flight asked for a client certificate (RFC 8446 §4.3.2). */
+  readonly clientCertificateRequested?: boolean;
   readonly remoteAddress?: string;
   readonly remotePort?: number;
   readonly localAddress?: string;

@@ -16,6 +16,7 @@ export class EdgeMetrics {
   readonly connectionsRefused: Counter<'reason'>;
   readonly identityCacheLookups: Counter<'result'>;
   readonly identityCacheEvictions: Counter<'kind'>;
+  readonly clientAuth: Counter<'result' | 'alert'>;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -77,6 +78,14 @@ export class EdgeMetrics {
       name: 'edge_identity_cache_evictions_total',
       help: 'Identity cache entries evicted by the size limits: kind identity (a keyd answer) or name',
       labelNames: ['kind'],
+      registers,
+    });
+    this.clientAuth = new Counter({
+      name: 'edge_client_auth_total',
+      help:
+        'Handshakes on routes with client certificates, by result: verified (this handshake), resumed (verified in the ' +
+        'resumed session), none (optional mode, no certificate), failed (refused after our CertificateRequest; alert = the alert)',
+      labelNames: ['result', 'alert'],
       registers,
     });
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'edge_' });

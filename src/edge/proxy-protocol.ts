@@ -4,7 +4,9 @@ import { isIPv4, isIPv6 } from 'node:net';
  * PROXY protocol version 2 (HAProxy's "proxy-protocol.txt", §2.2): a binary header sent
  * once, before any plaintext, so the upstream learns the real client address and, through
  * TLVs, what the TLS terminator negotiated. We send the PROXY command over TCP with
- * PP2_TYPE_AUTHORITY = the client's server name (SNI), PP2_TYPE_ALPN, and PP2_TYPE_SSL.
+ * PP2_TYPE_AUTHORITY = the client's server name (SNI), PP2_TYPE_ALPN, and PP2_TYPE_SSL
+ * (§2.2.5) with the version, cipher, our certificate's signature and key algorithms, and,
+ * when the client's certificate was verified, its CN and the PP2_CLIENT_CERT_* flags.
  */
 
 export const PROXY_V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -19,7 +21,10 @@ export const Pp2Type = {
   AUTHORITY: 0x02,
   SSL: 0x20,
   SUBTYPE_SSL_VERSION: 0x21,
+  SUBTYPE_SSL_CN: 0x22,
   SUBTYPE_SSL_CIPHER: 0x23,
+  SUBTYPE_SSL_SIG_ALG: 0x24,
+  SUBTYPE_SSL_KEY_ALG: 0x25,
   /**
    * A custom TLV (the spec leaves 0xE0..0xEF to applications): what the handshake did
    * beyond the standard SSL sub-TLVs, as `key=value` pairs separated by `;` (docs/EDGE.md).
@@ -27,8 +32,15 @@ export const Pp2Type = {
   HANDSHAKE_DETAILS: 0xe0,
 } as const;
 
-/** PP2_TYPE_SSL `client` bit: the client connected over SSL/TLS. */
-const PP2_CLIENT_SSL = 0x01;
+/** PP2_TYPE_SSL `client` bits (§2.2.5). */
+export const Pp2Client = {
+  /** The client connected over SSL/TLS. */
+  SSL: 0x01,
+  /** The client presented a certificate over this connection. */
+  CERT_CONN: 0x02,
+  /** The client presented a certificate at least once over this TLS session (a resumed one included). */
+  CERT_SESS: 0x04,
+} as const;
 
 export interface ProxyHeaderInfo {
   sourceAddress?: string;
@@ -39,6 +51,11 @@ export interface ProxyHeaderInfo {
   alpnProtocol?: string;
   tlsVersion?: string;
   cipherSuite?: string;
+  /** PP2_SUBTYPE_SSL_SIG_ALG / _KEY_ALG: the certificate the edge presented (§2.2.5). */
+  serverSignatureAlgorithm?: string;
+  serverKeyAlgorithm?: string;
+  /** The client's verified certificate; `fromSession` when verified in the session this connection resumed. */
+  clientCertificate?: { readonly commonName: string | undefined; readonly fromSession: boolean };
   /** Sent as the custom HANDSHAKE_DETAILS TLV: group, hrr, resumed, signature (key=value;…). */
   handshakeDetails?: Readonly<Record<string, string>>;
 }
@@ -132,10 +149,16 @@ export function encodeProxyV2(info: ProxyHeaderInfo): Buffer {
   if (info.serverName) tlvs.push(tlv(Pp2Type.AUTHORITY, Buffer.from(info.serverName, 'utf8')));
   const sslSub: Buffer[] = [];
   if (info.tlsVersion) sslSub.push(tlv(Pp2Type.SUBTYPE_SSL_VERSION, Buffer.from(info.tlsVersion, 'latin1')));
+  const client = info.clientCertificate;
+  if (client?.commonName) sslSub.push(tlv(Pp2Type.SUBTYPE_SSL_CN, Buffer.from(client.commonName, 'utf8')));
   if (info.cipherSuite) sslSub.push(tlv(Pp2Type.SUBTYPE_SSL_CIPHER, Buffer.from(info.cipherSuite, 'latin1')));
-  // struct pp2_tlv_ssl { uint8 client; uint32 verify (0 = client cert verified or none asked); sub-TLVs }
+  if (info.serverSignatureAlgorithm) sslSub.push(tlv(Pp2Type.SUBTYPE_SSL_SIG_ALG, Buffer.from(info.serverSignatureAlgorithm, 'latin1')));
+  if (info.serverKeyAlgorithm) sslSub.push(tlv(Pp2Type.SUBTYPE_SSL_KEY_ALG, Buffer.from(info.serverKeyAlgorithm, 'latin1')));
+  // struct pp2_tlv_ssl { uint8 client; uint32 verify; sub-TLVs } (§2.2.5). verify is 0: a
+  // client certificate that did not verify never gets this far (the handshake failed), and
+  // without one haproxy too sends 0; the CERT_* bits say whether there was a certificate.
   const sslHead = Buffer.alloc(5);
-  sslHead[0] = PP2_CLIENT_SSL;
+  sslHead[0] = Pp2Client.SSL | (client ? Pp2Client.CERT_SESS | (client.fromSession ? 0 : Pp2Client.CERT_CONN) : 0);
   tlvs.push(tlv(Pp2Type.SSL, Buffer.concat([sslHead, ...sslSub])));
   if (info.handshakeDetails) tlvs.push(tlv(Pp2Type.HANDSHAKE_DETAILS, encodeHandshakeDetails(info.handshakeDetails)));
   const body = Buffer.concat([block, ...tlvs]);

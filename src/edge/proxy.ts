@@ -22,6 +22,7 @@ export function describeHandshake(tls: EngineSocket): Record<string, string> {
   };
 }
 import type { Route } from './routes.js';
+import type { ServerCertificateFacts } from './certificate-facts.js';
 
 /**
  * Carries the decrypted bytes of one TLS connection to its route's upstream over plain TCP,
@@ -35,6 +36,7 @@ export function proxyToUpstream(
   serverName: string | undefined,
   metrics: EdgeMetrics,
   log: Logger,
+  serverCertificate?: ServerCertificateFacts,
 ): Socket {
   const upstream = connect({ host: route.upstream.host, port: route.upstream.port, noDelay: true });
   let connected = false;
@@ -50,6 +52,11 @@ export function proxyToUpstream(
         tlsVersion: tls.handshakeInfo?.version ?? 'TLSv1.3',
         cipherSuite: tls.cipherSuite,
         handshakeDetails: describeHandshake(tls),
+        serverSignatureAlgorithm: serverCertificate?.signatureAlgorithm,
+        serverKeyAlgorithm: serverCertificate?.keyAlgorithm,
+        ...(tls.clientCertificate
+          ? { clientCertificate: { commonName: tls.clientCertificate.commonName, fromSession: tls.clientCertificateFromSession ?? false } }
+          : {}),
       }),
     );
   }

@@ -10,6 +10,20 @@ export interface Upstream {
   readonly port: number;
 }
 
+/**
+ * A route's client-certificate setting (docs/EDGE.md, client certificates). The PEM bytes
+ * are read when the config is loaded; the verifier is built from them when the edge starts.
+ */
+export interface RouteClientAuth {
+  readonly mode: 'off' | 'optional' | 'required';
+  /** PEM bundle of the client CAs (required unless mode is off). */
+  readonly caPem?: Buffer;
+  /** PEM CRL(s) signed by a CA of the bundle. */
+  readonly crlPem?: Buffer;
+  /** Send the CAs' names in certificate_authorities (RFC 8446 §4.2.4). */
+  readonly advertiseCaNames: boolean;
+}
+
 export interface Route {
   /** Names as configured (lower case, no trailing dot). */
   readonly names: readonly string[];
@@ -18,6 +32,8 @@ export interface Route {
   readonly proxyProtocol: boolean;
   /** ALPN protocols this route speaks, server preference order; empty = no ALPN. */
   readonly alpn: readonly string[];
+  /** Client certificates for this route's names; undefined = off. */
+  readonly clientAuth?: RouteClientAuth;
 }
 
 export class RouteError extends Error {

@@ -1,7 +1,7 @@
 import { TlsAlert, TlsPeerAlert, AlertDescription, toAlert } from './alert.js';
 import type { ConnectionInfo, HandshakeContext } from './handshake/context.js';
 import { receiveClientHello } from './handshake/driver.js';
-import type { AwaitSecondClientHello, Established13, ExpectClientFinished, ServerHandshake13 } from './handshake/server13.js';
+import type { AwaitSecondClientHello, Established13, ExpectClientCertificateVerify, ExpectClientFinished, ServerHandshake13 } from './handshake/server13.js';
 import { TicketKeyRing } from './handshake/ticket-keys.js';
 import { encodeKeyUpdate } from './messages/server-messages.js';
 import type { ResolvedOptions } from './options.js';
@@ -29,6 +29,9 @@ type Phase =
   | AwaitSecondClientHello
   /** Waiting for resolveIdentity / the Signer; records wait in the record layer. */
   | { readonly kind: 'negotiating' }
+  /** We sent a CertificateRequest (§4.3.2): the client's Certificate comes first. */
+  | { readonly kind: 'awaitClientCertificate'; readonly server: ServerHandshake13; readonly expect: ExpectClientFinished }
+  | { readonly kind: 'awaitClientCertificateVerify'; readonly server: ServerHandshake13; readonly state: ExpectClientCertificateVerify }
   | { readonly kind: 'awaitFinished'; readonly server: ServerHandshake13; readonly expect: ExpectClientFinished }
   | { readonly kind: 'traffic'; readonly keyUpdates: KeyUpdateWindow }
   | { readonly kind: 'closed' };
@@ -41,15 +44,28 @@ interface KeyUpdateWindow {
   count: number;
 }
 
-/** The one handshake message each receiving phase accepts (we never request client certificates). */
+/**
+ * The one handshake message each receiving phase accepts. Post-handshake authentication
+ * (§4.6.2) is not offered: we never send a CertificateRequest after the handshake, so a
+ * client Certificate in traffic is unexpected_message (docs/EDGE.md, client certificates).
+ */
 const EXPECTED_MESSAGE: Partial<Record<PhaseKind, number>> = {
   awaitClientHello: HandshakeType.client_hello,
   awaitSecondClientHello: HandshakeType.client_hello,
+  awaitClientCertificate: HandshakeType.certificate,
+  awaitClientCertificateVerify: HandshakeType.certificate_verify,
   awaitFinished: HandshakeType.finished,
   traffic: HandshakeType.key_update,
 };
 /** A KeyUpdate body is one byte (§4.6.3). */
 const MAX_KEY_UPDATE_SIZE = 1;
+/** CertificateVerify: scheme, signature<0..2^16-1> (§4.4.3). */
+const MAX_CERTIFICATE_VERIFY_SIZE = 2 + 2 + 0xffff;
+
+/** Phases between our flight and the client Finished: the client's second flight (§4.4). */
+function inClientFlight(kind: PhaseKind): boolean {
+  return kind === 'awaitClientCertificate' || kind === 'awaitClientCertificateVerify' || kind === 'awaitFinished';
+}
 
 /**
  * What the current phase allows of the peer's records (record/record-layer.ts asks).
@@ -65,11 +81,11 @@ class PhaseReceivePolicy implements ReceivePolicy {
 
   get acceptsChangeCipherSpec(): boolean {
     const k = this.phase().kind;
-    return k === 'awaitSecondClientHello' || k === 'awaitFinished' || k === 'negotiating';
+    return k === 'awaitSecondClientHello' || inClientFlight(k) || k === 'negotiating';
   }
 
   get acceptsPlaintextAlert(): boolean {
-    return this.phase().kind === 'awaitFinished';
+    return inClientFlight(this.phase().kind);
   }
 
   get skipsPlaintextEarlyData(): boolean {
@@ -243,6 +259,7 @@ export class TlsServerConnection {
     const max =
       phase.kind === 'awaitFinished' ? phase.expect.suite.hashLength
       : phase.kind === 'traffic' ? MAX_KEY_UPDATE_SIZE
+      : phase.kind === 'awaitClientCertificateVerify' ? MAX_CERTIFICATE_VERIFY_SIZE
       : this.options.maxHandshakeMessageSize;
     if (length > max) throw new TlsAlert('decode_error', `handshake message type ${type} of ${length} bytes is too long`);
   }
@@ -255,6 +272,16 @@ export class TlsServerConnection {
         return this.handleClientHello(raw, undefined);
       case 'awaitSecondClientHello':
         return this.handleClientHello(raw, phase);
+      case 'awaitClientCertificate': {
+        const next = phase.server.readClientCertificate(phase.expect, raw);
+        this.phase = next
+          ? { kind: 'awaitClientCertificateVerify', server: phase.server, state: next }
+          : { kind: 'awaitFinished', server: phase.server, expect: phase.expect };
+        return;
+      }
+      case 'awaitClientCertificateVerify':
+        this.phase = { kind: 'awaitFinished', server: phase.server, expect: phase.server.readClientCertificateVerify(phase.state, raw) };
+        return;
       case 'awaitFinished':
         return this.handleClientFinished(raw, phase.server, phase.expect);
       case 'traffic':
@@ -272,7 +299,9 @@ export class TlsServerConnection {
     next.flight
       .then((expect) => {
         if (!expect || this.phase.kind === 'closed') return;
-        this.phase = { kind: 'awaitFinished', server: next.server, expect };
+        this.phase = expect.certificateRequest
+          ? { kind: 'awaitClientCertificate', server: next.server, expect }
+          : { kind: 'awaitFinished', server: next.server, expect };
         this.pump();
       })
       .catch((e) => this.fail(e));

@@ -3,6 +3,8 @@
  * nowhere else (test/tls, which tests the internals, is the exception).
  *
  * - the node:net server and socket (socket.ts) and its options (options.ts);
+ * - client certificates: the options the engine takes and the CA-bundle policy that
+ *   fills them (client-auth/chain-verifier.ts);
  * - the sans-I/O connection underneath, for embedding without node:net (connection.ts);
  * - the key seam: Signer / Identity / ResolveIdentity, the in-process LocalSigner, and
  *   the RFC 8446 §4.4.3 content a signer builds (signer.ts, signature-schemes.ts);
@@ -10,9 +12,17 @@
  * - alert and codepoint names for configuration, logs and errors.
  */
 export { createServer, TlsSocket, type TlsServer, type TlsServerEvents } from './socket.js';
-export { resolveOptions, type TlsServerOptions, type ResolvedOptions } from './options.js';
+export {
+  resolveOptions,
+  type ClientAuthOptions,
+  type ResolvedOptions,
+  type TlsServerOptions,
+  type VerifiedClientCertificate,
+} from './options.js';
 export { TlsServerConnection } from './connection.js';
-export type { ConnectionInfo } from './handshake/context.js';
+export type { ClientIdentity, ConnectionInfo } from './handshake/context.js';
+export { CLIENT_SIGNATURE_SCHEMES } from './handshake/client-certificate-verify.js';
+export { ClientAuthConfigError, ClientChainVerifier, loadClientAuth, type ClientAuthPolicyOptions } from './client-auth/chain-verifier.js';
 
 export {
   LocalSigner,

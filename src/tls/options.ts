@@ -2,7 +2,46 @@ import { DEFAULT_GROUPS } from './crypto/key-exchange.js';
 import { DEFAULT_CIPHER_SUITES } from './crypto/suites.js';
 import { TicketKeyRing } from './handshake/ticket-keys.js';
 import { MAX_PLAINTEXT } from './record/protection.js';
+import type { KeyObject } from 'node:crypto';
+import type { ClientIdentity } from './handshake/context.js';
 import type { ResolveIdentity } from './signer.js';
+
+/**
+ * Client certificate authentication (RFC 8446 §4.3.2, §4.4.2, §4.4.3), per server or per
+ * identity (an identity's setting wins). The engine runs the protocol; whether a chain is
+ * acceptable is the `verifyChain` callback's decision (src/tls/client-auth/ has one over a
+ * CA bundle and a CRL), so the policy stays pluggable.
+ */
+export interface ClientAuthOptions {
+  /**
+   * off: never ask. optional: ask, and accept a client that sends no certificate.
+   * required: ask, and refuse an empty Certificate with certificate_required (§4.4.2.4).
+   */
+  readonly mode: 'off' | 'optional' | 'required';
+  /**
+   * Checks a non-empty client chain (DER, leaf first) and returns who the client is and the
+   * key its CertificateVerify must verify with; throws a TlsAlert naming what is wrong
+   * (unknown_ca, certificate_expired, bad_certificate, unsupported_certificate, …).
+   * Required unless mode is off.
+   */
+  readonly verifyChain?: (chain: readonly Uint8Array[]) => VerifiedClientCertificate;
+  /** DER DistinguishedNames for certificate_authorities in the CertificateRequest (§4.2.4); none = not sent. */
+  readonly certificateAuthorities?: readonly Uint8Array[];
+  /** signature_algorithms of the CertificateRequest; default CLIENT_SIGNATURE_SCHEMES. */
+  readonly signatureSchemes?: readonly number[];
+  /**
+   * Names the policy (mode + trust anchors + CRL) in session tickets: a ticket issued
+   * under another policy is not resumed (a full handshake follows). Default: the mode.
+   */
+  readonly policyId?: string;
+}
+
+/** What a ClientAuthOptions.verifyChain accepted. */
+export interface VerifiedClientCertificate {
+  readonly identity: ClientIdentity;
+  /** The leaf's public key, which the client's CertificateVerify must verify with. */
+  readonly publicKey: KeyObject;
+}
 
 /** Configuration of the TLS 1.3 server engine. Everything but `resolveIdentity` has a sane default. */
 export interface TlsServerOptions {
@@ -70,6 +109,8 @@ export interface TlsServerOptions {
    * counted); more are closed at accept. Default: no limit.
    */
   maxConnections?: number;
+  /** Client certificates (default off); an Identity's `clientAuth` overrides it for its name. */
+  clientAuth?: ClientAuthOptions;
 }
 
 export interface ResolvedOptions {
@@ -91,6 +132,7 @@ export interface ResolvedOptions {
   lingerIdleMs: number;
   lingerMaxBytes: number;
   maxLingering: number;
+  clientAuth: ClientAuthOptions | undefined;
 }
 
 /**
@@ -129,6 +171,7 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     lingerIdleMs: positive(o.lingerIdleMs, 2000, 'lingerIdleMs'),
     lingerMaxBytes: positive(o.lingerMaxBytes, 2 ** 24 + 2 ** 20, 'lingerMaxBytes'),
     maxLingering: positive(o.maxLingering, 1024, 'maxLingering'),
+    clientAuth: o.clientAuth === undefined ? undefined : checkClientAuth(o.clientAuth, 'clientAuth'),
   };
 }
 
@@ -142,4 +185,18 @@ function positive(value: number | undefined, fallback: number, name: string): nu
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer`);
   return value;
+}
+
+/** Checks a ClientAuthOptions (RangeError names the option); used for server and identity settings. */
+export function checkClientAuth(c: ClientAuthOptions, where: string): ClientAuthOptions {
+  if (c.mode !== 'off' && c.mode !== 'optional' && c.mode !== 'required') {
+    throw new RangeError(`${where}.mode must be off, optional or required`);
+  }
+  if (c.mode !== 'off' && typeof c.verifyChain !== 'function') {
+    throw new RangeError(`${where}.verifyChain is required when mode is ${c.mode}`);
+  }
+  if (c.signatureSchemes !== undefined && c.signatureSchemes.length === 0) {
+    throw new RangeError(`${where}.signatureSchemes must not be empty (RFC 8446 §4.2.3)`);
+  }
+  return c;
 }

@@ -1,4 +1,5 @@
 import { sign as cryptoSign, constants, type KeyObject } from 'node:crypto';
+import type { ClientAuthOptions } from './options.js';
 import { SCHEMES, schemesForKeyType, tls12SchemesForKeyType, TRANSCRIPT_HASH_LENGTHS, type KeyType } from './signature-schemes.js';
 
 /**
@@ -42,6 +43,8 @@ export interface Identity {
   readonly signer: Signer;
   /** ALPN protocols served under this name, in preference order; overrides the server's list (RFC 7301). */
   readonly alpnProtocols?: readonly string[];
+  /** Client certificate policy for this name (e.g. one per edge route); overrides the server's. */
+  readonly clientAuth?: ClientAuthOptions;
 }
 
 /** Picks the identity for a ClientHello's server_name (undefined when the client sent none). */

@@ -2,7 +2,7 @@ import { Duplex } from 'node:stream';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { AlertDescription, TlsAlert, TlsPeerAlert } from './alert.js';
 import { TlsServerConnection } from './connection.js';
-import type { ConnectionInfo } from './handshake/context.js';
+import type { ClientIdentity, ConnectionInfo } from './handshake/context.js';
 import { resolveOptions, type ResolvedOptions, type TlsServerOptions } from './options.js';
 import { MAX_PLAINTEXT } from './record/protection.js';
 
@@ -128,6 +128,22 @@ export class TlsSocket extends Duplex {
    */
   get handshakeInfo(): Readonly<ConnectionInfo> {
     return { ...this.connection.info };
+  }
+  /** The verified client certificate (RFC 8446 §4.4.2), from this handshake or the session it resumed. */
+  get clientCertificate(): ClientIdentity | undefined {
+    return this.connection.info.clientCertificate;
+  }
+  /** The certificate chain of the identity that served this connection. */
+  get serverCertificateChain(): readonly Uint8Array[] | undefined {
+    return this.connection.info.serverCertificateChain;
+  }
+  /** True once our flight asked for a client certificate (RFC 8446 §4.3.2). */
+  get clientCertificateRequested(): boolean {
+    return this.connection.info.clientCertificateRequested ?? false;
+  }
+  /** True when `clientCertificate` was verified in the full handshake this connection resumed. */
+  get clientCertificateFromSession(): boolean {
+    return this.connection.info.clientCertificateFromSession ?? false;
   }
   get remoteAddress(): string | undefined {
     return this.rawSocket.remoteAddress;

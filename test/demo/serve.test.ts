@@ -210,3 +210,18 @@ test('serve: the printed curl command works as printed', { timeout: 30_000 }, as
   serve.child.kill('SIGTERM');
   assert.equal(await serve.exited, 0);
 });
+
+test('arguments: --client-ca (required by default), --client-auth optional, --client-crl; the flags need --client-ca', () => {
+  const required = parseServeArgs(['--client-ca', 'ca.pem'], {});
+  assert.notEqual(required, 'help');
+  if (required === 'help') return;
+  assert.deepEqual(required.clientAuth, { mode: 'required', caFile: join(process.cwd(), 'ca.pem') });
+  const optional = parseServeArgs(['--client-ca', '/x/ca.pem', '--client-auth', 'optional', '--client-crl', '/x/crl.pem'], {});
+  assert.notEqual(optional, 'help');
+  if (optional === 'help') return;
+  assert.deepEqual(optional.clientAuth, { mode: 'optional', caFile: '/x/ca.pem', crlFile: '/x/crl.pem' });
+  assert.equal((parseServeArgs([], {}) as { clientAuth?: unknown }).clientAuth, undefined);
+  assert.throws(() => parseServeArgs(['--client-auth', 'required'], {}), /need --client-ca/);
+  assert.throws(() => parseServeArgs(['--client-crl', 'c.pem'], {}), /need --client-ca/);
+  assert.throws(() => parseServeArgs(['--client-ca', 'ca.pem', '--client-auth', 'sometimes'], {}), /optional or required/);
+});

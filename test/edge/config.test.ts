@@ -87,3 +87,31 @@ test('loadConfigFile: unreadable and non-JSON files are named', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('route clientAuth: mode, CA file relative to the config, CRL; errors name the key', async () => {
+  const { makeClientCa, issue, makeCrl } = await import('../helpers/client-pki.js');
+  const ca = await makeClientCa();
+  const leaf = await issue(ca);
+  const dir = mkdtempSync(join(tmpdir(), 'edge-client-auth-'));
+  try {
+    writeFileSync(join(dir, 'ca.pem'), ca.pem);
+    writeFileSync(join(dir, 'leaf.pem'), leaf.pem);
+    writeFileSync(join(dir, 'crl.pem'), await makeCrl(ca, [leaf]));
+    const route = (clientAuth: unknown) => ({ keyd: '/run/keyd.sock', routes: [{ names: ['a.test'], upstream: '127.0.0.1:1', clientAuth }] });
+    const c = validateConfig(route({ mode: 'required', ca: 'ca.pem', crl: 'crl.pem' }), dir).routes[0]!.clientAuth;
+    assert.equal(c?.mode, 'required');
+    assert.equal(c?.caPem?.toString(), ca.pem);
+    assert.match(c?.crlPem?.toString() ?? '', /BEGIN X509 CRL|BEGIN CRL/);
+    assert.equal(c?.advertiseCaNames, true);
+    assert.equal(validateConfig(route({ mode: 'off' }), dir).routes[0]!.clientAuth, undefined);
+    assert.equal(validateConfig(route({ mode: 'optional', ca: 'ca.pem', advertiseCaNames: false }), dir).routes[0]!.clientAuth?.advertiseCaNames, false);
+    assert.throws(() => validateConfig(route({ mode: 'always', ca: 'ca.pem' }), dir), /routes\[0\]\.clientAuth\.mode must be off, optional or required/);
+    assert.throws(() => validateConfig(route({ mode: 'required' }), dir), /routes\[0\]\.clientAuth\.ca .* is required/);
+    assert.throws(() => validateConfig(route({ mode: 'required', ca: 'missing.pem' }), dir), /routes\[0\]\.clientAuth\.ca: cannot read/);
+    assert.throws(() => validateConfig(route({ mode: 'required', ca: 'leaf.pem' }), dir), /not a CA/);
+    assert.throws(() => validateConfig(route({ mode: 'required', ca: 'ca.pem', crl: 'ca.pem' }), dir), /clientAuth\.crl: .* no PEM "X509 CRL"/);
+    assert.throws(() => validateConfig(route({ mode: 'required', ca: 'ca.pem', verify: 'none' }), dir), /unknown key 'verify'/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

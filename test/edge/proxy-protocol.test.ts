@@ -70,3 +70,38 @@ test('decoder: every strict prefix asks for more bytes; garbage is refused, neve
   );
   assert.throws(() => decodeProxyV2(Buffer.from('GET / HTTP/1.1\r\n')), { code: 'EDGE_PROXY_PROTOCOL' });
 });
+
+/** PP2_TYPE_SSL's sub-TLVs as type → text, read by hand (§2.2.5: type u8, length u16, value). */
+function sslSubTlvs(ssl: Buffer): Map<number, string> {
+  const out = new Map<number, string>();
+  for (let o = 5; o < ssl.length; o += 3 + ssl.readUInt16BE(o + 1)) out.set(ssl[o]!, ssl.subarray(o + 3, o + 3 + ssl.readUInt16BE(o + 1)).toString('utf8'));
+  return out;
+}
+
+test('a verified client certificate: PP2_CLIENT_SSL|CERT_CONN|CERT_SESS, verify 0, PP2_SUBTYPE_SSL_CN (0x22)', () => {
+  const header = encodeProxyV2({
+    tlsVersion: 'TLSv1.3',
+    cipherSuite: 'TLS_AES_128_GCM_SHA256',
+    serverSignatureAlgorithm: 'ecdsa-with-SHA256',
+    serverKeyAlgorithm: 'EC256',
+    clientCertificate: { commonName: 'alice', fromSession: false },
+  });
+  const ssl = decodeProxyV2(header)!.tlvs.get(Pp2Type.SSL)!;
+  assert.equal(ssl[0], 0x01 | 0x02 | 0x04);
+  assert.equal(ssl.readUInt32BE(1), 0);
+  const sub = sslSubTlvs(ssl);
+  assert.equal(sub.get(0x22), 'alice');
+  assert.equal(sub.get(0x24), 'ecdsa-with-SHA256');
+  assert.equal(sub.get(0x25), 'EC256');
+  assert.equal(sub.get(0x21), 'TLSv1.3');
+  assert.equal(sub.get(0x23), 'TLS_AES_128_GCM_SHA256');
+});
+
+test('a resumed session with a client certificate: CERT_SESS without CERT_CONN; no certificate: SSL only and no CN', () => {
+  const resumed = decodeProxyV2(encodeProxyV2({ clientCertificate: { commonName: 'alice', fromSession: true } }))!.tlvs.get(Pp2Type.SSL)!;
+  assert.equal(resumed[0], 0x01 | 0x04);
+  assert.equal(sslSubTlvs(resumed).get(0x22), 'alice');
+  const none = decodeProxyV2(encodeProxyV2({ tlsVersion: 'TLSv1.3' }))!.tlvs.get(Pp2Type.SSL)!;
+  assert.equal(none[0], 0x01);
+  assert.equal(sslSubTlvs(none).has(0x22), false);
+});

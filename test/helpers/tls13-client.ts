@@ -10,7 +10,7 @@
  * transcript and message parsing. It runs over any `Transport`: in memory against a
  * TlsServerConnection (`memoryTransport`), or over TCP (`socketTransport`).
  */
-import { createHash, createPublicKey, diffieHellman, generateKeyPairSync, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { constants, createHash, createPublicKey, diffieHellman, generateKeyPairSync, sign, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { TlsAlert, TlsPeerAlert } from '../../src/tls/alert.js';
 import { TlsServerConnection } from '../../src/tls/connection.js';
@@ -28,6 +28,7 @@ const HS_SERVER_HELLO = 2;
 const HS_NEW_SESSION_TICKET = 4;
 const HS_ENCRYPTED_EXTENSIONS = 8;
 const HS_CERTIFICATE = 11;
+const HS_CERTIFICATE_REQUEST = 13;
 const HS_CERTIFICATE_VERIFY = 15;
 const HS_FINISHED = 20;
 const HS_KEY_UPDATE = 24;
@@ -169,6 +170,31 @@ export interface ParsedServerHello {
   extensionTypes: number[];
 }
 
+/** The server's CertificateRequest (RFC 8446 §4.3.2), parsed by hand. */
+export interface ParsedCertificateRequest {
+  context: Buffer;
+  signatureAlgorithms: number[];
+  /** certificate_authorities, DER DistinguishedNames; undefined when absent. */
+  certificateAuthorities: Buffer[] | undefined;
+  extensionTypes: number[];
+}
+
+/** What the client answers a CertificateRequest with (§4.4.2, §4.4.3). */
+export interface ClientCertificateFlight {
+  /** DER chain, leaf first; empty = the client has no certificate. */
+  chain: Uint8Array[];
+  /** Signs the CertificateVerify (omitted for an empty chain). */
+  key?: KeyObject;
+  /** The scheme to claim and sign with; default from the key type. */
+  scheme?: number;
+  /** Rewrites the signature (e.g. one bit flipped). */
+  alterSignature?: (signature: Buffer) => Buffer;
+  /** Leaves the CertificateVerify out after a non-empty Certificate. */
+  omitCertificateVerify?: boolean;
+  /** certificate_request_context to echo; default the one received. */
+  requestContext?: Buffer;
+}
+
 type Alter = (bytes: Buffer) => Buffer;
 const same: Alter = (b) => b;
 
@@ -196,6 +222,8 @@ export class Tls13Client {
   private serverApplicationSecret: Buffer | undefined;
   private serverFinishedHash: Buffer | undefined;
   serverHello: ParsedServerHello | undefined;
+  /** The server's CertificateRequest, when its flight had one. */
+  certificateRequest: ParsedCertificateRequest | undefined;
   /** Alerts received from the server (description codes), in order. */
   readonly alerts: number[] = [];
 
@@ -335,7 +363,12 @@ export class Tls13Client {
     for (const expected of parsed.selectedIdentity !== undefined
       ? [HS_ENCRYPTED_EXTENSIONS]
       : [HS_ENCRYPTED_EXTENSIONS, HS_CERTIFICATE, HS_CERTIFICATE_VERIFY]) {
-      const m = await this.readHandshakeMessage();
+      let m = await this.readHandshakeMessage();
+      if (expected === HS_CERTIFICATE && m[0] === HS_CERTIFICATE_REQUEST) {
+        this.certificateRequest = parseCertificateRequest(m);
+        this.transcriptMessages.push(m);
+        m = await this.readHandshakeMessage();
+      }
       if (m[0] !== expected) throw new Error(`scripted client: expected handshake type ${expected}, got ${m[0]}`);
       this.transcriptMessages.push(m);
     }
@@ -360,8 +393,33 @@ export class Tls13Client {
 
   /** The client Finished message a correct client sends now. */
   finishedMessage(): Buffer {
-    const verifyData = finishedVerifyData(this.suite.hash, this.clientHandshakeSecret!, this.serverFinishedHash!);
+    // §4.4.4: over everything so far (the server Finished, or our Certificate/CertificateVerify).
+    const verifyData = finishedVerifyData(this.suite.hash, this.clientHandshakeSecret!, this.transcriptHash());
     return handshakeMessage(HS_FINISHED, verifyData);
+  }
+
+  /**
+   * The client's Certificate and, for a non-empty chain, CertificateVerify (§4.4.2, §4.4.3),
+   * added to the transcript. The signed content is built here from the RFC text, not with the
+   * engine's code: 64 spaces, "TLS 1.3, client CertificateVerify", 0, the transcript hash.
+   */
+  certificateMessages(flight: ClientCertificateFlight): Buffer[] {
+    const context = flight.requestContext ?? this.certificateRequest?.context ?? Buffer.alloc(0);
+    const entries = Buffer.concat(flight.chain.map((der) => Buffer.concat([u24(der.length), der, Buffer.alloc(2)])));
+    const certificate = handshakeMessage(HS_CERTIFICATE, Buffer.concat([Buffer.of(context.length), context, u24(entries.length), entries]));
+    this.transcriptMessages.push(certificate);
+    if (flight.chain.length === 0 || flight.omitCertificateVerify) return [certificate];
+    const key = flight.key!;
+    const scheme = flight.scheme ?? defaultScheme(key);
+    const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS 1.3, client CertificateVerify', 'latin1'), Buffer.of(0), this.transcriptHash()]);
+    const signature = (flight.alterSignature ?? same)(signContent(key, scheme, content));
+    const body = Buffer.alloc(4 + signature.length);
+    body.writeUInt16BE(scheme, 0);
+    body.writeUInt16BE(signature.length, 2);
+    signature.copy(body, 4);
+    const verify = handshakeMessage(HS_CERTIFICATE_VERIFY, body);
+    this.transcriptMessages.push(verify);
+    return [certificate, verify];
   }
 
   /**
@@ -370,10 +428,12 @@ export class Tls13Client {
    * an application data record follows in the same write (so a server that does not check
    * the Finished before accepting data would deliver it).
    */
-  sendFinished(opts: { alter?: Alter; thenData?: Buffer } = {}): void {
+  sendFinished(opts: { alter?: Alter; thenData?: Buffer; certificate?: ClientCertificateFlight } = {}): void {
+    const out: Buffer[] = [];
+    if (opts.certificate) for (const m of this.certificateMessages(opts.certificate)) out.push(this.writeProtection!.seal(HANDSHAKE, m));
     const correct = this.finishedMessage();
     const message = (opts.alter ?? same)(correct);
-    const out = [this.writeProtection!.seal(HANDSHAKE, message)];
+    out.push(this.writeProtection!.seal(HANDSHAKE, message));
     this.transcriptMessages.push(correct);
     this.writeProtection = new RecordProtection(this.suite, this.clientApplicationSecret!);
     if (opts.thenData) out.push(this.writeProtection.seal(APPLICATION_DATA, opts.thenData));
@@ -443,6 +503,60 @@ export class Tls13Client {
     }
     return Buffer.concat(parts);
   }
+}
+
+function u24(n: number): Buffer {
+  const b = Buffer.alloc(3);
+  b.writeUIntBE(n, 0, 3);
+  return b;
+}
+
+/** The scheme a client would pick for its key (RFC 8446 §4.2.3). */
+function defaultScheme(key: KeyObject): number {
+  if (key.asymmetricKeyType === 'rsa') return 0x0804; // rsa_pss_rsae_sha256
+  if (key.asymmetricKeyType === 'ed25519') return 0x0807;
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  return curve === 'secp384r1' ? 0x0503 : curve === 'secp521r1' ? 0x0603 : 0x0403;
+}
+
+/** Signs with node:crypto as the scheme says: PSS with salt = hash length for rsa_pss_*, DER ECDSA, plain Ed25519. */
+function signContent(key: KeyObject, scheme: number, content: Buffer): Buffer {
+  const hash = ({ 0x04: 'sha256', 0x05: 'sha384', 0x06: 'sha512' } as Record<number, string>)[scheme >> 8];
+  if (scheme === 0x0807) return sign(null, content, key);
+  if (scheme >= 0x0804 && scheme <= 0x0806) {
+    const pssHash = ['sha256', 'sha384', 'sha512'][scheme - 0x0804]!;
+    return sign(pssHash, content, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST });
+  }
+  if ((scheme & 0xff) === 0x01) return sign(hash!, content, { key, padding: constants.RSA_PKCS1_PADDING });
+  return sign(hash!, content, key);
+}
+
+/** CertificateRequest (§4.3.2): context, then extensions; signature_algorithms and certificate_authorities read. */
+export function parseCertificateRequest(m: Buffer): ParsedCertificateRequest {
+  let o = 4;
+  const context = Buffer.from(m.subarray(o + 1, o + 1 + m[o]!));
+  o += 1 + context.length;
+  const end = o + 2 + m.readUInt16BE(o);
+  o += 2;
+  const signatureAlgorithms: number[] = [];
+  let certificateAuthorities: Buffer[] | undefined;
+  const extensionTypes: number[] = [];
+  while (o < end) {
+    const type = m.readUInt16BE(o);
+    const data = m.subarray(o + 4, o + 4 + m.readUInt16BE(o + 2));
+    extensionTypes.push(type);
+    if (type === 13) for (let i = 2; i < 2 + data.readUInt16BE(0); i += 2) signatureAlgorithms.push(data.readUInt16BE(i));
+    if (type === 47) {
+      certificateAuthorities = [];
+      for (let i = 2; i < 2 + data.readUInt16BE(0); ) {
+        const length = data.readUInt16BE(i);
+        certificateAuthorities.push(Buffer.from(data.subarray(i + 2, i + 2 + length)));
+        i += 2 + length;
+      }
+    }
+    o += 4 + data.length;
+  }
+  return { context, signatureAlgorithms, certificateAuthorities, extensionTypes };
 }
 
 function handshakeMessage(type: number, body: Uint8Array): Buffer {

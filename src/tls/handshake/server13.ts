@@ -4,6 +4,8 @@ import { randomBytesFromPool } from '../crypto/random-pool.js';
 import { groupName, keyExchange } from '../crypto/key-exchange.js';
 import type { SuiteInfo } from '../crypto/suites.js';
 import type { ClientHello } from '../messages/client-hello.js';
+import { decodeCertificateVerify, decodeClientCertificate13, encodeCertificateRequest13 } from '../messages/client-authentication.js';
+import type { ClientAuthOptions, VerifiedClientCertificate } from '../options.js';
 import {
   encodeCertificate,
   encodeCertificateVerify,
@@ -16,6 +18,8 @@ import {
 import { SCHEMES } from '../signature-schemes.js';
 import type { Identity } from '../signer.js';
 import { ContentType } from '../wire/codepoints.js';
+import { CLIENT_AUTH_OFF, clientAuthFor, clientAuthPolicyId, sessionFitsClientAuth } from './client-auth-policy.js';
+import { CLIENT_SIGNATURE_SCHEMES, verifyClientCertificateVerify } from './client-certificate-verify.js';
 import type { HandshakeContext } from './context.js';
 import { openCookie, sealCookie } from './cookie.js';
 import { EarlySecrets, finishedVerifyData, resumptionPsk, type HandshakeSecrets, type MasterSecrets } from './key-schedule.js';
@@ -40,9 +44,12 @@ import { messageHash, Transcript } from './transcript.js';
  *   exchangeKeys            §4.2.8           our (EC)DHE share and the shared secret
  *   pickIdentity            §4.4.2, §4.2.3   certificate + signer for the name, ALPN, scheme
  *   sendServerParameters    §4.1.3, §4.3.1   ServerHello, EncryptedExtensions
+ *   sendCertificateRequest  §4.3.2           when the identity's client-auth mode asks for one
  *   sendCertificate         §4.4.2
  *   sendCertificateVerify   §4.4.3           the Signer signs the transcript hash
  *   sendFinished            §4.4.4           the flight goes out as one write; keys change
+ *   readClientCertificate   §4.4.2, §4.4.2.4 the client's chain, checked by the policy's verifier
+ *   readClientCertificateVerify §4.4.3       the client's signature over the transcript
  *   readClientFinished      §4.4.4           the client Finished verifies; application keys
  *   sendSessionTickets      §4.6.1
  *
@@ -72,13 +79,28 @@ export interface Negotiating {
   readonly flight: Promise<ExpectClientFinished | undefined>;
 }
 
-/** Our flight is sent (§4.4.4): what checking the client Finished and what follows need. */
+/** Our flight is sent (§4.4.4): what checking the client's flight and what follows need. */
 export interface ExpectClientFinished {
   readonly suite: SuiteInfo;
   readonly transcript: Transcript;
   readonly master: MasterSecrets;
-  readonly expectedVerifyData: Buffer;
+  /** The client Finished key's base (§4.4.4); its verify_data covers everything up to it. */
+  readonly clientHandshakeSecret: Buffer;
   readonly clientApplicationSecret: Buffer;
+  /** Set when our flight held a CertificateRequest: the client's Certificate comes first (§4.4.2). */
+  readonly certificateRequest: CertificateRequestSent | undefined;
+}
+
+/** What our CertificateRequest asked for (§4.3.2). */
+export interface CertificateRequestSent {
+  readonly clientAuth: ClientAuthOptions;
+  readonly signatureSchemes: readonly number[];
+}
+
+/** The client's chain was accepted; its CertificateVerify is next (§4.4.3). */
+export interface ExpectClientCertificateVerify {
+  readonly expect: ExpectClientFinished;
+  readonly certificate: VerifiedClientCertificate;
 }
 
 /** The client Finished verified: the handshake is complete. */
@@ -122,6 +144,10 @@ interface KeyShare {
 interface PickedIdentity {
   readonly alpnProtocol: string | undefined;
   readonly certificate: { readonly identity: Identity; readonly scheme: number } | undefined;
+  /** The offered ticket, unless the identity's client-auth policy refused it. */
+  readonly resumption: Resumption | undefined;
+  /** The identity's client-auth setting, when it asks for a certificate. */
+  readonly clientAuth: ClientAuthOptions | undefined;
 }
 
 /** After ServerHello: the handshake secrets exist and the rest of the flight is being built. */
@@ -147,6 +173,9 @@ function certificateMessage(chain: readonly Uint8Array[]): Buffer {
 }
 
 export class ServerHandshake13 {
+  /** The client-auth policy of this handshake's identity, written into its tickets. */
+  private clientAuthPolicy = CLIENT_AUTH_OFF;
+
   constructor(private readonly ctx: HandshakeContext) {}
 
   /**
@@ -163,7 +192,7 @@ export class ServerHandshake13 {
     state.transcript.add(hello.raw);
     const keyShare = this.exchangeKeys(state);
     const flight = this.pickIdentity(state, resumption).then((picked) =>
-      picked ? this.sendServerFlight(state, resumption, keyShare, picked) : undefined,
+      picked ? this.sendServerFlight(state, picked.resumption, keyShare, picked) : undefined,
     );
     return { kind: 'negotiating', server: this, flight };
   }
@@ -176,12 +205,13 @@ export class ServerHandshake13 {
     picked: PickedIdentity,
   ): Promise<ExpectClientFinished | undefined> {
     const parameters = this.sendServerParameters(state, resumption, keyShare, picked.alpnProtocol);
+    const certificateRequest = picked.certificate && picked.clientAuth ? this.sendCertificateRequest(parameters, picked.clientAuth) : undefined;
     if (picked.certificate) {
       this.sendCertificate(parameters, picked.certificate.identity);
       const signed = await this.sendCertificateVerify(parameters, picked.certificate.identity, picked.certificate.scheme);
       if (!signed) return undefined;
     }
-    return this.sendFinished(parameters);
+    return this.sendFinished(parameters, certificateRequest);
   }
 
   // ---- ClientHello ------------------------------------------------------------
@@ -325,10 +355,37 @@ export class ServerHandshake13 {
       }
       const alpnProtocol = selectAlpn(state.hello, identity.alpnProtocols ?? this.ctx.options.alpnProtocols);
       this.ctx.info.alpnProtocol = alpnProtocol;
-      this.ctx.info.resumed = resumption !== undefined;
-      if (resumption) return { alpnProtocol, certificate: undefined };
-      return { alpnProtocol, certificate: { identity, scheme: selectSignatureScheme(state.hello, identity.signer.schemes) } };
+      this.ctx.info.serverCertificateChain = identity.certificateChain;
+      const clientAuth = this.chooseClientAuth(identity);
+      const resumed = resumption && this.ticketFitsClientAuth(resumption.ticket) ? resumption : undefined;
+      this.ctx.info.resumed = resumed !== undefined;
+      if (resumed) return { alpnProtocol, certificate: undefined, resumption: resumed, clientAuth };
+      return {
+        alpnProtocol,
+        certificate: { identity, scheme: selectSignatureScheme(state.hello, identity.signer.schemes) },
+        resumption: undefined,
+        clientAuth,
+      };
     });
+  }
+
+  /** The identity's client-auth setting (else the server's); undefined when it asks for no certificate. */
+  private chooseClientAuth(identity: Identity): ClientAuthOptions | undefined {
+    const clientAuth = clientAuthFor(identity, this.ctx.options);
+    this.clientAuthPolicy = clientAuthPolicyId(clientAuth);
+    return clientAuth;
+  }
+
+  /**
+   * A ticket resumes only under the client-auth policy it was issued under, and while the
+   * client certificate it carries is valid (client-auth-policy.ts); the client then keeps the
+   * identity proven in the full handshake. Otherwise it gets a full handshake.
+   */
+  private ticketFitsClientAuth(ticket: TicketState): boolean {
+    if (!sessionFitsClientAuth(ticket, this.clientAuthPolicy, this.ctx.now())) return false;
+    this.ctx.info.clientCertificate = ticket.clientIdentity;
+    this.ctx.info.clientCertificateFromSession = ticket.clientIdentity !== undefined;
+    return true;
   }
 
   // ---- our flight -------------------------------------------------------------------
@@ -370,6 +427,18 @@ export class ServerHandshake13 {
     return parameters;
   }
 
+  /**
+   * §4.3.2: asks for the client's certificate, after EncryptedExtensions and before our
+   * Certificate, with an empty context (a request inside the handshake) and the schemes
+   * whose CertificateVerify we verify.
+   */
+  private sendCertificateRequest(parameters: ServerParameters, clientAuth: ClientAuthOptions): CertificateRequestSent {
+    const signatureSchemes = clientAuth.signatureSchemes ?? CLIENT_SIGNATURE_SCHEMES;
+    this.addToFlight(parameters, encodeCertificateRequest13({ signatureSchemes, certificateAuthorities: clientAuth.certificateAuthorities }));
+    this.ctx.info.clientCertificateRequested = true;
+    return { clientAuth, signatureSchemes };
+  }
+
   /** §4.4.2: the chain as the identity holds it (the engine never parses certificates). */
   private sendCertificate(parameters: ServerParameters, identity: Identity): void {
     this.addToFlight(parameters, certificateMessage(identity.certificateChain));
@@ -392,7 +461,7 @@ export class ServerHandshake13 {
    * the server handshake keys. Then we write with the application keys and read the
    * client's second flight with its handshake keys.
    */
-  private sendFinished(parameters: ServerParameters): ExpectClientFinished {
+  private sendFinished(parameters: ServerParameters, certificateRequest: CertificateRequestSent | undefined): ExpectClientFinished {
     const { state, handshakeSecrets, serverHandshakeSecret, clientHandshakeSecret } = parameters;
     const { hello, suite, transcript } = state;
     this.addToFlight(parameters, encodeFinished(finishedVerifyData(suite.hash, serverHandshakeSecret, transcript.current())));
@@ -411,7 +480,8 @@ export class ServerHandshake13 {
       transcript,
       master,
       clientApplicationSecret: master.clientApplicationTrafficSecret(serverFinishedHash),
-      expectedVerifyData: finishedVerifyData(suite.hash, clientHandshakeSecret, serverFinishedHash),
+      clientHandshakeSecret,
+      certificateRequest,
     };
     // §4.2.10: 0-RTT data the client sent with its first ClientHello is skipped (we never accept it).
     records.installKeys('read', suite, clientHandshakeSecret, hello.earlyData && !state.retried);
@@ -426,10 +496,49 @@ export class ServerHandshake13 {
 
   // ---- the client's second flight -------------------------------------------------
 
+  /**
+   * §4.4.2: the client's Certificate, answering our CertificateRequest. An empty one is
+   * accepted in optional mode (then no CertificateVerify follows, §4.4.3) and refused with
+   * certificate_required in required mode (§4.4.2.4); a non-empty chain goes to the policy's
+   * verifier, which names the alert for a chain it refuses. Undefined: the Finished is next.
+   */
+  readClientCertificate(expect: ExpectClientFinished, raw: Buffer): ExpectClientCertificateVerify | undefined {
+    const request = expect.certificateRequest;
+    if (!request) throw new TlsAlert('unexpected_message', 'client Certificate without a CertificateRequest');
+    const { requestContext, chain } = decodeClientCertificate13(raw);
+    if (requestContext.length !== 0) {
+      throw new TlsAlert('illegal_parameter', 'client Certificate carries a certificate_request_context we did not send');
+    }
+    expect.transcript.add(raw);
+    if (chain.length === 0) {
+      if (request.clientAuth.mode === 'required') throw new TlsAlert('certificate_required', 'client sent no certificate and one is required');
+      return undefined;
+    }
+    const certificate = request.clientAuth.verifyChain!(chain);
+    return { expect, certificate };
+  }
+
+  /** §4.4.3: the client's signature over Transcript-Hash(ClientHello … client Certificate). */
+  readClientCertificateVerify(state: ExpectClientCertificateVerify, raw: Buffer): ExpectClientFinished {
+    const { expect, certificate } = state;
+    const { scheme, signature } = decodeCertificateVerify(raw);
+    verifyClientCertificateVerify({
+      publicKey: certificate.publicKey,
+      scheme,
+      signature,
+      transcriptHash: expect.transcript.current(),
+      offered: expect.certificateRequest!.signatureSchemes,
+    });
+    expect.transcript.add(raw);
+    this.ctx.info.clientCertificate = certificate.identity;
+    this.ctx.info.clientCertificateFromSession = false;
+    return expect;
+  }
+
   /** §4.4.4: the client Finished must verify; then the client writes with its application keys. */
   readClientFinished(expect: ExpectClientFinished, raw: Buffer): Established13 {
     const verifyData = raw.subarray(4);
-    const expected = expect.expectedVerifyData;
+    const expected = finishedVerifyData(expect.suite.hash, expect.clientHandshakeSecret, expect.transcript.current());
     if (verifyData.length !== expected.length) {
       throw new TlsAlert('decode_error', `Finished of ${verifyData.length} bytes, expected ${expected.length}`);
     }
@@ -466,6 +575,8 @@ export class ServerHandshake13 {
         lifetimeSeconds: ticketLifetimeSeconds,
         serverName: this.ctx.info.serverName ?? '',
         alpnProtocol: this.ctx.info.alpnProtocol ?? '',
+        clientAuthPolicy: this.clientAuthPolicy,
+        clientIdentity: this.ctx.info.clientCertificate,
       });
       tickets.push(encodeNewSessionTicket({ lifetime: ticketLifetimeSeconds, ageAdd, nonce, ticket }));
     }

@@ -1,0 +1,282 @@
+import type * as X509 from '@peculiar/x509';
+import { createHash, webcrypto, X509Certificate } from 'node:crypto';
+import { TlsAlert } from '../alert.js';
+import type { ClientAuthOptions, VerifiedClientCertificate } from '../options.js';
+import type { ClientIdentity } from '../handshake/context.js';
+
+/**
+ * @peculiar/x509, loaded on first use: it (with reflect-metadata) costs hundreds of ms to
+ * import, which every edge worker and `serve` would pay at start without client certificates.
+ */
+let x509: typeof X509 | undefined;
+async function peculiar(): Promise<typeof X509> {
+  if (!x509) {
+    await import('reflect-metadata');
+    const loaded = await import('@peculiar/x509');
+    loaded.cryptoProvider.set(webcrypto as never);
+    x509 = loaded;
+  }
+  return x509;
+}
+
+/**
+ * Client certificate policy over a CA bundle and an optional CRL file (RFC 5280 §6 path
+ * validation, the parts a TLS client-auth deployment needs): the engine calls `verifyChain`
+ * with the client's chain (src/tls/options.ts, ClientAuthOptions) and gets the client's
+ * identity, or a TlsAlert naming what is wrong (RFC 8446 §6.2):
+ *
+ *   unparsable certificate                               bad_certificate
+ *   no path from the leaf to a configured CA             unknown_ca
+ *   a certificate of the path outside its validity       certificate_expired
+ *   leaf keyUsage without digitalSignature, or an
+ *     extendedKeyUsage without clientAuth                unsupported_certificate
+ *   an issuer that is not a CA (basicConstraints), its
+ *     keyUsage without keyCertSign, or a path longer
+ *     than an issuer's pathLenConstraint                 bad_certificate
+ *   a serial number in the issuer's CRL                  certificate_revoked
+ *   the issuer's CRL is past its nextUpdate              certificate_unknown
+ *
+ * Parsing is node:crypto's X509Certificate (signatures, issuer checks) and @peculiar/x509
+ * (extensions, CRLs): no ASN.1 of our own.
+ */
+
+export interface ClientAuthPolicyOptions {
+  readonly mode: 'optional' | 'required';
+  /** PEM bundle of the CAs whose (direct or intermediate-chained) certificates are accepted. */
+  readonly caPem: string | Uint8Array;
+  /** PEM (or DER) CRLs, each signed by one of the CAs of the bundle or of the client's chain issuers. */
+  readonly crlPem?: string | Uint8Array;
+  /** Send the CAs' names in certificate_authorities (RFC 8446 §4.2.4). Default true. */
+  readonly advertiseCaNames?: boolean;
+  /** Longest path from leaf to trust anchor, in certificates (leaf and anchor included). Default 6. */
+  readonly maxPathLength?: number;
+  readonly now?: () => number;
+}
+
+export class ClientAuthConfigError extends Error {
+  readonly code = 'CLIENT_AUTH_CONFIG';
+}
+
+const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+const OID_ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
+
+/** One certificate, parsed by both libraries once. */
+interface Parsed {
+  readonly node: X509Certificate;
+  readonly peculiar: X509.X509Certificate;
+  readonly der: Buffer;
+}
+
+/** Parses with both libraries; only called once `peculiar()` has loaded (ClientChainVerifier.load). */
+function parse(der: Uint8Array, what: string): Parsed {
+  try {
+    const buf = Buffer.from(der.buffer, der.byteOffset, der.byteLength);
+    return { node: new X509Certificate(buf), peculiar: new x509!.X509Certificate(buf), der: buf };
+  } catch (err) {
+    throw new TlsAlert('bad_certificate', `${what} does not parse (${(err as Error).message})`);
+  }
+}
+
+/** Splits a PEM bundle into its blocks of one label. */
+function pemBlocks(text: string, label: string): Buffer[] {
+  const re = new RegExp(`-----BEGIN ${label}-----([\\s\\S]*?)-----END ${label}-----`, 'g');
+  return [...text.matchAll(re)].map((m) => Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64'));
+}
+
+function asText(input: string | Uint8Array): string {
+  return typeof input === 'string' ? input : Buffer.from(input).toString('latin1');
+}
+
+/** Serial numbers compared as hex without leading zeros, case-insensitively. */
+function normaliseSerial(hex: string): string {
+  return hex.toUpperCase().replace(/^0+(?=.)/, '');
+}
+
+interface LoadedCrl {
+  readonly issuer: string;
+  readonly revoked: ReadonlySet<string>;
+  readonly nextUpdate: number | undefined;
+}
+
+export class ClientChainVerifier {
+  private readonly anchors: Parsed[];
+  private readonly crls: LoadedCrl[];
+  private readonly maxPathLength: number;
+  private readonly now: () => number;
+
+  private constructor(anchors: Parsed[], crls: LoadedCrl[], maxPathLength: number, now: () => number) {
+    this.anchors = anchors;
+    this.crls = crls;
+    this.maxPathLength = maxPathLength;
+    this.now = now;
+  }
+
+  /** Loads the bundle and CRLs; every CRL must verify under a CA of the bundle. */
+  static async load(options: ClientAuthPolicyOptions): Promise<ClientChainVerifier> {
+    const lib = await peculiar();
+    const blocks = pemBlocks(asText(options.caPem), 'CERTIFICATE');
+    if (blocks.length === 0) throw new ClientAuthConfigError('the client CA file holds no PEM certificate');
+    const anchors = blocks.map((der, i) => {
+      try {
+        return parse(der, `client CA certificate ${i + 1}`);
+      } catch (err) {
+        throw new ClientAuthConfigError((err as Error).message.replace(/^tls: /, ''));
+      }
+    });
+    for (const anchor of anchors) {
+      if (!anchor.node.ca) throw new ClientAuthConfigError(`client CA '${anchor.peculiar.subject}' is not a CA certificate (basicConstraints cA)`);
+    }
+    const crls: LoadedCrl[] = [];
+    if (options.crlPem !== undefined) {
+      const text = asText(options.crlPem);
+      // OpenSSL writes "X509 CRL"; some tools write "CRL".
+      const crlBlocks = text.includes('-----BEGIN') ? pemBlocks(text, '(?:X509 )?CRL') : [Buffer.from(options.crlPem as Uint8Array)];
+      if (crlBlocks.length === 0) throw new ClientAuthConfigError('the CRL file holds no PEM "X509 CRL" block');
+      for (const der of crlBlocks) {
+        let crl: X509.X509Crl;
+        try {
+          crl = new lib.X509Crl(der);
+        } catch (err) {
+          throw new ClientAuthConfigError(`a CRL does not parse (${(err as Error).message})`);
+        }
+        let signedBy: Parsed | undefined;
+        for (const anchor of anchors) {
+          if (anchor.peculiar.subject === crl.issuer && (await crl.verify({ publicKey: anchor.peculiar }).catch(() => false))) signedBy = anchor;
+        }
+        if (!signedBy) throw new ClientAuthConfigError(`the CRL of '${crl.issuer}' is not signed by a CA of the client CA file`);
+        crls.push({
+          issuer: crl.issuer,
+          revoked: new Set(crl.entries.map((e) => normaliseSerial(e.serialNumber))),
+          nextUpdate: crl.nextUpdate?.getTime(),
+        });
+      }
+    }
+    return new ClientChainVerifier(anchors, crls, options.maxPathLength ?? 6, options.now ?? Date.now);
+  }
+
+  /** The CAs' subject names, DER, for certificate_authorities (RFC 8446 §4.2.4). */
+  caNames(): Uint8Array[] {
+    return this.anchors.map((a) => new Uint8Array(a.peculiar.subjectName.toArrayBuffer()));
+  }
+
+  /** Names this trust configuration in tickets: the anchors and CRLs, hashed. */
+  fingerprint(): string {
+    const h = createHash('sha256');
+    for (const a of this.anchors) h.update(a.der);
+    for (const c of this.crls) h.update(c.issuer).update([...c.revoked].join(','));
+    return h.digest('hex').slice(0, 32);
+  }
+
+  /** RFC 5280 §6.1, for a TLS client: builds and checks the path, or throws the alert. */
+  verify(chainDer: readonly Uint8Array[]): VerifiedClientCertificate {
+    const chain = chainDer.map((der, i) => parse(der, i === 0 ? 'client certificate' : `client chain certificate ${i + 1}`));
+    const leaf = chain[0];
+    if (!leaf) throw new TlsAlert('bad_certificate', 'empty client certificate chain');
+    const path = this.buildPath(leaf, chain.slice(1));
+    const now = this.now();
+    for (const cert of path) this.checkValidity(cert, now);
+    this.checkLeafPurpose(leaf);
+    // path: leaf, intermediates…, anchor. An issuer at index i has i - 1 intermediates below it.
+    for (let i = 1; i < path.length; i++) this.checkIssuer(path[i]!, i - 1);
+    for (let i = 0; i < path.length - 1; i++) this.checkRevocation(path[i]!, now);
+    return { identity: identityOf(leaf), publicKey: leaf.node.publicKey };
+  }
+
+  /** Leaf → anchor: each step an issuer whose name, key identifier and signature fit (node:crypto). */
+  private buildPath(leaf: Parsed, offered: Parsed[]): Parsed[] {
+    const path = [leaf];
+    let current = leaf;
+    for (;;) {
+      const anchor = this.anchors.find((a) => a.der.equals(current.der) || issued(a, current));
+      if (anchor) {
+        if (!anchor.der.equals(current.der)) path.push(anchor);
+        return path;
+      }
+      if (path.length >= this.maxPathLength) {
+        throw new TlsAlert('unknown_ca', `no path to a configured client CA within ${this.maxPathLength} certificates`);
+      }
+      const next = offered.find((c) => !path.includes(c) && issued(c, current));
+      if (!next) throw new TlsAlert('unknown_ca', `client certificate issuer '${current.peculiar.issuer}' is not a configured client CA`);
+      path.push(next);
+      current = next;
+    }
+  }
+
+  private checkValidity(cert: Parsed, now: number): void {
+    const { notBefore, notAfter, subject } = cert.peculiar;
+    if (now < notBefore.getTime()) throw new TlsAlert('certificate_expired', `certificate '${subject}' is not valid before ${notBefore.toISOString()}`);
+    if (now > notAfter.getTime()) throw new TlsAlert('certificate_expired', `certificate '${subject}' expired at ${notAfter.toISOString()}`);
+  }
+
+  /** RFC 5280 §4.2.1.3 / §4.2.1.12 for a TLS client certificate. */
+  private checkLeafPurpose(leaf: Parsed): void {
+    const lib = x509!;
+    const ku = leaf.peculiar.getExtension(lib.KeyUsagesExtension);
+    if (ku && !(ku.usages & lib.KeyUsageFlags.digitalSignature)) {
+      throw new TlsAlert('unsupported_certificate', 'client certificate keyUsage lacks digitalSignature');
+    }
+    const eku = leaf.peculiar.getExtension(lib.ExtendedKeyUsageExtension);
+    if (eku && !eku.usages.some((u) => u === OID_CLIENT_AUTH || u === OID_ANY_EXTENDED_KEY_USAGE)) {
+      throw new TlsAlert('unsupported_certificate', 'client certificate extendedKeyUsage lacks clientAuth');
+    }
+  }
+
+  /** RFC 5280 §4.2.1.9, §4.2.1.3: an issuer must be a CA allowed this many intermediates below it. */
+  private checkIssuer(issuer: Parsed, intermediatesBelow: number): void {
+    const lib = x509!;
+    const bc = issuer.peculiar.getExtension(lib.BasicConstraintsExtension);
+    const subject = issuer.peculiar.subject;
+    if (!bc?.ca) throw new TlsAlert('bad_certificate', `issuer '${subject}' is not a CA (basicConstraints)`);
+    if (bc.pathLength !== undefined && intermediatesBelow > bc.pathLength) {
+      throw new TlsAlert('bad_certificate', `issuer '${subject}' allows ${bc.pathLength} intermediate CA(s) below it, the path has ${intermediatesBelow}`);
+    }
+    const ku = issuer.peculiar.getExtension(lib.KeyUsagesExtension);
+    if (ku && !(ku.usages & lib.KeyUsageFlags.keyCertSign)) {
+      throw new TlsAlert('bad_certificate', `issuer '${subject}' keyUsage lacks keyCertSign`);
+    }
+  }
+
+  private checkRevocation(cert: Parsed, now: number): void {
+    for (const crl of this.crls) {
+      if (crl.issuer !== cert.peculiar.issuer) continue;
+      if (crl.nextUpdate !== undefined && now > crl.nextUpdate) {
+        throw new TlsAlert('certificate_unknown', `the CRL of '${crl.issuer}' is past its nextUpdate; refusing its certificates until it is renewed`);
+      }
+      if (crl.revoked.has(normaliseSerial(cert.node.serialNumber))) {
+        throw new TlsAlert('certificate_revoked', `certificate '${cert.peculiar.subject}' (serial ${cert.node.serialNumber}) is revoked`);
+      }
+    }
+  }
+}
+
+/** `issuer` issued `cert`: names and key identifiers match (X509_check_issued) and the signature verifies. */
+function issued(issuer: Parsed, cert: Parsed): boolean {
+  try {
+    return cert.node.checkIssued(issuer.node) && cert.node.verify(issuer.node.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+function identityOf(leaf: Parsed): ClientIdentity {
+  return {
+    subject: leaf.peculiar.subject,
+    commonName: leaf.peculiar.subjectName.getField('CN')[0],
+    issuer: leaf.peculiar.issuer,
+    serialNumber: leaf.node.serialNumber,
+    fingerprint256: leaf.node.fingerprint256,
+    notAfter: leaf.peculiar.notAfter.getTime(),
+  };
+}
+
+/** The engine's ClientAuthOptions for a CA bundle (and CRL): what `serve` and each edge route use. */
+export async function loadClientAuth(options: ClientAuthPolicyOptions): Promise<ClientAuthOptions & { readonly verifier: ClientChainVerifier }> {
+  const verifier = await ClientChainVerifier.load(options);
+  return {
+    mode: options.mode,
+    verifyChain: (chain) => verifier.verify(chain),
+    certificateAuthorities: options.advertiseCaNames === false ? undefined : verifier.caNames(),
+    policyId: `${options.mode}:${verifier.fingerprint()}`,
+    verifier,
+  };
+}

@@ -1,0 +1,142 @@
+/**
+ * The client-certificate policy over a CA bundle (src/tls/client-auth/chain-verifier.ts):
+ * every refusal with the alert RFC 8446 §6.2 names, each next to an accepted control that
+ * differs only in the property under test.
+ */
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+import assert from 'node:assert/strict';
+import { X509Certificate as X509 } from 'node:crypto';
+import { before, describe, test } from 'node:test';
+import { TlsAlert } from '../../../src/tls/alert.js';
+import { ClientAuthConfigError, ClientChainVerifier, loadClientAuth } from '../../../src/tls/client-auth/chain-verifier.js';
+import { issue, makeClientCa, makeCrl, type Issued } from '../../helpers/client-pki.js';
+
+const HOUR = 3_600_000;
+let ca: Issued;
+let otherCa: Issued;
+let leaf: Issued;
+let verifier: ClientChainVerifier;
+
+before(async () => {
+  ca = await makeClientCa({ commonName: 'Client CA' });
+  otherCa = await makeClientCa({ commonName: 'Other CA' });
+  leaf = await issue(ca, { commonName: 'alice' });
+  verifier = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem });
+});
+
+function refused(v: ClientChainVerifier, chain: Issued[], alert: string, message?: RegExp): void {
+  assert.throws(
+    () => v.verify(chain.map((c) => c.der)),
+    (err: unknown) => {
+      assert.ok(err instanceof TlsAlert, `expected a TlsAlert, got ${String(err)}`);
+      assert.equal(err.alertName, alert, err.message);
+      if (message) assert.match(err.message, message);
+      return true;
+    },
+  );
+}
+
+describe('client chain verifier', () => {
+  test('a leaf of the configured CA is accepted, with its identity and key', () => {
+    const verified = verifier.verify([leaf.der]);
+    assert.equal(verified.identity.commonName, 'alice');
+    assert.equal(verified.identity.subject, 'CN=alice');
+    assert.equal(verified.identity.issuer, 'CN=Client CA');
+    assert.equal(verified.identity.fingerprint256, new X509(Buffer.from(leaf.der)).fingerprint256);
+    assert.equal(verified.publicKey.asymmetricKeyType, 'ec');
+  });
+
+  test('a leaf of another CA gets unknown_ca', async () => {
+    refused(verifier, [await issue(otherCa, { commonName: 'mallory' })], 'unknown_ca');
+  });
+
+  test('a leaf signed by a key that only claims the CA name gets unknown_ca', async () => {
+    const impostor = await makeClientCa({ commonName: 'Client CA' }); // same name, other key
+    refused(verifier, [await issue(impostor)], 'unknown_ca');
+  });
+
+  test('expired and not-yet-valid leaves get certificate_expired', async () => {
+    refused(verifier, [await issue(ca, { notBefore: new Date(Date.now() - 48 * HOUR), notAfter: new Date(Date.now() - HOUR) })], 'certificate_expired', /expired/);
+    refused(verifier, [await issue(ca, { notBefore: new Date(Date.now() + HOUR), notAfter: new Date(Date.now() + 48 * HOUR) })], 'certificate_expired', /not valid before/);
+  });
+
+  test('the clock decides validity (positive control with a clock inside the window)', async () => {
+    const late = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, now: () => Date.now() + 8 * 24 * HOUR });
+    refused(late, [leaf], 'certificate_expired');
+  });
+
+  test('extendedKeyUsage without clientAuth gets unsupported_certificate; anyExtendedKeyUsage and none are accepted', async () => {
+    refused(verifier, [await issue(ca, { extendedKeyUsage: [x509.ExtendedKeyUsage.serverAuth] })], 'unsupported_certificate', /clientAuth/);
+    verifier.verify([(await issue(ca, { extendedKeyUsage: ['2.5.29.37.0'] })).der]);
+    verifier.verify([(await issue(ca, { extendedKeyUsage: null })).der]);
+  });
+
+  test('keyUsage without digitalSignature gets unsupported_certificate', async () => {
+    refused(verifier, [await issue(ca, { keyUsage: x509.KeyUsageFlags.keyEncipherment })], 'unsupported_certificate', /digitalSignature/);
+    verifier.verify([(await issue(ca, { keyUsage: null })).der]);
+  });
+
+  test('an intermediate CA in the chain is followed; without it the leaf has no path (unknown_ca)', async () => {
+    const intermediate = await issue(ca, { ca: true, commonName: 'Intermediate' });
+    const viaIntermediate = await issue(intermediate, { commonName: 'bob' });
+    assert.equal(verifier.verify([viaIntermediate.der, intermediate.der]).identity.commonName, 'bob');
+    refused(verifier, [viaIntermediate], 'unknown_ca');
+  });
+
+  test('an issuer that is not a CA gets bad_certificate', async () => {
+    const notCa = await issue(ca, { commonName: 'not a CA', keyUsage: x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.digitalSignature });
+    const below = await issue(notCa, { commonName: 'carol' });
+    refused(verifier, [below, notCa], 'bad_certificate', /not a CA/);
+  });
+
+  test('a path longer than a pathLenConstraint gets bad_certificate', async () => {
+    const root = await makeClientCa({ commonName: 'Root pathlen 0', pathLength: 0 });
+    const rootVerifier = await ClientChainVerifier.load({ mode: 'required', caPem: root.pem });
+    const intermediate = await issue(root, { ca: true, commonName: 'Intermediate under pathlen 0' });
+    const below = await issue(intermediate, { commonName: 'dave' });
+    refused(rootVerifier, [below, intermediate], 'bad_certificate', /allows 0 intermediate/);
+    assert.equal(rootVerifier.verify([(await issue(root, { commonName: 'direct' })).der]).identity.commonName, 'direct');
+  });
+
+  test('an expired intermediate gets certificate_expired', async () => {
+    const old = await issue(ca, { ca: true, commonName: 'Old intermediate', notBefore: new Date(Date.now() - 10 * HOUR), notAfter: new Date(Date.now() - HOUR) });
+    refused(verifier, [await issue(old), old], 'certificate_expired');
+  });
+
+  test('a revoked leaf gets certificate_revoked; another leaf of the same CA is accepted', async () => {
+    const revoked = await issue(ca, { commonName: 'revoked' });
+    const withCrl = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, crlPem: await makeCrl(ca, [revoked]) });
+    refused(withCrl, [revoked], 'certificate_revoked');
+    withCrl.verify([leaf.der]);
+  });
+
+  test('a CRL past its nextUpdate refuses its certificates (certificate_unknown)', async () => {
+    const stale = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, crlPem: await makeCrl(ca, [], new Date(Date.now() - 1000)) });
+    refused(stale, [leaf], 'certificate_unknown', /nextUpdate/);
+  });
+
+  test('a CRL not signed by a configured CA is a configuration error', async () => {
+    await assert.rejects(ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, crlPem: await makeCrl(otherCa, []) }), ClientAuthConfigError);
+  });
+
+  test('a CA file without certificates, or with a non-CA certificate, is a configuration error', async () => {
+    await assert.rejects(ClientChainVerifier.load({ mode: 'required', caPem: 'nothing here' }), /no PEM certificate/);
+    await assert.rejects(ClientChainVerifier.load({ mode: 'required', caPem: leaf.pem }), /not a CA/);
+  });
+
+  test('garbage instead of a certificate gets bad_certificate', () => {
+    assert.throws(() => verifier.verify([Buffer.from('not a certificate')]), (e: unknown) => e instanceof TlsAlert && e.alertName === 'bad_certificate');
+  });
+
+  test('loadClientAuth: CA names for certificate_authorities, and a policy id that changes with the CAs', async () => {
+    const a = await loadClientAuth({ mode: 'required', caPem: ca.pem });
+    const b = await loadClientAuth({ mode: 'required', caPem: otherCa.pem });
+    const none = await loadClientAuth({ mode: 'optional', caPem: ca.pem, advertiseCaNames: false });
+    assert.deepEqual(a.certificateAuthorities?.map((n) => new x509.Name(n).toString()), ['CN=Client CA']);
+    assert.equal(none.certificateAuthorities, undefined);
+    assert.notEqual(a.policyId, b.policyId);
+    assert.notEqual(a.policyId, none.policyId);
+    assert.equal(a.verifyChain!([leaf.der]).identity.commonName, 'alice');
+  });
+});
