@@ -32,7 +32,7 @@ export const summary = 'TLS engine alone with an in-process key (conformance, be
 
 const USAGE = `Usage: delegator serve [options]
 
-Serves HTTPS on the TLS 1.3 engine with a demo CA and a localhost certificate whose
+Serves HTTPS on the TLS 1.3 + 1.2 engine with a demo CA and a localhost certificate whose
 private key is held IN THIS PROCESS. For conformance tests and benchmarks; the product
 path, with keys only in keyd, is \`delegator demo\` / \`delegator edge\`.
 
@@ -45,6 +45,9 @@ Options:
   --tickets N          NewSessionTickets per connection, 0 disables resumption (default 2)
   --hrr-cookie         accepted for tlsfuzzer scripts; the engine always sends a stateless
                        cookie in HelloRetryRequest
+  --no-tls12           speak TLS 1.3 only (a TLS 1.2 ClientHello gets protocol_version)
+  --tls12-only         speak TLS 1.2 only (no downgrade sentinel in ServerHello.random)
+  --require-ems        refuse TLS 1.2 handshakes without extended_master_secret (RFC 7627)
   --alpn LIST          ALPN protocols offered (default http/1.1; the page speaks HTTP/1.x only)
   --names LIST         extra certificate names besides localhost,127.0.0.1
   --client-ca FILE     ask clients for a certificate (TLS 1.3 CertificateRequest) and verify
@@ -71,6 +74,11 @@ export interface ServeConfig {
   readonly logLevel: string;
   /** Client certificates: undefined = not asked for. */
   readonly clientAuth?: { readonly mode: 'optional' | 'required'; readonly caFile: string; readonly crlFile?: string };
+  /** Speak TLS 1.2 (docs/TLS12.md) besides TLS 1.3. */
+  readonly tls12: boolean;
+  readonly tls13: boolean;
+  /** TLS 1.2 handshakes without the extended master secret (RFC 7627) are refused. */
+  readonly requireEms: boolean;
 }
 
 export class UsageError extends Error {
@@ -94,6 +102,9 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
         groups: { type: 'string' },
         tickets: { type: 'string', default: '2' },
         'hrr-cookie': { type: 'boolean', default: false },
+        'no-tls12': { type: 'boolean', default: false },
+        'tls12-only': { type: 'boolean', default: false },
+        'require-ems': { type: 'boolean', default: false },
         alpn: { type: 'string', default: 'http/1.1' },
         names: { type: 'string', default: '' },
         dir: { type: 'string' },
@@ -125,7 +136,10 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
   for (const name of splitList(values.names!)) if (!names.includes(name.toLowerCase())) names.push(name.toLowerCase());
   const dir = resolve(values.dir ?? (env.DELEGATOR_HOME ? resolve(env.DELEGATOR_HOME, 'serve') : '.delegator/serve'));
   const clientAuth = parseClientAuth(values['client-ca'], values['client-auth'], values['client-crl']);
-  return { host: values.host!, port, keyType, groups, tickets, alpn, names, dir, logLevel, ...(clientAuth ? { clientAuth } : {}) };
+  if (values['no-tls12'] && values['tls12-only']) throw new UsageError('--no-tls12 and --tls12-only exclude each other');
+  const tls12 = !values['no-tls12'];
+  const tls13 = !values['tls12-only'];
+  return { host: values.host!, port, keyType, groups, tickets, alpn, names, dir, logLevel, tls12, tls13, requireEms: values['require-ems']!, ...(clientAuth ? { clientAuth } : {}) };
 }
 
 function parseClientAuth(caFile: string | undefined, mode: string | undefined, crlFile: string | undefined): ServeConfig['clientAuth'] {
@@ -195,6 +209,9 @@ export async function startServe(config: ServeConfig, log: Logger): Promise<Runn
     resolveIdentity: () => identity,
     groups: config.groups,
     ticketCount: config.tickets,
+    tls12: config.tls12,
+    tls13: config.tls13,
+    requireExtendedMasterSecret: config.requireEms,
     ...(config.alpn.length > 0 ? { alpnProtocols: config.alpn } : {}),
   };
 
@@ -217,7 +234,7 @@ export async function startServe(config: ServeConfig, log: Logger): Promise<Runn
     attachHttpResponder(
       socket,
       () => ({
-        'TLS version': 'TLS 1.3',
+        'TLS version': socket.handshakeInfo.version === 'TLSv1.2' ? 'TLS 1.2' : 'TLS 1.3',
         'cipher suite': socket.cipherSuite,
         'key exchange group': socket.group ?? 'none (psk_ke)',
         'signature scheme': socket.signatureScheme ?? 'none (resumed)',

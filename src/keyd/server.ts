@@ -35,6 +35,7 @@ import {
 import {
   certificateVerifyContent,
   checkSchemeForKind,
+  schemeFitsKey,
   checkServerKeyExchangeContent,
   classifyHandshakeContent,
   type CheckedContent,
@@ -370,7 +371,7 @@ export class KeydConnection implements Queue {
       }
       const { kind, content } = request.content(this.deps.signingPolicy);
       // Allowed for the kind (rsa_pkcs1_* only for TLS 1.2, never SHA-1), then bound to the key's type.
-      if (checkSchemeForKind(kind, scheme).keyType !== entry.keyType) {
+      if (!schemeFitsKey(kind, checkSchemeForKind(kind, scheme), entry.keyType)) {
         throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `key ${entry.id} (${entry.keyType}) cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
       }
       if (!this.deps.buckets.take(this.peer.id)) {

@@ -203,14 +203,25 @@ export function classifyHandshakeContent(bytes: Uint8Array, policy: SignedConten
 // ---- signature schemes per kind ---------------------------------------------------------
 
 /**
- * A legacy SignatureAndHashAlgorithm (RFC 5246 §7.4.1.4.1) with MD5, SHA-1 or SHA-224 as
- * its hash (high byte 1–3) and RSA, DSA or ECDSA as its signature (low byte 1–3): refused
- * for every kind (RFC 9155 deprecates SHA-1 in TLS 1.2; SHA-224 is outside the profile).
+ * A legacy SignatureAndHashAlgorithm (RFC 5246 §7.4.1.4.1) with MD5 or SHA-1 as its hash
+ * (high byte 1–2) and RSA, DSA or ECDSA as its signature (low byte 1–3): refused for every
+ * kind (RFC 9155). SHA-224 is not deprecated: ecdsa_sha224 signs a TLS 1.2
+ * ServerKeyExchange only (it is no TLS 1.3 scheme), as OpenSSL's TLS 1.2 servers do.
  */
 function isWeakHashScheme(scheme: number): boolean {
   const hash = scheme >> 8;
   const signature = scheme & 0xff;
-  return hash >= 1 && hash <= 3 && signature >= 1 && signature <= 3;
+  return hash >= 1 && hash <= 2 && signature >= 1 && signature <= 3;
+}
+
+/**
+ * Whether a key of `keyType` produces `info`'s scheme for this kind. In TLS 1.3 an ECDSA
+ * scheme names its curve; in TLS 1.2 only its hash (RFC 8446 §4.2.3), so any ECDSA key
+ * signs a ServerKeyExchange with any ECDSA scheme.
+ */
+export function schemeFitsKey(kind: HandshakeContentKind, info: SchemeInfo, keyType: string): boolean {
+  if (info.keyType === keyType) return true;
+  return kind === 'tls12-server-key-exchange' && info.keyType.startsWith('ecdsa-') && keyType.startsWith('ecdsa-');
 }
 
 /**
@@ -225,7 +236,7 @@ export function checkSchemeForKind(kind: HandshakeContentKind, scheme: number): 
   const info = SCHEMES.get(scheme);
   if (!info) throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `scheme ${hex} is not one keyd signs with`);
   if (kind === 'tls13-certificate-verify' && !info.tls13) {
-    throw new KeydError('KEYD_SCHEME_FORBIDDEN', `scheme ${hex} (${info.name}) is RSASSA-PKCS1-v1_5, which TLS 1.3 forbids for CertificateVerify (RFC 8446 §4.2.3); it signs TLS 1.2 ServerKeyExchange only`);
+    throw new KeydError('KEYD_SCHEME_FORBIDDEN', `scheme ${hex} (${info.name}) is no TLS 1.3 scheme (RFC 8446 §4.2.3: RSASSA-PKCS1-v1_5 and SHA-224 are TLS 1.2 only); it signs TLS 1.2 ServerKeyExchange only`);
   }
   return info;
 }

@@ -1,6 +1,7 @@
 import { TlsAlert, TlsPeerAlert, AlertDescription, toAlert } from './alert.js';
 import type { ConnectionInfo, HandshakeContext } from './handshake/context.js';
 import { receiveClientHello } from './handshake/driver.js';
+import type { Expect12, ServerHandshake12 } from './handshake/server12.js';
 import type { AwaitSecondClientHello, Established13, ExpectClientCertificateVerify, ExpectClientFinished, ServerHandshake13 } from './handshake/server13.js';
 import { TicketKeyRing } from './handshake/ticket-keys.js';
 import { encodeKeyUpdate } from './messages/server-messages.js';
@@ -9,7 +10,7 @@ import { RecordLayer, type ReceivePolicy } from './record/record-layer.js';
 import { HandshakeType } from './wire/codepoints.js';
 
 /**
- * Sans-I/O TLS server connection (RFC 8446): bytes in through `receive`, bytes out and
+ * Sans-I/O TLS server connection (RFC 8446, RFC 5246): bytes in through `receive`, bytes out and
  * events through the `on*` callbacks. It never touches a socket or a timer; the node:net
  * adapter (socket.ts) does that.
  *
@@ -33,7 +34,10 @@ type Phase =
   | { readonly kind: 'awaitClientCertificate'; readonly server: ServerHandshake13; readonly expect: ExpectClientFinished }
   | { readonly kind: 'awaitClientCertificateVerify'; readonly server: ServerHandshake13; readonly state: ExpectClientCertificateVerify }
   | { readonly kind: 'awaitFinished'; readonly server: ServerHandshake13; readonly expect: ExpectClientFinished }
-  | { readonly kind: 'traffic'; readonly keyUpdates: KeyUpdateWindow }
+  /** TLS 1.2 (handshake/server12.ts): the client's ClientKeyExchange, ChangeCipherSpec or Finished is next. */
+  | { readonly kind: 'handshake12'; readonly server: ServerHandshake12; readonly expect: Expect12 }
+  /** `tls12`: a ClientHello here is a renegotiation, refused (RFC 5746 §4.4); otherwise a KeyUpdate may come. */
+  | { readonly kind: 'traffic'; readonly keyUpdates: KeyUpdateWindow; readonly tls12: boolean }
   | { readonly kind: 'closed' };
 
 type PhaseKind = Phase['kind'];
@@ -66,6 +70,17 @@ const MAX_CERTIFICATE_VERIFY_SIZE = 2 + 2 + 0xffff;
 function inClientFlight(kind: PhaseKind): boolean {
   return kind === 'awaitClientCertificate' || kind === 'awaitClientCertificateVerify' || kind === 'awaitFinished';
 }
+/** TLS 1.2 (RFC 5246): the message each server12 phase expects, and its largest body (RFC 8422 §5.7: point<1..255>; §7.4.9: 12 bytes). */
+const EXPECTED_MESSAGE12: Record<Expect12['kind'], { type: number; max: number } | undefined> = {
+  expectClientKeyExchange: { type: HandshakeType.client_key_exchange, max: 256 },
+  expectChangeCipherSpec: undefined,
+  expectClientFinished: { type: HandshakeType.finished, max: 12 },
+};
+/**
+ * TLS 1.2 warning alerts (other than close_notify) are ignored (RFC 5246 §7.2), but only
+ * this many in a row: a peer that floods them only makes us work (CVE-2016-8610).
+ */
+const MAX_WARNING_ALERTS = 4;
 
 /**
  * What the current phase allows of the peer's records (record/record-layer.ts asks).
@@ -80,7 +95,9 @@ class PhaseReceivePolicy implements ReceivePolicy {
   ) {}
 
   get acceptsChangeCipherSpec(): boolean {
-    const k = this.phase().kind;
+    const phase = this.phase();
+    if (phase.kind === 'handshake12') return phase.expect.kind === 'expectChangeCipherSpec';
+    const k = phase.kind;
     return k === 'awaitSecondClientHello' || inClientFlight(k) || k === 'negotiating';
   }
 
@@ -139,6 +156,8 @@ export class TlsServerConnection {
   private readonly policy: ReceivePolicy;
   private readonly context: HandshakeContext;
   private completed = false;
+  /** TLS 1.2 warning alerts received since the last message that carried something. */
+  private warningAlerts = 0;
   private sentCloseNotify = false;
   private peerClosed = false;
 
@@ -200,6 +219,7 @@ export class TlsServerConnection {
   /** §4.6.3: update our sending keys; with `requestPeer` ask the peer to update its too. */
   keyUpdate(requestPeer: boolean): void {
     if (this.phase.kind !== 'traffic' || this.sentCloseNotify) throw new Error('KeyUpdate needs an established connection');
+    if (this.phase.tls12) throw new Error('KeyUpdate does not exist in TLS 1.2');
     this.sendKeyUpdate(requestPeer);
   }
 
@@ -235,12 +255,17 @@ export class TlsServerConnection {
         if (!received) break;
         switch (received.kind) {
           case 'handshake':
+            this.warningAlerts = 0;
             this.handleHandshake(received.raw);
             break;
+          case 'changeCipherSpec':
+            this.handleChangeCipherSpec12();
+            break;
           case 'alert':
-            this.handleAlert(received.description);
+            this.handleAlert(received.level, received.description);
             break;
           case 'applicationData':
+            this.warningAlerts = 0;
             this.onApplicationData(received.data);
             break;
         }
@@ -253,6 +278,7 @@ export class TlsServerConnection {
   /** Fails as soon as the header shows a message that cannot be right, without buffering its body. */
   private checkExpectedMessage(type: number, length: number): void {
     const phase = this.phase;
+    if (phase.kind === 'handshake12' || (phase.kind === 'traffic' && phase.tls12)) return this.checkExpectedMessage12(phase, type, length);
     if (EXPECTED_MESSAGE[phase.kind] !== type) {
       throw new TlsAlert('unexpected_message', `handshake message type ${type} not expected in state ${phase.kind}`);
     }
@@ -262,6 +288,17 @@ export class TlsServerConnection {
       : phase.kind === 'awaitClientCertificateVerify' ? MAX_CERTIFICATE_VERIFY_SIZE
       : this.options.maxHandshakeMessageSize;
     if (length > max) throw new TlsAlert('decode_error', `handshake message type ${type} of ${length} bytes is too long`);
+  }
+
+  /** TLS 1.2: the message the server12 phase expects; once established only a ClientHello (renegotiation, refused). */
+  private checkExpectedMessage12(phase: Phase, type: number, length: number): void {
+    const expected =
+      phase.kind === 'handshake12' ? EXPECTED_MESSAGE12[phase.expect.kind] : { type: HandshakeType.client_hello, max: this.options.maxHandshakeMessageSize };
+    if (!expected || expected.type !== type) {
+      const where = phase.kind === 'handshake12' ? phase.expect.kind : 'traffic (TLS 1.2)';
+      throw new TlsAlert('unexpected_message', `handshake message type ${type} not expected in state ${where}`);
+    }
+    if (length > expected.max) throw new TlsAlert('decode_error', `handshake message type ${type} of ${length} bytes is too long`);
   }
 
   /** The message type was checked against the phase with its header (checkExpectedMessage). */
@@ -284,9 +321,48 @@ export class TlsServerConnection {
         return;
       case 'awaitFinished':
         return this.handleClientFinished(raw, phase.server, phase.expect);
+      case 'handshake12':
+        return this.handleHandshake12(raw, phase.server, phase.expect);
       case 'traffic':
+        if (phase.tls12) return this.refuseRenegotiation();
         return this.handleKeyUpdate(raw, phase.keyUpdates);
     }
+  }
+
+  // ---- TLS 1.2 (handshake/server12.ts) ------------------------------------------------
+
+  private handleHandshake12(raw: Buffer, server: ServerHandshake12, expect: Expect12): void {
+    switch (expect.kind) {
+      case 'expectClientKeyExchange':
+        this.phase = { kind: 'handshake12', server, expect: server.readClientKeyExchange(expect, raw) };
+        return;
+      case 'expectClientFinished':
+        server.readClientFinished(expect, raw);
+        this.phase = { kind: 'traffic', keyUpdates: { start: 0, count: 0 }, tls12: true };
+        this.completed = true;
+        this.onHandshakeComplete();
+        return;
+      case 'expectChangeCipherSpec':
+        // checkExpectedMessage refused any handshake message in this phase.
+        throw new TlsAlert('unexpected_message', 'handshake message where ChangeCipherSpec was expected');
+    }
+  }
+
+  /** RFC 5246 §7.1: the record layer accepted a ChangeCipherSpec only where the phase expects one. */
+  private handleChangeCipherSpec12(): void {
+    const phase = this.phase;
+    if (phase.kind !== 'handshake12' || phase.expect.kind !== 'expectChangeCipherSpec') {
+      throw new TlsAlert('unexpected_message', 'change_cipher_spec not expected here');
+    }
+    this.phase = { kind: 'handshake12', server: phase.server, expect: phase.server.readChangeCipherSpec(phase.expect) };
+  }
+
+  /**
+   * RFC 5246 §7.2.2, RFC 5746 §4.4: a ClientHello after the handshake asks to renegotiate,
+   * which this server never does: a warning no_renegotiation, and the connection goes on.
+   */
+  private refuseRenegotiation(): void {
+    if (!this.sentCloseNotify) this.records.sendAlert(1, AlertDescription.no_renegotiation);
   }
 
   private handleClientHello(raw: Buffer, retry: AwaitSecondClientHello | undefined): void {
@@ -296,6 +372,16 @@ export class TlsServerConnection {
       return;
     }
     this.phase = { kind: 'negotiating' };
+    if (next.kind === 'negotiating12') {
+      next.flight
+        .then((expect) => {
+          if (!expect || this.phase.kind === 'closed') return;
+          this.phase = { kind: 'handshake12', server: next.server, expect };
+          this.pump();
+        })
+        .catch((e) => this.fail(e));
+      return;
+    }
     next.flight
       .then((expect) => {
         if (!expect || this.phase.kind === 'closed') return;
@@ -309,14 +395,21 @@ export class TlsServerConnection {
 
   private handleClientFinished(raw: Buffer, server: ServerHandshake13, expect: ExpectClientFinished): void {
     const established = server.readClientFinished(expect, raw);
-    this.phase = { kind: 'traffic', keyUpdates: { start: 0, count: 0 } };
+    this.phase = { kind: 'traffic', keyUpdates: { start: 0, count: 0 }, tls12: false };
     this.completed = true;
     if (this.deferSessionTickets && this.options.ticketCount > 0) this.pendingTickets = { server, established };
     else server.sendSessionTickets(established);
     this.onHandshakeComplete();
   }
 
-  private handleAlert(description: number): void {
+  private handleAlert(level: number, description: number): void {
+    if (this.info.version === 'TLSv1.2' && level === 1 && description !== AlertDescription.close_notify) {
+      // RFC 5246 §7.2: a warning alert does not end a TLS 1.2 connection; a flood of them does.
+      if (++this.warningAlerts > MAX_WARNING_ALERTS) {
+        throw new TlsAlert('unexpected_message', `more than ${MAX_WARNING_ALERTS} warning alerts in a row`);
+      }
+      return;
+    }
     if (description === AlertDescription.close_notify) {
       if (this.phase.kind !== 'traffic') {
         // close_notify during the handshake: answer it; the handshake is over.

@@ -1,5 +1,7 @@
 import { DEFAULT_GROUPS } from './crypto/key-exchange.js';
 import { DEFAULT_CIPHER_SUITES } from './crypto/suites.js';
+import { DEFAULT_CIPHER_SUITES12, SUITES12 } from './crypto/suites12.js';
+import { SessionCache12 } from './handshake/session12.js';
 import { TicketKeyRing } from './handshake/ticket-keys.js';
 import { MAX_PLAINTEXT } from './record/protection.js';
 import type { KeyObject } from 'node:crypto';
@@ -43,8 +45,18 @@ export interface VerifiedClientCertificate {
   readonly publicKey: KeyObject;
 }
 
-/** Configuration of the TLS 1.3 server engine. Everything but `resolveIdentity` has a sane default. */
+/** Configuration of the TLS 1.3 / TLS 1.2 server engine. Everything but `resolveIdentity` has a sane default. */
 export interface TlsServerOptions {
+  /** Speak TLS 1.2 (RFC 5246, the profile of docs/TLS12.md) to clients without TLS 1.3. Default true. */
+  tls12?: boolean;
+  /** Speak TLS 1.3. Default true. With TLS 1.2 only, ServerHello.random carries no downgrade sentinel (RFC 8446 §4.1.3). */
+  tls13?: boolean;
+  /** TLS 1.2 cipher suites allowed (ECDHE + AEAD only); the client's order picks among them (Mozilla "intermediate"). Default: all six (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; ECDSA and RSA). */
+  cipherSuites12?: readonly number[];
+  /** Refuse TLS 1.2 handshakes without the extended master secret (RFC 7627 §5.2) with handshake_failure. Default false. */
+  requireExtendedMasterSecret?: boolean;
+  /** TLS 1.2 sessions kept for session-id resumption (RFC 5246 §7.4.1.2), oldest dropped first; 0 disables. Default 10 000. */
+  sessionCacheSize?: number;
   /** Picks certificate chain + signer by SNI (undefined = no SNI → default identity). */
   resolveIdentity: ResolveIdentity;
   /** ALPN protocols in server preference order (RFC 7301). None: ALPN is not negotiated. */
@@ -53,7 +65,7 @@ export interface TlsServerOptions {
   groups?: readonly number[];
   /** Cipher suites in server preference order. Default: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305. */
   cipherSuites?: readonly number[];
-  /** NewSessionTickets sent after the handshake (RFC 8446 §4.6.1). Default 2; 0 disables resumption. */
+  /** NewSessionTickets sent after the handshake (RFC 8446 §4.6.1). Default 2; 0 disables resumption (TLS 1.2 too: no ticket, no session id). */
   ticketCount?: number;
   /**
    * node:net adapter only: NewSessionTickets wait up to this long after the client Finished
@@ -115,6 +127,11 @@ export interface TlsServerOptions {
 
 export interface ResolvedOptions {
   resolveIdentity: ResolveIdentity;
+  tls12: boolean;
+  tls13: boolean;
+  cipherSuites12: readonly number[];
+  requireExtendedMasterSecret: boolean;
+  sessionCache12: SessionCache12;
   alpnProtocols: readonly string[];
   groups: readonly number[];
   cipherSuites: readonly number[];
@@ -152,8 +169,22 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
   if (ticketLifetimeSeconds <= 0 || ticketLifetimeSeconds > 604_800) {
     throw new RangeError('ticketLifetimeSeconds must be in (0, 604800] (RFC 8446 §4.6.1)');
   }
+  const tls12 = o.tls12 ?? true;
+  const tls13 = o.tls13 ?? true;
+  if (!tls12 && !tls13) throw new RangeError('tls12 and tls13 cannot both be off');
+  const cipherSuites12 = o.cipherSuites12 ?? DEFAULT_CIPHER_SUITES12;
+  for (const id of cipherSuites12) {
+    if (!SUITES12.has(id)) throw new RangeError(`cipherSuites12: 0x${id.toString(16)} is not a TLS 1.2 ECDHE AEAD suite of this server`);
+  }
+  const sessionCacheSize = o.sessionCacheSize ?? 10_000;
+  if (!Number.isInteger(sessionCacheSize) || sessionCacheSize < 0) throw new RangeError('sessionCacheSize must be a non-negative integer');
   return {
     resolveIdentity: o.resolveIdentity,
+    tls12,
+    tls13,
+    cipherSuites12,
+    requireExtendedMasterSecret: o.requireExtendedMasterSecret ?? false,
+    sessionCache12: new SessionCache12(sessionCacheSize),
     alpnProtocols: o.alpnProtocols ?? [],
     groups: o.groups ?? DEFAULT_GROUPS,
     cipherSuites: o.cipherSuites ?? DEFAULT_CIPHER_SUITES,

@@ -14,7 +14,7 @@ export interface SchemeInfo {
   readonly name: string;
   readonly keyType: KeyType;
   /** Digest for node:crypto `sign`; null for Ed25519. */
-  readonly hash: 'sha256' | 'sha384' | 'sha512' | null;
+  readonly hash: 'sha224' | 'sha256' | 'sha384' | 'sha512' | null;
   /** RSA padding: PSS (TLS 1.3 and 1.2) or PKCS#1 v1.5 (TLS 1.2 only); null for non-RSA keys. */
   readonly rsaPadding: 'pss' | 'pkcs1' | null;
   /** False for schemes a TLS 1.3 CertificateVerify must never use (RSA PKCS#1 v1.5). */
@@ -34,11 +34,14 @@ export const SCHEMES: ReadonlyMap<number, SchemeInfo> = new Map(
       [SignatureScheme.rsa_pkcs1_sha256, 'rsa_pkcs1_sha256', 'rsa', 'sha256'],
       [SignatureScheme.rsa_pkcs1_sha384, 'rsa_pkcs1_sha384', 'rsa', 'sha384'],
       [SignatureScheme.rsa_pkcs1_sha512, 'rsa_pkcs1_sha512', 'rsa', 'sha512'],
+      // TLS 1.2 only (RFC 5246 §7.4.1.4.1: ECDSA with SHA-224, any curve); never a TLS 1.3 scheme.
+      [SignatureScheme.ecdsa_sha224, 'ecdsa_sha224', 'ecdsa-p256', 'sha224'],
     ] as const
   ).map(([scheme, name, keyType, hash]) => {
     const pkcs1 = name.startsWith('rsa_pkcs1_');
+    const tls12Only = pkcs1 || scheme === SignatureScheme.ecdsa_sha224;
     const rsaPadding = keyType === 'rsa' ? (pkcs1 ? 'pkcs1' : 'pss') : null;
-    return [scheme, { scheme, name, keyType, hash, rsaPadding, tls13: !pkcs1 }];
+    return [scheme, { scheme, name, keyType, hash, rsaPadding, tls13: !tls12Only }];
   }),
 );
 
@@ -53,8 +56,22 @@ export function schemesForKeyType(keyType: KeyType): number[] {
  * that offer no PSS scheme.
  */
 export function tls12SchemesForKeyType(keyType: KeyType): number[] {
-  return [...SCHEMES.values()].filter((s) => s.keyType === keyType).map((s) => s.scheme);
+  const own = [...SCHEMES.values()].filter((s) => s.keyType === keyType && s.tls13).map((s) => s.scheme);
+  if (keyType.startsWith('ecdsa-')) {
+    // RFC 8446 §4.2.3: in TLS 1.2 an ECDSA scheme names only the hash, not the curve, so any
+    // ECDSA key signs with any of them (the key's own curve's hash first).
+    return [...own, ...TLS12_ECDSA_SCHEMES.filter((s) => !own.includes(s))];
+  }
+  return [...own, ...[...SCHEMES.values()].filter((s) => s.keyType === keyType && !s.tls13).map((s) => s.scheme)];
 }
+
+/** TLS 1.2 ECDSA schemes by hash, strongest last so that a key's own curve's scheme stays first. */
+const TLS12_ECDSA_SCHEMES: readonly number[] = [
+  SignatureScheme.ecdsa_secp256r1_sha256,
+  SignatureScheme.ecdsa_secp384r1_sha384,
+  SignatureScheme.ecdsa_secp521r1_sha512,
+  SignatureScheme.ecdsa_sha224,
+];
 
 /** Transcript hash lengths allowed by the TLS 1.3 cipher suites (SHA-256, SHA-384). */
 export const TRANSCRIPT_HASH_LENGTHS: readonly number[] = [32, 48];

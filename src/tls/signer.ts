@@ -45,6 +45,8 @@ export interface Identity {
   readonly alpnProtocols?: readonly string[];
   /** Client certificate policy for this name (e.g. one per edge route); overrides the server's. */
   readonly clientAuth?: ClientAuthOptions;
+  /** false: this name is served over TLS 1.3 only, a TLS 1.2 ClientHello for it gets protocol_version (an edge route's `tls12: false`). */
+  readonly tls12?: boolean;
 }
 
 /** Picks the identity for a ClientHello's server_name (undefined when the client sent none). */

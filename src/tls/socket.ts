@@ -106,6 +106,7 @@ export class TlsSocket extends Duplex {
   get serverName(): string | undefined {
     return this.connection.info.serverName;
   }
+
   get alpnProtocol(): string | undefined {
     return this.connection.info.alpnProtocol;
   }

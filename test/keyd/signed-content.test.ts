@@ -7,6 +7,7 @@ import {
   DEFAULT_SIGNED_CONTENT_POLICY,
   certificateVerifyContent,
   checkSchemeForKind,
+  schemeFitsKey,
   checkServerKeyExchangeContent,
   classifyHandshakeContent,
 } from '../../src/keyd/signed-content.js';
@@ -158,18 +159,20 @@ test('raw content: arbitrary bytes are refused with a content code (property)', 
   );
 });
 
-test('schemes: rsa_pkcs1 only for TLS 1.2, SHA-1 / SHA-224 / MD5 never, unknown schemes unsupported', () => {
+test('schemes: rsa_pkcs1 and ecdsa_sha224 only for TLS 1.2, SHA-1 / MD5 never, unknown schemes unsupported', () => {
   const forbidden = (kind: Parameters<typeof checkSchemeForKind>[0], scheme: number) => refusal(() => checkSchemeForKind(kind, scheme));
   for (const scheme of [0x0401, 0x0501, 0x0601]) {
     assert.equal(forbidden('tls13-certificate-verify', scheme), 'KEYD_SCHEME_FORBIDDEN', `0x${scheme.toString(16)} TLS 1.3`);
     assert.equal(checkSchemeForKind('tls12-server-key-exchange', scheme).rsaPadding, 'pkcs1', `0x${scheme.toString(16)} TLS 1.2`);
   }
-  for (const scheme of [0x0201, 0x0202, 0x0203, 0x0101, 0x0301, 0x0303]) {
+  assert.equal(forbidden('tls13-certificate-verify', 0x0303), 'KEYD_SCHEME_FORBIDDEN', 'ecdsa_sha224 TLS 1.3');
+  assert.equal(checkSchemeForKind('tls12-server-key-exchange', 0x0303).hash, 'sha224', 'ecdsa_sha224 TLS 1.2');
+  for (const scheme of [0x0201, 0x0202, 0x0203, 0x0101, 0x0102, 0x0103]) {
     for (const kind of ['tls13-certificate-verify', 'tls12-server-key-exchange'] as const) {
       assert.equal(forbidden(kind, scheme), 'KEYD_SCHEME_FORBIDDEN', `0x${scheme.toString(16)} ${kind}`);
     }
   }
-  for (const scheme of [0x0808, 0x0809, 0x0402, 0x0000, 0xffff]) {
+  for (const scheme of [0x0808, 0x0809, 0x0402, 0x0301, 0x0000, 0xffff]) {
     assert.equal(forbidden('tls12-server-key-exchange', scheme), 'KEYD_SCHEME_UNSUPPORTED', `0x${scheme.toString(16)}`);
   }
   for (const scheme of [0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0807]) {
@@ -177,4 +180,13 @@ test('schemes: rsa_pkcs1 only for TLS 1.2, SHA-1 / SHA-224 / MD5 never, unknown 
       assert.equal(checkSchemeForKind(kind, scheme).scheme, scheme, `0x${scheme.toString(16)} ${kind}`);
     }
   }
+});
+
+test('scheme and key: TLS 1.2 ECDSA schemes name only the hash (any ECDSA key); TLS 1.3 binds the curve', () => {
+  const p384 = checkSchemeForKind('tls12-server-key-exchange', 0x0503);
+  assert.equal(schemeFitsKey('tls12-server-key-exchange', p384, 'ecdsa-p256'), true);
+  assert.equal(schemeFitsKey('tls13-certificate-verify', checkSchemeForKind('tls13-certificate-verify', 0x0503), 'ecdsa-p256'), false);
+  assert.equal(schemeFitsKey('tls12-server-key-exchange', p384, 'rsa'), false);
+  assert.equal(schemeFitsKey('tls12-server-key-exchange', checkSchemeForKind('tls12-server-key-exchange', 0x0804), 'ecdsa-p256'), false);
+  assert.equal(schemeFitsKey('tls12-server-key-exchange', checkSchemeForKind('tls12-server-key-exchange', 0x0401), 'rsa'), true);
 });

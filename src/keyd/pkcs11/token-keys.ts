@@ -209,7 +209,7 @@ export class TokenKeyHandle implements KeyHandle {
     if (!info || info.keyType !== this.keyType) {
       throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `a ${this.keyType} token key cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
     }
-    if (info.rsaPadding === 'pkcs1' && info.hash) {
+    if (info.rsaPadding === 'pkcs1' && info.hash && info.hash !== 'sha224') {
       // The CSR keyd builds at generation (CAs expect PKCS#1 v1.5 there) and the TLS 1.2
       // ServerKeyExchange; keyd never lets PKCS#1 sign a TLS 1.3 CertificateVerify
       // (src/keyd/signed-content.ts). The token hashes: the mechanism takes the content.
@@ -217,7 +217,7 @@ export class TokenKeyHandle implements KeyHandle {
     }
     if (info.hash === null) return token.sign(this.id, { mechanism: CKM.EDDSA }, Buffer.from(content), this.signatureLength);
     const digest = createHash(info.hash).update(content).digest();
-    if (this.keyType === 'rsa') {
+    if (this.keyType === 'rsa' && info.hash !== 'sha224') {
       const { CK_PARAMS_RSA_PSS } = (await import('pkcs11js')).default;
       const parameter = { type: CK_PARAMS_RSA_PSS, hashAlg: HASH_MECHANISM[info.hash], mgf: CKG_MGF1[info.hash], saltLen: HASH_LENGTH[info.hash] };
       return token.sign(this.id, { mechanism: CKM.RSA_PKCS_PSS, parameter }, digest, this.signatureLength);

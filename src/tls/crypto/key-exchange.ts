@@ -150,3 +150,71 @@ export function keyExchange(group: number, clientShare: Uint8Array): KeyExchange
   }
   return impl.exchange(clientShare);
 }
+
+/**
+ * An ephemeral key whose peer share arrives later: TLS 1.2 sends our ECDHE share in
+ * ServerKeyExchange and receives the client's in ClientKeyExchange (RFC 8422 §5.4, §5.7).
+ */
+export interface EphemeralKey {
+  readonly group: number;
+  readonly publicKey: Buffer;
+  /** The shared secret with the peer's share; illegal_parameter when the share is not a valid point (RFC 8422 §5.7). */
+  deriveSharedSecret(peerShare: Uint8Array): Buffer;
+}
+
+/** The ECDHE groups TLS 1.2 offers (RFC 8422 §5.1.1, RFC 7748 via RFC 8422 §5.1.1). */
+export const TLS12_GROUPS: readonly number[] = [NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1];
+
+const NIST_CURVES: ReadonlyMap<number, { curve: string; shareLength: number }> = new Map([
+  [NamedGroup.secp256r1, { curve: 'prime256v1', shareLength: 65 }],
+  [NamedGroup.secp384r1, { curve: 'secp384r1', shareLength: 97 }],
+]);
+
+export function generateEphemeralKey(group: number): EphemeralKey {
+  if (group === NamedGroup.x25519) {
+    const { privateKey, publicKey } = generateKeyPairSync('x25519');
+    const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
+    return {
+      group,
+      publicKey: raw,
+      deriveSharedSecret(peerShare) {
+        // RFC 8422 §5.11 / RFC 7748 §5: a 32-byte u-coordinate; a wrong length is not an X25519 key.
+        if (peerShare.length !== 32) throw new TlsAlert('illegal_parameter', `x25519 key share has ${peerShare.length} bytes, expected 32`);
+        let peer;
+        try {
+          peer = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(peerShare).toString('base64url') }, format: 'jwk' });
+        } catch {
+          throw new TlsAlert('illegal_parameter', 'x25519 key share is not a valid public key');
+        }
+        let secret: Buffer;
+        try {
+          secret = diffieHellman({ privateKey, publicKey: peer });
+        } catch {
+          throw new TlsAlert('illegal_parameter', 'x25519 key share is a small-order point');
+        }
+        // RFC 8422 §5.11: an all-zero X25519 result must be refused.
+        if (secret.every((b) => b === 0)) throw new TlsAlert('illegal_parameter', 'x25519 shared secret is all zeros (small-order key share)');
+        return secret;
+      },
+    };
+  }
+  const nistCurve = NIST_CURVES.get(group);
+  if (!nistCurve) throw new TlsAlert('internal_error', `group ${groupName(group)} is not a TLS 1.2 ECDHE group here`);
+  const ecdh = createECDH(nistCurve.curve);
+  const publicKey = ecdh.generateKeys();
+  return {
+    group,
+    publicKey,
+    deriveSharedSecret(peerShare) {
+      // RFC 8422 §5.1.2: only the uncompressed point form; §5.10: the shared secret is the x-coordinate, zeros kept.
+      if (peerShare.length !== nistCurve.shareLength || peerShare[0] !== 0x04) {
+        throw new TlsAlert('illegal_parameter', `${groupName(group)} key share is not an uncompressed point of ${nistCurve.shareLength} bytes`);
+      }
+      try {
+        return ecdh.computeSecret(peerShare);
+      } catch {
+        throw new TlsAlert('illegal_parameter', `${groupName(group)} key share is not a point on the curve`);
+      }
+    },
+  };
+}

@@ -45,7 +45,7 @@ export interface ConnectionInfo {
 }
 
 /**
- * What the connection lends a version's handshake (server13.ts, later server12.ts): the
+ * What the connection lends a version's handshake (server13.ts, server12.ts): the
  * options, the clock, the ticket and cookie keys, the record layer to read and write
  * through, and the info it fills in as choices are made.
  */

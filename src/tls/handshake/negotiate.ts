@@ -2,28 +2,58 @@ import { createHash } from 'node:crypto';
 import { TlsAlert } from '../alert.js';
 import { SUITES, type SuiteInfo } from '../crypto/suites.js';
 import type { ClientHello, KeyShareEntry } from '../messages/client-hello.js';
-import { ExtensionType as X, ProtocolVersion, PskKeyExchangeMode } from '../wire/codepoints.js';
+import { CipherSuite, ExtensionType as X, ProtocolVersion, PskKeyExchangeMode } from '../wire/codepoints.js';
 
 /**
- * The choices a TLS 1.3 server makes from a ClientHello (RFC 8446 §4.1.1, §4.2),
+ * The version negotiation, and the choices a TLS 1.3 server makes from a ClientHello (RFC 8446 §4.1.1, §4.2),
  * as pure functions that throw the alert the RFC names when there is no valid choice.
  */
 
-/** The protocol versions this server can negotiate; TLS 1.2 (RFC 5246) joins here with its own handshake. */
-export type NegotiatedVersion = typeof ProtocolVersion.TLS13;
+/** The protocol versions this server can negotiate: TLS 1.3 (server13.ts) and TLS 1.2 (server12.ts). */
+export type NegotiatedVersion = typeof ProtocolVersion.TLS13 | typeof ProtocolVersion.TLS12;
 
-/** §4.2.1, §4.1.2, §D.1: the version the handshake continues with, or protocol_version. */
-export function negotiateVersion(ch: ClientHello): NegotiatedVersion {
-  if (!ch.supportedVersions || !ch.supportedVersions.includes(ProtocolVersion.TLS13)) {
-    // §4.2.1 + §D.1: this server speaks only TLS 1.3.
-    throw new TlsAlert('protocol_version', 'client does not offer TLS 1.3 (supported_versions)');
+/** Which versions are turned on (options `tls12` / `tls13`). */
+export interface EnabledVersions {
+  readonly tls12: boolean;
+  readonly tls13: boolean;
+}
+
+/**
+ * RFC 8446 §4.2.1, §D.1 and RFC 5246 §E.1: the version the handshake continues with, or
+ * protocol_version. supported_versions decides when present; without it legacy_version
+ * does (a TLS 1.2 client, or one that speaks a higher version in that field). RFC 7507:
+ * a fallback retry (TLS_FALLBACK_SCSV) below our highest version is inappropriate_fallback.
+ */
+export function negotiateVersion(ch: ClientHello, enabled: EnabledVersions = { tls12: false, tls13: true }): NegotiatedVersion {
+  const offered = ch.supportedVersions;
+  let version: NegotiatedVersion;
+  if (offered) {
+    if (enabled.tls13 && offered.includes(ProtocolVersion.TLS13)) {
+      if (ch.legacyVersion < ProtocolVersion.TLS12) {
+        // §4.1.2 / §D.5: a TLS 1.3 ClientHello carries legacy_version 0x0303; older values mark an
+        // old client or a downgrade attempt, which gets protocol_version.
+        throw new TlsAlert('protocol_version', `legacy_version 0x${ch.legacyVersion.toString(16)} is below TLS 1.2`);
+      }
+      return ProtocolVersion.TLS13;
+    }
+    // §4.2.1: with supported_versions, legacy_version is ignored; TLS 1.2 must be listed.
+    if (!enabled.tls12 || !offered.includes(ProtocolVersion.TLS12)) {
+      throw new TlsAlert('protocol_version', `client offers no version this server speaks (supported_versions; TLS 1.2 ${enabled.tls12 ? 'on' : 'off'})`);
+    }
+    version = ProtocolVersion.TLS12;
+  } else {
+    if (!enabled.tls12) throw new TlsAlert('protocol_version', 'client does not offer TLS 1.3 (supported_versions)');
+    // RFC 5246 §E.1: a higher legacy_version means "the highest the client speaks": we answer TLS 1.2.
+    if (ch.legacyVersion < ProtocolVersion.TLS12) {
+      throw new TlsAlert('protocol_version', `client offers at most version 0x${ch.legacyVersion.toString(16)} (below TLS 1.2)`);
+    }
+    version = ProtocolVersion.TLS12;
   }
-  if (ch.legacyVersion < ProtocolVersion.TLS12) {
-    // §4.1.2 / §D.5: a TLS 1.3 ClientHello carries legacy_version 0x0303; older values mark an
-    // old client or a downgrade attempt, which gets protocol_version.
-    throw new TlsAlert('protocol_version', `legacy_version 0x${ch.legacyVersion.toString(16)} is below TLS 1.2`);
+  if (enabled.tls13 && ch.cipherSuites.includes(CipherSuite.TLS_FALLBACK_SCSV)) {
+    // RFC 7507 §3: the client retried with a lower version although we speak a higher one.
+    throw new TlsAlert('inappropriate_fallback', 'TLS_FALLBACK_SCSV in a TLS 1.2 ClientHello to a TLS 1.3 server');
   }
-  return ProtocolVersion.TLS13;
+  return version;
 }
 
 /** §4.1.2, §9.2: the extension combinations every TLS 1.3 ClientHello must satisfy. */

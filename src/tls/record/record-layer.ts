@@ -5,6 +5,7 @@ import { nextTrafficSecret } from '../handshake/key-schedule.js';
 import { ContentType } from '../wire/codepoints.js';
 import { Deframer, type RawRecord } from './deframer.js';
 import { MAX_PLAINTEXT, RecordProtection } from './protection.js';
+import type { RecordProtection12 } from './protection12.js';
 
 /** §4.2.10: how much rejected 0-RTT data we skip before giving up. */
 const MAX_SKIPPED_EARLY_DATA = 2 ** 16;
@@ -15,7 +16,9 @@ const COMPATIBILITY_CCS = Buffer.from([ContentType.change_cipher_spec, 3, 3, 0, 
 /** What the peer sent, once the record layer has checked and unprotected it. */
 export type Received =
   | { readonly kind: 'handshake'; readonly type: number; readonly raw: Buffer }
-  | { readonly kind: 'alert'; readonly description: number }
+  | { readonly kind: 'alert'; readonly level: number; readonly description: number }
+  /** TLS 1.2 only (RFC 5246 §7.1): the peer's ChangeCipherSpec, which the handshake answers by installing read keys. */
+  | { readonly kind: 'changeCipherSpec' }
   | { readonly kind: 'applicationData'; readonly data: Buffer };
 
 /**
@@ -41,7 +44,7 @@ export interface ReceivePolicy {
 export type Direction = 'read' | 'write';
 
 /**
- * The TLS 1.3 record layer (RFC 8446 §5): deframing, handshake-message reassembly across
+ * The record layer (RFC 8446 §5; RFC 5246 §6 after `useTls12()`): deframing, handshake-message reassembly across
  * records (§5.1), both directions of protection and their key changes, the rules for
  * change_cipher_spec, alert and empty records, and the records we write. It knows nothing
  * of the handshake beyond the `ReceivePolicy` it is handed.
@@ -50,8 +53,10 @@ export class RecordLayer {
   private readonly deframer = new Deframer();
   /** Handshake messages across records (§5.1), joined without re-copying per record. */
   private readonly handshakeBuffer = new LinearReassembler();
-  private readProtection: RecordProtection | undefined;
-  private writeProtection: RecordProtection | undefined;
+  private readProtection: RecordProtection | RecordProtection12 | undefined;
+  private writeProtection: RecordProtection | RecordProtection12 | undefined;
+  /** TLS 1.2 record rules (RFC 5246 §6.2): real content types outside, ChangeCipherSpec is a protocol message. */
+  private tls12 = false;
   /** The largest plaintext we put in one record: 2^14, or less when the peer sent record_size_limit (RFC 8449). */
   private peerRecordLimit = MAX_PLAINTEXT;
   private receivedCcs = false;
@@ -116,10 +121,30 @@ export class RecordLayer {
     }
   }
 
+  /**
+   * From now on the TLS 1.2 record rules apply (RFC 5246 §6.2, §7.1): protected records keep
+   * their content type in the header, and ChangeCipherSpec is delivered to the handshake,
+   * which installs the read keys it announces.
+   */
+  useTls12(): void {
+    this.tls12 = true;
+  }
+
+  /** TLS 1.2: one direction's keys from the key block (RFC 5246 §6.3), after the ChangeCipherSpec of that direction. */
+  installKeys12(direction: Direction, protection: RecordProtection12): void {
+    if (direction === 'read') this.readProtection = protection;
+    else this.writeProtection = protection;
+  }
+
+  /** TLS 1.2 (RFC 5246 §7.1): our ChangeCipherSpec record, sent in plaintext or under the old keys. */
+  changeCipherSpecRecord(): Buffer {
+    return this.writeProtection ? this.writeProtection.seal(ContentType.change_cipher_spec, Buffer.of(1)) : COMPATIBILITY_CCS;
+  }
+
   /** §4.6.3, §7.2: the next generation of one direction's traffic secret (KeyUpdate). */
   updateKeys(direction: Direction): void {
     const current = direction === 'read' ? this.readProtection : this.writeProtection;
-    if (!current) throw new Error(`no ${direction} keys to update`);
+    if (!(current instanceof RecordProtection)) throw new Error(`no TLS 1.3 ${direction} keys to update`);
     const next = new RecordProtection(current.suite, nextTrafficSecret(current.suite.hash, current.trafficSecret));
     if (direction === 'read') this.readProtection = next;
     else this.writeProtection = next;
@@ -139,6 +164,7 @@ export class RecordLayer {
   }
 
   private handleRecord(record: RawRecord, policy: ReceivePolicy): Received | undefined {
+    if (this.tls12 && this.readProtection) return this.handleProtectedRecord12(record, this.readProtection, policy);
     if (record.type === ContentType.change_cipher_spec) return this.handleChangeCipherSpec(record.body, policy);
     if (this.readProtection) {
       if (record.type === ContentType.alert && policy.acceptsPlaintextAlert && record.body.length === 2) {
@@ -169,6 +195,19 @@ export class RecordLayer {
     return this.handleContent(record.type, record.body, policy);
   }
 
+  /** RFC 5246 §6.2.3: every record after the peer's ChangeCipherSpec is protected, whatever its type. */
+  private handleProtectedRecord12(record: RawRecord, protection: RecordProtection | RecordProtection12, policy: ReceivePolicy): Received | undefined {
+    const opened = protection.tryOpen(record.header, record.body);
+    if (!opened) throw new TlsAlert('bad_record_mac', 'record authentication failed');
+    if (opened.content.length > MAX_PLAINTEXT) {
+      throw new TlsAlert('record_overflow', `record plaintext of ${opened.content.length} bytes exceeds 2^14`);
+    }
+    if (opened.type === ContentType.change_cipher_spec) {
+      throw new TlsAlert('unexpected_message', 'second change_cipher_spec');
+    }
+    return this.handleContent(opened.type, opened.content, policy);
+  }
+
   private skipEarlyData(length: number): undefined {
     this.skippedEarlyData += length;
     if (this.skippedEarlyData > MAX_SKIPPED_EARLY_DATA) {
@@ -184,11 +223,19 @@ export class RecordLayer {
     return undefined;
   }
 
-  /** §5: the middlebox-compatibility CCS is one byte 0x01, only between the first ClientHello and the client Finished. */
-  private handleChangeCipherSpec(body: Buffer, policy: ReceivePolicy): undefined {
+  /**
+   * §5: the middlebox-compatibility CCS is one byte 0x01, only between the first ClientHello
+   * and the client Finished. In TLS 1.2 (RFC 5246 §7.1) it is the message that switches the
+   * peer's keys, delivered to the handshake.
+   */
+  private handleChangeCipherSpec(body: Buffer, policy: ReceivePolicy): Received | undefined {
     if (!policy.acceptsChangeCipherSpec) throw new TlsAlert('unexpected_message', 'change_cipher_spec outside the handshake');
     if (body.length !== 1 || body[0] !== 0x01) {
       throw new TlsAlert('unexpected_message', 'change_cipher_spec must be a single byte 0x01');
+    }
+    if (this.tls12) {
+      if (this.handshakeBuffer.length) throw new TlsAlert('unexpected_message', 'change_cipher_spec inside a handshake message');
+      return { kind: 'changeCipherSpec' };
     }
     if (this.receivedCcs) throw new TlsAlert('unexpected_message', 'second change_cipher_spec');
     if (this.handshakeBuffer.length) throw new TlsAlert('unexpected_message', 'change_cipher_spec inside a handshake message');
@@ -225,7 +272,7 @@ export class RecordLayer {
     // §5.1: an alert record holds exactly one alert; an empty one is not an alert at all.
     if (content.length === 0) throw new TlsAlert('unexpected_message', 'empty alert record');
     if (content.length !== 2) throw new TlsAlert('decode_error', `alert of ${content.length} bytes (must be 2)`);
-    return { kind: 'alert', description: content.readUInt8(1) };
+    return { kind: 'alert', level: content.readUInt8(0), description: content.readUInt8(1) };
   }
 
   // ---- sending ----------------------------------------------------------------
@@ -283,7 +330,7 @@ export class RecordLayer {
     this.output(this.writeProtection ? this.writeProtection.seal(ContentType.alert, body) : this.plaintextRecord(ContentType.alert, body));
   }
 
-  private requireWriteKeys(): RecordProtection {
+  private requireWriteKeys(): RecordProtection | RecordProtection12 {
     if (!this.writeProtection) throw new Error('no write keys installed');
     return this.writeProtection;
   }

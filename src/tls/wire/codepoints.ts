@@ -9,14 +9,18 @@ export const ContentType = {
 } as const;
 
 export const HandshakeType = {
+  hello_request: 0,
   client_hello: 1,
   server_hello: 2,
   new_session_ticket: 4,
   end_of_early_data: 5,
   encrypted_extensions: 8,
   certificate: 11,
+  server_key_exchange: 12,
   certificate_request: 13,
+  server_hello_done: 14,
   certificate_verify: 15,
+  client_key_exchange: 16,
   finished: 20,
   key_update: 24,
   message_hash: 254,
@@ -69,6 +73,12 @@ export const CipherSuite = {
   TLS_CHACHA20_POLY1305_SHA256: 0x1303,
   TLS_AES_128_CCM_SHA256: 0x1304,
   TLS_AES_128_CCM_8_SHA256: 0x1305,
+  TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 0xc02b,
+  TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: 0xc02c,
+  TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: 0xc02f,
+  TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: 0xc030,
+  TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: 0xcca8,
+  TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: 0xcca9,
   TLS_EMPTY_RENEGOTIATION_INFO_SCSV: 0x00ff,
   TLS_FALLBACK_SCSV: 0x5600,
 } as const;
@@ -90,6 +100,7 @@ export const SignatureScheme = {
   rsa_pss_pss_sha512: 0x080b,
   rsa_pkcs1_sha1: 0x0201,
   ecdsa_sha1: 0x0203,
+  ecdsa_sha224: 0x0303,
 } as const;
 
 export const ProtocolVersion = {

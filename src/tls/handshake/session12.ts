@@ -1,0 +1,101 @@
+import { Reader } from '../../lib/reader.js';
+import { Writer } from '../../lib/writer.js';
+import type { TicketKeyRing } from './ticket-keys.js';
+
+/**
+ * A resumable TLS 1.2 session (RFC 5246 §7.4.1.2, RFC 5077 §4): the master secret and
+ * what a resumption must agree with. Kept in a bounded in-memory cache by session id, or
+ * sealed into a ticket with the same rotating ticket keys as TLS 1.3 tickets, under
+ * its own label so a ticket of one version never opens as the other.
+ */
+export interface Session12 {
+  readonly cipherSuite: number;
+  readonly masterSecret: Buffer;
+  /** RFC 7627 §5.3: a session made with EMS resumes only with EMS, and one without only without. */
+  readonly extendedMasterSecret: boolean;
+  /** Server clock when the session was made (ms). */
+  readonly issuedAt: number;
+  readonly lifetimeSeconds: number;
+  /** RFC 6066 §3: a session resumes only under the name it was made for. */
+  readonly serverName: string;
+}
+
+const LABEL = 'tls12 ticket';
+const VERSION = 1;
+
+export function sealTicket12(ring: TicketKeyRing, s: Session12): Buffer {
+  const w = new Writer(128);
+  w.u8(VERSION).u16(s.cipherSuite).opaque(1, s.masterSecret).u8(s.extendedMasterSecret ? 1 : 0);
+  w.u32(Math.floor(s.issuedAt / 2 ** 32)).u32(s.issuedAt >>> 0).u32(s.lifetimeSeconds);
+  w.opaque(1, Buffer.from(s.serverName, 'latin1'));
+  return ring.seal(LABEL, w.finish());
+}
+
+/** undefined when the ticket is not ours, from a retired key, altered, or of another format. */
+export function openTicket12(ring: TicketKeyRing, ticket: Uint8Array): Session12 | undefined {
+  const plain = ring.open(LABEL, ticket);
+  if (!plain) return undefined;
+  try {
+    const r = new Reader(plain, 'ticket');
+    if (r.u8() !== VERSION) return undefined;
+    const cipherSuite = r.u16();
+    const masterSecret = Buffer.from(r.vec(1, 48, 48, 'master_secret'));
+    const ems = r.u8();
+    const issuedAt = r.u32() * 2 ** 32 + r.u32();
+    const lifetimeSeconds = r.u32();
+    const serverName = Buffer.from(r.vec(1, 0, 255, 'server_name')).toString('latin1');
+    r.end();
+    if (ems > 1) return undefined;
+    return { cipherSuite, masterSecret, extendedMasterSecret: ems === 1, issuedAt, lifetimeSeconds, serverName };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a session may still be resumed at `now` (its lifetime, and a clock that went back). */
+export function sessionIsLive(s: Session12, now: number): boolean {
+  const age = now - s.issuedAt;
+  return age >= 0 && age <= s.lifetimeSeconds * 1000;
+}
+
+/**
+ * Sessions by session id (RFC 5246 §7.4.1.2), bounded: past `maxEntries` the oldest entry
+ * goes first, so no client can make the cache grow without limit. Private to one process
+ * (tickets are what processes share).
+ */
+export class SessionCache12 {
+  private readonly sessions = new Map<string, Session12>();
+
+  constructor(readonly maxEntries = 10_000) {
+    if (!Number.isInteger(maxEntries) || maxEntries < 0) throw new RangeError('maxEntries must be a non-negative integer');
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  set(sessionId: Uint8Array, session: Session12): void {
+    if (this.maxEntries === 0 || sessionId.length === 0) return;
+    const key = Buffer.from(sessionId).toString('hex');
+    this.sessions.delete(key);
+    this.sessions.set(key, session);
+    while (this.sessions.size > this.maxEntries) {
+      const oldest = this.sessions.keys().next();
+      if (oldest.done) break;
+      this.sessions.delete(oldest.value);
+    }
+  }
+
+  /** The live session for this id; an expired one is dropped. */
+  get(sessionId: Uint8Array, now: number): Session12 | undefined {
+    if (sessionId.length === 0) return undefined;
+    const key = Buffer.from(sessionId).toString('hex');
+    const session = this.sessions.get(key);
+    if (!session) return undefined;
+    if (!sessionIsLive(session, now)) {
+      this.sessions.delete(key);
+      return undefined;
+    }
+    return session;
+  }
+}

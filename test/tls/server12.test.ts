@@ -1,0 +1,341 @@
+/**
+ * The TLS 1.2 server (src/tls/handshake/server12.ts) driven by a scripted client in
+ * memory: the full and abbreviated handshakes, the downgrade sentinel, and the exact
+ * alert RFC 5246 / 5746 / 7627 / 8422 / 9155 name for each thing a client gets wrong.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { AlertDescription as A } from '../../src/tls/alert.js';
+import { LocalSigner, type Identity } from '../../src/tls/signer.js';
+import { CipherSuite, ExtensionType as X, HandshakeType as H, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
+import { DOWNGRADE_SENTINEL_TLS12 } from '../../src/tls/handshake/server12.js';
+import { ext, extensions } from './client-hello-builder.js';
+import { makeOptions, settle } from './connection-harness.js';
+import { Tls12TestClient, tls12Extensions } from '../helpers/tls12-client.js';
+
+function ecdsaIdentity(): Identity {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { certificateChain: [randomBytes(300)], signer: new LocalSigner(privateKey) };
+}
+const identity = ecdsaIdentity();
+
+/** The fatal alert the server sent, after letting its promises settle. */
+async function fatalAlert(client: Tls12TestClient): Promise<number | undefined> {
+  await settle();
+  client.receive();
+  return client.alerts.find((a) => a.level === 2)?.description;
+}
+
+function withoutExt(type: number, list = tls12Extensions()) {
+  return list.filter((e) => e.type !== type);
+}
+
+describe('TLS 1.2 full handshake', () => {
+  test('completes with EMS; both Finished verify; application data flows both ways', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    c.hello();
+    await settle();
+    const flight = c.receive().map((m) => m.type);
+    assert.deepEqual(flight, [H.server_hello, H.certificate, H.server_key_exchange, H.server_hello_done]);
+    assert.ok(c.serverHello!.raw.includes(Buffer.from([0x00, 0x17, 0x00, 0x00])), 'ServerHello carries extended_master_secret');
+    c.keyExchange();
+    c.changeCipherSpec();
+    c.finished();
+    c.receive();
+    assert.ok(c.serverFinishedVerifies(), 'server Finished verifies');
+    assert.equal(c.completed, true);
+    assert.equal(c.conn.info.version, 'TLSv1.2');
+    assert.equal(c.conn.info.cipherSuite, 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256');
+    assert.equal(c.conn.info.signatureScheme, 'ecdsa_secp256r1_sha256');
+    c.sendRecord(23, Buffer.from('ping'));
+    assert.equal(c.appData.map(String).join(''), 'ping');
+    c.appData.length = 0;
+    c.conn.write(Buffer.from('pong'));
+    c.receive();
+    assert.equal(c.appData.map(String).join(''), 'pong');
+    assert.deepEqual(c.errors, []);
+  });
+
+  test('without EMS (not required) the classic master secret is used and verifies', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake({ extensions: tls12Extensions({ ems: false }) });
+    assert.ok(!c.serverHello!.raw.includes(Buffer.from([0x00, 0x17, 0x00, 0x00])), 'no EMS in ServerHello');
+    assert.ok(c.serverFinishedVerifies(), 'server Finished verifies');
+    assert.equal(c.completed, true);
+  });
+
+  test('the downgrade sentinel (RFC 8446 §4.1.3) ends ServerHello.random only when TLS 1.3 is on', async () => {
+    for (const tls13 of [true, false]) {
+      const c = new Tls12TestClient(makeOptions(identity, { tls13 }));
+      c.hello();
+      await settle();
+      c.receive();
+      assert.equal(c.serverRandom.subarray(24).equals(DOWNGRADE_SENTINEL_TLS12), tls13, `tls13 ${tls13}`);
+    }
+  });
+});
+
+describe('TLS 1.2 alerts', () => {
+  const cases: { name: string; alert: number; options?: Parameters<typeof makeOptions>[1]; hello: () => Parameters<Tls12TestClient['hello']>[0] }[] = [
+    {
+      name: 'SHA-1-only signature_algorithms → handshake_failure (RFC 9155)',
+      alert: A.handshake_failure,
+      hello: () => ({ extensions: [...withoutExt(X.signature_algorithms), extensions.signatureAlgorithms([SignatureScheme.ecdsa_sha1, SignatureScheme.rsa_pkcs1_sha1])] }),
+    },
+    {
+      name: 'no signature_algorithms (TLS 1.2 default is SHA-1) → handshake_failure',
+      alert: A.handshake_failure,
+      hello: () => ({ extensions: withoutExt(X.signature_algorithms) }),
+    },
+    {
+      name: 'no null compression method → illegal_parameter (§7.4.1.2)',
+      alert: A.illegal_parameter,
+      hello: () => ({ compression: true }) as never,
+    },
+    {
+      name: 'non-empty renegotiation_info in an initial handshake → handshake_failure (RFC 5746 §3.6)',
+      alert: A.handshake_failure,
+      hello: () => ({ extensions: [...withoutExt(X.renegotiation_info), ext(X.renegotiation_info, (w) => w.opaque(1, Buffer.alloc(12, 1)))] }),
+    },
+    {
+      name: 'malformed extended_master_secret → decode_error (RFC 7627 §5.1)',
+      alert: A.decode_error,
+      hello: () => ({ extensions: [...withoutExt(X.extended_master_secret), extensions.raw(X.extended_master_secret, Buffer.of(0))] }),
+    },
+    {
+      name: 'ec_point_formats without uncompressed → illegal_parameter (RFC 8422 §5.1.2)',
+      alert: A.illegal_parameter,
+      hello: () => ({ extensions: [...withoutExt(X.ec_point_formats), ext(X.ec_point_formats, (w) => w.vec(1, (l) => l.u8(1)))] }),
+    },
+    {
+      name: 'EMS required and not offered → handshake_failure (RFC 7627 §5.2)',
+      alert: A.handshake_failure,
+      options: { requireExtendedMasterSecret: true },
+      hello: () => ({ extensions: tls12Extensions({ ems: false }) }),
+    },
+    {
+      name: 'TLS 1.2 turned off → protocol_version',
+      alert: A.protocol_version,
+      options: { tls12: false },
+      hello: () => ({}),
+    },
+    {
+      name: 'TLS_FALLBACK_SCSV to a TLS 1.3 server → inappropriate_fallback (RFC 7507)',
+      alert: A.inappropriate_fallback,
+      hello: () => ({ cipherSuites: [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, CipherSuite.TLS_FALLBACK_SCSV] }),
+    },
+    {
+      name: "ECDSA P-256 certificate, client lacks secp256r1 → handshake_failure (RFC 8422 §5.3)",
+      alert: A.handshake_failure,
+      hello: () => ({ extensions: [...withoutExt(X.supported_groups), extensions.supportedGroups([NamedGroup.x25519])] }),
+    },
+    {
+      name: 'only RSA suites for an ECDSA key → handshake_failure',
+      alert: A.handshake_failure,
+      hello: () => ({ cipherSuites: [CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256] }),
+    },
+    {
+      name: 'no ALPN protocol in common → no_application_protocol (RFC 7301 §3.2)',
+      alert: A.no_application_protocol,
+      options: { alpnProtocols: ['http/1.1'] },
+      hello: () => ({ extensions: [...tls12Extensions(), extensions.alpn(['h2'])] }),
+    },
+  ];
+  for (const c of cases) {
+    test(c.name, async () => {
+      const client = new Tls12TestClient(makeOptions(identity, c.options));
+      const spec = c.hello() as Parameters<Tls12TestClient['hello']>[0] & { compression?: boolean };
+      if (spec.compression) {
+        // The builder takes compression methods only through encodeClientHello; send it raw.
+        const { encodeClientHello } = await import('./client-hello-builder.js');
+        client.sendHandshake(encodeClientHello({ legacyVersion: 0x0303, sessionId: new Uint8Array(0), cipherSuites: [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256], compressionMethods: [1], extensions: tls12Extensions() }));
+      } else client.hello(spec ?? {});
+      assert.equal(await fatalAlert(client), c.alert);
+      assert.equal(client.completed, false);
+    });
+  }
+
+  test('positive control: the same client with a valid ClientHello completes', async () => {
+    const c = new Tls12TestClient(makeOptions(identity, { alpnProtocols: ['http/1.1'] }));
+    c.hello({ extensions: [...tls12Extensions(), extensions.alpn(['h2', 'http/1.1'])] });
+    await settle();
+    c.receive();
+    c.keyExchange();
+    c.changeCipherSpec();
+    c.finished();
+    c.receive();
+    assert.equal(c.completed, true);
+    assert.equal(c.conn.info.alpnProtocol, 'http/1.1');
+  });
+
+  test('legacy_version TLS 1.1 without supported_versions → protocol_version', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    const { encodeClientHello } = await import('./client-hello-builder.js');
+    c.sendHandshake(encodeClientHello({ legacyVersion: 0x0302, sessionId: new Uint8Array(0), cipherSuites: [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256], extensions: tls12Extensions() }));
+    assert.equal(await fatalAlert(c), A.protocol_version);
+  });
+
+  async function afterFlight(): Promise<Tls12TestClient> {
+    const c = new Tls12TestClient(makeOptions(identity));
+    c.hello();
+    await settle();
+    c.receive();
+    return c;
+  }
+
+  test('ClientKeyExchange with a point not on the curve → illegal_parameter (RFC 8422 §5.7)', async () => {
+    const c = await afterFlight();
+    const bad = Buffer.alloc(65, 1);
+    bad[0] = 4;
+    c.keyExchange(bad);
+    assert.equal(await fatalAlert(c), A.illegal_parameter);
+  });
+
+  test('ClientKeyExchange with a truncated vector → decode_error', async () => {
+    const c = await afterFlight();
+    c.sendHandshake(Buffer.from([16, 0, 0, 3, 65, 4, 1]));
+    assert.equal(await fatalAlert(c), A.decode_error);
+  });
+
+  test('ChangeCipherSpec before ClientKeyExchange → unexpected_message', async () => {
+    const c = await afterFlight();
+    c.sendRecord(20, Buffer.of(1));
+    assert.equal(await fatalAlert(c), A.unexpected_message);
+  });
+
+  test('Finished without ChangeCipherSpec → unexpected_message', async () => {
+    const c = await afterFlight();
+    c.keyExchange();
+    c.finished();
+    assert.equal(await fatalAlert(c), A.unexpected_message);
+  });
+
+  test('a client Finished that does not verify → decrypt_error (§7.4.9)', async () => {
+    const c = await afterFlight();
+    c.keyExchange();
+    c.changeCipherSpec();
+    c.finished(true);
+    assert.equal(await fatalAlert(c), A.decrypt_error);
+    assert.equal(c.completed, false);
+  });
+
+  test('up to 4 warning alerts in a row are ignored; the 5th → unexpected_message', async () => {
+    for (const [count, expected] of [[4, undefined], [5, A.unexpected_message]] as const) {
+      const c = await afterFlight();
+      for (let i = 0; i < count; i++) c.sendRecord(21, Buffer.from([1, A.unsupported_certificate]));
+      assert.equal(await fatalAlert(c), expected, `${count} warnings`);
+      if (expected === undefined) {
+        c.keyExchange();
+        c.changeCipherSpec();
+        c.finished();
+        c.receive();
+        assert.equal(c.completed, true);
+      }
+    }
+  });
+
+  test('renegotiation is refused with a warning no_renegotiation and the connection is kept (RFC 5746 §4.4)', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake();
+    assert.equal(c.completed, true);
+    c.hello();
+    c.receive();
+    assert.deepEqual(c.alerts, [{ level: 1, description: A.no_renegotiation }]);
+    c.sendRecord(23, Buffer.from('still here'));
+    assert.equal(c.appData.map(String).join(''), 'still here');
+    assert.equal(c.conn.closed, false);
+    assert.deepEqual(c.errors, []);
+  });
+});
+
+describe('TLS 1.2 resumption', () => {
+  async function firstSession(options: ReturnType<typeof makeOptions>, ems = true, ticket?: Uint8Array) {
+    const c = new Tls12TestClient(options);
+    c.hello({ extensions: tls12Extensions({ ems, ...(ticket ? { ticket } : {}) }) });
+    await settle();
+    c.receive();
+    c.keyExchange();
+    c.changeCipherSpec();
+    c.finished();
+    c.receive();
+    assert.equal(c.completed, true);
+    return c;
+  }
+
+  async function resume(options: ReturnType<typeof makeOptions>, first: Tls12TestClient, hello: Parameters<Tls12TestClient['hello']>[0]) {
+    const c = new Tls12TestClient(options);
+    c.clientRandom = Buffer.alloc(32, 0x33);
+    c.hello(hello);
+    await settle();
+    const messages = c.receive();
+    return { c, messages };
+  }
+
+  test('by session id: ServerHello, ChangeCipherSpec, Finished; the client Finished completes it', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options);
+    assert.equal(first.sessionId.length, 32);
+    const { c, messages } = await resume(options, first, { sessionId: first.sessionId, extensions: tls12Extensions() });
+    assert.deepEqual(messages.map((m) => m.type), [H.server_hello]);
+    assert.deepEqual(c.sessionId, first.sessionId);
+    // The server's ChangeCipherSpec and Finished follow; read them with the session's keys.
+    c.installFromMaster(first.master);
+    assert.deepEqual(c.receive().map((m) => m.type), [H.finished]);
+    assert.ok(c.serverFinishedVerifies(), 'server Finished verifies with the resumed master secret');
+    c.changeCipherSpec();
+    c.finished();
+    assert.equal(c.completed, true);
+    assert.equal(c.conn.info.resumed, true);
+    c.sendRecord(23, Buffer.from('resumed'));
+    assert.equal(c.appData.map(String).join(''), 'resumed');
+  });
+
+  test('by ticket (RFC 5077): the ticket from the first handshake resumes', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options, true, new Uint8Array(0));
+    assert.ok(first.ticket && first.ticket.length > 0, 'NewSessionTicket sent');
+    const { c, messages } = await resume(options, first, { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket }) });
+    assert.deepEqual(messages.map((m) => m.type), [H.server_hello]);
+    c.installFromMaster(first.master);
+    assert.deepEqual(c.receive().map((m) => m.type), [H.finished]);
+    assert.ok(c.serverFinishedVerifies());
+    c.changeCipherSpec();
+    c.finished();
+    assert.equal(c.completed, true);
+    assert.equal(c.conn.info.resumed, true);
+  });
+
+  test('an EMS session offered without EMS → handshake_failure (RFC 7627 §5.3)', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options, true);
+    const c = new Tls12TestClient(options);
+    c.hello({ sessionId: first.sessionId, extensions: tls12Extensions({ ems: false }) });
+    assert.equal(await fatalAlert(c), A.handshake_failure);
+  });
+
+  test('a non-EMS session offered with EMS gets a full handshake, not a resumption', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options, false);
+    const { c, messages } = await resume(options, first, { sessionId: first.sessionId, extensions: tls12Extensions({ ems: true }) });
+    assert.equal(messages.map((m) => m.type).includes(H.certificate), true);
+    assert.equal(c.conn.info.resumed, false);
+  });
+
+  test('a ticket altered in one byte is not resumed (full handshake)', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options, true, new Uint8Array(0));
+    const altered = Buffer.from(first.ticket!);
+    altered[altered.length - 1]! ^= 1;
+    const { c, messages } = await resume(options, first, { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: altered }) });
+    assert.equal(messages.map((m) => m.type).includes(H.certificate), true);
+    assert.equal(c.conn.info.resumed, false);
+  });
+
+  test('another server name does not resume (RFC 6066 §3)', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options);
+    const { c } = await resume(options, first, { sessionId: first.sessionId, extensions: tls12Extensions({ serverName: 'other.test' }) });
+    assert.equal(c.conn.info.resumed, false);
+  });
+});
