@@ -206,7 +206,10 @@ export class TokenKeyHandle implements KeyHandle {
   async sign(scheme: number, content: Uint8Array): Promise<Uint8Array> {
     const token = await this.tokens.token(this.reference.token);
     const info = SCHEMES.get(scheme);
-    if (!info || info.keyType !== this.keyType) {
+    // keyd's server checked the scheme against the request kind (schemeFitsKey): a TLS 1.2
+    // ECDSA scheme names only its hash, so any ECDSA token key may sign it.
+    const ecdsaAnyCurve = info !== undefined && info.keyType.startsWith('ecdsa-') && this.keyType.startsWith('ecdsa-');
+    if (!info || (info.keyType !== this.keyType && !ecdsaAnyCurve)) {
       throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `a ${this.keyType} token key cannot sign with scheme 0x${scheme.toString(16).padStart(4, '0')}`);
     }
     if (info.rsaPadding === 'pkcs1' && info.hash && info.hash !== 'sha224') {
