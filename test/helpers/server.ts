@@ -27,6 +27,7 @@ export const TEST_RESPONSE_BODY = 'hello from the delegator test server\n';
 
 /** The engine's TlsSocket as this helper uses it (see src/tls/socket.ts). */
 interface EngineSocket extends Duplex {
+  handshakeInfo: { version?: string };
   serverName: string | undefined;
   alpnProtocol: string | undefined;
   cipherSuite: string;
@@ -43,6 +44,8 @@ interface EngineModule {
 
 /** What the server saw on one connection. */
 export interface ServerConnection {
+  /** 'TLSv1.3' or 'TLSv1.2'. */
+  version: string | undefined;
   serverName: string | undefined;
   alpnProtocol: string | undefined;
   cipherSuite: string;
@@ -133,6 +136,7 @@ export async function startEngineServer(options: TestServerOptions = {}, t?: Tes
       { ...engineOptions, resolveIdentity: options.resolveIdentity ?? (() => identity) },
       (socket) =>
         accept(socket, {
+          version: socket.handshakeInfo.version,
           serverName: socket.serverName,
           alpnProtocol: socket.alpnProtocol,
           cipherSuite: socket.cipherSuite,
@@ -147,13 +151,14 @@ export async function startEngineServer(options: TestServerOptions = {}, t?: Tes
       {
         key: pki.leafKeyPem,
         cert: pki.leafCertPem + pki.caCertPem,
-        minVersion: 'TLSv1.3',
+        minVersion: 'TLSv1.2',
         ALPNProtocols: options.alpnProtocols ? [...options.alpnProtocols] : undefined,
         ecdhCurve: options.groups ? options.groups.map((g) => openSslGroupName(g)).join(':') : undefined,
         ciphers: options.cipherSuites ? options.cipherSuites.map((s) => nameOf(CipherSuite, s)).join(':') : undefined,
       },
       (socket: TLSSocket) =>
         accept(socket, {
+          version: socket.getProtocol() ?? undefined,
           serverName: socket.servername || undefined,
           alpnProtocol: socket.alpnProtocol || undefined,
           cipherSuite: socket.getCipher().standardName,

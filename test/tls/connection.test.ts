@@ -71,8 +71,8 @@ test('a valid ClientHello gets ServerHello, CCS and the encrypted flight, no eve
 });
 
 const alertCases: [string, Buffer, AlertName][] = [
-  ['no supported_versions (TLS 1.2 client)', helloRecord(replace(base, X.supported_versions)), 'protocol_version'],
-  ['supported_versions without TLS 1.3', helloRecord(replace(base, X.supported_versions, E.supportedVersions([0x0303]))), 'protocol_version'],
+  ['TLS 1.3-only server: no supported_versions (TLS 1.2 client)', helloRecord(replace(base, X.supported_versions)), 'protocol_version'],
+  ['TLS 1.3-only server: supported_versions without TLS 1.3', helloRecord(replace(base, X.supported_versions, E.supportedVersions([0x0303]))), 'protocol_version'],
   ['legacy_version below TLS 1.2', helloRecord(base, { legacyVersion: 0x0301 }), 'protocol_version'],
   ['compression methods other than [null]', helloRecord(base, { compressionMethods: [1, 0] }), 'illegal_parameter'],
   ['no common cipher suite', helloRecord(base, { cipherSuites: [0xc02f, 0x1304] }), 'handshake_failure'],
@@ -99,9 +99,11 @@ const alertCases: [string, Buffer, AlertName][] = [
 ];
 
 const alpnOptions = makeOptions(identity, { alpnProtocols: ['h2'] });
+const tls13OnlyOptions = makeOptions(identity, { tls12: false });
 for (const [what, input, alert] of alertCases) {
   test(`ClientHello: ${what} → ${alert}`, async () => {
-    assertFailedWith(await run(what.startsWith('ALPN') ? alpnOptions : options, [input]), alert);
+    const chosen = what.startsWith('ALPN') ? alpnOptions : what.startsWith('TLS 1.3-only') ? tls13OnlyOptions : options;
+    assertFailedWith(await run(chosen, [input]), alert);
   });
 }
 

@@ -82,7 +82,7 @@ test('change_cipher_spec: refused unless the phase allows it; one byte 0x01, onc
 test('alert records: exactly two bytes; empty is unexpected_message, longer is decode_error', () => {
   const { records } = layer();
   records.push(record(ContentType.alert, Buffer.of(2, 40)));
-  assert.deepEqual(records.next(policy()), { kind: 'alert', description: 40 });
+  assert.deepEqual(records.next(policy()), { kind: 'alert', level: 2, description: 40 });
   const empty = layer().records;
   empty.push(record(ContentType.alert, Buffer.alloc(0)));
   assertAlert(() => empty.next(policy()), 'unexpected_message');
@@ -102,7 +102,7 @@ test('with read keys installed: protected records open; a plaintext alert only w
   assert.equal(got.kind === 'applicationData' && got.data.toString(), 'hello');
 
   records.push(record(ContentType.alert, Buffer.of(2, 48)));
-  assert.deepEqual(records.next(policy({ acceptsPlaintextAlert: true })), { kind: 'alert', description: 48 });
+  assert.deepEqual(records.next(policy({ acceptsPlaintextAlert: true })), { kind: 'alert', level: 2, description: 48 });
   records.push(record(ContentType.alert, Buffer.of(2, 48)));
   assertAlert(() => records.next(policy()), 'unexpected_message');
 
