@@ -147,8 +147,8 @@ for (const key of KEYS) {
       client.closeStdin();
       const result = await client.done;
       const output = result.stdout + result.stderr;
-      assert.match(output, /- Description: \(TLS1\.2\)-\(ECDHE-/, describeResult(result));
-      assert.match(output, /Extended Master Secret|EMS/i, describeResult(result));
+      assert.match(output, /- Description: \(TLS1\.2[^)]*\)-\(ECDHE-/, describeResult(result));
+      assert.match(output, /extended master secret/i, describeResult(result));
       await s.connection(1);
       assert.equal(s.connections[0]?.version, 'TLSv1.2');
       assert.equal(s.connections[1]?.resumed, true);
@@ -170,19 +170,19 @@ for (const key of KEYS) {
       const first = await open(s);
       assert.equal(first.getProtocol(), 'TLSv1.2');
       assert.match(first.getCipher().standardName, new RegExp(`^TLS_ECDHE_${key.auth}_WITH_AES_128_GCM_SHA256$`));
-      const sessions: Buffer[] = [];
-      first.on('session', (session: Buffer) => sessions.push(session));
       const data = randomBytes(40_000);
       const chunks: Buffer[] = [];
       first.on('data', (chunk: Buffer) => chunks.push(chunk));
       first.write(data);
       while (Buffer.concat(chunks).length < data.length) await once(first, 'data');
       assert.deepEqual(Buffer.concat(chunks), data);
+      // TLS 1.2: the session (with its ticket) exists once the handshake is done.
+      const session = first.getSession();
+      assert.ok(session, 'a session to resume');
       first.end();
       await once(first, 'close');
-      assert.ok(sessions.length > 0, 'a session to resume');
 
-      const second = await open(s, sessions[sessions.length - 1]);
+      const second = await open(s, session);
       assert.equal(second.isSessionReused(), true);
       second.end();
       await once(second, 'close');
