@@ -210,7 +210,7 @@ function clientAuth(value: unknown, where: string, baseDir: string): RouteClient
 
 function route(value: unknown, where: string, baseDir: string): Route {
   if (!isObject(value)) fail(`${where} must be an object`);
-  onlyKeys(value, where, ['names', 'upstream', 'proxyProtocol', 'alpn', 'clientAuth']);
+  onlyKeys(value, where, ['names', 'upstream', 'proxyProtocol', 'alpn', 'clientAuth', 'tls12']);
   const names = typeof value.names === 'string' ? [value.names] : value.names;
   if (!Array.isArray(names) || names.length === 0) fail(`${where}.names must be a non-empty list`);
   const checked = names.map((n, i) => {
@@ -227,6 +227,7 @@ function route(value: unknown, where: string, baseDir: string): Route {
     proxyProtocol: value.proxyProtocol === undefined ? false : bool(value.proxyProtocol, `${where}.proxyProtocol`),
     alpn: value.alpn === undefined ? [] : alpnList(value.alpn, `${where}.alpn`),
     ...(auth ? { clientAuth: auth } : {}),
+    ...(value.tls12 === undefined ? {} : { tls12: bool(value.tls12, `${where}.tls12`) }),
   };
 }
 

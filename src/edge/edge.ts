@@ -155,9 +155,15 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     const route = name === undefined ? undefined : routes.lookup(name);
     if (name === undefined || !route) return undefined; // → unrecognized_name (RFC 6066 §3)
     const clientAuth = routeClientAuth.get(route);
+    // Per route: its ALPN list, its client certificate policy, and TLS 1.3 only when the route turns TLS 1.2 off.
     const withRouteAlpn = (identity: EdgeIdentity | undefined) =>
-      identity && (route.alpn.length || clientAuth)
-        ? { ...identity, ...(route.alpn.length ? { alpnProtocols: route.alpn } : {}), ...(clientAuth ? { clientAuth } : {}) }
+      identity && (route.alpn.length || clientAuth || route.tls12 === false)
+        ? {
+            ...identity,
+            ...(route.alpn.length ? { alpnProtocols: route.alpn } : {}),
+            ...(clientAuth ? { clientAuth } : {}),
+            ...(route.tls12 === false ? { tls12: false } : {}),
+          }
         : identity;
     const identity = identities.get(name);
     return identity instanceof Promise ? identity.then(withRouteAlpn) : withRouteAlpn(identity);

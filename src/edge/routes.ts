@@ -34,6 +34,8 @@ export interface Route {
   readonly alpn: readonly string[];
   /** Client certificates for this route's names; undefined = off. */
   readonly clientAuth?: RouteClientAuth;
+  /** Whether TLS 1.2 clients are served under this route's names (docs/TLS12.md); absent = yes. */
+  readonly tls12?: boolean;
 }
 
 export class RouteError extends Error {

@@ -15,6 +15,7 @@ test('a minimal config gets the documented defaults', () => {
   assert.deepEqual(c.listen, [{ host: '127.0.0.1', port: 8443 }]);
   assert.deepEqual(c.keyd, [{ socketPath: '/run/keyd.sock' }]);
   assert.equal(c.routes[0].proxyProtocol, false);
+  assert.equal(c.routes[0].tls12, undefined, 'TLS 1.2 on unless a route turns it off');
   assert.deepEqual(c.routes[0].upstream, { host: '127.0.0.1', port: 8080 });
   assert.equal(c.limits.maxConnections, 10_000);
   assert.equal(c.limits.lingerMs, 120_000);
@@ -48,6 +49,7 @@ test('every mistake is named precisely with code EDGE_CONFIG', () => {
     [{ ...minimal, defaultServerName: 'other.org' }, /not covered by any route/],
     [{ ...minimal, limits: { idleTimeoutMs: -1 } }, /limits\.idleTimeoutMs must be an integer/],
     [{ ...minimal, limits: { maxConns: 1 } }, /limits: unknown key 'maxConns'/],
+    [{ ...minimal, routes: [{ names: ['a.example'], upstream: '1.2.3.4:5', tls12: 'no' }] }, /routes\[0\]\.tls12/],
     [{ ...minimal, limits: { identityCacheSize: 0 } }, /limits\.identityCacheSize must be an integer/],
     [{ ...minimal, limits: { lingerMs: 0 } }, /limits\.lingerMs must be an integer/],
     [{ ...minimal, workers: 0 }, /workers must be an integer from 1/],
@@ -114,4 +116,10 @@ test('route clientAuth: mode, CA file relative to the config, CRL; errors name t
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('routes[].tls12: false is kept per route', () => {
+  const c = validateConfig({ ...minimal, routes: [...minimal.routes, { names: ['legacy-off.example'], upstream: '127.0.0.1:1', tls12: false }] }, '/etc/edge');
+  assert.equal(c.routes[1].tls12, false);
+  assert.equal(c.routes[0].tls12, undefined);
 });
