@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Conformance gate: the curated tlsfuzzer TLS 1.3 suite, then the client-certificate suite
-# (`--suite client-auth`, with a required client CA), against
-#   1. `delegator serve` (the engine alone, in-process key), and
-#   2. the whole product (`npm start`: edge + keyd + demo upstream),
+# Conformance gate: the curated tlsfuzzer TLS 1.3 suite, the TLS 1.2 suite, then the
+# client-certificate suite (`--suite client-auth`, with a required client CA), against
+#   1. `delegator serve` (the engine alone, in-process ECDSA P-256 key), and
+#   2. the whole product (`npm start`: edge + keyd + demo upstream; keyd signs the TLS 1.3
+#      CertificateVerify and the TLS 1.2 ServerKeyExchange),
 # as docs/CONFORMANCE.md describes. Fails when any probe fails that OpenSSL 3.0.19 does
 # not also fail (the runner's baseline), or when a script times out or crashes.
 #
@@ -10,21 +11,25 @@
 # with python3-ecdsa (setup.sh installs it from Debian). Run on its own:
 #   bash .ci/conformance.sh
 #   bash .ci/conformance.sh --target serve -- --only finished   # one target, run.sh options after --
+#   bash .ci/conformance.sh --suite tls12 --target serve        # one suite (tls13|tls12|both)
 # Exit status: 0 clean, 1 a probe failed outside the baseline, 2 setup error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 TARGET=both
+SUITES=both
 EXTRA=()
 while [ $# -gt 0 ]; do
   case $1 in
     --target) TARGET=$2; shift 2 ;;
+    --suite) SUITES=$2; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) echo "usage: conformance.sh [--target serve|product|both] [-- run.sh options]" >&2; exit 2 ;;
+    *) echo "usage: conformance.sh [--target serve|product|both] [--suite tls13|tls12|both] [-- run.sh options]" >&2; exit 2 ;;
   esac
 done
 case $TARGET in serve|product|both) ;; *) echo "conformance: --target must be serve, product or both" >&2; exit 2 ;; esac
+case $SUITES in tls13|tls12|both) ;; *) echo "conformance: --suite must be tls13, tls12 or both" >&2; exit 2 ;; esac
 
 TOOLS=${TLSFUZZER_TOOLS:-$ROOT/../shared/tools/tlsfuzzer}
 if [ ! -x "$TOOLS/run.sh" ]; then
@@ -38,6 +43,7 @@ CLIENT_AUTH_BASELINE=$TOOLS/baseline/openssl-3.0.19-client-auth-ecdsa-p256.failu
 CLIENT_AUTH_SCRIPTS=tls13-certificate-request,tls13-certificate-verify,tls13-ecdsa-in-certificate-verify
 # Our CertificateRequest's signature_algorithms, in order (src/tls/handshake/client-certificate-verify.ts).
 CR13_SIGALGS="ecdsa_secp256r1_sha256 ecdsa_secp384r1_sha384 ecdsa_secp521r1_sha512 ed25519 rsa_pss_rsae_sha256 rsa_pss_rsae_sha384 rsa_pss_rsae_sha512"
+BASELINE12=$TOOLS/baseline/openssl-3.0.19-tls12-ecdsa-p256.failures.txt
 # Own work directory: several checkouts may run conformance on one machine at once.
 WORK=$(mktemp -d /tmp/conformance-XXXXXX)
 export TLSFUZZER_WORK=$WORK/tlsfuzzer
@@ -82,16 +88,30 @@ stop_server() {
 GROUPS_ALL=x25519,secp256r1,secp384r1,secp521r1,x448,ffdhe2048,ffdhe3072,ffdhe4096,ffdhe6144,ffdhe8192
 status=0
 
-# $1 label, $2 port, $3 CA file: runs the suite, then compares its failures with the baseline.
+# $1 label, $2 port, $3 CA file: runs the suite(s), then compares the failures with the baselines.
 run_suite() {
-  local label=$1 port=$2 ca=$3 out=$WORK/results-$1 rc=0
-  log "tlsfuzzer tls13 against $label (port $port)"
-  # --timeout: test-tls13-finished alone takes 106 s on a quiet 2-core machine and up to
-  # 300 s (the runner's default limit) on a loaded one; a slow machine is not a failure.
-  "$TOOLS/run.sh" --suite tls13 --groups "$GROUPS_ALL" --tickets 2 --hrr-cookie --timeout 600 \
-    --out "$out" ${EXTRA[@]+"${EXTRA[@]}"} 127.0.0.1 "$port" localhost "$ca" || rc=$?
-  if [ "$rc" -eq 2 ]; then echo "conformance: run.sh setup error against $label" >&2; status=1; return; fi
-  node .ci/tlsfuzzer-baseline.mjs "$out" "$BASELINE" || status=1
+  local label=$1 port=$2 ca=$3 out rc
+  if [ "$SUITES" != tls12 ]; then
+    out=$WORK/results-$label-tls13 rc=0
+    log "tlsfuzzer tls13 against $label (port $port)"
+    # --timeout: test-tls13-finished alone takes 106 s on a quiet 2-core machine and up to
+    # 300 s (the runner's default limit) on a loaded one; a slow machine is not a failure.
+    "$TOOLS/run.sh" --suite tls13 --groups "$GROUPS_ALL" --tickets 2 --hrr-cookie --timeout 600 \
+      --out "$out" ${EXTRA[@]+"${EXTRA[@]}"} 127.0.0.1 "$port" localhost "$ca" || rc=$?
+    if [ "$rc" -eq 2 ]; then echo "conformance: run.sh setup error against $label" >&2; status=1; return; fi
+    node .ci/tlsfuzzer-baseline.mjs "$out" "$BASELINE" || status=1
+  fi
+  if [ "$SUITES" != tls13 ]; then
+    out=$WORK/results-$label-tls12 rc=0
+    log "tlsfuzzer tls12 against $label (port $port)"
+    # The TLS 1.2 profile of docs/TLS12.md: ECDHE with x25519, P-256, P-384; the edge refuses
+    # names it has no route for (fatal unrecognized_name), serve answers every name.
+    # large-hello takes ~60 s on a quiet machine, several minutes on a loaded one.
+    "$TOOLS/run.sh" --suite tls12 --groups x25519,secp256r1,secp384r1 --sni-unknown "$4" --timeout 900 \
+      --out "$out" ${EXTRA[@]+"${EXTRA[@]}"} 127.0.0.1 "$port" localhost "$ca" || rc=$?
+    if [ "$rc" -eq 2 ]; then echo "conformance: run.sh setup error against $label (tls12)" >&2; status=1; return; fi
+    node .ci/tlsfuzzer-baseline.mjs "$out" "$BASELINE12" || status=1
+  fi
 }
 
 # $1 label, $2 port, $3 CA file: the client-certificate suite against a server requiring
@@ -113,7 +133,7 @@ if [ "$TARGET" != product ]; then
   node dist/src/cli/main.js serve --port "$PORT" --hrr-cookie --tickets 2 --dir "$WORK/serve" --log-level warn &
   SERVER_PID=$!
   wait_listening "$PORT"
-  run_suite serve "$PORT" "$WORK/serve/ca.pem"
+  run_suite serve "$PORT" "$WORK/serve/ca.pem" continue
   stop_server
   PORT=$(free_port)
   node dist/src/cli/main.js serve --port "$PORT" --dir "$WORK/serve" --log-level warn --client-ca "$CLIENT_CERTS/ca.pem" &
@@ -132,7 +152,7 @@ elif [ "$TARGET" != serve ]; then
   DELEGATOR_HOME=$WORK/product node dist/src/cli/main.js demo --port "$PORT" >"$WORK/product.log" 2>&1 &
   SERVER_PID=$!
   wait_listening "$PORT"
-  run_suite product "$PORT" "$WORK/product/demo-ca/ca.pem"
+  run_suite product "$PORT" "$WORK/product/demo-ca/ca.pem" fatal
   stop_server
   PORT=$(free_port)
   DELEGATOR_HOME=$WORK/product node dist/src/cli/main.js demo --port "$PORT" --client-ca "$CLIENT_CERTS/ca.pem" >>"$WORK/product.log" 2>&1 &

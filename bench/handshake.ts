@@ -1,10 +1,11 @@
 /**
- * `npm run bench:handshake` — server CPU time per full TLS 1.3 handshake, measured in
- * ONE run under the same external load generator (../shared/tools/hsload):
+ * `npm run bench:handshake` — server CPU time per full TLS 1.3 and TLS 1.2 handshake,
+ * measured in ONE run under the same load generator per version (TLS 1.3:
+ * ../shared/tools/hsload; TLS 1.2: bench/lib/tls12-load.ts, node:tls with TLS 1.2 forced):
  *
  *   engine    our TLS engine, in-process key (LocalSigner), own process
  *   node:tls  Node's TLS (OpenSSL), same key and chain, own process
- *   nginx     1 worker, TLS 1.3 only, same key and chain (when installed)
+ *   nginx     1 worker, TLS 1.2 + 1.3 with the ECDHE AEAD suites, same key and chain (when installed)
  *
  * Each server gets a short warm-up run, then a measured run; its utime+stime from
  * /proc/PID/stat before and after, divided by the handshakes completed, is the figure
@@ -13,7 +14,8 @@
  * Options: --duration S (10) --warmup S (2) --concurrency N (8) --key-type T (ecdsa-p256)
  *          --curve x25519|p256 (x25519) --servers engine,node,nginx --request (send a GET
  *          after each handshake) --rounds N (1: alternate the servers N times and sum, which
- *          evens out a machine whose background load changes) --json (also print JSON)
+ *          evens out a machine whose background load changes) --versions 1.3,1.2 (both)
+ *          --json (also print JSON)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
@@ -24,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { makeTestPki, writePkiFiles, TEST_KEY_TYPES, type TestKeyType } from '../test/helpers/pki.js';
 import { goDurationAsMs, markdownTable } from './lib/format.js';
 import { ensureHsload, runHsload, type HsloadResult } from './lib/hsload.js';
+import { runTls12Load } from './lib/tls12-load.js';
 import { totalCpuTimeMicros } from './lib/proc-stat.js';
 import { nginxBinary, startNginx } from './lib/nginx.js';
 import { freePort } from '../test/helpers/ports.js';
@@ -41,6 +44,7 @@ interface RunningServer {
 
 interface Row {
   server: string;
+  version: '1.3' | '1.2';
   result: HsloadResult;
   cpuMicrosPerHandshake: number;
 }
@@ -54,6 +58,7 @@ const USAGE = `Usage: npm run bench:handshake -- [options]
   --servers LIST     engine,node,nginx (default all; nginx skipped when not installed)
   --request          send 'GET / HTTP/1.0' after each handshake and read the answer
   --rounds N         run the servers in turn N times, --duration each, and sum (default 1)
+  --versions LIST    1.3,1.2 (default both): TLS 1.3 rows with hsload, TLS 1.2 rows with node:tls
   --json             also print the rows as JSON
 `;
 
@@ -104,10 +109,12 @@ function describeMachine(): string {
 }
 
 function formatTable(rows: Row[]): string {
-  const reference = rows.find((r) => r.server === 'node:tls');
-  const header = ['server', 'handshakes', 'failed', 'rate/s', 'p50', 'p99', 'CPU µs/handshake', 'vs node:tls'];
-  const lines = rows.map((row) => [
+  const header = ['server', 'TLS', 'handshakes', 'failed', 'rate/s', 'p50', 'p99', 'CPU µs/handshake', 'vs node:tls'];
+  const lines = rows.map((row) => {
+    const reference = rows.find((r) => r.server === 'node:tls' && r.version === row.version);
+    return [
     row.server,
+    row.version,
     String(row.result.handshakes),
     String(row.result.failed),
     row.result.rate.toFixed(0),
@@ -115,8 +122,9 @@ function formatTable(rows: Row[]): string {
     goDurationAsMs(row.result.p99),
     row.cpuMicrosPerHandshake.toFixed(0),
     reference ? `${(row.cpuMicrosPerHandshake / reference.cpuMicrosPerHandshake).toFixed(2)}×` : '—',
-  ]);
-  return markdownTable(header, lines, 1);
+    ];
+  });
+  return markdownTable(header, lines, 2);
 }
 
 async function main(): Promise<number> {
@@ -128,6 +136,7 @@ async function main(): Promise<number> {
       'key-type': { type: 'string', default: 'ecdsa-p256' },
       curve: { type: 'string', default: 'x25519' },
       servers: { type: 'string', default: 'engine,node,nginx' },
+      versions: { type: 'string', default: '1.3,1.2' },
       request: { type: 'boolean', default: false },
       rounds: { type: 'string', default: '1' },
       json: { type: 'boolean', default: false },
@@ -145,6 +154,11 @@ async function main(): Promise<number> {
   const keyType = values['key-type'] as TestKeyType;
   const curve = values.curve;
   const wanted = values.servers.split(',').map((s) => s.trim());
+  const versions = values.versions.split(',').map((s) => s.trim());
+  if (versions.length === 0 || versions.some((v) => v !== '1.3' && v !== '1.2')) {
+    process.stderr.write(USAGE);
+    return 2;
+  }
   if (!(duration > 0) || !(warmup >= 0) || !(concurrency > 0) || !(Number.isInteger(rounds) && rounds > 0) || !TEST_KEY_TYPES.includes(keyType) || (curve !== 'x25519' && curve !== 'p256')) {
     process.stderr.write(USAGE);
     return 2;
@@ -163,15 +177,17 @@ async function main(): Promise<number> {
       const binary = nginxBinary();
       if (!binary) log('nginx not installed (apt-get install nginx-light): skipped');
       else {
-        const nginx = await startNginx(binary, workDir, await freePort(), files.chainFile, files.keyFile);
+        const nginx = await startNginx(binary, workDir, await freePort(), files.chainFile, files.keyFile, { protocols: 'TLSv1.2 TLSv1.3' });
         servers.push({ name: `nginx ${nginx.version}`, port: nginx.port, pids: nginx.pids, stop: () => nginx.stop() });
       }
     }
 
     log(`machine: ${describeMachine()}`);
     log(`hsload: ${concurrency} workers, ${duration}s measured (+${warmup}s warm-up) per server, key ${keyType}, client key share ${curve}${values.request ? ', GET after each handshake' : ', handshake only'}`);
-    const totals = new Map<RunningServer, { result: HsloadResult; cpuMicros: number; rates: number[] }>();
+    const totals = new Map<string, { server: RunningServer; version: '1.3' | '1.2'; result: HsloadResult; cpuMicros: number; rates: number[] }>();
+    const auth = keyType.startsWith('rsa') ? 'RSA' : 'ECDSA';
     for (let round = 1; round <= rounds; round++) {
+      for (const version of versions as ('1.3' | '1.2')[])
       for (const server of servers) {
         const run = {
           address: `127.0.0.1:${server.port}`,
@@ -181,13 +197,18 @@ async function main(): Promise<number> {
           curve: curve as 'x25519' | 'p256',
           ...(values.request ? { request: 'GET / HTTP/1.0\r\n\r\n' } : {}),
         };
-        if (warmup > 0 && round === 1) await runHsload(hsload, { ...run, durationSeconds: warmup });
+        const load = (durationSeconds: number): Promise<HsloadResult> =>
+          version === '1.3'
+            ? runHsload(hsload, { ...run, durationSeconds })
+            : runTls12Load({ host: '127.0.0.1', port: server.port, sni: 'localhost', caFile: files.caFile, concurrency, durationSeconds, curve: run.curve, cipher: `ECDHE-${auth}-AES128-GCM-SHA256`, ...(run.request ? { request: run.request } : {}) });
+        if (warmup > 0 && round === 1) await load(warmup);
         const before = totalCpuTimeMicros(server.pids);
-        const result = await runHsload(hsload, { ...run, durationSeconds: duration });
+        const result = await load(duration);
         const cpuMicros = totalCpuTimeMicros(server.pids) - before;
-        log(`${rounds > 1 ? `round ${round} ` : ''}${server.name}: ${result.handshakes} handshakes, ${result.failed} failed, ${(cpuMicros / result.handshakes).toFixed(0)} µs CPU each${result.firstError ? ` (first error: ${result.firstError})` : ''}`);
-        const total = totals.get(server);
-        if (!total) totals.set(server, { result, cpuMicros, rates: [result.rate] });
+        log(`${rounds > 1 ? `round ${round} ` : ''}${server.name} TLS ${version}: ${result.handshakes} handshakes, ${result.failed} failed, ${(cpuMicros / result.handshakes).toFixed(0)} µs CPU each${result.firstError ? ` (first error: ${result.firstError})` : ''}`);
+        const key = `${server.name} ${version}`;
+        const total = totals.get(key);
+        if (!total) totals.set(key, { server, version, result, cpuMicros, rates: [result.rate] });
         else {
           // Latency percentiles of the last round are shown; counts and CPU are summed.
           total.result = { ...result, handshakes: total.result.handshakes + result.handshakes, failed: total.result.failed + result.failed };
@@ -196,11 +217,11 @@ async function main(): Promise<number> {
         }
       }
     }
-    const rows: Row[] = servers.map((server) => {
-      const total = totals.get(server)!;
+    const rows: Row[] = [...totals.values()].map((total) => {
       const rate = total.rates.reduce((a, b) => a + b, 0) / total.rates.length;
       return {
-        server: server.name,
+        server: total.server.name,
+        version: total.version,
         result: { ...total.result, rate },
         cpuMicrosPerHandshake: total.result.handshakes > 0 ? total.cpuMicros / total.result.handshakes : Number.NaN,
       };

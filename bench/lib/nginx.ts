@@ -60,6 +60,7 @@ http {
     ssl_certificate ${chainFile};
     ssl_certificate_key ${keyFile};
     ssl_protocols ${options.protocols ?? 'TLSv1.3'};
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
     location / { return 200 "ok\\n"; }
   }
 }

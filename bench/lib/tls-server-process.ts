@@ -81,7 +81,7 @@ function main(): void {
     };
     server = createEngineServer({ resolveIdentity: () => identity }, app);
   } else {
-    server = createNodeTlsServer({ key: keyPem, cert: chainPem, minVersion: 'TLSv1.3' }, app);
+    server = createNodeTlsServer({ key: keyPem, cert: chainPem, minVersion: 'TLSv1.2' }, app);
   }
   server.on('tlsClientError', () => {});
   server.listen(Number(values.port), '127.0.0.1', () => {
