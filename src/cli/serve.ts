@@ -377,7 +377,7 @@ export async function main(argv: string[]): Promise<number> {
   if (config.keyType === 'ed25519') process.stderr.write(ED25519_WARNING);
   log.info({ host: config.host, port: running.port, groups: config.groups.map(groupName), tickets: config.tickets, alpn: config.alpn }, 'listening');
   process.stdout.write(
-    `Serving ${running.url} on ${config.host}:${running.port} (TLS 1.3, ${config.keyType} key in this process)\n` +
+    `Serving ${running.url} on ${config.host}:${running.port} (${config.tls13 && config.tls12 ? 'TLS 1.3 + 1.2' : config.tls13 ? 'TLS 1.3' : 'TLS 1.2'}, ${config.keyType} key in this process)\n` +
       `CA certificate: ${running.caPath}\n` +
       (config.clientAuth ? `Client certificates: ${config.clientAuth.mode}, CAs from ${config.clientAuth.caFile}\n` : '') +
       `Try: ${running.curlCommand}\n`,
