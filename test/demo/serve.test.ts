@@ -26,6 +26,15 @@ test('arguments: defaults', () => {
   assert.deepEqual(config.alpn, ['http/1.1']);
   assert.deepEqual(config.names, ['localhost', '127.0.0.1']);
   assert.equal(config.dir, join(process.cwd(), '.delegator', 'serve'));
+  assert.deepEqual([config.tls12, config.tls13, config.requireEms], [true, true, false]);
+});
+
+test('arguments: --no-tls12, --tls12-only, --require-ems; the two version switches exclude each other', () => {
+  const off = parseServeArgs(['--no-tls12'], {});
+  assert.ok(off !== 'help' && !off.tls12 && off.tls13);
+  const only = parseServeArgs(['--tls12-only', '--require-ems'], {});
+  assert.ok(only !== 'help' && only.tls12 && !only.tls13 && only.requireEms);
+  assert.throws(() => parseServeArgs(['--no-tls12', '--tls12-only'], {}), UsageError);
 });
 
 test('arguments: every option parsed; DELEGATOR_HOME moves the default directory', () => {
@@ -168,10 +177,10 @@ test('serve: a second start reuses the CA; handshake failures are logged at debu
   first.child.kill('SIGTERM');
   assert.equal(await first.exited, 0);
 
-  const second = await startServe(t, ['--dir', dir, '--log-level', 'debug']);
+  const second = await startServe(t, ['--dir', dir, '--log-level', 'debug', '--no-tls12']);
   assert.deepEqual(await readFile(second.caPath), caBefore, 'CA reused');
   assert.match(second.stderr(), /reusing demo CA and certificate/);
-  // A TLS 1.2-only client must be refused with a protocol_version alert.
+  // With --no-tls12 a TLS 1.2-only client must be refused with a protocol_version alert.
   await new Promise<void>((resolve) => {
     const socket = connect({ host: '127.0.0.1', port: second.port, servername: 'localhost', maxVersion: 'TLSv1.2', rejectUnauthorized: false });
     socket.once('error', () => resolve());
