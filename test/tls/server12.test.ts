@@ -169,6 +169,16 @@ describe('TLS 1.2 alerts', () => {
     assert.equal(c.conn.info.alpnProtocol, 'http/1.1');
   });
 
+  test('an identity with tls12: false (an edge route served over TLS 1.3 only) → protocol_version', async () => {
+    const c = new Tls12TestClient(makeOptions({ ...identity, tls12: false }));
+    c.hello();
+    assert.equal(await fatalAlert(c), A.protocol_version);
+    const control = new Tls12TestClient(makeOptions({ ...identity, tls12: true }));
+    control.hello();
+    await settle();
+    assert.equal(control.receive()[0]?.type, H.server_hello);
+  });
+
   test('legacy_version TLS 1.1 without supported_versions → protocol_version', async () => {
     const c = new Tls12TestClient(makeOptions(identity));
     const { encodeClientHello } = await import('./client-hello-builder.js');
