@@ -364,7 +364,8 @@ export function createServer(
   return Object.assign(server, {
     setTlsOptions(next: TlsServerOptions): void {
       const nextResolved = resolveOptions(next);
-      resolved = nextResolved;
+      // TLS 1.2 sessions cached by id survive a reload, as tickets do (same key ring).
+      resolved = next.sessionCacheSize === undefined ? { ...nextResolved, sessionCache12: resolved.sessionCache12 } : nextResolved;
       allowHalfOpen = next.allowHalfOpen ?? false;
       maxConnections = next.maxConnections ?? Infinity;
     },
