@@ -32,7 +32,8 @@ function oneHandshake(run: Tls12LoadRun, ca: Buffer): Promise<void> {
       minVersion: 'TLSv1.2',
       maxVersion: 'TLSv1.2',
       ciphers: run.cipher,
-      ecdhCurve: run.curve === 'x25519' ? 'X25519' : 'P-256',
+      // P-256 is always offered too: an ECDSA P-256 certificate needs its curve in supported_groups (RFC 8422 §5.3).
+      ecdhCurve: run.curve === 'x25519' ? 'X25519:P-256' : 'P-256',
     });
     socket.once('error', reject);
     socket.once('secureConnect', () => {
