@@ -38,11 +38,11 @@ if [ ! -x "$TOOLS/run.sh" ]; then
 fi
 BASELINE=$TOOLS/baseline/openssl-3.0.19-ecdsa-p256.failures.txt
 CLIENT_AUTH_BASELINE=$TOOLS/baseline/openssl-3.0.19-client-auth-ecdsa-p256.failures.txt
-# The client-auth scripts the engine answers today: the TLS 1.3 ones. The nine TLS 1.2
-# scripts join once the TLS 1.2 handshake sends a CertificateRequest (docs/CONFORMANCE.md).
-CLIENT_AUTH_SCRIPTS=tls13-certificate-request,tls13-certificate-verify,tls13-ecdsa-in-certificate-verify
+# All twelve client-auth scripts: three TLS 1.3, nine TLS 1.2 (docs/CONFORMANCE.md).
+CLIENT_AUTH_SCRIPTS=tls13-certificate-request,tls13-certificate-verify,tls13-ecdsa-in-certificate-verify,certificate-request,certificate-verify,certificate-verify-malformed,certificate-verify-malformed-sig,certificate-malformed,extended-master-secret-extension-with-client-cert,rsa-sigs-on-certificate-verify,rsa-pss-sigs-on-certificate-verify,ecdsa-in-certificate-verify
 # Our CertificateRequest's signature_algorithms, in order (src/tls/handshake/client-certificate-verify.ts).
 CR13_SIGALGS="ecdsa_secp256r1_sha256 ecdsa_secp384r1_sha384 ecdsa_secp521r1_sha512 ed25519 rsa_pss_rsae_sha256 rsa_pss_rsae_sha384 rsa_pss_rsae_sha512"
+CR12_SIGALGS="ecdsa_secp256r1_sha256 ecdsa_secp384r1_sha384 ecdsa_secp521r1_sha512 ed25519 rsa_pss_rsae_sha256 rsa_pss_rsae_sha384 rsa_pss_rsae_sha512 rsa_pkcs1_sha256 rsa_pkcs1_sha384 rsa_pkcs1_sha512 ecdsa_sha224"
 BASELINE12=$TOOLS/baseline/openssl-3.0.19-tls12-ecdsa-p256.failures.txt
 # Own work directory: several checkouts may run conformance on one machine at once.
 WORK=$(mktemp -d /tmp/conformance-XXXXXX)
@@ -121,7 +121,7 @@ run_client_auth() {
   local label=$1 port=$2 ca=$3 out=$WORK/results-client-auth-$1 rc=0
   log "tlsfuzzer client-auth against $label (port $port)"
   "$TOOLS/run.sh" --suite client-auth --no-preflight --client-certs "$CLIENT_CERTS" --only "$CLIENT_AUTH_SCRIPTS" \
-    --cr13-sigalgs "$CR13_SIGALGS" --cr-ca-names --timeout 1200 \
+    --cr13-sigalgs "$CR13_SIGALGS" --cr12-sigalgs "$CR12_SIGALGS" --cr-ca-names --cv-illegal-parameter --timeout 1200 \
     --out "$out" ${EXTRA[@]+"${EXTRA[@]}"} 127.0.0.1 "$port" localhost "$ca" || rc=$?
   if [ "$rc" -eq 2 ]; then echo "conformance: run.sh setup error against $label" >&2; status=1; return; fi
   node .ci/tlsfuzzer-baseline.mjs "$out" "$CLIENT_AUTH_BASELINE" || status=1

@@ -72,7 +72,11 @@ function inClientFlight(kind: PhaseKind): boolean {
 }
 /** TLS 1.2 (RFC 5246): the message each server12 phase expects, and its largest body (RFC 8422 §5.7: point<1..255>; §7.4.9: 12 bytes). */
 const EXPECTED_MESSAGE12: Record<Expect12['kind'], { type: number; max: number } | undefined> = {
+  // §7.4.6: certificate_list<0..2^24-1>; capped like every handshake message of ours (128 KiB).
+  expectClientCertificate: { type: HandshakeType.certificate, max: 0x20000 },
   expectClientKeyExchange: { type: HandshakeType.client_key_exchange, max: 256 },
+  // §7.4.8: scheme, signature<0..2^16-1>.
+  expectCertificateVerify: { type: HandshakeType.certificate_verify, max: 4 + 0xffff },
   expectChangeCipherSpec: undefined,
   expectClientFinished: { type: HandshakeType.finished, max: 12 },
 };
@@ -333,8 +337,14 @@ export class TlsServerConnection {
 
   private handleHandshake12(raw: Buffer, server: ServerHandshake12, expect: Expect12): void {
     switch (expect.kind) {
+      case 'expectClientCertificate':
+        this.phase = { kind: 'handshake12', server, expect: server.readClientCertificate(expect, raw) };
+        return;
       case 'expectClientKeyExchange':
         this.phase = { kind: 'handshake12', server, expect: server.readClientKeyExchange(expect, raw) };
+        return;
+      case 'expectCertificateVerify':
+        this.phase = { kind: 'handshake12', server, expect: server.readClientCertificateVerify(expect, raw) };
         return;
       case 'expectClientFinished':
         server.readClientFinished(expect, raw);

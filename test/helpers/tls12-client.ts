@@ -6,7 +6,7 @@
  * tests cover the well-behaved path with real clients. The PRF it uses is checked
  * against published vectors in test/tls/prf12.test.ts.
  */
-import { createECDH, createHash, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import { constants, createECDH, createHash, createPublicKey, diffieHellman, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { TlsServerConnection } from '../../src/tls/connection.js';
 import type { ResolvedOptions } from '../../src/tls/options.js';
 import { extendedMasterSecret, finishedVerifyData12, keyBlock12, masterSecret } from '../../src/tls/crypto/prf12.js';
@@ -198,6 +198,36 @@ export class Tls12TestClient {
     this.pendingRead = new RecordProtection12(this.suite, keys.serverWriteKey, keys.serverWriteIv);
   }
 
+  /** The client's Certificate (RFC 5246 §7.4.6): DER chain, leaf first; empty = no certificate. */
+  certificate(chain: readonly Uint8Array[]): void {
+    const entries = Buffer.concat(chain.map((der) => Buffer.concat([u24(der.length), der])));
+    const body = Buffer.concat([u24(entries.length), entries]);
+    this.sendHandshake(Buffer.concat([Buffer.of(11), u24(body.length), body]));
+  }
+
+  /**
+   * CertificateVerify (RFC 5246 §7.4.8): `scheme` and a signature with `key` over every
+   * handshake message so far, built here with node:crypto; `alter` rewrites the signature.
+   */
+  certificateVerify(key: KeyObject, scheme: number, alter: (signature: Buffer) => Buffer = (s) => s): void {
+    const content = Buffer.concat(this.transcript);
+    const hash = ({ 0x03: 'sha224', 0x04: 'sha256', 0x05: 'sha384', 0x06: 'sha512' } as Record<number, string>)[scheme >> 8];
+    let signature: Buffer;
+    if (scheme >= 0x0804 && scheme <= 0x0806) {
+      signature = sign(['sha256', 'sha384', 'sha512'][scheme - 0x0804]!, content, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST });
+    } else if ((scheme & 0xff) === 0x01) {
+      signature = sign(hash!, content, { key, padding: constants.RSA_PKCS1_PADDING });
+    } else {
+      signature = sign(hash!, content, key);
+    }
+    signature = alter(signature);
+    const body = Buffer.alloc(4);
+    body.writeUInt16BE(scheme, 0);
+    body.writeUInt16BE(signature.length, 2);
+    const message = Buffer.concat([Buffer.of(15), u24(4 + signature.length), body, signature]);
+    this.sendHandshake(message);
+  }
+
   changeCipherSpec(): void {
     this.sendRecord(20, Buffer.of(1));
     this.write = this.pendingWrite;
@@ -227,4 +257,10 @@ export class Tls12TestClient {
     this.finished();
     return this.receive();
   }
+}
+
+function u24(n: number): Buffer {
+  const b = Buffer.alloc(3);
+  b.writeUIntBE(n, 0, 3);
+  return b;
 }

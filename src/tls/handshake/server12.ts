@@ -17,10 +17,14 @@ import {
   encodeServerKeyExchange,
   type ClientHello12Extensions,
 } from '../messages/tls12-messages.js';
+import { ClientCertificateType, decodeCertificateVerify, decodeClientCertificate12, encodeCertificateRequest12 } from '../messages/client-authentication.js';
+import type { ClientAuthOptions, VerifiedClientCertificate } from '../options.js';
 import { RecordProtection12 } from '../record/protection12.js';
 import { MAX_PLAINTEXT } from '../record/protection.js';
 import type { Identity } from '../signer.js';
 import { ContentType, NamedGroup, nameOf, SignatureScheme } from '../wire/codepoints.js';
+import { clientAuthFor, clientAuthPolicyId, sessionFitsClientAuth } from './client-auth-policy.js';
+import { CLIENT_SIGNATURE_SCHEMES_12, verifyClientCertificateVerify12 } from './client-certificate-verify.js';
 import type { HandshakeContext } from './context.js';
 import { selectAlpn } from './negotiate.js';
 import { openTicket12, sealTicket12, sessionIsLive, type Session12 } from './session12.js';
@@ -38,9 +42,11 @@ import { Transcript } from './transcript.js';
  *   sendServerHello           §7.4.1.3          random with the RFC 8446 §4.1.3 downgrade sentinel
  *   sendCertificate           §7.4.2
  *   sendServerKeyExchange     RFC 8422 §5.4     the Signer signs randoms + ECDH parameters
- *   requestClientCertificate  §7.4.4            (the place a CertificateRequest goes; none today)
+ *   requestClientCertificate  §7.4.4            CertificateRequest when the identity's client-auth mode asks
  *   sendServerHelloDone       §7.4.5            the flight goes out as one write
+ *   readClientCertificate     §7.4.6            the client's chain, checked by the policy's verifier
  *   readClientKeyExchange     RFC 8422 §5.7     shared secret, (extended) master secret, key block
+ *   readClientCertificateVerify §7.4.8          the client's signature over the handshake messages
  *   readChangeCipherSpec      §7.1              the client's keys take effect
  *   readClientFinished        §7.4.9            verify_data checks
  *   sendTickets               RFC 5077 §3.3     NewSessionTicket before our ChangeCipherSpec
@@ -63,9 +69,35 @@ export interface Negotiating12 {
   readonly flight: Promise<Expect12 | undefined>;
 }
 
+/** What our CertificateRequest asked for, and the handshake messages a CertificateVerify covers (§7.4.8). */
+interface CertificateRequest12 {
+  readonly clientAuth: ClientAuthOptions;
+  readonly signatureSchemes: readonly number[];
+  /** ClientHello … ServerHelloDone, then the client's Certificate and ClientKeyExchange as they arrive. */
+  readonly handshakeMessages: Buffer[];
+  /** The verified client certificate, once its Certificate was read (none: the client sent an empty one). */
+  certificate?: VerifiedClientCertificate;
+}
+
+/** After a ServerHelloDone that followed a CertificateRequest: the client's Certificate is next (§7.4.6). */
+export interface ExpectClientCertificate12 extends Omit<ExpectClientKeyExchange, 'kind'> {
+  readonly kind: 'expectClientCertificate';
+  readonly certificateRequest: CertificateRequest12;
+}
+
+/** The client sent a certificate: its CertificateVerify follows its ClientKeyExchange (§7.4.8). */
+export interface ExpectCertificateVerify12 {
+  readonly kind: 'expectCertificateVerify';
+  readonly next: ExpectChangeCipherSpec;
+  readonly certificateRequest: CertificateRequest12;
+  readonly certificate: VerifiedClientCertificate;
+}
+
 /** After ServerHelloDone: the client's ECDHE share is next (RFC 8422 §5.7). */
 export interface ExpectClientKeyExchange {
   readonly kind: 'expectClientKeyExchange';
+  /** Set when our flight held a CertificateRequest. */
+  readonly certificateRequest?: CertificateRequest12;
   readonly suite: Suite12Info;
   readonly transcript: Transcript;
   readonly clientRandom: Uint8Array;
@@ -93,7 +125,12 @@ export interface ExpectClientFinished12 extends Omit<ExpectChangeCipherSpec, 'ki
   readonly kind: 'expectClientFinished';
 }
 
-export type Expect12 = ExpectClientKeyExchange | ExpectChangeCipherSpec | ExpectClientFinished12;
+export type Expect12 =
+  | ExpectClientCertificate12
+  | ExpectClientKeyExchange
+  | ExpectCertificateVerify12
+  | ExpectChangeCipherSpec
+  | ExpectClientFinished12;
 
 /** What the session of this handshake becomes once it completes. */
 interface SessionPlan {
@@ -152,6 +189,9 @@ function certificateMessage(chain: readonly Uint8Array[]): Buffer {
 }
 
 export class ServerHandshake12 {
+  /** The client-auth policy of this handshake's identity, written into its session. */
+  private clientAuthPolicy = clientAuthPolicyId(undefined);
+
   constructor(private readonly ctx: HandshakeContext) {}
 
   /**
@@ -162,6 +202,7 @@ export class ServerHandshake12 {
     const state = this.processClientHello(hello);
     const flight = this.pickIdentity(state).then((picked): Promise<Expect12 | undefined> | Expect12 | undefined => {
       if (!picked) return undefined;
+      this.clientAuthPolicy = clientAuthPolicyId(clientAuthFor(picked.identity, this.ctx.options));
       const session = this.checkForResumption(state);
       if (session) return this.sendAbbreviatedFlight(state, picked, session);
       return this.sendFullFlight(state, picked);
@@ -245,20 +286,28 @@ export class ServerHandshake12 {
     }
     // RFC 7627 §5.3: a session without EMS is not resumed by a client offering EMS (full handshake instead).
     if (!candidate.extendedMasterSecret && extensions.extendedMasterSecret) return undefined;
+    // A session of another client-auth policy, or whose client certificate has expired: full handshake.
+    if (!sessionFitsClientAuth(candidate, this.clientAuthPolicy, now)) return undefined;
+    this.ctx.info.clientCertificate = candidate.clientIdentity;
+    this.ctx.info.clientCertificateFromSession = candidate.clientIdentity !== undefined;
     return candidate;
   }
 
   // ---- full handshake ---------------------------------------------------------
 
   /** ServerHello … ServerHelloDone as one write; undefined when the connection closed while signing. */
-  private async sendFullFlight(state: ClientHello12State, picked: PickedIdentity12): Promise<ExpectClientKeyExchange | undefined> {
+  private async sendFullFlight(state: ClientHello12State, picked: PickedIdentity12): Promise<ExpectClientKeyExchange | ExpectClientCertificate12 | undefined> {
     const parameters = this.chooseParameters(state, picked.identity);
     const flight = this.sendServerHello(state, picked, parameters.suite, undefined);
     this.sendCertificate(flight, picked.identity);
     const ephemeral = await this.sendServerKeyExchange(flight, picked.identity, parameters);
     if (!ephemeral) return undefined;
-    this.requestClientCertificate(flight);
-    return this.sendServerHelloDone(flight, ephemeral);
+    const certificateRequest = this.requestClientCertificate(flight, picked.identity);
+    const expect = this.sendServerHelloDone(flight, ephemeral);
+    if (!certificateRequest) return expect;
+    // §7.4.8: the client's CertificateVerify covers every handshake message so far.
+    certificateRequest.handshakeMessages.push(state.hello.raw, ...flight.messages);
+    return { ...expect, kind: 'expectClientCertificate', certificateRequest };
   }
 
   /**
@@ -374,10 +423,60 @@ export class ServerHandshake12 {
   }
 
   /**
-   * §7.4.4: where a CertificateRequest joins the flight, between ServerKeyExchange and
-   * ServerHelloDone. This server does not ask for client certificates in TLS 1.2 yet.
+   * §7.4.4: a CertificateRequest between ServerKeyExchange and ServerHelloDone when the
+   * identity's client-auth mode asks for one: certificate types RSA and ECDSA (RFC 8422
+   * §5.5), the schemes whose CertificateVerify we verify (no SHA-1, RFC 9155), and the CAs'
+   * names unless the policy hides them.
    */
-  private requestClientCertificate(_flight: Flight12): void {}
+  private requestClientCertificate(flight: Flight12, identity: Identity): CertificateRequest12 | undefined {
+    const clientAuth = clientAuthFor(identity, this.ctx.options);
+    if (!clientAuth) return undefined;
+    const signatureSchemes = CLIENT_SIGNATURE_SCHEMES_12;
+    this.addToFlight(
+      flight,
+      encodeCertificateRequest12({
+        certificateTypes: [ClientCertificateType.rsa_sign, ClientCertificateType.ecdsa_sign],
+        signatureSchemes,
+        certificateAuthorities: clientAuth.certificateAuthorities,
+      }),
+    );
+    this.ctx.info.clientCertificateRequested = true;
+    return { clientAuth, signatureSchemes, handshakeMessages: [] };
+  }
+
+  /**
+   * §7.4.6: the client's Certificate. An empty one is accepted in optional mode and refused
+   * with handshake_failure in required mode (§7.4.6 names that alert); a chain goes to the
+   * policy's verifier, which names the alert for a chain it refuses.
+   */
+  readClientCertificate(expect: ExpectClientCertificate12, raw: Buffer): ExpectClientKeyExchange {
+    const { certificateRequest: request } = expect;
+    const chain = decodeClientCertificate12(raw);
+    expect.transcript.add(raw);
+    request.handshakeMessages.push(raw);
+    if (chain.length === 0) {
+      if (request.clientAuth.mode === 'required') throw new TlsAlert('handshake_failure', 'client sent no certificate and one is required');
+    } else {
+      request.certificate = request.clientAuth.verifyChain!(chain);
+    }
+    return { ...expect, kind: 'expectClientKeyExchange' };
+  }
+
+  /** §7.4.8: the client's signature over ClientHello … ClientKeyExchange with the leaf's key. */
+  readClientCertificateVerify(expect: ExpectCertificateVerify12, raw: Buffer): ExpectChangeCipherSpec {
+    const { scheme, signature } = decodeCertificateVerify(raw);
+    verifyClientCertificateVerify12({
+      publicKey: expect.certificate.publicKey,
+      scheme,
+      signature,
+      handshakeMessages: expect.certificateRequest.handshakeMessages,
+      offered: expect.certificateRequest.signatureSchemes,
+    });
+    expect.next.transcript.add(raw);
+    this.ctx.info.clientCertificate = expect.certificate.identity;
+    this.ctx.info.clientCertificateFromSession = false;
+    return expect.next;
+  }
 
   /** §7.4.5: ServerHelloDone closes the flight, which goes out as one write. */
   private sendServerHelloDone(flight: Flight12, ephemeral: EphemeralKey): ExpectClientKeyExchange {
@@ -399,7 +498,15 @@ export class ServerHandshake12 {
    * RFC 8422 §5.7, RFC 5246 §8.1, RFC 7627 §4: the client's share gives the premaster
    * secret; the master secret binds the randoms, or with EMS the transcript up to here.
    */
-  readClientKeyExchange(expect: ExpectClientKeyExchange, raw: Buffer): ExpectChangeCipherSpec {
+  readClientKeyExchange(expect: ExpectClientKeyExchange, raw: Buffer): ExpectChangeCipherSpec | ExpectCertificateVerify12 {
+    const next = this.deriveKeys(expect, raw);
+    const request = expect.certificateRequest;
+    if (!request?.certificate) return next;
+    request.handshakeMessages.push(raw);
+    return { kind: 'expectCertificateVerify', next, certificateRequest: request, certificate: request.certificate };
+  }
+
+  private deriveKeys(expect: ExpectClientKeyExchange, raw: Buffer): ExpectChangeCipherSpec {
     const { suite, transcript } = expect;
     const point = decodeClientKeyExchange(raw);
     const preMasterSecret = expect.ephemeral.deriveSharedSecret(point);
@@ -454,6 +561,8 @@ export class ServerHandshake12 {
       issuedAt: this.ctx.now(),
       lifetimeSeconds: this.ctx.options.ticketLifetimeSeconds,
       serverName: expect.session.serverName,
+      clientAuthPolicy: this.clientAuthPolicy,
+      clientIdentity: this.ctx.info.clientCertificate,
     };
     const out = this.sendTickets(expect, session);
     out.push(...this.sendFinished(suite, transcript, master, protection));
