@@ -205,6 +205,18 @@ describe('openssl s_client', { skip: !hasTool('openssl') && 'openssl not install
     assert.equal(seen.at(-1)!.cn, undefined);
   });
 
+  test('TLS 1.2: a certificate reaches the upstream as CN; none on the required route gets handshake_failure', async () => {
+    const tls12 = (cert?: string) => {
+      const args = ['s_client', '-connect', `127.0.0.1:${port()}`, '-servername', 'required.test', '-CAfile', serverFiles.caFile, '-verify_return_error', '-tls1_2', '-quiet'];
+      if (cert) args.push('-cert', files.path(`${cert}.pem`), '-key', files.path(`${cert}.key`));
+      return runTool('openssl', args, REQUEST, { timeoutMs: 15_000 });
+    };
+    const ok = await counted('verified', 'none', () => tls12('bob'));
+    assert.match(ok.stdout, /cn=bob client=7\n/, describeResult(ok));
+    const refused = await counted('failed', 'handshake_failure', () => tls12());
+    assert.match(refused.stderr, /alert handshake failure|SSL alert number 40/, describeResult(refused));
+  });
+
   test('optional route with a certificate: CN alice', async () => {
     const r = await sClient('optional.test', 'alice');
     assert.match(r.stdout, /cn=alice client=7\n/, describeResult(r));
