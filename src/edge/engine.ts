@@ -22,6 +22,8 @@ export interface EngineSocket extends Duplex {
   readonly serverCertificateChain?: readonly Uint8Array[];
   /** Our flight asked for a client certificate (RFC 8446 §4.3.2). */
   readonly clientCertificateRequested?: boolean;
+  /** CertificateVerify was signed with a delegated credential (RFC 9345), in the edge. */
+  readonly delegatedCredential?: boolean;
   readonly remoteAddress?: string;
   readonly remotePort?: number;
   readonly localAddress?: string;

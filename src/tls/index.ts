@@ -30,6 +30,7 @@ export {
   keyTypeOf,
   serverKeyExchangeContent,
   signWithScheme,
+  type DelegatedCredentialOffer,
   type Identity,
   type ResolveIdentity,
   type SignRequest,
@@ -38,6 +39,18 @@ export {
   type Tls13CertificateVerifyRequest,
 } from './signer.js';
 export { SCHEMES, TRANSCRIPT_HASH_LENGTHS, schemesForKeyType, tls12SchemesForKeyType, type KeyType, type SchemeInfo } from './signature-schemes.js';
+export {
+  DELEGATED_CREDENTIAL_SCHEMES,
+  DELEGATION_USAGE_OID,
+  MAX_DELEGATED_CREDENTIAL_SECONDS,
+  RSA_PKCS1_SCHEMES,
+  decodeDelegatedCredential,
+  delegatedCredentialSignedContent,
+  encodeCredential,
+  encodeDelegatedCredential,
+  type Credential,
+  type DelegatedCredential,
+} from './messages/delegated-credential.js';
 export { TicketKeyRing, type SharedTicketKey, type TicketKeyRingOptions } from './handshake/ticket-keys.js';
 
 export { AlertDescription, TlsAlert, TlsPeerAlert, alertName, type AlertName } from './alert.js';

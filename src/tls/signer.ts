@@ -47,6 +47,22 @@ export interface Identity {
   readonly clientAuth?: ClientAuthOptions;
   /** false: this name is served over TLS 1.3 only, a TLS 1.2 ClientHello for it gets protocol_version (an edge route's `tls12: false`). */
   readonly tls12?: boolean;
+  /**
+   * A delegated credential (RFC 9345) the leaf's key signed, with the credential's own
+   * signer: used instead of `signer` for clients that offer delegated_credential with the
+   * credential's scheme. The engine reads the schemes from the credential itself.
+   */
+  readonly delegatedCredential?: DelegatedCredentialOffer;
+}
+
+/** RFC 9345: a credential bound to the identity's leaf certificate, and the key it delegates to. */
+export interface DelegatedCredentialOffer {
+  /** The encoded DelegatedCredential (§4), sent in the end-entity CertificateEntry's extensions. */
+  readonly credential: Uint8Array;
+  /** Signs CertificateVerify with the credential's key, under its dc_cert_verify_algorithm. */
+  readonly signer: Signer;
+  /** When the credential expires, in ms since the epoch (engine clock); not offered from then on. */
+  readonly notAfter: number;
 }
 
 /** Picks the identity for a ClientHello's server_name (undefined when the client sent none). */

@@ -119,6 +119,11 @@ export class TlsSocket extends Duplex {
   get signatureScheme(): string | undefined {
     return this.connection.info.signatureScheme;
   }
+  /** CertificateVerify was signed with a delegated credential (RFC 9345) rather than through the identity's signer. */
+  get delegatedCredential(): boolean {
+    return this.connection.info.delegatedCredential === true;
+  }
+
   get resumed(): boolean {
     return this.connection.info.resumed;
   }

@@ -42,6 +42,8 @@ export interface ConnectionInfo {
   serverCertificateChain?: readonly Uint8Array[];
   /** Our flight held a CertificateRequest. */
   clientCertificateRequested?: boolean;
+  /** CertificateVerify was signed with a delegated credential's key (RFC 9345), not the certificate's. */
+  delegatedCredential?: boolean;
 }
 
 /**

@@ -22,6 +22,7 @@ import { CLIENT_AUTH_OFF, clientAuthFor, clientAuthPolicyId, sessionFitsClientAu
 import { CLIENT_SIGNATURE_SCHEMES, verifyClientCertificateVerify } from './client-certificate-verify.js';
 import type { HandshakeContext } from './context.js';
 import { openCookie, sealCookie } from './cookie.js';
+import { certificateMessageWithCredential, chooseDelegatedCredential, type ChosenCredential } from './delegation.js';
 import { EarlySecrets, finishedVerifyData, resumptionPsk, type HandshakeSecrets, type MasterSecrets } from './key-schedule.js';
 import {
   checkClientHello13,
@@ -143,7 +144,7 @@ interface KeyShare {
 /** pickIdentity's answer: the ALPN protocol and, unless resuming, the certificate to authenticate with. */
 interface PickedIdentity {
   readonly alpnProtocol: string | undefined;
-  readonly certificate: { readonly identity: Identity; readonly scheme: number } | undefined;
+  readonly certificate: { readonly identity: Identity; readonly scheme: number; readonly credential?: ChosenCredential } | undefined;
   /** The offered ticket, unless the identity's client-auth policy refused it. */
   readonly resumption: Resumption | undefined;
   /** The identity's client-auth setting, when it asks for a certificate. */
@@ -207,8 +208,8 @@ export class ServerHandshake13 {
     const parameters = this.sendServerParameters(state, resumption, keyShare, picked.alpnProtocol);
     const certificateRequest = picked.certificate && picked.clientAuth ? this.sendCertificateRequest(parameters, picked.clientAuth) : undefined;
     if (picked.certificate) {
-      this.sendCertificate(parameters, picked.certificate.identity);
-      const signed = await this.sendCertificateVerify(parameters, picked.certificate.identity, picked.certificate.scheme);
+      this.sendCertificate(parameters, picked.certificate.identity, picked.certificate.credential);
+      const signed = await this.sendCertificateVerify(parameters, picked.certificate.identity, picked.certificate.scheme, picked.certificate.credential);
       if (!signed) return undefined;
     }
     return this.sendFinished(parameters, certificateRequest);
@@ -360,9 +361,13 @@ export class ServerHandshake13 {
       const resumed = resumption && this.ticketFitsClientAuth(resumption.ticket) ? resumption : undefined;
       this.ctx.info.resumed = resumed !== undefined;
       if (resumed) return { alpnProtocol, certificate: undefined, resumption: resumed, clientAuth };
+      // RFC 9345 §4.1.1: a client that offers delegated credentials gets ours when the schemes fit.
+      const credential = chooseDelegatedCredential(state.hello, identity, this.ctx.now());
       return {
         alpnProtocol,
-        certificate: { identity, scheme: selectSignatureScheme(state.hello, identity.signer.schemes) },
+        certificate: credential
+          ? { identity, scheme: credential.scheme, credential }
+          : { identity, scheme: selectSignatureScheme(state.hello, identity.signer.schemes) },
         resumption: undefined,
         clientAuth,
       };
@@ -439,14 +444,24 @@ export class ServerHandshake13 {
     return { clientAuth, signatureSchemes };
   }
 
-  /** §4.4.2: the chain as the identity holds it (the engine never parses certificates). */
-  private sendCertificate(parameters: ServerParameters, identity: Identity): void {
-    this.addToFlight(parameters, certificateMessage(identity.certificateChain));
+  /**
+   * §4.4.2: the chain as the identity holds it (the engine never parses certificates); with a
+   * delegated credential in the end-entity entry's extensions when one is used (RFC 9345 §4.1.1).
+   */
+  private sendCertificate(parameters: ServerParameters, identity: Identity, credential: ChosenCredential | undefined): void {
+    const chain = identity.certificateChain;
+    this.addToFlight(parameters, credential ? certificateMessageWithCredential(chain, credential.offer.credential) : certificateMessage(chain));
   }
 
-  /** §4.4.3: the Signer signs the transcript hash; false when the connection closed meanwhile. */
-  private async sendCertificateVerify(parameters: ServerParameters, identity: Identity, scheme: number): Promise<boolean> {
-    const signature = await identity.signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: parameters.state.transcript.current() }).catch((e: unknown) => {
+  /**
+   * §4.4.3: the Signer signs the transcript hash — the credential's signer when a delegated
+   * credential is used (RFC 9345 §4.1.3: the client verifies with the credential's key);
+   * false when the connection closed meanwhile.
+   */
+  private async sendCertificateVerify(parameters: ServerParameters, identity: Identity, scheme: number, credential: ChosenCredential | undefined): Promise<boolean> {
+    const signer = credential ? credential.offer.signer : identity.signer;
+    this.ctx.info.delegatedCredential = credential !== undefined;
+    const signature = await signer.sign({ kind: 'tls13-certificate-verify', scheme, transcriptHash: parameters.state.transcript.current() }).catch((e: unknown) => {
       throw new TlsAlert('internal_error', `signing failed: ${e instanceof Error ? e.message : String(e)}`);
     });
     if (this.ctx.closed) return false;

@@ -1,6 +1,7 @@
 import { TlsAlert } from '../alert.js';
 import { ExtensionType as X, HandshakeType } from '../wire/codepoints.js';
 import { Reader } from '../../lib/reader.js';
+import { decodeSignatureSchemeList } from './delegated-credential.js';
 
 /**
  * ClientHello (RFC 8446 §4.1.2) with the extensions a TLS 1.3 server acts on
@@ -46,6 +47,8 @@ export interface ClientHello {
   readonly earlyData: boolean;
   readonly cookie?: Uint8Array;
   readonly recordSizeLimit?: number;
+  /** delegated_credential (RFC 9345 §4.1.1): the schemes the client accepts a credential's key signing with. */
+  readonly delegatedCredentialSchemes?: readonly number[];
   /** The whole handshake message (header included), for the transcript. */
   readonly raw: Buffer;
 }
@@ -150,6 +153,9 @@ function decodeExtension(hello: Mutable<ClientHello>, type: number, data: Uint8A
       hello.recordSizeLimit = limit;
       break;
     }
+    case X.delegated_credential:
+      hello.delegatedCredentialSchemes = decodeSignatureSchemeList(r);
+      break;
     default:
       return; // unknown or not acted on: ignored (§4.1.2), body kept raw
   }

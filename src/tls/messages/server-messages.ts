@@ -93,14 +93,19 @@ export function encodeEncryptedExtensions(p: EncryptedExtensionsParams): Buffer 
 }
 
 /** Certificate (§4.4.2), server side: empty request context, no per-certificate extensions. */
-export function encodeCertificate(chain: readonly Uint8Array[]): Buffer {
-  const size = chain.reduce((n, c) => n + c.length + 5, 16);
+export function encodeCertificate(chain: readonly Uint8Array[], endEntityExtensions: readonly { type: number; data: Uint8Array }[] = []): Buffer {
+  const size = chain.reduce((n, c) => n + c.length + 5, 16) + endEntityExtensions.reduce((n, e) => n + e.data.length + 4, 0);
   return encodeHandshake(
     HandshakeType.certificate,
     (w) => {
       w.opaque(1, new Uint8Array(0));
       w.vec(3, (list) => {
-        for (const cert of chain) list.opaque(3, cert).u16(0);
+        chain.forEach((cert, index) => {
+          list.opaque(3, cert);
+          // §4.4.2: extensions of a CertificateEntry; only the end-entity's carry any (RFC 9345 §4.1.1).
+          if (index > 0 || endEntityExtensions.length === 0) list.u16(0);
+          else list.vec(2, (exts) => endEntityExtensions.forEach((e) => exts.u16(e.type).opaque(2, e.data)));
+        });
       });
     },
     size,

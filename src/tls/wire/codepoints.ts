@@ -43,6 +43,7 @@ export const ExtensionType = {
   encrypt_then_mac: 22,
   extended_master_secret: 23,
   record_size_limit: 28,
+  delegated_credential: 34,
   session_ticket: 35,
   pre_shared_key: 41,
   early_data: 42,

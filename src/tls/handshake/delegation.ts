@@ -1,0 +1,63 @@
+import { decodeDelegatedCredential } from '../messages/delegated-credential.js';
+import type { ClientHello } from '../messages/client-hello.js';
+import { encodeCertificate } from '../messages/server-messages.js';
+import type { DelegatedCredentialOffer, Identity } from '../signer.js';
+import { ExtensionType } from '../wire/codepoints.js';
+
+/**
+ * Whether a handshake authenticates with the identity's delegated credential (RFC 9345):
+ * only when the client offered delegated_credential, and both schemes fit what it offered
+ * (§4.1.1: dc_cert_verify_algorithm in its SignatureSchemeList, the credential's own
+ * algorithm in signature_algorithms), and the credential has not expired. Otherwise the
+ * identity's signer authenticates as without delegation.
+ */
+export interface ChosenCredential {
+  readonly offer: DelegatedCredentialOffer;
+  /** dc_cert_verify_algorithm: the CertificateVerify scheme. */
+  readonly scheme: number;
+}
+
+interface CredentialSchemes {
+  readonly dcCertVerifyAlgorithm: number;
+  readonly algorithm: number;
+}
+
+/** Decoded once per credential (the edge hands the same bytes to every handshake). */
+const schemesOf = new WeakMap<Uint8Array, CredentialSchemes | null>();
+
+function credentialSchemes(credential: Uint8Array): CredentialSchemes | null {
+  let schemes = schemesOf.get(credential);
+  if (schemes === undefined) {
+    try {
+      const dc = decodeDelegatedCredential(credential);
+      schemes = { dcCertVerifyAlgorithm: dc.credential.dcCertVerifyAlgorithm, algorithm: dc.algorithm };
+    } catch {
+      schemes = null; // not a credential: never sent
+    }
+    schemesOf.set(credential, schemes);
+  }
+  return schemes;
+}
+
+export function chooseDelegatedCredential(hello: ClientHello, identity: Identity, now: number): ChosenCredential | undefined {
+  const offer = identity.delegatedCredential;
+  const accepted = hello.delegatedCredentialSchemes;
+  if (!offer || !accepted || now >= offer.notAfter) return undefined;
+  const schemes = credentialSchemes(offer.credential);
+  if (!schemes) return undefined;
+  if (!accepted.includes(schemes.dcCertVerifyAlgorithm)) return undefined;
+  if (!hello.signatureAlgorithms?.includes(schemes.algorithm)) return undefined;
+  if (!offer.signer.schemes.includes(schemes.dcCertVerifyAlgorithm)) return undefined;
+  return { offer, scheme: schemes.dcCertVerifyAlgorithm };
+}
+
+/** The Certificate message with the credential in the end-entity entry, encoded once per credential and chain. */
+const messages = new WeakMap<Uint8Array, { readonly chain: readonly Uint8Array[]; readonly message: Buffer }>();
+
+export function certificateMessageWithCredential(chain: readonly Uint8Array[], credential: Uint8Array): Buffer {
+  const cached = messages.get(credential);
+  if (cached && cached.chain === chain) return cached.message;
+  const message = encodeCertificate(chain, [{ type: ExtensionType.delegated_credential, data: credential }]);
+  messages.set(credential, { chain, message });
+  return message;
+}
