@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { KeydEndpoint, KeydIdentity } from '../keyd/client.js';
+import type { DelegationReply, DelegationRequest } from '../keyd/protocol.js';
 import type { SignRequest, Signer } from '../tls/index.js';
 import { EdgeError } from './errors.js';
 
@@ -21,6 +22,8 @@ export interface KeydConnection extends EventEmitter {
   identity(serverName: string): Promise<KeydIdentityLike | undefined>;
   sign(keyRef: string, serverName: string, scheme: number, transcriptHash: Uint8Array): Promise<Uint8Array>;
   signServerKeyExchange(keyRef: string, serverName: string, scheme: number, clientRandom: Uint8Array, serverRandom: Uint8Array, serverParams: Uint8Array): Promise<Uint8Array>;
+  /** Absent on stand-ins that cannot issue (tests, benchmarks): no credentials then. */
+  issueDelegatedCredential?(request: DelegationRequest): Promise<DelegationReply>;
   close(): void;
 }
 
@@ -243,6 +246,17 @@ export class KeydPool extends EventEmitter {
       const client = this.connected();
       if (request.kind === 'tls13-certificate-verify') return client.sign(keyRef, serverName, request.scheme, request.transcriptHash);
       return client.signServerKeyExchange(keyRef, serverName, request.scheme, request.clientRandom, request.serverRandom, request.serverParams);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** An RFC 9345 delegated credential from keyd (edge/delegated-credentials.ts asks for it). */
+  issueDelegatedCredential(request: DelegationRequest): Promise<DelegationReply> {
+    try {
+      const client = this.connected();
+      if (!client.issueDelegatedCredential) throw new EdgeError('KEYD_UNAVAILABLE', 'this keyd connection cannot issue delegated credentials');
+      return client.issueDelegatedCredential(request);
     } catch (err) {
       return Promise.reject(err);
     }

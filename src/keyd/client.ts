@@ -9,11 +9,13 @@ import {
   Opcode,
   decodeAdmin,
   decodeChanged,
+  decodeDelegationReply,
   decodeError,
   decodeIdentityReply,
   decodePing,
   decodeSignature,
   encodeAdmin,
+  encodeDelegationRequest,
   encodeFrame,
   encodeHandshakeContentRequest,
   encodeIdentityRequest,
@@ -21,6 +23,8 @@ import {
   encodePing,
   encodeSignRequest,
   type AdminPayload,
+  type DelegationReply,
+  type DelegationRequest,
   type Frame,
 } from './protocol.js';
 
@@ -187,6 +191,15 @@ export class KeydClient extends EventEmitter {
   signRequest(keyRef: string, serverName: string, request: SignRequest): Promise<Uint8Array> {
     if (request.kind === 'tls13-certificate-verify') return this.sign(keyRef, serverName, request.scheme, request.transcriptHash);
     return this.signServerKeyExchange(keyRef, serverName, request.scheme, request.clientRandom, request.serverRandom, request.serverParams);
+  }
+
+  /**
+   * Asks keyd for an RFC 9345 delegated credential for the key `request.keyRef`, serving
+   * `request.serverName`: keyd builds and signs the credential for the given public key
+   * (opcode 0x06, docs/PROTOCOL.md) and answers with the leaf it is bound to.
+   */
+  async issueDelegatedCredential(request: DelegationRequest): Promise<DelegationReply> {
+    return decodeDelegationReply(await this.request(Opcode.issueDelegatedCredential, encodeDelegationRequest(request)));
   }
 
   /** A TLS-engine Signer backed by this connection (the RemoteSigner), bound to the name it serves. */

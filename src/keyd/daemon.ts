@@ -186,6 +186,11 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     scheduler: new FairScheduler(limits.schedulerBatch),
     buckets: new SignatureBuckets(limits.signaturesPerSecond, limits.signatureBurst),
     signingPolicy: { allowTls12OnlyServers: config.allowTls12OnlyServers },
+    delegation: {
+      audit,
+      buckets: new SignatureBuckets(limits.delegatedCredentialsPerMinute / 60, limits.delegatedCredentialsPerMinute),
+      now: Date.now,
+    },
   };
 
   /** Serves a connection whose peer is known; enforces the per-client connection cap. */

@@ -11,6 +11,7 @@ export type LimitName =
   | 'frame-timeout'
   | 'tls-handshake-timeout'
   | 'signature-rate'
+  | 'delegation-rate'
   | 'pending'
   | 'socket-exposed';
 

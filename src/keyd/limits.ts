@@ -24,6 +24,13 @@ export interface KeydLimits {
   signatureBurst: number;
   /** Window over which refusals and signing counts are aggregated into one audit entry each. */
   auditIntervalMs: number;
+  /**
+   * Longest delegated credential keyd issues (RFC 9345), in seconds; at most 7 days (604800).
+   * Default 4 hours: what a compromised edge keeps after it is cut off (docs/KEYD.md).
+   */
+  delegatedCredentialMaxSeconds: number;
+  /** Delegated credentials issued per client per minute (each is an audit line); 0 = none at all. */
+  delegatedCredentialsPerMinute: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<KeydLimits> = Object.freeze({
@@ -36,6 +43,8 @@ export const DEFAULT_LIMITS: Readonly<KeydLimits> = Object.freeze({
   signaturesPerSecond: 0,
   signatureBurst: 0,
   auditIntervalMs: 60_000,
+  delegatedCredentialMaxSeconds: 4 * 3600,
+  delegatedCredentialsPerMinute: 60,
 });
 
 const MINIMUM: Record<keyof KeydLimits, number> = {
@@ -48,6 +57,8 @@ const MINIMUM: Record<keyof KeydLimits, number> = {
   signaturesPerSecond: 0,
   signatureBurst: 0,
   auditIntervalMs: 10,
+  delegatedCredentialMaxSeconds: 60,
+  delegatedCredentialsPerMinute: 0,
 };
 
 /** Parses config "limits": every key optional, each a non-negative integer of at least its minimum. */
@@ -62,6 +73,9 @@ export function parseLimits(raw: unknown): KeydLimits {
       throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be an integer ≥ ${min}`);
     }
     limits[key as keyof KeydLimits] = value;
+  }
+  if (limits.delegatedCredentialMaxSeconds > 604_800) {
+    throw new KeydError('KEYD_CONFIG', 'config "limits"."delegatedCredentialMaxSeconds" must be at most 604800 (7 days, RFC 9345 §4)');
   }
   if (limits.signaturesPerSecond > 0 && limits.signatureBurst === 0) limits.signatureBurst = limits.signaturesPerSecond;
   return limits;

@@ -18,6 +18,7 @@ export const Opcode = {
   signCertificateVerify: 0x03,
   signServerKeyExchange: 0x04,
   signHandshakeContent: 0x05,
+  issueDelegatedCredential: 0x06,
   put: 0x10,
   generate: 0x11,
   setChain: 0x12,
@@ -280,6 +281,58 @@ export function encodeSignature(signature: Uint8Array): Buffer {
 
 export function decodeSignature(payload: Uint8Array): Uint8Array {
   return decodePayload('signature', payload, (r) => r.vec(2, 1, 0xffff, 'signature'));
+}
+
+/** issueDelegatedCredential (RFC 9345): what the edge asks keyd to certify. */
+export interface DelegationRequest {
+  keyRef: string;
+  serverName: string;
+  /** The scheme the credential's key will sign CertificateVerify with. */
+  dcCertVerifyAlgorithm: number;
+  /** Requested lifetime from now, in seconds. */
+  lifetimeSeconds: number;
+  /** DER SubjectPublicKeyInfo of the credential's key. */
+  subjectPublicKeyInfo: Uint8Array;
+}
+
+export function encodeDelegationRequest(request: DelegationRequest): Buffer {
+  const w = new Writer(request.keyRef.length + request.serverName.length + request.subjectPublicKeyInfo.length + 12);
+  writeStr(w, 1, request.keyRef);
+  writeStr(w, 1, request.serverName);
+  w.u16(request.dcCertVerifyAlgorithm);
+  w.u32(request.lifetimeSeconds);
+  w.opaque(2, request.subjectPublicKeyInfo);
+  return w.finish();
+}
+
+export function decodeDelegationRequest(payload: Uint8Array): DelegationRequest {
+  return decodePayload('issueDelegatedCredential', payload, (r) => ({
+    keyRef: str(r.vec(1, 1, 255, 'key_ref')),
+    serverName: str(r.vec(1, 1, 255, 'server_name')),
+    dcCertVerifyAlgorithm: r.u16('dc_cert_verify_algorithm'),
+    lifetimeSeconds: r.u32('lifetime_seconds'),
+    subjectPublicKeyInfo: r.vec(2, 1, 0xffff, 'subject_public_key_info'),
+  }));
+}
+
+/** The answer: the leaf the credential is bound to, and the encoded DelegatedCredential (RFC 9345 §4). */
+export interface DelegationReply {
+  certificate: Uint8Array;
+  delegatedCredential: Uint8Array;
+}
+
+export function encodeDelegationReply(reply: DelegationReply): Buffer {
+  return new Writer(reply.certificate.length + reply.delegatedCredential.length + 8)
+    .opaque(3, reply.certificate)
+    .opaque(3, reply.delegatedCredential)
+    .finish();
+}
+
+export function decodeDelegationReply(payload: Uint8Array): DelegationReply {
+  return decodePayload('issueDelegatedCredential reply', payload, (r) => ({
+    certificate: Uint8Array.from(r.vec(3, 1, 0xffffff, 'certificate')),
+    delegatedCredential: Uint8Array.from(r.vec(3, 1, 0xffffff, 'delegated_credential')),
+  }));
 }
 
 /** The identity as it travels (the client's KeydIdentity is the same shape). */

@@ -1,8 +1,10 @@
 import type { Socket } from 'node:net';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
+import { SCHEMES } from '../tls/signature-schemes.js';
 import type { AdminService } from './admin-service.js';
-import type { AdminCaller } from './audit.js';
+import type { AdminCaller, AuditEntry } from './audit.js';
+import { issueDelegatedCredential } from './delegation.js';
 import { KeydError } from './errors.js';
 import type { FairScheduler, Queue } from './fair-scheduler.js';
 import type { Keyring } from './keyring.js';
@@ -18,12 +20,14 @@ import {
   Opcode,
   decodeAdmin,
   decodeHandshakeContentRequest,
+  decodeDelegationRequest,
   decodeIdentityRequest,
   decodePing,
   decodeServerKeyExchangeRequest,
   decodeSignRequest,
   encodeAdmin,
   encodeChanged,
+  encodeDelegationReply,
   encodeError,
   encodeFrame,
   encodeIdentityReply,
@@ -68,6 +72,16 @@ export interface ServerDeps {
   buckets: SignatureBuckets;
   /** What handshake content keyd signs (config "allowTls12OnlyServers", signed-content.ts). */
   signingPolicy: SignedContentPolicy;
+  delegation: DelegationDeps;
+}
+
+/** What issuing delegated credentials (opcode 0x06, delegation.ts) needs beyond signing. */
+export interface DelegationDeps {
+  /** One audit line per issued credential. */
+  audit(entry: Omit<AuditEntry, 'time'>): Promise<void>;
+  /** Per-client issuance rate (limits.delegatedCredentialsPerMinute): each issuance is an audit line. */
+  buckets: SignatureBuckets;
+  now(): number;
 }
 
 /** A signing request, decoded: who asks for which key, and its content still to be checked. */
@@ -226,7 +240,7 @@ export class KeydConnection implements Queue {
   /** Signing-path requests join the fair queue; admin requests run at once (asynchronously). */
   private accept(frame: Frame): void {
     const { opcode, requestId } = frame;
-    if (opcode === Opcode.ping || opcode === Opcode.identity || SIGNING_OPCODES.has(opcode)) {
+    if (opcode === Opcode.ping || opcode === Opcode.identity || SIGNING_OPCODES.has(opcode) || opcode === Opcode.issueDelegatedCredential) {
       // The fair queue holds at most maxPending unserved requests (reading pauses there);
       // more within one read are refused at once.
       if (this.queued >= this.deps.maxPending) {
@@ -261,6 +275,8 @@ export class KeydConnection implements Queue {
           return this.reply(opcode, requestId, encodePing(decodePing(payload)));
         case Opcode.identity:
           return this.reply(opcode, requestId, this.identity(decodeIdentityRequest(payload)));
+        case Opcode.issueDelegatedCredential:
+          return this.settle(opcode, requestId, () => this.delegate(payload));
         default: {
           const signed = this.sign(opcode, payload);
           if (signed instanceof Uint8Array) return this.reply(opcode, requestId, signed);
@@ -401,6 +417,49 @@ export class KeydConnection implements Queue {
         );
     } catch (err) {
       ledger.refused(this.peer.id, keyRef, err instanceof KeydError ? err.code : 'KEYD_INTERNAL');
+      throw err;
+    }
+  }
+
+  /**
+   * issueDelegatedCredential (RFC 9345): the same grant and key checks as signing, then
+   * delegation.ts checks the certificate, lifetime, scheme and key and signs the §4 content
+   * it builds itself. Each issuance is an audit line; refusals are counted like signing
+   * refusals (aggregated per window), so a client cannot write a line per bad request.
+   */
+  private async delegate(payload: Uint8Array): Promise<Uint8Array> {
+    const { keyring, ledger, limits, delegation } = this.deps;
+    const client = this.peer.id;
+    let keyRef: string | undefined;
+    try {
+      const request = decodeDelegationRequest(payload);
+      const serverName = request.serverName.toLowerCase();
+      if (!this.mayUseName(serverName)) throw new KeydError('KEYD_NOT_AUTHORISED', `client ${client} may not use ${serverName}`);
+      const entry = keyring.get(request.keyRef);
+      if (!entry) throw new KeydError('KEYD_UNKNOWN_KEY', `unknown key reference ${request.keyRef} (replaced or deleted?)`);
+      keyRef = entry.id;
+      if (keyring.lookup(serverName)?.id !== entry.id) {
+        throw new KeydError('KEYD_NOT_AUTHORISED', `key ${entry.id} does not serve ${serverName}: delegate from the key identity(${serverName}) returns`);
+      }
+      if (limits.delegatedCredentialsPerMinute === 0 || !delegation.buckets.take(client)) {
+        this.refuseForLimit('delegation-rate', `more than ${limits.delegatedCredentialsPerMinute} delegated credentials per minute`);
+        throw new KeydError('KEYD_THROTTLED', `client ${client} exceeds its ${limits.delegatedCredentialsPerMinute} delegated credentials per minute`);
+      }
+      const issued = await issueDelegatedCredential(entry, request, limits.delegatedCredentialMaxSeconds, delegation.now());
+      await delegation.audit({
+        op: 'delegate',
+        caller: { kind: 'client', id: client },
+        names: [serverName],
+        keyRef: entry.id,
+        keyType: entry.keyType,
+        ok: true,
+        message:
+          `delegated credential for ${serverName}: key sha256:${issued.spkiSha256.slice(0, 32)} signs ${SCHEMES.get(issued.scheme)?.name}, ` +
+          `certified with ${SCHEMES.get(issued.algorithm)?.name}, expires ${issued.notAfter.toISOString()}`,
+      });
+      return encodeDelegationReply({ certificate: issued.certificate, delegatedCredential: issued.delegatedCredential });
+    } catch (err) {
+      ledger.refused(client, keyRef, err instanceof KeydError ? err.code : 'KEYD_INTERNAL');
       throw err;
     }
   }

@@ -60,6 +60,7 @@ function connection(put: (key: KeyObject) => void) {
     scheduler: new FairScheduler(DEFAULT_LIMITS.schedulerBatch),
     buckets: new SignatureBuckets(DEFAULT_LIMITS.signaturesPerSecond, DEFAULT_LIMITS.signatureBurst),
     signingPolicy: DEFAULT_SIGNED_CONTENT_POLICY,
+    delegation: { audit: async () => undefined, buckets: new SignatureBuckets(1, 1), now: Date.now },
   };
   new KeydConnection(socket as unknown as Socket, { id: 'admin-test', admin: true, allowed: [] }, deps);
   return socket;
