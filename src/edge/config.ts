@@ -61,6 +61,36 @@ export interface EdgeConfig {
   tickets: number;
   /** Log a warning this many days before a served certificate's notAfter (default 30). */
   certificateExpiryWarningDays: number;
+  /** RFC 9345 delegated credentials (docs/EDGE.md "Delegated credentials"). */
+  delegatedCredentials: DelegatedCredentialsConfig;
+}
+
+export interface DelegatedCredentialsConfig {
+  /** Obtain and serve credentials for identities whose leaf carries DelegationUsage. Default true. */
+  enabled: boolean;
+  /** Lifetime asked of keyd, seconds (at most keyd's limits.delegatedCredentialMaxSeconds). Default 14400. */
+  lifetimeSeconds: number;
+  /** A credential is no longer served this long before it expires. Default 60. */
+  expiryMarginSeconds: number;
+}
+
+export const DEFAULT_DELEGATED_CREDENTIALS: DelegatedCredentialsConfig = { enabled: true, lifetimeSeconds: 4 * 3600, expiryMarginSeconds: 60 };
+
+function delegatedCredentials(value: unknown): DelegatedCredentialsConfig {
+  if (value === undefined) return { ...DEFAULT_DELEGATED_CREDENTIALS };
+  if (typeof value === 'boolean') return { ...DEFAULT_DELEGATED_CREDENTIALS, enabled: value };
+  if (!isObject(value)) fail('delegatedCredentials must be true, false or { "enabled", "lifetimeSeconds", "expiryMarginSeconds" }');
+  onlyKeys(value, 'delegatedCredentials', ['enabled', 'lifetimeSeconds', 'expiryMarginSeconds']);
+  const d = DEFAULT_DELEGATED_CREDENTIALS;
+  const lifetimeSeconds = value.lifetimeSeconds === undefined ? d.lifetimeSeconds : int(value.lifetimeSeconds, 'delegatedCredentials.lifetimeSeconds', 120, 604_800);
+  const expiryMarginSeconds =
+    value.expiryMarginSeconds === undefined ? d.expiryMarginSeconds : int(value.expiryMarginSeconds, 'delegatedCredentials.expiryMarginSeconds', 0, 86_400);
+  if (expiryMarginSeconds * 2 >= lifetimeSeconds) fail('delegatedCredentials.expiryMarginSeconds must be less than half of lifetimeSeconds');
+  return {
+    enabled: value.enabled === undefined ? true : bool(value.enabled, 'delegatedCredentials.enabled'),
+    lifetimeSeconds,
+    expiryMarginSeconds,
+  };
 }
 
 export const DEFAULT_LIMITS: EdgeLimits = {
@@ -243,6 +273,7 @@ const TOP_KEYS = [
   'logLevel',
   'tickets',
   'certificateExpiryWarningDays',
+  'delegatedCredentials',
 ] as const;
 
 /** Validates a parsed config document; relative paths are taken from `baseDir`. */
@@ -304,6 +335,7 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
       doc.certificateExpiryWarningDays === undefined
         ? DEFAULT_EXPIRY_WARNING_DAYS
         : int(doc.certificateExpiryWarningDays, 'certificateExpiryWarningDays', 0, 3650),
+    delegatedCredentials: delegatedCredentials(doc.delegatedCredentials),
   };
 }
 

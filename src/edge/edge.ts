@@ -3,6 +3,7 @@ import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { alertName, loadClientAuth, type ClientAuthOptions, type TicketKeyRing, type TlsServerOptions } from '../tls/index.js';
 import type { EdgeConfig } from './config.js';
+import { DelegatedCredentials } from './delegated-credentials.js';
 import type { CreateTlsServer, EngineServer, EngineSocket } from './engine.js';
 import { IdentityCache, type EdgeIdentity } from './identity-cache.js';
 import { KeydPool, describeEndpoint as describe, type ConnectKeyd } from './keyd-pool.js';
@@ -52,6 +53,8 @@ export interface RunningEdge {
   readonly metrics: EdgeMetrics;
   readonly keyd: KeydPool;
   readonly identities: IdentityCache;
+  /** RFC 9345 credentials held for identities that allow delegation; undefined when disabled. */
+  readonly credentials: DelegatedCredentials | undefined;
   /** Open client connections. */
   readonly connections: number;
   /** Stops accepting, lets open connections finish (up to the drain timeout), then closes keyd. */
@@ -74,6 +77,7 @@ function restartOnlyChanges(current: EdgeConfig, next: EdgeConfig): string[] {
   if (current.workers !== next.workers) changes.push('workers');
   if (!same(current.metrics, next.metrics)) changes.push('metrics');
   if (current.logLevel !== next.logLevel) changes.push('logLevel');
+  if (!same(current.delegatedCredentials, next.delegatedCredentials)) changes.push('delegatedCredentials');
   return changes;
 }
 
@@ -119,6 +123,22 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     onEvict: (kind) => metrics.identityCacheEvictions.inc({ kind }),
   });
 
+  const credentials = config.delegatedCredentials.enabled
+    ? new DelegatedCredentials(pool, {
+        lifetimeSeconds: config.delegatedCredentials.lifetimeSeconds,
+        expiryMarginSeconds: config.delegatedCredentials.expiryMarginSeconds,
+        onCredential: (keyRef, notAfter) => {
+          if (notAfter === undefined) metrics.delegatedCredentialExpiry.remove({ identity: keyRef });
+          else metrics.delegatedCredentialExpiry.set({ identity: keyRef }, Math.floor(notAfter / 1000));
+        },
+        onIssue: (outcome, keyRef, err) => {
+          metrics.delegatedCredentialIssuances.inc({ outcome });
+          if (outcome === 'ok') log.info({ identity: keyRef }, 'delegated credential obtained from keyd');
+          else log.warn({ identity: keyRef, err: err?.message }, 'keyd did not issue a delegated credential; handshakes sign through keyd');
+        },
+      })
+    : undefined;
+
   pool.on('state', (state: string, endpoint: string | undefined) => {
     if (state === 'down') log.warn({ keyd: endpoint }, 'keyd connection lost; handshakes fail until it is back');
   });
@@ -133,6 +153,20 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
   });
   pool.on('change', (change: { names?: string[] }) => log.info({ names: change.names }, 'keyd reports changed keys; identity cache cleared'));
   for (const e of pool.endpoints) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
+  // Credentials for the routes' concrete names are obtained at start and after each reconnect,
+  // so the first client that offers delegated credentials already gets one.
+  const warmCredentials = (): void => {
+    if (!credentials) return;
+    const names = new Set([...config.routes.flatMap((r) => r.names), ...(config.defaultServerName ? [config.defaultServerName] : [])]);
+    for (const name of names) {
+      if (name.startsWith('*')) continue;
+      Promise.resolve(identities.get(name)).then(
+        (identity) => identity && credentials.offerFor(name, identity),
+        () => undefined,
+      );
+    }
+  };
+  pool.on('connected', warmCredentials);
   await pool.start();
   if (pool.state !== 'connected') log.warn('keyd is not reachable yet; starting anyway and retrying in the background');
 
@@ -155,18 +189,33 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     const route = name === undefined ? undefined : routes.lookup(name);
     if (name === undefined || !route) return undefined; // → unrecognized_name (RFC 6066 §3)
     const clientAuth = routeClientAuth.get(route);
-    // Per route: its ALPN list, its client certificate policy, and TLS 1.3 only when the route turns TLS 1.2 off.
-    const withRouteAlpn = (identity: EdgeIdentity | undefined) =>
-      identity && (route.alpn.length || clientAuth || route.tls12 === false)
+    // Per route: its ALPN list, its client certificate policy, TLS 1.3 only when the route turns
+    // TLS 1.2 off; and the identity's delegated credential (RFC 9345) when one is held.
+    const perRoute = (identity: EdgeIdentity, credential: EdgeIdentity['delegatedCredential']): EdgeIdentity =>
+      route.alpn.length || clientAuth || route.tls12 === false || credential
         ? {
             ...identity,
+            ...(credential ? { delegatedCredential: credential } : {}),
             ...(route.alpn.length ? { alpnProtocols: route.alpn } : {}),
             ...(clientAuth ? { clientAuth } : {}),
             ...(route.tls12 === false ? { tls12: false } : {}),
           }
         : identity;
-    const identity = identities.get(name);
-    return identity instanceof Promise ? identity.then(withRouteAlpn) : withRouteAlpn(identity);
+    const forRoute = (identity: EdgeIdentity | undefined): EdgeIdentity | undefined =>
+      identity && perRoute(identity, credentials?.offerFor(name, identity));
+    // keyd unreachable: a still-valid delegated credential keeps serving clients that offer them.
+    const fallback = (err: unknown): EdgeIdentity => {
+      const held = credentials?.fallback(name);
+      if (!held) throw err;
+      return perRoute(held, held.delegatedCredential);
+    };
+    let identity: ReturnType<typeof identities.get>;
+    try {
+      identity = identities.get(name);
+    } catch (err) {
+      return fallback(err);
+    }
+    return identity instanceof Promise ? identity.then(forRoute, fallback) : forRoute(identity);
   };
 
   const tlsOptionsOf = (c: EdgeConfig): TlsServerOptions => {
@@ -204,6 +253,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     const start = acceptedAt.get(key);
     acceptedAt.delete(key);
     metrics.handshakes.inc({ outcome: 'ok', alert: 'none' });
+    metrics.handshakesBySigningPath.inc({ path: tls.resumed ? 'resumed' : tls.delegatedCredential ? 'credential' : 'keyd' });
     if (start !== undefined) metrics.handshakeSeconds.observe({ outcome: 'ok' }, Number(process.hrtime.bigint() - start) / 1e9);
     const serverName = tls.serverName === undefined ? undefined : normaliseName(tls.serverName);
     const route = routes.lookup(serverName ?? config.defaultServerName ?? '');
@@ -283,6 +333,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     }
   } catch (err) {
     for (const s of servers) s.close();
+    credentials?.close();
     pool.close();
     throw err;
   }
@@ -310,6 +361,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
         for (const s of rawSockets) s.destroy();
         await closed;
       }
+      credentials?.close();
       pool.close();
     })();
     return closing;
@@ -343,6 +395,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     keyd: pool,
     identities,
     reload,
+    credentials,
     get connections() {
       return rawSockets.size;
     },

@@ -50,6 +50,8 @@ export const DEFAULT_MAX_NAMES = 16_384;
 /** What the edge hands the engine: an Identity plus the keyd facts useful in logs. */
 export interface EdgeIdentity extends Identity {
   readonly keyRef: string;
+  /** The names keyd lists for the key (patterns included), for change notices. */
+  readonly names?: readonly string[];
   readonly keyType: string;
   readonly version: number;
 }
@@ -207,6 +209,7 @@ export class IdentityCache {
       certificateChain: shared.certificateChain,
       signer: this.source.signer(shared.found, serverName, this.opts.observeSign),
       keyRef: shared.keyRef,
+      names: shared.found.names,
       keyType: shared.keyType,
       version: shared.version,
     };

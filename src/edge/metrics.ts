@@ -17,6 +17,9 @@ export class EdgeMetrics {
   readonly identityCacheLookups: Counter<'result'>;
   readonly identityCacheEvictions: Counter<'kind'>;
   readonly clientAuth: Counter<'result' | 'alert'>;
+  readonly handshakesBySigningPath: Counter<'path'>;
+  readonly delegatedCredentialExpiry: Gauge<'identity'>;
+  readonly delegatedCredentialIssuances: Counter<'outcome'>;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -86,6 +89,26 @@ export class EdgeMetrics {
         'Handshakes on routes with client certificates, by result: verified (this handshake), resumed (verified in the ' +
         'resumed session), none (optional mode, no certificate), failed (refused after our CertificateRequest; alert = the alert)',
       labelNames: ['result', 'alert'],
+      registers,
+    });
+    this.handshakesBySigningPath = new Counter({
+      name: 'edge_handshakes_by_signing_path_total',
+      help:
+        'Completed handshakes by how CertificateVerify was signed: credential (a delegated credential, in the edge), ' +
+        'keyd (a keyd round trip), in-process (a key in this process: never in the edge), resumed (no signature)',
+      labelNames: ['path'],
+      registers,
+    });
+    this.delegatedCredentialExpiry = new Gauge({
+      name: 'edge_delegated_credential_expiry_seconds',
+      help: 'Expiry (Unix time) of the delegated credential held for each keyd identity (key reference); absent when none',
+      labelNames: ['identity'],
+      registers,
+    });
+    this.delegatedCredentialIssuances = new Counter({
+      name: 'edge_delegated_credential_issuances_total',
+      help: 'Delegated credentials asked of keyd, by outcome (ok, failed)',
+      labelNames: ['outcome'],
       registers,
     });
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'edge_' });
