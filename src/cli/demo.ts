@@ -21,7 +21,7 @@ import { parseHostPort } from '../edge/config.js';
 import { startDemoUpstream } from '../edge/demo-upstream.js';
 import { KeydClient, KeydError } from '../keyd/client.js';
 import { Opcode } from '../keyd/protocol.js';
-import { ED25519_WARNING, issueFromCsr, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
+import { ED25519_WARNING, hasDelegationUsage, issueFromCsr, isLeafKeyType, LEAF_KEY_TYPES, type LeafKeyType } from '../demo/pki.js';
 import { demoPkiPaths, loadOrCreateCa } from '../demo/pki-files.js';
 
 export const summary = 'the whole system: keyd + edge + a demo upstream on https://localhost:8443 (npm start)';
@@ -193,7 +193,9 @@ async function ensureIdentity(
       !!info.notAfter &&
       Date.parse(info.notAfter) - Date.now() > RENEW_BEFORE_MS &&
       !!leaf &&
-      new X509Certificate(leaf).verify(caCert.publicKey);
+      new X509Certificate(leaf).verify(caCert.publicKey) &&
+      // Leaves from before delegated credentials lack DelegationUsage: re-issue them.
+      hasDelegationUsage(leaf);
   } catch (err) {
     if (!(err instanceof KeydError) || err.code !== 'KEYD_UNKNOWN_NAME') throw err;
   }
@@ -301,6 +303,9 @@ export async function main(argv: string[]): Promise<number> {
       [
         '',
         `edge:      ${url}  on ${hosts.join(' and ')} (TLS 1.3; handshakes signed by keyd, pid ${keyd.pid}; edge pid ${edge.pid})`,
+        `           delegated credentials (RFC 9345) on: the certificate carries DelegationUsage, keyd certifies a`,
+        `           short-lived key the edge holds (4 h, renewed), and clients that offer them (Firefox, tstclnt -B)`,
+        `           are signed in the edge with it, without a keyd round trip; others through keyd`,
         `upstream:  http://127.0.0.1:${upstream.port}/ (receives PROXY v2: client address + server name)`,
         `demo CA:   ${caFile}`,
         `logs:      ${logs}/`,

@@ -6,7 +6,9 @@ import { isIP } from 'node:net';
 /**
  * A throw-away PKI for demos, interop tests and benchmarks: one ECDSA P-256 CA and
  * `localhost` leaves issued for a public key made anywhere (here, or inside keyd,
- * which returns a CSR). Nothing here is meant for production certificates.
+ * which returns a CSR). Leaves carry DelegationUsage (RFC 9345 §4.2) unless asked not
+ * to, so the demo serves delegated credentials. Nothing here is meant for production
+ * certificates.
  */
 
 type CryptoKey = webcrypto.CryptoKey;
@@ -140,7 +142,7 @@ export async function issueLeaf(
   ca: DemoCa,
   publicKey: KeyObject | Uint8Array,
   names: readonly string[] = DEFAULT_LEAF_NAMES,
-  options: { now?: Date; validityDays?: number } = {},
+  options: { now?: Date; validityDays?: number; delegationUsage?: boolean } = {},
 ): Promise<IssuedCertificate> {
   const spki = spkiDer(publicKey);
   const subjectAltNames = subjectAltNamesFor(names);
@@ -159,6 +161,7 @@ export async function issueLeaf(
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(leafKeyUsage(spki), true),
+      ...(options.delegationUsage === false ? [] : [delegationUsageExtension()]),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       new x509.SubjectAlternativeNameExtension(subjectAltNames),
       await x509.SubjectKeyIdentifierExtension.create(spki),
@@ -250,6 +253,18 @@ function spkiDer(publicKey: KeyObject | Uint8Array): Uint8Array {
   if (publicKey instanceof Uint8Array) return publicKey;
   const key = publicKey.type === 'private' ? createPublicKey(publicKey) : publicKey;
   return new Uint8Array(key.export({ format: 'der', type: 'spki' }));
+}
+
+/** RFC 9345 §4.2 DelegationUsage (non-critical, NULL): the leaf's key may certify delegated credentials. */
+export const DELEGATION_USAGE_OID = '1.3.6.1.4.1.44363.44';
+
+function delegationUsageExtension(): x509.Extension {
+  return new x509.Extension(DELEGATION_USAGE_OID, false, Uint8Array.of(0x05, 0x00));
+}
+
+/** Whether a DER certificate carries DelegationUsage (the demo re-issues leaves that lack it). */
+export function hasDelegationUsage(der: Uint8Array): boolean {
+  return new x509.X509Certificate(der).getExtension(DELEGATION_USAGE_OID) !== null;
 }
 
 /** DNS names become dNSName, literal IPv4/IPv6 addresses iPAddress (RFC 5280 §4.2.1.6). */

@@ -30,6 +30,12 @@ export interface TestPkiOptions {
   extraNames?: readonly string[];
   /** Common name of the leaf. Default `localhost`. */
   commonName?: string;
+  /** RFC 9345 §4.2 DelegationUsage extension on the leaf: absent (default), non-critical, or (wrongly) critical. */
+  delegationUsage?: 'non-critical' | 'critical';
+  /** Leaf key usage flags instead of the default (digitalSignature, + keyEncipherment for RSA). */
+  keyUsage?: number;
+  /** Leaf validity from now, in ms. Default 30 days. */
+  validityMs?: number;
 }
 
 export interface TestPki {
@@ -91,7 +97,7 @@ export async function makeTestPki(options: TestPkiOptions = {}): Promise<TestPki
   const caKeyType = options.caKeyType ?? 'ecdsa-p256';
   const dnsNames = ['localhost', ...(options.extraNames ?? [])];
   const notBefore = new Date(Date.now() - 60 * 60 * 1000);
-  const notAfter = new Date(Date.now() + 30 * 24 * 60 * 60 * 1000);
+  const notAfter = new Date(Date.now() + (options.validityMs ?? 30 * 24 * 60 * 60 * 1000));
 
   const caKeys = await generateKeyPair(caKeyType);
   const caCert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -122,11 +128,16 @@ export async function makeTestPki(options: TestPkiOptions = {}): Promise<TestPki
       new x509.BasicConstraintsExtension(false, undefined, true),
       // NSS refuses an RSA server certificate without keyEncipherment, even for TLS 1.3 (which only signs).
       new x509.KeyUsagesExtension(
-        keyType === 'rsa2048'
-          ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment
-          : x509.KeyUsageFlags.digitalSignature,
+        options.keyUsage ??
+          (keyType === 'rsa2048'
+            ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment
+            : x509.KeyUsageFlags.digitalSignature),
         true,
       ),
+      // RFC 9345 §4.2: DelegationUsage ::= NULL (05 00).
+      ...(options.delegationUsage
+        ? [new x509.Extension('1.3.6.1.4.1.44363.44', options.delegationUsage === 'critical', Buffer.of(0x05, 0x00))]
+        : []),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
       new x509.SubjectAlternativeNameExtension([
         ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
