@@ -18,7 +18,7 @@ import { SUITES, type SuiteInfo } from '../../src/tls/crypto/suites.js';
 import { EarlySecrets, finishedVerifyData, nextTrafficSecret, resumptionPsk, type MasterSecrets } from '../../src/tls/handshake/key-schedule.js';
 import type { ResolvedOptions } from '../../src/tls/options.js';
 import { RecordProtection } from '../../src/tls/record/protection.js';
-import { encodeClientHello, extensions, typicalExtensions, type RawExtension } from '../tls/client-hello-builder.js';
+import { encodeClientHello, ext, extensions, typicalExtensions, type RawExtension } from '../tls/client-hello-builder.js';
 
 const HANDSHAKE = 22;
 const ALERT = 21;
@@ -147,6 +147,20 @@ export interface ClientOptions {
   /** record_size_limit extension to offer (RFC 8449). */
   recordSizeLimit?: number;
   psk?: TicketOffer;
+  /** Offer delegated credentials (RFC 9345 §4.1.1) for these CertificateVerify schemes. */
+  delegatedCredentialSchemes?: number[];
+  /** Replaces signature_algorithms (default: ECDSA P-256, RSA-PSS-RSAE SHA-256, Ed25519). */
+  signatureAlgorithms?: number[];
+}
+
+/** What the server authenticated with (§4.4.2, §4.4.3), as received. */
+export interface ServerAuthentication {
+  /** The Certificate message. */
+  certificate: Buffer;
+  /** The CertificateVerify message. */
+  certificateVerify: Buffer;
+  /** Transcript-Hash(ClientHello … Certificate): what CertificateVerify signs (§4.4.3). */
+  transcriptHashBeforeVerify: Buffer;
 }
 
 export interface ReceivedTicket {
@@ -224,6 +238,8 @@ export class Tls13Client {
   serverHello: ParsedServerHello | undefined;
   /** The server's CertificateRequest, when its flight had one. */
   certificateRequest: ParsedCertificateRequest | undefined;
+  /** The Certificate and CertificateVerify received (undefined on resumption). */
+  authentication: ServerAuthentication | undefined;
   /** Alerts received from the server (description codes), in order. */
   readonly alerts: number[] = [];
 
@@ -249,7 +265,15 @@ export class Tls13Client {
 
   /** Sends the ClientHello (with a correct binder, unless `psk.alterBinder` changes it). */
   sendClientHello(): Buffer {
-    const exts: RawExtension[] = typicalExtensions(this.publicKeyRaw, this.options.serverName ?? 'example.test');
+    let exts: RawExtension[] = typicalExtensions(this.publicKeyRaw, this.options.serverName ?? 'example.test');
+    if (this.options.signatureAlgorithms) {
+      const algorithms = extensions.signatureAlgorithms(this.options.signatureAlgorithms);
+      exts = exts.map((e) => (e.type === algorithms.type ? algorithms : e));
+    }
+    if (this.options.delegatedCredentialSchemes) {
+      const schemes = this.options.delegatedCredentialSchemes;
+      exts.push(ext(34, (w) => w.vec(2, (l) => schemes.forEach((s) => l.u16(s)))));
+    }
     if (this.options.recordSizeLimit !== undefined) exts.push(extensions.recordSizeLimit(this.options.recordSizeLimit));
     const psk = this.options.psk;
     const binderLength = this.suite.hashLength;
@@ -370,6 +394,9 @@ export class Tls13Client {
         m = await this.readHandshakeMessage();
       }
       if (m[0] !== expected) throw new Error(`scripted client: expected handshake type ${expected}, got ${m[0]}`);
+      if (expected === HS_CERTIFICATE_VERIFY) {
+        this.authentication = { certificate: this.transcriptMessages.at(-1)!, certificateVerify: m, transcriptHashBeforeVerify: this.transcriptHash() };
+      }
       this.transcriptMessages.push(m);
     }
     const finished = await this.readHandshakeMessage();
