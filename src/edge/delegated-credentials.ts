@@ -26,8 +26,9 @@ import type { EdgeIdentity } from './identity-cache.js';
  * credential's lifetime has passed (so a fleet started together does not renew together),
  * a new key pair is made and certified; the current credential is served until the new one
  * is in place, then dropped. A credential is served only until `expiryMargin` before it
- * expires (clients' clocks run ahead, RFC 9345 §5.1), then dropped. Identities no handshake
- * used since their last credential are not renewed. keyd's change notice for a name drops
+ * expires (clients' clocks run ahead, RFC 9345 §5.1), then dropped. Only identities whose
+ * credential was served since it was issued are renewed ahead of time (others get one at
+ * their next handshake). keyd's change notice for a name drops
  * the credentials of the identities serving it; a changed leaf replaces them.
  *
  * While keyd is unreachable, `fallback(name)` returns the identity last served with a
@@ -84,7 +85,10 @@ interface IdentityCredentials {
   current: HeldCredential | undefined;
   inFlight: boolean;
   retryAt: number;
+  /** Last handshake for this identity (with or without a credential). */
   lastUsed: number;
+  /** Last handshake served a credential: renewal happens only for identities clients use with one. */
+  lastServed: number;
   dropped: boolean;
 }
 
@@ -166,7 +170,7 @@ export class DelegatedCredentials {
     const now = this.now();
     if (!entry) {
       if (!leafFacts(leaf).allowed || this.entries.size >= this.maxIdentities) return undefined;
-      entry = { keyRef: identity.keyRef, identity, name, current: undefined, inFlight: false, retryAt: 0, lastUsed: now, dropped: false };
+      entry = { keyRef: identity.keyRef, identity, name, current: undefined, inFlight: false, retryAt: 0, lastUsed: now, lastServed: 0, dropped: false };
       this.entries.set(identity.keyRef, entry);
     }
     entry.identity = identity;
@@ -174,7 +178,9 @@ export class DelegatedCredentials {
     entry.lastUsed = now;
     const current = entry.current;
     if ((!current || now >= current.renewAt) && !entry.inFlight && now >= entry.retryAt) this.obtain(entry);
-    return current && now < current.offer.notAfter ? current.offer : undefined;
+    if (!current || now >= current.offer.notAfter) return undefined;
+    entry.lastServed = now;
+    return current.offer;
   }
 
   /** keyd is unreachable: the identity last served for `name` with a still-valid credential, if any. */
@@ -216,12 +222,10 @@ export class DelegatedCredentials {
         entry.current = undefined;
         this.opts.onCredential?.(entry.keyRef, undefined);
       }
-      const usedSinceIssue = current !== undefined && entry.lastUsed >= current.issuedAt;
+      const usedSinceIssue = current !== undefined && entry.lastServed >= current.issuedAt;
       if (entry.current && now >= entry.current.renewAt && usedSinceIssue && !entry.inFlight && now >= entry.retryAt) this.obtain(entry);
-      // Not served since its credential expired: forget the identity (and any key with it).
-      if (!entry.current && !entry.inFlight && !usedSinceIssue && (!current || now >= current.offer.notAfter)) {
-        if (entry.lastUsed < now - this.lifetimeSeconds * 1000) this.drop(entry);
-      }
+      // No credential and no handshake for a whole lifetime: forget the identity.
+      if (!entry.current && !entry.inFlight && entry.lastUsed < now - this.lifetimeSeconds * 1000) this.drop(entry);
     }
   }
 
