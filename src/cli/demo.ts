@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -118,6 +118,23 @@ function startChild(name: string, args: string[], logFile: string): ChildProcess
   closeSync(fd);
   child.on('error', (err) => process.stderr.write(`demo: cannot start ${name}: ${err.message}\n`));
   return child;
+}
+
+function logSize(logFile: string): number {
+  try {
+    return statSync(logFile).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** What was appended to a log since it was `offset` bytes long (the logs are kept across starts). */
+function logSince(logFile: string, offset: number): string {
+  try {
+    return readFileSync(logFile).subarray(offset).toString('utf8');
+  } catch {
+    return '';
+  }
 }
 
 function logTail(logFile: string, lines = 15): string {
@@ -294,8 +311,15 @@ export async function main(argv: string[]): Promise<number> {
     };
     const configFile = join(home, 'edge.json');
     writeFileSync(configFile, JSON.stringify(edgeConfig, null, 2) + '\n');
+    const edgeLogStart = logSize(edgeLog);
     edge = startChild('edge', ['edge', '--config', configFile], edgeLog);
     await until('edge', edge, edgeLog, () => Promise.all(hosts.map((host) => portOpen(host, opts.port))));
+    // The edge asks keyd for a delegated credential as it connects; wait for it, so the first
+    // client that offers delegated credentials already gets one.
+    const credentialReady = await until('edge', edge, edgeLog, async () => {
+      if (!logSince(edgeLog, edgeLogStart).includes('delegated credential obtained from keyd')) throw new Error('no delegated credential yet');
+      return true;
+    }).catch(() => false);
 
     const caFile = demoPkiPaths(caDir).caCertificate;
     const url = `https://localhost:${opts.port}/`;
@@ -303,9 +327,13 @@ export async function main(argv: string[]): Promise<number> {
       [
         '',
         `edge:      ${url}  on ${hosts.join(' and ')} (TLS 1.3; handshakes signed by keyd, pid ${keyd.pid}; edge pid ${edge.pid})`,
-        `           delegated credentials (RFC 9345) on: the certificate carries DelegationUsage, keyd certifies a`,
-        `           short-lived key the edge holds (4 h, renewed), and clients that offer them (Firefox, tstclnt -B)`,
-        `           are signed in the edge with it, without a keyd round trip; others through keyd`,
+        ...(credentialReady
+          ? [
+              `           delegated credentials (RFC 9345) served: the certificate carries DelegationUsage, keyd certified a`,
+              `           short-lived key the edge holds (4 h, renewed), and clients that offer them (Firefox, tstclnt -B)`,
+              `           are signed in the edge with it, without a keyd round trip; others through keyd`,
+            ]
+          : [`           delegated credentials: keyd has not issued one yet (see ${edgeLog}); every handshake signs through keyd`]),
         `upstream:  http://127.0.0.1:${upstream.port}/ (receives PROXY v2: client address + server name)`,
         `demo CA:   ${caFile}`,
         `logs:      ${logs}/`,

@@ -7,7 +7,8 @@ import { encodeProxyV2 } from './proxy-protocol.js';
 /**
  * What the handshake did, in words for the upstream (PROXY v2) and the debug log: version,
  * group, whether a HelloRetryRequest was needed, whether a ticket resumed the session, and
- * how it was signed (a resumed handshake has no CertificateVerify, RFC 8446 §2.2).
+ * how it was signed (a resumed handshake has no CertificateVerify, RFC 8446 §2.2; a delegated
+ * credential's key signs in the edge, RFC 9345).
  */
 export function describeHandshake(tls: EngineSocket): Record<string, string> {
   const info = tls.handshakeInfo;
@@ -18,7 +19,13 @@ export function describeHandshake(tls: EngineSocket): Record<string, string> {
     group: info?.group ?? tls.group ?? 'unknown',
     hrr: info?.helloRetryRequest ? 'yes' : 'no',
     resumed: resumed ? 'yes' : 'no',
-    signature: resumed ? 'none (resumed from a session ticket)' : scheme ? `${scheme} by keyd` : 'unknown',
+    signature: resumed
+      ? 'none (resumed from a session ticket)'
+      : !scheme
+        ? 'unknown'
+        : (info?.delegatedCredential ?? tls.delegatedCredential)
+          ? `${scheme} by the edge with a delegated credential (RFC 9345) from keyd`
+          : `${scheme} by keyd`,
   };
 }
 import type { Route } from './routes.js';
