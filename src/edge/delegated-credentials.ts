@@ -57,6 +57,8 @@ export interface DelegatedCredentialOptions {
   checkIntervalMs?: number;
   now?: () => number;
   random?: () => number;
+  /** Makes the credential's key pair (default: a fresh ECDSA P-256 pair from node:crypto; tests inject one to find it in memory). */
+  generateKeyPair?: () => { privateKey: KeyObject; publicKey: KeyObject };
   /** Called when an identity's credential changes: its expiry (ms), or undefined when dropped. */
   onCredential?: (keyRef: string, notAfter: number | undefined) => void;
   /** Called per issuance attempt. */
@@ -262,7 +264,7 @@ export class DelegatedCredentials {
     const identity = entry.identity;
     const chain = identity.certificateChain;
     const leaf = chain[0]!;
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const { privateKey, publicKey } = this.opts.generateKeyPair?.() ?? generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
     const spki = publicKey.export({ format: 'der', type: 'spki' });
     const requestedAt = this.now();
     this.issuer
