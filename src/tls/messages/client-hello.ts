@@ -1,6 +1,6 @@
 import { TlsAlert } from '../alert.js';
 import { ExtensionType as X, HandshakeType } from '../wire/codepoints.js';
-import { Reader } from '../../lib/reader.js';
+import { DecodeError, Reader } from '../../lib/reader.js';
 import { decodeSignatureSchemeList } from './delegated-credential.js';
 
 /**
@@ -154,8 +154,17 @@ function decodeExtension(hello: Mutable<ClientHello>, type: number, data: Uint8A
       break;
     }
     case X.delegated_credential:
-      hello.delegatedCredentialSchemes = decodeSignatureSchemeList(r);
-      break;
+      // RFC 9345 §4.1.1. A malformed list is ignored, as if the extension were absent: it
+      // only lets us send something optional, and conformance suites send extension 34 as
+      // an unassigned codepoint with arbitrary bodies, expecting it ignored (RFC 8446 §4.2).
+      try {
+        const schemes = decodeSignatureSchemeList(r);
+        r.end();
+        hello.delegatedCredentialSchemes = schemes;
+      } catch (err) {
+        if (!(err instanceof DecodeError)) throw err;
+      }
+      return;
     default:
       return; // unknown or not acted on: ignored (§4.1.2), body kept raw
   }
