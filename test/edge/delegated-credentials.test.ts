@@ -133,7 +133,8 @@ for (const [name, cert, algorithm] of [
   const serverName = name === 'RSA-2048' ? 'rsa.test' : 'dc.test';
   test(`${name} certificate: a client offering delegated_credential gets the credential, and keyd signs nothing`, async () => {
     const before = await keydSignatures();
-    const auth = await handshake(serverName, { dc: [ECDSA_P256] });
+    // The certificate's own scheme is in the list too: the edge sends a credential only then (NSS's rule).
+    const auth = await handshake(serverName, { dc: [...new Set([ECDSA_P256, algorithm])] });
     const [leaf, ...rest] = parseCertificateMessage(auth.certificate);
     assert.ok(leaf!.extensions.has(DELEGATED_CREDENTIAL), 'the end-entity entry carries delegated_credential');
     assert.ok(rest.every((e) => e.extensions.size === 0), 'no other entry carries extensions (RFC 9345 §4.1.1)');
@@ -165,9 +166,14 @@ test('a client whose delegated_credential list lacks the credential scheme, or w
   const otherScheme = await handshake('dc.test', { dc: [0x0503] });
   assert.equal(parseCertificateMessage(otherScheme.certificate)[0]!.extensions.size, 0);
   // RFC 9345 §4.1.1: the credential's algorithm must be in signature_algorithms.
-  const noCertScheme = await handshake('rsa.test', { dc: [ECDSA_P256], signatureAlgorithms: [0x0805] });
+  const noCertScheme = await handshake('rsa.test', { dc: [ECDSA_P256, RSA_PSS_RSAE_SHA256], signatureAlgorithms: [0x0805] });
   assert.equal(parseCertificateMessage(noCertScheme.certificate)[0]!.extensions.size, 0);
-  assert.equal(await keydSignatures(), before + 2);
+  // NSS's offer (ECDSA schemes only in delegated_credential, rsa_pss_rsae_sha256 in
+  // signature_algorithms): NSS would reject a credential certified with rsa_pss_rsae_sha256
+  // (illegal_parameter), so the RSA certificate's key signs instead.
+  const nssShaped = await handshake('rsa.test', { dc: [ECDSA_P256, 0x0503, 0x0603, 0x0203] });
+  assert.equal(parseCertificateMessage(nssShaped.certificate)[0]!.extensions.size, 0);
+  assert.equal(await keydSignatures(), before + 3);
 });
 
 test('metrics: handshakes by signing path and the credential expiry per identity', async () => {

@@ -10,6 +10,13 @@ import { ExtensionType } from '../wire/codepoints.js';
  * (§4.1.1: dc_cert_verify_algorithm in its SignatureSchemeList, the credential's own
  * algorithm in signature_algorithms), and the credential has not expired. Otherwise the
  * identity's signer authenticates as without delegation.
+ *
+ * Beyond §4.1.1, the credential's `algorithm` must also be in the delegated_credential
+ * list: NSS (and so Firefox) checks `algorithm` against that list, not against
+ * signature_algorithms, and aborts with illegal_parameter otherwise. NSS lists only ECDSA
+ * schemes there, so a credential certified by an RSA certificate (rsa_pss_rsae_*) would fail
+ * every such handshake; §4.1.1 lets the server choose not to send one, and the certificate
+ * key signs instead (docs/EDGE.md, "Delegated credentials").
  */
 export interface ChosenCredential {
   readonly offer: DelegatedCredentialOffer;
@@ -47,6 +54,7 @@ export function chooseDelegatedCredential(hello: ClientHello, identity: Identity
   if (!schemes) return undefined;
   if (!accepted.includes(schemes.dcCertVerifyAlgorithm)) return undefined;
   if (!hello.signatureAlgorithms?.includes(schemes.algorithm)) return undefined;
+  if (!accepted.includes(schemes.algorithm)) return undefined; // NSS's reading of §4.1.1 (above)
   if (!offer.signer.schemes.includes(schemes.dcCertVerifyAlgorithm)) return undefined;
   return { offer, scheme: schemes.dcCertVerifyAlgorithm };
 }
