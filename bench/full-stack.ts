@@ -305,9 +305,19 @@ async function startDelegatedEdge(
   // (its delegated_credential list leaves out rsa_pss_rsae_*, and it checks the credential's
   // algorithm against that list), so for an RSA leaf every tstclnt -B handshake fails; the
   // row is skipped with tstclnt's own words rather than measured as failures.
-  const probe = spawnSync('tstclnt', tstclnt([]), { encoding: 'utf8', timeout: 20_000 });
+  // Asynchronously: the answering upstream runs in this process.
+  const probe = await new Promise<{ status: number | null; stderr: string }>((done) => {
+    const child = spawn('tstclnt', tstclnt([]), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.once('exit', (status) => {
+      clearTimeout(timer);
+      done({ status, stderr });
+    });
+  });
   if (probe.status !== 0) {
-    const said = `${probe.stderr ?? ''}`.trim().split('\n').pop() ?? `exit ${probe.status}`;
+    const said = probe.stderr.trim().split('\n').pop() || `no exit within 20 s`;
     log(`(i) edge + keyd, delegated credentials, ${pki.keyType}: skipped: a single tstclnt -B handshake failed: ${said}`);
     await base.stop();
     return undefined;
