@@ -11,6 +11,19 @@
  *   (f) nginx stream proxy nginx terminating TLS and proxying to the same upstream (libnginx-mod-stream)
  *   (g) haproxy            TCP mode with TLS, to the same upstream
  *   (h) node:tls pipe      a node:tls server piping each connection to the same upstream
+ *   (i) edge + keyd, delegated credentials: (a)'s processes, the leaf allowing delegation
+ *       (RFC 9345; every leaf of the run carries DelegationUsage, which only (i)'s client
+ *       uses), loaded by a client that offers delegated credentials, so the edge signs
+ *       CertificateVerify with a credential (ECDSA P-256) that keyd issued once at start.
+ *       hsload (Go) offers no delegated credentials, so the load is a pool of NSS
+ *       `tstclnt -B` processes (`--concurrency` of them, each reconnecting with -L; the edge
+ *       sends no tickets, so every connection is a full handshake). Each sends a small
+ *       request that an upstream answering at once ends (a tstclnt that sends nothing waits
+ *       for the server to close), so (i)'s edge CPU also holds one request, one answer and
+ *       their records, which hsload's handshake-only connections do not. Handshakes are
+ *       counted by the edge's own metric, by signing path: only credential-signed ones
+ *       count, a keyd-signed one is reported as an error. Compare CPU per handshake, not the
+ *       rate: the rate is the tstclnt pool's, a much slower client than hsload.
  *
  * (a), (b), (f), (g), (h) do the same work: terminate, connect to the upstream, forward,
  * with the same PROXY setting (--proxy-protocol: v2; nginx can only send v1). (c), (d), (e)
@@ -26,7 +39,7 @@
  * (a) ≤ 0.5 × node:tls.
  */
 import { goDurationAsMs, markdownTable } from './lib/format.js';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { X509Certificate, createPrivateKey, sign as cryptoSign } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -62,7 +75,8 @@ const USAGE = `Usage: npm run bench -- [options]
   --concurrency N   hsload workers (default 8)
   --key-types LIST  ecdsa-p256,rsa2048 (default both)
   --workers LIST    edge worker counts for (a), e.g. 1,2,4,8 (default 1)
-  --servers LIST    keyd,local,node,nginx,nginx-keyd,nginx-stream,haproxy,node-pipe (default all)
+  --servers LIST    keyd,local,node,nginx,nginx-keyd,nginx-stream,haproxy,node-pipe,dc (default all;
+                    dc = (i), needs tstclnt and certutil: apt-get install libnss3-tools)
   --rounds N        measured runs per server, interleaved; the median is shown (default 1)
   --proxy-protocol  the proxies send a PROXY header to the upstream (v2; nginx v1)
 `;
@@ -70,6 +84,8 @@ const USAGE = `Usage: npm run bench -- [options]
 interface Server_ {
   name: string;
   port: number;
+  /** Its own load instead of hsload ((i): a tstclnt -B pool); the row counts only what it reports. */
+  load?: (durationSeconds: number) => Promise<HsloadResult>;
   /** Process groups whose CPU is reported, e.g. { edge: [...], keyd: [...] }. */
   pids: () => Record<string, number[]>;
   stop(): Promise<void>;
@@ -163,7 +179,34 @@ async function startSink(): Promise<{ port: number; close(): void }> {
   };
 }
 
-async function startKeydAndEdge(dir: string, pki: Awaited<ReturnType<typeof makeTestPki>>, upstreamPort: number, workers: number, proxyProtocol: boolean): Promise<Server_> {
+/** For (i): an upstream that answers at once and closes, so each tstclnt connection ends (and -L reconnects). */
+async function startAnsweringUpstream(): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createNetServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => undefined);
+    s.resume();
+    s.end('HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+async function startKeydAndEdge(
+  dir: string,
+  pki: Awaited<ReturnType<typeof makeTestPki>>,
+  upstreamPort: number,
+  workers: number,
+  proxyProtocol: boolean,
+  edgeArgs: string[] = [],
+): Promise<Server_> {
   writeFileSync(join(dir, 'machine-id'), '00112233445566778899aabbccddeeff\n');
   const sock = join(dir, 'k.sock');
   const adminSock = join(dir, 'ka.sock');
@@ -183,7 +226,7 @@ async function startKeydAndEdge(dir: string, pki: Awaited<ReturnType<typeof make
   admin.close();
   const port = await freePort();
   const edge = spawnLogged(
-    [MAIN, 'edge', '--listen', `127.0.0.1:${port}`, '--keyd', sock, '--route', `localhost=127.0.0.1:${upstreamPort}`, '--default-name', 'localhost', '--workers', String(workers), '--log-level', 'warn', ...(proxyProtocol ? ['--proxy-protocol'] : [])],
+    [MAIN, 'edge', '--listen', `127.0.0.1:${port}`, '--keyd', sock, '--route', `localhost=127.0.0.1:${upstreamPort}`, '--default-name', 'localhost', '--workers', String(workers), '--log-level', 'warn', ...(proxyProtocol ? ['--proxy-protocol'] : []), ...edgeArgs],
     'edge',
   );
   await waitForPort(port, 20_000);
@@ -203,6 +246,111 @@ export async function startLocalEdge(files: { chainFile: string; keyFile: string
   const p = spawnLogged([SELF, '--local-edge', JSON.stringify({ port, upstreamPort, chainFile: files.chainFile, keyFile: files.keyFile, workers: 1, proxyProtocol })], 'local edge');
   await waitForPort(port, 20_000);
   return { name: '(b) edge, in-process key', port, pids: () => ({ edge: [p.child.pid!] }), stop: () => stopChild(p.child) };
+}
+
+/** The edge's Prometheus counters that (i) reads: handshakes by signing path, failed handshakes, credentials issued. */
+async function edgeCounters(metricsPort: number): Promise<{ credential: number; keyd: number; failed: number; issued: number; issueFailed: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const sum = (re: RegExp) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  return {
+    credential: sum(/^edge_handshakes_by_signing_path_total\{path="credential"\} (\d+)/gm),
+    keyd: sum(/^edge_handshakes_by_signing_path_total\{path="keyd"\} (\d+)/gm),
+    failed: sum(/^edge_handshakes_total\{[^}]*outcome="failed"[^}]*\} (\d+)/gm),
+    issued: sum(/^edge_delegated_credential_issuances_total\{outcome="ok"\} (\d+)/gm),
+    issueFailed: sum(/^edge_delegated_credential_issuances_total\{outcome="failed"\} (\d+)/gm),
+  };
+}
+
+/**
+ * (i): (a)'s processes, the edge without tickets (every connection a full handshake) and with
+ * its metrics on; once the edge holds the credential it obtained from keyd at start, a pool
+ * of `tstclnt -B` processes loads it.
+ */
+async function startDelegatedEdge(
+  dir: string,
+  pki: Awaited<ReturnType<typeof makeTestPki>>,
+  caFile: string,
+  upstreamPort: number,
+  pool: number,
+  log: (line: string) => void,
+): Promise<Server_ | undefined> {
+  const metricsPort = await freePort();
+  const base = await startKeydAndEdge(dir, pki, upstreamPort, 1, false, ['--tickets', '0', '--metrics', `127.0.0.1:${metricsPort}`]);
+  try {
+    // The edge asks keyd for the credential when it connects (docs/EDGE.md); before it holds
+    // one, tstclnt's handshakes would be signed by keyd.
+    for (let i = 0; ; i++) {
+      const counters = await edgeCounters(metricsPort).catch(() => undefined);
+      if (counters && counters.issued > 0) break;
+      if (counters && counters.issueFailed > 0) throw new Error('keyd refused the edge a delegated credential (see the edge log)');
+      if (i > 300) throw new Error('the edge obtained no delegated credential from keyd within 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (err) {
+    await base.stop();
+    throw err;
+  }
+  const db = mkdtempSync(join(dir, 'nss-'));
+  for (const args of [
+    ['-N', '-d', `sql:${db}`, '--empty-password'],
+    ['-A', '-d', `sql:${db}`, '-n', 'bench-ca', '-t', 'C,,', '-i', caFile],
+  ]) {
+    const r = spawnSync('certutil', args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`certutil ${args.join(' ')}: ${r.stderr}`);
+  }
+  const request = join(db, 'request.txt');
+  writeFileSync(request, 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n');
+  const tstclnt = (extra: string[]) => ['-h', '127.0.0.1', '-p', String(base.port), '-a', 'localhost', '-d', `sql:${db}`, '-V', 'tls1.3:tls1.3', '-B', '-A', request, ...extra];
+  // One handshake first: NSS accepts no credential that an rsaEncryption certificate signed
+  // (its delegated_credential list leaves out rsa_pss_rsae_*, and it checks the credential's
+  // algorithm against that list), so for an RSA leaf every tstclnt -B handshake fails; the
+  // row is skipped with tstclnt's own words rather than measured as failures.
+  // Asynchronously: the answering upstream runs in this process.
+  const probe = await new Promise<{ status: number | null; stderr: string }>((done) => {
+    const child = spawn('tstclnt', tstclnt([]), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.once('exit', (status) => {
+      clearTimeout(timer);
+      done({ status, stderr });
+    });
+  });
+  if (probe.status !== 0) {
+    const said = probe.stderr.trim().split('\n').pop() || `no exit within 20 s`;
+    log(`(i) edge + keyd, delegated credentials, ${pki.keyType}: skipped: a single tstclnt -B handshake failed: ${said}`);
+    await base.stop();
+    return undefined;
+  }
+  const load = async (durationSeconds: number): Promise<HsloadResult> => {
+    const before = await edgeCounters(metricsPort);
+    const started = performance.now();
+    const clients = Array.from({ length: pool }, () =>
+      spawn('tstclnt', tstclnt(['-L', '1000000']), { stdio: 'ignore' }),
+    );
+    await new Promise((r) => setTimeout(r, durationSeconds * 1000));
+    await Promise.all(
+      clients.map((c) => {
+        if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+        const exited = new Promise<void>((r) => c.once('exit', () => r()));
+        c.kill('SIGKILL');
+        return exited;
+      }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const after = await edgeCounters(metricsPort);
+    const credential = after.credential - before.credential;
+    const keydSigned = after.keyd - before.keyd;
+    return {
+      handshakes: credential,
+      failed: after.failed - before.failed,
+      rate: credential / seconds,
+      p50: '—',
+      p99: '—',
+      ...(keydSigned > 0 ? { firstError: `${keydSigned} handshakes were signed by keyd, not with the credential (not counted)` } : {}),
+    };
+  };
+  return { ...base, name: '(i) edge + keyd, delegated credentials', load };
 }
 
 async function startNodeTls(files: { chainFile: string; keyFile: string }): Promise<Server_> {
@@ -301,6 +449,14 @@ function targets(rows: Row[]): string[] {
     const a = rows.find((r) => r.keyType === keyType && r.server === '(a) edge + keyd, 1 worker');
     const b = of('(b)');
     const c = of('(c)');
+    const dc = of('(i)');
+    if (dc && a) {
+      out.push(
+        `${keyType}: (i) keyd CPU per handshake ${dc.cpu.keyd!.toFixed(0)} µs vs (a) ${a.cpu.keyd!.toFixed(0)} µs; ` +
+          `(i) edge+keyd ${(dc.cpu.edge! + dc.cpu.keyd!).toFixed(0)} µs vs (a) ${(a.cpu.edge! + a.cpu.keyd!).toFixed(0)} µs` +
+          (b ? ` and (b) ${b.cpu.edge!.toFixed(0)} µs` : ''),
+      );
+    }
     if (a && b) {
       const ratio = a.result.rate / b.result.rate;
       out.push(`${keyType}: (a) rate / (b) rate = ${(ratio * 100).toFixed(0)} % (target ≥ 90 %) ${ratio >= 0.9 ? 'MET' : 'NOT MET'}`);
@@ -338,7 +494,7 @@ async function main(): Promise<number> {
       concurrency: { type: 'string', default: '8' },
       'key-types': { type: 'string', default: 'ecdsa-p256,rsa2048' },
       workers: { type: 'string', default: '1' },
-      servers: { type: 'string', default: 'keyd,local,node,nginx,nginx-keyd,nginx-stream,haproxy,node-pipe' },
+      servers: { type: 'string', default: 'keyd,local,node,nginx,nginx-keyd,nginx-stream,haproxy,node-pipe,dc' },
       rounds: { type: 'string', default: '1' },
       'proxy-protocol': { type: 'boolean', default: false },
       'local-edge': { type: 'string' },
@@ -364,12 +520,14 @@ async function main(): Promise<number> {
   const log = (line: string) => void process.stderr.write(`${line}\n`);
   const hsload = ensureHsload(repoRoot, log);
   const sink = await startSink();
+  const answering = await startAnsweringUpstream();
   const rows: Row[] = [];
   log(`machine: ${machine()}`);
   log(`hsload: ${concurrency} workers, ${duration}s measured (+${warmup}s warm-up) per server, X25519, handshake only`);
   try {
     for (const keyType of keyTypes) {
-      const pki = await makeTestPki({ keyType });
+      // DelegationUsage on every leaf: only (i)'s client offers delegated credentials.
+      const pki = await makeTestPki({ keyType, delegationUsage: 'non-critical' });
       const files = writePkiFiles(pki);
       const dir = mkdtempSync(join(tmpdir(), 'bench-full-'));
       measureBareSign(keyType, pki.leafKey);
@@ -413,6 +571,13 @@ async function main(): Promise<number> {
         if (wanted.includes('nginx-stream')) proxyRow('(f)', startNginxStream, 'nginx-stream');
         if (wanted.includes('haproxy')) proxyRow('(g)', startHaproxy, 'haproxy');
         if (wanted.includes('node-pipe')) proxyRow('(h)', startNodeTlsPipe, 'node-pipe');
+        if (wanted.includes('dc')) {
+          if (spawnSync('tstclnt', ['-h'], { stdio: 'ignore' }).error || spawnSync('certutil', ['-h'], { stdio: 'ignore' }).error) {
+            log('(i) edge + keyd, delegated credentials: tstclnt/certutil not installed (apt-get install libnss3-tools): skipped');
+          } else {
+            starters.push(() => startDelegatedEdge(mkdtempSync(join(dir, 'i-')), pki, files.caFile, answering.port, concurrency, log));
+          }
+        }
         const servers: Server_[] = [];
         const perRound = new Map<Server_, { result: HsloadResult; cpu: Record<string, number> }[]>();
         try {
@@ -423,10 +588,11 @@ async function main(): Promise<number> {
           for (let round = 1; round <= rounds; round++) {
             for (const server of servers) {
               const run = { address: `127.0.0.1:${server.port}`, sni: 'localhost', caFile: files.caFile, concurrency, curve: 'x25519' as const };
-              if (warmup > 0 && round === 1) await runHsload(hsload, { ...run, durationSeconds: warmup });
+              const measure = (seconds: number) => (server.load ? server.load(seconds) : runHsload(hsload, { ...run, durationSeconds: seconds }));
+              if (warmup > 0 && round === 1) await measure(warmup);
               const groups = server.pids();
               const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, totalCpuTimeMicros(pids)]));
-              const result = await runHsload(hsload, { ...run, durationSeconds: duration });
+              const result = await measure(duration);
               const cpu = Object.fromEntries(
                 Object.entries(groups).map(([k, pids]) => [k, result.handshakes ? (totalCpuTimeMicros(pids) - before[k]!) / result.handshakes : Number.NaN]),
               );
@@ -452,8 +618,16 @@ async function main(): Promise<number> {
     }
   } finally {
     sink.close();
+    answering.close();
   }
-  process.stdout.write(`machine: ${machine()}\nhsload: ${concurrency} workers, ${duration}s per server, X25519, full handshakes only (no resumption)\n\n`);
+  process.stdout.write(`machine: ${machine()}\nhsload: ${concurrency} workers, ${duration}s per server, X25519, full handshakes only (no resumption)\n`);
+  if (rows.some((r) => r.server.startsWith('(i)'))) {
+    process.stdout.write(
+      `(i): ${concurrency} NSS tstclnt -B processes (delegated credentials offered), reconnecting with -L, the edge sending no tickets; ` +
+        `handshakes counted by the edge's signing-path metric (credential only); the rate is the tstclnt pool's\n`,
+    );
+  }
+  process.stdout.write('\n');
   process.stdout.write(table(rows) + '\n\n' + targets(rows).join('\n') + '\n');
   return rows.some((r) => r.result.handshakes === 0) ? 1 : 0;
 }
