@@ -303,9 +303,10 @@ async function startDelegatedEdge(
   const tstclnt = (extra: string[]) => ['-h', '127.0.0.1', '-p', String(base.port), '-a', 'localhost', '-d', `sql:${db}`, '-V', 'tls1.3:tls1.3', '-B', '-A', request, ...extra];
   // One handshake first: NSS accepts no credential that an rsaEncryption certificate signed
   // (its delegated_credential list leaves out rsa_pss_rsae_*, and it checks the credential's
-  // algorithm against that list), so for an RSA leaf every tstclnt -B handshake fails; the
-  // row is skipped with tstclnt's own words rather than measured as failures.
-  // Asynchronously: the answering upstream runs in this process.
+  // algorithm against that list), so for an RSA leaf the edge sends tstclnt no credential and
+  // keyd signs (docs/EDGE.md); the row is skipped, saying so, rather than measured as
+  // failures. Asynchronously: the answering upstream runs in this process.
+  const probeBefore = await edgeCounters(metricsPort);
   const probe = await new Promise<{ status: number | null; stderr: string }>((done) => {
     const child = spawn('tstclnt', tstclnt([]), { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -319,6 +320,12 @@ async function startDelegatedEdge(
   if (probe.status !== 0) {
     const said = probe.stderr.trim().split('\n').pop() || `no exit within 20 s`;
     log(`(i) edge + keyd, delegated credentials, ${pki.keyType}: skipped: a single tstclnt -B handshake failed: ${said}`);
+    await base.stop();
+    return undefined;
+  }
+  const probeAfter = await edgeCounters(metricsPort);
+  if (probeAfter.credential === probeBefore.credential) {
+    log(`(i) edge + keyd, delegated credentials, ${pki.keyType}: skipped: tstclnt -B was not served a credential (keyd signed: ${probeAfter.keyd - probeBefore.keyd}); NSS accepts credentials under ECDSA certificates only`);
     await base.stop();
     return undefined;
   }
