@@ -72,10 +72,11 @@ export function notOnCurve(point: Buffer): Buffer {
  */
 export function verifyTlsSignature(leafDer: Uint8Array, scheme: number, content: Uint8Array, signature: Uint8Array): boolean {
   const key = new X509Certificate(Buffer.from(leafDer)).publicKey;
-  const hash = { 0x04: 'sha256', 0x05: 'sha384', 0x06: 'sha512' }[scheme >> 8];
+  const hash = { 0x03: 'sha224', 0x04: 'sha256', 0x05: 'sha384', 0x06: 'sha512' }[scheme >> 8];
   switch (scheme) {
     case 0x0807:
       return verify(null, content, key, signature);
+    case 0x0303: // ecdsa_sha224: TLS 1.2 only (RFC 5246 §7.4.1.4.1 hash + signature pair)
     case 0x0403:
     case 0x0503:
     case 0x0603:

@@ -104,8 +104,10 @@ function rawRequest(path: string, opcode: number, payload: Uint8Array): Promise<
   });
 }
 
-test('identity lists TLS 1.2 schemes: the TLS 1.3 ones, plus rsa_pkcs1_sha256/384/512 for RSA only', () => {
-  assert.deepEqual(key('ecdsa-p256').identity.tls12Schemes, [0x0403]);
+test('identity lists TLS 1.2 schemes: the TLS 1.3 ones, plus rsa_pkcs1_sha256/384/512 for RSA only; ECDSA with any SHA-2 hash', () => {
+  // A TLS 1.2 ECDSA scheme names only its hash (RFC 5246 §7.4.1.4.1): the curve's own hash
+  // first, then SHA-384/512 and SHA-224; SHA-1 never (RFC 9155).
+  assert.deepEqual(key('ecdsa-p256').identity.tls12Schemes, [0x0403, 0x0503, 0x0603, 0x0303]);
   assert.deepEqual(key('ed25519').identity.tls12Schemes, [0x0807]);
   const rsa = key('rsa2048').identity;
   assert.deepEqual(rsa.schemes, [0x0804, 0x0805, 0x0806], 'no PKCS#1 for TLS 1.3');
