@@ -326,7 +326,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(
       [
         '',
-        `edge:      ${url}  on ${hosts.join(' and ')} (TLS 1.3; handshakes signed by keyd, pid ${keyd.pid}; edge pid ${edge.pid})`,
+        `edge:      ${url}  on ${hosts.join(' and ')} (TLS 1.3 and 1.2; handshakes signed by keyd, pid ${keyd.pid}; edge pid ${edge.pid})`,
         ...(credentialReady
           ? [
               `           delegated credentials (RFC 9345) served: the certificate carries DelegationUsage, keyd certified a`,
