@@ -26,6 +26,7 @@ import { ContentType, NamedGroup, nameOf, SignatureScheme } from '../wire/codepo
 import { clientAuthFor, clientAuthPolicyId, sessionFitsClientAuth } from './client-auth-policy.js';
 import { CLIENT_SIGNATURE_SCHEMES_12, verifyClientCertificateVerify12 } from './client-certificate-verify.js';
 import type { HandshakeContext } from './context.js';
+import { lookUpIdentity } from './identity-lookup.js';
 import { selectAlpn } from './negotiate.js';
 import { openTicket12, sealTicket12, sessionIsLive, type Session12 } from './session12.js';
 import { Transcript } from './transcript.js';
@@ -234,20 +235,8 @@ export class ServerHandshake12 {
   /** The identity for the server name (RFC 6066 §3) and the ALPN protocol (RFC 7301 §3.2). */
   private pickIdentity(state: ClientHello12State): Promise<PickedIdentity12 | undefined> {
     const serverName = state.hello.serverName;
-    const found = this.ctx.options.resolveIdentity(serverName);
-    const lookup =
-      found instanceof Promise
-        ? found.catch((e: unknown) => {
-            throw new TlsAlert('internal_error', `identity lookup failed: ${e instanceof Error ? e.message : String(e)}`);
-          })
-        : Promise.resolve(found);
-    return lookup.then((identity) => {
-      if (this.ctx.closed) return undefined;
-      if (!identity) {
-        throw serverName !== undefined
-          ? new TlsAlert('unrecognized_name', `no certificate for server name "${serverName}"`)
-          : new TlsAlert('handshake_failure', 'no default certificate for a ClientHello without server_name');
-      }
+    return lookUpIdentity(this.ctx, serverName).then((identity) => {
+      if (!identity) return undefined;
       if (identity.tls12 === false) {
         // The route served under this name speaks TLS 1.3 only (docs/EDGE.md).
         throw new TlsAlert('protocol_version', `TLS 1.2 is turned off for "${serverName ?? ''}"`);

@@ -21,6 +21,7 @@ import { ContentType } from '../wire/codepoints.js';
 import { CLIENT_AUTH_OFF, clientAuthFor, clientAuthPolicyId, sessionFitsClientAuth } from './client-auth-policy.js';
 import { CLIENT_SIGNATURE_SCHEMES, verifyClientCertificateVerify } from './client-certificate-verify.js';
 import type { HandshakeContext } from './context.js';
+import { lookUpIdentity } from './identity-lookup.js';
 import { openCookie, sealCookie } from './cookie.js';
 import { certificateMessageWithCredential, chooseDelegatedCredential, type ChosenCredential } from './delegation.js';
 import { EarlySecrets, finishedVerifyData, resumptionPsk, type HandshakeSecrets, type MasterSecrets } from './key-schedule.js';
@@ -340,20 +341,8 @@ export class ServerHandshake13 {
    */
   private pickIdentity(state: ClientHelloState, resumption: Resumption | undefined): Promise<PickedIdentity | undefined> {
     const serverName = state.hello.serverName;
-    const found = this.ctx.options.resolveIdentity(serverName);
-    const lookup =
-      found instanceof Promise
-        ? found.catch((e: unknown) => {
-            throw new TlsAlert('internal_error', `identity lookup failed: ${e instanceof Error ? e.message : String(e)}`);
-          })
-        : Promise.resolve(found);
-    return lookup.then((identity) => {
-      if (this.ctx.closed) return undefined;
-      if (!identity) {
-        throw serverName !== undefined
-          ? new TlsAlert('unrecognized_name', `no certificate for server name "${serverName}"`)
-          : new TlsAlert('handshake_failure', 'no default certificate for a ClientHello without server_name');
-      }
+    return lookUpIdentity(this.ctx, serverName).then((identity) => {
+      if (!identity) return undefined;
       const alpnProtocol = selectAlpn(state.hello, identity.alpnProtocols ?? this.ctx.options.alpnProtocols);
       this.ctx.info.alpnProtocol = alpnProtocol;
       this.ctx.info.serverCertificateChain = identity.certificateChain;

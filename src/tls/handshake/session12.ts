@@ -1,6 +1,7 @@
 import { Reader } from '../../lib/reader.js';
 import { Writer } from '../../lib/writer.js';
 import type { ClientIdentity } from './context.js';
+import { readClientAuth, readTime, writeClientAuth, writeTime } from './ticket-fields.js';
 import type { TicketKeyRing } from './ticket-keys.js';
 
 /**
@@ -29,31 +30,13 @@ const LABEL = 'tls12 ticket';
 /** 2: client-auth policy and identity added; tickets of version 1 are not resumed. */
 const VERSION = 2;
 
-function text(w: Writer, value: string): void {
-  w.opaque(2, Buffer.from(value, 'utf8'));
-}
-
-function readText(r: Reader, field: string): string {
-  return Buffer.from(r.vec(2, 0, 0xffff, field)).toString('utf8');
-}
-
 export function sealTicket12(ring: TicketKeyRing, s: Session12): Buffer {
   const w = new Writer(128);
   w.u8(VERSION).u16(s.cipherSuite).opaque(1, s.masterSecret).u8(s.extendedMasterSecret ? 1 : 0);
-  w.u32(Math.floor(s.issuedAt / 2 ** 32)).u32(s.issuedAt >>> 0).u32(s.lifetimeSeconds);
+  writeTime(w, s.issuedAt);
+  w.u32(s.lifetimeSeconds);
   w.opaque(1, Buffer.from(s.serverName, 'latin1'));
-  text(w, s.clientAuthPolicy);
-  const id = s.clientIdentity;
-  w.u8(id ? 1 : 0);
-  if (id) {
-    text(w, id.subject);
-    w.u8(id.commonName === undefined ? 0 : 1);
-    if (id.commonName !== undefined) text(w, id.commonName);
-    text(w, id.issuer);
-    text(w, id.serialNumber);
-    text(w, id.fingerprint256);
-    w.u32(Math.floor(id.notAfter / 2 ** 32)).u32(id.notAfter >>> 0);
-  }
+  writeClientAuth(w, s.clientAuthPolicy, s.clientIdentity);
   return ring.seal(LABEL, w.finish());
 }
 
@@ -67,20 +50,10 @@ export function openTicket12(ring: TicketKeyRing, ticket: Uint8Array): Session12
     const cipherSuite = r.u16();
     const masterSecret = Buffer.from(r.vec(1, 48, 48, 'master_secret'));
     const ems = r.u8();
-    const issuedAt = r.u32() * 2 ** 32 + r.u32();
+    const issuedAt = readTime(r);
     const lifetimeSeconds = r.u32();
     const serverName = Buffer.from(r.vec(1, 0, 255, 'server_name')).toString('latin1');
-    const clientAuthPolicy = readText(r, 'client_auth_policy');
-    let clientIdentity: ClientIdentity | undefined;
-    if (r.u8() === 1) {
-      const subject = readText(r, 'subject');
-      const commonName = r.u8() === 1 ? readText(r, 'common_name') : undefined;
-      const issuer = readText(r, 'issuer');
-      const serialNumber = readText(r, 'serial');
-      const fingerprint256 = readText(r, 'fingerprint');
-      const notAfter = r.u32() * 2 ** 32 + r.u32();
-      clientIdentity = { subject, commonName, issuer, serialNumber, fingerprint256, notAfter };
-    }
+    const { clientAuthPolicy, clientIdentity } = readClientAuth(r);
     r.end();
     if (ems > 1) return undefined;
     return { cipherSuite, masterSecret, extendedMasterSecret: ems === 1, issuedAt, lifetimeSeconds, serverName, clientAuthPolicy, clientIdentity };
