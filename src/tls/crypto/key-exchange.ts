@@ -172,11 +172,14 @@ const NIST_CURVES: ReadonlyMap<number, { curve: string; shareLength: number }> =
 
 export function generateEphemeralKey(group: number): EphemeralKey {
   if (group === NamedGroup.x25519) {
-    const { privateKey, publicKey } = generateKeyPairSync('x25519');
-    const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
+    // Encoded at generation, never exported: see montgomery() above (Node 20's JWK export
+    // can deadlock the process under GC).
+    const generated = generateKeyPairSync('x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } });
+    const privateKey = generated.privateKey;
+    const spki = generated.publicKey as unknown as Buffer;
     return {
       group,
-      publicKey: raw,
+      publicKey: Buffer.from(spki.subarray(spki.length - 32)),
       deriveSharedSecret(peerShare) {
         // RFC 8422 §5.11 / RFC 7748 §5: a 32-byte u-coordinate; a wrong length is not an X25519 key.
         if (peerShare.length !== 32) throw new TlsAlert('illegal_parameter', `x25519 key share has ${peerShare.length} bytes, expected 32`);
