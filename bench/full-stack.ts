@@ -139,8 +139,14 @@ async function runLocalEdge(spec: { port: number; upstreamPort: number; chainFil
 
 // ---------------------------------------------------------------- parent mode
 
+/**
+ * BENCH_PROFILE_DIR=DIR: every server process this bench spawns runs under `node --cpu-prof`
+ * and writes its profile into DIR when it stops (summarise with bench/profile-summary.ts).
+ */
+const profileArgs = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+
 function spawnLogged(args: string[], name: string): { child: ChildProcess; log: () => string } {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...profileArgs, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));

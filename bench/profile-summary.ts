@@ -3,7 +3,8 @@
  * (`node --cpu-prof`) says, as two markdown tables: self time by category (the buckets
  * docs/BENCHMARKS.md reports: socket writes, node:crypto, Error construction, GC, stream
  * machinery, our engine, the edge) and the top functions by self time. Idle time is left
- * out: percentages are of busy time.
+ * out: percentages are of busy time. `--skip-ms N` leaves out the first N ms of the profile
+ * (a daemon's start-up: module loading, key store) so that only the load is summarised.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -38,7 +39,7 @@ const CATEGORIES: readonly { name: string; test: (fn: string, url: string) => bo
 ];
 
 function main(): void {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' } } });
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, 'skip-ms': { type: 'string', default: '0' } } });
   const file = positionals[0];
   if (!file) {
     process.stderr.write('usage: profile-summary FILE.cpuprofile [--top N]\n');
@@ -52,8 +53,12 @@ function main(): void {
     for (const c of n.children ?? []) parent.set(c, n.id);
   }
   const selfMicros = new Map<number, number>();
+  const skipMicros = Number(values['skip-ms']) * 1000;
+  let elapsed = 0;
   for (let i = 0; i < profile.samples.length; i++) {
     const id = profile.samples[i]!;
+    elapsed += profile.timeDeltas[i] ?? 0;
+    if (elapsed < skipMicros) continue;
     selfMicros.set(id, (selfMicros.get(id) ?? 0) + (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0));
   }
   const category = (id: number): string => {
