@@ -23,6 +23,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { groupByName, keyExchange } from '../src/tls/index.js';
 import { markdownTable } from './lib/format.js';
 
 interface Operation {
@@ -60,6 +61,8 @@ function operations(): Operation[] {
     return cipher.getAuthTag();
   };
   let x25519Private: KeyObject | undefined;
+  const peerRaw = Buffer.from(peer.publicJwk.x, 'base64url');
+  const x25519Group = groupByName('x25519')!;
   return [
     { name: "generateKeyPairSync('x25519')", run: () => generateKeyPairSync('x25519') },
     { name: 'createPublicKey X25519 from SPKI DER', note: 'slow path (OpenSSL 3 decoder)', run: () => createPublicKey({ key: peer.publicDer, format: 'der', type: 'spki' }) },
@@ -74,7 +77,7 @@ function operations(): Operation[] {
     },
     {
       name: 'X25519 gen (SPKI out) + JWK import + derive',
-      note: 'one full key exchange, as the engine does it',
+      note: 'one key exchange, the engine until 2026-12-01',
       run: () => {
         // Not gen + publicKey.export('jwk'): that can deadlock Node 20 (docs/BENCHMARKS.md).
         const generated = generateKeyPairSync('x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } });
@@ -83,6 +86,11 @@ function operations(): Operation[] {
         const shared = diffieHellman({ privateKey, publicKey: createPublicKey({ key: peer.publicJwk, format: 'jwk' }) });
         return [shared, publicKey.subarray(publicKey.length - 32)];
       },
+    },
+    {
+      name: 'keyExchange(x25519): import random d + export x + JWK import + derive',
+      note: 'one key exchange, as the engine does it now (src/tls/crypto/key-exchange.ts)',
+      run: () => keyExchange(x25519Group, peerRaw),
     },
     {
       name: "createECDH('prime256v1') gen + computeSecret",

@@ -1,5 +1,6 @@
-import { createDiffieHellman, createECDH, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import { createDiffieHellman, createECDH, createPrivateKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
 import { FFDHE_PRIMES } from './ffdhe-primes.js';
+import { randomBytesFromPool } from './random-pool.js';
 import { TlsAlert } from '../alert.js';
 import { NamedGroup } from '../wire/codepoints.js';
 
@@ -22,6 +23,31 @@ interface GroupImpl {
   exchange(clientShare: Uint8Array): KeyExchangeResult;
 }
 
+/**
+ * A fresh X25519/X448 key pair, its public half as raw bytes (RFC 7748 §5).
+ *
+ * The private key is imported from random bytes (JWK "d") and the public key computed by
+ * OpenSSL at import, then exported as JWK "x". Why not `generateKeyPairSync`:
+ * - asking it for the public key encoded (SPKI DER, through OpenSSL 3's encoder) costs
+ *   ≈ 3× the whole key generation (≈ 125 against ≈ 40 µs per handshake, `npm run
+ *   bench:crypto`);
+ * - exporting from a *generated* key can deadlock Node 20: the JWK export holds the key's
+ *   mutex while it allocates, and a GC that then collects the generation job (whose
+ *   destructor takes the same mutex) never returns (docs/BENCHMARKS.md, "A Node 20
+ *   deadlock"). An imported key has no generation job, so nothing else holds its mutex.
+ * Node's OKP JWK import reads only "d" for a private key ("x" is checked to be a string
+ * and not used); test/tls/key-exchange.test.ts pins that the public key comes out right.
+ */
+function montgomeryKeyPair(crv: 'X25519' | 'X448', length: number): { privateKey: KeyObject; publicKey: Buffer } {
+  // Any `length` random bytes are a private key: X25519/X448 clamp the scalar (RFC 7748 §5).
+  const scalar = randomBytesFromPool(length);
+  const d = scalar.toString('base64url');
+  scalar.fill(0); // the pool's copy; every pool byte is handed out once
+  const privateKey = createPrivateKey({ key: { kty: 'OKP', crv, d, x: '' }, format: 'jwk' });
+  const x = createPublicKey(privateKey).export({ format: 'jwk' }).x!;
+  return { privateKey, publicKey: Buffer.from(x, 'base64url') };
+}
+
 function montgomery(name: 'x25519' | 'x448', crv: 'X25519' | 'X448', length: number): GroupImpl {
   return {
     name,
@@ -33,18 +59,10 @@ function montgomery(name: 'x25519' | 'x448', crv: 'X25519' | 'X448', length: num
       } catch {
         throw new TlsAlert('illegal_parameter', `${name} key share is not a valid public key`);
       }
-      // Our public key comes out of the key generation already encoded (SPKI DER, the raw
-      // key is its last `length` bytes), never through KeyObject.export(): Node 20's JWK
-      // export holds the key's mutex while allocating, and a GC that then collects the
-      // generation job (whose destructor takes the same mutex) deadlocks the process; seen
-      // under load as an edge that stopped reading (docs/BENCHMARKS.md).
-      const generated = generateKeyPairSync(name as 'x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } });
-      const privateKey = generated.privateKey;
-      // Node returns the encoded half as a Buffer (its types only know both halves encoded or neither).
-      const ours = generated.publicKey as unknown as Buffer;
+      const ours = montgomeryKeyPair(crv, length);
       let sharedSecret: Buffer;
       try {
-        sharedSecret = diffieHellman({ privateKey, publicKey });
+        sharedSecret = diffieHellman({ privateKey: ours.privateKey, publicKey });
       } catch {
         // OpenSSL refuses to derive from a small-order point (all-zero result).
         throw new TlsAlert('illegal_parameter', `${name} key share is a small-order point`);
@@ -53,7 +71,7 @@ function montgomery(name: 'x25519' | 'x448', crv: 'X25519' | 'X448', length: num
       if (sharedSecret.every((b) => b === 0)) {
         throw new TlsAlert('illegal_parameter', `${name} shared secret is all zeros (small-order key share)`);
       }
-      return { serverShare: Buffer.from(ours.subarray(ours.length - length)), sharedSecret };
+      return { serverShare: ours.publicKey, sharedSecret };
     },
   };
 }
@@ -172,14 +190,10 @@ const NIST_CURVES: ReadonlyMap<number, { curve: string; shareLength: number }> =
 
 export function generateEphemeralKey(group: number): EphemeralKey {
   if (group === NamedGroup.x25519) {
-    // Encoded at generation, never exported: see montgomery() above (Node 20's JWK export
-    // can deadlock the process under GC).
-    const generated = generateKeyPairSync('x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } });
-    const privateKey = generated.privateKey;
-    const spki = generated.publicKey as unknown as Buffer;
+    const { privateKey, publicKey } = montgomeryKeyPair('X25519', 32);
     return {
       group,
-      publicKey: Buffer.from(spki.subarray(spki.length - 32)),
+      publicKey,
       deriveSharedSecret(peerShare) {
         // RFC 8422 §5.11 / RFC 7748 §5: a 32-byte u-coordinate; a wrong length is not an X25519 key.
         if (peerShare.length !== 32) throw new TlsAlert('illegal_parameter', `x25519 key share has ${peerShare.length} bytes, expected 32`);
