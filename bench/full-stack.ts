@@ -71,7 +71,7 @@ const SELF = fileURLToPath(import.meta.url);
 
 const USAGE = `Usage: npm run bench -- [options]
   --duration S      measured seconds per server (default 10)
-  --warmup S        warm-up seconds per server (default 2)
+  --warmup S        warm-up seconds per server (default 15: until V8's JIT settles, docs/BENCHMARKS.md)
   --concurrency N   hsload workers (default 8)
   --key-types LIST  ecdsa-p256,rsa2048 (default both)
   --workers LIST    edge worker counts for (a), e.g. 1,2,4,8 (default 1)
@@ -503,7 +503,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       duration: { type: 'string', default: '10' },
-      warmup: { type: 'string', default: '2' },
+      warmup: { type: 'string', default: '15' },
       concurrency: { type: 'string', default: '8' },
       'key-types': { type: 'string', default: 'ecdsa-p256,rsa2048' },
       workers: { type: 'string', default: '1' },

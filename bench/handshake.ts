@@ -7,11 +7,14 @@
  *   node:tls  Node's TLS (OpenSSL), same key and chain, own process
  *   nginx     1 worker, TLS 1.2 + 1.3 with the ECDHE AEAD suites, same key and chain (when installed)
  *
- * Each server gets a short warm-up run, then a measured run; its utime+stime from
+ * Each server gets a warm-up run (15 s by default: V8 keeps compiling the engine's
+ * JavaScript for the first ~10–15 s under load, on background threads whose CPU /proc counts;
+ * a shorter warm-up charges that one-off compilation to the measured handshakes — see
+ * docs/BENCHMARKS.md, "JIT warm-up"), then a measured run; its utime+stime from
  * /proc/PID/stat before and after, divided by the handshakes completed, is the figure
  * that compares servers fairly on a small machine where the client bounds the rate.
  *
- * Options: --duration S (10) --warmup S (2) --concurrency N (8) --key-type T (ecdsa-p256)
+ * Options: --duration S (10) --warmup S (15) --concurrency N (8) --key-type T (ecdsa-p256)
  *          --curve x25519|p256 (x25519) --servers engine,node,nginx --request (send a GET
  *          after each handshake) --rounds N (1: alternate the servers N times and sum, which
  *          evens out a machine whose background load changes) --versions 1.3,1.2 (both)
@@ -51,7 +54,7 @@ interface Row {
 
 const USAGE = `Usage: npm run bench:handshake -- [options]
   --duration S       measured seconds per server (default 10)
-  --warmup S         warm-up seconds per server, not measured (default 2)
+  --warmup S         warm-up seconds per server, not measured (default 15: until V8's JIT settles)
   --concurrency N    hsload workers (default 8)
   --key-type T       ${TEST_KEY_TYPES.join('|')} (default ecdsa-p256)
   --curve C          x25519|p256 key share offered by the client (default x25519)
@@ -131,7 +134,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       duration: { type: 'string', default: '10' },
-      warmup: { type: 'string', default: '2' },
+      warmup: { type: 'string', default: '15' },
       concurrency: { type: 'string', default: '8' },
       'key-type': { type: 'string', default: 'ecdsa-p256' },
       curve: { type: 'string', default: 'x25519' },
