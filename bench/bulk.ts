@@ -6,7 +6,8 @@
  *   down N      each connection asks the upstream for N bytes and reads them to the end
  *   up N        each connection sends N bytes; the upstream answers once it has them all
  *   small       one connection per client, 100-byte request → 100-byte response, repeated
- *   idle        RSS delta of the proxy over --idle connections (handshake + one exchange, then idle)
+ *   idle        RSS growth of the proxy per idle connection: --idle connections open, then
+ *               --idle more; the second delta ÷ --idle (handshake + one exchange, then idle)
  *
  * MB/s counts payload bytes over wall time; CPU µs/MB is the proxy's utime+stime per
  * payload MB (the client and upstream run in this process and are not counted). The edge
@@ -238,23 +239,37 @@ function rssKiB(pids: number[]): number {
   return sum;
 }
 
-/** RSS delta of the proxy over `count` idle connections, each after one exchange (so the upstream is connected). */
-async function idleMemory(c: Client, proxy: ProxyUnderTest, count: number): Promise<number> {
-  await new Promise((r) => setTimeout(r, 300));
-  const before = rssKiB(proxy.pids());
+/** `count` connections, each after one exchange (so the upstream is connected), opened 50 at a time. */
+async function openIdle(c: Client, count: number): Promise<TLSSocket[]> {
   const sockets: TLSSocket[] = [];
+  for (let i = 0; i < count; i += 50) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(50, count - i) }, async () => {
+        const s = await open(c);
+        s.write('E\nx');
+        await new Promise((r) => s.once('data', r));
+        return s;
+      }),
+    );
+    sockets.push(...batch);
+  }
+  return sockets;
+}
+
+/**
+ * Memory per idle connection: `count` connections are opened (each after one exchange) and
+ * RSS read, then `count` more and RSS read again; the figure is the second delta ÷ count.
+ * The first batch absorbs one-off growth (V8's young generation grows to its working size
+ * under load, malloc arenas and server pools fill), which a single delta from an idle
+ * process counted as per-connection memory; the second is what one more connection costs.
+ */
+async function idleMemory(c: Client, proxy: ProxyUnderTest, count: number): Promise<number> {
+  let sockets: TLSSocket[] = [];
   try {
-    for (let i = 0; i < count; i += 50) {
-      const batch = await Promise.all(
-        Array.from({ length: Math.min(50, count - i) }, async () => {
-          const s = await open(c);
-          s.write('E\nx');
-          await new Promise((r) => s.once('data', r));
-          return s;
-        }),
-      );
-      sockets.push(...batch);
-    }
+    sockets = await openIdle(c, count);
+    await new Promise((r) => setTimeout(r, 500));
+    const before = rssKiB(proxy.pids());
+    sockets.push(...(await openIdle(c, count)));
     await new Promise((r) => setTimeout(r, 500));
     return ((rssKiB(proxy.pids()) - before) * 1024) / count;
   } finally {
