@@ -191,7 +191,7 @@ export class TlsSocket extends Duplex {
   /** @internal */
   uncorkOutput(): void {
     this.outputCorked = false;
-    this.rawSocket.uncork();
+    withoutStackTraces(() => this.rawSocket.uncork());
   }
 
   /** Any failure: remember it, tell the server (before the handshake), flush the alert, close. */
@@ -280,7 +280,7 @@ export class TlsSocket extends Duplex {
   override _final(callback: (error?: Error | null) => void): void {
     this.clearTicketTimer();
     this.connection.close();
-    this.rawSocket.end(callback);
+    withoutStackTraces(() => this.rawSocket.end(callback));
   }
 
   private clearTicketTimer(): void {
@@ -293,6 +293,25 @@ export class TlsSocket extends Duplex {
     this.clearTicketTimer();
     if (!this.lingering) this.rawSocket.destroy();
     callback(err);
+  }
+}
+
+/**
+ * Runs a write to the peer's socket without stack traces for the errors it creates. A
+ * peer that closes right after its last record (most clients after their close_notify)
+ * makes our next write fail with EPIPE or ECONNRESET, synchronously inside `uncork()` /
+ * `end()`; Node builds an ErrnoException and formats its stack at once (Writable's
+ * `onwrite` reads `err.stack`), which cost ≈ 4 % of the edge's busy time under load
+ * (docs/BENCHMARKS.md). The error still carries its code and message, and is reported as
+ * before; only the frames, which name Node's stream internals, are left out.
+ */
+function withoutStackTraces(write: () => void): void {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    write();
+  } finally {
+    Error.stackTraceLimit = limit;
   }
 }
 
