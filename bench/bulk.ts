@@ -17,7 +17,8 @@
  * concurrent connections (default 4), --idle N (default 1000), --sizes 16384,1048576,
  * --modes down,up,small,idle, --servers edge,nginx-stream,haproxy,node-pipe, --proxy-protocol,
  * --edge-build NAME=PATH/dist/bench/full-stack.js (repeatable: another build's edge as a row of
- * its own, to compare commits in one run).
+ * its own, to compare commits in one run), --no-warmup (skip the unreported first round that
+ * runs every test once so that the JIT has settled).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -305,6 +306,7 @@ async function main(): Promise<number> {
       servers: { type: 'string', default: 'edge,nginx-stream,haproxy,node-pipe' },
       'proxy-protocol': { type: 'boolean', default: false },
       'edge-build': { type: 'string', multiple: true, default: [] },
+      'no-warmup': { type: 'boolean', default: false },
     },
   });
   const duration = Number(values.duration);
@@ -369,16 +371,19 @@ async function main(): Promise<number> {
         },
       });
     }
-    for (let round = 1; round <= rounds; round++) {
+    // Round 0 is a warm-up, not reported: every proxy runs every test once first, so the
+    // edge's JavaScript is compiled before it is measured (V8 takes 10-15 s of load to
+    // settle; docs/BENCHMARKS.md, "JIT warm-up"), as a long-running proxy would be.
+    for (let round = values['no-warmup'] ? 1 : 0; round <= rounds; round++) {
       const results: Measurement[] = [];
       for (const t of tests) {
         for (const p of proxies) {
           const r = await t.run({ caFile: files.caFile, port: p.port }, p);
           results.push({ server: p.name, test: t.test, ...r });
-          log(`round ${round} ${t.test} ${p.name}: ${r.value.toFixed(1)} ${r.unit}${r.cpuPerMB === undefined ? '' : `, CPU ${r.cpuPerMB.toFixed(0)} µs per ${r.unit === 'MB/s' ? 'MB' : 'exchange'}`}`);
+          log(`${round === 0 ? 'warm-up' : `round ${round}`} ${t.test} ${p.name}: ${r.value.toFixed(1)} ${r.unit}${r.cpuPerMB === undefined ? '' : `, CPU ${r.cpuPerMB.toFixed(0)} µs per ${r.unit === 'MB/s' ? 'MB' : 'exchange'}`}`);
         }
       }
-      measured.push(results);
+      if (round > 0) measured.push(results);
     }
     if (modes.includes('idle')) {
       const idle: Measurement[] = [];
