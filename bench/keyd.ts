@@ -24,7 +24,9 @@
  * what "≥ 70 % of in-process on one core" compares. On a 2-core machine the client
  * shares the CPU with keyd (and other work), so wall-clock rates understate both.
  *
- * Options: --duration S (3 per row) --json
+ * Options: --duration S (3 per row) --json --software-only (no token rows: a quick run)
+ * BENCH_PROFILE_DIR=DIR runs keyd under `node --cpu-prof` (profile written into DIR when it
+ * stops; summarise with bench/profile-summary.ts).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -203,16 +205,17 @@ function contentCheckRows(key: import('node:crypto').KeyObject): string[] {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { duration: { type: 'string' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { duration: { type: 'string' }, json: { type: 'boolean' }, 'software-only': { type: 'boolean' } } });
+  const softwareOnly = values['software-only'] === true;
   const seconds = Number(values.duration ?? 3);
   const dir = mkdtempSync(join(tmpdir(), 'keyd-bench-'));
   const machineId = join(dir, 'machine-id');
   writeFileSync(machineId, 'bench0000000000000000000000000000\n');
   const socket = join(dir, 'sign.sock');
   const adminSocket = join(dir, 'admin.sock');
-  const hasSoftHsm = softHsmModule() !== undefined && spawnSync('sh', ['-c', 'command -v softhsm2-util'], { stdio: 'ignore' }).status === 0;
+  const hasSoftHsm = !softwareOnly && softHsmModule() !== undefined && spawnSync('sh', ['-c', 'command -v softhsm2-util'], { stdio: 'ignore' }).status === 0;
   const token: SoftHsmToken | undefined = hasSoftHsm ? makeSoftHsmToken('keyd-bench') : undefined;
-  const tpmMissing = tpm2Missing();
+  const tpmMissing = softwareOnly ? '--software-only' : tpm2Missing();
   const tpm: Tpm2Token | undefined = tpmMissing ? undefined : await makeTpm2Token('keyd-bench-tpm');
   const configArgs: string[] = [];
   const tokenConfigs = [...(token ? [{ ...(token.config.pkcs11.tokens[0] as object), sessions: 4 }] : []), ...(tpm ? tpm.config.pkcs11.tokens : [])];
@@ -220,7 +223,8 @@ async function main(): Promise<void> {
     writeFileSync(join(dir, 'keyd.json'), JSON.stringify({ pkcs11: { tokens: tokenConfigs } }));
     configArgs.push('--config', join(dir, 'keyd.json'));
   }
-  const keyd = spawn(process.execPath, [MAIN, 'keyd', '--data', join(dir, 'data'), '--root-key', join(dir, 'root.key'), '--socket', socket, '--admin-socket', adminSocket, '--machine-id', machineId, '--log-level', 'warn', ...configArgs], {
+  const profileArgs = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
+  const keyd = spawn(process.execPath, [...profileArgs, MAIN, 'keyd', '--data', join(dir, 'data'), '--root-key', join(dir, 'root.key'), '--socket', socket, '--admin-socket', adminSocket, '--machine-id', machineId, '--log-level', 'warn', ...configArgs], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, ...(token?.env ?? {}), ...(tpm?.env ?? {}) },
   });
@@ -294,7 +298,7 @@ async function main(): Promise<void> {
       ),
     ];
     lines.push(...contentCheckRows(id.privateKey));
-    if (!token) lines.push('', 'SoftHSM2 rows skipped: softhsm2 is not installed (apt-get install softhsm2).');
+    if (!token) lines.push('', softwareOnly ? 'SoftHSM2 rows skipped: --software-only.' : 'SoftHSM2 rows skipped: softhsm2 is not installed (apt-get install softhsm2).');
     if (tpmMissing) lines.push('', `tpm2-pkcs11 rows skipped: ${tpmMissing}.`);
     process.stdout.write(lines.join('\n') + '\n');
     if (values.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');

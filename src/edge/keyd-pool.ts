@@ -275,13 +275,14 @@ export class KeydPool extends EventEmitter {
       schemes,
       ...(tls12Schemes ? { tls12Schemes } : {}),
       sign: async (request) => {
-        const start = process.hrtime.bigint();
+        if (!observe) return this.signRequest(keyRef, serverName, request);
+        const start = performance.now();
         try {
           const signature = await this.signRequest(keyRef, serverName, request);
-          observe?.(Number(process.hrtime.bigint() - start) / 1e9, true);
+          observe((performance.now() - start) / 1000, true);
           return signature;
         } catch (err) {
-          observe?.(Number(process.hrtime.bigint() - start) / 1e9, false);
+          observe((performance.now() - start) / 1000, false);
           throw err;
         }
       },

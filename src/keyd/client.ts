@@ -231,8 +231,11 @@ export class KeydClient extends EventEmitter {
       this.outbox.push(encodeFrame(opcode, requestId, payload));
       if (!this.flushScheduled) {
         this.flushScheduled = true;
-        // Requests made in the same tick leave in one write (pipelining without a syscall each).
-        process.nextTick(() => this.flush());
+        // Requests made in the same turn of the event loop leave in one write, sent once
+        // the turn's I/O callbacks have run (setImmediate): handshakes whose messages
+        // arrived in the same poll share one write here and one read and one write in
+        // keyd, instead of a write and a keyd wake-up each.
+        setImmediate(() => this.flush());
       }
     });
   }

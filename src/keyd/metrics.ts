@@ -1,6 +1,11 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Keyring } from './keyring.js';
 
+interface UnpublishedCount {
+  labels: { client: string; key: string };
+  count: number;
+}
+
 /**
  * keyd's Prometheus metrics (served at /metrics with `--metrics HOST:PORT` or config
  * "metricsListen"; docs/KEYD.md "Metrics"). Label values are bounded: clients are configured
@@ -17,14 +22,32 @@ export class KeydMetrics {
   readonly connections: Gauge<'listener'>;
   /** 1 while a back-end's last signature succeeded, 0 after it failed (a token away). */
   readonly backendUp: Gauge<'backend'>;
+  /**
+   * Signatures not yet added to `signatures`, per (client, key) in the order each pair was
+   * first counted: the counter takes them when scraped (its collect), in that order, so the
+   * exposition is what one inc per signature gives, without prom-client hashing the labels
+   * on every signature. As bounded as the counter's own series (clients and key references).
+   */
+  private readonly unpublished = new Map<string, Map<string, UnpublishedCount>>();
+  private readonly unpublishedInOrder: UnpublishedCount[] = [];
+  /** The value last set on backendUp per back-end: a signature sets it only when it changes. */
+  private readonly backendState = new Map<string, number>();
 
   constructor() {
     const registers = [this.registry];
+    const unpublished = this.unpublishedInOrder;
     this.signatures = new Counter({
       name: 'keyd_signatures_total',
       help: 'CertificateVerify signatures made, by client (principal or mTLS subject) and key reference',
       labelNames: ['client', 'key'],
       registers,
+      collect() {
+        for (const pending of unpublished) {
+          if (pending.count === 0) continue;
+          this.inc(pending.labels, pending.count);
+          pending.count = 0;
+        }
+      },
     });
     this.signRefusals = new Counter({
       name: 'keyd_sign_refusals_total',
@@ -59,15 +82,32 @@ export class KeydMetrics {
     });
   }
 
+  /** One signature made for `client` with the key `key` (keyd_signatures_total). */
+  countSignature(client: string, key: string): void {
+    let keys = this.unpublished.get(client);
+    if (!keys) this.unpublished.set(client, (keys = new Map()));
+    let pending = keys.get(key);
+    if (!pending) {
+      keys.set(key, (pending = { labels: { client, key }, count: 0 }));
+      this.unpublishedInOrder.push(pending);
+    }
+    pending.count++;
+  }
+
   /** One signature made by a key in `backend`, `seconds` after it was accepted. */
   signedWith(backend: string, seconds: number): void {
     this.signSeconds.observe({ backend }, seconds);
-    this.backendUp.set({ backend }, 1);
+    if (this.backendState.get(backend) !== 1) this.setBackendUp(backend, 1);
   }
 
   /** A back-end failed to sign (e.g. a token that went away). */
   backendFailed(backend: string): void {
-    this.backendUp.set({ backend }, 0);
+    this.setBackendUp(backend, 0);
+  }
+
+  private setBackendUp(backend: string, value: 0 | 1): void {
+    this.backendState.set(backend, value);
+    this.backendUp.set({ backend }, value);
   }
 
   /**
@@ -101,6 +141,6 @@ export class KeydMetrics {
     const root = new Gauge({ name: 'keyd_root_key_info', help: 'The root key the store is sealed under: 1, labelled by kind (file, tpm)', labelNames: ['kind'], registers });
     root.set({ kind: rootKind }, 1);
     // Software keys are in keyd's memory: that back-end is up whenever keyd is.
-    this.backendUp.set({ backend: 'software' }, 1);
+    this.setBackendUp('software', 1);
   }
 }

@@ -141,7 +141,8 @@ export class KeydConnection implements Queue {
   private head = 0;
   private pending = 0;
   private closed = false;
-  private corked = false;
+  /** Replies made during a scheduler turn, sent together when it ends (endTurn). */
+  private outgoing: Buffer[] | undefined;
   private frameTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -172,7 +173,7 @@ export class KeydConnection implements Queue {
   pushChanged(names: readonly string[]): void {
     if (this.closed) return;
     const visible = this.peer.allowed.includes('*') ? names : names.filter((n) => this.mayUseName(n));
-    this.socket.write(encodeFrame(Opcode.changed, 0, encodeChanged(visible)));
+    this.send(encodeFrame(Opcode.changed, 0, encodeChanged(visible)));
   }
 
   /** Refuses and closes: a limit of the listener or the client was reached before any request. */
@@ -261,13 +262,14 @@ export class KeydConnection implements Queue {
     }
   }
 
-  /** Queue: one request, synchronously; replies of one turn leave in one corked write. */
+  /**
+   * Queue: one request, synchronously. Replies of one turn are collected and leave in one
+   * write when the turn ends: a read that brought several requests costs one write, and a
+   * lone request no cork/uncork.
+   */
   serveOne(): void {
     const frame = this.queue[this.head++]!;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-    }
+    this.outgoing ??= [];
     const { opcode, requestId, payload } = frame;
     try {
       switch (opcode) {
@@ -311,9 +313,10 @@ export class KeydConnection implements Queue {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
-    if (this.corked) {
-      this.corked = false;
-      this.socket.uncork();
+    const outgoing = this.outgoing;
+    this.outgoing = undefined;
+    if (outgoing && outgoing.length > 0 && !this.closed) {
+      this.socket.write(outgoing.length === 1 ? outgoing[0]! : Buffer.concat(outgoing));
     }
     this.updateFlow();
   }
@@ -331,7 +334,14 @@ export class KeydConnection implements Queue {
   }
 
   private reply(opcode: number, requestId: number, payload: Uint8Array): void {
-    if (!this.closed) this.socket.write(encodeFrame(opcode | Opcode.replyFlag, requestId, payload));
+    this.send(encodeFrame(opcode | Opcode.replyFlag, requestId, payload));
+  }
+
+  /** Within a turn, joins the turn's replies (in order); otherwise writes at once. */
+  private send(frame: Buffer): void {
+    if (this.closed) return;
+    if (this.outgoing) this.outgoing.push(frame);
+    else this.socket.write(frame);
   }
 
   private fail(requestId: number, err: unknown): void {
@@ -343,7 +353,7 @@ export class KeydConnection implements Queue {
     } else {
       this.deps.logger.error({ err, peer: this.peer.id }, 'keyd request failed unexpectedly');
     }
-    if (!this.closed) this.socket.write(encodeFrame(Opcode.error, requestId, encodeError(code, message)));
+    this.send(encodeFrame(Opcode.error, requestId, encodeError(code, message)));
   }
 
   private identity(serverName: string): Uint8Array {
@@ -394,7 +404,7 @@ export class KeydConnection implements Queue {
         this.refuseForLimit('signature-rate', `more than ${this.deps.limits.signaturesPerSecond} signatures/s (burst ${this.deps.limits.signatureBurst})`);
         throw new KeydError('KEYD_THROTTLED', `client ${this.peer.id} exceeds its ${this.deps.limits.signaturesPerSecond} signatures per second`);
       }
-      const timing = { backend: entry.key.location, startedAt: process.hrtime.bigint() };
+      const timing = { backend: entry.key.location, startedAt: performance.now() };
       const key = entry.key;
       const client = this.peer.id;
       if (key.signNow) {

@@ -15,6 +15,8 @@ export interface SignCounts {
 /** `admin stats`: per client, totals and per key. */
 export type SigningStats = Record<string, SignCounts & { keys: Record<string, SignCounts> }>;
 
+type WindowSlot = { client: string; keyRef: string } & SignCounts;
+
 interface TotalsFile {
   since: string;
   clients: Record<string, Record<string, SignCounts>>;
@@ -28,7 +30,10 @@ interface TotalsFile {
  * which survive restarts; a crash loses at most the current window's counts.
  */
 export class SigningLedger {
-  private window = new Map<string, { client: string; keyRef: string } & SignCounts>();
+  /** The current window's counts: client → key reference → counts (two lookups, no key string built per request). */
+  private window = new Map<string, Map<string, WindowSlot>>();
+  /** The same slots in the order they were first used (audit entries keep that order). */
+  private windowRows: WindowSlot[] = [];
   private windowStart: number;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
@@ -69,11 +74,12 @@ export class SigningLedger {
     this.timer.unref();
   }
 
-  /** `timing`: the key's back-end and when the signature was accepted (process.hrtime.bigint), for metrics. */
-  signed(client: string, keyRef: string, timing?: { backend: string; startedAt: bigint }): void {
+  /** `timing`: the key's back-end and when the signature was accepted (performance.now(), ms), for metrics. */
+  signed(client: string, keyRef: string, timing?: { backend: string; startedAt: number }): void {
     this.slot(client, keyRef).signatures++;
-    this.metrics?.signatures.inc({ client, key: keyRef });
-    if (timing) this.metrics?.signedWith(timing.backend, Number(process.hrtime.bigint() - timing.startedAt) / 1e9);
+    if (!this.metrics) return;
+    this.metrics.countSignature(client, keyRef);
+    if (timing) this.metrics.signedWith(timing.backend, (performance.now() - timing.startedAt) / 1000);
   }
 
   /**
@@ -98,7 +104,7 @@ export class SigningLedger {
       k.refusals += c.refusals;
     };
     for (const [client, keys] of Object.entries(this.totals.clients)) for (const [keyRef, c] of Object.entries(keys)) add(client, keyRef, c);
-    for (const w of this.window.values()) add(w.client, w.keyRef, w);
+    for (const w of this.windowRows) add(w.client, w.keyRef, w);
     return { since: this.totals.since, clients };
   }
 
@@ -114,17 +120,22 @@ export class SigningLedger {
     await this.flush();
   }
 
-  private slot(client: string, keyRef: string) {
-    const key = `${client}\0${keyRef}`;
-    let s = this.window.get(key);
-    if (!s) this.window.set(key, (s = { client, keyRef, signatures: 0, refusals: 0 }));
+  private slot(client: string, keyRef: string): WindowSlot {
+    let keys = this.window.get(client);
+    if (!keys) this.window.set(client, (keys = new Map()));
+    let s = keys.get(keyRef);
+    if (!s) {
+      keys.set(keyRef, (s = { client, keyRef, signatures: 0, refusals: 0 }));
+      this.windowRows.push(s);
+    }
     return s;
   }
 
   private async flushWindow(): Promise<void> {
-    const rows = [...this.window.values()];
+    const rows = this.windowRows;
     const from = new Date(this.windowStart).toISOString();
     this.window = new Map();
+    this.windowRows = [];
     this.windowStart = this.now();
     if (rows.length === 0) return;
     const to = new Date(this.windowStart).toISOString();
