@@ -8,7 +8,9 @@
  *   in-process   signWithScheme(key, ecdsa_secp256r1_sha256, certificateVerifyContent(h))
  *                in a loop in this process: the ceiling for one core
  *   keyd         `delegator keyd` as its own process; this process is the edge side
- *                (KeydClient), N connections × W requests in flight each
+ *                (KeydClient), N connections × W requests in flight each; and one
+ *                request every 4 ms (keyd idle in between, as behind an edge that is
+ *                not saturated): the cost of waking keyd per signature
  *   keyd, SoftHSM the same keyd, a P-256 key generated inside a SoftHSM2 token (made for
  *                the run in a temporary directory; rows skipped, saying so, when the
  *                Debian package softhsm2 is not installed): keyd hashes, the token
@@ -131,6 +133,7 @@ async function overKeyd(
   inFlight: number,
   seconds: number,
   signOnce: SignOnce = signCertificateVerify,
+  paceMs = 0,
 ): Promise<Row> {
   const clients = await Promise.all(Array.from({ length: connections }, () => KeydClient.connect({ socketPath }, { requestTimeoutMs: 30_000 })));
   const latencies: number[] = [];
@@ -138,6 +141,7 @@ async function overKeyd(
   let n = 0;
   const loop = async (c: KeydClient) => {
     while (!stop) {
+      if (paceMs > 0) await new Promise((r) => setTimeout(r, paceMs));
       const t = performance.now();
       await signOnce(c, keyRef, serverName);
       latencies.push(performance.now() - t);
@@ -258,6 +262,10 @@ async function main(): Promise<void> {
     ] as const) {
       rows.push(await overKeyd('keyd, software store', socket, keyd.pid!, identity.keyRef, 'bench.test', connections, inFlight, seconds));
     }
+    // One request every 4 ms, as an edge at a few hundred handshakes/s sends them: keyd
+    // sleeps between requests, so each costs a wake-up from idle (cold caches), which the
+    // back-to-back 1 × 1 row does not show.
+    rows.push(await overKeyd('keyd, software store, paced (1 request / 4 ms)', socket, keyd.pid!, identity.keyRef, 'bench.test', 1, 1, seconds, signCertificateVerify, 4));
     for (const group of ['x25519', 'secp256r1'] as const) {
       rows.push(await overKeyd(`keyd, software store, TLS 1.2 ServerKeyExchange (${group} point)`, socket, keyd.pid!, identity.keyRef, 'bench.test', 1, 64, seconds, signServerKeyExchange(group)));
     }
