@@ -30,6 +30,8 @@ export interface EngineSocket extends Duplex {
   readonly localPort?: number;
   /** The TCP socket under the TLS connection (the engine exposes it; gives the local address). */
   readonly rawSocket?: Socket;
+  /** The engine moves application data to and from the upstream without pipes (src/tls/relay.ts). */
+  relayTo?(upstream: Socket): void;
 }
 
 /** A listening server; `setTlsOptions` (the engine has it) applies reloaded options to new connections. */

@@ -33,7 +33,7 @@ import type { ServerCertificateFacts } from './certificate-facts.js';
 
 /**
  * Carries the decrypted bytes of one TLS connection to its route's upstream over plain TCP,
- * optionally behind a PROXY v2 header. Either side ending ends the other (half-close passes
+ * optionally behind a PROXY v2 header, with backpressure both ways. Either side ending ends the other (half-close passes
  * through); an upstream that is down or fails closes the TLS connection cleanly with
  * close_notify, never with a reset, so the client sees an orderly end.
  */
@@ -77,7 +77,7 @@ export function proxyToUpstream(
       { upstream: `${route.upstream.host}:${route.upstream.port}`, serverName, err: err.code ?? err.message, reason },
       'upstream failed; closing the client connection',
     );
-    tls.unpipe(upstream);
+    tls.unpipe(upstream); // (the engine's relay stops writing to a failed upstream by itself)
     if (!tls.destroyed) tls.end(); // close_notify after what was already relayed
   });
   tls.on('error', (err: Error & { code?: string }) => {
@@ -90,7 +90,11 @@ export function proxyToUpstream(
   upstream.on('close', () => {
     if (!tls.destroyed && !tls.writableEnded) tls.end();
   });
-  tls.pipe(upstream);
-  upstream.pipe(tls);
+  // The engine relays without the stream layers (src/tls/relay.ts); a stand-in Duplex is piped.
+  if (tls.relayTo) tls.relayTo(upstream);
+  else {
+    tls.pipe(upstream);
+    upstream.pipe(tls);
+  }
   return upstream;
 }

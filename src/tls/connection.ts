@@ -138,6 +138,11 @@ class ConnectionContext implements HandshakeContext {
 export class TlsServerConnection {
   /** Bytes to put on the wire. */
   onSend: (bytes: Buffer) => void = () => {};
+  /**
+   * Optional: an application data record in pieces to put on the wire in this order, for a
+   * gathered write (socket.ts). Unset, the pieces are joined and go through onSend.
+   */
+  onSendParts: ((parts: readonly Buffer[]) => void) | undefined;
   onHandshakeComplete: () => void = () => {};
   onApplicationData: (data: Buffer) => void = () => {};
   /** The peer sent close_notify: its side is closed; ours stays open until close(). */
@@ -166,7 +171,12 @@ export class TlsServerConnection {
   private peerClosed = false;
 
   constructor(private readonly options: ResolvedOptions, private readonly now: () => number = Date.now) {
-    this.records = new RecordLayer(options.recordSizeLimit, options.maxIgnoredRecords, (bytes) => this.onSend(bytes));
+    this.records = new RecordLayer(
+      options.recordSizeLimit,
+      options.maxIgnoredRecords,
+      (bytes) => this.onSend(bytes),
+      (parts) => (this.onSendParts ? this.onSendParts(parts) : this.onSend(Buffer.concat(parts))),
+    );
     this.policy = new PhaseReceivePolicy(
       () => this.phase,
       (type, length) => this.checkExpectedMessage(type, length),

@@ -5,12 +5,13 @@ import { TlsServerConnection } from './connection.js';
 import type { ClientIdentity, ConnectionInfo } from './handshake/context.js';
 import { resolveOptions, type ResolvedOptions, type TlsServerOptions } from './options.js';
 import { MAX_PLAINTEXT } from './record/protection.js';
+import { UpstreamRelay, type RelayHost } from './relay.js';
 
 /**
  * The node:net adapter around the sans-I/O connection: a Duplex of decrypted
  * application data with backpressure both ways, plus the negotiated parameters.
  */
-export class TlsSocket extends Duplex {
+export class TlsSocket extends Duplex implements RelayHost {
   private readonly connection: TlsServerConnection;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private failure: Error | undefined;
@@ -23,6 +24,10 @@ export class TlsSocket extends Duplex {
   /** The TCP socket is corked until the end of this tick: what we send in one turn is one writev. */
   private outputCorked = false;
   private ticketTimer: NodeJS.Timeout | undefined;
+  /** The upstream this connection's data goes to without the stream layers (relayTo), if any. */
+  private relay: UpstreamRelay | undefined;
+  /** The relay's upstream is full: wait for its 'drain'. */
+  private upstreamFull = false;
 
   constructor(
     readonly rawSocket: Socket,
@@ -36,6 +41,7 @@ export class TlsSocket extends Duplex {
     super({ allowHalfOpen });
     const conn = (this.connection = new TlsServerConnection(options));
     conn.onSend = (bytes) => this.sendToPeer(bytes);
+    conn.onSendParts = (parts) => this.sendPartsToPeer(parts);
     conn.deferSessionTickets = options.ticketDelayMs > 0;
     conn.onHandshakeComplete = () => {
       this.clearHandshakeTimer();
@@ -49,6 +55,8 @@ export class TlsSocket extends Duplex {
       this.emit('secure');
     };
     conn.onApplicationData = (data) => {
+      const relay = this.relay;
+      if (relay?.relaysClient) return relay.fromClient(data);
       if (!this.push(data)) {
         this.readerFull = true;
         rawSocket.pause();
@@ -64,7 +72,15 @@ export class TlsSocket extends Duplex {
     conn.onError = (err) => this.fail(err);
     rawSocket.on('data', (chunk: Buffer) => {
       if (this.lingering) return this.discard(chunk.length);
-      conn.receive(chunk);
+      // Relaying: the records of one read go to the upstream in one writev, not one write each.
+      const upstream = this.relay?.relaysClient ? this.relay.upstream : undefined;
+      if (upstream) {
+        upstream.cork();
+        conn.receive(chunk);
+        upstream.uncork();
+      } else {
+        conn.receive(chunk);
+      }
       // Records the engine sends by itself (KeyUpdate answers, alerts, tickets) must not
       // pile up behind a peer that does not read: stop reading until our output drains.
       if (rawSocket.writableLength > rawSocket.writableHighWaterMark && !this.writerFull) {
@@ -165,6 +181,37 @@ export class TlsSocket extends Duplex {
     this.connection.keyUpdate(requestPeer);
   }
 
+  /**
+   * Relays this connection's application data to and from `upstream` directly (relay.ts),
+   * instead of `pipe` both ways: the bulk path without the stream layers. The Duplex still
+   * carries the life cycle ('end', 'finish', 'close', 'error', end(), destroy()); nothing
+   * else may read or write its data once relaying. Half-close passes through both ways.
+   */
+  relayTo(upstream: Socket): void {
+    if (this.relay) throw new Error('tls: this connection already relays to an upstream');
+    this.relay = new UpstreamRelay(this, upstream);
+  }
+
+  /** @internal RelayHost: upstream data, sealed for the client now. */
+  sealForClient(data: Uint8Array): void {
+    this.connection.write(data);
+  }
+
+  /** @internal RelayHost: the relay batches the turn's upstream data; uncorkOutput seals it. */
+  holdOutputForTurn(): boolean {
+    const raw = this.rawSocket;
+    if (raw.destroyed || raw.writableEnded) return false;
+    this.corkOutput();
+    return true;
+  }
+
+  /** @internal RelayHost: the client is read only while the upstream keeps up. */
+  setUpstreamBackpressure(full: boolean): void {
+    this.upstreamFull = full;
+    if (full) this.rawSocket.pause();
+    else this.updateFlow();
+  }
+
   private clearHandshakeTimer(): void {
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
@@ -180,16 +227,29 @@ export class TlsSocket extends Duplex {
   private sendToPeer(bytes: Buffer): void {
     const raw = this.rawSocket;
     if (raw.destroyed || raw.writableEnded) return;
-    if (!this.outputCorked) {
-      this.outputCorked = true;
-      raw.cork();
-      setImmediate(uncorkOutput, this);
-    }
+    this.corkOutput();
     raw.write(bytes);
+  }
+
+  /** A record in pieces (header, ciphertext, tail): written one after the other into the cork, joined by the writev, never copied. */
+  private sendPartsToPeer(parts: readonly Buffer[]): void {
+    const raw = this.rawSocket;
+    if (raw.destroyed || raw.writableEnded) return;
+    this.corkOutput();
+    for (const part of parts) raw.write(part);
+  }
+
+  private corkOutput(): void {
+    if (this.outputCorked) return;
+    this.outputCorked = true;
+    this.rawSocket.cork();
+    setImmediate(uncorkOutput, this);
   }
 
   /** @internal */
   uncorkOutput(): void {
+    // The relay's batch of this turn's upstream data is sealed into the same writev.
+    this.relay?.sealBatch();
     this.outputCorked = false;
     withoutStackTraces(() => this.rawSocket.uncork());
   }
@@ -232,7 +292,7 @@ export class TlsSocket extends Duplex {
   /** Reads from the peer only while both the application and the peer's side of our output keep up. */
   private updateFlow(): void {
     if (this.lingering) return;
-    if (!this.readerFull && !this.writerFull && this.rawSocket.isPaused()) this.rawSocket.resume();
+    if (!this.readerFull && !this.writerFull && !this.upstreamFull && this.rawSocket.isPaused()) this.rawSocket.resume();
   }
 
   override _read(): void {
@@ -278,6 +338,8 @@ export class TlsSocket extends Duplex {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    // Relayed upstream data still batched goes before our close_notify.
+    this.relay?.sealBatch();
     this.clearTicketTimer();
     this.connection.close();
     withoutStackTraces(() => this.rawSocket.end(callback));

@@ -37,12 +37,27 @@ export class Deframer {
     return this.buffered;
   }
 
+  /**
+   * The first chunk, holding at least `n` bytes. When a record spans reads, only its own
+   * bytes (at most 5 + 2^14 + 256) are joined, not everything buffered: with 64 KiB reads
+   * and 16 KiB records, joining all of it copied about every byte received once more.
+   */
   private peek(n: number): Buffer {
-    if (this.chunks[0]!.length < n) {
-      const all = Buffer.concat(this.chunks);
-      this.chunks = [all];
+    const chunks = this.chunks;
+    if (chunks[0]!.length >= n) return chunks[0]!;
+    const joined = Buffer.allocUnsafe(n);
+    let filled = 0;
+    let used = 0;
+    while (filled < n) {
+      const chunk = chunks[used]!;
+      const take = Math.min(chunk.length, n - filled);
+      chunk.copy(joined, filled, 0, take);
+      filled += take;
+      if (take < chunk.length) chunks[used] = chunk.subarray(take);
+      else used++;
     }
-    return this.chunks[0]!;
+    chunks.splice(0, used, joined);
+    return joined;
   }
 
   /** The next complete record, or undefined when more bytes are needed. */

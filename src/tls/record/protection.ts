@@ -8,6 +8,8 @@ import { ContentType } from '../wire/codepoints.js';
 export const MAX_PLAINTEXT = 2 ** 14;
 export const MAX_CIPHERTEXT = 2 ** 14 + 256;
 const TAG_LENGTH = 16;
+/** The inner content type of application data, allocated once (sealParts). */
+const INNER_APPLICATION_DATA = Buffer.of(ContentType.application_data);
 
 /**
  * One direction of record protection (RFC 8446 §5.2, §5.3): AEAD with the per-record
@@ -63,6 +65,31 @@ export class RecordProtection {
     cipher.final().copy(out, o);
     cipher.getAuthTag().copy(out, 5 + innerLength);
     return out;
+  }
+
+  /**
+   * Encrypts one record as three pieces for a gathered write: the 5-byte header, the
+   * ciphertext of the content as the cipher returned it, and the encrypted content type
+   * with the tag. Bulk data is then neither copied into a record buffer nor allocated
+   * twice per record (measured: ≈ 20 % of sealing a 2^14-byte record; docs/BENCHMARKS.md).
+   */
+  sealParts(contentType: number, content: Uint8Array): [header: Buffer, ciphertext: Buffer, tail: Buffer] {
+    const recordLength = content.length + 1 + TAG_LENGTH;
+    const header = Buffer.allocUnsafe(5);
+    header[0] = ContentType.application_data;
+    header[1] = 0x03;
+    header[2] = 0x03;
+    header.writeUInt16BE(recordLength, 3);
+    const cipher = createCipheriv(this.suite.aead, this.key, this.nonce(), this.cipherOptions() as never) as unknown as CipherGCM;
+    cipher.setAAD(header);
+    const ciphertext = cipher.update(content);
+    if (ciphertext.length !== content.length) throw new Error(`${this.suite.aead} returned ${ciphertext.length} bytes for ${content.length}`);
+    // The inner content type (§5.2), no padding; these AEADs return it at once and nothing at final().
+    const tail = Buffer.allocUnsafe(1 + TAG_LENGTH);
+    let o = cipher.update(contentType === ContentType.application_data ? INNER_APPLICATION_DATA : Buffer.of(contentType)).copy(tail, 0);
+    o += cipher.final().copy(tail, o);
+    cipher.getAuthTag().copy(tail, o);
+    return [header, ciphertext, tail];
   }
 
   /**

@@ -81,6 +81,35 @@ export class RecordProtection12 {
   }
 
   /**
+   * Encrypts one record as three pieces for a gathered write: header + explicit nonce, the
+   * ciphertext as the cipher returned it, and the tag; bulk data is not copied into a
+   * record buffer (as RecordProtection.sealParts).
+   */
+  sealParts(contentType: number, content: Uint8Array): [header: Buffer, ciphertext: Buffer, tag: Buffer] {
+    const seq = this.nextSequence();
+    const explicitLength = this.explicitNonce ? EXPLICIT_NONCE_LENGTH : 0;
+    const header = Buffer.allocUnsafe(5 + explicitLength);
+    header[0] = contentType;
+    header[1] = 3;
+    header[2] = 3;
+    header.writeUInt16BE(explicitLength + content.length + TAG_LENGTH, 3);
+    let explicit: Buffer | undefined;
+    if (this.explicitNonce) {
+      header.writeBigUInt64BE(seq, 5);
+      explicit = header.subarray(5);
+    }
+    const cipher = createCipheriv(this.suite.aead, this.key, this.nonce(seq, explicit), { authTagLength: TAG_LENGTH } as never) as unknown as CipherGCM;
+    cipher.setAAD(RecordProtection12.additionalData(seq, contentType, content.length));
+    const ciphertext = cipher.update(content);
+    // These AEADs return all of it from update() and nothing from final(), which checks nothing when sealing.
+    const rest = cipher.final();
+    if (ciphertext.length + rest.length !== content.length) throw new Error(`${this.suite.aead} returned ${ciphertext.length + rest.length} bytes for ${content.length}`);
+    const tag = cipher.getAuthTag();
+    this.sequence = seq + 1n;
+    return [header, rest.length ? Buffer.concat([ciphertext, rest]) : ciphertext, tag];
+  }
+
+  /**
    * Decrypts one record (type from its header, body = (explicit nonce) + ciphertext + tag).
    * null when it does not authenticate, a record too short to hold a tag included
    * (bad_record_mac for the caller, RFC 5246 §7.2.2).

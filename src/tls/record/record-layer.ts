@@ -71,6 +71,8 @@ export class RecordLayer {
     /** Consecutive records that carry nothing before the peer is cut off. */
     private readonly maxIgnoredRecords: number,
     private readonly output: (bytes: Buffer) => void,
+    /** Application data records as pieces of one gathered write (header, ciphertext, tail), not joined. */
+    private readonly outputParts: (parts: readonly Buffer[]) => void = (parts) => output(Buffer.concat(parts)),
   ) {}
 
   /** Bytes from the network. */
@@ -313,14 +315,15 @@ export class RecordLayer {
 
   /**
    * Application data, fragmented to the peer's record size limit. Each record is handed
-   * over on its own (no concatenation: bulk writes are not copied again); the socket
-   * adapter corks, so the records of one write still leave in one writev.
+   * over on its own, in the pieces the cipher produced (no concatenation: bulk data is
+   * not copied again); the socket adapter corks, so the records of one write still leave
+   * in one writev.
    */
   sendApplicationData(data: Uint8Array): void {
     const max = this.peerRecordLimit;
     const keys = this.requireWriteKeys();
     for (let off = 0; off < data.length; off += max) {
-      this.output(keys.seal(ContentType.application_data, data.subarray(off, off + max)));
+      this.outputParts(keys.sealParts(ContentType.application_data, data.subarray(off, off + max)));
     }
   }
 
