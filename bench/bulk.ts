@@ -225,7 +225,12 @@ async function forDuration(clients: number, seconds: number, one: () => Promise<
   let total = 0;
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      while (Date.now() < deadline) total += await one();
+      while (Date.now() < deadline) {
+        // Not `total += await one()`: that reads `total` before the await, so the clients
+        // overwrote each other's counts and about one client's bytes were reported.
+        const bytes = await one();
+        total += bytes;
+      }
     }),
   );
   return { total, seconds: (Date.now() - start) / 1000 };
