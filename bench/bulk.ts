@@ -114,7 +114,10 @@ async function startUpstream(): Promise<{ port: number; close(): void }> {
 
 // ---------------------------------------------------------------- the edge under test
 
-async function startEdge(spec: ProxySpec, fullStack = FULL_STACK, name = 'edge (in-process key)'): Promise<Started> {
+/** This build's edge: the row the ratios compare with. */
+const EDGE_NAME = 'edge (in-process key)';
+
+async function startEdge(spec: ProxySpec, fullStack = FULL_STACK, name = EDGE_NAME): Promise<Started> {
   const port = await freePort();
   const child: ChildProcess = spawn(
     process.execPath,
@@ -413,16 +416,20 @@ async function main(): Promise<number> {
     const all = measured.flat().filter((m) => m.test === test && m.server === server);
     const value = median(all.map((m) => m.value));
     const cpu = all[0]!.cpuPerMB === undefined ? undefined : median(all.map((m) => m.cpuPerMB!));
-    const edge = measured.flat().filter((m) => m.test === test && m.server.startsWith('edge'));
+    // This build's edge only: with --edge-build, the other builds are rows compared with it.
+    const edge = measured.flat().filter((m) => m.test === test && m.server === EDGE_NAME);
     const edgeValue = edge.length ? median(edge.map((m) => m.value)) : Number.NaN;
+    const edgeCpu = edge.length && edge[0]!.cpuPerMB !== undefined ? median(edge.map((m) => m.cpuPerMB!)) : Number.NaN;
     const unit = all[0]!.unit;
-    // For memory less is better: the ratio is edge / peer; for rates edge / peer too (≥ 1 is the edge ahead).
-    const ratio = server.startsWith('edge') ? '—' : `${(edgeValue / value).toFixed(2)}`;
-    rows.push([test, server, `${value.toFixed(unit === 'KiB' ? 1 : 0)} ${unit}`, cpu === undefined ? '—' : cpu.toFixed(0), ratio]);
+    // For memory less is better: the ratio is edge / peer; for rates edge / peer too (≥ 1 is the edge ahead);
+    // for CPU per MB or per exchange edge / peer (≤ 1 is the edge ahead).
+    const ratio = server === EDGE_NAME ? '—' : `${(edgeValue / value).toFixed(2)}`;
+    const cpuRatio = server === EDGE_NAME || cpu === undefined ? '—' : `${(edgeCpu / cpu).toFixed(2)}`;
+    rows.push([test, server, `${value.toFixed(unit === 'KiB' ? 1 : 0)} ${unit}`, cpu === undefined ? '—' : cpu.toFixed(0), ratio, cpuRatio]);
   }
   process.stdout.write(
     `bench:bulk: ${clients} clients, ${duration}s per measurement, ${rounds} rounds (median), PROXY ${values['proxy-protocol'] ? 'on' : 'off'}\n\n` +
-      markdownTable(['test', 'server', 'median', 'proxy CPU µs per MB (or per exchange)', 'edge ÷ this'], rows, 2) +
+      markdownTable(['test', 'server', 'median', 'proxy CPU µs per MB (or per exchange)', 'edge ÷ this', 'edge ÷ this, CPU'], rows, 2) +
       '\n',
   );
   return 0;
