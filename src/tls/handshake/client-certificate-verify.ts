@@ -75,13 +75,8 @@ const ECDSA_SHA224 = 0x0303;
  * offers it too). No SHA-1 (RFC 9155), no MD5.
  */
 export const CLIENT_SIGNATURE_SCHEMES_12: readonly number[] = [
-  SignatureScheme.ecdsa_secp256r1_sha256,
-  SignatureScheme.ecdsa_secp384r1_sha384,
-  SignatureScheme.ecdsa_secp521r1_sha512,
-  SignatureScheme.ed25519,
-  SignatureScheme.rsa_pss_rsae_sha256,
-  SignatureScheme.rsa_pss_rsae_sha384,
-  SignatureScheme.rsa_pss_rsae_sha512,
+  // The TLS 1.3 list, in the same order; then what only TLS 1.2 allows.
+  ...CLIENT_SIGNATURE_SCHEMES,
   SignatureScheme.rsa_pkcs1_sha256,
   SignatureScheme.rsa_pkcs1_sha384,
   SignatureScheme.rsa_pkcs1_sha512,
