@@ -62,7 +62,7 @@ import { providerUnbuildable, setUpKeyAndReference } from '../test/plugins/opens
 import { ensureHsload, runHsload, type HsloadResult } from './lib/hsload.js';
 import { nginxBinary, startNginx } from './lib/nginx.js';
 import { childPids, totalCpuTimeMicros } from './lib/proc-stat.js';
-import { startHaproxy, startNginxStream, startNodeTlsPipe, type ProxySpec, type Started } from './lib/proxies.js';
+import { listeningPort, startHaproxy, startNginxStream, startNodeTlsPipe, type ProxySpec, type Started } from './lib/proxies.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '../..');
@@ -165,15 +165,15 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-/** A TCP sink standing in for the upstream app: reads and discards, closes when the edge closes. */
-async function startSink(): Promise<{ port: number; close(): void }> {
+/** A local upstream for the edges: `serve` runs on each accepted socket (whose errors are ignored); close() ends them all. */
+async function startUpstreamServer(serve: (s: Socket) => void): Promise<{ port: number; close(): void }> {
   const sockets = new Set<Socket>();
   const server: Server = createNetServer((s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     s.on('error', () => undefined);
     s.resume();
-    s.on('end', () => s.end());
+    serve(s);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
@@ -185,25 +185,11 @@ async function startSink(): Promise<{ port: number; close(): void }> {
   };
 }
 
+/** A TCP sink standing in for the upstream app: reads and discards, closes when the edge closes. */
+const startSink = () => startUpstreamServer((s) => s.on('end', () => s.end()));
+
 /** For (i): an upstream that answers at once and closes, so each tstclnt connection ends (and -L reconnects). */
-async function startAnsweringUpstream(): Promise<{ port: number; close(): void }> {
-  const sockets = new Set<Socket>();
-  const server: Server = createNetServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => undefined);
-    s.resume();
-    s.end('HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.address() as { port: number }).port,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
+const startAnsweringUpstream = () => startUpstreamServer((s) => s.end('HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok'));
 
 async function startKeydAndEdge(
   dir: string,
@@ -369,18 +355,7 @@ async function startDelegatedEdge(
 async function startNodeTls(files: { chainFile: string; keyFile: string }): Promise<Server_> {
   const script = join(here, 'lib', 'tls-server-process.js');
   const p = spawnLogged([script, '--impl', 'node', '--cert', files.chainFile, '--key', files.keyFile], 'node:tls');
-  const port = await new Promise<number>((res, rej) => {
-    const timer = setInterval(() => {
-      const m = /listening (\d+)/.exec(p.log());
-      if (m) {
-        clearInterval(timer);
-        res(Number(m[1]));
-      } else if (p.child.exitCode !== null) {
-        clearInterval(timer);
-        rej(new Error(p.log()));
-      }
-    }, 50);
-  });
+  const port = await listeningPort(p);
   return { name: '(c) node:tls', port, pids: () => ({ server: [p.child.pid!] }), stop: () => stopChild(p.child) };
 }
 

@@ -147,13 +147,9 @@ backend upstream
 }
 
 /** A node:tls server that pipes each connection to the upstream (what a 20-line Node proxy does). */
-export async function startNodeTlsPipe(spec: ProxySpec): Promise<Started> {
-  const script = resolve(here, 'tls-server-process.js');
-  const p = spawnQuiet(process.execPath, [
-    script, '--impl', 'node', '--cert', spec.chainFile, '--key', spec.keyFile,
-    '--upstream', String(spec.upstreamPort), ...(spec.proxyProtocol ? ['--proxy-protocol'] : []),
-  ]);
-  const port = await new Promise<number>((res, rej) => {
+/** The port a tls-server-process.js child prints ("listening PORT"); rejects with its log if it exits first. */
+export function listeningPort(p: { child: ChildProcess; log: () => string }): Promise<number> {
+  return new Promise<number>((res, rej) => {
     const timer = setInterval(() => {
       const m = /listening (\d+)/.exec(p.log());
       if (m) {
@@ -165,5 +161,14 @@ export async function startNodeTlsPipe(spec: ProxySpec): Promise<Started> {
       }
     }, 50);
   });
+}
+
+export async function startNodeTlsPipe(spec: ProxySpec): Promise<Started> {
+  const script = resolve(here, 'tls-server-process.js');
+  const p = spawnQuiet(process.execPath, [
+    script, '--impl', 'node', '--cert', spec.chainFile, '--key', spec.keyFile,
+    '--upstream', String(spec.upstreamPort), ...(spec.proxyProtocol ? ['--proxy-protocol'] : []),
+  ]);
+  const port = await listeningPort(p);
   return { name: 'node:tls pipe to the upstream', port, pids: () => [p.child.pid!], stop: () => stopChild(p.child) };
 }
