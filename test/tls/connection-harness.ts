@@ -3,12 +3,16 @@
  * compare outcomes (events and bytes sent) between runs.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
 import { TlsAlert, TlsPeerAlert } from '../../src/tls/alert.js';
 import { TlsServerConnection } from '../../src/tls/connection.js';
 import { resolveOptions } from '../../src/tls/options.js';
 import type { TlsServerOptions } from '../../src/tls/options.js';
 import { LocalSigner, type Identity } from '../../src/tls/signer.js';
 import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';
+import type { TlsSocket } from '../../src/tls/socket.js';
+import { MiniTlsClient } from '../helpers/mini-tls-client.js';
 
 export type Event =
   | { kind: 'error'; name: string; code: string; alert: number; internalBug: boolean }
@@ -93,4 +97,24 @@ export function onlyPlaintextAlerts(sent: Buffer[]): boolean {
     off += 5 + all.readUInt16BE(off + 3);
   }
   return off === all.length;
+}
+
+/** Waits, turn by turn of the event loop, until `condition` holds. */
+export async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Completes a TLS 1.3 handshake with a TlsSocket whose TCP socket is an in-memory stand-in:
+ * `peer.push` delivers the client's bytes, `peer.out` collects what the server wrote.
+ * Returns the client, to go on talking.
+ */
+export async function handshakeThroughPeer(peer: Duplex & { out: Buffer[] }, tls: TlsSocket): Promise<MiniTlsClient> {
+  const client = new MiniTlsClient();
+  const secure = once(tls, 'secure');
+  peer.push(client.clientHello());
+  await until(() => peer.out.length > 0);
+  peer.push(client.receive(Buffer.concat(peer.out.splice(0))));
+  await secure;
+  return client;
 }

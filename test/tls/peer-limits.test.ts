@@ -6,14 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { AlertDescription } from '../../src/tls/alert.js';
 import { TlsServerConnection } from '../../src/tls/connection.js';
 import { TlsSocket } from '../../src/tls/socket.js';
 import { MiniTlsClient } from '../helpers/mini-tls-client.js';
-import { ed25519Identity, makeOptions, settle } from './connection-harness.js';
+import { ed25519Identity, handshakeThroughPeer, makeOptions, settle, until } from './connection-harness.js';
 
 const identity = ed25519Identity();
 
@@ -90,21 +89,12 @@ class StalledPeer extends Duplex {
   }
 }
 
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise<void>((resolve) => setImmediate(resolve));
-}
-
 test('a peer that sends KeyUpdate(update_requested) and never reads stops being read once our output is over the high-water mark', async () => {
   const peer = new StalledPeer();
   const options = makeOptions(identity, { ticketCount: 0, maxKeyUpdates: 1_000_000 });
   const tls = new TlsSocket(peer as unknown as Socket, options);
   tls.on('error', () => undefined);
-  const client = new MiniTlsClient();
-  const secure = once(tls, 'secure');
-  peer.push(client.clientHello());
-  await until(() => peer.out.length > 0);
-  peer.push(client.receive(Buffer.concat(peer.out.splice(0))));
-  await secure;
+  const client = await handshakeThroughPeer(peer, tls);
 
   peer.stalled = true;
   const perBatch = 100;

@@ -6,12 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { TlsSocket } from '../../src/tls/socket.js';
-import { MiniTlsClient } from '../helpers/mini-tls-client.js';
-import { ed25519Identity, makeOptions } from './connection-harness.js';
+import { ed25519Identity, handshakeThroughPeer, makeOptions, until } from './connection-harness.js';
 
 /** The TCP socket under a TlsSocket; once `gone`, every write fails as a reset peer's would. */
 class ClosingPeer extends Duplex {
@@ -33,22 +31,13 @@ class ClosingPeer extends Duplex {
   }
 }
 
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise<void>((resolve) => setImmediate(resolve));
-}
-
 async function established(): Promise<{ peer: ClosingPeer; tls: TlsSocket; errors: Error[] }> {
   const peer = new ClosingPeer();
   const tls = new TlsSocket(peer as unknown as Socket, makeOptions(ed25519Identity(), { ticketCount: 0 }));
   const errors: Error[] = [];
   tls.on('tlsError', (err: Error) => errors.push(err));
   tls.on('error', () => undefined);
-  const client = new MiniTlsClient();
-  const secure = once(tls, 'secure');
-  peer.push(client.clientHello());
-  await until(() => peer.out.length > 0);
-  peer.push(client.receive(Buffer.concat(peer.out.splice(0))));
-  await secure;
+  await handshakeThroughPeer(peer, tls);
   return { peer, tls, errors };
 }
 
