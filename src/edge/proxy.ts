@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { EngineSocket } from './engine.js';
 import type { EdgeMetrics } from './metrics.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
+import { connectForRelay } from '../tls/relay.js';
 
 /**
  * What the handshake did, in words for the upstream (PROXY v2) and the debug log: version,
@@ -45,7 +46,9 @@ export function proxyToUpstream(
   log: Logger,
   serverCertificate?: ServerCertificateFacts,
 ): Socket {
-  const upstream = connect({ host: route.upstream.host, port: route.upstream.port, noDelay: true });
+  const target = { host: route.upstream.host, port: route.upstream.port, noDelay: true };
+  // The engine's relay reads the upstream into one shared buffer (src/tls/relay.ts).
+  const upstream = tls.relayTo ? connectForRelay(target) : connect(target);
   let connected = false;
   if (route.proxyProtocol) {
     upstream.write(

@@ -1,6 +1,52 @@
-import type { Socket } from 'node:net';
+import { connect, type Socket, type TcpNetConnectOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { MAX_PLAINTEXT } from './record/protection.js';
+
+/**
+ * Every upstream made by `connectForRelay` reads into this one buffer (net's `onread`):
+ * no 64 KiB buffer allocated per read and no readable-stream push per chunk (together
+ * about a tenth of the edge's time per relayed megabyte, docs/BENCHMARKS.md). One buffer
+ * serves the whole process because each read is consumed before its callback returns:
+ * sealed for the client at once (the ciphertext is a new buffer), or copied into the
+ * turn's batch.
+ */
+const UPSTREAM_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/** Where the reads of one `connectForRelay` upstream go: its relay, once attached. */
+class UpstreamReads {
+  relay: UpstreamRelay | undefined;
+  /** Reads before the relay attached (the relay attaches in the turn of the connect, so normally none), copied. */
+  early: Buffer[] = [];
+  /** The relay stopped relaying upstream → client: later reads are dropped (the socket is paused). */
+  closed = false;
+
+  /** net's onread callback; false stops reading (until `resume()`). */
+  readonly onRead = (bytesRead: number, buffer: Uint8Array): boolean => {
+    if (this.closed) return false;
+    const chunk = Buffer.from(buffer.buffer, buffer.byteOffset, bytesRead);
+    if (this.relay) {
+      this.relay.fromUpstream(chunk, true);
+      return true;
+    }
+    // No relay yet: keep a copy and read no more until it attaches (one read at most).
+    this.early.push(Buffer.from(chunk));
+    return false;
+  };
+}
+
+const upstreamReads = new WeakMap<Socket, UpstreamReads>();
+
+/**
+ * A TCP connection to an upstream whose data a relay will carry (TlsSocket.relayTo): its
+ * reads land in one shared buffer instead of a new one per read. Before `relayTo`, nothing
+ * may listen to its 'data' (there is none: `onread` replaces the readable stream's data).
+ */
+export function connectForRelay(options: TcpNetConnectOpts): Socket {
+  const reads = new UpstreamReads();
+  const socket = connect({ ...options, onread: { buffer: UPSTREAM_READ_BUFFER, callback: reads.onRead } });
+  upstreamReads.set(socket, reads);
+  return socket;
+}
 
 /**
  * What the relay needs of the TLS side (the TlsSocket in socket.ts): the Duplex for the
@@ -57,12 +103,20 @@ export class UpstreamRelay {
   private waitingForUpstream = false;
   /** The upstream is not read until the client's socket's 'drain'. */
   private waitingForClient = false;
+  /** The upstream's reads when it was made by connectForRelay (else its 'data' events). */
+  private readonly reads: UpstreamReads | undefined;
 
   constructor(
     private readonly host: RelayHost,
     readonly upstream: Socket,
   ) {
-    upstream.on('data', this.onUpstreamData);
+    const reads = upstreamReads.get(upstream);
+    this.reads = reads;
+    if (reads) {
+      reads.relay = this;
+      for (const chunk of reads.early.splice(0)) this.fromUpstream(chunk, false);
+      if (!this.waitingForClient) upstream.resume(); // reading stopped at an early read
+    } else upstream.on('data', this.onUpstreamData);
     upstream.on('end', this.onUpstreamEnd);
     // Before the edge's own 'error' listener, as pipe() did: the edge ends the TLS side
     // on an upstream error, and nothing more may be written to the failed upstream.
@@ -111,12 +165,19 @@ export class UpstreamRelay {
     }
   }
 
-  private readonly onUpstreamData = (chunk: Buffer): void => {
+  private readonly onUpstreamData = (chunk: Buffer): void => this.fromUpstream(chunk, false);
+
+  /**
+   * One read from the upstream. `transient`: the bytes live in the shared read buffer
+   * and are overwritten by the next read, so whatever waits for the end of the turn is
+   * copied first.
+   */
+  fromUpstream(chunk: Buffer, transient: boolean): void {
     if (this.batchSize + chunk.length > MAX_PLAINTEXT) this.sealBatch();
     if (chunk.length >= MAX_PLAINTEXT || (this.batchSize === 0 && !this.host.holdOutputForTurn())) {
       this.seal(chunk);
     } else {
-      this.batch.push(chunk);
+      this.batch.push(transient ? Buffer.from(chunk) : chunk);
       this.batchSize += chunk.length;
     }
     const raw = this.host.rawSocket;
@@ -125,7 +186,7 @@ export class UpstreamRelay {
       this.upstream.pause();
       raw.once('drain', this.onClientDrain);
     }
-  };
+  }
 
   private readonly onUpstreamEnd = (): void => {
     this.sealBatch();
@@ -168,6 +229,7 @@ export class UpstreamRelay {
     this.batch = [];
     this.batchSize = 0;
     this.upstream.off('data', this.onUpstreamData);
+    if (this.reads) this.reads.closed = true;
     this.upstream.off('end', this.onUpstreamEnd);
     if (this.waitingForClient) {
       this.waitingForClient = false;

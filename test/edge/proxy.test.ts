@@ -164,6 +164,41 @@ for (const [label, options] of [
   });
 }
 
+test('many connections at once, small upstream writes: each client gets exactly its own bytes (every upstream reads into one shared buffer)', async (t) => {
+  // The relay batches small upstream reads until the end of the turn; with one read buffer
+  // for every upstream (src/tls/relay.ts, connectForRelay) a batch that kept a view of it
+  // instead of a copy would carry another connection's later read.
+  const f = await fixture(t);
+  const CONNECTIONS = 12;
+  const clients = await Promise.all(Array.from({ length: CONNECTIONS }, () => connectClient(f.port)));
+  await until(() => f.accepted.length === CONNECTIONS && f.relayed.length === CONNECTIONS && f.relayed.every((r) => r.upstream.localPort !== undefined));
+  // The upstream app's socket of each client: client → edge connection → its upstream socket → accepted.
+  const apps = clients.map((client) => {
+    const relayed = f.relayed.find((r) => r.tls.rawSocket.remotePort === client.localPort)!;
+    return f.accepted.find((s) => s.remotePort === relayed.upstream.localPort)!;
+  });
+  assert.equal(new Set(apps).size, CONNECTIONS);
+  const sent = apps.map(() => [] as Buffer[]);
+  const received = clients.map((c) => collect(c));
+  const ended = clients.map((c) => once(c, 'end'));
+  // Rounds of one small write per upstream socket, a turn apart, so that the reads of
+  // different connections fall into the same poll phase.
+  for (let round = 0; round < 200; round++) {
+    apps.forEach((app, i) => {
+      const piece = randomBytes(1 + ((round * 131 + i * 977) % 3000));
+      sent[i]!.push(piece);
+      app.write(piece);
+    });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  for (const app of apps) app.end();
+  await Promise.all(ended);
+  clients.forEach((client, i) => {
+    assert.equal(sha256(received[i]!), sha256(sent[i]!), `connection ${i}`);
+    client.destroy();
+  });
+});
+
 test('backpressure client → upstream: an upstream that does not read makes the edge stop reading the client; the client\'s writes stop completing', async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
