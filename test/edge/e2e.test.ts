@@ -212,11 +212,20 @@ test('--workers 2: both workers serve, /metrics aggregates them, SIGTERM stops a
       });
       assert.match(body, /upstream A/);
     }
-    await sleep(100);
-    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    // Both workers hold a keyd connection; the gauge sums over workers.
-    assert.match(text, new RegExp(`edge_keyd_connected\\{endpoint="unix:${keyd.socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"\\} 2`), text);
-    assert.match(text, /edge_handshakes_total\{outcome="ok",alert="none"\} 6\n/, text);
+    // Both workers hold a keyd connection; the gauge sums over workers. A worker that
+    // served no connection yet may still be connecting to keyd (a loaded machine), and a
+    // worker reports its counts to the primary's registry when scraped: poll until both
+    // figures are in, then assert on what was read (the test's timeout bounds the wait).
+    const keydConnected = new RegExp(`edge_keyd_connected\\{endpoint="unix:${keyd.socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}"\\} 2`);
+    const handshakes = /edge_handshakes_total\{outcome="ok",alert="none"\} 6\n/;
+    let text = '';
+    for (let poll = 0; poll < 100; poll++) {
+      text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      if (keydConnected.test(text) && handshakes.test(text)) break;
+      await sleep(100);
+    }
+    assert.match(text, keydConnected, text);
+    assert.match(text, handshakes, text);
   } finally {
     assert.equal(await cluster.stop('SIGTERM'), 0, cluster.log());
   }
