@@ -5,11 +5,12 @@
  * (scheme fit, expiry on the engine's clock) in memory with the scripted client.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { decodeClientHello } from '../../src/tls/messages/client-hello.js';
 import {
   decodeDelegatedCredential,
+  decodeDelegatedCredentialExtension,
   delegatedCredentialSignedContent,
   encodeCredential,
   encodeDelegatedCredential,
@@ -20,7 +21,11 @@ import { LocalSigner, type Identity } from '../../src/tls/signer.js';
 import { parseCertificateMessage, parseDelegatedCredential } from '../helpers/dc-verifier.js';
 import { makeTestPki } from '../helpers/pki.js';
 import { Tls13Client, memoryTransport } from '../helpers/tls13-client.js';
-import { encodeClientHello, typicalExtensions } from './client-hello-builder.js';
+import { CipherSuite } from '../../src/tls/wire/codepoints.js';
+import { tls12Extensions } from '../helpers/tls12-client.js';
+import { assertAlert } from './alerts.js';
+import { encodeClientHello, extensions, handshakeRecords, typicalExtensions } from './client-hello-builder.js';
+import { makeOptions, run, type Outcome } from './connection-harness.js';
 
 const SPKI = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d03010703420004' + 'ab'.repeat(64), 'hex');
 
@@ -77,14 +82,84 @@ test('signed content (§4): 64 × 0x20, "TLS, server delegated credentials", 0x0
   assert.deepEqual(content, expected);
 });
 
-test('ClientHello: delegated_credential (34) is a SignatureSchemeList; a malformed one is ignored as if absent', () => {
-  const withDc = (body: Buffer) => encodeClientHello({ cipherSuites: [0x1301], extensions: [...typicalExtensions(), { type: 34, data: body }] });
-  const hello = decodeClientHello(withDc(Buffer.from('0004' + '0403' + '0807', 'hex')));
-  assert.deepEqual(hello.delegatedCredentialSchemes, [0x0403, 0x0807]);
-  assert.equal(decodeClientHello(encodeClientHello({ cipherSuites: [0x1301], extensions: typicalExtensions() })).delegatedCredentialSchemes, undefined);
-  for (const bad of ['', '0000', '0003040308', '000404030807ff']) {
-    // Conformance suites send 34 as an unassigned extension with any body and expect it ignored.
-    assert.equal(decodeClientHello(withDc(Buffer.from(bad, 'hex'))).delegatedCredentialSchemes, undefined, `body ${bad || '(empty)'}`);
+/** Malformed delegated_credential bodies (RFC 9345 §4.1.1: SignatureScheme supported_signature_algorithm<2..2^16-2>). */
+const MALFORMED_DC_BODIES: readonly (readonly [string, string])[] = [
+  ['zero-length extension', ''],
+  ['empty list', '0000'],
+  ['odd list length', '0003040308'],
+  ['length field longer than the body', '0006' + '0403' + '0807'],
+  ['length field shorter than the body', '0002' + '0403' + '0807'],
+  ['trailing bytes after the list', '0004' + '0403' + '0807' + 'ff'],
+  ['a single byte', '00'],
+];
+
+test('ClientHello: delegated_credential (34) is a SignatureSchemeList; every malformed body is decode_error', () => {
+  const schemes = (body: string) => decodeDelegatedCredentialExtension(Buffer.from(body, 'hex'));
+  assert.deepEqual(schemes('0004' + '0403' + '0807'), [0x0403, 0x0807]);
+  for (const [what, body] of MALFORMED_DC_BODIES) assertAlert(() => schemes(body), 'decode_error', what);
+  // The ClientHello decoder keeps the body raw: it is read only once TLS 1.3 is negotiated
+  // (§4.1.1: a server MUST ignore the extension below TLS 1.3).
+  const hello = decodeClientHello(encodeClientHello({ cipherSuites: [0x1301], extensions: [...typicalExtensions(), { type: 34, data: Buffer.of(0xff) }] }));
+  assert.deepEqual(Buffer.from(hello.extensions.get(34)!), Buffer.of(0xff));
+});
+
+/** An ECDSA P-256 identity with opaque chain bytes (the engine never parses certificates). */
+function ecdsaIdentity(): Identity {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  return { certificateChain: [randomBytes(300)], signer: new LocalSigner(privateKey) };
+}
+
+const DECODE_ERROR = 50; // RFC 8446 §6
+const serverHelloSent = (o: Outcome) => Buffer.concat(o.sent)[0] === 22 && Buffer.concat(o.sent)[5] === 2;
+
+test('engine, TLS 1.3: a malformed delegated_credential ends the handshake with decode_error (RFC 8446 §6.2), a well-formed one proceeds', async () => {
+  const options = makeOptions(ecdsaIdentity());
+  const hello = (body: string) =>
+    handshakeRecords(encodeClientHello({ cipherSuites: [0x1301], extensions: [...typicalExtensions(), { type: 34, data: Buffer.from(body, 'hex') }] }));
+  for (const [what, body] of MALFORMED_DC_BODIES) {
+    const o = await run(options, [hello(body)]);
+    assert.deepEqual(o.foreignErrors, [], what);
+    assert.deepEqual(o.events.map((e) => (e.kind === 'error' ? e.alert : e.kind)), [DECODE_ERROR], what);
+    assert.ok(!serverHelloSent(o), `${what}: no ServerHello`);
+    assert.deepEqual(Buffer.concat(o.sent), Buffer.from([21, 3, 3, 0, 2, 2, DECODE_ERROR]), `${what}: a plaintext fatal decode_error alert`);
+  }
+  // Positive control: the same ClientHello with a well-formed list gets the server flight.
+  const ok = await run(options, [hello('0004' + '0403' + '0807')]);
+  assert.deepEqual(ok.events, [], 'no error');
+  assert.ok(serverHelloSent(ok), 'ServerHello');
+  // A ClientHello that needs a HelloRetryRequest (no key share) is refused before the HRR.
+  const noShare = (body: string) =>
+    handshakeRecords(
+      encodeClientHello({
+        cipherSuites: [0x1301],
+        extensions: [...typicalExtensions().map((e) => (e.type === 51 ? extensions.keyShare([]) : e)), { type: 34, data: Buffer.from(body, 'hex') }],
+      }),
+    );
+  const refusedBeforeRetry = await run(options, [noShare('0003040308')]);
+  assert.deepEqual(refusedBeforeRetry.events.map((e) => (e.kind === 'error' ? e.alert : e.kind)), [DECODE_ERROR]);
+  assert.deepEqual(Buffer.concat(refusedBeforeRetry.sent), Buffer.from([21, 3, 3, 0, 2, 2, DECODE_ERROR]), 'no HelloRetryRequest, only the alert');
+  const retried = await run(options, [noShare('0004' + '0403' + '0807')]);
+  assert.deepEqual(retried.events, [], 'well-formed: no error');
+  assert.ok(serverHelloSent(retried), 'HelloRetryRequest (a ServerHello with the HRR random)');
+});
+
+test('engine, TLS 1.2: the delegated_credential extension is ignored whatever its body (RFC 9345 §4.1.1)', async () => {
+  const options = makeOptions(ecdsaIdentity());
+  const hello = (body: string | undefined) =>
+    handshakeRecords(
+      encodeClientHello({
+        cipherSuites: [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256],
+        extensions: [...tls12Extensions(), ...(body === undefined ? [] : [{ type: 34, data: Buffer.from(body, 'hex') }])],
+      }),
+    );
+  const baseline = await run(options, [hello(undefined)]);
+  assert.deepEqual(baseline.events, [], 'no error without the extension');
+  assert.ok(serverHelloSent(baseline));
+  for (const [what, body] of [...MALFORMED_DC_BODIES, ['well-formed', '0004' + '0403' + '0807'] as const]) {
+    const o = await run(options, [hello(body)]);
+    assert.deepEqual(o.foreignErrors, [], what);
+    assert.deepEqual(o.events, [], `${what}: no error`);
+    assert.ok(serverHelloSent(o), `${what}: ServerHello`);
   }
 });
 

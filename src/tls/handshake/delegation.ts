@@ -1,4 +1,4 @@
-import { decodeDelegatedCredential } from '../messages/delegated-credential.js';
+import { decodeDelegatedCredential, decodeDelegatedCredentialExtension } from '../messages/delegated-credential.js';
 import type { ClientHello } from '../messages/client-hello.js';
 import { encodeCertificate } from '../messages/server-messages.js';
 import type { DelegatedCredentialOffer, Identity } from '../signer.js';
@@ -46,9 +46,26 @@ function credentialSchemes(credential: Uint8Array): CredentialSchemes | null {
   return schemes;
 }
 
-export function chooseDelegatedCredential(hello: ClientHello, identity: Identity, now: number): ChosenCredential | undefined {
+/**
+ * The schemes of the client's delegated_credential extension (RFC 9345 §4.1.1), undefined
+ * when it sent none. Called for every TLS 1.3 ClientHello, whether or not a credential is
+ * configured: a body that is not a SignatureSchemeList throws DecodeError, sent as
+ * decode_error (RFC 8446 §6.2) like any other malformed extension. Below TLS 1.3 the
+ * extension is never read (§4.1.1: the server MUST ignore it).
+ */
+export function offeredCredentialSchemes(hello: ClientHello): readonly number[] | undefined {
+  const body = hello.extensions.get(ExtensionType.delegated_credential);
+  return body === undefined ? undefined : decodeDelegatedCredentialExtension(body);
+}
+
+/** `accepted`: offeredCredentialSchemes of this ClientHello. */
+export function chooseDelegatedCredential(
+  hello: ClientHello,
+  accepted: readonly number[] | undefined,
+  identity: Identity,
+  now: number,
+): ChosenCredential | undefined {
   const offer = identity.delegatedCredential;
-  const accepted = hello.delegatedCredentialSchemes;
   if (!offer || !accepted || now >= offer.notAfter) return undefined;
   const schemes = credentialSchemes(offer.credential);
   if (!schemes) return undefined;

@@ -23,7 +23,7 @@ import { CLIENT_SIGNATURE_SCHEMES, verifyClientCertificateVerify } from './clien
 import type { HandshakeContext } from './context.js';
 import { lookUpIdentity } from './identity-lookup.js';
 import { openCookie, sealCookie } from './cookie.js';
-import { certificateMessageWithCredential, chooseDelegatedCredential, type ChosenCredential } from './delegation.js';
+import { certificateMessageWithCredential, chooseDelegatedCredential, offeredCredentialSchemes, type ChosenCredential } from './delegation.js';
 import { EarlySecrets, finishedVerifyData, resumptionPsk, type HandshakeSecrets, type MasterSecrets } from './key-schedule.js';
 import {
   checkClientHello13,
@@ -128,6 +128,8 @@ interface ClientHelloState {
   readonly transcript: Transcript;
   /** This ClientHello answers our HelloRetryRequest. */
   readonly retried: boolean;
+  /** The client's delegated_credential schemes (RFC 9345 §4.1.1), undefined when not offered. */
+  readonly delegatedCredentialSchemes: readonly number[] | undefined;
 }
 
 interface Resumption {
@@ -221,9 +223,12 @@ export class ServerHandshake13 {
   /** §4.1.2: the extension rules, then the suite and group, or a retry with the group we want. */
   private processClientHello(hello: ClientHello, retry: AwaitSecondClientHello | undefined): HelloDecision {
     checkClientHello13(hello);
+    // RFC 9345 §4.1.1 with RFC 8446 §6.2: a malformed delegated_credential is decode_error,
+    // before any HelloRetryRequest, whether or not we have a credential to send.
+    const delegatedCredentialSchemes = offeredCredentialSchemes(hello);
     this.ctx.records.requireRecordBoundary('ClientHello');
     if (hello.recordSizeLimit !== undefined) this.ctx.records.limitPeerRecords(hello.recordSizeLimit);
-    if (retry) return { kind: 'proceed', state: this.processSecondClientHello(hello) };
+    if (retry) return { kind: 'proceed', state: this.processSecondClientHello(hello, delegatedCredentialSchemes) };
 
     const suite = selectCipherSuite(hello, this.ctx.options.cipherSuites);
     const choice = selectGroup(hello, this.ctx.options.groups);
@@ -234,7 +239,7 @@ export class ServerHandshake13 {
     }
     const transcript = new Transcript();
     transcript.start(suite.hash);
-    return { kind: 'proceed', state: this.chose({ hello, suite, group: choice.group, clientShare: choice.share.keyExchange, transcript, retried: false }) };
+    return { kind: 'proceed', state: this.chose({ hello, suite, group: choice.group, clientShare: choice.share.keyExchange, transcript, retried: false, delegatedCredentialSchemes }) };
   }
 
   /** §4.1.4: stateless HelloRetryRequest; the cookie carries what the second ClientHello is checked against. */
@@ -260,7 +265,7 @@ export class ServerHandshake13 {
   }
 
   /** §4.1.2: the second ClientHello must match the first except where the RFC allows. */
-  private processSecondClientHello(hello: ClientHello): ClientHelloState {
+  private processSecondClientHello(hello: ClientHello, delegatedCredentialSchemes: readonly number[] | undefined): ClientHelloState {
     if (!hello.cookie) throw new TlsAlert('missing_extension', 'second ClientHello without the cookie from HelloRetryRequest');
     const cookie = openCookie(this.ctx.ticketKeys, hello.cookie, this.ctx.now());
     if (!cookie) throw new TlsAlert('illegal_parameter', 'HelloRetryRequest cookie is invalid or expired');
@@ -281,7 +286,7 @@ export class ServerHandshake13 {
     transcript.add(
       encodeHelloRetryRequest({ legacySessionIdEcho: hello.legacySessionId, cipherSuite: suite.id, selectedGroup: cookie.group, cookie: hello.cookie }),
     );
-    return this.chose({ hello, suite, group: cookie.group, clientShare: share.keyExchange, transcript, retried: true });
+    return this.chose({ hello, suite, group: cookie.group, clientShare: share.keyExchange, transcript, retried: true, delegatedCredentialSchemes });
   }
 
   /** Records the choices in the connection info as soon as they are made. */
@@ -351,7 +356,7 @@ export class ServerHandshake13 {
       this.ctx.info.resumed = resumed !== undefined;
       if (resumed) return { alpnProtocol, certificate: undefined, resumption: resumed, clientAuth };
       // RFC 9345 §4.1.1: a client that offers delegated credentials gets ours when the schemes fit.
-      const credential = chooseDelegatedCredential(state.hello, identity, this.ctx.now());
+      const credential = chooseDelegatedCredential(state.hello, state.delegatedCredentialSchemes, identity, this.ctx.now());
       return {
         alpnProtocol,
         certificate: credential

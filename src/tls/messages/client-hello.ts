@@ -1,7 +1,6 @@
 import { TlsAlert } from '../alert.js';
 import { ExtensionType as X, HandshakeType } from '../wire/codepoints.js';
-import { DecodeError, Reader } from '../../lib/reader.js';
-import { decodeSignatureSchemeList } from './delegated-credential.js';
+import { Reader } from '../../lib/reader.js';
 
 /**
  * ClientHello (RFC 8446 §4.1.2) with the extensions a TLS 1.3 server acts on
@@ -47,8 +46,6 @@ export interface ClientHello {
   readonly earlyData: boolean;
   readonly cookie?: Uint8Array;
   readonly recordSizeLimit?: number;
-  /** delegated_credential (RFC 9345 §4.1.1): the schemes the client accepts a credential's key signing with. */
-  readonly delegatedCredentialSchemes?: readonly number[];
   /** The whole handshake message (header included), for the transcript. */
   readonly raw: Buffer;
 }
@@ -153,20 +150,11 @@ function decodeExtension(hello: Mutable<ClientHello>, type: number, data: Uint8A
       hello.recordSizeLimit = limit;
       break;
     }
-    case X.delegated_credential:
-      // RFC 9345 §4.1.1. A malformed list is ignored, as if the extension were absent: it
-      // only lets us send something optional, and conformance suites send extension 34 as
-      // an unassigned codepoint with arbitrary bodies, expecting it ignored (RFC 8446 §4.2).
-      try {
-        const schemes = decodeSignatureSchemeList(r);
-        r.end();
-        hello.delegatedCredentialSchemes = schemes;
-      } catch (err) {
-        if (!(err instanceof DecodeError)) throw err;
-      }
-      return;
     default:
-      return; // unknown or not acted on: ignored (§4.1.2), body kept raw
+      // Unknown or not acted on: ignored (§4.1.2), body kept raw. delegated_credential
+      // (RFC 9345 §4.1.1) is also kept raw here: the server MUST ignore it unless TLS 1.3
+      // is negotiated, so the TLS 1.3 handshake decodes it (handshake/delegation.ts).
+      return;
   }
   r.end();
 }

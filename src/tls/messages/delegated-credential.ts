@@ -98,7 +98,15 @@ export function delegatedCredentialSignedContent(certificateDer: Uint8Array, cre
   return Buffer.concat([CONTENT_PREFIX, SERVER_CONTEXT, Buffer.of(0), certificateDer, credential, algorithmBytes]);
 }
 
-/** The SignatureSchemeList of the ClientHello's delegated_credential extension (§4.1.1). */
-export function decodeSignatureSchemeList(r: Reader): number[] {
-  return r.u16List(2, 2, 0xfffe, 'supported_signature_algorithm');
+/**
+ * The body of the ClientHello's delegated_credential extension (§4.1.1): a
+ * SignatureSchemeList, `SignatureScheme supported_signature_algorithm<2..2^16-2>`, and
+ * nothing after it. Anything else throws DecodeError, which the engine sends as
+ * decode_error (RFC 8446 §6.2).
+ */
+export function decodeDelegatedCredentialExtension(data: Uint8Array): number[] {
+  const r = new Reader(data, 'delegated_credential');
+  const schemes = r.u16List(2, 2, 0xfffe, 'supported_signature_algorithm');
+  r.end();
+  return schemes;
 }
