@@ -36,7 +36,8 @@ import type { ServerCertificateFacts } from './certificate-facts.js';
  * Carries the decrypted bytes of one TLS connection to its route's upstream over plain TCP,
  * optionally behind a PROXY v2 header, with backpressure both ways. Either side ending ends the other (half-close passes
  * through); an upstream that is down or fails closes the TLS connection cleanly with
- * close_notify, never with a reset, so the client sees an orderly end.
+ * close_notify, never with a reset, so the client sees an orderly end; the TLS connection
+ * closing (or failing) closes the upstream connection.
  */
 export function proxyToUpstream(
   tls: EngineSocket,
@@ -87,8 +88,14 @@ export function proxyToUpstream(
     log.debug({ serverName, err: err.code ?? err.message }, 'client connection error');
     upstream.destroy();
   });
+  // The TLS side fully closed ('close': both directions done, or destroyed by a reset, a
+  // timeout or the connection cap): nothing the upstream sends can reach the client any more,
+  // so its connection is closed now rather than kept (paused, never read) until the upstream
+  // closes it, which one that never answers never does. Client bytes the upstream had not
+  // accepted yet go with it (docs/EDGE.md, "Upstream connections"). The client's close_notify
+  // or FIN alone does not get here: that is a half-close, passed on as FIN (relay.ts).
   tls.on('close', () => {
-    if (!upstream.destroyed) upstream.end();
+    if (!upstream.destroyed) upstream.destroy();
   });
   upstream.on('close', () => {
     if (!tls.destroyed && !tls.writableEnded) tls.end();

@@ -89,7 +89,8 @@ export interface RelayHost extends Duplex {
  * Duplex (close_notify + FIN after what was relayed); the upstream failing or closing
  * stops the client → upstream direction (the client's data then waits in the paused
  * Duplex, bounded by its high-water mark, as after an unpipe); the Duplex finishing or
- * closing stops reading the upstream.
+ * closing stops reading the upstream. The upstream socket's life is its owner's: the edge
+ * destroys it when the Duplex closes (src/edge/proxy.ts, docs/EDGE.md).
  */
 export class UpstreamRelay {
   /** Upstream bytes of this turn not sealed yet (all shorter than 2^14 together). */

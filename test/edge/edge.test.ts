@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
@@ -15,6 +15,7 @@ import { validateConfig } from '../../src/edge/config.js';
 import { startEdge, type RunningEdge } from '../../src/edge/edge.js';
 import { loadEngine } from '../../src/edge/engine.js';
 import { PROXY_V2_SIGNATURE, Pp2Type, decodeHandshakeDetails, decodeProxyV2 } from '../../src/edge/proxy-protocol.js';
+import { peerClosed } from '../helpers/peer-closed.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { FakeKeydService } from './fake-keyd.js';
 
@@ -398,4 +399,52 @@ test('metrics: handshakes, latency histograms, keyd state, active connections', 
   assert.match(text, /edge_keyd_connected\{endpoint="unix:\/fake\/keyd.sock"\} 1/);
   assert.match(text, /edge_active_connections 1/);
   a.socket.destroy();
+});
+
+test('a client that sends close_notify + FIN and then resets, to an upstream that never answers: the idle timeout frees the client slot and the upstream connection (gauge back to 0)', async (t) => {
+  // The edge does not see a reset that follows the client's FIN (it no longer reads that
+  // socket); the idle timeout closes the TLS side, and with it the upstream connection
+  // (docs/EDGE.md, "Upstream connections"). Without that, the upstream socket stayed open
+  // for as long as the upstream kept it.
+  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
+  const keyd = new FakeKeydService();
+  keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const accepted: Socket[] = [];
+  const received: Buffer[] = [];
+  const silent = createServer({ allowHalfOpen: true }, (s) => {
+    accepted.push(s);
+    s.on('data', (d: Buffer) => received.push(d)); // reads, never answers, never closes
+  });
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  t.after(() => {
+    for (const s of accepted) s.destroy();
+    silent.close();
+  });
+  const config = validateConfig({
+    listen: ['127.0.0.1:0'],
+    keyd: '/fake/keyd.sock',
+    routes: [{ names: ['a.test'], upstream: `127.0.0.1:${(silent.address() as { port: number }).port}` }],
+    workers: 1,
+    limits: { idleTimeoutMs: 300 },
+  });
+  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger: quiet });
+  t.after(() => edge.close());
+  const firstAccepted = new Promise<Socket>((resolve) => silent.once('connection', resolve));
+  const tcp = netConnect({ host: '127.0.0.1', port: edge.addresses[0]!.port });
+  const client = tlsConnect({ socket: tcp, servername: 'a.test', ca: [pki.caCertPem], minVersion: 'TLSv1.3' });
+  client.on('error', () => undefined);
+  await once(client, 'secureConnect');
+  const app = await firstAccepted;
+  const appEnded = new Promise<void>((resolve) => (app.readableEnded ? resolve() : app.once('end', () => resolve())));
+  client.end('request');
+  await appEnded; // the close_notify reached the upstream as FIN
+  assert.equal(Buffer.concat(received).toString(), 'request');
+  tcp.resetAndDestroy();
+  // The idle timeout fires on its own clock; poll the count as the slow-loris test does (no
+  // assertion on how long it takes).
+  while (edge.connections > 0) await sleep(20);
+  await peerClosed(app);
+  assert.match(await edge.metrics.registry.getSingleMetricAsString('edge_active_connections'), /edge_active_connections 0/);
+  assert.match(await edge.metrics.registry.getSingleMetricAsString('edge_connections_closed_by_limit_total'), /reason="idle"\} 1/);
 });

@@ -19,6 +19,7 @@ import type { Route } from '../../src/edge/routes.js';
 import { createServer, type TlsSocket } from '../../src/tls/socket.js';
 import { LocalSigner } from '../../src/tls/signer.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
+import { peerClosed } from '../helpers/peer-closed.js';
 
 const quiet = pino({ level: 'silent' });
 const pkiPromise: Promise<TestPki> = makeTestPki({ keyType: 'ecdsa-p256' });
@@ -340,4 +341,68 @@ test('a client that resets → the edge destroys its upstream connection', async
   tcp.resetAndDestroy();
   await upstreamEnded;
   assert.equal(upstream.destroyed, true, 'destroyed (not only ended) on the client\'s error');
+});
+
+/**
+ * Once the TLS side is fully closed ('close': both directions done, or destroyed by a
+ * reset, a timeout or the connection cap) nothing the upstream sends can reach the client:
+ * the edge closes the upstream connection then, whether or not the upstream ever answers or
+ * closes (docs/EDGE.md, "Upstream connections"). Before that — the client's close_notify +
+ * FIN alone — the upstream stays open and may still answer (the half-close tests above).
+ */
+test('TLS side closed after the client\'s close_notify + FIN (the idle timeout destroys the client\'s socket): an upstream that never answers is closed', async (t) => {
+  const f = await fixture(t);
+  const client = await connectClient(f.port);
+  client.on('error', () => undefined);
+  const app = await f.nextAccepted();
+  const { tls, upstream } = await f.nextRelayed();
+  const atUpstream = collect(app);
+  client.end('request, then close_notify');
+  await once(app, 'end');
+  assert.equal(Buffer.concat(atUpstream).toString(), 'request, then close_notify');
+  // Half-closed only: the upstream may still answer, so it is kept (positive control).
+  assert.equal(upstream.destroyed, false, 'kept open while the TLS side can still send');
+  const tlsClosed = once(tls, 'close');
+  tls.rawSocket.destroy(); // what the edge's idle timeout does (src/edge/edge.ts)
+  await tlsClosed;
+  assert.equal(upstream.destroyed, true, 'the upstream connection goes with the TLS side');
+  await peerClosed(app);
+});
+
+test('TLS side destroyed without an error while both directions are open (the connection cap, shutdown): the upstream is closed', async (t) => {
+  const f = await fixture(t);
+  const client = await connectClient(f.port);
+  client.on('error', () => undefined);
+  const app = await f.nextAccepted();
+  const { tls, upstream } = await f.nextRelayed();
+  client.write('some data');
+  await once(app, 'data');
+  const tlsClosed = once(tls, 'close');
+  tls.destroy();
+  await tlsClosed;
+  assert.equal(upstream.destroyed, true, 'the upstream connection goes with the TLS side');
+  await peerClosed(app);
+});
+
+test('positive control: a request, the client\'s close_notify + FIN, then the whole answer and the upstream\'s FIN: every byte both ways, then both sockets close', async (t) => {
+  const f = await fixture(t);
+  const client = await connectClient(f.port);
+  const app = await f.nextAccepted();
+  const { tls, upstream } = await f.nextRelayed();
+  const atUpstream = collect(app);
+  const atClient = collect(client);
+  const request = randomBytes(300_000);
+  const answer = randomBytes(500_000);
+  const clientEnded = once(client, 'end');
+  client.end(request);
+  await once(app, 'end');
+  assert.equal(sha256(atUpstream), sha256([request]));
+  const tlsClosed = once(tls, 'close');
+  const upstreamClosed = once(upstream, 'close');
+  const appClosed = once(app, 'close');
+  app.end(answer);
+  await clientEnded;
+  assert.equal(sha256(atClient), sha256([answer]));
+  await Promise.all([tlsClosed, upstreamClosed, appClosed]);
+  client.destroy();
 });
