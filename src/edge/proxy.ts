@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { EngineSocket } from './engine.js';
 import type { EdgeMetrics } from './metrics.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
-import { connectForRelay } from '../tls/relay.js';
+import { connectForRelay } from '../tls/index.js';
 
 /**
  * What the handshake did, in words for the upstream (PROXY v2) and the debug log: version,

@@ -12,6 +12,7 @@
  * - alert and codepoint names for configuration, logs and errors.
  */
 export { createServer, TlsSocket, type TlsServer, type TlsServerEvents } from './socket.js';
+export { connectForRelay } from './relay.js';
 export {
   resolveOptions,
   type ClientAuthOptions,
