@@ -4,8 +4,8 @@ import { MAX_PLAINTEXT } from './record/protection.js';
 
 /**
  * Every upstream made by `connectForRelay` reads into this one buffer (net's `onread`):
- * no 64 KiB buffer allocated per read and no readable-stream push per chunk (together
- * about a tenth of the edge's time per relayed megabyte, docs/BENCHMARKS.md). One buffer
+ * no 64 KiB buffer allocated per read and no readable-stream push per chunk (measured
+ * against per-read buffers: 0.87–0.96× the CPU per megabyte down, docs/BENCHMARKS.md). One buffer
  * serves the whole process because each read is consumed before its callback returns:
  * sealed for the client at once (the ciphertext is a new buffer), or copied into the
  * turn's batch.
