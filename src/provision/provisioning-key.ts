@@ -50,12 +50,16 @@ export async function loadOrCreateProvisioningKey(
     }
     return { key: fromKeyObject(privateKey), created: false };
   }
-  const { privateKey } = generateKeyPairSync('x25519');
-  const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+  // The key leaves generateKeyPairSync already encoded, and the KeyObject is made from those
+  // bytes: exporting (JWK, as fromKeyObject does) from a generated key can deadlock Node 20
+  // when a GC during the export collects the generation job (docs/BENCHMARKS.md, "A Node 20
+  // deadlock, found under load").
+  const der = generateKeyPairSync('x25519', { privateKeyEncoding: { type: 'pkcs8', format: 'der' } }).privateKey as unknown as Buffer;
   try {
+    const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
     await store.putSecret(PROVISIONING_KEY_SECRET, der);
+    return { key: fromKeyObject(privateKey), created: true };
   } finally {
     der.fill(0);
   }
-  return { key: fromKeyObject(privateKey), created: true };
 }

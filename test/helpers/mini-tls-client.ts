@@ -5,7 +5,7 @@
  * schedule and record protection (their correctness is covered by the RFC 8448 vectors
  * and the interop tests); what it adds is a client's side of the handshake.
  */
-import { createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
 import { EarlySecrets, finishedVerifyData, nextTrafficSecret, type MasterSecrets } from '../../src/tls/handshake/key-schedule.js';
 import { Transcript } from '../../src/tls/handshake/transcript.js';
 import { SUITES } from '../../src/tls/crypto/suites.js';
@@ -14,6 +14,7 @@ import { RecordProtection } from '../../src/tls/record/protection.js';
 import { LinearReassembler } from '../../src/lib/reassembler.js';
 import { NamedGroup } from '../../src/tls/wire/codepoints.js';
 import { encodeClientHello, extensions as E, handshakeRecords, typicalExtensions, type RawExtension } from '../tls/client-hello-builder.js';
+import { montgomeryKeyPair } from './montgomery-keys.js';
 
 const AES_128_GCM_SHA256 = 0x1301;
 const suite = SUITES.get(AES_128_GCM_SHA256)!;
@@ -43,9 +44,9 @@ export class MiniTlsClient {
   private master: MasterSecrets | undefined;
 
   constructor(private readonly serverName = 'example.test') {
-    const { privateKey, publicKey } = generateKeyPairSync('x25519');
+    const { privateKey, publicRaw } = montgomeryKeyPair('x25519');
     this.privateKey = privateKey;
-    this.publicRaw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+    this.publicRaw = publicRaw;
     this.transcript.start(suite.hash);
   }
 

@@ -6,7 +6,7 @@
  * tests cover the well-behaved path with real clients. The PRF it uses is checked
  * against published vectors in test/tls/prf12.test.ts.
  */
-import { constants, createECDH, createHash, createPublicKey, diffieHellman, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { constants, createECDH, createHash, createPublicKey, diffieHellman, sign, type KeyObject } from 'node:crypto';
 import { TlsServerConnection } from '../../src/tls/connection.js';
 import type { ResolvedOptions } from '../../src/tls/options.js';
 import { extendedMasterSecret, finishedVerifyData12, keyBlock12, masterSecret } from '../../src/tls/crypto/prf12.js';
@@ -14,6 +14,7 @@ import { SUITES12 } from '../../src/tls/crypto/suites12.js';
 import { RecordProtection12 } from '../../src/tls/record/protection12.js';
 import { CipherSuite, ExtensionType as X, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
 import { encodeClientHello, ext, extensions, type RawExtension } from '../tls/client-hello-builder.js';
+import { montgomeryKeyPair } from './montgomery-keys.js';
 
 export interface ServerMessage {
   readonly type: number;
@@ -167,8 +168,8 @@ export class Tls12TestClient {
       ours = ecdh.generateKeys();
       pms = ecdh.computeSecret(serverPoint);
     } else if (group === NamedGroup.x25519) {
-      const { privateKey, publicKey } = generateKeyPairSync('x25519');
-      ours = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+      const { privateKey, publicRaw } = montgomeryKeyPair('x25519');
+      ours = publicRaw;
       const peer = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(serverPoint).toString('base64url') }, format: 'jwk' });
       pms = diffieHellman({ privateKey, publicKey: peer });
     } else throw new Error(`the scripted client does not do group ${group}`);

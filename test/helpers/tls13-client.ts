@@ -10,7 +10,7 @@
  * transcript and message parsing. It runs over any `Transport`: in memory against a
  * TlsServerConnection (`memoryTransport`), or over TCP (`socketTransport`).
  */
-import { constants, createHash, createPublicKey, diffieHellman, generateKeyPairSync, sign, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { constants, createHash, createPublicKey, diffieHellman, sign, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { TlsAlert, TlsPeerAlert } from '../../src/tls/alert.js';
 import { TlsServerConnection } from '../../src/tls/connection.js';
@@ -19,6 +19,7 @@ import { EarlySecrets, finishedVerifyData, nextTrafficSecret, resumptionPsk, typ
 import type { ResolvedOptions } from '../../src/tls/options.js';
 import { RecordProtection } from '../../src/tls/record/protection.js';
 import { encodeClientHello, ext, extensions, typicalExtensions, type RawExtension } from '../tls/client-hello-builder.js';
+import { montgomeryKeyPair } from './montgomery-keys.js';
 
 const HANDSHAKE = 22;
 const ALERT = 21;
@@ -250,9 +251,9 @@ export class Tls13Client {
     const suite = SUITES.get(options.cipherSuite ?? 0x1301);
     if (!suite) throw new Error('unknown cipher suite');
     this.suite = suite;
-    const { privateKey, publicKey } = generateKeyPairSync('x25519');
+    const { privateKey, publicRaw } = montgomeryKeyPair('x25519');
     this.privateKey = privateKey;
-    this.publicKeyRaw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+    this.publicKeyRaw = publicRaw;
   }
 
   private transcriptHash(): Buffer {

@@ -3,7 +3,8 @@
  * (an oracle that is not the code under test): RFC 8446 §4.4.3 for TLS 1.3 and RFC 5246
  * §7.4.3 with RFC 8422 §5.4 for the TLS 1.2 ECDHE ServerKeyExchange.
  */
-import { X509Certificate, constants, createECDH, generateKeyPairSync, randomBytes, verify } from 'node:crypto';
+import { X509Certificate, constants, createECDH, randomBytes, verify } from 'node:crypto';
+import { montgomeryKeyPair } from '../helpers/montgomery-keys.js';
 
 /** NamedGroup codepoints (RFC 8446 §4.2.7, RFC 8422 §5.1.1). */
 export const GROUP = { x25519: 0x001d, secp256r1: 0x0017, secp384r1: 0x0018 } as const;
@@ -41,7 +42,7 @@ export function serverKeyExchangeContentFromRfc(clientRandom: Uint8Array, server
 }
 
 export function x25519Point(): Buffer {
-  return Buffer.from(generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x!, 'base64url');
+  return montgomeryKeyPair('x25519').publicRaw;
 }
 
 /** An uncompressed point (0x04 || x || y) on `curve`. */

@@ -3,11 +3,11 @@ import { generateKeyPairSync, createPrivateKey } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { fingerprintOf } from '../../src/provision/fingerprint.js';
 import { openSealedKey, sealPrivateKey, type SealedKey } from '../../src/provision/hpke-seal.js';
+import { rawMontgomeryKeyPair } from '../helpers/montgomery-keys.js';
 
 function keydKeyPair(): { publicKey: Uint8Array; privateKey: () => Uint8Array } {
-  const { publicKey, privateKey } = generateKeyPairSync('x25519');
-  const x = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
-  return { publicKey: new Uint8Array(x), privateKey: () => new Uint8Array(Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url')) };
+  const { publicRaw, privateRaw } = rawMontgomeryKeyPair('x25519');
+  return { publicKey: new Uint8Array(publicRaw), privateKey: () => new Uint8Array(privateRaw) };
 }
 
 const operator = 'O=Example Ops, CN=alice';

@@ -2,9 +2,9 @@
  * A small ClientHello encoder for tests (RFC 8446 §4.1.2), built on the engine's Writer,
  * so that tests can make valid ClientHellos and then break exactly one thing.
  */
-import { generateKeyPairSync } from 'node:crypto';
 import { Writer } from '../../src/lib/writer.js';
 import { ExtensionType as X, HandshakeType, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
+import { montgomeryKeyPair } from '../helpers/montgomery-keys.js';
 
 export interface RawExtension {
   type: number;
@@ -73,8 +73,7 @@ export function encodeClientHello(spec: ClientHelloSpec): Buffer {
 
 /** A fresh X25519 public key (raw 32 bytes) for a key_share. */
 export function x25519Share(): Buffer {
-  const { publicKey } = generateKeyPairSync('x25519');
-  return Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+  return montgomeryKeyPair('x25519').publicRaw;
 }
 
 /** The extensions of a typical, valid TLS 1.3 ClientHello with an x25519 share. */

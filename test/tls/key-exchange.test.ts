@@ -1,15 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, diffieHellman } from 'node:crypto';
 import { TlsAlert } from '../../src/tls/alert.js';
 import { generateEphemeralKey, keyExchange } from '../../src/tls/crypto/key-exchange.js';
 import { NamedGroup } from '../../src/tls/wire/codepoints.js';
+import { montgomeryKeyPair } from '../helpers/montgomery-keys.js';
 
 /** A client key pair from node:crypto and its raw public share (RFC 7748 §5: the u-coordinate). */
 function client(kind: 'x25519' | 'x448') {
-  const pair = kind === 'x25519' ? generateKeyPairSync('x25519') : generateKeyPairSync('x448');
-  const share = Buffer.from(pair.publicKey.export({ format: 'jwk' }).x!, 'base64url');
-  return { privateKey: pair.privateKey, share };
+  const pair = montgomeryKeyPair(kind);
+  return { privateKey: pair.privateKey, share: pair.publicRaw };
 }
 
 /** The shared secret the client computes from the server's raw share. */
