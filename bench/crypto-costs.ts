@@ -34,8 +34,9 @@ interface Operation {
 }
 
 function x25519Peer(): { publicJwk: { kty: 'OKP'; crv: 'X25519'; x: string }; publicDer: Buffer } {
-  const { publicKey } = generateKeyPairSync('x25519');
-  return { publicJwk: publicKey.export({ format: 'jwk' }) as never, publicDer: publicKey.export({ format: 'der', type: 'spki' }) };
+  // Encoded by the generation job, not exported afterwards (the Node 20 deadlock, docs/BENCHMARKS.md).
+  const publicDer = generateKeyPairSync('x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } }).publicKey as unknown as Buffer;
+  return { publicJwk: { kty: 'OKP', crv: 'X25519', x: publicDer.subarray(publicDer.length - 32).toString('base64url') }, publicDer };
 }
 
 function operations(): Operation[] {
