@@ -106,13 +106,23 @@ type SignOnce = (client: KeydClient, keyRef: string, serverName: string) => Prom
 const benchHash = createHash('sha256').update('bench').digest();
 const signCertificateVerify: SignOnce = (c, keyRef, serverName) => c.sign(keyRef, serverName, SCHEME, benchHash);
 
+/**
+ * A fresh X25519 public key, raw (the SPKI's last 32 bytes). It leaves generateKeyPairSync
+ * already encoded: a JWK export of a generated key can deadlock Node 20 (docs/BENCHMARKS.md,
+ * "A Node 20 deadlock, found under load").
+ */
+function x25519PublicRaw(): Buffer {
+  const spki = generateKeyPairSync('x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } }).publicKey as unknown as Buffer;
+  return Buffer.from(spki.subarray(spki.length - 32));
+}
+
 /** A TLS 1.2 ServerKeyExchange (0x04) with a fixed point of `group`; server_random carries the downgrade sentinel. */
 function signServerKeyExchange(group: 'x25519' | 'secp256r1'): SignOnce {
   const clientRandom = randomBytes(32);
   const serverRandom = Buffer.concat([randomBytes(24), Buffer.from('DOWNGRD\x01', 'latin1')]);
   const point =
     group === 'x25519'
-      ? Buffer.from(generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x!, 'base64url')
+      ? x25519PublicRaw()
       : (() => {
           const ecdh = createECDH('prime256v1');
           ecdh.generateKeys();
@@ -186,7 +196,7 @@ function contentCheckRows(key: import('node:crypto').KeyObject): string[] {
     ecdh.generateKeys();
     return ecdh.getPublicKey();
   };
-  const x25519 = Buffer.from(generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x!, 'base64url');
+  const x25519 = x25519PublicRaw();
   const content = (group: number, point: Buffer) => Buffer.concat([clientRandom, serverRandom, Buffer.of(3, group >> 8, group & 0xff, point.length), point]);
   const hash = randomBytes(32);
   const cases: Array<[string, () => unknown]> = [

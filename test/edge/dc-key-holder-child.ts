@@ -6,11 +6,12 @@
  * credential's expiry plus the grace, lets the manager drop it, collects garbage and says
  * "expired". Run with --expose-gc. The key is made here at test time.
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { DelegatedCredentials } from '../../src/edge/delegated-credentials.js';
 import { LocalSigner } from '../../src/tls/index.js';
+import { detachedPrivateKey } from '../helpers/detached-keys.js';
 import { makeTestPki } from '../helpers/pki.js';
 import { StandInKeyd } from './stand-in-keyd.js';
 
@@ -25,7 +26,9 @@ const credentials = new DelegatedCredentials(keyd, {
   checkIntervalMs: 0,
   now: () => clock,
   generateKeyPair: () => {
-    const pair = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    // Detached from its generation job before the JWK export (test/helpers/detached-keys.ts).
+    const privateKey = detachedPrivateKey(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey);
+    const pair = { privateKey, publicKey: createPublicKey(privateKey) };
     const scalar = Buffer.from(pair.privateKey.export({ format: 'jwk' }).d!, 'base64url');
     const fd = openSync(scalarFile!, 'w', 0o600);
     writeSync(fd, scalar);

@@ -13,6 +13,7 @@ import { KeyObject, webcrypto, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { detachedPrivateKey } from './detached-keys.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -148,7 +149,8 @@ export async function makeTestPki(options: TestPkiOptions = {}): Promise<TestPki
     ],
   });
 
-  const leafKey = KeyObject.from(leafKeys.privateKey);
+  // Detached from its generation job: tests export it as JWK (test/helpers/detached-keys.ts).
+  const leafKey = detachedPrivateKey(KeyObject.from(leafKeys.privateKey));
   const caCertDer = new Uint8Array(caCert.rawData);
   const leafCertDer = new Uint8Array(leafCert.rawData);
   return {

@@ -8,6 +8,7 @@ import { main as runRemoteAdmin } from '../../src/cli/admin.js';
 import { parsePemChain, type RemoteAdminClient } from '../../src/provision/remote-client.js';
 import { makePki, startKeydForTest, SUBJECTS, type Keyd, type Pki } from './harness.js';
 import { issue, makeCa, signCsr, type Issued } from './pki.js';
+import { montgomeryKeyPair } from '../helpers/montgomery-keys.js';
 
 /** Integration: the provisioning listener on a real keyd admin core, driven by the CLI and by crafted clients. */
 
@@ -294,11 +295,7 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     const client = await keyd.connect(pki.alice);
     const dave = await keyd.connect(pki.dave);
     try {
-      const otherKeyd = await (async () => {
-        const { generateKeyPairSync } = await import('node:crypto');
-        const x = generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x!;
-        return new Uint8Array(Buffer.from(x, 'base64url'));
-      })();
+      const otherKeyd = new Uint8Array(montgomeryKeyPair('x25519').publicRaw);
       const pkcs8 = createPrivateKey(site.keyPem).export({ format: 'der', type: 'pkcs8' });
       const toOther = await sealPrivateKey({ keydPublicKey: otherKeyd, operator: SUBJECTS.alice, binding: { names: ['other.example.com'], chainDer: siteChain }, privateKeyPkcs8: pkcs8 });
       await assertRefused(client.request('put', putArgs(['other.example.com'], toOther)), 'PROVISION_SEALED_TO_OTHER_KEYD', /this keyd's key is SHA256:/);

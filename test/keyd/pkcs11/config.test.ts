@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { formatTokenUri, parseTokenConfigs, parseTokenUri, readPinFile } from '../../../src/keyd/pkcs11/config.js';
 import { ecdsaDerToRaw, ecdsaRawToDer, privateKeyAttributes, tokenKeyKind } from '../../../src/keyd/pkcs11/key-material.js';
 import { CKA } from '../../../src/keyd/pkcs11/constants.js';
+import { detachedPrivateKey } from '../../helpers/detached-keys.js';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,18 +55,19 @@ test('ECDSA r ‖ s ↔ DER, checked against node:crypto\'s own two encodings', 
 });
 
 test('PKCS#8 → token attributes: the components node:crypto reports, as views to wipe', () => {
-  const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  // Detached: exported as JWK below (test/helpers/detached-keys.ts).
+  const ec = detachedPrivateKey(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey);
   const ecDer = ec.export({ format: 'der', type: 'pkcs8' });
   const ecAttrs = new Map(privateKeyAttributes(tokenKeyKind('ecdsa-p256'), ecDer).map((a) => [a.type, a.value as Buffer]));
   assert.deepEqual(ecAttrs.get(CKA.VALUE), Buffer.from(ec.export({ format: 'jwk' }).d!, 'base64url'));
   ecDer.fill(0);
   assert.ok(ecAttrs.get(CKA.VALUE)!.every((b) => b === 0), 'wiping the DER wipes the attribute');
 
-  const ed = generateKeyPairSync('ed25519').privateKey;
+  const ed = detachedPrivateKey(generateKeyPairSync('ed25519').privateKey);
   const edAttrs = new Map(privateKeyAttributes(tokenKeyKind('ed25519'), ed.export({ format: 'der', type: 'pkcs8' })).map((a) => [a.type, a.value as Buffer]));
   assert.deepEqual(edAttrs.get(CKA.VALUE), Buffer.from(ed.export({ format: 'jwk' }).d!, 'base64url'));
 
-  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const rsa = detachedPrivateKey(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey);
   const jwk = rsa.export({ format: 'jwk' });
   const rsaAttrs = new Map(privateKeyAttributes(tokenKeyKind('rsa'), rsa.export({ format: 'der', type: 'pkcs8' })).map((a) => [a.type, a.value as Buffer]));
   for (const [type, field] of [[CKA.MODULUS, 'n'], [CKA.PUBLIC_EXPONENT, 'e'], [CKA.PRIVATE_EXPONENT, 'd'], [CKA.PRIME_1, 'p'], [CKA.PRIME_2, 'q'], [CKA.EXPONENT_1, 'dp'], [CKA.EXPONENT_2, 'dq'], [CKA.COEFFICIENT, 'qi']] as const) {

@@ -20,6 +20,7 @@ import type { KeyHandle } from '../../../src/keyd/key-handle.js';
 import { SealedStore } from '../../../src/keyd/store.js';
 import { certificateVerifyContent } from '../../../src/tls/signer.js';
 import { SignatureScheme } from '../../../src/tls/wire/codepoints.js';
+import { detachedPrivateKey } from '../../helpers/detached-keys.js';
 import { heapSnapshot, processMemoryReadable, scanProcessMemory } from '../../helpers/memory-scan.js';
 import { describeResult, requireTool, runTool } from '../../helpers/tools.js';
 import { KeydProcess, MAIN, scratchDir, startEdgeProcess, startHttpUpstream } from '../../edge/system.js';
@@ -116,7 +117,7 @@ test('keys generated inside the token: CSR → chain → TLS 1.3 through the edg
 
 /** The ways a P-256 scalar may sit in memory: big-endian (DER, JWK) and as little-endian BIGNUM words (OpenSSL). */
 function scalarNeedles(label: string, key: KeyObject): { name: string; value: Buffer }[] {
-  const d = Buffer.from(key.export({ format: 'jwk' }).d!, 'base64url');
+  const d = Buffer.from(detachedPrivateKey(key).export({ format: 'jwk' }).d!, 'base64url');
   return [
     { name: `${label} scalar`, value: d },
     { name: `${label} scalar, little-endian`, value: Buffer.from(d).reverse() },
@@ -124,7 +125,7 @@ function scalarNeedles(label: string, key: KeyObject): { name: string; value: Bu
 }
 
 function scalarTexts(key: KeyObject): string[] {
-  const d = Buffer.from(key.export({ format: 'jwk' }).d!, 'base64url');
+  const d = Buffer.from(detachedPrivateKey(key).export({ format: 'jwk' }).d!, 'base64url');
   return [d.toString('hex'), d.toString('base64').replace(/=+$/, ''), d.toString('base64url')];
 }
 

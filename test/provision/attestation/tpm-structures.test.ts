@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { detachedPublicKey } from '../../helpers/detached-keys.js';
 import { parseAkPublic, parseQuote, TPMA } from '../../../src/provision/attestation/tpm-structures.js';
 
 /** TPM2B_PUBLIC of an ECC P-256 ECDSA-SHA256 restricted signing key (TPM 2.0 Part 2 §12.2.4), built here. */
@@ -23,7 +24,8 @@ function quote(extraData: Buffer, pcrDigest: Buffer, magic = 0xff544347): Buffer
 }
 
 test('TPM2B_PUBLIC of an attestation key: public key, attributes and Name; every prefix refused', () => {
-  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  // Detached from its generation job before the JWK export (test/helpers/detached-keys.ts).
+  const publicKey = detachedPublicKey(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey);
   const jwk = publicKey.export({ format: 'jwk' });
   const bytes = akPublic(Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url'));
   const ak = parseAkPublic(bytes);
