@@ -235,9 +235,14 @@ export class Tls12TestClient {
   }
 
   finished(corrupt = false): void {
-    const verify = finishedVerifyData12(this.suite.hash, this.master, 'client', this.hash());
-    if (corrupt) verify[0]! ^= 1;
-    this.sendHandshake(Buffer.concat([Buffer.from([20, 0, 0, 12]), verify]));
+    const message = this.finishedMessage();
+    if (corrupt) message[4]! ^= 1;
+    this.sendHandshake(message);
+  }
+
+  /** Our Finished message over the transcript so far, not sent (for tests that alter it). */
+  finishedMessage(): Buffer {
+    return Buffer.concat([Buffer.from([20, 0, 0, 12]), finishedVerifyData12(this.suite.hash, this.master, 'client', this.hash())]);
   }
 
   /** The server Finished verifies against our transcript (call after receive()). */
