@@ -81,8 +81,10 @@ const EXPECTED_MESSAGE12: Record<Expect12['kind'], { type: number; max: number }
   expectClientFinished: { type: HandshakeType.finished, max: 12 },
 };
 /**
- * TLS 1.2 warning alerts (other than close_notify) are ignored (RFC 5246 §7.2), but only
- * this many in a row: a peer that floods them only makes us work (CVE-2016-8610).
+ * TLS 1.2 warning alerts (other than close_notify) are ignored (RFC 5246 §7.2), and
+ * renegotiations are refused with a warning (RFC 5746 §4.4), but only this many of both
+ * in a row: a peer that floods them only makes us work (CVE-2016-8610), and each refused
+ * renegotiation costs us a sealed alert record for as little as a 4-byte ClientHello.
  */
 const MAX_WARNING_ALERTS = 4;
 
@@ -165,7 +167,7 @@ export class TlsServerConnection {
   private readonly policy: ReceivePolicy;
   private readonly context: HandshakeContext;
   private completed = false;
-  /** TLS 1.2 warning alerts received since the last message that carried something. */
+  /** TLS 1.2 warning alerts received and renegotiations refused since the last message that carried something. */
   private warningAlerts = 0;
   private sentCloseNotify = false;
   private peerClosed = false;
@@ -269,7 +271,6 @@ export class TlsServerConnection {
         if (!received) break;
         switch (received.kind) {
           case 'handshake':
-            this.warningAlerts = 0;
             this.handleHandshake(received.raw);
             break;
           case 'changeCipherSpec':
@@ -318,6 +319,9 @@ export class TlsServerConnection {
   /** The message type was checked against the phase with its header (checkExpectedMessage). */
   private handleHandshake(raw: Buffer): void {
     const phase = this.phase;
+    // A renegotiation carries nothing: it counts with the warning alerts, every other message resets them.
+    if (phase.kind === 'traffic' && phase.tls12) return this.refuseRenegotiation();
+    this.warningAlerts = 0;
     switch (phase.kind) {
       case 'awaitClientHello':
         return this.handleClientHello(raw, undefined);
@@ -338,7 +342,6 @@ export class TlsServerConnection {
       case 'handshake12':
         return this.handleHandshake12(raw, phase.server, phase.expect);
       case 'traffic':
-        if (phase.tls12) return this.refuseRenegotiation();
         return this.handleKeyUpdate(raw, phase.keyUpdates);
     }
   }
@@ -379,9 +382,11 @@ export class TlsServerConnection {
 
   /**
    * RFC 5246 §7.2.2, RFC 5746 §4.4: a ClientHello after the handshake asks to renegotiate,
-   * which this server never does: a warning no_renegotiation, and the connection goes on.
+   * which this server never does: a warning no_renegotiation, and the connection goes on;
+   * past MAX_WARNING_ALERTS in a row (with the warning alerts received) it does not.
    */
   private refuseRenegotiation(): void {
+    this.countWarning();
     if (!this.sentCloseNotify) this.records.sendAlert(1, AlertDescription.no_renegotiation);
   }
 
@@ -425,9 +430,7 @@ export class TlsServerConnection {
   private handleAlert(level: number, description: number): void {
     if (this.info.version === 'TLSv1.2' && level === 1 && description !== AlertDescription.close_notify) {
       // RFC 5246 §7.2: a warning alert does not end a TLS 1.2 connection; a flood of them does.
-      if (++this.warningAlerts > MAX_WARNING_ALERTS) {
-        throw new TlsAlert('unexpected_message', `more than ${MAX_WARNING_ALERTS} warning alerts in a row`);
-      }
+      this.countWarning();
       return;
     }
     if (description === AlertDescription.close_notify) {
@@ -448,6 +451,13 @@ export class TlsServerConnection {
     // §6: every other alert (user_canceled included) ends the connection.
     this.phase = { kind: 'closed' };
     this.onError(new TlsPeerAlert(description));
+  }
+
+  /** TLS 1.2: one more thing in a row that carried nothing (MAX_WARNING_ALERTS). */
+  private countWarning(): void {
+    if (++this.warningAlerts > MAX_WARNING_ALERTS) {
+      throw new TlsAlert('unexpected_message', `more than ${MAX_WARNING_ALERTS} warning alerts and refused renegotiations in a row`);
+    }
   }
 
   // ---- KeyUpdate (§4.6.3) ---------------------------------------------------------

@@ -257,6 +257,45 @@ describe('TLS 1.2 alerts', () => {
     assert.equal(c.conn.closed, false);
     assert.deepEqual(c.errors, []);
   });
+
+  /** The smallest ClientHello header a renegotiation refusal answers: type 1, empty body. */
+  const TINY_HELLO = Buffer.from([H.client_hello, 0, 0, 0]);
+  const noRenegotiation = { level: 1, description: A.no_renegotiation };
+
+  test('a record packed with renegotiating ClientHellos gets 4 no_renegotiation warnings, then unexpected_message', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake();
+    // 4096 ClientHellos in one 16 KiB record: one alert record each would be 127 KB out.
+    c.sendRecord(22, Buffer.concat(Array.from({ length: 4096 }, () => TINY_HELLO)));
+    c.receive();
+    assert.deepEqual(c.alerts, [noRenegotiation, noRenegotiation, noRenegotiation, noRenegotiation, { level: 2, description: A.unexpected_message }]);
+    assert.equal(c.conn.closed, true);
+  });
+
+  test('renegotiations and warning alerts count together: 4 in a row are refused, the 5th → unexpected_message', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake();
+    c.sendRecord(21, Buffer.from([1, A.unsupported_certificate]));
+    c.sendRecord(22, Buffer.concat([TINY_HELLO, TINY_HELLO, TINY_HELLO]));
+    c.sendRecord(21, Buffer.from([1, A.unsupported_certificate]));
+    c.receive();
+    assert.deepEqual(c.alerts, [noRenegotiation, noRenegotiation, noRenegotiation, { level: 2, description: A.unexpected_message }]);
+  });
+
+  test('positive control: renegotiations between application data are each refused and the connection goes on', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake();
+    for (let i = 0; i < 10; i++) {
+      c.sendRecord(22, Buffer.concat([TINY_HELLO, TINY_HELLO, TINY_HELLO, TINY_HELLO]));
+      c.sendRecord(23, Buffer.from(`data ${i};`));
+    }
+    c.receive();
+    assert.equal(c.alerts.length, 40);
+    assert.ok(c.alerts.every((a) => a.level === 1 && a.description === A.no_renegotiation));
+    assert.equal(c.appData.map(String).join(''), Array.from({ length: 10 }, (_, i) => `data ${i};`).join(''));
+    assert.equal(c.conn.closed, false);
+    assert.deepEqual(c.errors, []);
+  });
 });
 
 describe('TLS 1.2 resumption', () => {
