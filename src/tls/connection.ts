@@ -171,6 +171,8 @@ export class TlsServerConnection {
   private warningAlerts = 0;
   private sentCloseNotify = false;
   private peerClosed = false;
+  /** TLS 1.2: the handshake, kept for its session id, which a fatal alert invalidates (RFC 5246 §7.2). */
+  private server12: ServerHandshake12 | undefined;
 
   constructor(private readonly options: ResolvedOptions, private readonly now: () => number = Date.now) {
     this.records = new RecordLayer(
@@ -398,6 +400,7 @@ export class TlsServerConnection {
     }
     this.phase = { kind: 'negotiating' };
     if (next.kind === 'negotiating12') {
+      this.server12 = next.server;
       next.flight
         .then((expect) => {
           if (!expect || this.phase.kind === 'closed') return;
@@ -450,6 +453,7 @@ export class TlsServerConnection {
     }
     // §6: every other alert (user_canceled included) ends the connection.
     this.phase = { kind: 'closed' };
+    this.server12?.forgetSession();
     this.onError(new TlsPeerAlert(description));
   }
 
@@ -513,6 +517,7 @@ export class TlsServerConnection {
     const alert = toAlert(err);
     this.phase = { kind: 'closed' };
     this.pendingTickets = undefined;
+    this.server12?.forgetSession();
     try {
       this.sendAlert(alert.alert);
     } catch {

@@ -381,6 +381,55 @@ describe('TLS 1.2 resumption', () => {
     assert.equal(c.conn.info.resumed, false);
   });
 
+  /** A resumption by session id taken up to the client's ChangeCipherSpec. */
+  async function resumeToClientFinished(options: ReturnType<typeof makeOptions>, first: Tls12TestClient) {
+    const { c } = await resume(options, first, { sessionId: first.sessionId, extensions: tls12Extensions() });
+    assert.equal(c.conn.info.resumed, true);
+    c.installFromMaster(first.master);
+    c.receive();
+    c.changeCipherSpec();
+    return c;
+  }
+
+  // RFC 5246 §7.2.2: "Servers and clients MUST forget any session-identifiers, keys, and
+  // secrets associated with a failed connection. Thus, any connection terminated with a
+  // fatal alert MUST NOT be resumed."
+  test('a resumption whose client Finished fails (decrypt_error) takes the session out of the cache', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options);
+    const attacker = await resumeToClientFinished(options, first);
+    attacker.finished(true);
+    assert.equal(await fatalAlert(attacker), A.decrypt_error);
+    const { c } = await resume(options, first, { sessionId: first.sessionId, extensions: tls12Extensions() });
+    assert.equal(c.conn.info.resumed, false, 'full handshake');
+  });
+
+  test('a connection that ends with a fatal alert after its full handshake is not resumed', async () => {
+    for (const ending of ['bad record', 'fatal alert from the client'] as const) {
+      const options = makeOptions(identity);
+      const first = await firstSession(options);
+      if (ending === 'bad record') first.conn.receive(Buffer.from([23, 3, 3, 0, 40, ...randomBytes(40)]));
+      else first.sendRecord(21, Buffer.from([2, A.internal_error]));
+      assert.equal(first.conn.closed, true, ending);
+      const { c } = await resume(options, first, { sessionId: first.sessionId, extensions: tls12Extensions() });
+      assert.equal(c.conn.info.resumed, false, `${ending}: full handshake`);
+    }
+  });
+
+  test('positive control: a resumption that completes, and a connection closed with close_notify, leave the session resumable', async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options);
+    first.sendRecord(21, Buffer.from([1, A.close_notify]));
+    const second = await resumeToClientFinished(options, first);
+    second.finished();
+    assert.equal(second.completed, true);
+    second.sendRecord(21, Buffer.from([1, A.unsupported_certificate])); // a warning alert ends nothing
+    const third = await resumeToClientFinished(options, first);
+    third.finished();
+    assert.equal(third.completed, true);
+    assert.deepEqual([first.errors, second.errors, third.errors], [[], [], []]);
+  });
+
   test('another server name does not resume (RFC 6066 §3)', async () => {
     const options = makeOptions(identity);
     const first = await firstSession(options);

@@ -192,6 +192,12 @@ function certificateMessage(chain: readonly Uint8Array[]): Buffer {
 export class ServerHandshake12 {
   /** The client-auth policy of this handshake's identity, written into its session. */
   private clientAuthPolicy = clientAuthPolicyId(undefined);
+  /**
+   * The session cache's id of this connection's session: the one resumed from the cache, or
+   * the one a full handshake cached. RFC 5246 §7.2: a fatal alert invalidates it (the
+   * connection calls forgetSession); a ticket cannot be recalled, so a ticket's is not set.
+   */
+  private cachedSessionId: Uint8Array | undefined;
 
   constructor(private readonly ctx: HandshakeContext) {}
 
@@ -257,10 +263,8 @@ export class ServerHandshake12 {
     if (this.ctx.options.ticketCount === 0) return undefined;
     const now = this.ctx.now();
     const ticket = extensions.sessionTicket;
-    const candidate =
-      ticket && ticket.length > 0
-        ? openTicket12(this.ctx.ticketKeys, ticket)
-        : this.ctx.options.sessionCache12.get(hello.legacySessionId, now);
+    const byTicket = ticket !== undefined && ticket.length > 0;
+    const candidate = byTicket ? openTicket12(this.ctx.ticketKeys, ticket) : this.ctx.options.sessionCache12.get(hello.legacySessionId, now);
     if (!candidate || !sessionIsLive(candidate, now)) return undefined;
     if (candidate.serverName !== (hello.serverName ?? '')) return undefined;
     if (!this.ctx.options.cipherSuites12.includes(candidate.cipherSuite)) return undefined;
@@ -279,6 +283,7 @@ export class ServerHandshake12 {
     if (!sessionFitsClientAuth(candidate, this.clientAuthPolicy, now)) return undefined;
     this.ctx.info.clientCertificate = candidate.clientIdentity;
     this.ctx.info.clientCertificateFromSession = candidate.clientIdentity !== undefined;
+    if (!byTicket) this.cachedSessionId = hello.legacySessionId;
     return candidate;
   }
 
@@ -557,6 +562,12 @@ export class ServerHandshake12 {
     out.push(...this.sendFinished(suite, transcript, master, protection));
     this.ctx.records.send(out);
     this.ctx.options.sessionCache12.set(expect.session.sessionId, session);
+    this.cachedSessionId = expect.session.sessionId;
+  }
+
+  /** RFC 5246 §7.2.2: "any connection terminated with a fatal alert MUST NOT be resumed". */
+  forgetSession(): void {
+    if (this.cachedSessionId) this.ctx.options.sessionCache12.delete(this.cachedSessionId);
   }
 
   /** RFC 5077 §3.3: NewSessionTicket, in the clear before our ChangeCipherSpec, when promised in ServerHello. */

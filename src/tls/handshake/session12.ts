@@ -96,6 +96,12 @@ export class SessionCache12 {
     }
   }
 
+  /** RFC 5246 §7.2: the session of a connection that ended with a fatal alert is not resumed again. */
+  delete(sessionId: Uint8Array): void {
+    if (sessionId.length === 0) return;
+    this.sessions.delete(Buffer.from(sessionId).toString('hex'));
+  }
+
   /** The live session for this id; an expired one is dropped. */
   get(sessionId: Uint8Array, now: number): Session12 | undefined {
     if (sessionId.length === 0) return undefined;
