@@ -6,7 +6,7 @@ import type { AwaitSecondClientHello, Established13, ExpectClientCertificateVeri
 import { TicketKeyRing } from './handshake/ticket-keys.js';
 import { encodeKeyUpdate } from './messages/server-messages.js';
 import type { ResolvedOptions } from './options.js';
-import { RecordLayer, type ReceivePolicy } from './record/record-layer.js';
+import { MAX_BUFFERED_BEFORE_ANSWER, RecordLayer, type ReceivePolicy } from './record/record-layer.js';
 import { HandshakeType } from './wire/codepoints.js';
 
 /**
@@ -200,6 +200,10 @@ export class TlsServerConnection {
   receive(data: Buffer): void {
     if (this.phase.kind === 'closed' || this.peerClosed) return;
     this.records.push(data);
+    if (this.phase.kind === 'negotiating' && this.records.buffered > MAX_BUFFERED_BEFORE_ANSWER) {
+      // Nothing is read while the signature is made; what piles up meanwhile is bounded.
+      return this.fail(new TlsAlert('unexpected_message', `more than ${MAX_BUFFERED_BEFORE_ANSWER} bytes sent before our answer to the ClientHello`));
+    }
     this.pump();
   }
 

@@ -1,5 +1,6 @@
 /**
- * Limits on what a peer can make the engine do after the handshake: a KeyUpdate flood is
+ * Limits on what a peer can make the engine do: what it sends while our answer to its
+ * ClientHello waits for the signature is bounded; after the handshake a KeyUpdate flood is
  * cut off at the configured count per window with unexpected_message, and a peer that
  * never reads stops being read once our output passes the socket's high-water mark
  * (asserted on buffered bytes, not on time).
@@ -13,6 +14,10 @@ import { TlsServerConnection } from '../../src/tls/connection.js';
 import { TlsSocket } from '../../src/tls/socket.js';
 import { MiniTlsClient } from '../helpers/mini-tls-client.js';
 import { ed25519Identity, handshakeThroughPeer, makeOptions, settle, until } from './connection-harness.js';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { LocalSigner, type Identity } from '../../src/tls/signer.js';
+import { MAX_BUFFERED_BEFORE_ANSWER } from '../../src/tls/record/record-layer.js';
+import { Tls12TestClient } from '../helpers/tls12-client.js';
 
 const identity = ed25519Identity();
 
@@ -134,4 +139,70 @@ test('a peer that sends KeyUpdate(update_requested) and never reads stops being 
   assert.equal(client.events.keyUpdates, sent);
   assert.deepEqual(client.events.alerts, []);
   tls.destroy();
+});
+
+/** An ECDSA P-256 identity whose signatures wait until `open()` (a keyd that is slow to answer). */
+function gatedIdentity(): { identity: Identity; open: () => void } {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const local = new LocalSigner(privateKey);
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const signer = { schemes: local.schemes, tls12Schemes: local.tls12Schemes, sign: async (r: Parameters<LocalSigner['sign']>[0]) => (await gate, local.sign(r)) };
+  return { identity: { certificateChain: [randomBytes(300)], signer }, open };
+}
+
+/** `count` full plaintext application data records of 16 KiB. */
+function bigRecords(count: number): Buffer {
+  const record = Buffer.alloc(5 + 2 ** 14, 0x61);
+  record.set([23, 3, 3, 0x40, 0x00]);
+  return Buffer.concat(Array.from({ length: count }, () => record));
+}
+
+test('bytes sent while the signature is made are bounded: past the bound unexpected_message at once (TLS 1.2 and 1.3)', async () => {
+  const records = Math.ceil(MAX_BUFFERED_BEFORE_ANSWER / (5 + 2 ** 14)) + 1;
+  for (const version of ['TLS 1.2', 'TLS 1.3'] as const) {
+    const { identity: slow, open } = gatedIdentity();
+    const c = new Tls12TestClient(makeOptions(slow));
+    if (version === 'TLS 1.2') c.hello();
+    else c.conn.receive(new MiniTlsClient().clientHello());
+    await settle();
+    c.conn.receive(bigRecords(records));
+    c.receive();
+    assert.deepEqual(c.alerts, [{ level: 2, description: AlertDescription.unexpected_message }], `${version}: cut off before the signature`);
+    assert.equal(c.conn.closed, true);
+    open();
+    await settle();
+    c.receive();
+    assert.equal(c.alerts.length, 1, `${version}: nothing sent once the signature arrives`);
+    assert.equal(c.errors.length, 1);
+  }
+});
+
+test('positive control: under the bound nothing is cut off while signing; the records are then read by the usual rules, and a client that waits completes', async () => {
+  const { identity: slow, open } = gatedIdentity();
+  const c = new Tls12TestClient(makeOptions(slow));
+  c.hello();
+  await settle();
+  c.conn.receive(bigRecords(Math.floor(MAX_BUFFERED_BEFORE_ANSWER / (5 + 2 ** 14)) - 1));
+  assert.deepEqual(c.errors, [], 'nothing refused while signing');
+  open();
+  await settle();
+  c.receive();
+  // Our flight went out, then the first record was read: application data before the handshake.
+  assert.ok(c.serverKeyExchange, 'the flight was sent');
+  assert.deepEqual(c.alerts, [{ level: 2, description: AlertDescription.unexpected_message }]);
+
+  const waiting = gatedIdentity();
+  const w = new Tls12TestClient(makeOptions(waiting.identity));
+  w.hello();
+  await settle();
+  waiting.open();
+  await settle();
+  w.receive();
+  w.keyExchange();
+  w.changeCipherSpec();
+  w.finished();
+  w.receive();
+  assert.equal(w.completed, true);
+  assert.deepEqual(w.errors, []);
 });

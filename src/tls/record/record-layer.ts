@@ -4,11 +4,19 @@ import type { SuiteInfo } from '../crypto/suites.js';
 import { nextTrafficSecret } from '../handshake/key-schedule.js';
 import { ContentType } from '../wire/codepoints.js';
 import { Deframer, type RawRecord } from './deframer.js';
-import { MAX_PLAINTEXT, RecordProtection } from './protection.js';
+import { MAX_CIPHERTEXT, MAX_PLAINTEXT, RecordProtection } from './protection.js';
 import type { RecordProtection12 } from './protection12.js';
 
 /** §4.2.10: how much rejected 0-RTT data we skip before giving up. */
 const MAX_SKIPPED_EARLY_DATA = 2 ** 16;
+
+/**
+ * What a client may send before our answer to its ClientHello, while that answer waits for
+ * the identity and the signature: at most the 0-RTT data we skip (§4.2.10) with a header
+ * per record, and one record in progress. A TLS 1.2 client has nothing to send then (its
+ * next flight answers our ServerKeyExchange), a TLS 1.3 client a change_cipher_spec at most.
+ */
+export const MAX_BUFFERED_BEFORE_ANSWER = 2 * MAX_SKIPPED_EARLY_DATA + 5 + MAX_CIPHERTEXT;
 
 /**
  * Application data records from this size on are sealed in pieces (no copy into a record
@@ -86,6 +94,11 @@ export class RecordLayer {
   /** Bytes from the network. */
   push(data: Buffer): void {
     this.deframer.push(data);
+  }
+
+  /** Bytes received and not handled yet: records, and the start of a handshake message. */
+  get buffered(): number {
+    return this.deframer.pending + this.handshakeBuffer.length;
   }
 
   /**
