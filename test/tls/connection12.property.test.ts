@@ -1,13 +1,15 @@
 /**
  * Property tests of the TLS 1.2 server path (src/tls/handshake/server12.ts, the TLS 1.2
- * record rules of src/tls/record/): at each point of a real handshake driven by the
- * scripted TLS 1.2 client (after our flight, after the client's ClientKeyExchange and
- * ChangeCipherSpec, once established), arbitrary or mutated input only ever ends in one
+ * record rules of src/tls/record/, the client-certificate path): at each point of a real
+ * handshake driven by the scripted TLS 1.2 client (pipelined while we sign, after our
+ * flight, before the client's Certificate or CertificateVerify, after its
+ * ClientKeyExchange and ChangeCipherSpec, once established), arbitrary or mutated input only ever ends in one
  * TlsAlert of a type RFC 5246 §7.2.2 names for a peer's error: never a throw out of
  * receive(), never an internal_error, never two errors, and the fatal alert on the wire
  * is the one reported.
  */
-import { test } from 'node:test';
+import 'reflect-metadata';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createECDH, generateKeyPairSync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
@@ -15,12 +17,24 @@ import { AlertDescription as A, TlsAlert, TlsPeerAlert } from '../../src/tls/ale
 import { LocalSigner, type Identity } from '../../src/tls/signer.js';
 import { NamedGroup } from '../../src/tls/wire/codepoints.js';
 import { montgomeryKeyPair } from '../helpers/montgomery-keys.js';
+import { loadClientAuth } from '../../src/tls/client-auth/chain-verifier.js';
+import type { ClientAuthOptions } from '../../src/tls/options.js';
+import { issue, makeClientCa, type Issued } from '../helpers/client-pki.js';
 import { makeOptions, settle } from './connection-harness.js';
 import { Tls12TestClient } from '../helpers/tls12-client.js';
 
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const identity: Identity = { certificateChain: [randomBytes(300)], signer: new LocalSigner(privateKey) };
 const options = makeOptions(identity);
+
+let alice: Issued;
+let clientAuthOptions: ReturnType<typeof makeOptions>;
+before(async () => {
+  const ca = await makeClientCa({ commonName: 'property CA' });
+  alice = await issue(ca, { commonName: 'alice' });
+  const required: ClientAuthOptions = await loadClientAuth({ mode: 'required', caPem: ca.pem });
+  clientAuthOptions = makeOptions(identity, { clientAuth: required });
+});
 
 /** What a client's mistake may earn (RFC 5246 §7.2.2); internal_error never. */
 const PLAUSIBLE = new Set<number>([
@@ -32,13 +46,16 @@ const PLAUSIBLE = new Set<number>([
   A.decode_error,
   A.decrypt_error,
 ]);
+/** And for a client certificate (§7.4.6, RFC 5280 through the chain verifier). */
+const PLAUSIBLE_WITH_CERTIFICATE = new Set<number>([...PLAUSIBLE, A.bad_certificate, A.unsupported_certificate, A.certificate_expired, A.certificate_unknown, A.unknown_ca]);
 
-type Stage = 'afterFlight' | 'afterChangeCipherSpec' | 'established';
+type Stage = 'whileSigning' | 'afterFlight' | 'afterChangeCipherSpec' | 'established';
 
 /** A client at `stage`; its records are sealed from the ChangeCipherSpec on. */
 async function clientAt(stage: Stage): Promise<Tls12TestClient> {
   const c = new Tls12TestClient(options);
   c.hello();
+  if (stage === 'whileSigning') return c; // what follows waits in the record layer until our flight is out
   await settle();
   c.receive();
   if (stage === 'afterFlight') return c;
@@ -64,7 +81,7 @@ function send(c: Tls12TestClient, step: Step): unknown {
   }
 }
 
-async function assertOnlyOneAlert(c: Tls12TestClient, steps: readonly Step[], what: string): Promise<void> {
+async function assertOnlyOneAlert(c: Tls12TestClient, steps: readonly Step[], what: string, plausible = PLAUSIBLE): Promise<void> {
   const thrown = steps.map((s) => send(c, s)).filter((e) => e !== undefined);
   await settle();
   assert.deepEqual(thrown, [], `${what}: receive() threw`);
@@ -75,7 +92,7 @@ async function assertOnlyOneAlert(c: Tls12TestClient, steps: readonly Step[], wh
   if (err instanceof TlsPeerAlert) return; // the client's own fatal alert, not answered
   assert.ok(err instanceof TlsAlert, `${what}: a ${(err as Error).name} reached onError`);
   assert.equal((err as Error & { cause?: unknown }).cause, undefined, `${what}: internal error: ${err.message}`);
-  assert.ok(PLAUSIBLE.has(err.alert), `${what}: alert ${err.alertName} (${err.message})`);
+  assert.ok(plausible.has(err.alert), `${what}: alert ${err.alertName} (${err.message})`);
   const fatal = c.alerts.filter((a) => a.level === 2);
   assert.deepEqual(fatal, [{ level: 2, description: err.alert }], `${what}: the fatal alert sent`);
   assert.equal(c.conn.closed, true, `${what}: closed after the alert`);
@@ -116,6 +133,13 @@ function edited(message: Buffer, edits: readonly { at: number; value: number }[]
   for (const e of edits) b[e.at % b.length] = e.value;
   return b;
 }
+
+test('TLS 1.2 pipelined after the ClientHello, while we sign: arbitrary records and messages only ever end in one plausible alert', async () => {
+  await fc.assert(
+    fc.asyncProperty(stepsArb, async (steps) => assertOnlyOneAlert(await clientAt('whileSigning'), steps, 'while signing')),
+    { numRuns: 80 },
+  );
+});
 
 test('TLS 1.2 after our flight: arbitrary records and messages only ever end in one plausible alert', async () => {
   await fc.assert(
@@ -164,3 +188,51 @@ test('TLS 1.2 established: arbitrary records, sealed or not, only ever end in on
     { numRuns: 120 },
   );
 });
+
+/** A client whose flight answers a CertificateRequest: before its Certificate, or after Certificate + ClientKeyExchange. */
+async function clientAuthClientAt(stage: 'expectCertificate' | 'expectCertificateVerify'): Promise<Tls12TestClient> {
+  const c = new Tls12TestClient(clientAuthOptions, () => Date.now());
+  c.hello();
+  await settle();
+  assert.ok(c.receive().some((m) => m.type === 13), 'a CertificateRequest');
+  if (stage === 'expectCertificate') return c;
+  c.certificate([alice.der]);
+  c.keyExchange();
+  return c;
+}
+
+test('TLS 1.2 client certificates, before the Certificate: arbitrary messages and a mutated chain end in one plausible alert', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(stepsArb, editsArb.map((edits) => ({ edits }))), async (input) => {
+      const c = await clientAuthClientAt('expectCertificate');
+      if (Array.isArray(input)) return assertOnlyOneAlert(c, input, 'before Certificate', PLAUSIBLE_WITH_CERTIFICATE);
+      const der = Buffer.from(alice.der);
+      const message = Buffer.concat([Buffer.of(11), u24(der.length + 6), u24(der.length + 3), u24(der.length), der]);
+      await assertOnlyOneAlert(c, [{ type: 22, body: edited(message, input.edits) }], 'mutated Certificate', PLAUSIBLE_WITH_CERTIFICATE);
+    }),
+    { numRuns: 60 },
+  );
+});
+
+test('TLS 1.2 client certificates, before the CertificateVerify: arbitrary messages and a mutated CertificateVerify end in one plausible alert', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(stepsArb, editsArb.map((edits) => ({ edits }))), async (input) => {
+      const c = await clientAuthClientAt('expectCertificateVerify');
+      if (Array.isArray(input)) return assertOnlyOneAlert(c, input, 'before CertificateVerify', PLAUSIBLE_WITH_CERTIFICATE);
+      // The scheme and the signature's bytes altered through the message (header included).
+      let verify: Buffer | undefined;
+      const send = c.sendHandshake.bind(c);
+      c.sendHandshake = (m: Buffer) => void (verify = m);
+      c.certificateVerify(alice.key, 0x0403);
+      c.sendHandshake = send;
+      await assertOnlyOneAlert(c, [{ type: 22, body: edited(verify!, input.edits) }], 'mutated CertificateVerify', PLAUSIBLE_WITH_CERTIFICATE);
+    }),
+    { numRuns: 60 },
+  );
+});
+
+function u24(n: number): Buffer {
+  const b = Buffer.alloc(3);
+  b.writeUIntBE(n, 0, 3);
+  return b;
+}
