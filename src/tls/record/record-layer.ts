@@ -232,7 +232,9 @@ export class RecordLayer {
   }
 
   private skipEarlyData(length: number): undefined {
-    this.skippedEarlyData += length;
+    // An empty record counts as one byte: otherwise a client could send empty records
+    // until the handshake deadline, each costing us a record's work and nothing towards the limit.
+    this.skippedEarlyData += length || 1;
     if (this.skippedEarlyData > MAX_SKIPPED_EARLY_DATA) {
       throw new TlsAlert('unexpected_message', 'too much rejected early data');
     }

@@ -1,0 +1,54 @@
+/**
+ * RFC 8446 §4.2.10: a server that does not accept 0-RTT skips the client's early data
+ * (records that do not authenticate under the client's handshake key) up to a limit, and
+ * ends the connection with unexpected_message past it. The limit is 64 KiB of record bodies;
+ * an empty record counts as one byte, or a client could send empty records for as long as
+ * the handshake deadline lets it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { TlsServerConnection } from '../../src/tls/connection.js';
+import { encodeClientHello, extensions as E, handshakeRecords, typicalExtensions } from './client-hello-builder.js';
+import { ed25519Identity, makeOptions, settle } from './connection-harness.js';
+
+const options = makeOptions(ed25519Identity());
+const SKIP_LIMIT = 2 ** 16;
+
+/** application_data records (what 0-RTT data looks like on the wire) with bodies of these sizes. */
+function earlyDataRecords(sizes: number[]): Buffer {
+  return Buffer.concat(sizes.map((n) => Buffer.concat([Buffer.from([23, 3, 3, n >> 8, n & 0xff]), randomBytes(n)])));
+}
+
+/** A ClientHello offering early_data; once our flight is out, `early` arrives. Returns the alert codes reported. */
+async function offerEarlyData(early: Buffer): Promise<{ flightSent: boolean; errors: string[] }> {
+  const conn = new TlsServerConnection(options);
+  const errors: string[] = [];
+  let sent = 0;
+  conn.onSend = () => void sent++;
+  conn.onSendParts = () => void sent++;
+  conn.onError = (err) => errors.push((err as Error & { code: string }).code);
+  conn.receive(handshakeRecords(encodeClientHello({ extensions: [...typicalExtensions(), E.earlyData()] })));
+  await settle();
+  const flightSent = sent > 0 && errors.length === 0;
+  conn.receive(early);
+  await settle();
+  return { flightSent, errors };
+}
+
+test('rejected 0-RTT data is skipped up to 64 KiB; one byte more → unexpected_message', async () => {
+  const atLimit = await offerEarlyData(earlyDataRecords(Array(16).fill(SKIP_LIMIT / 16)));
+  assert.equal(atLimit.flightSent, true);
+  assert.deepEqual(atLimit.errors, [], '64 KiB of early data is skipped');
+  const over = await offerEarlyData(earlyDataRecords([...Array(16).fill(SKIP_LIMIT / 16), 1]));
+  assert.deepEqual(over.errors, ['TLS_ALERT_UNEXPECTED_MESSAGE']);
+});
+
+test('empty rejected 0-RTT records count too: a flood of them → unexpected_message; a few are skipped', async () => {
+  const flood = await offerEarlyData(earlyDataRecords(Array(SKIP_LIMIT + 1).fill(0)));
+  assert.equal(flood.flightSent, true);
+  assert.deepEqual(flood.errors, ['TLS_ALERT_UNEXPECTED_MESSAGE'], 'an empty record is not free');
+  // Positive control: a handful of empty records is skipped like any early data.
+  const few = await offerEarlyData(earlyDataRecords(Array(100).fill(0)));
+  assert.deepEqual(few.errors, []);
+});
