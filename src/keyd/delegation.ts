@@ -135,8 +135,11 @@ export async function issueDelegatedCredential(entry: KeyEntry, request: Delegat
     throw new KeydError('KEYD_DC_LIFETIME', `lifetime ${lifetime} s is beyond this keyd's policy of ${limit} s (limits.delegatedCredentialMaxSeconds)`);
   }
   if (now < facts.notBefore) throw new KeydError('KEYD_DC_LIFETIME', `key ${entry.id}'s certificate is not valid yet`);
-  // valid_time counts from the leaf's notBefore (§4), in whole seconds.
-  const validTime = Math.ceil((now + lifetime * 1000 - facts.notBefore) / 1000);
+  // valid_time counts from the leaf's notBefore (§4), in whole seconds, rounded down: §4.1.3
+  // refuses a credential that expires more than 7 days from the verifier's now, and §4 says
+  // never to issue one beyond that, so the expiry never passes now + lifetime (rounding up
+  // made a 7-day credential expire up to 999 ms past 7 days, beyond the policy too).
+  const validTime = Math.floor((now + lifetime * 1000 - facts.notBefore) / 1000);
   const notAfter = facts.notBefore + validTime * 1000;
   if (notAfter > facts.notAfter) {
     throw new KeydError('KEYD_DC_LIFETIME', `a credential of ${lifetime} s would outlive key ${entry.id}'s certificate (notAfter ${new Date(facts.notAfter).toISOString()})`);

@@ -26,7 +26,7 @@ export class StandInKeyd extends EventEmitter {
       const pki = this.pkis.get(request.keyRef)!;
       const leaf = Buffer.from(pki.leafCertDer);
       const notBefore = Date.parse(new X509Certificate(leaf).validFrom);
-      const validTime = Math.ceil((this.now() + request.lifetimeSeconds * 1000 - notBefore) / 1000);
+      const validTime = Math.floor((this.now() + request.lifetimeSeconds * 1000 - notBefore) / 1000); // as keyd: never past now + lifetime
       const spki = Buffer.from(request.subjectPublicKeyInfo);
       const cred = Buffer.alloc(9 + spki.length);
       cred.writeUInt32BE(validTime, 0);

@@ -13,6 +13,9 @@ import { after, before, test } from 'node:test';
 import { AuditLog, type AuditEntry } from '../../src/keyd/audit.js';
 import { KeydClient, type KeydError } from '../../src/keyd/client.js';
 import type { RunningKeyd } from '../../src/keyd/daemon.js';
+import { issueDelegatedCredential } from '../../src/keyd/delegation.js';
+import type { KeyEntry } from '../../src/keyd/keyring.js';
+import { signWithScheme } from '../../src/tls/signer.js';
 import { validateDelegatedCredential } from '../helpers/dc-verifier.js';
 import { makeTestPki, type TestPki, type TestPkiOptions } from '../helpers/pki.js';
 import { LOCAL, scratch, startTestKeyd } from './fixtures.js';
@@ -95,7 +98,7 @@ test('issues a credential an independent RFC 9345 verifier accepts (ECDSA and RS
     const { dc, expiry } = validateDelegatedCredential(Buffer.from(reply.delegatedCredential), Buffer.from(reply.certificate), Date.now(), ECDSA_P256);
     assert.deepEqual(dc.spki, spki);
     assert.equal(dc.algorithm, algorithm);
-    assert.ok(expiry >= before + 3600_000 && expiry <= Date.now() + 3600_000 + 1000, `expiry ${new Date(expiry).toISOString()} is an hour from now`);
+    assert.ok(expiry > before + 3600_000 - 1000 && expiry <= Date.now() + 3600_000, `expiry ${new Date(expiry).toISOString()} is an hour from now, never later`);
   }
   // The edge's principal may delegate for its granted name.
   await issue('dc.test', { client: edgeA });
@@ -119,6 +122,33 @@ test('refuses a lifetime of 0, beyond 7 days, beyond the operator policy, or out
   assert.equal(await refusal(issue('dc.test', { lifetime: POLICY_SECONDS })), 'issued', 'control: the policy maximum itself');
   assert.match(await refusal(issue('short.test', { lifetime: 3600 })), /^KEYD_DC_LIFETIME: .*outlive/);
   assert.equal(await refusal(issue('short.test', { lifetime: 600 })), 'issued', 'control: within the certificate');
+});
+
+test('a 7-day credential never expires more than 7 days from the moment keyd issued it (RFC 9345 §4, §4.1.3)', async () => {
+  // issueDelegatedCredential itself, with keyd's clock injected: 1 ms past a whole second
+  // since the leaf's notBefore, where rounding valid_time up would add 999 ms.
+  const pki = pkis['dc.test']!;
+  const notBefore = new x509.X509Certificate(pki.leafCertDer).notBefore.getTime();
+  const entry = {
+    id: 'dc-unit',
+    chain: pki.chainDer,
+    schemes: [ECDSA_P256],
+    key: { signNow: (scheme: number, content: Uint8Array) => signWithScheme(pki.leafKey, scheme, content) },
+  } as unknown as KeyEntry;
+  const week = 7 * 86400;
+  for (const offsetMs of [1, 500, 999, 1000]) {
+    const now = notBefore + 60_000 + offsetMs;
+    const issued = await issueDelegatedCredential(
+      entry,
+      { keyRef: 'dc-unit', serverName: 'dc.test', dcCertVerifyAlgorithm: ECDSA_P256, lifetimeSeconds: week, subjectPublicKeyInfo: p256Spki() },
+      week,
+      now,
+    );
+    const { expiry } = validateDelegatedCredential(issued.delegatedCredential, Buffer.from(pki.leafCertDer), now, ECDSA_P256);
+    assert.ok(expiry <= now + week * 1000, `offset ${offsetMs} ms: expires ${expiry - now - week * 1000} ms past 7 days`);
+    assert.ok(expiry > now + week * 1000 - 1000, 'control: at most a second short of the lifetime asked');
+    assert.equal(issued.notAfter.getTime(), expiry);
+  }
 });
 
 test('refuses RSA-PKCS1 and rsa_pss_rsae schemes, and an SPKI that does not parse, is not canonical or is not the scheme\'s key', async () => {
