@@ -192,7 +192,8 @@ export class ClientChainVerifier {
         if (!anchor.der.equals(current.der)) path.push(anchor);
         return path;
       }
-      if (path.length >= this.maxPathLength) {
+      // Another intermediate makes the path at least path.length + 2 long (it still needs an anchor).
+      if (path.length + 2 > this.maxPathLength) {
         throw new TlsAlert('unknown_ca', `no path to a configured client CA within ${this.maxPathLength} certificates`);
       }
       const next = offered.find((c) => !path.includes(c) && issued(c, current));

@@ -99,6 +99,19 @@ describe('client chain verifier', () => {
     assert.equal(rootVerifier.verify([(await issue(root, { commonName: 'direct' })).der]).identity.commonName, 'direct');
   });
 
+  test('maxPathLength counts the leaf and the trust anchor: a path one certificate longer gets unknown_ca', async () => {
+    const short = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, maxPathLength: 3 });
+    const first = await issue(ca, { ca: true, commonName: 'Intermediate 1' });
+    const second = await issue(first, { ca: true, commonName: 'Intermediate 2' });
+    const underFirst = await issue(first, { commonName: 'erin' });
+    const underSecond = await issue(second, { commonName: 'frank' });
+    // leaf, Intermediate 1, Client CA: 3 certificates.
+    assert.equal(short.verify([underFirst.der, first.der]).identity.commonName, 'erin');
+    // leaf, Intermediate 2, Intermediate 1, Client CA: 4.
+    refused(short, [underSecond, second, first], 'unknown_ca', /within 3 certificates/);
+    assert.equal(verifier.verify([underSecond.der, second.der, first.der]).identity.commonName, 'frank', 'control: the default (6) allows it');
+  });
+
   test('an expired intermediate gets certificate_expired', async () => {
     const old = await issue(ca, { ca: true, commonName: 'Old intermediate', notBefore: new Date(Date.now() - 10 * HOUR), notAfter: new Date(Date.now() - HOUR) });
     refused(verifier, [await issue(old), old], 'certificate_expired');
