@@ -29,7 +29,7 @@ export interface ClientAuthOptions {
   readonly verifyChain?: (chain: readonly Uint8Array[]) => VerifiedClientCertificate;
   /** DER DistinguishedNames for certificate_authorities in the CertificateRequest (§4.2.4); none = not sent. */
   readonly certificateAuthorities?: readonly Uint8Array[];
-  /** signature_algorithms of the CertificateRequest; default CLIENT_SIGNATURE_SCHEMES. */
+  /** signature_algorithms of the TLS 1.3 CertificateRequest; default CLIENT_SIGNATURE_SCHEMES. PKCS#1 v1.5 or ecdsa_sha224 listed here never verify a CertificateVerify (illegal_parameter, RFC 8446 §4.2.3). */
   readonly signatureSchemes?: readonly number[];
   /**
    * Names the policy (mode + trust anchors + CRL) in session tickets: a ticket issued

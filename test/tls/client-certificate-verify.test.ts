@@ -77,6 +77,21 @@ test('TLS 1.3: PKCS#1, a scheme not offered, or a curve that does not fit: illeg
   assert.equal(alertOf(() => verifyClientCertificateVerify({ ...base, publicKey: keys.p256.publicKey, scheme: 0x0403, offered: [0x0804] })), 'illegal_parameter');
 });
 
+test('TLS 1.3: PKCS#1 and ecdsa_sha224 are illegal_parameter even when offered and correctly signed (§4.2.3)', () => {
+  const transcriptHash = randomBytes(32);
+  const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS 1.3, client CertificateVerify', 'latin1'), Buffer.of(0), transcriptHash]);
+  const offered = [...CLIENT_SIGNATURE_SCHEMES, 0x0401, 0x0303];
+  const sha224 = sign('sha224', content, keys.p256.privateKey);
+  const pkcs1 = sign('sha256', content, { key: keys.rsa.privateKey, padding: constants.RSA_PKCS1_PADDING });
+  assert.equal(alertOf(() => verifyClientCertificateVerify({ publicKey: keys.p256.publicKey, scheme: 0x0303, signature: sha224, transcriptHash, offered })), 'illegal_parameter');
+  assert.equal(alertOf(() => verifyClientCertificateVerify({ publicKey: keys.rsa.publicKey, scheme: 0x0401, signature: pkcs1, transcriptHash, offered })), 'illegal_parameter');
+  // Control: the same keys with TLS 1.3 schemes, same list.
+  const p256 = sign('sha256', content, keys.p256.privateKey);
+  assert.equal(alertOf(() => verifyClientCertificateVerify({ publicKey: keys.p256.publicKey, scheme: 0x0403, signature: p256, transcriptHash, offered })), undefined);
+  const pss = sign('sha256', content, { key: keys.rsa.privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+  assert.equal(alertOf(() => verifyClientCertificateVerify({ publicKey: keys.rsa.publicKey, scheme: 0x0804, signature: pss, transcriptHash, offered })), undefined);
+});
+
 test('TLS 1.2: every offered scheme verifies over the handshake messages; ECDSA is not bound to a curve; flips are decrypt_error', () => {
   const messages = [randomBytes(300), randomBytes(1200), randomBytes(90)];
   const content = Buffer.concat(messages);

@@ -45,6 +45,11 @@ export function verifyClientCertificateVerify(p: {
   if (!p.offered.includes(p.scheme) || !info) {
     throw new TlsAlert('illegal_parameter', `client CertificateVerify uses scheme 0x${p.scheme.toString(16)}, which the CertificateRequest did not offer`);
   }
+  // §4.2.3: RSASSA-PKCS1-v1_5 (and TLS 1.2's ecdsa_sha224) never sign a TLS 1.3 handshake
+  // message, even when a configured signature_algorithms lists them (for certificates).
+  if (!info.tls13) {
+    throw new TlsAlert('illegal_parameter', `client CertificateVerify uses ${info.name}, which is not a TLS 1.3 CertificateVerify scheme (RFC 8446 §4.2.3)`);
+  }
   const keyType = keyTypeOf(p.publicKey);
   if (keyType !== info.keyType) {
     throw new TlsAlert(
