@@ -2,6 +2,7 @@ import type * as X509 from '@peculiar/x509';
 import { createHash, webcrypto, X509Certificate } from 'node:crypto';
 import { TlsAlert } from '../alert.js';
 import type { ClientAuthOptions, VerifiedClientCertificate } from '../options.js';
+import { CLIENT_SIGNATURE_SCHEMES } from '../handshake/client-certificate-verify.js';
 import type { ClientIdentity } from '../handshake/context.js';
 
 /**
@@ -270,13 +271,28 @@ function identityOf(leaf: Parsed): ClientIdentity {
   };
 }
 
+/**
+ * The most bytes the CAs' names may take in certificate_authorities (2-byte length + DER each):
+ * the TLS 1.3 CertificateRequest's extensions<2..2^16-1> (RFC 8446 §4.3.2) also hold
+ * signature_algorithms (4 + 2 + 2 per scheme) and this extension's own headers (4 + 2).
+ */
+export const MAX_CA_NAMES_BYTES = 0xffff - (4 + 2 + 2 * CLIENT_SIGNATURE_SCHEMES.length) - (4 + 2);
+
 /** The engine's ClientAuthOptions for a CA bundle (and CRL): what `serve` and each edge route use. */
 export async function loadClientAuth(options: ClientAuthPolicyOptions): Promise<ClientAuthOptions & { readonly verifier: ClientChainVerifier }> {
   const verifier = await ClientChainVerifier.load(options);
+  const certificateAuthorities = options.advertiseCaNames === false ? undefined : verifier.caNames();
+  const namesBytes = certificateAuthorities?.reduce((n, name) => n + 2 + name.length, 0) ?? 0;
+  if (namesBytes > MAX_CA_NAMES_BYTES) {
+    // Otherwise every CertificateRequest would fail to encode: internal_error for every client.
+    throw new ClientAuthConfigError(
+      `the client CAs' names take ${namesBytes} bytes, more than certificate_authorities can carry (${MAX_CA_NAMES_BYTES}, RFC 8446 §4.2.4): fewer CAs, or advertiseCaNames false`,
+    );
+  }
   return {
     mode: options.mode,
     verifyChain: (chain) => verifier.verify(chain),
-    certificateAuthorities: options.advertiseCaNames === false ? undefined : verifier.caNames(),
+    certificateAuthorities,
     policyId: `${options.mode}:${verifier.fingerprint()}`,
     verifier,
   };

@@ -10,6 +10,8 @@ import { X509Certificate as X509 } from 'node:crypto';
 import { before, describe, test } from 'node:test';
 import { TlsAlert } from '../../../src/tls/alert.js';
 import { ClientAuthConfigError, ClientChainVerifier, loadClientAuth } from '../../../src/tls/client-auth/chain-verifier.js';
+import { CLIENT_SIGNATURE_SCHEMES } from '../../../src/tls/handshake/client-certificate-verify.js';
+import { encodeCertificateRequest13 } from '../../../src/tls/messages/client-authentication.js';
 import { issue, makeClientCa, makeCrl, type Issued } from '../../helpers/client-pki.js';
 
 const HOUR = 3_600_000;
@@ -140,6 +142,23 @@ describe('client chain verifier', () => {
 
   test('garbage instead of a certificate gets bad_certificate', () => {
     assert.throws(() => verifier.verify([Buffer.from('not a certificate')]), (e: unknown) => e instanceof TlsAlert && e.alertName === 'bad_certificate');
+  });
+
+  test('loadClientAuth: CA names that do not fit certificate_authorities are a configuration error unless not advertised', async () => {
+    // Three CAs with 30 000-byte names: 90 000 bytes, beyond the CertificateRequest's 2^16-1.
+    const big = await Promise.all([0, 1, 2].map((i) => makeClientCa({ commonName: `${'x'.repeat(30_000)}${i}` })));
+    const bundle = big.map((c) => c.pem).join('');
+    await assert.rejects(loadClientAuth({ mode: 'required', caPem: bundle }), (err: unknown) => {
+      assert.ok(err instanceof ClientAuthConfigError, String(err));
+      assert.match(err.message, /certificate_authorities.*advertiseCaNames false/);
+      return true;
+    });
+    const hidden = await loadClientAuth({ mode: 'required', caPem: bundle, advertiseCaNames: false });
+    const client = await issue(big[1]!, { commonName: 'grace' });
+    assert.equal(hidden.verifyChain!([client.der]).identity.commonName, 'grace', 'control: the same CAs without advertising their names');
+    // Control: names that fit are encoded into a CertificateRequest.
+    const fits = await loadClientAuth({ mode: 'required', caPem: big[0]!.pem });
+    assert.ok(encodeCertificateRequest13({ signatureSchemes: CLIENT_SIGNATURE_SCHEMES, certificateAuthorities: fits.certificateAuthorities }).length > 30_000);
   });
 
   test('loadClientAuth: CA names for certificate_authorities, and a policy id that changes with the CAs', async () => {
