@@ -7,6 +7,7 @@ import { patternCovers } from '../keyd/names.js';
 import {
   DELEGATION_USAGE_OID,
   LocalSigner,
+  MAX_DELEGATED_CREDENTIAL_SECONDS,
   SCHEMES,
   SignatureScheme,
   decodeDelegatedCredential,
@@ -319,6 +320,17 @@ export class DelegatedCredentials {
         : cryptoVerify(info.hash, content, verifyKey, dc.signature));
     if (!ok) throw new Error('the credential keyd issued does not verify under the certificate\'s key');
     const notAfter = leafFacts(leaf).notBefore + dc.credential.validTime * 1000;
+    // keyd counts the lifetime on its clock, clients check it on theirs (§4.1.3): an answer
+    // that is unusable on ours (keyd's clock far behind or ahead) would be asked again at
+    // every handshake, or refused by every client with illegal_parameter. Refused here, it
+    // is logged and retried after retryMs.
+    const now = this.now();
+    if (notAfter - this.marginMs <= now) {
+      throw new Error(`keyd issued a credential expiring at ${new Date(notAfter).toISOString()}, already past (less the expiry margin) on this edge's clock: keyd's clock is behind`);
+    }
+    if (notAfter > now + MAX_DELEGATED_CREDENTIAL_SECONDS * 1000) {
+      throw new Error(`keyd issued a credential expiring at ${new Date(notAfter).toISOString()}, more than 7 days from now on this edge's clock (RFC 9345 §4.1.3: clients refuse it): keyd's clock is ahead`);
+    }
     const lifetime = Math.max(0, notAfter - requestedAt);
     return {
       offer: { credential: reply.delegatedCredential, signer: new LocalSigner(privateKey), notAfter: notAfter - this.marginMs },

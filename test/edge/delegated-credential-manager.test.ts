@@ -193,3 +193,51 @@ test('an identity no handshake used since its credential was issued is not renew
   assert.equal(s.keyd.requests.length, 1);
   s.credentials.close();
 });
+
+test('keyd\'s clock far behind or ahead of the edge\'s: an answer unusable on the edge\'s clock is refused and retried after retryMs, not every handshake', async () => {
+  let clock = Date.now();
+  let keydBehindMs = 2 * LIFETIME_S * 1000;
+  const keyd = new StandInKeyd(new Map([['A', pkiA]]), () => clock - keydBehindMs);
+  const failures: string[] = [];
+  const credentials = new DelegatedCredentials(keyd, {
+    lifetimeSeconds: LIFETIME_S,
+    expiryMarginSeconds: MARGIN_S,
+    checkIntervalMs: 0,
+    retryMs: 10_000,
+    now: () => clock,
+    random: () => 0,
+    onIssue: (outcome, _keyRef, err) => outcome === 'failed' && failures.push(err!.message),
+  });
+  const idA = identityOf('A', pkiA, ['a.test']);
+  for (let i = 0; i < 5; i++) {
+    assert.equal(credentials.offerFor('a.test', idA), undefined, 'nothing served: what keyd issued is expired on the edge\'s clock');
+    await settle();
+  }
+  assert.equal(keyd.requests.length, 1, 'one issuance, then the retry delay: not one per handshake');
+  assert.equal(failures.length, 1);
+  assert.match(failures[0]!, /already past .* keyd's clock is behind/);
+  // Control: keyd's clock corrected; after the retry delay the next handshake obtains a usable credential.
+  keydBehindMs = 0;
+  clock += 10_000 * 1.5;
+  credentials.offerFor('a.test', idA);
+  await credentials.whenHeld('A');
+  assert.ok(credentials.offerFor('a.test', idA));
+  assert.equal(keyd.requests.length, 2);
+  credentials.close();
+
+  // keyd 7 days ahead: the credential would expire more than 7 days from the edge's (and its
+  // clients') now, and every client offering delegated credentials would abort (§4.1.3).
+  const ahead = new StandInKeyd(new Map([['A', pkiA]]), () => clock + 7 * 86400_000);
+  const aheadFailures: string[] = [];
+  const aheadCredentials = new DelegatedCredentials(ahead, {
+    lifetimeSeconds: LIFETIME_S,
+    checkIntervalMs: 0,
+    now: () => clock,
+    onIssue: (outcome, _keyRef, err) => outcome === 'failed' && aheadFailures.push(err!.message),
+  });
+  aheadCredentials.offerFor('a.test', idA);
+  await settle();
+  assert.equal(aheadCredentials.offerFor('a.test', idA), undefined);
+  assert.match(aheadFailures[0] ?? '', /more than 7 days.*ahead/);
+  aheadCredentials.close();
+});
