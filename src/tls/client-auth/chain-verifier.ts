@@ -1,5 +1,5 @@
 import type * as X509 from '@peculiar/x509';
-import { createHash, webcrypto, X509Certificate } from 'node:crypto';
+import { createHash, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 import { TlsAlert } from '../alert.js';
 import type { ClientAuthOptions, VerifiedClientCertificate } from '../options.js';
 import { CLIENT_SIGNATURE_SCHEMES } from '../handshake/client-certificate-verify.js';
@@ -29,8 +29,9 @@ async function peculiar(): Promise<typeof X509> {
  *   unparsable certificate                               bad_certificate
  *   no path from the leaf to a configured CA             unknown_ca
  *   a certificate of the path outside its validity       certificate_expired
- *   leaf keyUsage without digitalSignature, or an
- *     extendedKeyUsage without clientAuth                unsupported_certificate
+ *   leaf keyUsage without digitalSignature, an
+ *     extendedKeyUsage without clientAuth, or a key
+ *     node:crypto cannot load                            unsupported_certificate
  *   an issuer that is not a CA (basicConstraints), its
  *     keyUsage without keyCertSign, or a path longer
  *     than an issuer's pathLenConstraint                 bad_certificate
@@ -180,7 +181,7 @@ export class ClientChainVerifier {
     // path: leaf, intermediates…, anchor. An issuer at index i has i - 1 intermediates below it.
     for (let i = 1; i < path.length; i++) this.checkIssuer(path[i]!, i - 1);
     for (let i = 0; i < path.length - 1; i++) this.checkRevocation(path[i]!, now);
-    return { identity: identityOf(leaf), publicKey: leaf.node.publicKey };
+    return { identity: identityOf(leaf), publicKey: publicKeyOf(leaf) };
   }
 
   /** Leaf → anchor: each step an issuer whose name, key identifier and signature fit (node:crypto). */
@@ -257,6 +258,19 @@ function issued(issuer: Parsed, cert: Parsed): boolean {
     return cert.node.checkIssued(issuer.node) && cert.node.verify(issuer.node.publicKey);
   } catch {
     return false;
+  }
+}
+
+/**
+ * The leaf's key, which its CertificateVerify must verify with. A CA may certify a key type
+ * node:crypto cannot load (its SubjectPublicKeyInfo then throws a plain Error, which the
+ * engine would send as internal_error): RFC 8446 §6.2 unsupported_certificate.
+ */
+function publicKeyOf(leaf: Parsed): KeyObject {
+  try {
+    return leaf.node.publicKey;
+  } catch (err) {
+    throw new TlsAlert('unsupported_certificate', `client certificate key is of a type this server cannot load (${(err as Error).message})`);
   }
 }
 

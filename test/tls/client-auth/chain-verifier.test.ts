@@ -140,6 +140,23 @@ describe('client chain verifier', () => {
     await assert.rejects(ClientChainVerifier.load({ mode: 'required', caPem: leaf.pem }), /not a CA/);
   });
 
+  test('a CA-signed leaf whose key node:crypto cannot load gets unsupported_certificate, not an internal error', async () => {
+    // SubjectPublicKeyInfo { AlgorithmIdentifier { 1.2.3.4 }, BIT STRING 0x0102030405 }: parses as X.509, loads as no key.
+    const spki = Buffer.from('300f300506032a03040306000102030405', 'hex');
+    const odd = await x509.X509CertificateGenerator.create({
+      serialNumber: '0badcafe',
+      subject: 'CN=odd key',
+      issuer: ca.cert.subject,
+      notBefore: new Date(Date.now() - HOUR),
+      notAfter: new Date(Date.now() + HOUR),
+      publicKey: new x509.PublicKey(new Uint8Array(spki).buffer),
+      signingKey: ca.keys.privateKey,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    });
+    refused(verifier, [{ der: new Uint8Array(odd.rawData) } as Issued], 'unsupported_certificate', /cannot load/);
+    assert.ok(verifier.verify([leaf.der]).publicKey, 'control: a P-256 leaf of the same CA');
+  });
+
   test('garbage instead of a certificate gets bad_certificate', () => {
     assert.throws(() => verifier.verify([Buffer.from('not a certificate')]), (e: unknown) => e instanceof TlsAlert && e.alertName === 'bad_certificate');
   });
