@@ -208,6 +208,8 @@ export interface ClientCertificateFlight {
   omitCertificateVerify?: boolean;
   /** certificate_request_context to echo; default the one received. */
   requestContext?: Buffer;
+  /** The end-entity CertificateEntry's extensions block, without its length (default none). */
+  leafExtensions?: Buffer;
 }
 
 type Alter = (bytes: Buffer) => Buffer;
@@ -433,7 +435,11 @@ export class Tls13Client {
    */
   certificateMessages(flight: ClientCertificateFlight): Buffer[] {
     const context = flight.requestContext ?? this.certificateRequest?.context ?? Buffer.alloc(0);
-    const entries = Buffer.concat(flight.chain.map((der) => Buffer.concat([u24(der.length), der, Buffer.alloc(2)])));
+    const extensionsOf = (i: number) => {
+      const ext = i === 0 ? flight.leafExtensions : undefined;
+      return ext ? Buffer.concat([Buffer.of(ext.length >> 8, ext.length & 0xff), ext]) : Buffer.alloc(2);
+    };
+    const entries = Buffer.concat(flight.chain.map((der, i) => Buffer.concat([u24(der.length), der, extensionsOf(i)])));
     const certificate = handshakeMessage(HS_CERTIFICATE, Buffer.concat([Buffer.of(context.length), context, u24(entries.length), entries]));
     this.transcriptMessages.push(certificate);
     if (flight.chain.length === 0 || flight.omitCertificateVerify) return [certificate];

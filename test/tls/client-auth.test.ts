@@ -20,6 +20,7 @@ const UNEXPECTED_MESSAGE = 10;
 const UNSUPPORTED_CERTIFICATE = 43;
 const CERTIFICATE_EXPIRED = 45;
 const ILLEGAL_PARAMETER = 47;
+const UNSUPPORTED_EXTENSION = 110;
 const UNKNOWN_CA = 48;
 const DECRYPT_ERROR = 51;
 const CERTIFICATE_REQUIRED = 116;
@@ -183,6 +184,24 @@ describe('client Certificate and CertificateVerify (§4.4.2, §4.4.3)', () => {
     const { alert, server } = await attempt(required, withCert(alice, { requestContext: Buffer.from('ctx') }));
     assert.equal(alert, ILLEGAL_PARAMETER);
     assertServerAlert(server, 'illegal_parameter', ILLEGAL_PARAMETER);
+  });
+
+  test('CertificateEntry extensions: a delegated_credential is unexpected_message (RFC 9345 §4.1.2), any other unsupported_extension', async () => {
+    // A delegated_credential (34) body: any bytes, the server must not read it.
+    const dc = Buffer.concat([Buffer.of(0, 34, 0, 4), Buffer.of(0, 0, 0, 1)]);
+    const withDc = await attempt(required, withCert(alice, { leafExtensions: dc }));
+    assert.equal(withDc.alert, UNEXPECTED_MESSAGE);
+    assertServerAlert(withDc.server, 'unexpected_message', UNEXPECTED_MESSAGE);
+    // status_request (5) first, then the delegated_credential: still unexpected_message.
+    const second = await attempt(required, withCert(alice, { leafExtensions: Buffer.concat([Buffer.of(0, 5, 0, 0), dc]) }));
+    assert.equal(second.alert, UNEXPECTED_MESSAGE);
+    const sct = await attempt(required, withCert(alice, { leafExtensions: Buffer.of(0, 18, 0, 0) }));
+    assert.equal(sct.alert, UNSUPPORTED_EXTENSION);
+    assertServerAlert(sct.server, 'unsupported_extension', UNSUPPORTED_EXTENSION);
+    // Control: the same certificate with an empty extensions block is accepted.
+    const plain = await attempt(required, withCert(alice, { leafExtensions: Buffer.alloc(0) }));
+    assert.equal(plain.alert, undefined, String(plain.server.error));
+    assert.equal(plain.server.conn.info.clientCertificate?.commonName, 'alice');
   });
 
   test('no CertificateRequest sent: a client Certificate is unexpected_message', async () => {

@@ -54,7 +54,9 @@ export interface ClientCertificate13 {
 /**
  * The client's Certificate (§4.4.2): request context, then CertificateEntry list. Each
  * entry's extensions must answer extensions of our CertificateRequest, which asked for none
- * (status_request, signed_certificate_timestamp), so any is unsupported_extension (§4.2).
+ * (status_request, signed_certificate_timestamp, delegated_credential), so any is refused:
+ * a delegated_credential with unexpected_message (RFC 9345 §4.1.2: the server did not
+ * indicate support), any other with unsupported_extension (§4.2).
  */
 export function decodeClientCertificate13(raw: Uint8Array): ClientCertificate13 {
   const r = new Reader(raw, 'Certificate', 4);
@@ -64,13 +66,22 @@ export function decodeClientCertificate13(raw: Uint8Array): ClientCertificate13 
   while (list.remaining > 0) {
     const cert = certData(list, chain.length);
     const extensions = list.vec(2, 0, 0xffff, 'extensions');
-    if (extensions.length > 0) {
-      throw new TlsAlert('unsupported_extension', 'client CertificateEntry carries extensions the CertificateRequest did not ask for');
-    }
+    if (extensions.length > 0) refuseEntryExtensions(extensions);
     chain.push(cert);
   }
   r.end();
   return { requestContext, chain };
+}
+
+/** Throws the alert for a CertificateEntry's non-empty extensions (decodeClientCertificate13). */
+function refuseEntryExtensions(extensions: Uint8Array): never {
+  // Only the types matter: a list that does not parse to its end is refused all the same.
+  for (let at = 0; at + 4 <= extensions.length; at += 4 + ((extensions[at + 2]! << 8) | extensions[at + 3]!)) {
+    if (((extensions[at]! << 8) | extensions[at + 1]!) === X.delegated_credential) {
+      throw new TlsAlert('unexpected_message', 'client CertificateEntry carries a delegated credential, which our CertificateRequest did not offer (RFC 9345 §4.1.2)');
+    }
+  }
+  throw new TlsAlert('unsupported_extension', 'client CertificateEntry carries extensions the CertificateRequest did not ask for');
 }
 
 /**
