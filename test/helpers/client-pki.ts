@@ -59,6 +59,8 @@ export interface IssueOptions {
   extendedKeyUsage?: string[] | null;
   notBefore?: Date;
   notAfter?: Date;
+  /** Further extensions, as given. */
+  extraExtensions?: x509.Extension[];
 }
 
 async function keyPair(keyType: ClientKeyType): Promise<webcrypto.CryptoKeyPair> {
@@ -84,7 +86,7 @@ function extensionsFor(o: IssueOptions, ca: boolean): x509.Extension[] {
   if (ku !== null) ext.push(new x509.KeyUsagesExtension(ku, true));
   const eku = o.extendedKeyUsage === undefined ? (ca ? null : [x509.ExtendedKeyUsage.clientAuth]) : o.extendedKeyUsage;
   if (eku !== null) ext.push(new x509.ExtendedKeyUsageExtension(eku, false));
-  return ext;
+  return [...ext, ...(o.extraExtensions ?? [])];
 }
 
 /** A self-signed root CA. */

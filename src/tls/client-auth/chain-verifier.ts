@@ -32,6 +32,8 @@ async function peculiar(): Promise<typeof X509> {
  *   leaf keyUsage without digitalSignature, an
  *     extendedKeyUsage without clientAuth, or a key
  *     node:crypto cannot load                            unsupported_certificate
+ *   a critical extension this policy does not process
+ *     (e.g. nameConstraints), leaf or intermediate       unsupported_certificate
  *   an issuer that is not a CA (basicConstraints), its
  *     keyUsage without keyCertSign, or a path longer
  *     than an issuer's pathLenConstraint                 bad_certificate
@@ -60,6 +62,24 @@ export class ClientAuthConfigError extends Error {
 }
 
 const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+
+/**
+ * Extensions this policy processes, or may ignore without changing the outcome (names,
+ * key identifiers, where CRLs and issuers are published, policies under an any-policy
+ * initial set). A critical extension outside this set (nameConstraints, policyConstraints,
+ * inhibitAnyPolicy, anything unknown) refuses the certificate: RFC 5280 §4.2.
+ */
+const RECOGNISED_EXTENSIONS: ReadonlySet<string> = new Set([
+  '2.5.29.14', // subjectKeyIdentifier
+  '2.5.29.15', // keyUsage
+  '2.5.29.17', // subjectAltName
+  '2.5.29.19', // basicConstraints
+  '2.5.29.31', // cRLDistributionPoints
+  '2.5.29.32', // certificatePolicies
+  '2.5.29.35', // authorityKeyIdentifier
+  '2.5.29.37', // extKeyUsage
+  '1.3.6.1.5.5.7.1.1', // authorityInfoAccess
+]);
 const OID_ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
 
 /** One certificate, parsed by both libraries once. */
@@ -177,6 +197,8 @@ export class ClientChainVerifier {
     const path = this.buildPath(leaf, chain.slice(1));
     const now = this.now();
     for (const cert of path) this.checkValidity(cert, now);
+    // The anchor is configuration, not input (RFC 5280 §6.1): its extensions are not checked.
+    for (const cert of path) if (!this.anchors.includes(cert)) checkCriticalExtensions(cert);
     this.checkLeafPurpose(leaf);
     // path: leaf, intermediates…, anchor. An issuer at index i has i - 1 intermediates below it.
     for (let i = 1; i < path.length; i++) this.checkIssuer(path[i]!, i - 1);
@@ -248,6 +270,15 @@ export class ClientChainVerifier {
       if (crl.revoked.has(normaliseSerial(cert.node.serialNumber))) {
         throw new TlsAlert('certificate_revoked', `certificate '${cert.peculiar.subject}' (serial ${cert.node.serialNumber}) is revoked`);
       }
+    }
+  }
+}
+
+/** RFC 5280 §4.2: a critical extension this policy does not process refuses the certificate. */
+function checkCriticalExtensions(cert: Parsed): void {
+  for (const extension of cert.peculiar.extensions) {
+    if (extension.critical && !RECOGNISED_EXTENSIONS.has(extension.type)) {
+      throw new TlsAlert('unsupported_certificate', `certificate '${cert.peculiar.subject}' has a critical extension ${extension.type} this server does not process (RFC 5280 §4.2)`);
     }
   }
 }

@@ -114,6 +114,22 @@ describe('client chain verifier', () => {
     assert.equal(verifier.verify([underSecond.der, second.der, first.der]).identity.commonName, 'frank', 'control: the default (6) allows it');
   });
 
+  test('a critical extension the policy does not process gets unsupported_certificate (RFC 5280 §4.2), leaf or intermediate', async () => {
+    const unknown = (critical: boolean) => new x509.Extension('1.3.6.1.4.1.55555.1', critical, Buffer.of(0x05, 0x00));
+    refused(verifier, [await issue(ca, { commonName: 'henry', extraExtensions: [unknown(true)] })], 'unsupported_certificate', /critical extension 1\.3\.6\.1\.4\.1\.55555\.1/);
+    assert.equal(verifier.verify([(await issue(ca, { commonName: 'ivy', extraExtensions: [unknown(false)] })).der]).identity.commonName, 'ivy', 'control: the same extension, non-critical');
+    // nameConstraints (critical, as RFC 5280 §4.2.1.10 requires): not enforced here, so refused rather than ignored.
+    // NameConstraints ::= SEQUENCE { permittedSubtrees [0] { GeneralSubtree { dNSName "example.com" } } }
+    const nameConstraints = new x509.Extension('2.5.29.30', true, Buffer.from('3011a00f300d820b6578616d706c652e636f6d', 'hex'));
+    const constrained = await issue(ca, { ca: true, commonName: 'Constrained', extraExtensions: [nameConstraints] });
+    refused(verifier, [await issue(constrained, { commonName: 'jack' }), constrained], 'unsupported_certificate', /2\.5\.29\.30/);
+    const unconstrained = await issue(ca, { ca: true, commonName: 'Unconstrained' });
+    assert.equal(verifier.verify([(await issue(unconstrained, { commonName: 'kate' })).der, unconstrained.der]).identity.commonName, 'kate', 'control: an intermediate without it');
+    // The recognised ones may be critical (keyUsage and basicConstraints are, in every test certificate).
+    const withSan = await issue(ca, { commonName: 'leo', extraExtensions: [new x509.SubjectAlternativeNameExtension([{ type: 'email', value: 'leo@example.com' }], true)] });
+    assert.equal(verifier.verify([withSan.der]).identity.commonName, 'leo');
+  });
+
   test('an expired intermediate gets certificate_expired', async () => {
     const old = await issue(ca, { ca: true, commonName: 'Old intermediate', notBefore: new Date(Date.now() - 10 * HOUR), notAfter: new Date(Date.now() - HOUR) });
     refused(verifier, [await issue(old), old], 'certificate_expired');
