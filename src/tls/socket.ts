@@ -15,6 +15,13 @@ export class TlsSocket extends Duplex implements RelayHost {
   private readonly connection: TlsServerConnection;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private failure: Error | undefined;
+  /**
+   * 'secure' was emitted: the application holds this socket (and listens for 'error'). The
+   * handshake can complete in the engine and still fail before that (a NewSessionTicket that
+   * cannot be sent with the client Finished): such a failure is a handshake failure, reported
+   * as tlsClientError, never an 'error' event nobody listens to (which would end the process).
+   */
+  private secured = false;
   private lingering = false;
   private lingerBytes = 0;
   /** The application's stream is full (push returned false): wait for _read. */
@@ -52,6 +59,7 @@ export class TlsSocket extends Duplex implements RelayHost {
         }, options.ticketDelayMs);
         this.ticketTimer.unref();
       }
+      this.secured = true;
       this.emit('secure');
     };
     conn.onApplicationData = (data) => {
@@ -260,7 +268,7 @@ export class TlsSocket extends Duplex implements RelayHost {
     this.failure = err;
     this.clearHandshakeTimer();
     this.clearTicketTimer();
-    const during = !this.connection.handshakeComplete;
+    const during = !this.secured;
     if (err instanceof TlsAlert && !this.connection.closed) this.connection.abort(err);
     this.emit('tlsError', err, during);
     // end() lets the alert already queued reach the peer before the FIN. Reading on (and
