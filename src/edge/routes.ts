@@ -49,6 +49,8 @@ export function normaliseName(name: string): string {
 }
 
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+/** A client's label a wildcard stands for (the engine already refused non-ASCII); `_` is tolerated as clients send it. */
+const WILDCARD_LABEL = /^[a-z0-9_-]+$/;
 
 /** Checks a configured name: DNS labels, or `*.` followed by at least two labels. */
 export function validateRouteName(name: string): string {
@@ -80,13 +82,19 @@ export class RouteTable {
     }
   }
 
-  /** The route for a client's server name, or undefined when no route covers it. */
+  /**
+   * The route for a client's server name, or undefined when no route covers it. The engine
+   * passes any ASCII host_name up to 65535 bytes (RFC 6066 §3); a wildcard covers only a
+   * DNS host name (at most 253 characters, a first label of 1 to 63 letters, digits, `-` or
+   * `_`), so a client cannot make the edge hold, log and ask keyd about a 64 KiB name (or a
+   * literal `*`) as one of the wildcard's names. Exact names were checked when configured.
+   */
   lookup(serverName: string): Route | undefined {
     const name = normaliseName(serverName);
     const exact = this.exact.get(name);
     if (exact) return exact;
     const dot = name.indexOf('.');
-    if (dot <= 0) return undefined;
+    if (dot <= 0 || dot > 63 || name.length > 253 || !WILDCARD_LABEL.test(name.slice(0, dot))) return undefined;
     return this.wildcard.get(name.slice(dot + 1));
   }
 

@@ -18,6 +18,8 @@ import { PROXY_V2_SIGNATURE, Pp2Type, decodeHandshakeDetails, decodeProxyV2 } fr
 import { peerClosed } from '../helpers/peer-closed.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { FakeKeydService } from './fake-keyd.js';
+import { AlertDescription } from '../../src/tls/alert.js';
+import { socketTransport, Tls13Client } from '../helpers/tls13-client.js';
 
 interface Upstream {
   port: number;
@@ -447,4 +449,32 @@ test('a client that sends close_notify + FIN and then resets, to an upstream tha
   await peerClosed(app);
   assert.match(await edge.metrics.registry.getSingleMetricAsString('edge_active_connections'), /edge_active_connections 0/);
   assert.match(await edge.metrics.registry.getSingleMetricAsString('edge_connections_closed_by_limit_total'), /reason="idle"\} 1/);
+});
+
+test('a server name that is not a DNS host name is unrecognized_name under a wildcard route, and nothing of it is kept', async (t) => {
+  const f = await fixture(t);
+  const asked: string[] = [];
+  const lookup = f.keyd.lookup.bind(f.keyd);
+  f.keyd.lookup = (name: string) => {
+    asked.push(name);
+    return lookup(name);
+  };
+  const attempt = async (serverName: string): Promise<number | undefined> => {
+    const transport = await socketTransport(f.port);
+    t.after(() => transport.close());
+    const client = new Tls13Client(transport, { serverName });
+    client.sendClientHello();
+    return client.readAlert();
+  };
+  // The attack: a 64 KiB label under *.b.test (the engine accepts any ASCII host_name up to
+  // 65535 bytes), which would be cached, logged and sent to keyd as a name, and a literal '*'.
+  assert.equal(await attempt(`${'x'.repeat(65_000)}.b.test`), AlertDescription.unrecognized_name);
+  assert.equal(await attempt('*.b.test'), AlertDescription.unrecognized_name);
+  assert.deepEqual(asked, [], 'keyd was not asked about them (so nothing of them was cached)');
+  // The control: a 63-character label is a host name and is served.
+  const transport = await socketTransport(f.port);
+  t.after(() => transport.close());
+  const name = `${'x'.repeat(63)}.b.test`;
+  await new Tls13Client(transport, { serverName: name }).handshake();
+  assert.deepEqual(asked, [name]);
 });

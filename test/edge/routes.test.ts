@@ -16,6 +16,24 @@ test('exact names and one-label wildcards', () => {
   assert.equal(table.lookup('.example.com'), undefined, 'empty label does not match the wildcard');
 });
 
+test('a wildcard covers only a DNS host name: no 64 KiB label, no literal *, nothing past 253 characters', () => {
+  const table = new RouteTable([route(['*.example.com'], 2)]);
+  const parent = '.example.com';
+  // The attack: names the engine accepts (ASCII, up to 65535 bytes) that are not host names.
+  for (const bad of ['x'.repeat(64) + parent, 'x'.repeat(65_000) + parent, '*' + parent, 'a*b' + parent, 'x'.repeat(242) + parent]) {
+    assert.equal(table.lookup(bad), undefined, `${bad.slice(0, 20)}… (${bad.length})`);
+  }
+  // The control: the longest label and the longest name still match.
+  for (const good of ['x'.repeat(63) + parent, 'a_b' + parent, 'x-1' + parent]) {
+    assert.equal(table.lookup(good)?.upstream.port, 2, good);
+  }
+  const long = new RouteTable([route([`*.${'y'.repeat(63)}.${'z'.repeat(63)}.${'w'.repeat(60)}.com`], 3)]);
+  const longName = `${'x'.repeat(60)}.${'y'.repeat(63)}.${'z'.repeat(63)}.${'w'.repeat(60)}.com`;
+  assert.equal(longName.length, 253);
+  assert.equal(long.lookup(longName)?.upstream.port, 3, '253 characters');
+  assert.equal(long.lookup(`x${longName}`), undefined, '254 characters');
+});
+
 test('lookup is case-insensitive and ignores one trailing dot', () => {
   const table = new RouteTable([route(['Example.COM.'], 1)]);
   assert.equal(table.lookup('EXAMPLE.com')?.upstream.port, 1);

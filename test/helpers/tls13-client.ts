@@ -292,11 +292,17 @@ export class Tls13Client {
       (psk.alterBinder ?? same)(binder).copy(hello, hello.length - binderLength);
     }
     this.transcriptMessages.push(hello);
-    const record = Buffer.alloc(5);
-    record[0] = HANDSHAKE;
-    record.writeUInt16BE(0x0301, 1);
-    record.writeUInt16BE(hello.length, 3);
-    this.transport.send(Buffer.concat([record, hello]));
+    // A ClientHello longer than one record is fragmented (RFC 8446 §5.1: at most 2^14 bytes each).
+    const records: Buffer[] = [];
+    for (let offset = 0; offset < hello.length; offset += 16384) {
+      const fragment = hello.subarray(offset, offset + 16384);
+      const record = Buffer.alloc(5);
+      record[0] = HANDSHAKE;
+      record.writeUInt16BE(0x0301, 1);
+      record.writeUInt16BE(fragment.length, 3);
+      records.push(record, fragment);
+    }
+    this.transport.send(Buffer.concat(records));
     return hello;
   }
 
