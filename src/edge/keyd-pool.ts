@@ -57,6 +57,8 @@ export class KeydPool extends EventEmitter {
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
   private failedRounds = 0;
+  /** When the connection in use was adopted (Date.now()). */
+  private adoptedAt = 0;
   private lastError = 'not connected yet';
   private connecting: Promise<void> | undefined;
   private requestTimeoutMs: number;
@@ -194,7 +196,7 @@ export class KeydPool extends EventEmitter {
   private adopt(client: KeydConnection, endpoint: string): void {
     this.client = client;
     this.current = endpoint;
-    this.failedRounds = 0;
+    this.adoptedAt = Date.now();
     client.on('change', (change: { names?: string[] } | undefined) => this.emit('change', change ?? {}));
     client.once('close', () => {
       if (this.client !== client) return;
@@ -202,8 +204,18 @@ export class KeydPool extends EventEmitter {
       this.lastError = `${endpoint}: connection closed`;
       this.setState(this.closed ? 'closed' : 'down');
       this.current = undefined;
-      // Reconnect at once the first time (a keyd restart is quick), then back off.
-      if (!this.closed) void this.connectRound();
+      if (this.closed) return;
+      // Reconnect at once the first time (a keyd restart is quick), then back off. Only a
+      // connection that lasted counts as "the first time": one keyd dropped soon after
+      // accepting it (refusing this edge, overloaded, restarting in a loop) is a failed round,
+      // or the accept, which used to reset the backoff, would make a loop without pause.
+      if (Date.now() - this.adoptedAt >= this.maxBackoffMs) {
+        this.failedRounds = 0;
+        void this.connectRound();
+      } else {
+        this.failedRounds++;
+        this.scheduleReconnect();
+      }
     });
     this.setState('connected');
     this.emit('connected', endpoint);

@@ -236,3 +236,45 @@ test('setEndpoints (reload): a listed endpoint in use is kept; otherwise the poo
   await assert.rejects(pool.setEndpoints([]), /at least one keyd endpoint/);
   pool.close();
 });
+
+test('a keyd that accepts and drops at once is not reconnected in a loop: each drop waits the backoff', async (t) => {
+  // The clock and timers are the test's: nothing here depends on how fast the machine is.
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  let connects = 0;
+  const dropping: KeydConnection[] = [];
+  const pool = new KeydPool(
+    [{ socketPath: 'flaky' }],
+    async () => {
+      connects++;
+      const client = new FakeKeyd('flaky', new Map());
+      dropping.push(client);
+      return client;
+    },
+    { minBackoffMs: 100, maxBackoffMs: 5000 },
+  );
+  t.after(() => pool.close());
+  await pool.start();
+  assert.equal(connects, 1);
+  // The attack: keyd accepts, then closes the connection straight away, again and again.
+  dropping.at(-1)!.close();
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(connects, 1, 'no reconnect before the backoff');
+  assert.equal(pool.state, 'down');
+  t.mock.timers.tick(100); // the first backoff: 50..100 ms
+  await once(pool, 'connected');
+  assert.equal(connects, 2);
+  dropping.at(-1)!.close();
+  t.mock.timers.tick(100);
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(connects, 2, 'the second drop waits longer (100..200 ms)');
+  t.mock.timers.tick(100);
+  await once(pool, 'connected');
+  assert.equal(connects, 3);
+
+  // The control: a connection that lasted (maxBackoffMs) reconnects at once when it drops.
+  t.mock.timers.tick(5000);
+  const reconnected = once(pool, 'connected');
+  dropping.at(-1)!.close();
+  await reconnected;
+  assert.equal(connects, 4);
+});
