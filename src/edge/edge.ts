@@ -114,8 +114,12 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
   const signSeconds = metrics.signSeconds;
   let expiry = new ExpiryWatch(log, config.certificateExpiryWarningDays, deps.now ?? Date.now);
   const identities = new IdentityCache(pool, {
+    // Named by keyd's names for the key (its patterns), not the client's server name: the
+    // warning is once per certificate a day, however many names clients send under a wildcard.
     onFetched: (serverName, identity) =>
-      expiry.check([{ names: [serverName], keyRef: identity.keyRef, notAfter: leafNotAfter(identity.certificateChain) }]),
+      expiry.check([
+        { names: identity.names?.length ? identity.names : [serverName], keyRef: identity.keyRef, notAfter: leafNotAfter(identity.certificateChain) },
+      ]),
     observeSign: (seconds, ok) => signSeconds.observe({ outcome: ok ? 'ok' : 'failed' }, seconds),
     maxIdentities: config.limits.identityCacheSize,
     maxNames: config.limits.identityCacheNames,

@@ -40,7 +40,10 @@ export interface IdentityCacheOptions {
   onLookup?: (result: 'hit' | 'miss') => void;
   onEvict?: (kind: 'identity' | 'name') => void;
   /** Called with every identity keyd answers (each name at most once per TTL): expiry checks. */
-  onFetched?: (serverName: string, identity: { readonly certificateChain: readonly Uint8Array[]; readonly keyRef: string }) => void;
+  onFetched?: (
+    serverName: string,
+    identity: { readonly certificateChain: readonly Uint8Array[]; readonly keyRef: string; readonly names?: readonly string[] },
+  ) => void;
   now?: () => number;
 }
 
@@ -187,7 +190,7 @@ export class IdentityCache {
       shared = { found, certificateChain: found.certificateChain, keyRef: found.keyRef, keyType: found.keyType, version: found.version };
     }
     const identity = this.forName(serverName, shared);
-    this.opts.onFetched?.(serverName, shared);
+    this.opts.onFetched?.(serverName, identity);
     if (current) {
       touch(this.identities, key, shared);
       while (this.identities.size > this.maxIdentities) {

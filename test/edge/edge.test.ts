@@ -301,6 +301,38 @@ test('expiry warning: the edge warns when it serves a certificate within certifi
   assert.throws(() => validateConfig({ keyd: '/k.sock', routes: [{ names: ['a.test'], upstream: '127.0.0.1:1' }], certificateExpiryWarningDays: -3 }), /certificateExpiryWarningDays must be an integer from 0 to 3650/);
 });
 
+test('expiry warning: once per certificate, not once per name a client sends under a wildcard', async (t) => {
+  const pki = await makeTestPki({ commonName: 'w.test', extraNames: ['*.w.test'] });
+  const notAfter = Date.parse(new X509Certificate(pki.chainDer[0]!).validTo);
+  const keyd = new FakeKeydService();
+  keyd.put(['*.w.test'], pki.leafKey, pki.chainDer);
+  const other = await makeTestPki({ commonName: 'o.test', extraNames: ['o.test'] });
+  keyd.put(['o.test'], other.leafKey, other.chainDer);
+  const up = await startUpstream(t, 'W');
+  const lines: { level: number; msg: string; names?: string[] }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const config = validateConfig({
+    listen: ['127.0.0.1:0'],
+    keyd: '/fake/keyd.sock',
+    routes: [{ names: ['*.w.test', 'o.test'], upstream: `127.0.0.1:${up.port}` }],
+    workers: 1,
+  });
+  const now = notAfter - 12 * 86_400_000;
+  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger, now: () => now });
+  t.after(() => edge.close());
+  // The attack: every new name under the wildcard is a keyd fetch, and was a warning line.
+  for (const name of ['n1.w.test', 'n2.w.test', 'n3.w.test']) {
+    (await connectClient(edge.addresses[0].port, [pki.caCertPem], name)).socket.destroy();
+  }
+  const warned = (re: RegExp) => lines.filter((l) => l.level === 40 && re.test(l.msg));
+  const wildcard = warned(/w\.test expires in/);
+  assert.equal(wildcard.length, 1, 'one line for the wildcard certificate');
+  assert.deepEqual(wildcard[0]!.names, ['*.w.test'], "named by keyd's names for the key");
+  // The control: another certificate still gets its own warning.
+  (await connectClient(edge.addresses[0].port, [other.caCertPem], 'o.test')).socket.destroy();
+  assert.equal(warned(/certificate for o\.test expires in/).length, 1);
+});
+
 test('unknown name → unrecognized_name; routed name without a key in keyd → refused too', async (t) => {
   const f = await fixture(t);
   await assert.rejects(connectClient(f.port, [f.pkiA.caCertPem], 'other.test'), /unrecognized name/i);
