@@ -340,6 +340,31 @@ describe('TLS 1.2 resumption', () => {
     assert.equal(c.appData.map(String).join(''), 'resumed');
   });
 
+  test('a server name too long for a ticket (over 255 bytes) gets no ticket; the handshake completes and the session id resumes', async () => {
+    const options = makeOptions(identity);
+    const longName = `${'a'.repeat(300)}.example`;
+    const c = new Tls12TestClient(options);
+    c.hello({ extensions: tls12Extensions({ serverName: longName, ticket: new Uint8Array(0) }) });
+    await settle();
+    c.receive();
+    c.keyExchange();
+    c.changeCipherSpec();
+    c.finished();
+    c.receive();
+    assert.deepEqual(c.errors, []);
+    assert.equal(c.completed, true);
+    assert.equal(c.ticket, undefined, 'no NewSessionTicket');
+    const { c: again } = await resume(options, c, { sessionId: c.sessionId, extensions: tls12Extensions({ serverName: longName }) });
+    again.installFromMaster(c.master);
+    again.receive();
+    again.changeCipherSpec();
+    again.finished();
+    assert.equal(again.conn.info.resumed, true);
+    // Positive control: an ordinary name gets its ticket.
+    const control = await firstSession(options, true, new Uint8Array(0));
+    assert.ok(control.ticket && control.ticket.length > 0);
+  });
+
   test('by ticket (RFC 5077): the ticket from the first handshake resumes', async () => {
     const options = makeOptions(identity);
     const first = await firstSession(options, true, new Uint8Array(0));

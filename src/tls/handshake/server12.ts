@@ -29,6 +29,7 @@ import type { HandshakeContext } from './context.js';
 import { lookUpIdentity } from './identity-lookup.js';
 import { selectAlpn } from './negotiate.js';
 import { openTicket12, sealTicket12, sessionIsLive, type Session12 } from './session12.js';
+import { serverNameFitsTicket } from './session-ticket.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -354,7 +355,8 @@ export class ServerHandshake12 {
     const serverRandom = Buffer.from(randomBytesFromPool(32));
     if (this.ctx.options.tls13) DOWNGRADE_SENTINEL_TLS12.copy(serverRandom, 24);
     const ticketsOn = this.ctx.options.ticketCount > 0;
-    const sendTicket = !resumed && ticketsOn && extensions.sessionTicket !== undefined;
+    // No ticket for a server name a ticket cannot hold (serverNameFitsTicket); the session id still resumes.
+    const sendTicket = !resumed && ticketsOn && extensions.sessionTicket !== undefined && serverNameFitsTicket(this.ctx.info.serverName);
     // RFC 5077 §3.4: a ticket resumption echoes the client's session id. A full handshake gets
     // a fresh id (cached for session-id resumption once the handshake completes).
     const sessionId = resumed ? hello.legacySessionId : ticketsOn ? randomBytesFromPool(32) : new Uint8Array(0);

@@ -34,7 +34,7 @@ import {
   selectGroup,
   selectSignatureScheme,
 } from './negotiate.js';
-import { openTicket, sealTicket, type TicketState } from './session-ticket.js';
+import { openTicket, sealTicket, serverNameFitsTicket, type TicketState } from './session-ticket.js';
 import { messageHash, Transcript } from './transcript.js';
 
 /**
@@ -568,7 +568,7 @@ export class ServerHandshake13 {
    */
   sendSessionTickets(established: Established13): void {
     const { ticketCount, ticketLifetimeSeconds } = this.ctx.options;
-    if (ticketCount <= 0) return;
+    if (ticketCount <= 0 || !serverNameFitsTicket(this.ctx.info.serverName)) return;
     const { suite } = established;
     const resumptionSecret = established.master.resumptionMasterSecret(established.finishedHash);
     const tickets: Buffer[] = [];

@@ -27,6 +27,17 @@ const LABEL = 'tls13 ticket';
 /** 2: client-auth policy and identity added; tickets of version 1 are not resumed. */
 const VERSION = 2;
 
+/**
+ * Tickets (TLS 1.3 and 1.2) hold the server name with a 1-byte length. RFC 6066 §3 lets a
+ * host_name run to 2^16-1 bytes (a DNS name has at most 253), so a connection whose name is
+ * longer gets no ticket: resumption is optional, a failed handshake is not.
+ */
+export const MAX_TICKET_SERVER_NAME = 255;
+
+export function serverNameFitsTicket(serverName: string | undefined): boolean {
+  return (serverName?.length ?? 0) <= MAX_TICKET_SERVER_NAME;
+}
+
 export function sealTicket(ring: TicketKeyRing, s: TicketState): Buffer {
   const w = new Writer(128);
   w.u8(VERSION).u16(s.cipherSuite).opaque(1, s.psk);
