@@ -139,8 +139,13 @@ export class AdminService extends EventEmitter {
     return this.observe(caller, 'show', { names: [name] }, async () => infoOf(this.ownerOf(name)));
   }
 
-  audit(caller: AdminCaller, opts?: AuditQuery): Promise<AuditEntry[]> {
-    return this.observe(caller, 'audit', {}, () => this.auditLog.read(opts));
+  /**
+   * `query` comes from the wire (the provisioning listener passes its JSON through): a
+   * `limit` that is not a positive integer would make the reader keep every entry of
+   * every audit file (audit-reader.ts caps only a number), so it is refused.
+   */
+  audit(caller: AdminCaller, query?: AuditQuery): Promise<AuditEntry[]> {
+    return this.observe(caller, 'audit', {}, async () => this.auditLog.read(checkAuditQuery(query)));
   }
 
   /**
@@ -235,6 +240,16 @@ export class AdminService extends EventEmitter {
       this.logger?.error({ err: e }, 'audit log write failed');
     });
   }
+}
+
+function checkAuditQuery(query: AuditQuery | undefined): AuditQuery {
+  if (query === undefined) return {};
+  const { limit, since } = query as { limit?: unknown; since?: unknown };
+  if (limit !== undefined && !(typeof limit === 'number' && Number.isInteger(limit) && limit >= 1)) {
+    throw new KeydError('KEYD_BAD_REQUEST', 'audit: "limit" must be a positive integer');
+  }
+  if (since !== undefined && typeof since !== 'string') throw new KeydError('KEYD_BAD_REQUEST', 'audit: "since" must be an ISO time string');
+  return { ...(limit !== undefined ? { limit } : {}), ...(since !== undefined ? { since } : {}) };
 }
 
 function normaliseNames(names: string[]): string[] {

@@ -206,6 +206,24 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     assert.equal(keyd.keyring.owner('evil.example.com'), undefined);
   });
 
+  it('an audit filter whose limit is not a positive integer is refused, not read in full', async () => {
+    const client = await keyd.connect(pki.bob);
+    try {
+      // Positive control: a numeric limit bounds the answer.
+      const two = (await client.audit({ limit: 2 })) as unknown[];
+      assert.equal(two.length, 2);
+      // The attack: a string limit used to slip past the reader's cap (Math.min('x', …) is
+      // NaN), so keyd held every entry of every audit file for one request.
+      for (const limit of ['x', {}, 0, -1, 1.5] as unknown[]) {
+        await assertRefused(client.audit({ limit } as unknown as { limit: number }), 'KEYD_BAD_REQUEST', /"limit" must be a positive integer/);
+      }
+      await assertRefused(client.audit({ since: 5 } as unknown as { since: string }), 'KEYD_BAD_REQUEST', /"since"/);
+    } finally {
+      client.close();
+    }
+    await assertAudited('KEYD_BAD_REQUEST', 'audit', SUBJECTS.bob);
+  });
+
   it('a wrong keyd fingerprint (given, or pinned) is refused by the CLI and audited by keyd', async () => {
     const other = 'SHA256:' + 'A'.repeat(43);
     const given = await cli(await as('alice', ['--keyd-fingerprint', other, 'list']));
