@@ -340,17 +340,24 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     const sealed = parseSealedKey(args.sealed);
     checkSealedHeader(sealed, provisioningKey.fingerprint, session.operator);
     replay.check(sealed.nonce, sealed.issuedAt);
-    const pkcs8 = await openSealedKey({
-      sealed,
-      keydPublicKey: provisioningKey.publicKey,
-      keydPrivateKey: provisioningKey.rawPrivateKey(),
-      operator: session.operator,
-      binding: { names: names as string[], chainDer },
-    });
-    let privateKey;
+    // Held from the check until accepted: another connection's copy is a replay meanwhile.
+    replay.hold(sealed.nonce);
+    let pkcs8: Buffer;
     try {
+      pkcs8 = await openSealedKey({
+        sealed,
+        keydPublicKey: provisioningKey.publicKey,
+        keydPrivateKey: provisioningKey.rawPrivateKey(),
+        operator: session.operator,
+        binding: { names: names as string[], chainDer },
+      });
       // Remember the nonce before anything else can fail: an authenticated payload is used once.
       replay.accept(sealed.nonce, sealed.issuedAt);
+    } finally {
+      replay.release(sealed.nonce);
+    }
+    let privateKey;
+    try {
       await opts.store.putSecret(NONCES_SECRET, Buffer.from(JSON.stringify(replay.snapshot())));
       privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
     } catch (err) {

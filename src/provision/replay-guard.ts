@@ -9,6 +9,12 @@ import { ProvisionError } from './errors.js';
 export class ReplayGuard {
   /** base64 nonce → expiry (ms since epoch). */
   private readonly seen = new Map<string, number>();
+  /**
+   * Nonces whose payload is being opened (HPKE open is asynchronous): a second request
+   * with the same nonce arriving meanwhile, on another connection, is a replay too. At most
+   * one per connection (requests on a connection run one at a time), released after opening.
+   */
+  private readonly opening = new Set<string>();
 
   constructor(
     readonly windowMs: number,
@@ -28,9 +34,18 @@ export class ReplayGuard {
           `payloads are accepted for ±${Math.round(this.windowMs / 1000)} s (re-run the command, check both clocks)`,
       );
     }
-    if (this.seen.has(nonce)) {
+    if (this.seen.has(nonce) || this.opening.has(nonce)) {
       throw new ProvisionError('PROVISION_REPLAY', `payload with nonce ${nonce} was already used: refusing a replay`);
     }
+  }
+
+  /** Holds a checked nonce while its payload is opened; `release` once it is accepted or refused. */
+  hold(nonce: string): void {
+    this.opening.add(nonce);
+  }
+
+  release(nonce: string): void {
+    this.opening.delete(nonce);
   }
 
   /** Remembers a nonce once its payload authenticated. */

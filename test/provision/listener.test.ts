@@ -309,6 +309,33 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     }
   });
 
+  it('one sealed payload sent on two connections at once is installed once, the other refused as a replay', async () => {
+    const first = await keyd.connect(pki.alice);
+    const second = await keyd.connect(pki.alice);
+    try {
+      // Positive control: a fresh payload on one connection is installed.
+      const fresh = await sealFor(first, ['race-control.example.com']);
+      await first.request('put', putArgs(['race-control.example.com'], fresh));
+      assert.ok(keyd.keyring.owner('race-control.example.com'));
+      // The attack: both checks used to run before either connection's payload was opened
+      // (the nonce was remembered only after the asynchronous HPKE open), so both passed.
+      const sealed = await sealFor(first, ['race.example.com']);
+      const outcomes = await Promise.allSettled([
+        first.request('put', putArgs(['race.example.com'], sealed)),
+        second.request('put', putArgs(['race.example.com'], sealed)),
+      ]);
+      assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 1, JSON.stringify(outcomes.map((o) => o.status)));
+      const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected')!;
+      assert.equal((refused.reason as { code?: string }).code, 'PROVISION_REPLAY');
+      // The other put's own audit line may follow the refusal's: look for it, not at the end.
+      const audited = (await keyd.audit()).filter((e) => e.op === 'put' && e.names?.includes('race.example.com'));
+      assert.deepEqual(audited.map((e) => e.code ?? 'ok').sort(), ['PROVISION_REPLAY', 'ok']);
+    } finally {
+      first.close();
+      second.close();
+    }
+  });
+
   it('a payload sealed to another keyd, or by another operator', async () => {
     const client = await keyd.connect(pki.alice);
     const dave = await keyd.connect(pki.dave);
