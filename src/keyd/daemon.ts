@@ -48,6 +48,8 @@ export interface RunningProvisioning {
   readonly port: number;
   /** keyd's provisioning key fingerprint. */
   readonly fingerprint: string;
+  /** Operator connections not read while their replies are not read (provision/listener.ts). */
+  readonly pausedForReplies: number;
   close(): Promise<void>;
 }
 

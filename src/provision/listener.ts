@@ -92,11 +92,19 @@ export interface ProvisioningListener {
   readonly port: number;
   /** keyd's provisioning key fingerprint (what `delegator admin … trust` shows). */
   readonly fingerprint: string;
+  /** Authenticated connections whose reading is paused because their replies are not read (tests, metrics). */
+  readonly pausedForReplies: number;
   close(): Promise<void>;
 }
 
 const NONCES_SECRET = 'provisioning-nonces';
 const MAX_QUEUED_REQUESTS = 16;
+/**
+ * Reply bytes queued for an operator that does not read them, past which its connection is
+ * no longer read (resumed on 'drain'): without it, requests paced under MAX_QUEUED_REQUESTS
+ * made keyd queue replies (up to a 1 MiB frame each) without bound. One frame's worth.
+ */
+const REPLY_HIGH_WATER = 1 << 20;
 
 async function pemFrom(value: string, what: string): Promise<string> {
   if (value.includes('-----BEGIN')) return value;
@@ -197,6 +205,16 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   // address, so that one peer's silent connections cannot lock operators out.
   const sockets = new Set<Socket>();
   const perAddress = new Map<string, number>();
+  const pausedForReplies = new Set<tls.TLSSocket>();
+  /** After a reply: stop reading a connection whose replies pile up unread, until they drain. */
+  const holdWhileUnread = (socket: tls.TLSSocket): void => {
+    if (socket.destroyed || pausedForReplies.has(socket) || socket.writableLength <= REPLY_HIGH_WATER) return;
+    pausedForReplies.add(socket);
+    socket.pause();
+    socket.once('drain', () => {
+      if (pausedForReplies.delete(socket)) socket.resume();
+    });
+  };
   server.on('connection', (socket: Socket) => {
     const address = socket.remoteAddress ?? '?';
     const open = (perAddress.get(address) ?? 0) + 1;
@@ -387,7 +405,10 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       return;
     }
     logger?.info({ operator: session.operator, role: session.role, remote: session.remote }, 'provisioning: operator connected');
-    socket.on('close', () => void session.attestation?.close());
+    socket.on('close', () => {
+      pausedForReplies.delete(socket);
+      void session.attestation?.close();
+    });
     send(socket, {
       type: 'welcome',
       v: PROTOCOL_VERSION,
@@ -410,6 +431,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       } catch (err) {
         send(socket, { id: 0, ok: false, error: { code: errorCode(err), message: errorMessage(err) } });
         socket.end();
+        pausedForReplies.delete(socket); // a later 'drain' must not resume it
         socket.pause();
         return;
       }
@@ -439,6 +461,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       logger?.warn({ operator: session.operator, op, code }, `provisioning: ${op} refused: ${text}`);
       send(socket, { id, ok: false, error: { code, message: text } });
     }
+    holdWhileUnread(socket);
   }
 
   // With a 'tlsClientError' listener node:tls leaves the socket open: a silent peer would
@@ -467,6 +490,9 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     host: address.address,
     port: address.port,
     fingerprint: provisioningKey.fingerprint,
+    get pausedForReplies() {
+      return pausedForReplies.size;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         refusals.stop();

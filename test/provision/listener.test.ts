@@ -388,6 +388,54 @@ describe('robustness', () => {
     });
   }
 
+  it('an operator that sends requests but never reads the replies stops being read; reading again resumes it', async () => {
+    const { connect } = await import('node:tls');
+    const { encodeFrame, FrameDecoder } = await import('../../src/provision/frames.js');
+    // Every refused request is audited once: the spy counts the requests keyd has taken.
+    const service = keyd.running.adminService;
+    const original = service.recordAudit.bind(service);
+    let served = 0;
+    service.recordAudit = (entry) => {
+      served++;
+      return original(entry);
+    };
+    const socket = connect({ host: '127.0.0.1', port: keyd.listener.port, ca: pki.keydCa.certPem, cert: pki.bob.certPem, key: pki.bob.keyPem });
+    const decoder = new FrameDecoder();
+    const replies: unknown[] = [];
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.once('data', (chunk: Buffer) => {
+          replies.push(...decoder.push(chunk)); // the welcome
+          socket.pause(); // from here on the operator reads nothing
+          resolve();
+        });
+      });
+      // Each reply names the unknown operation (~300 KiB). Batches stay under the 16 requests
+      // a connection may have waiting; the next batch goes once keyd has taken this one.
+      const request = (id: number) => encodeFrame({ id, op: 'x'.repeat(300_000), args: {} });
+      let sent = 0;
+      for (let batch = 0; batch < 40 && keyd.listener.pausedForReplies === 0; batch++) {
+        for (let i = 0; i < 15; i++) socket.write(request(++sent));
+        for (let wait = 0; wait < 500 && served < sent && keyd.listener.pausedForReplies === 0; wait++) await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(keyd.listener.pausedForReplies, 1, `keyd still reads after ${sent} requests whose replies were not read`);
+      // Positive control: the operator reads again; keyd drains, resumes, and answers everything.
+      socket.on('data', (chunk: Buffer) => replies.push(...decoder.push(chunk)));
+      socket.resume();
+      await new Promise<void>((resolve, reject) => {
+        socket.on('error', reject);
+        const check = () => (replies.length === sent + 1 ? resolve() : setTimeout(check, 10));
+        check();
+      });
+      assert.equal(keyd.listener.pausedForReplies, 0);
+      assert.ok(replies.slice(1).every((r) => (r as { error?: { code?: string } }).error?.code === 'PROVISION_BAD_REQUEST'));
+    } finally {
+      service.recordAudit = original;
+      socket.destroy();
+    }
+  });
+
   it('garbage, oversize frames and unknown operations get precise errors; keyd keeps serving', async () => {
     const oversize = Buffer.alloc(4);
     oversize.writeUInt32BE(0x7fffffff);
