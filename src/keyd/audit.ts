@@ -36,6 +36,42 @@ export interface AuditRotation {
   keep: number;
 }
 
+/**
+ * Bounds on the strings of one entry. Some come from a request (an operator's op and names,
+ * a refusal message quoting them); unbounded, an entry could pass the reader's line limit
+ * (MAX_AUDIT_LINE: `admin audit` would skip it) and a few hundred would rotate the whole
+ * history away. With these, a line stays far below that limit.
+ */
+export const AUDIT_FIELD_LIMITS = Object.freeze({ text: 256, message: 2048, names: 100 });
+
+function bounded(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…(${text.length - max} more characters)`;
+}
+
+/** The entry with every string field within AUDIT_FIELD_LIMITS (a copy only when one is not). */
+export function boundAuditEntry<E extends Omit<AuditEntry, 'time'>>(entry: E): E {
+  const { text, message, names } = AUDIT_FIELD_LIMITS;
+  const fits = (s: string | undefined, max: number) => s === undefined || s.length <= max;
+  if (
+    fits(entry.op, text) && fits(entry.caller.id, text) && fits(entry.keyRef, text) && fits(entry.keyType, text) &&
+    fits(entry.remote, text) && fits(entry.code, text) && fits(entry.message, message) &&
+    (entry.names === undefined || (entry.names.length <= names && entry.names.every((n) => n.length <= text)))
+  ) {
+    return entry;
+  }
+  const copy = { ...entry, op: bounded(entry.op, text), caller: { ...entry.caller, id: bounded(entry.caller.id, text) } };
+  if (entry.keyRef !== undefined) copy.keyRef = bounded(entry.keyRef, text);
+  if (entry.keyType !== undefined) copy.keyType = bounded(entry.keyType, text);
+  if (entry.remote !== undefined) copy.remote = bounded(entry.remote, text);
+  if (entry.code !== undefined) copy.code = bounded(entry.code, text);
+  if (entry.message !== undefined) copy.message = bounded(entry.message, message);
+  if (entry.names !== undefined) {
+    const kept = entry.names.slice(0, names).map((n) => bounded(n, text));
+    copy.names = entry.names.length > names ? [...kept, `…(${entry.names.length - names} more names)`] : kept;
+  }
+  return copy;
+}
+
 export const DEFAULT_AUDIT_ROTATION: Readonly<AuditRotation> = Object.freeze({ maxBytes: 64 * 1024 * 1024, keep: 8 });
 
 export interface AuditQuery {
@@ -83,7 +119,7 @@ export class AuditLog {
 
   append(entry: Omit<AuditEntry, 'time'>): Promise<void> {
     const done = this.queue.then(async () => {
-      const { line, head } = this.chain.next({ time: new Date().toISOString(), ...entry });
+      const { line, head } = this.chain.next({ time: new Date().toISOString(), ...boundAuditEntry(entry) });
       try {
         await this.fh.write(line);
         await this.fh.datasync();

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AuditLog } from '../../src/keyd/audit.js';
+import { AUDIT_FIELD_LIMITS, AuditLog } from '../../src/keyd/audit.js';
 import { MAX_AUDIT_LINE } from '../../src/keyd/audit-reader.js';
 import { scratch, startTestKeyd } from './fixtures.js';
 import { KeydClient } from '../../src/keyd/client.js';
@@ -114,5 +114,31 @@ test('a failed audit write (disk full) leaves neither a torn line nor a gap in t
   // Positive control of the chain check itself: the log verifies up to the head keyd committed.
   assert.deepEqual(await verifyAuditLog(path, head), head);
   assert.equal(head.entries, 2, 'the failed entry took no place in the chain');
+  await s.cleanup();
+});
+
+test('an entry carrying a request\'s huge strings is written bounded, so `admin audit` still reads it; an ordinary entry is written as given', async () => {
+  const s = await scratch();
+  const log = await AuditLog.open(join(s.dir, 'audit.log'));
+  // What an operator controls in a refused request: the op, the names, a message quoting them.
+  const huge = 'x'.repeat(300_000);
+  await log.append({ op: huge, caller: { kind: 'operator', id: 'CN=op' }, names: Array.from({ length: 300 }, (_, i) => `${i}.${'n'.repeat(10_000)}`), ok: false, code: 'PROVISION_BAD_REQUEST', message: `unknown operation "${huge}"` });
+  const ordinary = { op: 'put', caller: { kind: 'operator' as const, id: 'CN=op' }, names: ['a.example', 'b.example'], ok: false, code: 'PROVISION_REPLAY', message: 'payload with nonce abc was already used' };
+  await log.append(ordinary);
+  const lines = (await readFile(join(s.dir, 'audit.log'), 'utf8')).split('\n').filter(Boolean);
+  assert.ok(lines.every((l) => l.length < MAX_AUDIT_LINE / 2), `line lengths ${lines.map((l) => l.length)}`);
+  const [bounded, kept] = await log.read({ limit: 10 });
+  assert.ok(bounded, 'the bounded entry is read back (a line past MAX_AUDIT_LINE would be skipped)');
+  assert.ok(bounded.op.startsWith('xxx') && bounded.op.endsWith(`…(${300_000 - AUDIT_FIELD_LIMITS.text} more characters)`));
+  assert.equal(bounded.names!.length, AUDIT_FIELD_LIMITS.names + 1);
+  assert.equal(bounded.names!.at(-1), `…(${300 - AUDIT_FIELD_LIMITS.names} more names)`);
+  assert.ok(bounded.names!.slice(0, -1).every((n, i) => n.startsWith(`${i}.nnn`)));
+  assert.ok(bounded.message!.length < AUDIT_FIELD_LIMITS.message + 50);
+  assert.equal(bounded.code, 'PROVISION_BAD_REQUEST');
+  // Positive control: an ordinary entry is exactly what was appended.
+  const { time, chain, n, ...rest } = kept! as typeof kept & { chain?: string; n?: number };
+  assert.ok(time && chain && n === 2, 'time and the hash chain are added');
+  assert.deepEqual(rest, ordinary);
+  await log.close();
   await s.cleanup();
 });
