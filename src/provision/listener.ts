@@ -376,7 +376,13 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     }
     let privateKey;
     try {
-      await opts.store.putSecret(NONCES_SECRET, Buffer.from(JSON.stringify(replay.snapshot())));
+      try {
+        await opts.store.putSecret(NONCES_SECRET, Buffer.from(JSON.stringify(replay.snapshot())));
+      } catch (err) {
+        // keyd's own failure (disk full, I/O), not the payload's: said as such, detail in the log.
+        logger?.error({ err: errorMessage(err) }, 'provisioning: could not save the replay record');
+        throw new ProvisionError('PROVISION_INTERNAL', 'put: keyd could not save its replay record (see its log); the key was not installed: seal the key again and re-run the command');
+      }
       privateKey = createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' });
     } catch (err) {
       if (err instanceof ProvisionError) throw err;

@@ -336,6 +336,25 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     }
   });
 
+  it('keyd failing to save its replay record is PROVISION_INTERNAL (not a bad payload), and nothing is installed', async () => {
+    const client = await keyd.connect(pki.alice);
+    const store = keyd.running.store;
+    const putSecret = store.putSecret.bind(store);
+    try {
+      const sealed = await sealFor(client, ['disk-full.example.com']);
+      store.putSecret = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+      await assertRefused(client.request('put', putArgs(['disk-full.example.com'], sealed)), 'PROVISION_INTERNAL', /could not save its replay record/);
+      assert.equal(keyd.keyring.owner('disk-full.example.com'), undefined, 'nothing installed');
+      // Positive control: with the store working again, a freshly sealed payload installs.
+      store.putSecret = putSecret;
+      await client.request('put', putArgs(['disk-full.example.com'], await sealFor(client, ['disk-full.example.com'])));
+      assert.ok(keyd.keyring.owner('disk-full.example.com'));
+    } finally {
+      store.putSecret = putSecret;
+      client.close();
+    }
+  });
+
   it('a payload sealed to another keyd, or by another operator', async () => {
     const client = await keyd.connect(pki.alice);
     const dave = await keyd.connect(pki.dave);
