@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { KeydError } from './errors.js';
-import { AuditLog, type AdminCaller, type AuditEntry, type AuditQuery } from './audit.js';
+import { AuditLog, boundAuditEntry, type AdminCaller, type AuditEntry, type AuditQuery } from './audit.js';
 import type { SigningLedger, SigningStats } from './signing-ledger.js';
 import { Keyring, entryFromStored, infoOf, type KeyEntry, type KeyInfo } from './keyring.js';
 import { normaliseName } from './names.js';
@@ -235,8 +235,10 @@ export class AdminService extends EventEmitter {
   private async recordFailure(caller: AdminCaller, op: string, subject: { names?: string[]; keyType?: string }, err: unknown): Promise<void> {
     const code = err instanceof KeydError ? err.code : 'KEYD_INTERNAL';
     const message = err instanceof Error ? err.message : String(err);
-    this.logger?.warn({ op, caller, code, names: subject.names }, `admin ${op} refused: ${message}`);
-    await this.auditLog.append({ op, caller, ...subject, ok: false, code, message }).catch((e: unknown) => {
+    // The log line is bounded like the audit entry: names and message may come from the request.
+    const entry = boundAuditEntry({ op, caller, ...subject, ok: false, code, message });
+    this.logger?.warn({ op, caller: entry.caller, code, names: entry.names }, `admin ${op} refused: ${entry.message}`);
+    await this.auditLog.append(entry).catch((e: unknown) => {
       this.logger?.error({ err: e }, 'audit log write failed');
     });
   }

@@ -24,6 +24,7 @@ import { ATTESTATION_NONCE_LENGTH, quoteQualifyingData } from './attestation/bin
 import type { Attester, AttesterSession } from '../keyd/tpm/attester.js';
 import { parseListenerLimits } from './listener-limits.js';
 import { RefusalLimiter, truncate } from './refusal-limiter.js';
+import { AUDIT_FIELD_LIMITS } from '../keyd/audit.js';
 import { normalizeSubject, OPERATIONS, OperatorRoles, parseProvisioningConfig, roleAllows, type Operation, type Role } from './roles.js';
 
 /**
@@ -464,7 +465,9 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
         const names = Array.isArray(args.names) ? (args.names as unknown[]).filter((n): n is string => typeof n === 'string') : typeof args.name === 'string' ? [args.name] : undefined;
         await safeAudit({ op, caller: session.caller, ok: false, code, message: text, remote: session.remote, ...(names ? { names } : {}) });
       }
-      logger?.warn({ operator: session.operator, op, code }, `provisioning: ${op} refused: ${text}`);
+      // The log gets the operator's strings quoted truncated, as the audit does (keyd/audit.ts).
+      const quotedOp = truncate(op);
+      logger?.warn({ operator: session.operator, op: quotedOp, code }, `provisioning: ${quotedOp} refused: ${truncate(text, AUDIT_FIELD_LIMITS.message)}`);
       send(socket, { id, ok: false, error: { code, message: text } });
     }
     holdWhileUnread(socket);
