@@ -2,6 +2,7 @@ import { open, rename, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { readAuditFiles, type ReadStats } from './audit-reader.js';
 import { syncDirectory } from '../lib/durable-file.js';
+import { truncate } from '../lib/truncate.js';
 import { AuditChain, type ChainHead } from './root/audit-chain.js';
 
 export interface AdminCaller {
@@ -44,32 +45,22 @@ export interface AuditRotation {
  */
 export const AUDIT_FIELD_LIMITS = Object.freeze({ text: 256, message: 2048, names: 100 });
 
-function bounded(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}…(${text.length - max} more characters)`;
-}
-
-/** The entry with every string field within AUDIT_FIELD_LIMITS (a copy only when one is not). */
+/** The entry with every string field within AUDIT_FIELD_LIMITS (absent fields stay absent in the JSON line). */
 export function boundAuditEntry<E extends Omit<AuditEntry, 'time'>>(entry: E): E {
   const { text, message, names } = AUDIT_FIELD_LIMITS;
-  const fits = (s: string | undefined, max: number) => s === undefined || s.length <= max;
-  if (
-    fits(entry.op, text) && fits(entry.caller.id, text) && fits(entry.keyRef, text) && fits(entry.keyType, text) &&
-    fits(entry.remote, text) && fits(entry.code, text) && fits(entry.message, message) &&
-    (entry.names === undefined || (entry.names.length <= names && entry.names.every((n) => n.length <= text)))
-  ) {
-    return entry;
-  }
-  const copy = { ...entry, op: bounded(entry.op, text), caller: { ...entry.caller, id: bounded(entry.caller.id, text) } };
-  if (entry.keyRef !== undefined) copy.keyRef = bounded(entry.keyRef, text);
-  if (entry.keyType !== undefined) copy.keyType = bounded(entry.keyType, text);
-  if (entry.remote !== undefined) copy.remote = bounded(entry.remote, text);
-  if (entry.code !== undefined) copy.code = bounded(entry.code, text);
-  if (entry.message !== undefined) copy.message = bounded(entry.message, message);
-  if (entry.names !== undefined) {
-    const kept = entry.names.slice(0, names).map((n) => bounded(n, text));
-    copy.names = entry.names.length > names ? [...kept, `…(${entry.names.length - names} more names)`] : kept;
-  }
-  return copy;
+  const cut = (s: string | undefined, max: number) => (s === undefined ? undefined : truncate(s, max));
+  const kept = entry.names?.slice(0, names).map((n) => truncate(n, text));
+  return {
+    ...entry,
+    op: truncate(entry.op, text),
+    caller: { ...entry.caller, id: truncate(entry.caller.id, text) },
+    keyRef: cut(entry.keyRef, text),
+    keyType: cut(entry.keyType, text),
+    remote: cut(entry.remote, text),
+    code: cut(entry.code, text),
+    message: cut(entry.message, message),
+    names: kept && entry.names!.length > names ? [...kept, `…(${entry.names!.length - names} more names)`] : kept,
+  };
 }
 
 export const DEFAULT_AUDIT_ROTATION: Readonly<AuditRotation> = Object.freeze({ maxBytes: 64 * 1024 * 1024, keep: 8 });

@@ -5,13 +5,14 @@
  * how many were suppressed. A flood of refused handshakes then costs keyd at most
  * `budgetBytes` + one summary per window of audit log, whatever the certificate sizes.
  */
+import { truncate as cut } from '../lib/truncate.js';
 
 /** Longest certificate subject or issuer quoted in a refusal (they are attacker-controlled). */
 export const MAX_QUOTED_NAME = 256;
 
-/** `text` cut to `max` characters, with the cut marked. */
+/** `text` cut to `max` characters (default: a quoted name), with the cut marked (src/lib/truncate.ts). */
 export function truncate(text: string, max = MAX_QUOTED_NAME): string {
-  return text.length <= max ? text : `${text.slice(0, max)}…(${text.length - max} more characters)`;
+  return cut(text, max);
 }
 
 export interface SuppressedSummary {
