@@ -27,11 +27,15 @@ async function peculiar(): Promise<typeof X509> {
  * identity, or a TlsAlert naming what is wrong (RFC 8446 §6.2):
  *
  *   unparsable certificate                               bad_certificate
- *   no path from the leaf to a configured CA             unknown_ca
+ *   no path from the leaf to a configured CA, or none
+ *     within maxPathLength + 2 signature checks          unknown_ca
  *   a certificate of the path outside its validity       certificate_expired
  *   leaf keyUsage without digitalSignature, an
  *     extendedKeyUsage without clientAuth, or a key
  *     node:crypto cannot load                            unsupported_certificate
+ *   a client-sent key beyond the cost bounds (RSA over
+ *     8192 bits or e ≥ 2^33, unnamed EC curve, no
+ *     signature key type), leaf or issuer candidate      unsupported_certificate
  *   a critical extension this policy does not process
  *     (e.g. nameConstraints), leaf or intermediate       unsupported_certificate
  *   an issuer that is not a CA (basicConstraints), its
@@ -87,7 +91,22 @@ interface Parsed {
   readonly node: X509Certificate;
   readonly peculiar: X509.X509Certificate;
   readonly der: Buffer;
+  /** Its public key, loaded and checked the first time a signature is verified with it. */
+  key?: KeyObject;
 }
+
+/**
+ * What one public-key verification may cost, for keys the client chooses: every certificate
+ * it sends can be tried as an issuer before anything about it is trusted. RSA verification
+ * grows with the modulus and with the public exponent, and below 3072-bit moduli OpenSSL
+ * accepts an exponent as long as the modulus: one verification with a 3072-bit exponent
+ * takes milliseconds (docs/EDGE.md). These are the bounds the webpki and ring verifiers use:
+ * moduli up to 8192 bits, exponents below 2^33; EC keys only on the named curves TLS signs
+ * with (an explicit-parameters curve could be of any size).
+ */
+const MAX_RSA_MODULUS_BITS = 8192;
+const MAX_RSA_PUBLIC_EXPONENT = (1n << 33n) - 1n;
+const ACCEPTED_CURVES: ReadonlySet<string> = new Set(['prime256v1', 'secp384r1', 'secp521r1']);
 
 /** Parses with both libraries; only called once `peculiar()` has loaded (ClientChainVerifier.load). */
 function parse(der: Uint8Array, what: string): Parsed {
@@ -147,6 +166,12 @@ export class ClientChainVerifier {
     });
     for (const anchor of anchors) {
       if (!anchor.node.ca) throw new ClientAuthConfigError(`client CA '${anchor.peculiar.subject}' is not a CA certificate (basicConstraints cA)`);
+      // Loaded now, and outside the cost bounds of client-sent keys: the operator chose it.
+      try {
+        anchor.key = anchor.node.publicKey;
+      } catch (err) {
+        throw new ClientAuthConfigError(`client CA '${anchor.peculiar.subject}' has a key node:crypto cannot load (${(err as Error).message})`);
+      }
     }
     const crls: LoadedCrl[] = [];
     if (options.crlPem !== undefined) {
@@ -189,6 +214,17 @@ export class ClientChainVerifier {
     return h.digest('hex').slice(0, 32);
   }
 
+  /**
+   * The most signatures one chain may make us verify: a path of maxPathLength certificates
+   * needs maxPathLength - 1, and two more leave room for a same-name candidate that is not
+   * the issuer (a re-keyed CA). Path building tries every offered certificate whose name and
+   * key identifier match, so without this bound a client could send ten look-alike issuers
+   * and make each step cost ten verifications.
+   */
+  private get maxSignatureChecks(): number {
+    return this.maxPathLength + 2;
+  }
+
   /** RFC 5280 §6.1, for a TLS client: builds and checks the path, or throws the alert. */
   verify(chainDer: readonly Uint8Array[]): VerifiedClientCertificate {
     const chain = chainDer.map((der, i) => parse(der, i === 0 ? 'client certificate' : `client chain certificate ${i + 1}`));
@@ -209,9 +245,10 @@ export class ClientChainVerifier {
   /** Leaf → anchor: each step an issuer whose name, key identifier and signature fit (node:crypto). */
   private buildPath(leaf: Parsed, offered: Parsed[]): Parsed[] {
     const path = [leaf];
+    const checks = { left: this.maxSignatureChecks, limit: this.maxSignatureChecks };
     let current = leaf;
     for (;;) {
-      const anchor = this.anchors.find((a) => a.der.equals(current.der) || issued(a, current));
+      const anchor = this.anchors.find((a) => a.der.equals(current.der) || issued(a, current, checks));
       if (anchor) {
         if (!anchor.der.equals(current.der)) path.push(anchor);
         return path;
@@ -220,7 +257,7 @@ export class ClientChainVerifier {
       if (path.length + 2 > this.maxPathLength) {
         throw new TlsAlert('unknown_ca', `no path to a configured client CA within ${this.maxPathLength} certificates`);
       }
-      const next = offered.find((c) => !path.includes(c) && issued(c, current));
+      const next = offered.find((c) => !path.includes(c) && issued(c, current, checks));
       if (!next) throw new TlsAlert('unknown_ca', `client certificate issuer '${current.peculiar.issuer}' is not a configured client CA`);
       path.push(next);
       current = next;
@@ -283,13 +320,67 @@ function checkCriticalExtensions(cert: Parsed): void {
   }
 }
 
-/** `issuer` issued `cert`: names and key identifiers match (X509_check_issued) and the signature verifies. */
-function issued(issuer: Parsed, cert: Parsed): boolean {
+/**
+ * `issuer` issued `cert`: names and key identifiers match (X509_check_issued) and the
+ * signature verifies. Only a name match costs a signature check, counted against the chain's
+ * bound; an issuer key beyond the cost bounds refuses the chain before it is used.
+ */
+function issued(issuer: Parsed, cert: Parsed, checks: { left: number; limit: number }): boolean {
+  let nameMatches: boolean;
   try {
-    return cert.node.checkIssued(issuer.node) && cert.node.verify(issuer.node.publicKey);
+    nameMatches = cert.node.checkIssued(issuer.node);
   } catch {
     return false;
   }
+  if (!nameMatches) return false;
+  const key = checkedKey(issuer);
+  if (checks.left-- <= 0) throw new TlsAlert('unknown_ca', `no path to a configured client CA within ${checks.limit} signature checks`);
+  try {
+    return cert.node.verify(key);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A certificate's public key, loaded once and within the cost bounds above. A key node:crypto
+ * cannot load, or one outside the bounds, is RFC 8446 §6.2 unsupported_certificate (such a
+ * key would otherwise be sent as internal_error, or cost milliseconds per check).
+ */
+function checkedKey(cert: Parsed): KeyObject {
+  if (cert.key) return cert.key;
+  const subject = cert.peculiar.subject;
+  let key: KeyObject;
+  try {
+    key = cert.node.publicKey;
+  } catch (err) {
+    throw new TlsAlert('unsupported_certificate', `certificate '${subject}' has a key of a type this server cannot load (${(err as Error).message})`);
+  }
+  const details = key.asymmetricKeyDetails ?? {};
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+    case 'rsa-pss': {
+      const bits = details.modulusLength ?? Infinity;
+      if (bits > MAX_RSA_MODULUS_BITS) throw new TlsAlert('unsupported_certificate', `certificate '${subject}' has a ${bits}-bit RSA modulus; at most ${MAX_RSA_MODULUS_BITS} bits are accepted`);
+      const exponent = details.publicExponent ?? 0n;
+      if (exponent > MAX_RSA_PUBLIC_EXPONENT) {
+        throw new TlsAlert('unsupported_certificate', `certificate '${subject}' has a ${exponent.toString(2).length}-bit RSA public exponent; at most 33 bits are accepted`);
+      }
+      break;
+    }
+    case 'ec':
+      if (!ACCEPTED_CURVES.has(details.namedCurve ?? '')) {
+        throw new TlsAlert('unsupported_certificate', `certificate '${subject}' has an EC key on ${details.namedCurve ?? 'explicit parameters'}; accepted: P-256, P-384, P-521`);
+      }
+      break;
+    case 'ed25519':
+    case 'ed448':
+      break;
+    default:
+      throw new TlsAlert('unsupported_certificate', `certificate '${subject}' has a ${key.asymmetricKeyType} key, which this server does not verify with`);
+  }
+  cert.key = key;
+  return key;
 }
 
 /**
@@ -298,11 +389,7 @@ function issued(issuer: Parsed, cert: Parsed): boolean {
  * engine would send as internal_error): RFC 8446 §6.2 unsupported_certificate.
  */
 function publicKeyOf(leaf: Parsed): KeyObject {
-  try {
-    return leaf.node.publicKey;
-  } catch (err) {
-    throw new TlsAlert('unsupported_certificate', `client certificate key is of a type this server cannot load (${(err as Error).message})`);
-  }
+  return checkedKey(leaf);
 }
 
 function identityOf(leaf: Parsed): ClientIdentity {

@@ -6,7 +6,7 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import assert from 'node:assert/strict';
-import { X509Certificate as X509 } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes, X509Certificate as X509 } from 'node:crypto';
 import { before, describe, test } from 'node:test';
 import { TlsAlert } from '../../../src/tls/alert.js';
 import { ClientAuthConfigError, ClientChainVerifier, loadClientAuth } from '../../../src/tls/client-auth/chain-verifier.js';
@@ -173,6 +173,44 @@ describe('client chain verifier', () => {
     assert.ok(verifier.verify([leaf.der]).publicKey, 'control: a P-256 leaf of the same CA');
   });
 
+  test('an issuer candidate whose key would cost milliseconds per check gets unsupported_certificate before any signature check', async () => {
+    // A leaf naming a look-alike issuer, and the look-alike: a CA certificate with that name
+    // whose key the client chose. Path building would verify the leaf with it (OpenSSL only
+    // pairs an issuer key with a subject signed by that key type: the leaf is RSA-signed).
+    const lookAlike = await makeClientCa({ commonName: 'Look-alike', keyType: 'rsa2048' });
+    const victim = await issue(lookAlike, { commonName: 'oscar' });
+    const withKey = async (spki: Buffer) => ({ der: await certificateFor('CN=Look-alike', spki, true) }) as Issued;
+    // 3072-bit modulus, 3064-bit public exponent: OpenSSL accepts it, ≈ 7 ms per verification.
+    const slowExponent = await withKey(rsaSpki(3072, 3064));
+    const calls = countVerifications(() => refused(verifier, [victim, slowExponent], 'unsupported_certificate', /3064-bit RSA public exponent/));
+    assert.equal(calls, 0, 'refused before any verification with that key');
+    refused(verifier, [victim, await withKey(rsaSpki(8208, 17))], 'unsupported_certificate', /8208-bit RSA modulus/);
+    // A CA-signed leaf with a key no signature scheme uses.
+    const x25519 = generateKeyPairSync('x25519', { publicKeyEncoding: { format: 'der', type: 'spki' }, privateKeyEncoding: { format: 'der', type: 'pkcs8' } }).publicKey;
+    refused(verifier, [{ der: await certificateFor('CN=x25519 leaf', x25519, false) } as Issued], 'unsupported_certificate', /x25519 key/);
+    // Control: the same shape with an ordinary exponent is tried (one verification, which fails:
+    // the modulus is random) and the chain gets unknown_ca, as any wrong issuer does.
+    const ordinary = await withKey(rsaSpki(3072, 17));
+    assert.equal(countVerifications(() => refused(verifier, [victim, ordinary], 'unknown_ca')), 1);
+  });
+
+  test('a chain of look-alike issuers costs at most maxPathLength + 2 signature checks (unknown_ca)', async () => {
+    const lookAlike = await makeClientCa({ commonName: 'Look-alike' });
+    const victim = await issue(lookAlike, { commonName: 'paul' });
+    // Nine certificates with the issuer's name and no key identifier: each one a candidate.
+    const decoys: Issued[] = [];
+    for (let i = 0; i < 9; i++) {
+      const spki = generateKeyPairSync('ec', { namedCurve: 'P-256', publicKeyEncoding: { format: 'der', type: 'spki' }, privateKeyEncoding: { format: 'der', type: 'pkcs8' } }).publicKey;
+      decoys.push({ der: await certificateFor('CN=Look-alike', spki, true) } as Issued);
+    }
+    const calls = countVerifications(() => refused(verifier, [victim, ...decoys], 'unknown_ca', /within 8 signature checks/));
+    assert.equal(calls, 8, 'the default maxPathLength 6 allows 8 checks');
+    // Control: a look-alike before the genuine intermediate costs one check more, and the path is found.
+    const intermediate = await issue(ca, { ca: true, commonName: 'Look-alike' });
+    const genuine = await issue(intermediate, { commonName: 'quinn' });
+    assert.equal(countVerifications(() => assert.equal(verifier.verify([genuine.der, decoys[0]!.der, intermediate.der]).identity.commonName, 'quinn')), 3);
+  });
+
   test('garbage instead of a certificate gets bad_certificate', () => {
     assert.throws(() => verifier.verify([Buffer.from('not a certificate')]), (e: unknown) => e instanceof TlsAlert && e.alertName === 'bad_certificate');
   });
@@ -205,3 +243,49 @@ describe('client chain verifier', () => {
     assert.equal(a.verifyChain!([leaf.der]).identity.commonName, 'alice');
   });
 });
+
+/** Verifications made by node:crypto's X509Certificate while `run` runs (path building uses no other). */
+function countVerifications(run: () => void): number {
+  const original = X509.prototype.verify;
+  let calls = 0;
+  X509.prototype.verify = function (this: X509, key) {
+    calls++;
+    return original.call(this, key);
+  };
+  try {
+    run();
+  } finally {
+    X509.prototype.verify = original;
+  }
+  return calls;
+}
+
+/** An RSA SubjectPublicKeyInfo of a random odd modulus and exponent of these sizes (17 bits: 65537); no private key exists. */
+function rsaSpki(modulusBits: number, exponentBits: number): Buffer {
+  const oddWithTopBit = (bits: number): Buffer => {
+    const b = randomBytes(Math.ceil(bits / 8));
+    const top = (bits - 1) % 8;
+    b[0] = (b[0]! & ((1 << (top + 1)) - 1)) | (1 << top);
+    b[b.length - 1]! |= 1;
+    return b;
+  };
+  const n = oddWithTopBit(modulusBits);
+  const e = exponentBits === 17 ? Buffer.of(1, 0, 1) : oddWithTopBit(exponentBits);
+  return createPublicKey({ key: { kty: 'RSA', n: n.toString('base64url'), e: e.toString('base64url') }, format: 'jwk' }).export({ format: 'der', type: 'spki' });
+}
+
+/** A CA (or leaf) certificate for `spki` under `subject`, signed by the test CA, without key identifiers (so any name match is a candidate). */
+async function certificateFor(subject: string, spki: Buffer, isCa: boolean): Promise<Uint8Array> {
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomBytes(8).toString('hex').replace(/^./, '1'),
+    subject,
+    issuer: ca.cert.subject,
+    notBefore: new Date(Date.now() - HOUR),
+    notAfter: new Date(Date.now() + HOUR),
+    publicKey: new x509.PublicKey(new Uint8Array(spki).buffer),
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions: [new x509.BasicConstraintsExtension(isCa, undefined, true), new x509.KeyUsagesExtension(isCa ? x509.KeyUsageFlags.keyCertSign : x509.KeyUsageFlags.digitalSignature, true)],
+  });
+  return new Uint8Array(cert.rawData);
+}
