@@ -9,6 +9,7 @@
  */
 import {
   createCipheriv,
+  createDiffieHellman,
   createECDH,
   createHash,
   createHmac,
@@ -25,6 +26,7 @@ import {
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { groupByName, keyExchange } from '../src/tls/index.js';
+import { FFDHE_PRIMES } from '../src/tls/crypto/ffdhe-primes.js';
 import { markdownTable } from './lib/format.js';
 
 interface Operation {
@@ -37,6 +39,13 @@ function x25519Peer(): { publicJwk: { kty: 'OKP'; crv: 'X25519'; x: string }; pu
   // Encoded by the generation job, not exported afterwards (the Node 20 deadlock, docs/BENCHMARKS.md).
   const publicDer = generateKeyPairSync('x25519', { publicKeyEncoding: { type: 'spki', format: 'der' } }).publicKey as unknown as Buffer;
   return { publicJwk: { kty: 'OKP', crv: 'X25519', x: publicDer.subarray(publicDer.length - 32).toString('base64url') }, publicDer };
+}
+
+/** A client's share for an RFC 7919 group, left-padded to the prime's length (RFC 8446 §4.2.8.1). */
+function ffdhePeerShare(primeHex: string): Buffer {
+  const prime = Buffer.from(primeHex, 'hex');
+  const y = createDiffieHellman(prime, 2).generateKeys();
+  return Buffer.concat([Buffer.alloc(prime.length - y.length), y]);
 }
 
 function operations(): Operation[] {
@@ -97,6 +106,12 @@ function operations(): Operation[] {
       note: 'one key exchange, as the engine does it now (src/tls/crypto/key-exchange.ts)',
       run: () => keyExchange(x25519Group, peerRaw),
     },
+    // A client picks the group by offering only it: each row is what it can make one handshake's key exchange cost.
+    ...(Object.keys(FFDHE_PRIMES) as (keyof typeof FFDHE_PRIMES)[]).map((name) => {
+      const group = groupByName(name)!;
+      const peerShare = ffdhePeerShare(FFDHE_PRIMES[name]);
+      return { name: `keyExchange(${name})`, note: 'RFC 7919 group: generate + derive', run: () => keyExchange(group, peerShare) };
+    }),
     {
       name: "createECDH('prime256v1') gen + computeSecret",
       note: 'P-256 key exchange',

@@ -190,6 +190,26 @@ for (const [curve, engineName, nodeName] of groups) {
   });
 }
 
+test('groups: a client offering only ffdhe8192 gets handshake_failure by default; ffdhe3072 is served; ffdhe8192 when listed', async () => {
+  // A client chooses the group by offering only it: ffdhe8192 would make one handshake cost
+  // ≈ 13 ms of key exchange (18× a whole ECDHE handshake), so it is not a default.
+  const defaults = await startServer();
+  const refused = await connectExpectingError(defaults, { ecdhCurve: 'ffdhe8192' });
+  assert.match(refused.message, /handshake failure|alert number 40/i);
+  assert.match(String(defaults.clientErrors[0]?.message), /no key exchange group in common/);
+  // Control: a finite-field group of the defaults.
+  const ffdhe3072 = await connectClient(defaults, { ecdhCurve: 'ffdhe3072' });
+  assert.deepEqual(await echo(ffdhe3072, Buffer.from('ff')), Buffer.from('ff'));
+  assert.equal(defaults.secured[0]!.group, 'ffdhe3072');
+  await closeClient(ffdhe3072);
+  // Control: an operator who lists ffdhe8192 gets it.
+  const listed = await startServer({ groups: [NamedGroup.x25519, 0x0104] });
+  const ffdhe8192 = await connectClient(listed, { ecdhCurve: 'ffdhe8192' });
+  assert.deepEqual(await echo(ffdhe8192, Buffer.from('ff')), Buffer.from('ff'));
+  assert.equal(listed.secured[0]!.group, 'ffdhe8192');
+  await closeClient(ffdhe8192);
+});
+
 test('HelloRetryRequest: the client shares X25519, the server only takes P-384', async () => {
   const r = await startServer({ groups: [NamedGroup.secp384r1] });
   const client = await connectClient(r, { ecdhCurve: 'X25519:secp384r1' });
