@@ -200,7 +200,9 @@ export class TokenKeyHandle implements KeyHandle {
     this.publicKey = createPublicKey({ key: Buffer.from(reference.spki, 'base64'), format: 'der', type: 'spki' });
     this.id = Buffer.from(reference.id, 'hex');
     this.location = formatTokenUri({ token: reference.token, object: reference.object, id: this.id });
-    this.signatureLength = this.kind.coordinateLength ? 2 * this.kind.coordinateLength : this.keyType === 'ed25519' ? 64 : (this.publicKey.asymmetricKeyDetails?.modulusLength ?? 4096) / 8;
+    // An RSA signature is as long as the modulus in whole bytes (RFC 8017 §8.1.1: k octets):
+    // a 2050-bit key signs 257 bytes, and a shorter buffer makes C_Sign fail.
+    this.signatureLength = this.kind.coordinateLength ? 2 * this.kind.coordinateLength : this.keyType === 'ed25519' ? 64 : Math.ceil((this.publicKey.asymmetricKeyDetails?.modulusLength ?? 4096) / 8);
   }
 
   async sign(scheme: number, content: Uint8Array): Promise<Uint8Array> {

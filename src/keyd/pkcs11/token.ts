@@ -41,6 +41,8 @@ interface Connection {
   mechanisms: Set<number>;
   /** CKA_ID (hex) → private key object handle, valid for this connection only. */
   objects: Map<string, Handle>;
+  /** Sessions a failed signature may have left with an operation active: replaced on release. */
+  unsettled: Set<Handle>;
 }
 
 /**
@@ -136,8 +138,16 @@ export class Pkcs11Token {
         throw new KeydError('KEYD_TOKEN_MECHANISM', `token ${JSON.stringify(this.label)} does not offer ${mechanismName(mechanism.mechanism)}`);
       }
       const key = this.findPrivateKey(session, c, id);
-      this.lib.C_SignInit(session, mechanism, key);
-      return this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength));
+      try {
+        this.lib.C_SignInit(session, mechanism, key);
+        return await this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength));
+      } catch (err) {
+        // C_Sign that returns CKR_BUFFER_TOO_SMALL leaves the signing operation active
+        // (PKCS#11 v2.40 §5.11, C_Sign), and C_SignInit then returns CKR_OPERATION_ACTIVE on
+        // this session for every key: the session is replaced, not put back as it is.
+        c.unsettled.add(session);
+        throw err;
+      }
     });
   }
 
@@ -222,7 +232,7 @@ export class Pkcs11Token {
       const sessions: Handle[] = [];
       for (let i = 0; i < this.config.sessions; i++) sessions.push(this.lib.C_OpenSession(slot, CKF_RW_SESSION | CKF_SERIAL_SESSION));
       await this.login(sessions[0]!);
-      const connection: Connection = { slot, idle: sessions, mechanisms, objects: new Map() };
+      const connection: Connection = { slot, idle: sessions, mechanisms, objects: new Map(), unsettled: new Set() };
       this.connection = connection;
       this.lastLoss = undefined;
       this.logger?.info({ token: this.label, sessions: sessions.length }, `PKCS#11 token ${this.label}: connected, ${sessions.length} session(s)`);
@@ -302,6 +312,10 @@ export class Pkcs11Token {
 
   private release(c: Connection, session: Handle): void {
     this.busy--;
+    if (this.connection === c && c.unsettled.delete(session)) {
+      const fresh = this.replaceSession(c, session);
+      if (fresh) session = fresh;
+    }
     if (this.connection === c) {
       c.idle.push(session);
       const next = this.waiting.shift();
@@ -310,6 +324,27 @@ export class Pkcs11Token {
       for (const wake of this.waiting.splice(0)) wake(new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: connection lost while the request waited`));
     }
     if (this.busy === 0) for (const done of this.drained.splice(0)) done();
+  }
+
+  /**
+   * A new session for one whose operation state is unknown. Opened before the old one is
+   * closed: closing an application's last session logs it out (PKCS#11 v2.40 §5.6). A
+   * token that refuses drops the connection (the next request reconnects).
+   */
+  private replaceSession(c: Connection, old: Handle): Handle | undefined {
+    try {
+      const fresh = this.lib.C_OpenSession(c.slot, CKF_RW_SESSION | CKF_SERIAL_SESSION);
+      try {
+        this.lib.C_CloseSession(old);
+      } catch {
+        // already gone with its operation: the fresh session serves instead
+      }
+      return fresh;
+    } catch (err) {
+      this.lastLoss = `C_OpenSession returned ${ckrOf(err)?.name ?? (err as Error).message.split('\n')[0]}`;
+      this.drop(this.lastLoss);
+      return undefined;
+    }
   }
 
   private waitIdle(): Promise<void> {

@@ -1,0 +1,75 @@
+/**
+ * A signature the token refuses must not break the token for the keys after it: C_Sign
+ * that returns CKR_BUFFER_TOO_SMALL leaves its operation active on the session (PKCS#11
+ * v2.40 §5.11), and a session put back as it is refuses every later C_SignInit with
+ * CKR_OPERATION_ACTIVE. And an RSA key whose modulus is not a whole number of bytes
+ * (checkPrivateKey takes 2048 to 4096 bits, any of them) signs in k = ceil(bits/8) bytes.
+ */
+import assert from 'node:assert/strict';
+import { constants, generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
+import { test } from 'node:test';
+import { KeydError } from '../../../src/keyd/errors.js';
+import { spkiOf } from '../../../src/keyd/key-handle.js';
+import { TokenKeys } from '../../../src/keyd/pkcs11/token-keys.js';
+import { SignatureScheme } from '../../../src/tls/wire/codepoints.js';
+import { makeSoftHsmToken, requireSoftHsm } from './softhsm.js';
+
+const content = Buffer.from('content keyd built');
+
+function pssVerifies(publicKey: KeyObject, signature: Uint8Array): boolean {
+  return verify('sha256', content, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, signature);
+}
+
+test('an RSA key of 2050 bits put into the token signs (a 257-byte signature)', { timeout: 120_000 }, async (t) => {
+  if (!requireSoftHsm(t)) return;
+  const token = makeSoftHsmToken('keyd-odd-rsa');
+  process.env.SOFTHSM2_CONF = token.env.SOFTHSM2_CONF;
+  const tokens = new TokenKeys([{ label: token.label, module: token.module, pinFile: token.pinFile, sessions: 1 }]);
+  try {
+    // Control: a whole-byte modulus signs.
+    const even = await tokens.importKey(token.uri, generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, 'even');
+    const evenSignature = await even.sign(SignatureScheme.rsa_pss_rsae_sha256, content);
+    assert.equal(evenSignature.length, 256);
+    assert.ok(pssVerifies(even.publicKey, evenSignature));
+
+    const odd = await tokens.importKey(token.uri, generateKeyPairSync('rsa', { modulusLength: 2050 }).privateKey, 'odd');
+    const oddSignature = await odd.sign(SignatureScheme.rsa_pss_rsae_sha256, content);
+    assert.equal(oddSignature.length, 257);
+    assert.ok(pssVerifies(odd.publicKey, oddSignature));
+  } finally {
+    await tokens.close();
+    token.cleanup();
+  }
+});
+
+test('a signature the token refuses (buffer too small) leaves the session usable for the next key', { timeout: 120_000 }, async (t) => {
+  if (!requireSoftHsm(t)) return;
+  const token = makeSoftHsmToken('keyd-sign-fail');
+  process.env.SOFTHSM2_CONF = token.env.SOFTHSM2_CONF;
+  // One session: a session left with an operation active would fail every request after.
+  const tokens = new TokenKeys([{ label: token.label, module: token.module, pinFile: token.pinFile, sessions: 1 }]);
+  try {
+    const good = await tokens.generate(token.uri, 'ecdsa-p256', 'good');
+    assert.ok(verify('sha256', content, good.publicKey, await good.sign(SignatureScheme.ecdsa_secp256r1_sha256, content)), 'control: the key signs');
+
+    // A reference whose SPKI says 2048 bits while the object with its CKA_ID is a 4096-bit
+    // key (an object swapped in the token): keyd offers 256 bytes, C_Sign needs 512.
+    const big = await tokens.generate(token.uri, 'rsa4096', 'big');
+    const small = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+    const swapped = tokens.resolve({ ...big.reference, spki: spkiOf(small).toString('base64') });
+    await assert.rejects(swapped.sign(SignatureScheme.rsa_pss_rsae_sha256, content), (err: unknown) => {
+      assert.ok(err instanceof KeydError);
+      assert.match(err.message, /CKR_BUFFER_TOO_SMALL/);
+      return true;
+    });
+
+    for (let i = 0; i < 3; i++) {
+      const signature = await good.sign(SignatureScheme.ecdsa_secp256r1_sha256, content);
+      assert.ok(verify('sha256', content, good.publicKey, signature), `signature ${i} after the refused one verifies`);
+    }
+    assert.ok(pssVerifies(big.publicKey, await big.sign(SignatureScheme.rsa_pss_rsae_sha256, content)), 'the 4096-bit key itself signs');
+  } finally {
+    await tokens.close();
+    token.cleanup();
+  }
+});
