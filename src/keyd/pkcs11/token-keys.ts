@@ -1,6 +1,6 @@
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { constants, createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
-import { SCHEMES, type KeyType } from '../../tls/signature-schemes.js';
+import { SCHEMES, type KeyType, type SchemeInfo } from '../../tls/signature-schemes.js';
 import { keyTypeOf } from '../../tls/signer.js';
 import { KeydError } from '../errors.js';
 import { spkiOf, type KeyHandle, type KeyReference, type StoredKeyForm } from '../key-handle.js';
@@ -205,7 +205,24 @@ export class TokenKeyHandle implements KeyHandle {
     this.signatureLength = this.kind.coordinateLength ? 2 * this.kind.coordinateLength : this.keyType === 'ed25519' ? 64 : Math.ceil((this.publicKey.asymmetricKeyDetails?.modulusLength ?? 4096) / 8);
   }
 
+  /**
+   * Every signature the token returns is verified under the public key keyd stored for
+   * the object before it leaves keyd: an object replaced in the token under the same
+   * CKA_ID would otherwise sign for the name with a key its certificate does not hold,
+   * and a faulty RSA-CRT signature released to a peer gives away the key's factors.
+   */
   async sign(scheme: number, content: Uint8Array): Promise<Uint8Array> {
+    const signature = await this.signInToken(scheme, content);
+    if (!signatureVerifies(this.publicKey, SCHEMES.get(scheme)!, content, signature)) {
+      throw new KeydError(
+        'KEYD_TOKEN_KEY_MISMATCH',
+        `token ${JSON.stringify(this.reference.token)}: the signature of the object with CKA_ID ${this.reference.id} does not verify under the public key keyd stored for it (object replaced in the token, or a faulty signature); not used`,
+      );
+    }
+    return signature;
+  }
+
+  private async signInToken(scheme: number, content: Uint8Array): Promise<Buffer> {
     const token = await this.tokens.token(this.reference.token);
     const info = SCHEMES.get(scheme);
     // keyd's server checked the scheme against the request kind (schemeFitsKey): a TLS 1.2
@@ -232,5 +249,18 @@ export class TokenKeyHandle implements KeyHandle {
 
   storedForm(): StoredKeyForm {
     return { kind: 'reference', reference: this.reference };
+  }
+}
+
+/** node:crypto's verification of a signature as TLS carries it (ECDSA: DER), for `info`'s scheme. */
+function signatureVerifies(publicKey: KeyObject, info: SchemeInfo, content: Uint8Array, signature: Uint8Array): boolean {
+  try {
+    if (info.rsaPadding === 'pss') {
+      return verify(info.hash, content, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST }, signature);
+    }
+    if (info.rsaPadding === 'pkcs1') return verify(info.hash, content, { key: publicKey, padding: constants.RSA_PKCS1_PADDING }, signature);
+    return verify(info.hash, content, publicKey, signature);
+  } catch {
+    return false; // e.g. an ECDSA signature that is no DER at all
   }
 }

@@ -73,3 +73,39 @@ test('a signature the token refuses (buffer too small) leaves the session usable
     token.cleanup();
   }
 });
+
+test('an object in the token whose key is not the stored one (same CKA_ID): its signatures are refused, for every key type', { timeout: 120_000 }, async (t) => {
+  if (!requireSoftHsm(t)) return;
+  const token = makeSoftHsmToken('keyd-swapped');
+  process.env.SOFTHSM2_CONF = token.env.SOFTHSM2_CONF;
+  const tokens = new TokenKeys([{ label: token.label, module: token.module, pinFile: token.pinFile, sessions: 2 }]);
+  try {
+    const cases = [
+      { type: 'ecdsa-p256', scheme: SignatureScheme.ecdsa_secp256r1_sha256 },
+      { type: 'ecdsa-p384', scheme: SignatureScheme.ecdsa_secp384r1_sha384 },
+      { type: 'rsa2048', scheme: SignatureScheme.rsa_pss_rsae_sha256 },
+      { type: 'rsa2048', scheme: SignatureScheme.rsa_pkcs1_sha256 },
+      { type: 'ed25519', scheme: SignatureScheme.ed25519 },
+    ] as const;
+    for (const { type, scheme } of cases) {
+      const stored = await tokens.generate(token.uri, type, `stored ${type}`);
+      const other = await tokens.generate(token.uri, type, `other ${type}`);
+      // Control: the key signs for what keyd stored.
+      const signature = await stored.sign(scheme, content);
+      const hash = type === 'ed25519' ? null : type === 'ecdsa-p384' ? 'sha384' : 'sha256';
+      const padding = scheme === SignatureScheme.rsa_pss_rsae_sha256 ? { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } : {};
+      assert.ok(verify(hash, content, { key: stored.publicKey, ...padding }, signature), `${type} 0x${scheme.toString(16)}: control signature verifies`);
+      // The stored reference, its CKA_ID now holding another key of the same type and size.
+      const swapped = tokens.resolve({ ...stored.reference, id: other.reference.id as string });
+      await assert.rejects(swapped.sign(scheme, content), (err: unknown) => {
+        assert.ok(err instanceof KeydError, String(err));
+        assert.equal(err.code, 'KEYD_TOKEN_KEY_MISMATCH', `${type} 0x${scheme.toString(16)}: ${err.message}`);
+        assert.match(err.message, new RegExp(`CKA_ID ${other.reference.id as string}`));
+        return true;
+      });
+    }
+  } finally {
+    await tokens.close();
+    token.cleanup();
+  }
+});
