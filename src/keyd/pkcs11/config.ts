@@ -133,6 +133,24 @@ export function parseTokenConfigs(section: unknown): TokenConfig[] | undefined {
   return configs;
 }
 
+/** PINs keyd took out of its environment, by variable name. */
+const environmentPins = new Map<string, string>();
+
+/**
+ * The PIN in environment variable `name`, taken out of process.env: the children keyd
+ * starts (tpm2-tools, src/keyd/tpm/tools.ts) inherit process.env, and must not receive
+ * the PIN. keyd takes it when it reads its config (TokenKeys), before it starts any; a
+ * value set again later replaces the one taken.
+ */
+export function takeEnvironmentPin(name: string): string | undefined {
+  const value = process.env[name];
+  if (value !== undefined) {
+    environmentPins.set(name, value);
+    delete process.env[name];
+  }
+  return environmentPins.get(name);
+}
+
 /**
  * A PIN file must be readable by keyd's user alone (mode 0600, like the root key file):
  * one that group or others can read hands the token's keys to them. Checked on the open

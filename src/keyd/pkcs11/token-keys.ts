@@ -5,7 +5,7 @@ import { keyTypeOf } from '../../tls/signer.js';
 import { KeydError } from '../errors.js';
 import { spkiOf, type KeyHandle, type KeyReference, type StoredKeyForm } from '../key-handle.js';
 import type { GenerateKeyType } from '../pki.js';
-import { formatTokenUri, parseTokenUri, type TokenConfig } from './config.js';
+import { formatTokenUri, parseTokenUri, takeEnvironmentPin, type TokenConfig } from './config.js';
 import { CKA, CKG_MGF1, CKM, CKO_PRIVATE_KEY } from './constants.js';
 import { ecdsaRawToDer, privateKeyAttributes, publicKeyFromAttributes, tokenKeyKind, type TemplateAttribute, type TokenKeyKind } from './key-material.js';
 import type { Pkcs11Token } from './token.js';
@@ -45,7 +45,10 @@ export class TokenKeys {
   constructor(
     private readonly configs: readonly TokenConfig[],
     private readonly logger?: Logger,
-  ) {}
+  ) {
+    // Now, at start-up, before keyd runs any child process (the TPM root key's tpm2-tools).
+    for (const config of configs) if (config.pinEnv !== undefined) takeEnvironmentPin(config.pinEnv);
+  }
 
   /** Turns a stored reference into a handle; the token is only contacted when it signs. */
   resolve(reference: KeyReference): KeyHandle {

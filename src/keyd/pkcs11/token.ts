@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { Logger } from 'pino';
 import { KeydError } from '../errors.js';
-import { readPinFile, type TokenConfig } from './config.js';
+import { readPinFile, takeEnvironmentPin, type TokenConfig } from './config.js';
 import { CKA, CKF_OS_LOCKING_OK, CKF_RW_SESSION, CKF_SERIAL_SESSION, CKO_PRIVATE_KEY, CKU_USER, mechanismName } from './constants.js';
 import { tokenErrorFromCkr, type TokenErrorContext } from './errors.js';
 import type { TemplateAttribute } from './key-material.js';
@@ -267,7 +267,7 @@ export class Pkcs11Token {
   /** The PIN, read at each (re)connection so that fixing the file needs no restart. Never logged. */
   private async readPin(): Promise<string> {
     if (this.config.pinEnv !== undefined) {
-      const pin = process.env[this.config.pinEnv];
+      const pin = takeEnvironmentPin(this.config.pinEnv);
       if (!pin) throw new KeydError('KEYD_TOKEN_PIN', `token ${JSON.stringify(this.label)}: environment variable ${this.config.pinEnv} (its PIN) is not set`);
       return pin;
     }
