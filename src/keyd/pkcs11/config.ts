@@ -43,7 +43,12 @@ export function parseTokenUri(text: string): TokenUri {
     if (text.length === 0 || text.length > 32) throw new KeydError('KEYD_BAD_REQUEST', `token label ${JSON.stringify(text)} must be 1 to 32 characters (CK_TOKEN_INFO.label)`);
     return { token: text };
   }
-  const path = text.slice('pkcs11:'.length).split('?')[0]!;
+  if (text.includes('?')) {
+    // RFC 7512 §2.3 query attributes: pin-value carries a PIN, which keyd takes only from its
+    // config; echoing the URI would put that PIN into the refusal's log line and audit entry.
+    throw new KeydError('KEYD_BAD_REQUEST', 'PKCS#11 URI with query attributes (after "?", e.g. pin-value): keyd takes none, the PIN comes from its config ("pinFile" or "pinEnv"); the URI is not repeated here');
+  }
+  const path = text.slice('pkcs11:'.length);
   const attrs = new Map<string, string>();
   for (const part of path.split(';')) {
     if (part === '') continue;

@@ -23,6 +23,18 @@ test('RFC 7512 URIs: token, object and a binary id; a bare label; malformed ones
   assert.throws(() => parseTokenUri('x'.repeat(33)), /1 to 32 characters/);
 });
 
+test('a PKCS#11 URI with query attributes (pin-value) is refused without repeating the PIN; a path-only URI is taken (control)', () => {
+  for (const text of ['pkcs11:token=keyd?pin-value=s3cret-pin', 'pkcs11:token=keyd;bogus?pin-value=s3cret-pin', 'pkcs11:token=keyd;object=a;object=b?pin-source=file:/x&pin-value=s3cret-pin']) {
+    assert.throws(() => parseTokenUri(text), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'KEYD_BAD_REQUEST');
+      assert.match(err.message, /query attributes/);
+      assert.ok(!err.message.includes('s3cret-pin'), `the PIN is not in the message: ${err.message}`);
+      return true;
+    });
+  }
+  assert.deepEqual(parseTokenUri('pkcs11:token=keyd;object=www'), { token: 'keyd', object: 'www' });
+});
+
 test('config "pkcs11": absent means no token; a PIN only from a file or a variable; bad fields refused', () => {
   assert.equal(parseTokenConfigs(undefined), undefined);
   const [t] = parseTokenConfigs({ tokens: [{ token: 'pkcs11:token=keyd', module: '/usr/lib/x.so', pinEnv: 'KEYD_PIN' }] })!;
