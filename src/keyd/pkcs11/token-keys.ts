@@ -193,6 +193,8 @@ export class TokenKeyHandle implements KeyHandle {
   private readonly kind: TokenKeyKind;
   private readonly id: Buffer;
   private readonly signatureLength: number;
+  /** The object handle whose signature last verified (see sign). */
+  private vouchedObject?: object;
 
   constructor(
     readonly reference: TokenKeyReference,
@@ -209,23 +211,28 @@ export class TokenKeyHandle implements KeyHandle {
   }
 
   /**
-   * Every signature the token returns is verified under the public key keyd stored for
-   * the object before it leaves keyd: an object replaced in the token under the same
-   * CKA_ID would otherwise sign for the name with a key its certificate does not hold,
-   * and a faulty RSA-CRT signature released to a peer gives away the key's factors.
+   * A signature from the token is verified under the public key keyd stored for the object
+   * before it leaves keyd: the first one from each object handle found (an object replaced
+   * in the token under the same CKA_ID would otherwise sign for the name with a key its
+   * certificate does not hold; replacing it invalidates the handle, so the next find
+   * verifies again), and every RSA one (a faulty RSA-CRT signature released to a peer
+   * gives away the key's factors; RSA verification costs little next to RSA signing).
    */
   async sign(scheme: number, content: Uint8Array): Promise<Uint8Array> {
-    const signature = await this.signInToken(scheme, content);
-    if (!signatureVerifies(this.publicKey, SCHEMES.get(scheme)!, content, signature)) {
-      throw new KeydError(
-        'KEYD_TOKEN_KEY_MISMATCH',
-        `token ${JSON.stringify(this.reference.token)}: the signature of the object with CKA_ID ${this.reference.id} does not verify under the public key keyd stored for it (object replaced in the token, or a faulty signature); not used`,
-      );
+    const { signature, object } = await this.signInToken(scheme, content);
+    if (this.keyType === 'rsa' || object !== this.vouchedObject) {
+      if (!signatureVerifies(this.publicKey, SCHEMES.get(scheme)!, content, signature)) {
+        throw new KeydError(
+          'KEYD_TOKEN_KEY_MISMATCH',
+          `token ${JSON.stringify(this.reference.token)}: the signature of the object with CKA_ID ${this.reference.id} does not verify under the public key keyd stored for it (object replaced in the token, or a faulty signature); not used`,
+        );
+      }
+      this.vouchedObject = object;
     }
     return signature;
   }
 
-  private async signInToken(scheme: number, content: Uint8Array): Promise<Buffer> {
+  private async signInToken(scheme: number, content: Uint8Array): Promise<{ signature: Buffer; object: object }> {
     const token = await this.tokens.token(this.reference.token);
     const info = SCHEMES.get(scheme);
     // keyd's server checked the scheme against the request kind (schemeFitsKey): a TLS 1.2
@@ -247,7 +254,11 @@ export class TokenKeyHandle implements KeyHandle {
       const parameter = { type: CK_PARAMS_RSA_PSS, hashAlg: HASH_MECHANISM[info.hash], mgf: CKG_MGF1[info.hash], saltLen: HASH_LENGTH[info.hash] };
       return token.sign(this.id, { mechanism: CKM.RSA_PKCS_PSS, parameter }, digest, this.signatureLength);
     }
-    return ecdsaRawToDer(await token.sign(this.id, { mechanism: CKM.ECDSA }, digest, this.signatureLength));
+    const { signature, object } = await token.sign(this.id, { mechanism: CKM.ECDSA }, digest, this.signatureLength);
+    if (signature.length !== this.signatureLength) {
+      throw new KeydError('KEYD_TOKEN_ERROR', `token ${JSON.stringify(this.reference.token)}: C_Sign (CKM_ECDSA) returned ${signature.length} bytes, not r ‖ s of ${this.signatureLength}`);
+    }
+    return { signature: ecdsaRawToDer(signature), object };
   }
 
   storedForm(): StoredKeyForm {

@@ -131,8 +131,12 @@ export class Pkcs11Token {
     });
   }
 
-  /** C_SignInit + C_Sign (the latter on libuv's thread pool: a slow token does not block keyd). */
-  sign(id: Buffer, mechanism: pkcs11js.Mechanism, data: Buffer, maxLength: number): Promise<Buffer> {
+  /**
+   * C_SignInit + C_Sign (the latter on libuv's thread pool: a slow token does not block keyd).
+   * Returns the signature and the object handle that made it: the same Buffer for as long as
+   * this connection keeps the object, a new one once it is found again (after a reconnection).
+   */
+  sign(id: Buffer, mechanism: pkcs11js.Mechanism, data: Buffer, maxLength: number): Promise<{ signature: Buffer; object: Handle }> {
     return this.withSession({ operation: 'C_Sign', detail: mechanismName(mechanism.mechanism) }, async (session, c) => {
       if (!c.mechanisms.has(mechanism.mechanism)) {
         throw new KeydError('KEYD_TOKEN_MECHANISM', `token ${JSON.stringify(this.label)} does not offer ${mechanismName(mechanism.mechanism)}`);
@@ -140,7 +144,7 @@ export class Pkcs11Token {
       const key = this.findPrivateKey(session, c, id);
       try {
         this.lib.C_SignInit(session, mechanism, key);
-        return await this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength));
+        return { signature: await this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength)), object: key };
       } catch (err) {
         // C_Sign that returns CKR_BUFFER_TOO_SMALL leaves the signing operation active
         // (PKCS#11 v2.40 §5.11, C_Sign), and C_SignInit then returns CKR_OPERATION_ACTIVE on

@@ -6,11 +6,11 @@
  * (checkPrivateKey takes 2048 to 4096 bits, any of them) signs in k = ceil(bits/8) bytes.
  */
 import assert from 'node:assert/strict';
-import { constants, generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
+import { constants, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { test } from 'node:test';
 import { KeydError } from '../../../src/keyd/errors.js';
 import { spkiOf } from '../../../src/keyd/key-handle.js';
-import { TokenKeys } from '../../../src/keyd/pkcs11/token-keys.js';
+import { TokenKeyHandle, TokenKeys, type TokenKeyReference } from '../../../src/keyd/pkcs11/token-keys.js';
 import { SignatureScheme } from '../../../src/tls/wire/codepoints.js';
 import { makeSoftHsmToken, requireSoftHsm } from './softhsm.js';
 
@@ -108,4 +108,36 @@ test('an object in the token whose key is not the stored one (same CKA_ID): its 
     await tokens.close();
     token.cleanup();
   }
+});
+
+test('which token signatures keyd verifies: every RSA one, and the first from each ECDSA object found; an r ‖ s of the wrong length is refused', async () => {
+  // A stand-in for the token: returns what the test sets, as Pkcs11Token.sign does (the
+  // signature, and the object handle that made it).
+  let next: { signature: Buffer; object: object } | undefined;
+  const tokens = { token: async () => ({ sign: async () => next! }) } as unknown as TokenKeys;
+  const reference = (keyType: 'rsa' | 'ecdsa-p256', publicKey: KeyObject): TokenKeyReference => ({ backend: 'pkcs11', keyType, spki: spkiOf(publicKey).toString('base64'), token: 'stand-in', id: '01', object: 'o' });
+  const object = {};
+
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const otherRsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const pss = (key: KeyObject) => sign('sha256', content, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
+  const rsaHandle = new TokenKeyHandle(reference('rsa', rsa.publicKey), tokens);
+  next = { signature: pss(rsa.privateKey), object };
+  assert.deepEqual(Buffer.from(await rsaHandle.sign(SignatureScheme.rsa_pss_rsae_sha256, content)), next.signature, 'control: a good signature goes out');
+  // The same object, a faulty signature (as RSA-CRT with a fault would give): refused.
+  next = { signature: pss(otherRsa), object };
+  await assert.rejects(rsaHandle.sign(SignatureScheme.rsa_pss_rsae_sha256, content), { code: 'KEYD_TOKEN_KEY_MISMATCH' });
+
+  const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const otherEc = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  const raw = (key: KeyObject) => sign('sha256', content, { key, dsaEncoding: 'ieee-p1363' });
+  const ecHandle = new TokenKeyHandle(reference('ecdsa-p256', ec.publicKey), tokens);
+  next = { signature: raw(ec.privateKey), object };
+  assert.ok(verify('sha256', content, ec.publicKey, await ecHandle.sign(SignatureScheme.ecdsa_secp256r1_sha256, content)), 'control: the object signs');
+  // Found again (a reconnection), the object is another key: its first signature is checked.
+  next = { signature: raw(otherEc), object: {} };
+  await assert.rejects(ecHandle.sign(SignatureScheme.ecdsa_secp256r1_sha256, content), { code: 'KEYD_TOKEN_KEY_MISMATCH' });
+  await assert.rejects(ecHandle.sign(SignatureScheme.ecdsa_secp256r1_sha256, content), { code: 'KEYD_TOKEN_KEY_MISMATCH' }, 'and stays refused');
+  next = { signature: raw(ec.privateKey).subarray(0, 63), object };
+  await assert.rejects(ecHandle.sign(SignatureScheme.ecdsa_secp256r1_sha256, content), (err: unknown) => err instanceof KeydError && err.code === 'KEYD_TOKEN_ERROR' && /returned 63 bytes/.test(err.message));
 });
