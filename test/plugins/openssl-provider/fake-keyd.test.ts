@@ -1,0 +1,193 @@
+/**
+ * The provider's keyd client (plugins/openssl-provider/keyd.c) against a fake keyd that
+ * answers with malformed or hostile frames (docs/PROTOCOL.md, "Frame"): the provider runs
+ * inside someone else's server, so each bad answer must fail the one signature with the
+ * provider's error, never crash, hang past `timeout_ms` or be taken as a signature. Each
+ * case is `openssl pkeyutl` signing a TLS 1.3 server CertificateVerify content with a
+ * reference file that names the fake socket; the fake keyd signs with a key made here, so
+ * the positive controls verify with node:crypto.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync, randomBytes, sign as cryptoSign, verify, type KeyObject } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { encodeKeyReferencePem } from '../../../src/keyd/key-reference.js';
+import { requireTool, runTool, type ToolResult } from '../../helpers/tools.js';
+import { scratchDir } from '../../edge/system.js';
+import { buildProvider, opensslConf, PROVIDER_SO } from './harness.js';
+
+const OP_SIGN_HANDSHAKE_CONTENT = 0x05;
+const OP_REPLY = 0x80;
+const OP_CHANGED = 0x40;
+const OP_ERROR = 0xff;
+
+interface Request {
+  id: number;
+  scheme: number;
+  content: Buffer;
+}
+
+/** docs/PROTOCOL.md "Frame": version 2, opcode, reserved 0, request id, payload length. */
+function frame(opcode: number, id: number, payload: Buffer, length = payload.length): Buffer {
+  const header = Buffer.alloc(12);
+  header[0] = 2;
+  header[1] = opcode;
+  header.writeUInt32BE(id, 4);
+  header.writeUInt32BE(length, 8);
+  return Buffer.concat([header, payload]);
+}
+
+const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
+
+/** A fake keyd on `path`: each signHandshakeContent request is handed to `answer`. */
+async function fakeKeyd(t: TestContext, path: string, answer: (socket: Socket, request: Request) => void): Promise<void> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    let buffered = Buffer.alloc(0);
+    socket.on('data', (chunk) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 12 && buffered.length >= 12 + buffered.readUInt32BE(8)) {
+        const id = buffered.readUInt32BE(4);
+        const payload = buffered.subarray(12, 12 + buffered.readUInt32BE(8));
+        buffered = buffered.subarray(12 + payload.length);
+        // key_ref<1..255> server_name<1..255> scheme content<1..2^16-1>
+        let at = 1 + payload[0]!;
+        at += 1 + payload[at]!;
+        const scheme = payload.readUInt16BE(at);
+        const content = payload.subarray(at + 4, at + 4 + payload.readUInt16BE(at + 2));
+        answer(socket, { id, scheme, content: Buffer.from(content) });
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  t.after(() => {
+    // close() waits for open connections: a case that leaves one open ends it here.
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+}
+
+interface Signer {
+  key: KeyObject;
+  refFile: string;
+  conf: string;
+  content: Buffer;
+  sign(): Promise<ToolResult & { signature?: Buffer }>;
+}
+
+/** A P-256 key, a reference naming `socketPath`, an openssl.cnf with `timeoutMs`, and a pkeyutl run. */
+function signer(dir: string, socketPath: string, timeoutMs = 5000): Signer {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const refFile = join(dir, 'fake.ref');
+  writeFileSync(refFile, encodeKeyReferencePem({
+    socketPath, serverName: 'a.test', keyRef: 'k-fake', spki: publicKey.export({ type: 'spki', format: 'der' }),
+  }));
+  const conf = join(dir, 'fake.cnf');
+  writeFileSync(conf, opensslConf(PROVIDER_SO).replace('timeout_ms = 5000', `timeout_ms = ${timeoutMs}`));
+  // RFC 8446 §4.4.3: 64 spaces, the server context string, 0x00, the transcript hash.
+  const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS 1.3, server CertificateVerify'), Buffer.from([0]), randomBytes(32)]);
+  const input = join(dir, 'cv.bin');
+  writeFileSync(input, content);
+  const out = join(dir, 'sig.bin');
+  return {
+    key: privateKey, refFile, conf, content,
+    async sign() {
+      writeFileSync(out, '');
+      const r = await runTool('openssl', ['pkeyutl', '-sign', '-rawin', '-digest', 'sha256', '-inkey', refFile, '-in', input, '-out', out], '', {
+        env: { ...process.env, OPENSSL_CONF: conf },
+        timeoutMs: 30_000,
+      });
+      return { ...r, signature: r.code === 0 ? readFileSync(out) : undefined };
+    },
+  };
+}
+
+/** A fake keyd answering as `answer` says, and one pkeyutl signature through it. */
+async function signThrough(t: TestContext, answer: (s: Signer, socket: Socket, request: Request) => void, timeoutMs?: number) {
+  const scratch = scratchDir('provider-fake-keyd-');
+  t.after(() => scratch.remove());
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path, timeoutMs);
+  await fakeKeyd(t, path, (socket, request) => answer(s, socket, request));
+  return { s, result: await s.sign() };
+}
+
+/** The ECDSA P-256 signature (DER) keyd would return, as a signHandshakeContent reply payload. */
+function signatureReply(s: Signer, request: Request, signature = cryptoSign('sha256', request.content, s.key)): Buffer {
+  return Buffer.concat([u16(signature.length), signature]);
+}
+
+/** An openssl run that failed with the provider's error, not a signal (a crash). */
+function assertRefused(r: ToolResult, message: RegExp): void {
+  assert.equal(r.signal, null, `openssl was killed by ${r.signal}: ${r.stderr}`);
+  assert.equal(r.timedOut, false, 'openssl did not finish');
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, message, r.stderr);
+}
+
+test('fake keyd, positive control: a well-formed reply is the signature, also when it arrives a byte at a time', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const whole = await signThrough(t, (s, socket, request) => {
+    assert.equal(request.scheme, 0x0403, 'ecdsa_secp256r1_sha256 (RFC 8446 §4.2.3)');
+    socket.write(frame(OP_REPLY | OP_SIGN_HANDSHAKE_CONTENT, request.id, signatureReply(s, request)));
+  });
+  assert.equal(whole.result.code, 0, whole.result.stderr);
+  assert.ok(verify('sha256', whole.s.content, whole.s.key, whole.result.signature!));
+
+  // Partial reads: every byte of the answer in its own write, after a `changed` push frame.
+  const dribbled = await signThrough(t, (s, socket, request) => {
+    const bytes = Buffer.concat([
+      frame(OP_CHANGED, 0, Buffer.concat([u16(7), Buffer.from([6]), Buffer.from('a.test')])),
+      frame(OP_REPLY | OP_SIGN_HANDSHAKE_CONTENT, request.id, signatureReply(s, request)),
+    ]);
+    const next = (i: number): void => {
+      if (i < bytes.length) socket.write(bytes.subarray(i, i + 1), () => setImmediate(next, i + 1));
+    };
+    next(0);
+  });
+  assert.equal(dribbled.result.code, 0, dribbled.result.stderr);
+  assert.ok(verify('sha256', dribbled.s.content, dribbled.s.key, dribbled.result.signature!));
+});
+
+test('fake keyd: malformed replies fail the signature with the provider\'s error, no crash', { timeout: 120_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const cases: Array<[string, (s: Signer, socket: Socket, request: Request) => void, RegExp]> = [
+    ['payload length 2^32-1', (_s, socket, request) => socket.write(frame(OP_REPLY | 5, request.id, Buffer.alloc(0), 0xffffffff)), /bad frame header/],
+    ['payload length 1 MiB + 1', (_s, socket, request) => socket.write(frame(OP_REPLY | 5, request.id, Buffer.alloc(0), 1048577)), /bad frame header/],
+    ['wrong version', (s, socket, request) => {
+      const f = frame(OP_REPLY | 5, request.id, signatureReply(s, request));
+      f[0] = 1;
+      socket.write(f);
+    }, /bad frame header/],
+    // 60 announced (within the 72 OpenSSL was told), 10 sent: copying 60 would over-read.
+    ['signature length larger than the payload', (_s, socket, request) =>
+      socket.write(frame(OP_REPLY | 5, request.id, Buffer.concat([u16(60), randomBytes(10)]))), /malformed signature reply/],
+    ['empty signature', (_s, socket, request) => socket.write(frame(OP_REPLY | 5, request.id, u16(0))), /malformed signature reply/],
+    ['one-byte payload', (_s, socket, request) => socket.write(frame(OP_REPLY | 5, request.id, Buffer.from([0]))), /malformed signature reply/],
+    ['signature larger than the size OpenSSL was told', (s, socket, request) => socket.write(frame(OP_REPLY | 5, request.id, signatureReply(s, request, randomBytes(200)))),
+      /signature \(200 bytes\) exceeds the buffer \(72\)/],
+    ['another request id', (s, socket, request) => socket.write(frame(OP_REPLY | 5, request.id + 1, signatureReply(s, request))), /answered request id/],
+    ['a reply of another opcode', (s, socket, request) => socket.write(frame(OP_REPLY | 3, request.id, signatureReply(s, request))), /unexpected opcode 0x83/],
+    ['error frame whose code overruns the payload', (_s, socket, request) => socket.write(frame(OP_ERROR, request.id, Buffer.from([200, 0x41, 0x42]))), /malformed error frame/],
+    ['error frame whose message overruns the payload', (_s, socket, request) =>
+      socket.write(frame(OP_ERROR, request.id, Buffer.concat([Buffer.from([4]), Buffer.from('KEYD'), u16(500), Buffer.from('short')]))), /malformed error frame/],
+    ['closed after half a header', (_s, socket) => socket.end(Buffer.from([2, 0x85, 0, 0, 0, 0])), /closed the connection/],
+    ['closed inside the payload', (s, socket, request) => socket.end(frame(OP_REPLY | 5, request.id, signatureReply(s, request)).subarray(0, 30)), /closed the connection/],
+  ];
+  for (const [what, answer, message] of cases) {
+    const { result } = await signThrough(t, answer);
+    try {
+      assertRefused(result, message);
+    } catch (err) {
+      throw new Error(`${what}: ${(err as Error).message}`);
+    }
+  }
+  // Control for the error-frame cases: a well-formed refusal is reported with keyd's code and message.
+  const refused = await signThrough(t, (_s, socket, request) =>
+    socket.write(frame(OP_ERROR, request.id, Buffer.concat([Buffer.from([9]), Buffer.from('KEYD_NOPE'), u16(6), Buffer.from('no way')]))));
+  assertRefused(refused.result, /keyd refused k-fake for a\.test: KEYD_NOPE: no way/);
+});
