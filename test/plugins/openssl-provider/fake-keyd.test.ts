@@ -8,117 +8,23 @@
  * the positive controls verify with node:crypto.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, randomBytes, sign as cryptoSign, verify, type KeyObject } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import { randomBytes, verify } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { encodeKeyReferencePem } from '../../../src/keyd/key-reference.js';
-import { requireTool, runTool, type ToolResult } from '../../helpers/tools.js';
+import { requireTool, type ToolResult } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
-import { buildProvider, opensslConf, PROVIDER_SO } from './harness.js';
-
-const OP_SIGN_HANDSHAKE_CONTENT = 0x05;
-const OP_REPLY = 0x80;
-const OP_CHANGED = 0x40;
-const OP_ERROR = 0xff;
-
-interface Request {
-  id: number;
-  scheme: number;
-  content: Buffer;
-}
-
-/** docs/PROTOCOL.md "Frame": version 2, opcode, reserved 0, request id, payload length. */
-function frame(opcode: number, id: number, payload: Buffer, length = payload.length): Buffer {
-  const header = Buffer.alloc(12);
-  header[0] = 2;
-  header[1] = opcode;
-  header.writeUInt32BE(id, 4);
-  header.writeUInt32BE(length, 8);
-  return Buffer.concat([header, payload]);
-}
-
-const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
-
-/** A fake keyd on `path`: each signHandshakeContent request is handed to `answer`. */
-async function fakeKeyd(t: TestContext, path: string, answer: (socket: Socket, request: Request) => void): Promise<void> {
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => {});
-    let buffered = Buffer.alloc(0);
-    socket.on('data', (chunk) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 12 && buffered.length >= 12 + buffered.readUInt32BE(8)) {
-        const id = buffered.readUInt32BE(4);
-        const payload = buffered.subarray(12, 12 + buffered.readUInt32BE(8));
-        buffered = buffered.subarray(12 + payload.length);
-        // key_ref<1..255> server_name<1..255> scheme content<1..2^16-1>
-        let at = 1 + payload[0]!;
-        at += 1 + payload[at]!;
-        const scheme = payload.readUInt16BE(at);
-        const content = payload.subarray(at + 4, at + 4 + payload.readUInt16BE(at + 2));
-        answer(socket, { id, scheme, content: Buffer.from(content) });
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  t.after(() => {
-    // close() waits for open connections: a case that leaves one open ends it here.
-    for (const socket of sockets) socket.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-}
-
-interface Signer {
-  key: KeyObject;
-  refFile: string;
-  conf: string;
-  content: Buffer;
-  sign(): Promise<ToolResult & { signature?: Buffer }>;
-}
-
-/** A P-256 key, a reference naming `socketPath`, an openssl.cnf with `timeoutMs`, and a pkeyutl run. */
-function signer(dir: string, socketPath: string, timeoutMs = 5000): Signer {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const refFile = join(dir, 'fake.ref');
-  writeFileSync(refFile, encodeKeyReferencePem({
-    socketPath, serverName: 'a.test', keyRef: 'k-fake', spki: publicKey.export({ type: 'spki', format: 'der' }),
-  }));
-  const conf = join(dir, 'fake.cnf');
-  writeFileSync(conf, opensslConf(PROVIDER_SO).replace('timeout_ms = 5000', `timeout_ms = ${timeoutMs}`));
-  // RFC 8446 §4.4.3: 64 spaces, the server context string, 0x00, the transcript hash.
-  const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS 1.3, server CertificateVerify'), Buffer.from([0]), randomBytes(32)]);
-  const input = join(dir, 'cv.bin');
-  writeFileSync(input, content);
-  const out = join(dir, 'sig.bin');
-  return {
-    key: privateKey, refFile, conf, content,
-    async sign() {
-      writeFileSync(out, '');
-      const r = await runTool('openssl', ['pkeyutl', '-sign', '-rawin', '-digest', 'sha256', '-inkey', refFile, '-in', input, '-out', out], '', {
-        env: { ...process.env, OPENSSL_CONF: conf },
-        timeoutMs: 30_000,
-      });
-      return { ...r, signature: r.code === 0 ? readFileSync(out) : undefined };
-    },
-  };
-}
+import { buildProvider } from './harness.js';
+import { fakeKeyd, frame, OP_CHANGED, OP_ERROR, OP_REPLY, OP_SIGN_HANDSHAKE_CONTENT, type Request, signatureReply, signer, type Signer, u16 } from './fake-keyd.js';
 
 /** A fake keyd answering as `answer` says, and one pkeyutl signature through it. */
-async function signThrough(t: TestContext, answer: (s: Signer, socket: Socket, request: Request) => void, timeoutMs?: number) {
+async function signThrough(t: TestContext, answer: (s: Signer, socket: Socket, request: Request) => void) {
   const scratch = scratchDir('provider-fake-keyd-');
   t.after(() => scratch.remove());
   const path = join(scratch.dir, 'fake.sock');
-  const s = signer(scratch.dir, path, timeoutMs);
+  const s = signer(scratch.dir, path);
   await fakeKeyd(t, path, (socket, request) => answer(s, socket, request));
   return { s, result: await s.sign() };
-}
-
-/** The ECDSA P-256 signature (DER) keyd would return, as a signHandshakeContent reply payload. */
-function signatureReply(s: Signer, request: Request, signature = cryptoSign('sha256', request.content, s.key)): Buffer {
-  return Buffer.concat([u16(signature.length), signature]);
 }
 
 /** An openssl run that failed with the provider's error, not a signal (a crash). */
