@@ -11,7 +11,8 @@
 //   node test/mutation/run.mjs --verbose       # also list the tests that failed for each mutant
 //
 // Each mutated file is transpiled on its own into dist/ (the rest of dist/ comes from one
-// `npm run build` at the start). The source file and its dist/ output are restored in a
+// `npm run build` at the start); a mutated C file of the OpenSSL provider is rebuilt with
+// `make -B` in its directory (plugins/openssl-provider/Makefile writes dist/'s delegator.so). The source file and its dist/ output are restored in a
 // `finally` (and on SIGINT/SIGTERM), so the working tree is never left mutated.
 // Exit status: 0 when every mutant is killed, 1 otherwise.
 import { spawnSync } from 'node:child_process';
@@ -41,9 +42,23 @@ function distPath(file) {
   return join(ROOT, 'dist', file.replace(/\.ts$/, '.js'));
 }
 
+// C sources (the OpenSSL provider) are built by their Makefile, not by tsc.
+const isNative = (file) => file.endsWith('.c') || file.endsWith('.h');
+
 function transpileInto(file, source) {
+  if (isNative(file)) {
+    const failed = rebuildNative(file);
+    if (failed) throw new Error(`make failed for ${file}:\n${failed}`);
+    return;
+  }
   const out = ts.transpileModule(source, { compilerOptions, fileName: join(ROOT, file) });
   writeFileSync(distPath(file), out.outputText);
+}
+
+/** Rebuilds the native module of `file` as the file is on disk now (make -B); make's output when it fails. */
+function rebuildNative(file) {
+  const make = spawnSync('make', ['-s', '-B', '-C', join(ROOT, dirname(file))], { cwd: ROOT, encoding: 'utf8' });
+  return make.status === 0 ? undefined : `${make.stdout}${make.stderr}`;
 }
 
 function allTestFiles(dir = join(ROOT, 'dist/test')) {
@@ -74,9 +89,11 @@ function runTests(files) {
 let pending;
 function restore() {
   if (!pending) return;
-  writeFileSync(join(ROOT, pending.file), pending.source);
-  writeFileSync(distPath(pending.file), pending.dist);
+  const { file, source, dist } = pending;
   pending = undefined;
+  writeFileSync(join(ROOT, file), source);
+  if (isNative(file)) rebuildNative(file);
+  else writeFileSync(distPath(file), dist);
 }
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {
@@ -126,20 +143,21 @@ for (const m of mutants) {
     continue;
   }
   const t0 = Date.now();
-  pending = { file: m.file, source, dist: readFileSync(distPath(m.file), 'utf8') };
+  pending = { file: m.file, source, dist: isNative(m.file) ? undefined : readFileSync(distPath(m.file), 'utf8') };
   let result;
   try {
     writeFileSync(join(ROOT, m.file), mutated);
-    transpileInto(m.file, mutated);
-    result = runTests(testFilesOf(m));
+    // A C mutant that does not compile says nothing about the tests: reported as ERROR.
+    const buildFailure = isNative(m.file) ? rebuildNative(m.file) : transpileInto(m.file, mutated);
+    result = buildFailure ? { ok: false, failed: 0, failedTests: [], hung: false, buildFailure } : runTests(testFilesOf(m));
   } finally {
     restore();
   }
   rows.push({
     m,
     // A test file that fails as a whole (it did not load) says nothing about the mutant.
-    result: result.ok ? 'SURVIVED' : result.failedTests.some((t) => t.endsWith('.test.js')) ? 'ERROR' : 'killed',
-    detail: `${result.hung ? 'tests did not finish' : `${result.failed ?? '?'} failed test(s)`}, ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+    result: result.ok ? 'SURVIVED' : result.buildFailure || result.failedTests.some((t) => t.endsWith('.test.js')) ? 'ERROR' : 'killed',
+    detail: `${result.buildFailure ? 'the mutant does not build' : result.hung ? 'tests did not finish' : `${result.failed ?? '?'} failed test(s)`}, ${((Date.now() - t0) / 1000).toFixed(0)} s`,
   });
   console.log(`${m.id}: ${rows.at(-1).result} (${rows.at(-1).detail})`);
   if (verbose) for (const name of result.failedTests) console.log(`    failed: ${name}`);
