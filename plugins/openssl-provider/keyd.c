@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -168,12 +169,37 @@ static enum io_result read_exact(int fd, unsigned char *buf, size_t len, long lo
     return IO_OK;
 }
 
+/*
+ * Connects the blocking socket fd to addr by the deadline, then makes it non-blocking: 1 done,
+ * 0 timed out, -1 error (errno). A unix socket's connect never returns EINPROGRESS: a
+ * non-blocking one fails with EAGAIN at once while keyd's accept queue is full (keyd busy),
+ * where a blocking one waits for room, up to SO_SNDTIMEO (unix(7), Linux): the time left.
+ */
+static int connect_within(int fd, const struct sockaddr_un *addr, long long deadline)
+{
+    int flags;
+    for (;;) {
+        long long left = deadline - now_ms();
+        struct timeval wait = { (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+        if (left <= 0)
+            return 0;
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof(wait)) != 0)
+            return -1;
+        if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+            break;
+        if (errno != EAGAIN && errno != EINTR) /* EAGAIN: still full after `wait`; the deadline decides */
+            return -1;
+    }
+    if ((flags = fcntl(fd, F_GETFL)) == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+        return -1;
+    return 1;
+}
+
 static struct dlg_conn *conn_open(const DLG_KEY *key, long long deadline)
 {
     struct sockaddr_un addr;
     struct dlg_conn *c;
-    int fd, err = 0;
-    socklen_t errlen = sizeof(err);
+    int fd, connected;
 
     if (strlen(key->socket_path) >= sizeof(addr.sun_path)) {
         dlg_error(key->prov, DLG_R_KEYD_UNAVAILABLE, "keyd socket path too long: %s", key->socket_path);
@@ -182,18 +208,18 @@ static struct dlg_conn *conn_open(const DLG_KEY *key, long long deadline)
     memset(&addr, 0, sizeof(addr));
     addr.sun_family = AF_UNIX;
     strcpy(addr.sun_path, key->socket_path);
-    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0) {
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
         dlg_error(key->prov, DLG_R_KEYD_UNAVAILABLE, "socket: %s", strerror(errno));
         return NULL;
     }
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
-        if (errno != EINPROGRESS || wait_fd(fd, POLLOUT, deadline) <= 0
-            || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) != 0 || err != 0) {
-            dlg_error(key->prov, DLG_R_KEYD_UNAVAILABLE, "keyd at %s: connect: %s", key->socket_path,
-                      strerror(err ? err : errno));
-            close(fd);
-            return NULL;
-        }
+    if ((connected = connect_within(fd, &addr, deadline)) <= 0) {
+        if (connected == 0)
+            dlg_error(key->prov, DLG_R_KEYD_TIMEOUT, "keyd at %s did not accept the connection within %d ms",
+                      key->socket_path, key->prov->timeout_ms);
+        else
+            dlg_error(key->prov, DLG_R_KEYD_UNAVAILABLE, "keyd at %s: connect: %s", key->socket_path, strerror(errno));
+        close(fd);
+        return NULL;
     }
     if ((c = calloc(1, sizeof(*c))) == NULL || (c->path = strdup(key->socket_path)) == NULL) {
         free(c);

@@ -9,7 +9,9 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes, verify } from 'node:crypto';
-import type { Socket } from 'node:net';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { requireTool, type ToolResult } from '../../helpers/tools.js';
@@ -96,4 +98,72 @@ test('fake keyd: malformed replies fail the signature with the provider\'s error
   const refused = await signThrough(t, (_s, socket, request) =>
     socket.write(frame(OP_ERROR, request.id, Buffer.concat([Buffer.from([9]), Buffer.from('KEYD_NOPE'), u16(6), Buffer.from('no way')]))));
   assertRefused(refused.result, /keyd refused k-fake for a\.test: KEYD_NOPE: no way/);
+});
+
+/**
+ * A keyd whose event loop is busy (blocked reading its stdin) accepts no connection; once
+ * unblocked it answers every request with an error frame KEYD_BUSY "accepted late".
+ */
+const BUSY_KEYD = `
+const { createServer } = require('node:net');
+const { readSync } = require('node:fs');
+const server = createServer((socket) => {
+  let buffered = Buffer.alloc(0);
+  socket.on('error', () => {});
+  socket.on('data', (chunk) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 12 && buffered.length >= 12 + buffered.readUInt32BE(8)) {
+      const id = buffered.readUInt32BE(4);
+      buffered = buffered.subarray(12 + buffered.readUInt32BE(8));
+      const payload = Buffer.concat([Buffer.from([9]), Buffer.from('KEYD_BUSY'), Buffer.from([0, 13]), Buffer.from('accepted late')]);
+      const header = Buffer.alloc(12);
+      header[0] = 2, header[1] = 0xff, header.writeUInt32BE(id, 4), header.writeUInt32BE(payload.length, 8);
+      socket.write(Buffer.concat([header, payload]));
+    }
+  });
+});
+server.listen({ path: process.argv[1], backlog: 1 }, () => {
+  process.stdout.write('listening\\n');
+  readSync(0, Buffer.alloc(1)); // blocks the event loop (process.stdin untouched: fd 0 stays blocking)
+});
+`;
+
+test('a keyd too busy to accept (its accept queue full): the signature waits for room until timeout_ms, and gets through once keyd accepts', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-busy-keyd-');
+  t.after(() => scratch.remove());
+  const path = join(scratch.dir, 'busy.sock');
+  const keyd = spawn(process.execPath, ['-e', BUSY_KEYD, path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  t.after(() => keyd.kill('SIGKILL'));
+  await new Promise((resolve) => keyd.stdout.once('data', resolve));
+  // Other clients fill keyd's accept queue: connects succeed until the kernel answers EAGAIN.
+  const held: Socket[] = [];
+  t.after(() => held.forEach((s) => s.destroy()));
+  for (;;) {
+    const socket = connect(path);
+    held.push(socket);
+    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      socket.once('connect', () => resolve(undefined));
+      socket.once('error', resolve);
+    });
+    if (error) {
+      assert.equal(error.code, 'EAGAIN');
+      break;
+    }
+  }
+
+  // keyd never accepts: the connect waits, and the signature fails after timeout_ms, naming it
+  // (a non-blocking connect would fail at once with EAGAIN, long before keyd could catch up).
+  mkdirSync(join(scratch.dir, 'short'));
+  const short = signer(join(scratch.dir, 'short'), path, 700);
+  assertRefused(await short.sign(), /keyd did not answer in time.*keyd at \S+ did not accept the connection within 700 ms/);
+
+  // Control: keyd catches up while the signature waits, and the request reaches it (keyd's
+  // answer, a refusal here, comes back).
+  mkdirSync(join(scratch.dir, 'long'));
+  const long = signer(join(scratch.dir, 'long'), path, 20_000);
+  const signing = long.sign();
+  keyd.stdin.write('x');
+  assertRefused(await signing, /keyd refused k-fake for a\.test: KEYD_BUSY: accepted late/);
+  keyd.stdin.end();
 });
