@@ -9,15 +9,16 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes, verify } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { requireTool, type ToolResult } from '../../helpers/tools.js';
+import { fileURLToPath } from 'node:url';
+import { requireTool, startTool, type ToolResult } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
 import { buildProvider } from './harness.js';
-import { fakeKeyd, frame, OP_CHANGED, OP_ERROR, OP_REPLY, OP_SIGN_HANDSHAKE_CONTENT, type Request, signatureReply, signer, type Signer, u16 } from './fake-keyd.js';
+import { answerWithSignature, fakeKeyd, frame, OP_CHANGED, OP_ERROR, OP_REPLY, OP_SIGN_HANDSHAKE_CONTENT, type Request, signatureReply, signer, type Signer, u16 } from './fake-keyd.js';
 
 /** A fake keyd answering as `answer` says, and one pkeyutl signature through it. */
 async function signThrough(t: TestContext, answer: (s: Signer, socket: Socket, request: Request) => void) {
@@ -166,4 +167,39 @@ test('a keyd too busy to accept (its accept queue full): the signature waits for
   keyd.stdin.write('x');
   assertRefused(await signing, /keyd refused k-fake for a\.test: KEYD_BUSY: accepted late/);
   keyd.stdin.end();
+});
+
+test('a pooled connection keyd closed: the next signature is retried on a fresh one, without SIGPIPE killing a process that does not ignore it', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-sigpipe-');
+  t.after(() => scratch.remove());
+  // sign-twice.c: an OpenSSL application with SIGPIPE's default action (nginx and haproxy
+  // ignore SIGPIPE; a server embedding OpenSSL need not).
+  const program = join(scratch.dir, 'sign-twice');
+  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/sign-twice.c', import.meta.url));
+  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, cc.stderr);
+
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path);
+  const sign = answerWithSignature(s);
+  let firstClosed!: Promise<void>;
+  const keyd = await fakeKeyd(t, path, (socket, request) => {
+    sign(socket, request);
+    if (keyd.requests.length === 1) {
+      // keyd's idle timeout, or a restart: the connection the provider keeps is closed after its answer.
+      firstClosed = new Promise((resolve) => socket.once('close', () => resolve()));
+      socket.end(() => socket.destroy());
+    }
+  });
+  const run = startTool(t, program, [s.refFile], { env: { ...process.env, OPENSSL_CONF: s.conf }, timeoutMs: 30_000 });
+  await run.waitFor('signed 1');
+  await firstClosed;
+  run.write('\n');
+  const result = await run.done;
+  assert.equal(result.signal, null, `killed by ${result.signal}: ${result.stderr}`);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /signed 2/);
+  assert.equal(keyd.connections, 2, 'the second signature went over a fresh connection');
+  assert.equal(keyd.requests.length, 2);
 });
