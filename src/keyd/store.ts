@@ -98,6 +98,14 @@ export class SealedStore {
   /** Records refused at open (rolled back, deleted, tampered): named, never served. */
   readonly refused: KeydError[] = [];
   private readonly refusedIds = new Set<string>();
+  /**
+   * Changes run one at a time: each reads the manifest state, writes its record and
+   * commits the next manifest (and counter value). The admin service serialises its own
+   * calls, but provisioning saves its nonce store beside them; two commits built from the
+   * same manifest state would lose one change, and with a TPM counter both would claim the
+   * same counter value, leaving a manifest one behind the counter that no start opens.
+   */
+  private changes: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly dataDir: string,
@@ -194,6 +202,12 @@ export class SealedStore {
     for (const m of missing) this.guard.recovered.push(`${m.kind} ${m.id} is gone from disk (an interrupted delete): recorded as deleted`);
   }
 
+  private exclusive<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.changes.then(change);
+    this.changes = run.catch(() => {});
+    return run;
+  }
+
   /** Next version of a record: above anything the manifest ever held for it (live or tombstone). */
   private nextVersion(kind: RecordKind, id: string, known: number): number {
     const { version, deleted } = this.guard.expected(kind, id);
@@ -228,7 +242,11 @@ export class SealedStore {
   }
 
   /** Writes (creates or replaces) a key record durably; returns the record as stored. */
-  async putKey(key: NewKey): Promise<StoredKey> {
+  putKey(key: NewKey): Promise<StoredKey> {
+    return this.exclusive(() => this.writeKey(key));
+  }
+
+  private async writeKey(key: NewKey): Promise<StoredKey> {
     checkRecordId(key.id);
     const now = new Date().toISOString();
     const version = this.nextVersion('key', key.id, this.versions.get(key.id) ?? 0);
@@ -265,23 +283,27 @@ export class SealedStore {
     return stored;
   }
 
-  async deleteKey(id: string): Promise<void> {
-    checkRecordId(id);
-    await unlinkDurably(join(this.keysDir, `${id}.rec`));
-    crashPoint('record-written');
-    await this.guard.commit((state) => RollbackGuard.markKeyDeleted(state, id));
-    this.versions.delete(id);
+  deleteKey(id: string): Promise<void> {
+    return this.exclusive(async () => {
+      checkRecordId(id);
+      await unlinkDurably(join(this.keysDir, `${id}.rec`));
+      crashPoint('record-written');
+      await this.guard.commit((state) => RollbackGuard.markKeyDeleted(state, id));
+      this.versions.delete(id);
+    });
   }
 
   /** keyd's own secrets (e.g. the provisioning key pair), sealed like keys. */
-  async putSecret(name: string, bytes: Uint8Array): Promise<void> {
-    checkRecordId(name);
-    const version = this.nextVersion('secret', name, this.versions.get(`secret:${name}`) ?? (await this.secretVersion(name)));
-    const sealed = this.seal({ kind: KIND_SECRET, id: name, version, seq: 0, names: [] }, bytes);
-    await writeFileDurably(join(this.secretsDir, `${name}.rec`), sealed);
-    crashPoint('record-written');
-    await this.guard.commit((state) => RollbackGuard.markSecret(state, name, version));
-    this.versions.set(`secret:${name}`, version);
+  putSecret(name: string, bytes: Uint8Array): Promise<void> {
+    return this.exclusive(async () => {
+      checkRecordId(name);
+      const version = this.nextVersion('secret', name, this.versions.get(`secret:${name}`) ?? (await this.secretVersion(name)));
+      const sealed = this.seal({ kind: KIND_SECRET, id: name, version, seq: 0, names: [] }, bytes);
+      await writeFileDurably(join(this.secretsDir, `${name}.rec`), sealed);
+      crashPoint('record-written');
+      await this.guard.commit((state) => RollbackGuard.markSecret(state, name, version));
+      this.versions.set(`secret:${name}`, version);
+    });
   }
 
   async getSecret(name: string): Promise<Buffer | undefined> {
@@ -302,12 +324,14 @@ export class SealedStore {
     return plaintext;
   }
 
-  async deleteSecret(name: string): Promise<void> {
-    checkRecordId(name);
-    await unlinkDurably(join(this.secretsDir, `${name}.rec`));
-    crashPoint('record-written');
-    await this.guard.commit((state) => RollbackGuard.markSecretDeleted(state, name));
-    this.versions.delete(`secret:${name}`);
+  deleteSecret(name: string): Promise<void> {
+    return this.exclusive(async () => {
+      checkRecordId(name);
+      await unlinkDurably(join(this.secretsDir, `${name}.rec`));
+      crashPoint('record-written');
+      await this.guard.commit((state) => RollbackGuard.markSecretDeleted(state, name));
+      this.versions.delete(`secret:${name}`);
+    });
   }
 
   /** Path of a key record (tests tamper with it; docs name it). */
