@@ -87,6 +87,7 @@ export class AuditLog {
     private readonly chain: AuditChain,
     private size: number,
     private readonly rotation: AuditRotation,
+    private readonly beforeRotate: (() => Promise<void>) | undefined,
   ) {
     this.durableHead = chain.head;
   }
@@ -96,11 +97,15 @@ export class AuditLog {
 
   /**
    * `head`: where the chain continues (root/audit-chain.ts verifyAuditLog's answer); the
-   * chain runs on across rotated files.
+   * chain runs on across rotated files. `beforeRotate`: keyd commits the store manifest
+   * with the current head there. A rotation drops the oldest file, and the entry the
+   * manifest last committed must stay in a kept file (the start checks it is there); a
+   * keyd whose keys do not change for a long time would otherwise rotate it away, and
+   * its next start would refuse the log as erased.
    */
-  static async open(path: string, head?: ChainHead, rotation: AuditRotation = DEFAULT_AUDIT_ROTATION): Promise<AuditLog> {
+  static async open(path: string, head?: ChainHead, rotation: AuditRotation = DEFAULT_AUDIT_ROTATION, beforeRotate?: () => Promise<void>): Promise<AuditLog> {
     const fh = await open(path, 'a', 0o600);
-    return new AuditLog(path, fh, new AuditChain(head), (await fh.stat()).size, rotation);
+    return new AuditLog(path, fh, new AuditChain(head), (await fh.stat()).size, rotation, beforeRotate);
   }
 
   /** Head of the hash chain after the last appended line. */
@@ -124,7 +129,16 @@ export class AuditLog {
       this.chain.advance(head);
       this.durableHead = head;
       this.size += Buffer.byteLength(line);
-      if (this.size >= this.rotation.maxBytes) await this.rotate();
+      if (this.size >= this.rotation.maxBytes) {
+        try {
+          await this.beforeRotate?.();
+        } catch {
+          // The entry is on disk; rotating now could drop the committed one. The next
+          // append tries again (the same failure fails keyd's changes, which say why).
+          return;
+        }
+        await this.rotate();
+      }
     });
     this.queue = done.catch(() => {});
     return done;

@@ -161,7 +161,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   // The audit log must still hold what the manifest committed (its hash-chain head).
   const auditPath = join(store.dataDir, 'audit.log');
   const auditHead = await verifyAuditLog(auditPath, store.guard.committedAuditHead);
-  const auditLog = await AuditLog.open(auditPath, auditHead, config.auditLog);
+  const auditLog = await AuditLog.open(auditPath, auditHead, config.auditLog, () => store.commitAuditHead());
   store.guard.setAuditHeadSource(() => auditLog.head);
   const { limits } = config;
   const metrics = new KeydMetrics();

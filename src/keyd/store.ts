@@ -334,6 +334,11 @@ export class SealedStore {
     });
   }
 
+  /** A commit that changes no record: the manifest takes the audit log's current head (before a rotation, audit.ts). */
+  commitAuditHead(): Promise<void> {
+    return this.exclusive(() => this.guard.commit(() => {}));
+  }
+
   /** Path of a key record (tests tamper with it; docs name it). */
   keyRecordPath(id: string): string {
     return join(this.keysDir, `${id}.rec`);
