@@ -140,7 +140,9 @@ export class SealedStore {
     rootKey.fill(0);
     const keysDir = join(dataDir, 'keys');
     const secretsDir = join(dataDir, 'secrets');
-    for (const dir of [keysDir, secretsDir]) {
+    // The data directory too: a crash while writing manifest.json, store.json or
+    // signing-totals.json leaves its temporary there.
+    for (const dir of [dataDir, keysDir, secretsDir]) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await removeLeftoverTemporaries(dir);
     }

@@ -188,6 +188,27 @@ test('leftover temporary files from a crash are removed on open', async () => {
   }
 });
 
+test('leftover temporaries of manifest.json, store.json and signing-totals.json (a crash mid-write) are removed on open; the files they were to replace are kept', async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    await store.putKey({ id: 'ka', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+    await writeFile(join(opts.dataDir, 'signing-totals.json'), '{}');
+    const before = (await readdir(opts.dataDir)).sort();
+    const manifest = await readFile(join(opts.dataDir, 'manifest.json'));
+    for (const name of ['.manifest.json.tmp-0a1b2c3d4e5f', '.store.json.tmp-0a1b2c3d4e5f', '.signing-totals.json.tmp-0a1b2c3d4e5f']) {
+      await writeFile(join(opts.dataDir, name), 'half a file');
+    }
+    const reopened = await SealedStore.open(opts);
+    assert.deepEqual((await readdir(opts.dataDir)).sort(), before, 'only the temporaries are gone');
+    assert.deepEqual(await readFile(join(opts.dataDir, 'manifest.json')), manifest);
+    assert.deepEqual((await reopened.loadKeys()).keys.map((k) => k.id), ['ka']);
+  } finally {
+    await s.cleanup();
+  }
+});
+
 test('a data directory that lost store.json but holds keyd secrets is refused, and opens again once store.json is back', async () => {
   const s = await scratch();
   try {
