@@ -6,6 +6,7 @@ import { Writer } from '../lib/writer.js';
 import { KeydError } from './errors.js';
 import { SoftwareKeyHandle, type KeyHandle, type KeyReference, type ReferenceResolver } from './key-handle.js';
 import { removeLeftoverTemporaries, syncDirectory, unlinkDurably, writeFileDurably } from '../lib/durable-file.js';
+import { readRegularFileBounded } from '../lib/bounded-file.js';
 import { crashPoint } from './root/crash-point.js';
 import { loadRoot, type LoadedRoot } from './root/root-key.js';
 import { RollbackGuard, type RecordKind } from './root/rollback-guard.js';
@@ -73,6 +74,14 @@ const TAG_LENGTH = 16;
 /** Format 2: the store has a manifest (its root key check covers the format, so it cannot be edited back to 1). */
 const STORE_FORMAT = 2;
 const RECORD_ID = /^[a-z0-9][a-z0-9._-]{0,99}$/;
+/**
+ * Largest record file read: a record holds what one admin request carried (at most
+ * protocol.ts MAX_PAYLOAD, 1 MiB: key and chain) plus its header (≤ 100 names), or a
+ * keyd secret. A larger file in keys/ or secrets/ is not keyd's: refused unread.
+ */
+const MAX_RECORD_BYTES = 16 * 1024 * 1024;
+/** store.json holds a salt, two checks and a date. */
+const MAX_STORE_JSON_BYTES = 64 * 1024;
 
 interface StoreMeta {
   format: number;
@@ -172,7 +181,7 @@ export class SealedStore {
         const what = kind === 'key' ? `key record ${id}` : `secret ${id}`;
         let header: RecordHeader;
         try {
-          const bytes = await readFile(join(dir, file));
+          const bytes = await readRecordFile(join(dir, file), what);
           const opened = this.open(bytes, recordKind, id, what);
           opened.plaintext.fill(0);
           header = opened.header;
@@ -310,7 +319,7 @@ export class SealedStore {
 
   async getSecret(name: string): Promise<Buffer | undefined> {
     checkRecordId(name);
-    const bytes = await readOptional(join(this.secretsDir, `${name}.rec`));
+    const bytes = await readOptional(join(this.secretsDir, `${name}.rec`), `secret ${name}`);
     if (!bytes) return undefined;
     const { header, plaintext } = this.open(bytes, KIND_SECRET, name, `secret ${name}`);
     try {
@@ -347,15 +356,15 @@ export class SealedStore {
   }
 
   private async secretVersion(name: string): Promise<number> {
-    const bytes = await readOptional(join(this.secretsDir, `${name}.rec`));
+    const bytes = await readOptional(join(this.secretsDir, `${name}.rec`), `secret ${name}`);
     if (!bytes) return 0;
     return parseHeader(bytes, `secret ${name}`).header.version;
   }
 
   private async readKey(id: string, resolveReference: ReferenceResolver): Promise<StoredKey | undefined> {
-    const bytes = await readOptional(join(this.keysDir, `${id}.rec`));
-    if (!bytes) return undefined;
     const what = `key record ${id}`;
+    const bytes = await readOptional(join(this.keysDir, `${id}.rec`), what);
+    if (!bytes) return undefined;
     const { header, plaintext } = this.open(bytes, KIND_KEY, id, what);
     try {
       const named = header.names.length > 0 ? `${what} (names ${header.names.join(', ')})` : what;
@@ -475,9 +484,15 @@ function checkRecordId(id: string): void {
   if (!RECORD_ID.test(id)) throw new KeydError('KEYD_BAD_REQUEST', `invalid record name ${JSON.stringify(id)}`);
 }
 
-async function readOptional(path: string): Promise<Buffer | undefined> {
+function readRecordFile(path: string, what: string): Promise<Buffer> {
+  return readRegularFileBounded(path, MAX_RECORD_BYTES, (why) => new KeydError('KEYD_RECORD_TAMPERED', `${what} ${why}: keyd writes no such record; not served`));
+}
+
+/** A record, or store.json (`what` undefined); undefined when the file does not exist. */
+async function readOptional(path: string, what?: string): Promise<Buffer | undefined> {
   try {
-    return await readFile(path);
+    if (what !== undefined) return await readRecordFile(path, what);
+    return await readRegularFileBounded(path, MAX_STORE_JSON_BYTES, (why) => new KeydError('KEYD_STORE_CORRUPT', `${path} ${why}: it is not a keyd store description`));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;

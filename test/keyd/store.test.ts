@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, readFile, readdir, rename, stat, writeFile, copyFile } from 'node:fs/promises';
+import { chmod, readFile, readdir, rename, rm, stat, truncate, writeFile, copyFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { SoftwareKeyHandle } from '../../src/keyd/key-handle.js';
@@ -230,6 +231,73 @@ test('a data directory that lost store.json but holds keyd secrets is refused, a
     await rename(join(s.dir, 'store.json.saved'), join(opts.dataDir, 'store.json'));
     const reopened = await SealedStore.open(opts);
     assert.equal((await reopened.getSecret('provisioning-key'))!.toString(), 'pinned by operators');
+  } finally {
+    await s.cleanup();
+  }
+});
+
+const GIB = 1024 * 1024 * 1024;
+
+/** A sparse file of `size` bytes (no disk used): what a 10 GB file planted in the data directory looks like to keyd. */
+async function sparse(path: string, size: number): Promise<void> {
+  await writeFile(path, '', { mode: 0o600 });
+  await truncate(path, size);
+}
+
+test('files too large or not regular in the data directory are refused unread, each by name: a key record, a FIFO, a secret, the manifest, the root key', { timeout: 60_000 }, async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    await store.putKey({ id: 'ka', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+    await store.putSecret('provisioning-key', Buffer.from('pinned'));
+
+    // A key record of 100 MiB and a FIFO (whose open would wait for a writer) in keys/.
+    await sparse(join(opts.dataDir, 'keys', 'kbig.rec'), 100 * 1024 * 1024);
+    execFileSync('mkfifo', [join(opts.dataDir, 'keys', 'kfifo.rec')]);
+    const withBadKeys = await SealedStore.open(opts);
+    const { keys, failures } = await withBadKeys.loadKeys();
+    assert.deepEqual(keys.map((k) => k.id), ['ka'], 'control: the good record is still served');
+    const messages = failures.map((f) => `${f.code} ${f.message}`).sort();
+    assert.equal(messages.length, 2);
+    assert.match(messages[0]!, /^KEYD_RECORD_TAMPERED key record kbig is 104857600 bytes, more than the 16777216 it can hold/);
+    assert.match(messages[1]!, /^KEYD_RECORD_TAMPERED key record kfifo is not a regular file/);
+    await rm(join(opts.dataDir, 'keys', 'kbig.rec'));
+    await rm(join(opts.dataDir, 'keys', 'kfifo.rec'));
+
+    // A 10 GB secret: keyd does not start, naming it (not a RangeError from readFile).
+    const secretPath = join(opts.dataDir, 'secrets', 'provisioning-key.rec');
+    const secret = await readFile(secretPath);
+    await sparse(secretPath, 10 * GIB);
+    await assert.rejects(SealedStore.open(opts), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_RECORD_TAMPERED');
+      assert.match(err.message, /^secret provisioning-key is 10737418240 bytes, more than/);
+      return true;
+    });
+    await writeFile(secretPath, secret);
+
+    // A 10 GB manifest.
+    const manifestPath = join(opts.dataDir, 'manifest.json');
+    const manifest = await readFile(manifestPath);
+    await sparse(manifestPath, 10 * GIB);
+    await assert.rejects(SealedStore.open(opts), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_MANIFEST_TAMPERED');
+      assert.match(err.message, /manifest\.json is 10737418240 bytes, more than the \d+ it can hold: not a manifest keyd wrote/);
+      return true;
+    });
+    await writeFile(manifestPath, manifest);
+
+    // A 10 GB root key file.
+    const rootKey = await readFile(opts.rootKeyPath);
+    await rm(opts.rootKeyPath);
+    await sparse(opts.rootKeyPath, 10 * GIB);
+    await assert.rejects(SealedStore.open(opts), /root key file .* holds 10737418240 bytes, expected 32/);
+    await writeFile(opts.rootKeyPath, rootKey);
+
+    // Control: everything back, the store opens and serves as before.
+    const restored = await SealedStore.open(opts);
+    assert.deepEqual((await restored.loadKeys()).keys.map((k) => k.id), ['ka']);
+    assert.equal((await restored.getSecret('provisioning-key'))!.toString(), 'pinned');
   } finally {
     await s.cleanup();
   }

@@ -31,6 +31,8 @@ export async function loadOrCreateFileRootKey(path: string, dataDir: string): Pr
     if ((st.mode & 0o077) !== 0) {
       throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
     }
+    // Before reading: a file of any other size is not a root key, and need not be read whole.
+    if (st.size !== ROOT_KEY_LENGTH) throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} holds ${st.size} bytes, expected ${ROOT_KEY_LENGTH}`);
     existing = await readFile(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;

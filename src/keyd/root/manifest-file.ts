@@ -1,8 +1,8 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KeydError } from '../errors.js';
 import { writeFileDurably } from '../../lib/durable-file.js';
+import { readRegularFileBounded } from '../../lib/bounded-file.js';
 
 /**
  * The store manifest (data/manifest.json): what the store holds at its last committed
@@ -34,6 +34,12 @@ export interface ManifestState {
 }
 
 export const MANIFEST_FILE = 'manifest.json';
+/**
+ * Largest manifest read. It grows by a tombstone (about 30 bytes) per deleted record and is
+ * rewritten whole at every change, so a store is unusable long before this; a larger file
+ * is not keyd's and is refused unread.
+ */
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
 export function emptyManifest(): ManifestState {
   return {
@@ -59,8 +65,14 @@ export async function readManifest(dataDir: string, macKey: Buffer): Promise<Man
   const path = join(dataDir, MANIFEST_FILE);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    const bytes = await readRegularFileBounded(
+      path,
+      MAX_MANIFEST_BYTES,
+      (why) => new KeydError('KEYD_MANIFEST_TAMPERED', `${path} ${why}: not a manifest keyd wrote; refusing to open the store`),
+    );
+    text = bytes.toString('utf8');
   } catch (err) {
+    if (err instanceof KeydError) throw err;
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new KeydError('KEYD_STORE_IO', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
