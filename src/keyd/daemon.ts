@@ -150,11 +150,19 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
     }
   }
   for (const failure of failures) logger.error({ code: failure.code }, failure.message);
-  // Records whose every name a newer put took over (a crash between the two steps of a put).
+  // Records that a newer put took names from (a crash between the two steps of a put,
+  // admin-service.ts install): the put is finished on disk as it would have been. A record
+  // left claiming a name would serve it again, with the replaced key, once the newer record
+  // is deleted and keyd restarts.
+  const stored = new Map(keys.map((key) => [key.id, key] as const));
   for (const entry of keyring.entries()) {
+    const record = stored.get(entry.id)!;
+    if (entry.names.length === record.names.length) continue;
     if (entry.names.length === 0) {
       await store.deleteKey(entry.id);
       keyring.remove(entry.id);
+    } else {
+      keyring.set(entryFromStored(await store.putKey({ ...record, names: entry.names })));
     }
   }
 
