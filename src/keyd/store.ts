@@ -561,6 +561,12 @@ async function loadOrCreateMeta(
   try {
     meta = JSON.parse(text.toString('utf8')) as StoreMeta;
     if ((meta.format !== 1 && meta.format !== STORE_FORMAT) || typeof meta.salt !== 'string') throw new Error(`format ${meta.format}`);
+    // Damaged fields are said to be damaged: checked against the root key as they are,
+    // they would read as "another root key" (or throw outside this message).
+    if (Buffer.from(meta.salt, 'base64').length !== 32) throw new Error('its salt is not 32 bytes of base64');
+    for (const field of ['rootKeyCheck', 'machineCheck'] as const) {
+      if (typeof meta[field] !== 'string' || !/^[0-9a-f]{64}$/.test(meta[field])) throw new Error(`its ${field} is not 64 hex digits`);
+    }
   } catch (err) {
     throw new KeydError('KEYD_STORE_CORRUPT', `${metaPath} is not a keyd store description (${(err as Error).message})`);
   }

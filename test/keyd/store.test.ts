@@ -302,3 +302,38 @@ test('files too large or not regular in the data directory are refused unread, e
     await s.cleanup();
   }
 });
+
+test('a damaged store.json (a check cut short or missing, a salt cut) is named as damaged, not as another root key, and changes nothing', async () => {
+  const s = await scratch();
+  try {
+    const opts = { dataDir: join(s.dir, 'data'), rootKeyPath: join(s.dir, 'root.key'), machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    await store.putKey({ id: 'ka', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+    const metaPath = join(opts.dataDir, 'store.json');
+    const good = await readFile(metaPath, 'utf8');
+    const meta = JSON.parse(good) as Record<string, unknown>;
+    const damaged: [Record<string, unknown>, RegExp][] = [
+      [{ ...meta, rootKeyCheck: (meta.rootKeyCheck as string).slice(0, 40) }, /its rootKeyCheck is not 64 hex digits/],
+      [{ ...meta, rootKeyCheck: undefined }, /its rootKeyCheck is not 64 hex digits/],
+      [{ ...meta, machineCheck: 7 }, /its machineCheck is not 64 hex digits/],
+      [{ ...meta, salt: (meta.salt as string).slice(0, 10) }, /its salt is not 32 bytes of base64/],
+    ];
+    for (const [bad, why] of damaged) {
+      await writeFile(metaPath, JSON.stringify(bad));
+      await assert.rejects(SealedStore.open(opts), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'KEYD_STORE_CORRUPT', err.message);
+        assert.match(err.message, /store\.json is not a keyd store description/);
+        assert.match(err.message, why);
+        return true;
+      });
+      assert.equal(await readFile(metaPath, 'utf8'), JSON.stringify(bad), 'store.json is left as it was');
+    }
+    // Control: a well-formed store.json from another root key is still named as such.
+    await writeFile(metaPath, JSON.stringify({ ...meta, rootKeyCheck: 'ab'.repeat(32) }));
+    await assert.rejects(SealedStore.open(opts), (err: Error & { code?: string }) => err.code === 'KEYD_STORE_OTHER_ROOT_KEY');
+    await writeFile(metaPath, good);
+    assert.deepEqual((await (await SealedStore.open(opts)).loadKeys()).keys.map((k) => k.id), ['ka']);
+  } finally {
+    await s.cleanup();
+  }
+});
