@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, readFile, readdir, rename, rm, stat, truncate, writeFile, copyFile } from 'node:fs/promises';
+import { chmod, chown, readFile, readdir, rename, rm, stat, symlink, truncate, writeFile, copyFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
@@ -333,6 +333,34 @@ test('a damaged store.json (a check cut short or missing, a salt cut) is named a
     await assert.rejects(SealedStore.open(opts), (err: Error & { code?: string }) => err.code === 'KEYD_STORE_OTHER_ROOT_KEY');
     await writeFile(metaPath, good);
     assert.deepEqual((await (await SealedStore.open(opts)).loadKeys()).keys.map((k) => k.id), ['ka']);
+  } finally {
+    await s.cleanup();
+  }
+});
+
+const asRoot = process.geteuid?.() === 0;
+
+test('a root key file that belongs to another user (or a symlink to one) is refused; keyd\'s own is used', { skip: asRoot ? false : 'needs root, to give a file to another user' }, async () => {
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    const rootKeyPath = join(s.dir, 'root.key');
+    const store = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    await store.putSecret('provisioning-key', Buffer.from('pinned'));
+    // Another user's 32-byte 0600 file, reached directly and through a symlink planted in its place.
+    const planted = join(s.dir, 'planted.key');
+    await writeFile(planted, Buffer.alloc(32, 7), { mode: 0o600 });
+    await chown(planted, 65534, 65534);
+    await assert.rejects(SealedStore.open({ dataDir: join(s.dir, 'd2'), rootKeyPath: planted, machineIdPath: s.machineIdPath }), {
+      code: 'KEYD_ROOT_KEY',
+      message: /belongs to uid 65534, not to keyd's user \(uid 0\) or root/,
+    });
+    const link = join(s.dir, 'link.key');
+    await symlink(planted, link);
+    await assert.rejects(SealedStore.open({ dataDir: join(s.dir, 'd3'), rootKeyPath: link, machineIdPath: s.machineIdPath }), { code: 'KEYD_ROOT_KEY', message: /belongs to uid 65534/ });
+    // Control: keyd's own root key file opens its store.
+    const reopened = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    assert.equal((await reopened.getSecret('provisioning-key'))!.toString(), 'pinned');
   } finally {
     await s.cleanup();
   }

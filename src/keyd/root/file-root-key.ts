@@ -31,6 +31,12 @@ export async function loadOrCreateFileRootKey(path: string, dataDir: string): Pr
     if ((st.mode & 0o077) !== 0) {
       throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
     }
+    // Another user's file (planted, or a symlink to it, where that user can write) holds a
+    // key that user knows, and can replace: only keyd's own user's, or root's, is taken.
+    const uid = process.geteuid?.();
+    if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
+      throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} belongs to uid ${st.uid}, not to keyd's user (uid ${uid}) or root; another user could know or replace it`);
+    }
     // Before reading: a file of any other size is not a root key, and need not be read whole.
     if (st.size !== ROOT_KEY_LENGTH) throw new KeydError('KEYD_ROOT_KEY', `root key file ${path} holds ${st.size} bytes, expected ${ROOT_KEY_LENGTH}`);
     existing = await readFile(path);
