@@ -25,8 +25,7 @@ import {
 } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { groupByName, keyExchange } from '../src/tls/index.js';
-import { FFDHE_PRIMES } from '../src/tls/crypto/ffdhe-primes.js';
+import { FFDHE_PRIMES, groupByName, keyExchange } from '../src/tls/index.js';
 import { markdownTable } from './lib/format.js';
 
 interface Operation {

@@ -66,5 +66,6 @@ export {
   nameOf,
 } from './wire/codepoints.js';
 export { DEFAULT_GROUPS, SUPPORTED_GROUPS, groupByName, groupName, keyExchange } from './crypto/key-exchange.js';
+export { FFDHE_PRIMES } from './crypto/ffdhe-primes.js';
 export { DEFAULT_CIPHER_SUITES, suiteByName } from './crypto/suites.js';
 export { DEFAULT_CIPHER_SUITES12, suite12ByName } from './crypto/suites12.js';
