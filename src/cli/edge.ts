@@ -79,12 +79,19 @@ export function configFromArgs(argv: string[]): { config: EdgeConfig; checkOnly:
   return { config: validateConfig(doc, baseDir), checkOnly: values['check-config'] ?? false };
 }
 
-/** What --check-config prints: the effective config, TLS file contents replaced by their size. */
-function describeConfig(config: EdgeConfig): string {
+/**
+ * What --check-config prints: the effective config with every file's contents (the keyd
+ * client key, certificates, CA and CRL PEMs) replaced by its size. JSON.stringify calls a
+ * Buffer's toJSON before the replacer sees it, so the replacer looks at the holder's own
+ * property: the value it is handed is already { type: 'Buffer', data: [...] }.
+ */
+export function describeConfig(config: EdgeConfig): string {
   return JSON.stringify(
     config,
-    (key, value: unknown) =>
-      (key === 'cert' || key === 'key' || key === 'ca') && Buffer.isBuffer(value) ? `<${value.length} bytes read>` : value,
+    function (this: Record<string, unknown>, key: string, value: unknown) {
+      const original = key === '' ? value : this[key];
+      return Buffer.isBuffer(original) ? `<${original.length} bytes read>` : value;
+    },
     2,
   );
 }

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { configFromArgs } from '../../src/cli/edge.js';
 import { MAIN } from './system.js';
@@ -33,4 +37,36 @@ test('delegator edge --check-config: OK with exit 0; a bad value names itself wi
   const workers = spawnSync(process.execPath, [MAIN, 'edge', '--keyd', 'k', '--route', 'a.b=1.2.3.4:5', '--workers', 'many'], { encoding: 'utf8' });
   assert.equal(workers.status, 2);
   assert.match(workers.stderr, /workers must be an integer from 1 to 1024, got "--workers many"/);
+});
+
+test('delegator edge --check-config prints no file contents: the keyd client key, certificates and CAs are shown by size only', () => {
+  // The key is made here, at test time; a search for its base64 body and for byte arrays
+  // ("data": [...], what Buffer.toJSON prints) covers both ways it could leak.
+  const dir = mkdtempSync(join(tmpdir(), 'edge-check-config-'));
+  try {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    writeFileSync(join(dir, 'client.key'), keyPem, { mode: 0o600 });
+    writeFileSync(join(dir, 'client.crt'), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n');
+    writeFileSync(join(dir, 'keyd-ca.crt'), '-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n');
+    writeFileSync(
+      join(dir, 'edge.json'),
+      JSON.stringify({
+        keyd: { host: '127.0.0.1', port: 7443, cert: 'client.crt', key: 'client.key', ca: 'keyd-ca.crt' },
+        routes: [{ names: ['a.example'], upstream: '127.0.0.1:8080' }],
+      }),
+    );
+    const run = spawnSync(process.execPath, [MAIN, 'edge', '--config', join(dir, 'edge.json'), '--check-config'], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const body = keyPem.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
+    for (const chunk of [body.slice(0, 24), body.slice(-24)]) assert.ok(!run.stdout.includes(chunk), 'the key\'s base64 is not printed');
+    assert.doesNotMatch(run.stdout, /"data"\s*:\s*\[/, 'no byte array is printed');
+    // Positive control: the fields are there, each named by the size read.
+    const printed = JSON.parse(run.stdout.replace(/^configuration OK\n/, '')) as { keyd: { tls: Record<string, string> }[] };
+    assert.equal(printed.keyd[0]!.tls.key, `<${Buffer.byteLength(keyPem)} bytes read>`);
+    assert.match(printed.keyd[0]!.tls.cert!, /^<\d+ bytes read>$/);
+    assert.match(printed.keyd[0]!.tls.ca!, /^<\d+ bytes read>$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
