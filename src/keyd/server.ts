@@ -137,7 +137,8 @@ const WRITE_HIGH_WATER = 4 * 1024 * 1024;
  */
 export class KeydConnection implements Queue {
   private readonly decoder: FrameDecoder;
-  private queue: Frame[] = [];
+  /** Requests not yet served from `head` on; a served slot is emptied (undefined) at once. */
+  private queue: (Frame | undefined)[] = [];
   private head = 0;
   private pending = 0;
   private closed = false;
@@ -268,7 +269,10 @@ export class KeydConnection implements Queue {
    * lone request no cork/uncork.
    */
   serveOne(): void {
-    const frame = this.queue[this.head++]!;
+    const frame = this.queue[this.head]!;
+    // Let go of the request at once: the array is compacted only past 1024 served slots,
+    // and each frame's payload is a view keeping its whole read chunk alive.
+    this.queue[this.head++] = undefined;
     this.outgoing ??= [];
     const { opcode, requestId, payload } = frame;
     try {

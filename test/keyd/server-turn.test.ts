@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
 import { FairScheduler } from '../../src/keyd/fair-scheduler.js';
 import { DEFAULT_LIMITS } from '../../src/keyd/limits.js';
@@ -131,4 +133,45 @@ test('after close, a turn writes nothing', () => {
   socket.emit('close');
   while (turns.length > 0) turns.shift()!();
   assert.equal(socket.writes.length, 1);
+});
+
+/** Sends pings 1..n, each in a read and an ArrayBuffer of its own (in a function of its own: no local outlives it). */
+function sendEachInItsOwnBuffer(socket: FakeSocket, n: number): WeakRef<ArrayBuffer>[] {
+  const chunks: WeakRef<ArrayBuffer>[] = [];
+  for (let id = 1; id <= n; id++) {
+    const bytes = pings([id]);
+    const own = new Uint8Array(new ArrayBuffer(bytes.length));
+    own.set(bytes);
+    chunks.push(new WeakRef(own.buffer));
+    socket.emit('data', Buffer.from(own.buffer));
+  }
+  return chunks;
+}
+
+test('a served request is let go at once: its read chunk can be collected while the connection lives', async () => {
+  // Each ping arrives in a read of its own, in a buffer of its own; a request's payload is a
+  // view of that buffer. Until the queue compacts (past 1024 served slots) a slot still
+  // holding its frame would keep every read chunk alive.
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const { socket, turns } = connection(1);
+  const chunks = sendEachInItsOwnBuffer(socket, 20);
+  while (turns.length > 0) turns.shift()!();
+  assert.equal(socket.framesPerWrite().flat().length, 20, 'every ping answered');
+  await new Promise((resolve) => setImmediate(resolve));
+  gc();
+  await new Promise((resolve) => setImmediate(resolve));
+  gc();
+  const alive = chunks.filter((ref) => ref.deref() !== undefined).length;
+  assert.equal(alive, 0, `${alive} of 20 served requests' read chunks are still held`);
+});
+
+test('the collection check sees a chunk that is still referenced (positive control)', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const kept = new ArrayBuffer(64);
+  const ref = new WeakRef(kept);
+  await new Promise((resolve) => setImmediate(resolve));
+  gc();
+  assert.ok(ref.deref() !== undefined && kept.byteLength === 64);
 });
