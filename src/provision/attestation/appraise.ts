@@ -8,6 +8,9 @@ import { makeCredential } from './make-credential.js';
 import type { AttestationPolicy } from './policy.js';
 import { HASH_ALG_IDS, parseAkPublic, parseQuote, TPMA } from './tpm-structures.js';
 
+/** Bytes of one PCR value per bank (the bank's digest length). */
+const DIGEST_LENGTHS: Record<string, number> = { sha1: 20, sha256: 32, sha384: 48, sha512: 64 };
+
 /**
  * The admin's appraisal of keyd's TPM evidence (background-check model). Each check is
  * named in the error it throws, in this order:
@@ -112,6 +115,15 @@ export function appraiseQuote(challenge: Awaited<ReturnType<typeof prepareChalle
   // TPM2_Quote's pcrDigest is the hash (the AK's scheme hash, SHA-256) of the selected PCR values in order.
   const values = wantedPcrs.map((p) => answer.pcrValues[String(p)]);
   if (values.some((v) => typeof v !== 'string' || !/^[0-9a-f]+$/.test(v))) fail('pcr-policy', 'keyd did not report every quoted PCR value');
+  // Each value must be one digest of the bank. The signed digest covers only the values'
+  // concatenation: without this, bytes moved from one PCR's value to the next (or an odd
+  // hex digit, which Buffer.from drops) still match it, and a policy recorded from such an
+  // answer holds values no TPM reported.
+  const digestHex = 2 * DIGEST_LENGTHS[bank]!;
+  const misshapen = wantedPcrs.filter((_, i) => values[i]!.length !== digestHex);
+  if (misshapen.length > 0) {
+    fail('pcr-policy', `keyd reported ${bank} PCR ${misshapen.join(', ')} as ${values[wantedPcrs.indexOf(misshapen[0]!)]!.length / 2} bytes, not the ${digestHex / 2} of one ${bank} digest`);
+  }
   const digest = createHash('sha256').update(Buffer.concat(values.map((v) => Buffer.from(v!, 'hex')))).digest();
   if (!same(digest, quote.pcrDigest)) fail('quote-signature', 'the reported PCR values do not match the digest the TPM signed');
   const pcrValues = Object.fromEntries(wantedPcrs.map((p, i) => [String(p), values[i]!]));

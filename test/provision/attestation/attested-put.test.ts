@@ -110,6 +110,16 @@ test('attested provisioning: a genuine keyd gets the key; a changed PCR, an EK f
       // A quote signed by another AK than the activated one.
       const forged = { ...answer, signature: Buffer.from(answer.signature).fill(1, 10, 20) };
       assert.throws(() => appraiseQuote(challenge, forged, ctx), /quote-signature/);
+      // PCR values re-cut: two bytes of PCR 7 moved to the end of PCR 0. The concatenation, and so
+      // the signed digest, is unchanged; recording a policy (no policy yet) would keep these values.
+      const v = answer.pcrValues;
+      const recut = { ...answer, pcrValues: { ...v, '0': v['0']! + v['7']!.slice(0, 4), '7': v['7']!.slice(4) } };
+      const recording = { ...ctx, policy: undefined };
+      assert.equal(appraiseQuote(challenge, answer, recording).pcrValues['7'], v['7'], 'control: the genuine answer records its values');
+      assert.throws(() => appraiseQuote(challenge, recut, recording), /pcr-policy: keyd reported sha256 PCR 0, 7 as 34 bytes, not the 32 of one sha256 digest/);
+      // An odd trailing hex digit, which Buffer.from would drop.
+      const odd = { ...answer, pcrValues: { ...v, '16': v['16']! + 'a' } };
+      assert.throws(() => appraiseQuote(challenge, odd, recording), /pcr-policy: keyd reported sha256 PCR 16 as 32.5 bytes/);
     } finally {
       genuineClient.close();
       impostorClient.close();
