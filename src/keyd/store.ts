@@ -10,6 +10,7 @@ import { readRegularFileBounded } from '../lib/bounded-file.js';
 import { crashPoint } from './root/crash-point.js';
 import { loadRoot, type LoadedRoot } from './root/root-key.js';
 import { RollbackGuard, type RecordKind } from './root/rollback-guard.js';
+import type { ManifestState } from './root/manifest-file.js';
 
 /**
  * keyd's sealed store: one file per key (keys/ID.rec) and per keyd secret
@@ -286,9 +287,7 @@ export class SealedStore {
     const header: RecordHeader = { kind: KIND_KEY, id: key.id, version, seq, names: key.names };
     const sealed = this.seal(header, plaintext);
     plaintext.fill(0);
-    await writeFileDurably(join(this.keysDir, `${key.id}.rec`), sealed);
-    crashPoint('record-written');
-    await this.guard.commit((state) => RollbackGuard.markKey(state, key.id, version));
+    await this.changeRecord(join(this.keysDir, `${key.id}.rec`), `key ${key.id}`, sealed, (state) => RollbackGuard.markKey(state, key.id, version));
     this.versions.set(key.id, version);
     this.refusedIds.delete(key.id);
     return stored;
@@ -297,9 +296,7 @@ export class SealedStore {
   deleteKey(id: string): Promise<void> {
     return this.exclusive(async () => {
       checkRecordId(id);
-      await unlinkDurably(join(this.keysDir, `${id}.rec`));
-      crashPoint('record-written');
-      await this.guard.commit((state) => RollbackGuard.markKeyDeleted(state, id));
+      await this.changeRecord(join(this.keysDir, `${id}.rec`), `key ${id}`, undefined, (state) => RollbackGuard.markKeyDeleted(state, id));
       this.versions.delete(id);
     });
   }
@@ -310,9 +307,7 @@ export class SealedStore {
       checkRecordId(name);
       const version = this.nextVersion('secret', name, this.versions.get(`secret:${name}`) ?? (await this.secretVersion(name)));
       const sealed = this.seal({ kind: KIND_SECRET, id: name, version, seq: 0, names: [] }, bytes);
-      await writeFileDurably(join(this.secretsDir, `${name}.rec`), sealed);
-      crashPoint('record-written');
-      await this.guard.commit((state) => RollbackGuard.markSecret(state, name, version));
+      await this.changeRecord(join(this.secretsDir, `${name}.rec`), `secret ${name}`, sealed, (state) => RollbackGuard.markSecret(state, name, version));
       this.versions.set(`secret:${name}`, version);
     });
   }
@@ -338,11 +333,40 @@ export class SealedStore {
   deleteSecret(name: string): Promise<void> {
     return this.exclusive(async () => {
       checkRecordId(name);
-      await unlinkDurably(join(this.secretsDir, `${name}.rec`));
-      crashPoint('record-written');
-      await this.guard.commit((state) => RollbackGuard.markSecretDeleted(state, name));
+      await this.changeRecord(join(this.secretsDir, `${name}.rec`), `secret ${name}`, undefined, (state) => RollbackGuard.markSecretDeleted(state, name));
       this.versions.delete(`secret:${name}`);
     });
+  }
+
+  /**
+   * One change: the record file written (`next`) or removed (undefined), then the manifest
+   * committed. A start adopts a record the manifest lacks, and records a missing one as
+   * deleted, because a crash between the two steps leaves exactly that (docs/KEYD.md). A
+   * commit that fails while keyd runs (the manifest cannot be written: disk full, I/O; the
+   * TPM counter cannot finish an earlier increment) must not leave that state behind: the
+   * change is reported failed, so the file is put back as it was and the next start finds
+   * nothing to adopt. Once the manifest is written (its sequence moved) the change stands.
+   */
+  private async changeRecord(path: string, what: string, next: Buffer | undefined, mark: (state: ManifestState) => void): Promise<void> {
+    // The file as it is, to put back; null when it cannot be read (damaged: then it is not put back).
+    const previous = await readOptional(path, what).catch(() => null);
+    if (next) await writeFileDurably(path, next);
+    else await unlinkDurably(path);
+    crashPoint('record-written');
+    const sequence = this.guard.sequence;
+    try {
+      await this.guard.commit(mark);
+    } catch (err) {
+      if (this.guard.sequence !== sequence || previous === null) throw err;
+      try {
+        if (previous) await writeFileDurably(path, previous);
+        else await unlinkDurably(path);
+      } catch (undo) {
+        const message = `${(err as Error).message}; and ${what} could not be put back as it was (${(undo as Error).message}): the next start adopts the change`;
+        throw err instanceof KeydError ? new KeydError(err.code, message) : new KeydError('KEYD_STORE_IO', message);
+      }
+      throw err;
+    }
   }
 
   /** A commit that changes no record: the manifest takes the audit log's current head (before a rotation, audit.ts). */
