@@ -272,7 +272,9 @@ export class TlsServerConnection {
   /** Handles what the record layer delivers until it needs more bytes or the phase stops reading. */
   private pump(): void {
     try {
-      while (this.phase.kind !== 'closed' && this.phase.kind !== 'negotiating') {
+      // RFC 5246 §7.2.1, RFC 8446 §6.1: "any data received after a closure alert is
+      // ignored", also the records that came in the same read as the close_notify.
+      while (this.phase.kind !== 'closed' && this.phase.kind !== 'negotiating' && !this.peerClosed) {
         const received = this.records.next(this.policy);
         if (!received) break;
         switch (received.kind) {

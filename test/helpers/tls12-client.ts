@@ -80,10 +80,15 @@ export class Tls12TestClient {
 
   /** Sends a record (plaintext, or protected once our ChangeCipherSpec went out). */
   sendRecord(type: number, body: Buffer): void {
-    if (this.write) return this.conn.receive(this.write.seal(type, body));
+    this.conn.receive(this.sealRecord(type, body));
+  }
+
+  /** A record as sendRecord would send it, not sent: several can go to the server in one read. */
+  sealRecord(type: number, body: Buffer): Buffer {
+    if (this.write) return this.write.seal(type, body);
     const h = Buffer.from([type, 3, 3, 0, 0]);
     h.writeUInt16BE(body.length, 3);
-    this.conn.receive(Buffer.concat([h, body]));
+    return Buffer.concat([h, body]);
   }
 
   sendHandshake(message: Buffer): void {

@@ -298,6 +298,49 @@ describe('TLS 1.2 alerts', () => {
   });
 });
 
+describe('TLS 1.2 close_notify', () => {
+  // RFC 5246 §7.2.1: "Any data received after a closure alert is ignored." The records
+  // that follow a close_notify in the same read were delivered (and, through the socket
+  // adapter, pushed after the stream's end: ERR_STREAM_PUSH_AFTER_EOF).
+  test('records after the client close_notify, in the same read, are ignored: no data, no renegotiation answer, no error', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake();
+    let peerCloses = 0;
+    c.conn.onPeerClose = () => peerCloses++;
+    c.conn.receive(
+      Buffer.concat([
+        c.sealRecord(23, Buffer.from('before;')),
+        c.sealRecord(21, Buffer.from([1, A.close_notify])),
+        c.sealRecord(23, Buffer.from('after close_notify')),
+        c.sealRecord(22, Buffer.from([H.client_hello, 0, 0, 0])),
+        c.sealRecord(21, Buffer.from([2, A.internal_error])),
+      ]),
+    );
+    c.receive();
+    assert.equal(c.appData.map(String).join(''), 'before;', 'only the data before close_notify');
+    assert.equal(peerCloses, 1);
+    assert.deepEqual(c.alerts, [], 'no no_renegotiation warning for a ClientHello after close_notify');
+    assert.deepEqual(c.errors, [], 'a fatal alert after close_notify ends nothing');
+    // Positive control: our side is still open (half-close, RFC 5246 §7.2.1) and closes cleanly.
+    c.conn.write(Buffer.from('reply'));
+    c.conn.close();
+    c.receive();
+    assert.equal(c.appData.map(String).join(''), 'before;reply');
+    assert.deepEqual(c.alerts, [{ level: 1, description: A.close_notify }]);
+    assert.equal(c.conn.closed, true);
+  });
+
+  test('positive control: records in separate reads before the close_notify are all delivered', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake();
+    c.sendRecord(23, Buffer.from('one;'));
+    c.conn.receive(Buffer.concat([c.sealRecord(23, Buffer.from('two;')), c.sealRecord(23, Buffer.from('three;'))]));
+    c.sendRecord(21, Buffer.from([1, A.close_notify]));
+    assert.equal(c.appData.map(String).join(''), 'one;two;three;');
+    assert.deepEqual(c.errors, []);
+  });
+});
+
 describe('TLS 1.2 resumption', () => {
   async function firstSession(options: ReturnType<typeof makeOptions>, ems = true, ticket?: Uint8Array, serverName?: string) {
     const c = new Tls12TestClient(options);
