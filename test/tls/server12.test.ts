@@ -57,6 +57,29 @@ describe('TLS 1.2 full handshake', () => {
     assert.deepEqual(c.errors, []);
   });
 
+  // The edge reads info.serverCertificateChain for the PROXY v2 PP2_SUBTYPE_SSL_SIG_ALG and
+  // _KEY_ALG of the certificate it served (docs/EDGE.md); TLS 1.2 left it unset.
+  test('the served certificate chain is in the connection info, after a full handshake and after a resumption', async () => {
+    const options = makeOptions(identity);
+    const c = new Tls12TestClient(options);
+    assert.equal(c.conn.info.serverCertificateChain, undefined, 'control: none before the handshake');
+    await c.fullHandshake();
+    assert.equal(c.completed, true);
+    assert.equal(c.conn.info.serverCertificateChain, identity.certificateChain);
+    const again = new Tls12TestClient(options);
+    again.clientRandom = Buffer.alloc(32, 0x33);
+    again.hello({ sessionId: c.sessionId, extensions: tls12Extensions() });
+    await settle();
+    again.receive();
+    again.installFromMaster(c.master);
+    again.receive();
+    again.changeCipherSpec();
+    again.finished();
+    assert.equal(again.completed, true);
+    assert.equal(again.conn.info.resumed, true);
+    assert.equal(again.conn.info.serverCertificateChain, identity.certificateChain);
+  });
+
   test('without EMS (not required) the classic master secret is used and verifies', async () => {
     const c = new Tls12TestClient(makeOptions(identity));
     await c.fullHandshake({ extensions: tls12Extensions({ ems: false }) });

@@ -250,6 +250,9 @@ export class ServerHandshake12 {
       }
       const alpnProtocol = selectAlpn(state.hello, identity.alpnProtocols ?? this.ctx.options.alpnProtocols);
       this.ctx.info.alpnProtocol = alpnProtocol;
+      // The certificate this name is served with, full handshake or resumption, as in TLS 1.3:
+      // the edge describes it to the upstream (PROXY v2 PP2_SUBTYPE_SSL_SIG_ALG / _KEY_ALG).
+      this.ctx.info.serverCertificateChain = identity.certificateChain;
       return { identity, alpnProtocol };
     });
   }
