@@ -154,6 +154,26 @@ describe('TLS 1.2 alerts', () => {
       hello: () => ({ extensions: [...withoutExt(X.supported_groups), extensions.supportedGroups([NamedGroup.x25519])] }),
     },
     {
+      name: 'supported_groups of FFDHE groups only (TLS 1.2 here is ECDHE only) → insufficient_security (RFC 7919 §4)',
+      alert: A.insufficient_security,
+      hello: () => ({ extensions: [...withoutExt(X.supported_groups), extensions.supportedGroups([NamedGroup.ffdhe2048, 0x0101 /* ffdhe3072 */])] }),
+    },
+    {
+      name: 'an FFDHE group unknown to us (0x01ff) and an EC group we do not do in TLS 1.2 → insufficient_security (RFC 7919 §4)',
+      alert: A.insufficient_security,
+      hello: () => ({ extensions: [...withoutExt(X.supported_groups), extensions.supportedGroups([0x01ff, NamedGroup.secp521r1])] }),
+    },
+    {
+      name: 'control: no EC group in common and no FFDHE group offered stays handshake_failure',
+      alert: A.handshake_failure,
+      hello: () => ({ extensions: [...withoutExt(X.supported_groups), extensions.supportedGroups([NamedGroup.secp521r1])] }),
+    },
+    {
+      name: 'control: FFDHE groups next to a common EC group, but the certificate curve missing, stays handshake_failure (RFC 8422 §5.3)',
+      alert: A.handshake_failure,
+      hello: () => ({ extensions: [...withoutExt(X.supported_groups), extensions.supportedGroups([NamedGroup.ffdhe2048, NamedGroup.x25519])] }),
+    },
+    {
       name: 'only RSA suites for an ECDSA key → handshake_failure',
       alert: A.handshake_failure,
       hello: () => ({ cipherSuites: [CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256] }),
@@ -190,6 +210,14 @@ describe('TLS 1.2 alerts', () => {
     c.receive();
     assert.equal(c.completed, true);
     assert.equal(c.conn.info.alpnProtocol, 'http/1.1');
+  });
+
+  test('positive control (RFC 7919 §4): FFDHE groups next to an EC group of ours → an ECDHE handshake', async () => {
+    const c = new Tls12TestClient(makeOptions(identity));
+    await c.fullHandshake({ extensions: [...withoutExt(X.supported_groups), extensions.supportedGroups([NamedGroup.ffdhe2048, 0x0101 /* ffdhe3072 */, NamedGroup.secp256r1])] });
+    assert.equal(c.completed, true);
+    assert.equal(c.conn.info.group, 'secp256r1');
+    assert.deepEqual(c.errors, []);
   });
 
   test('an identity with tls12: false (an edge route served over TLS 1.3 only) → protocol_version', async () => {

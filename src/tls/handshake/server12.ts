@@ -318,6 +318,12 @@ export class ServerHandshake12 {
     const key = keyAuthOf(identity);
     const offeredGroups = hello.supportedGroups;
     const ourGroups = this.ctx.options.groups.filter((g) => TLS12_GROUPS.includes(g));
+    if (offeredGroups && offeredGroups.some(isFfdheGroup) && !offeredGroups.some((g) => ourGroups.includes(g))) {
+      // RFC 7919 §4: supported_groups lists FFDHE groups, none of its groups is acceptable and
+      // so none of its non-FFDHE suites (our suites are all ECDHE; no DHE in TLS 1.2 here):
+      // "the server MUST end the connection with a fatal TLS alert of type insufficient_security".
+      throw new TlsAlert('insufficient_security', 'supported_groups has FFDHE groups and no ECDHE group of ours (TLS 1.2 has no DHE suites here)');
+    }
     if (key.auth === 'ecdsa' && offeredGroups && !offeredGroups.includes(key.curve)) {
       throw new TlsAlert('handshake_failure', `client does not support the certificate's curve ${groupName(key.curve)}`);
     }
@@ -634,6 +640,11 @@ export class ServerHandshake12 {
     }
     return out;
   }
+}
+
+/** RFC 7919 §4: "any codepoint between 256 and 511, inclusive, even if unknown to the server". */
+function isFfdheGroup(group: number): boolean {
+  return group >= 256 && group <= 511;
 }
 
 /** The identity's key as TLS 1.2 uses it, read from the TLS 1.3 schemes its signer offers. */
