@@ -547,4 +547,57 @@ describe('TLS 1.2 resumption', () => {
     const { c } = await resume(options, first, { sessionId: first.sessionId, extensions: tls12Extensions({ serverName: 'other.test' }) });
     assert.equal(c.conn.info.resumed, false);
   });
+
+  // §7.4.1.2: a resumption request "MUST include at least the cipher_suite from that session";
+  // resuming under another suite is what CVE-2010-4180 exploited.
+  test("a resumption without the session's cipher suite → illegal_parameter, by session id and by ticket (§7.4.1.2)", async () => {
+    const options = makeOptions(identity);
+    const first = await firstSession(options, true, new Uint8Array(0));
+    const other = [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384];
+    // Control: the session's suite offered after another → it resumes, under the session's suite.
+    const { c: control } = await resume(options, first, { sessionId: first.sessionId, cipherSuites: [...other, CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256], extensions: tls12Extensions() });
+    assert.equal(control.conn.info.resumed, true);
+    assert.equal(control.conn.info.cipherSuite, 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256');
+    for (const hello of [
+      { sessionId: first.sessionId, cipherSuites: other, extensions: tls12Extensions() },
+      { sessionId: randomBytes(32), cipherSuites: other, extensions: tls12Extensions({ ticket: first.ticket! }) },
+    ]) {
+      const c = new Tls12TestClient(options);
+      c.hello(hello);
+      assert.equal(await fatalAlert(c), A.illegal_parameter);
+      assert.equal(c.conn.info.resumed, false);
+    }
+  });
+
+  test('the session-id cache keeps at most sessionCacheSize sessions, the oldest dropped first', async () => {
+    const options = makeOptions(identity, { sessionCacheSize: 2 });
+    const sessions = [await firstSession(options), await firstSession(options), await firstSession(options)];
+    assert.equal(options.sessionCache12.size, 2);
+    const resumed: boolean[] = [];
+    for (const s of sessions) {
+      const { c } = await resume(options, s, { sessionId: s.sessionId, extensions: tls12Extensions() });
+      resumed.push(c.conn.info.resumed);
+    }
+    assert.deepEqual(resumed, [false, true, true]);
+  });
+
+  test('a session past its lifetime is not resumed, by session id or by ticket; at its lifetime it is', async () => {
+    const t0 = 1_700_000_000_000; // the scripted client's clock, when the first session is made
+    const options = makeOptions(identity, { ticketLifetimeSeconds: 60 });
+    const first = await firstSession(options, true, new Uint8Array(0));
+    const resumedAt = async (at: number, byTicket: boolean) => {
+      const c = new Tls12TestClient(options, () => at);
+      c.hello(byTicket ? { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) } : { sessionId: first.sessionId, extensions: tls12Extensions() });
+      await settle();
+      c.receive();
+      assert.deepEqual(c.errors, []);
+      return c.conn.info.resumed;
+    };
+    for (const byTicket of [false, true]) {
+      const how = byTicket ? 'ticket' : 'session id';
+      assert.equal(await resumedAt(t0 + 60_000, byTicket), true, `${how}: at the lifetime`);
+      assert.equal(await resumedAt(t0 + 60_001, byTicket), false, `${how}: 1 ms past it`);
+    }
+    assert.equal(await resumedAt(t0 - 1, true), false, 'ticket: a clock that went back');
+  });
 });
