@@ -93,7 +93,8 @@ export class Tls12TestClient {
 
   sendHandshake(message: Buffer): void {
     this.transcript.push(message);
-    this.sendRecord(22, message);
+    // RFC 5246 §6.2.1: a message larger than a record travels in fragments of 2^14 bytes.
+    for (let off = 0; off < message.length; off += 16384) this.sendRecord(22, message.subarray(off, off + 16384));
   }
 
   hello(spec: Tls12Hello = {}): void {

@@ -470,7 +470,12 @@ export class Tls13Client {
    */
   sendFinished(opts: { alter?: Alter; thenData?: Buffer; certificate?: ClientCertificateFlight } = {}): void {
     const out: Buffer[] = [];
-    if (opts.certificate) for (const m of this.certificateMessages(opts.certificate)) out.push(this.writeProtection!.seal(HANDSHAKE, m));
+    // §5.1: a message larger than a record (a big client Certificate) goes in fragments of 2^14 bytes.
+    if (opts.certificate) {
+      for (const m of this.certificateMessages(opts.certificate)) {
+        for (let off = 0; off < m.length; off += 16384) out.push(this.writeProtection!.seal(HANDSHAKE, m.subarray(off, off + 16384)));
+      }
+    }
     const correct = this.finishedMessage();
     const message = (opts.alter ?? same)(correct);
     out.push(this.writeProtection!.seal(HANDSHAKE, message));

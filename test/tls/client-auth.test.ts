@@ -243,6 +243,26 @@ describe('resumption keeps the client identity and its policy (§4.6.1)', () => 
     return { t, client };
   }
 
+  // A ticket holds the client identity in 2-byte vectors inside a ticket<1..2^16-1>; a
+  // certificate's names are whatever its CA signed. Sealing such an identity threw a
+  // RangeError after the client Finished verified: internal_error for a valid client (and,
+  // with tickets held back by socket.ts ticketDelayMs, a throw from its timer).
+  test('a client certificate whose names do not fit a ticket: the handshake completes without tickets; control: alice gets hers', async () => {
+    const big = await issue(ca, { commonName: 'a'.repeat(70_000) });
+    const t = memoryTransport(makeOptions(identity, { ticketCount: 2, ticketKeys: new TicketKeyRing(), clientAuth: required }), clock);
+    const client = new Tls13Client(t);
+    client.sendClientHello();
+    await client.readServerFlight();
+    client.sendFinished({ certificate: withCert(big), thenData: Buffer.from('hello') });
+    assert.equal(await client.readRecord(), null, 'nothing after the handshake: no NewSessionTicket, no alert');
+    assert.equal(t.server.error, undefined, String(t.server.error));
+    assert.equal(t.server.handshakeComplete, true);
+    assert.equal((t.server.conn.info.clientCertificate?.commonName ?? '').length, 70_000);
+    assert.equal(Buffer.concat(t.server.delivered).toString(), 'hello');
+    const ticket = await ticketUnder(required, new TicketKeyRing(), withCert(alice));
+    assert.ok(ticket.ticket.length > 0);
+  });
+
   test('a ticket from a verified handshake resumes under the same policy, carrying the identity', async () => {
     const ring = new TicketKeyRing();
     const ticket = await ticketUnder(required, ring, withCert(alice));

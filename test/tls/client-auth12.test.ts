@@ -167,4 +167,43 @@ describe('TLS 1.2 client certificates', () => {
       if (resumes) assert.equal(r.conn.info.clientCertificate?.commonName, 'alice');
     }
   });
+
+  // A ticket holds the client identity in 2-byte vectors inside a ticket of at most 2^16-1
+  // bytes; a certificate's names are whatever its CA signed. Sealing such an identity threw
+  // (RangeError) after the client Finished verified: internal_error for a valid client.
+  test('a client certificate whose names do not fit a ticket: the handshake completes with the zero-length ticket of RFC 5077 §3.3; the session id resumes', async () => {
+    const big = await issue(ca, { commonName: 'a'.repeat(70_000) });
+    const options = makeOptions(identity, { clientAuth: required });
+    const handshake = async (cert: Issued) => {
+      const c = new Tls12TestClient(options, () => Date.now());
+      c.hello({ extensions: tls12Extensions({ ticket: Buffer.alloc(0) }) });
+      await settle();
+      c.receive();
+      c.certificate([cert.der]);
+      c.keyExchange();
+      c.certificateVerify(cert.key, 0x0403);
+      c.changeCipherSpec();
+      c.finished();
+      await settle();
+      c.receive();
+      return c;
+    };
+    const c = await handshake(big);
+    assert.deepEqual(c.errors, []);
+    assert.equal(c.completed, true);
+    assert.equal(c.conn.info.clientCertificate?.commonName?.length, 70_000);
+    assert.deepEqual(c.ticket, Buffer.alloc(0), 'NewSessionTicket with a zero-length ticket');
+    assert.ok(c.serverFinishedVerifies(), 'the empty NewSessionTicket is in the transcript both sides hash');
+    const r = new Tls12TestClient(options, () => Date.now());
+    r.clientRandom = Buffer.alloc(32, 0x44);
+    r.hello({ sessionId: c.sessionId, extensions: tls12Extensions() });
+    await settle();
+    r.receive();
+    assert.equal(r.conn.info.resumed, true, 'resumed by session id');
+    assert.equal(r.conn.info.clientCertificate?.commonName?.length, 70_000);
+    // Control: an ordinary certificate gets a real ticket on the same server.
+    const control = await handshake(alice);
+    assert.equal(control.completed, true);
+    assert.ok(control.ticket && control.ticket.length > 0, 'a real ticket');
+  });
 });

@@ -30,6 +30,7 @@ import { lookUpIdentity } from './identity-lookup.js';
 import { selectAlpn } from './negotiate.js';
 import { openTicket12, sealTicket12, sessionIsLive, type Session12 } from './session12.js';
 import { serverNameFitsTicket } from './session-ticket.js';
+import { clientIdentityFitsTicket } from './ticket-fields.js';
 import { Transcript } from './transcript.js';
 
 /**
@@ -581,10 +582,18 @@ export class ServerHandshake12 {
     if (this.cachedSessionId) this.ctx.options.sessionCache12.delete(this.cachedSessionId);
   }
 
-  /** RFC 5077 §3.3: NewSessionTicket, in the clear before our ChangeCipherSpec, when promised in ServerHello. */
+  /**
+   * RFC 5077 §3.3: NewSessionTicket, in the clear before our ChangeCipherSpec, when promised
+   * in ServerHello. A client identity too large for a ticket (known only now, after the
+   * client's Certificate) gets the zero-length ticket §3.3 prescribes for a server that no
+   * longer wants to give one; its session id still resumes.
+   */
   private sendTickets(expect: ExpectClientFinished12, session: Session12): Buffer[] {
     if (!expect.session.sendTicket) return [];
-    const message = encodeNewSessionTicket12(session.lifetimeSeconds, sealTicket12(this.ctx.ticketKeys, session));
+    const fits = clientIdentityFitsTicket(session.clientIdentity);
+    const message = fits
+      ? encodeNewSessionTicket12(session.lifetimeSeconds, sealTicket12(this.ctx.ticketKeys, session))
+      : encodeNewSessionTicket12(0, new Uint8Array(0));
     expect.transcript.add(message);
     return this.plaintextHandshake([message]);
   }

@@ -35,6 +35,7 @@ import {
   selectSignatureScheme,
 } from './negotiate.js';
 import { openTicket, sealTicket, serverNameFitsTicket, type TicketState } from './session-ticket.js';
+import { clientIdentityFitsTicket } from './ticket-fields.js';
 import { messageHash, Transcript } from './transcript.js';
 
 /**
@@ -569,6 +570,8 @@ export class ServerHandshake13 {
   sendSessionTickets(established: Established13): void {
     const { ticketCount, ticketLifetimeSeconds } = this.ctx.options;
     if (ticketCount <= 0 || !serverNameFitsTicket(this.ctx.info.serverName)) return;
+    // A client certificate whose names a ticket cannot hold (ticket-fields.ts): no tickets.
+    if (!clientIdentityFitsTicket(this.ctx.info.clientCertificate)) return;
     const { suite } = established;
     const resumptionSecret = established.master.resumptionMasterSecret(established.finishedHash);
     const tickets: Buffer[] = [];

@@ -25,6 +25,23 @@ function readText(r: Reader, field: string): string {
   return Buffer.from(r.vec(2, 0, 0xffff, field)).toString('utf8');
 }
 
+/**
+ * The most bytes of client identity text (subject, commonName, issuer, serial, fingerprint)
+ * a ticket carries. Both NewSessionTicket formats hold the ticket in an opaque<1..2^16-1>
+ * (RFC 8446 §4.6.1, RFC 5077 §3.3), each text here has a 2-byte length, and the identity
+ * comes from a client certificate whose names are whatever its CA signed (certificates of
+ * up to 128 KiB are read): one over this gets no ticket, as resumption is optional and a
+ * failed handshake is not (as serverNameFitsTicket for names). Real subjects take well
+ * under 1 KiB.
+ */
+export const MAX_TICKET_CLIENT_IDENTITY = 16 * 1024;
+
+export function clientIdentityFitsTicket(id: ClientIdentity | undefined): boolean {
+  if (!id) return true;
+  const texts = [id.subject, id.commonName ?? '', id.issuer, id.serialNumber, id.fingerprint256];
+  return texts.reduce((n, text) => n + Buffer.byteLength(text, 'utf8'), 0) <= MAX_TICKET_CLIENT_IDENTITY;
+}
+
 /** The client-auth policy id, then a presence byte and the identity. */
 export function writeClientAuth(w: Writer, policy: string, id: ClientIdentity | undefined): void {
   writeText(w, policy);
