@@ -581,6 +581,27 @@ describe('TLS 1.2 resumption', () => {
     assert.deepEqual(resumed, [false, true, true]);
   });
 
+  // The master secrets of sessions past their lifetime were kept until sessionCacheSize newer
+  // sessions pushed them out (on a quiet server: indefinitely), though never resumed again.
+  test('caching a session drops the sessions already past their lifetime; live ones stay', async () => {
+    const t0 = 1_700_000_000_000;
+    const options = makeOptions(identity, { ticketLifetimeSeconds: 60 });
+    const sessionAt = async (at: number) => {
+      const c = new Tls12TestClient(options, () => at);
+      await c.fullHandshake();
+      assert.equal(c.completed, true);
+      return c;
+    };
+    await sessionAt(t0);
+    const second = await sessionAt(t0 + 30_000);
+    assert.equal(options.sessionCache12.size, 2, 'control: both live');
+    await sessionAt(t0 + 60_001); // the first is past its lifetime, the second is not
+    assert.equal(options.sessionCache12.size, 2);
+    await sessionAt(t0 + 200_000); // both earlier ones are past theirs
+    assert.equal(options.sessionCache12.size, 1);
+    assert.equal(options.sessionCache12.get(second.sessionId, t0 + 60_000), undefined);
+  });
+
   test('a session past its lifetime is not resumed, by session id or by ticket; at its lifetime it is', async () => {
     const t0 = 1_700_000_000_000; // the scripted client's clock, when the first session is made
     const options = makeOptions(identity, { ticketLifetimeSeconds: 60 });

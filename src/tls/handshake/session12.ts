@@ -94,6 +94,20 @@ export class SessionCache12 {
       if (oldest.done) break;
       this.sessions.delete(oldest.value);
     }
+    this.dropExpired(session.issuedAt);
+  }
+
+  /**
+   * Sessions past their lifetime are never resumed (get), and their master secrets need not
+   * stay in memory until newer sessions push them out, which on a quiet server may be never
+   * (RFC 5246 §F.1.4: a retired session's master secret is what an attacker wants). The
+   * oldest come first (insertion order), so this stops at the first live one.
+   */
+  private dropExpired(now: number): void {
+    for (const [key, session] of this.sessions) {
+      if (sessionIsLive(session, now)) break;
+      this.sessions.delete(key);
+    }
   }
 
   /** RFC 5246 §7.2: the session of a connection that ended with a fatal alert is not resumed again. */
