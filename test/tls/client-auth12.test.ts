@@ -171,7 +171,7 @@ describe('TLS 1.2 client certificates', () => {
   // A ticket holds the client identity in 2-byte vectors inside a ticket of at most 2^16-1
   // bytes; a certificate's names are whatever its CA signed. Sealing such an identity threw
   // (RangeError) after the client Finished verified: internal_error for a valid client.
-  test('a client certificate whose names do not fit a ticket: the handshake completes with the zero-length ticket of RFC 5077 §3.3; the session id resumes', async () => {
+  test('a client certificate whose names do not fit a ticket: the handshake completes with the zero-length ticket of RFC 5077 §3.3 and is not cached by session id', async () => {
     const big = await issue(ca, { commonName: 'a'.repeat(70_000) });
     const options = makeOptions(identity, { clientAuth: required });
     const handshake = async (cert: Issued) => {
@@ -199,11 +199,18 @@ describe('TLS 1.2 client certificates', () => {
     r.hello({ sessionId: c.sessionId, extensions: tls12Extensions() });
     await settle();
     r.receive();
-    assert.equal(r.conn.info.resumed, true, 'resumed by session id');
-    assert.equal(r.conn.info.clientCertificate?.commonName?.length, 70_000);
-    // Control: an ordinary certificate gets a real ticket on the same server.
+    assert.equal(r.conn.info.resumed, false, 'not kept in the session-id cache either');
+    assert.equal(options.sessionCache12.size, 0);
+    // Control: an ordinary certificate gets a real ticket on the same server, and its session id resumes.
     const control = await handshake(alice);
     assert.equal(control.completed, true);
     assert.ok(control.ticket && control.ticket.length > 0, 'a real ticket');
+    const again = new Tls12TestClient(options, () => Date.now());
+    again.clientRandom = Buffer.alloc(32, 0x55);
+    again.hello({ sessionId: control.sessionId, extensions: tls12Extensions() });
+    await settle();
+    again.receive();
+    assert.equal(again.conn.info.resumed, true);
+    assert.equal(again.conn.info.clientCertificate?.commonName, 'alice');
   });
 });

@@ -570,9 +570,13 @@ export class ServerHandshake12 {
       clientAuthPolicy: this.clientAuthPolicy,
       clientIdentity: this.ctx.info.clientCertificate,
     };
-    const out = this.sendTickets(expect, session);
+    // A client identity too large for a ticket is not kept by session id either: the cache
+    // is bounded in entries, and each entry should be small (ticket-fields.ts).
+    const resumable = clientIdentityFitsTicket(session.clientIdentity);
+    const out = this.sendTickets(expect, session, resumable);
     out.push(...this.sendFinished(suite, transcript, master, protection));
     this.ctx.records.send(out);
+    if (!resumable) return;
     this.ctx.options.sessionCache12.set(expect.session.sessionId, session);
     this.cachedSessionId = expect.session.sessionId;
   }
@@ -584,14 +588,13 @@ export class ServerHandshake12 {
 
   /**
    * RFC 5077 §3.3: NewSessionTicket, in the clear before our ChangeCipherSpec, when promised
-   * in ServerHello. A client identity too large for a ticket (known only now, after the
-   * client's Certificate) gets the zero-length ticket §3.3 prescribes for a server that no
-   * longer wants to give one; its session id still resumes.
+   * in ServerHello. A session that is not to be resumed (a client identity too large for a
+   * ticket, known only after the client's Certificate) gets the zero-length ticket §3.3
+   * prescribes for a server that no longer wants to give one.
    */
-  private sendTickets(expect: ExpectClientFinished12, session: Session12): Buffer[] {
+  private sendTickets(expect: ExpectClientFinished12, session: Session12, resumable: boolean): Buffer[] {
     if (!expect.session.sendTicket) return [];
-    const fits = clientIdentityFitsTicket(session.clientIdentity);
-    const message = fits
+    const message = resumable
       ? encodeNewSessionTicket12(session.lifetimeSeconds, sealTicket12(this.ctx.ticketKeys, session))
       : encodeNewSessionTicket12(0, new Uint8Array(0));
     expect.transcript.add(message);
