@@ -211,6 +211,7 @@ export class TlsServerConnection {
   write(data: Uint8Array): void {
     if (this.phase.kind !== 'traffic' || this.sentCloseNotify) throw new Error('TLS connection is not open for writing');
     this.flushSessionTickets();
+    if (this.phase.kind !== 'traffic') throw new Error('TLS connection is not open for writing');
     this.records.sendApplicationData(data);
   }
 
@@ -224,7 +225,15 @@ export class TlsServerConnection {
     const pending = this.pendingTickets;
     if (!pending) return;
     this.pendingTickets = undefined;
-    if (this.phase.kind === 'traffic' && !this.sentCloseNotify) pending.server.sendSessionTickets(pending.established);
+    if (this.phase.kind !== 'traffic' || this.sentCloseNotify) return;
+    try {
+      pending.server.sendSessionTickets(pending.established);
+    } catch (err) {
+      // This also runs from the socket adapter's ticket timer, where a throw reaches no
+      // caller and ends the process: the connection ends with internal_error instead
+      // (RFC 8446 §6.2), and only this connection.
+      this.fail(err);
+    }
   }
 
   /** Sends close_notify (§6.1); reading continues until the peer closes too. */
@@ -233,6 +242,9 @@ export class TlsServerConnection {
     // Deferred tickets go out with our close_notify: a client that closed first may still
     // read up to our close_notify (gnutls does, and resumes with them).
     this.flushSessionTickets();
+    // Sealing the tickets may have failed and closed the connection (re-read: TS narrowed phase above).
+    const phase: { kind: string } = this.phase;
+    if (phase.kind === 'closed') return;
     this.sentCloseNotify = true;
     this.sendAlert(AlertDescription.close_notify);
     if (this.phase.kind !== 'traffic' || this.peerClosed) this.phase = { kind: 'closed' };

@@ -318,6 +318,36 @@ test('deferred tickets: flushSessionTickets sends them on their own (the socket 
   assert.equal(await t.read(), null);
 });
 
+/** A ticket key ring whose sealing fails (a fault, not an input: no input makes sealing throw now). */
+class FailingTicketKeys extends TicketKeyRing {
+  override seal(): Buffer {
+    throw new Error('sealing failed (test fault)');
+  }
+}
+
+test('deferred tickets: a failure to seal them ends this connection with internal_error; it is not thrown from flushSessionTickets (the socket\'s timer)', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 2, ticketKeys: new FailingTicketKeys() }));
+  t.server.conn.deferSessionTickets = true;
+  const client = new Tls13Client(t);
+  await client.handshake();
+  assert.equal(t.server.conn.sessionTicketsPending, true);
+  assert.doesNotThrow(() => t.server.conn.flushSessionTickets());
+  assert.equal(await client.readAlert(), 80, 'internal_error');
+  assert.match(String(t.server.error), /sealing failed/);
+  assert.throws(() => t.server.conn.write(Buffer.from('late')), /not open for writing/);
+  // The same fault reached through a write or a close: the write is refused, the close sends nothing more.
+  for (const act of ['write', 'close'] as const) {
+    const u = memoryTransport(makeOptions(identity, { ticketCount: 2, ticketKeys: new FailingTicketKeys() }));
+    u.server.conn.deferSessionTickets = true;
+    const c = new Tls13Client(u);
+    await c.handshake();
+    if (act === 'write') assert.throws(() => u.server.conn.write(Buffer.from('banner')), /not open for writing/);
+    else assert.doesNotThrow(() => u.server.conn.close());
+    assert.equal(await c.readAlert(), 80, `internal_error on ${act}`);
+    assert.equal(await u.read(), null, `nothing after the alert on ${act}`);
+  }
+});
+
 test('positive control: without deferral the tickets follow the client Finished at once', async () => {
   const t = memoryTransport(makeOptions(identity, { ticketCount: 2 }));
   const client = new Tls13Client(t);
