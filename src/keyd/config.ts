@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { KeydError } from './errors.js';
 import { normaliseName } from './names.js';
 import { DEFAULT_AUDIT_ROTATION, type AuditRotation } from './audit.js';
@@ -55,10 +56,14 @@ export async function loadConfig(source: string | object | undefined): Promise<K
       throw new KeydError('KEYD_CONFIG', `config ${source} is not valid JSON: ${(err as Error).message}`);
     }
   }
-  return parseConfig(raw);
+  // Relative paths in the file (a principal's "socket") are relative to the file's own
+  // directory, as in the edge's and the provisioning listener's config: under systemd
+  // keyd's working directory is "/" (docs/KEYD.md "Local callers").
+  return parseConfig(raw, typeof source === 'string' ? dirname(resolve(source)) : undefined);
 }
 
-export function parseConfig(raw: unknown): KeydConfig {
+/** `baseDir`: the config file's directory, which relative paths are resolved from (default: the working directory). */
+export function parseConfig(raw: unknown, baseDir?: string): KeydConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config must be a JSON object');
   const obj = raw as Record<string, unknown>;
   const clients: Record<string, string[]> = {};
@@ -86,7 +91,7 @@ export function parseConfig(raw: unknown): KeydConfig {
   }
   const allowTls12OnlyServers = obj.allowTls12OnlyServers === undefined ? false : obj.allowTls12OnlyServers;
   if (typeof allowTls12OnlyServers !== 'boolean') throw new KeydError('KEYD_CONFIG', 'config "allowTls12OnlyServers" must be true or false');
-  return { ...obj, clients, maxPending, expiryWarningDays, allowTls12OnlyServers, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals), auditLog: parseAuditRotation(obj.auditLog) };
+  return { ...obj, clients, maxPending, expiryWarningDays, allowTls12OnlyServers, limits: parseLimits(obj.limits), principals: parsePrincipals(obj.principals, baseDir), auditLog: parseAuditRotation(obj.auditLog) };
 }
 
 function parseAuditRotation(raw: unknown): AuditRotation {

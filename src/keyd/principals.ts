@@ -27,8 +27,11 @@ export interface LocalPrincipal {
 export const DEFAULT_LOCAL_PRINCIPAL: Readonly<LocalPrincipal> = Object.freeze({ name: 'local', mode: 0o660, names: ['*'] });
 export const ADMIN_SOCKET_MODE = 0o600;
 
-/** Parses config "principals": { NAME: { socket?, mode?, uid?, gid?, names } }. */
-export function parsePrincipals(raw: unknown): LocalPrincipal[] {
+/**
+ * Parses config "principals": { NAME: { socket?, mode?, uid?, gid?, names } }. A relative
+ * "socket" is resolved from `baseDir`, the config file's directory (loadConfig passes it).
+ */
+export function parsePrincipals(raw: unknown, baseDir?: string): LocalPrincipal[] {
   const principals: LocalPrincipal[] = [];
   const entries = raw === undefined ? {} : raw;
   if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) {
@@ -51,7 +54,7 @@ export function parsePrincipals(raw: unknown): LocalPrincipal[] {
       }
     }
     if (!Array.isArray(v.names) || !v.names.every((n) => typeof n === 'string')) throw new KeydError('KEYD_CONFIG', `${where}: "names" must be a list of names`);
-    const socket = typeof v.socket === 'string' ? resolve(v.socket) : undefined;
+    const socket = typeof v.socket === 'string' ? (baseDir === undefined ? resolve(v.socket) : resolve(baseDir, v.socket)) : undefined;
     if (socket) {
       if (sockets.has(socket)) throw new KeydError('KEYD_CONFIG', `${where}: socket ${socket} is already another principal's`);
       sockets.add(socket);
