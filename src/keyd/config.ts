@@ -9,7 +9,9 @@ import { parseExpiryWarningDays } from '../lib/expiry.js';
 
 /**
  * keyd's config file (JSON). Only what keyd itself reads is checked here; other
- * sections (e.g. "provisioning") are passed through to their owners.
+ * sections ("provisioning", "pkcs11", "rootKey", "tpmTcti") are passed through to their
+ * owners. A key that is none of these is refused: a misspelt "limits" or "clients" would
+ * otherwise leave keyd running without the bounds or grants the operator wrote.
  *
  * {
  *   "clients": { "CN=edge-1, O=Example": ["*.example.com", "example.com"], "CN=edge-2": ["*"] },
@@ -40,6 +42,19 @@ export interface KeydConfig {
 
 export const DEFAULT_MAX_PENDING = 4096;
 
+/** Every top-level key of keyd's config: the ones parsed here and the sections of other owners. */
+export const CONFIG_KEYS: readonly string[] = [
+  'clients', 'principals', 'maxPending', 'limits', 'auditLog', 'metricsListen', 'expiryWarningDays', 'allowTls12OnlyServers',
+  'rootKey', 'tpmTcti', 'pkcs11', 'provisioning',
+];
+
+/** Refuses a key of `obj` not in `allowed`, naming it, where it is and what is allowed. */
+export function refuseUnknownKeys(obj: object, allowed: readonly string[], where: string): void {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) throw new KeydError('KEYD_CONFIG', `${where}: unknown key ${JSON.stringify(key)} (allowed: ${allowed.join(', ')})`);
+  }
+}
+
 export async function loadConfig(source: string | object | undefined): Promise<KeydConfig> {
   if (source === undefined) return parseConfig({});
   let raw: unknown = source;
@@ -66,6 +81,7 @@ export async function loadConfig(source: string | object | undefined): Promise<K
 export function parseConfig(raw: unknown, baseDir?: string): KeydConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config must be a JSON object');
   const obj = raw as Record<string, unknown>;
+  refuseUnknownKeys(obj, CONFIG_KEYS, 'config');
   const clients: Record<string, string[]> = {};
   if (obj.clients !== undefined) {
     if (typeof obj.clients !== 'object' || obj.clients === null || Array.isArray(obj.clients)) {
@@ -97,6 +113,7 @@ export function parseConfig(raw: unknown, baseDir?: string): KeydConfig {
 function parseAuditRotation(raw: unknown): AuditRotation {
   if (raw === undefined) return { ...DEFAULT_AUDIT_ROTATION };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config "auditLog" must be { "maxBytes", "keep" }');
+  refuseUnknownKeys(raw, ['maxBytes', 'keep'], 'config "auditLog"');
   const { maxBytes = DEFAULT_AUDIT_ROTATION.maxBytes, keep = DEFAULT_AUDIT_ROTATION.keep } = raw as Record<string, unknown>;
   if (typeof maxBytes !== 'number' || !Number.isInteger(maxBytes) || maxBytes < 4096) throw new KeydError('KEYD_CONFIG', 'config "auditLog"."maxBytes" must be an integer ≥ 4096');
   if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1 || keep > 1000) throw new KeydError('KEYD_CONFIG', 'config "auditLog"."keep" must be an integer from 1 to 1000');

@@ -45,6 +45,10 @@ export function parsePrincipals(raw: unknown, baseDir?: string): LocalPrincipal[
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(name) || name === 'admin') throw new KeydError('KEYD_CONFIG', `${where}: a principal name is 1–64 letters, digits, ".", "_" or "-", and not "admin"`);
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new KeydError('KEYD_CONFIG', `${where} must be an object`);
     const v = value as Record<string, unknown>;
+    // A misspelt "mode" or "uid" would leave the socket at the default 0660 and keyd's owner.
+    for (const key of Object.keys(v)) {
+      if (!['socket', 'mode', 'uid', 'gid', 'names'].includes(key)) throw new KeydError('KEYD_CONFIG', `${where}: unknown key ${JSON.stringify(key)} (allowed: socket, mode, uid, gid, names)`);
+    }
     if (name !== 'local' && typeof v.socket !== 'string') throw new KeydError('KEYD_CONFIG', `${where}: "socket" (a path) is required`);
     if (name === 'local' && v.socket !== undefined) throw new KeydError('KEYD_CONFIG', `${where}: the "local" principal's socket is --socket`);
     const mode = parseMode(v.mode ?? '0660', where);

@@ -52,3 +52,39 @@ test('config "principals": a relative "socket" is from the config file\'s direct
     await s.cleanup();
   }
 });
+
+test('config: a misspelt key is refused naming it (top level, a principal, "auditLog"), not silently ignored', () => {
+  // "limts" would leave keyd without the rate limit the operator wrote; "clinets" without its grants.
+  for (const [raw, key] of [
+    [{ limts: { signaturesPerSecond: 10 } }, 'limts'],
+    [{ maxPendng: 16 }, 'maxPendng'],
+    [{ clinets: { 'CN=edge-1': ['a.test'] } }, 'clinets'],
+  ] as const) {
+    assert.throws(() => parseConfig(raw), { code: 'KEYD_CONFIG', message: new RegExp(`^config: unknown key "${key}" \\(allowed: clients, principals, maxPending, limits`) }, key);
+  }
+  // "mdoe": the socket would be left at the default 0660 rather than the 0600 intended.
+  assert.throws(() => parseConfig({ principals: { 'edge-a': { socket: '/run/keyd/a.sock', mdoe: '0600', names: ['a.test'] } } }), {
+    code: 'KEYD_CONFIG',
+    message: 'config "principals"."edge-a": unknown key "mdoe" (allowed: socket, mode, uid, gid, names)',
+  });
+  assert.throws(() => parseConfig({ auditLog: { maxbytes: 1 << 20 } }), { code: 'KEYD_CONFIG', message: /^config "auditLog": unknown key "maxbytes"/ });
+  // Control: every documented key (docs/KEYD.md "Config"), and the other owners' sections, are accepted.
+  const full = parseConfig({
+    clients: { 'CN=edge-1, O=Example': ['*.example.com'] },
+    principals: { local: { mode: '0660', names: ['*'] }, 'edge-a': { socket: '/run/keyd/a.sock', mode: '0600', uid: 1001, gid: 1001, names: ['a.example.com'] } },
+    maxPending: 16,
+    limits: { signaturesPerSecond: 10 },
+    auditLog: { maxBytes: 1 << 20, keep: 4 },
+    metricsListen: '127.0.0.1:9464',
+    expiryWarningDays: 7,
+    allowTls12OnlyServers: false,
+    rootKey: 'tpm',
+    tpmTcti: 'device:/dev/tpmrm0',
+    pkcs11: { tokens: [] },
+    provisioning: { operators: {} },
+  });
+  assert.equal(full.limits.signaturesPerSecond, 10);
+  assert.equal(full.maxPending, 16);
+  assert.equal(full.principals.find((p) => p.name === 'edge-a')!.mode, 0o600);
+  assert.deepEqual(full.auditLog, { maxBytes: 1 << 20, keep: 4 });
+});
