@@ -1,10 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { KeydError } from './errors.js';
-import { normaliseName } from './names.js';
 import { DEFAULT_AUDIT_ROTATION, type AuditRotation } from './audit.js';
 import { parseLimits, type KeydLimits } from './limits.js';
-import { parsePrincipals, type LocalPrincipal } from './principals.js';
+import { configName, parsePrincipals, type LocalPrincipal } from './principals.js';
 import { parseExpiryWarningDays } from '../lib/expiry.js';
 
 /**
@@ -87,11 +86,22 @@ export function parseConfig(raw: unknown, baseDir?: string): KeydConfig {
     if (typeof obj.clients !== 'object' || obj.clients === null || Array.isArray(obj.clients)) {
       throw new KeydError('KEYD_CONFIG', 'config "clients" must map certificate subjects to lists of names');
     }
+    const spelled = new Map<string, string>();
     for (const [subject, names] of Object.entries(obj.clients)) {
       if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) {
         throw new KeydError('KEYD_CONFIG', `config "clients"."${subject}" must be a list of names`);
       }
-      clients[normaliseSubject(subject)] = names.map((n) => (n === '*' ? '*' : normaliseName(n)));
+      const key = normaliseSubject(subject);
+      // Every RDN must be TYPE=value: "edge-1" alone would become a subject no certificate has.
+      if (!isSubject(subject)) {
+        throw new KeydError('KEYD_CONFIG', `config "clients"."${subject}" is not a certificate subject (TYPE=value, ..., e.g. "CN=edge-1, O=Example")`);
+      }
+      // Two spellings of one subject (RDN order, spacing, case of the type): the later one
+      // would silently replace the earlier one's grants.
+      const earlier = spelled.get(key);
+      if (earlier !== undefined) throw new KeydError('KEYD_CONFIG', `config "clients"."${subject}" is the same subject as "${earlier}" (${key}): list it once`);
+      spelled.set(key, subject);
+      clients[key] = names.map((n) => (n === '*' ? '*' : configName(n, `config "clients"."${subject}"`)));
     }
   }
   const maxPending = obj.maxPending ?? DEFAULT_MAX_PENDING;
@@ -125,14 +135,24 @@ function parseAuditRotation(raw: unknown): AuditRotation {
  * X509Certificate.subject uses newlines), trimmed, attribute names upper-cased, sorted.
  */
 export function normaliseSubject(subject: string): string {
-  return subject
-    .split(/\n|,(?=\s*[A-Za-z][A-Za-z0-9.]*\s*=)/)
-    .map((rdn) => rdn.trim())
-    .filter((rdn) => rdn.length > 0)
+  return subjectRdns(subject)
     .map((rdn) => {
       const eq = rdn.indexOf('=');
       return `${rdn.slice(0, eq).trim().toUpperCase()}=${rdn.slice(eq + 1).trim()}`;
     })
     .sort()
     .join(', ');
+}
+
+function subjectRdns(subject: string): string[] {
+  return subject
+    .split(/\n|,(?=\s*[A-Za-z][A-Za-z0-9.]*\s*=)/)
+    .map((rdn) => rdn.trim())
+    .filter((rdn) => rdn.length > 0);
+}
+
+/** True when every RDN of a configured subject is TYPE=value (normaliseSubject would mangle one without "="). */
+function isSubject(subject: string): boolean {
+  const rdns = subjectRdns(subject);
+  return rdns.length > 0 && rdns.every((rdn) => /^[A-Za-z0-9][A-Za-z0-9.]*\s*=/.test(rdn));
 }

@@ -69,10 +69,19 @@ export function parsePrincipals(raw: unknown, baseDir?: string): LocalPrincipal[
       mode,
       ...(v.uid !== undefined ? { uid: v.uid as number } : {}),
       ...(v.gid !== undefined ? { gid: v.gid as number } : {}),
-      names: (v.names as string[]).map((n) => (n === '*' ? '*' : normaliseName(n))),
+      names: (v.names as string[]).map((n) => (n === '*' ? '*' : configName(n, `${where}: "names"`))),
     });
   }
   return principals;
+}
+
+/** A granted name (names.ts) of keyd's config, its refusal a KEYD_CONFIG error that says where it is. */
+export function configName(name: string, where: string): string {
+  try {
+    return normaliseName(name);
+  } catch (err) {
+    throw new KeydError('KEYD_CONFIG', `${where}: ${(err as Error).message}`);
+  }
 }
 
 function parseMode(value: unknown, where: string): number {

@@ -88,3 +88,24 @@ test('config: a misspelt key is refused naming it (top level, a principal, "audi
   assert.equal(full.principals.find((p) => p.name === 'edge-a')!.mode, 0o600);
   assert.deepEqual(full.auditLog, { maxBytes: 1 << 20, keep: 4 });
 });
+
+test('config "clients": two spellings of one subject are refused (the later would replace the earlier\'s grants); a subject without TYPE=value and a bad name are refused naming the entry', () => {
+  // The same subject in another RDN order and spacing: before, the '*' entry silently won.
+  assert.throws(() => parseConfig({ clients: { 'CN=edge-1, O=Example': ['a.test'], 'O=Example,CN=edge-1': ['*'] } }), {
+    code: 'KEYD_CONFIG',
+    message: 'config "clients"."O=Example,CN=edge-1" is the same subject as "CN=edge-1, O=Example" (CN=edge-1, O=Example): list it once',
+  });
+  assert.throws(() => parseConfig({ clients: { 'CN=edge-1': ['a.test'], 'cn = edge-1': ['b.test'] } }), { code: 'KEYD_CONFIG', message: /"cn = edge-1" is the same subject as "CN=edge-1"/ });
+  // "edge-1" alone: no certificate has such a subject (it normalised to "EDGE-=edge-1").
+  for (const subject of ['edge-1', '', '=edge-1']) {
+    assert.throws(() => parseConfig({ clients: { [subject]: ['a.test'] } }), { code: 'KEYD_CONFIG', message: `config "clients"."${subject}" is not a certificate subject (TYPE=value, ..., e.g. "CN=edge-1, O=Example")` }, subject);
+  }
+  assert.throws(() => parseConfig({ clients: { 'CN=edge-1': ['a..test'] } }), { code: 'KEYD_CONFIG', message: 'config "clients"."CN=edge-1": "a..test" is not a DNS name or a *.domain wildcard' });
+  assert.throws(() => parseConfig({ principals: { 'edge-a': { socket: '/run/keyd/a.sock', names: ['*.*'] } } }), { code: 'KEYD_CONFIG', message: 'config "principals"."edge-a": "names": "*.*" is not a DNS name or a *.domain wildcard' });
+  // Control: distinct subjects are each kept; spelling differences normalise; a value with an escaped comma stays one RDN.
+  assert.deepEqual(parseConfig({ clients: { 'O=Example,  cn=edge-1': ['A.Test.', '*.b.test'], 'CN=edge-2, O=Example': ['*'], 'CN=x, O=Foo\\, Inc': ['c.test'] } }).clients, {
+    'CN=edge-1, O=Example': ['a.test', '*.b.test'],
+    'CN=edge-2, O=Example': ['*'],
+    'CN=x, O=Foo\\, Inc': ['c.test'],
+  });
+});
