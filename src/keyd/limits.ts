@@ -61,7 +61,16 @@ const MINIMUM: Record<keyof KeydLimits, number> = {
   delegatedCredentialsPerMinute: 0,
 };
 
-/** Parses config "limits": every key optional, each a non-negative integer of at least its minimum. */
+/**
+ * The longest delay node's timers keep (2^31 - 1 ms, about 24.8 days). setTimeout and
+ * setInterval run a longer one after 1 ms instead (TimeoutOverflowWarning), so a
+ * frameTimeoutMs meant as "very long" would close every connection whose frame came in two
+ * reads, and an auditIntervalMs would flush the ledger every millisecond.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+const TIMER_LIMITS: ReadonlySet<keyof KeydLimits> = new Set(['idleTimeoutMs', 'frameTimeoutMs', 'tlsHandshakeTimeoutMs', 'auditIntervalMs']);
+
+/** Parses config "limits": every key optional, each a non-negative integer of at least its minimum (a time at most MAX_TIMER_MS). */
 export function parseLimits(raw: unknown): KeydLimits {
   if (raw === undefined) return { ...DEFAULT_LIMITS };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config "limits" must be an object');
@@ -71,6 +80,9 @@ export function parseLimits(raw: unknown): KeydLimits {
     const min = MINIMUM[key as keyof KeydLimits];
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
       throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be an integer ≥ ${min}`);
+    }
+    if (TIMER_LIMITS.has(key as keyof KeydLimits) && value > MAX_TIMER_MS) {
+      throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be at most ${MAX_TIMER_MS} ms (about 24.8 days; node's timers run a longer delay after 1 ms)`);
     }
     limits[key as keyof KeydLimits] = value;
   }

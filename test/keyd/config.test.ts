@@ -4,6 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KeydClient } from '../../src/keyd/client.js';
 import { loadConfig, parseConfig } from '../../src/keyd/config.js';
+import { MAX_TIMER_MS, parseLimits, type KeydLimits } from '../../src/keyd/limits.js';
 import { LOCAL, makeIdentity, scratch, startTestKeyd } from './fixtures.js';
 
 test('config "allowTls12OnlyServers": off by default, a boolean, anything else refused at start', () => {
@@ -108,4 +109,18 @@ test('config "clients": two spellings of one subject are refused (the later woul
     'CN=edge-2, O=Example': ['*'],
     'CN=x, O=Foo\\, Inc': ['c.test'],
   });
+});
+
+test('config "limits": a time beyond node\'s timer range is refused naming the key (setTimeout would run it after 1 ms); bad values refused; the largest time is kept', () => {
+  for (const key of ['frameTimeoutMs', 'auditIntervalMs', 'idleTimeoutMs', 'tlsHandshakeTimeoutMs']) {
+    assert.throws(() => parseLimits({ [key]: MAX_TIMER_MS + 1 }), { code: 'KEYD_CONFIG', message: `config "limits"."${key}" must be at most 2147483647 ms (about 24.8 days; node's timers run a longer delay after 1 ms)` }, key);
+    // Control: the largest delay node keeps is accepted as written.
+    assert.equal(parseLimits({ [key]: MAX_TIMER_MS })[key as keyof KeydLimits], MAX_TIMER_MS);
+  }
+  // Every limit refuses what is not an integer within its bounds, and says which.
+  for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '10', null]) {
+    assert.throws(() => parseLimits({ maxConnectionsPerClient: bad }), { code: 'KEYD_CONFIG', message: /^config "limits"."maxConnectionsPerClient" must be an integer ≥ 1$/ }, String(bad));
+  }
+  assert.throws(() => parseConfig({ limits: { frameTimeoutMs: 2 ** 31 } }), { code: 'KEYD_CONFIG', message: /"frameTimeoutMs" must be at most/ });
+  assert.equal(parseConfig({}).limits.frameTimeoutMs, 10_000);
 });
