@@ -30,6 +30,7 @@ import {
   encodeDelegationReply,
   encodeError,
   encodeFrame,
+  MAX_PAYLOAD,
   encodeIdentityReply,
   encodePing,
   encodeSignature,
@@ -302,10 +303,10 @@ export class KeydConnection implements Queue {
     }
     this.pending++;
     run()
-      .then(
-        (reply) => this.reply(opcode, requestId, reply),
-        (err: unknown) => this.fail(requestId, err),
-      )
+      .then((reply) => this.reply(opcode, requestId, reply))
+      // A reply that cannot be sent (one over the frame maximum) is this request's error: as
+      // a second argument to then() the throw escaped as an unhandled rejection, which ends keyd.
+      .catch((err: unknown) => this.fail(requestId, err))
       .finally(() => {
         this.pending--;
         this.updateFlow();
@@ -338,6 +339,9 @@ export class KeydConnection implements Queue {
   }
 
   private reply(opcode: number, requestId: number, payload: Uint8Array): void {
+    if (payload.length > MAX_PAYLOAD) {
+      throw new KeydError('KEYD_BAD_REQUEST', `the reply would be ${payload.length} bytes, over the ${MAX_PAYLOAD}-byte frame maximum (docs/PROTOCOL.md): ask for less`);
+    }
     this.send(encodeFrame(opcode | Opcode.replyFlag, requestId, payload));
   }
 
