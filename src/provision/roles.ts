@@ -72,6 +72,9 @@ export interface ProvisioningConfig {
 
 export const DEFAULT_REPLAY_WINDOW_SECONDS = 300;
 
+/** The keys of the `provisioning` section ("limits": listener-limits.ts). */
+const PROVISIONING_KEYS: readonly string[] = ['operators', 'tlsCert', 'tlsKey', 'replayWindowSeconds', 'limits'];
+
 /** Validates `config.provisioning` (an untrusted JSON value) with messages naming the bad field. */
 export function parseProvisioningConfig(config: unknown): ProvisioningConfig {
   const section = (config as { provisioning?: unknown } | null | undefined)?.provisioning;
@@ -85,15 +88,30 @@ export function parseProvisioningConfig(config: unknown): ProvisioningConfig {
     throw new ProvisionError('PROVISION_USAGE', 'config "provisioning" must be an object');
   }
   const s = section as Record<string, unknown>;
+  // A misspelt key ("limts", "replayWindowSecond") would leave its default in force unsaid.
+  for (const key of Object.keys(s)) {
+    if (!PROVISIONING_KEYS.includes(key)) {
+      throw new ProvisionError('PROVISION_USAGE', `config "provisioning": unknown key ${JSON.stringify(key)} (allowed: ${PROVISIONING_KEYS.join(', ')})`);
+    }
+  }
   const operators = s.operators;
   if (typeof operators !== 'object' || operators === null || Array.isArray(operators)) {
     throw new ProvisionError('PROVISION_USAGE', 'config "provisioning.operators" must map certificate subjects to "admin" or "auditor"');
   }
   const parsed: Record<string, Role> = {};
+  const spelled = new Map<string, string>();
   for (const [subject, role] of Object.entries(operators)) {
     if (role !== 'admin' && role !== 'auditor') {
       throw new ProvisionError('PROVISION_USAGE', `config "provisioning.operators": role of "${subject}" must be "admin" or "auditor", got ${JSON.stringify(role)}`);
     }
+    // Two spellings of one operator (RDN order, spacing): OperatorRoles would keep the later
+    // role, so "auditor" written first and "admin" after would make that operator an admin.
+    const key = normalizeSubject(subject);
+    const earlier = spelled.get(key);
+    if (earlier !== undefined) {
+      throw new ProvisionError('PROVISION_USAGE', `config "provisioning.operators": "${subject}" is the same operator as "${earlier}" (${key}): list it once`);
+    }
+    spelled.set(key, subject);
     parsed[subject] = role;
   }
   for (const field of ['tlsCert', 'tlsKey'] as const) {

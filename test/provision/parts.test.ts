@@ -97,6 +97,27 @@ describe('roles', () => {
     assert.equal(parsed.replayWindowSeconds, 300);
     assert.equal(parsed.tlsCert, 'c.pem');
   });
+
+  it('refuses a misspelt key of the provisioning section, and one operator listed twice in two spellings', () => {
+    // "limts": the listener would run with its default limits; "replayWindowSecond": with 300 s.
+    for (const key of ['limts', 'replayWindowSecond', 'operator']) {
+      assert.throws(() => parseProvisioningConfig({ provisioning: { operators: { 'CN=a': 'admin' }, [key]: 1 } }), {
+        code: 'PROVISION_USAGE',
+        message: `config "provisioning": unknown key "${key}" (allowed: operators, tlsCert, tlsKey, replayWindowSeconds, limits)`,
+      });
+    }
+    // "auditor" first, "admin" after in another RDN order: before, the later role silently won.
+    assert.throws(() => parseProvisioningConfig({ provisioning: { operators: { 'CN=alice, O=Ops': 'auditor', 'O = Ops, CN = alice': 'admin' } } }), {
+      code: 'PROVISION_USAGE',
+      message: 'config "provisioning.operators": "O = Ops, CN = alice" is the same operator as "CN=alice, O=Ops" (CN=alice, O=Ops): list it once',
+    });
+    // Control: every documented key, distinct operators each with their role.
+    const parsed = parseProvisioningConfig({
+      provisioning: { operators: { 'CN=alice, O=Ops': 'admin', 'CN=bob, O=Ops': 'auditor' }, tlsCert: 'c.pem', tlsKey: 'k.pem', replayWindowSeconds: 60, limits: { maxConnections: 8 } },
+    });
+    assert.deepEqual(parsed.operators, { 'CN=alice, O=Ops': 'admin', 'CN=bob, O=Ops': 'auditor' });
+    assert.equal(parsed.replayWindowSeconds, 60);
+  });
 });
 
 describe('frames', () => {
