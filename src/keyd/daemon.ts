@@ -133,7 +133,16 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   if (!rootSpecText) throw new KeydError('KEYD_CONFIG', 'keyd needs a root key: --root-key FILE, --root-key tpm[:OPTIONS], or "rootKey" in the config');
   if (config.rootKey !== undefined && typeof config.rootKey !== 'string') throw new KeydError('KEYD_CONFIG', 'config "rootKey" must be a string: a file path or tpm[:OPTIONS]');
   if (config.tpmTcti !== undefined && typeof config.tpmTcti !== 'string') throw new KeydError('KEYD_CONFIG', 'config "tpmTcti" must be a string');
-  const root = await loadRoot(parseRootKeySpec(rootSpecText, config.tpmTcti as string | undefined), opts.data);
+  const rootSpec = parseRootKeySpec(rootSpecText, config.tpmTcti as string | undefined);
+  if (opts.rootKey === undefined && typeof opts.config === 'string') {
+    // The config's "rootKey" is relative to the config file, like its other paths; the
+    // flag is relative to the working directory ("/" under systemd, where a relative
+    // "rootKey" would have been looked for, or created, at the filesystem root).
+    const configDir = dirname(resolve(opts.config));
+    if (rootSpec.kind === 'file') rootSpec.path = resolve(configDir, rootSpec.path);
+    else if (rootSpec.sealedDir !== undefined) rootSpec.sealedDir = resolve(configDir, rootSpec.sealedDir);
+  }
+  const root = await loadRoot(rootSpec, opts.data);
   const store = await SealedStore.open({ dataDir: opts.data, root, ...(opts.machineIdPath ? { machineIdPath: opts.machineIdPath } : {}) });
   logger.info({ rootKey: root.kind, location: root.location }, `keyd: ${store.binding}`);
   if (!store.guard.hasCounter) {

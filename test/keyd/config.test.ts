@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KeydClient } from '../../src/keyd/client.js';
 import { loadConfig, parseConfig } from '../../src/keyd/config.js';
@@ -123,4 +123,27 @@ test('config "limits": a time beyond node\'s timer range is refused naming the k
   }
   assert.throws(() => parseConfig({ limits: { frameTimeoutMs: 2 ** 31 } }), { code: 'KEYD_CONFIG', message: /"frameTimeoutMs" must be at most/ });
   assert.equal(parseConfig({}).limits.frameTimeoutMs, 10_000);
+});
+
+test('config "rootKey": a relative file is from the config file\'s directory; the --root-key flag stays relative to the working directory', { timeout: 30_000 }, async () => {
+  const s = await scratch();
+  const etc = join(s.dir, 'etc');
+  await mkdir(etc);
+  const configPath = join(etc, 'keyd.json');
+  await writeFile(configPath, JSON.stringify({ rootKey: 'keyd-root.key' }));
+  const cwd = process.cwd();
+  process.chdir(s.dir);
+  try {
+    const keyd = await startTestKeyd(s.dir, s.machineIdPath, { config: configPath, rootKey: undefined });
+    await keyd.close();
+    assert.equal((await stat(join(etc, 'keyd-root.key'))).size, 32);
+    await assert.rejects(stat(join(s.dir, 'keyd-root.key')), { code: 'ENOENT' });
+    // Control: the flag wins and is relative to the working directory, as any flag path is.
+    const second = await startTestKeyd(s.dir, s.machineIdPath, { config: configPath, rootKey: 'flag-root.key', data: join(s.dir, 'data2') });
+    await second.close();
+    assert.equal((await stat(join(s.dir, 'flag-root.key'))).size, 32);
+  } finally {
+    process.chdir(cwd);
+    await s.cleanup();
+  }
 });
