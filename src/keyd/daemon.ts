@@ -121,7 +121,8 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   const logger = opts.logger ?? pino({ name: 'keyd', level: opts.logLevel ?? 'info' }, pino.destination(2));
   const config = await loadConfig(opts.config);
   // Token keys: the native PKCS#11 binding is loaded only when a configured token is used.
-  const tokens = new TokenKeys(parseTokenConfigs(config.pkcs11) ?? [], logger);
+  // A relative "pinFile" is from the config file's directory, as the config's other paths.
+  const tokens = new TokenKeys(parseTokenConfigs(config.pkcs11, typeof opts.config === 'string' ? dirname(resolve(opts.config)) : undefined) ?? [], logger);
   const socketPath = resolve(opts.socket);
   const adminSocketPath = resolve(opts.adminSocket);
   if (socketPath === adminSocketPath) throw new KeydError('KEYD_CONFIG', 'the signing socket and the admin socket must be different paths');

@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { KeydError } from '../errors.js';
 
 /**
@@ -99,8 +99,11 @@ export function formatTokenUri(uri: TokenUri): string {
   return `pkcs11:token=${pct(uri.token)}${uri.object !== undefined ? `;object=${pct(uri.object)}` : ''}${id ? `;id=${id}` : ''}`;
 }
 
-/** Parses the config section; undefined when keyd has no token (the native binding is then never loaded). */
-export function parseTokenConfigs(section: unknown): TokenConfig[] | undefined {
+/**
+ * Parses the config section; undefined when keyd has no token (the native binding is then
+ * never loaded). A relative "pinFile" is from `baseDir`, the config file's directory.
+ */
+export function parseTokenConfigs(section: unknown, baseDir?: string): TokenConfig[] | undefined {
   if (section === undefined) return undefined;
   const bad = (why: string) => new KeydError('KEYD_CONFIG', `config "pkcs11": ${why}`);
   if (typeof section !== 'object' || section === null || !Array.isArray((section as { tokens?: unknown }).tokens)) {
@@ -133,7 +136,7 @@ export function parseTokenConfigs(section: unknown): TokenConfig[] | undefined {
       // A module is initialised once per process, and keyd reconnects by finalising it.
       throw bad(`module ${t.module} is configured for two tokens; keyd serves one token per module`);
     }
-    configs.push({ label, module: t.module, sessions, ...(pinFile !== undefined ? { pinFile } : {}), ...(pinEnv !== undefined ? { pinEnv } : {}) });
+    configs.push({ label, module: t.module, sessions, ...(pinFile !== undefined ? { pinFile: baseDir === undefined ? pinFile : resolve(baseDir, pinFile) } : {}), ...(pinEnv !== undefined ? { pinEnv } : {}) });
   }
   return configs;
 }
