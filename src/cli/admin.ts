@@ -24,7 +24,11 @@ import {
   showAttestationPolicy,
   trustKeyd,
 } from '../provision/remote-admin.js';
+import { MAX_TIMER_MS } from '../keyd/limits.js';
 import { DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET } from './keyd.js';
+
+/** Node runs a timer longer than MAX_TIMER_MS after 1 ms: "--timeout 3000000" would time out at once. */
+const TIMEOUT_USAGE = `--timeout must be a positive number of seconds, at most ${Math.floor(MAX_TIMER_MS / 1000)}`;
 
 export const summary = 'install, generate, list and delete keys in keyd (local admin socket or --server)';
 
@@ -57,7 +61,7 @@ Operations:
 
 Options:
   --socket PATH    keyd's admin socket (default $KEYD_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})
-  --timeout SEC    per-request timeout (default 60 locally, 30 remotely)
+  --timeout SEC    per-request timeout (default 60 locally, 30 remotely; at most 2147483)
   -h, --help       this text
 
 ${REMOTE_OPTIONS_USAGE}
@@ -112,7 +116,7 @@ export async function main(
     if (remoteOpts) transport = await connectRemoteAdmin(remoteOpts, op, io);
     else {
       const timeoutMs = options.has('--timeout') ? Number(options.get('--timeout')) * 1000 : 60_000;
-      if (!(timeoutMs > 0)) throw new UsageError('--timeout must be a positive number of seconds');
+      if (!(timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS)) throw new UsageError(TIMEOUT_USAGE);
       transport = await connect(options.get('--socket') ?? (process.env.KEYD_ADMIN_SOCKET || DEFAULT_ADMIN_SOCKET), timeoutMs);
     }
     await run(transport, io);

@@ -5,6 +5,7 @@ import type { AdminTransport, TokenOption } from '../keyd/admin-client.js';
 import type { AuditEntry, AuditQuery } from '../keyd/audit.js';
 import type { KeyInfo } from '../keyd/keyring.js';
 import type { GenerateKeyType } from '../keyd/pki.js';
+import { MAX_TIMER_MS } from '../keyd/limits.js';
 import { parseHostPort } from '../lib/host-port.js';
 import { errorMessage, ProvisionError } from './errors.js';
 import { isFingerprint } from './fingerprint.js';
@@ -30,7 +31,7 @@ export const REMOTE_OPTIONS_USAGE = `Remote administration (connection options, 
   --servername NAME         name to check in keyd's certificate (default: HOST)
   --keyd-fingerprint F      expect keyd's provisioning key to be F (SHA256:…) instead of the pin
   --known-keyd FILE         pin file (default $DELEGATOR_KNOWN_KEYD or ~/.config/delegator/known_keyd)
-  --timeout SECONDS         per-request timeout (default 30)
+  --timeout SECONDS         per-request timeout (default 30; at most 2147483)
   --attestation-policy FILE attest keyd's TPM before trust, put and gen: the expected PCRs
                             (written by "attestation-policy record"); needs --ek-ca
   --ek-ca FILE              TPM manufacturer CA bundle (PEM, roots and intermediates) that
@@ -83,7 +84,10 @@ export function remoteOptions(options: ReadonlyMap<string, string>): RemoteOptio
   }
   const timeout = options.get('--timeout');
   const timeoutMs = timeout === undefined ? undefined : Number(timeout) * 1000;
-  if (timeoutMs !== undefined && !(timeoutMs > 0)) throw new ProvisionError('PROVISION_USAGE', '--timeout must be a positive number of seconds');
+  // Node runs a timer longer than MAX_TIMER_MS after 1 ms: every request would time out at once.
+  if (timeoutMs !== undefined && !(timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS)) {
+    throw new ProvisionError('PROVISION_USAGE', `--timeout must be a positive number of seconds, at most ${Math.floor(MAX_TIMER_MS / 1000)}`);
+  }
   return {
     server,
     host: address.host,
