@@ -109,6 +109,10 @@ export function parseTokenConfigs(section: unknown, baseDir?: string): TokenConf
   if (typeof section !== 'object' || section === null || !Array.isArray((section as { tokens?: unknown }).tokens)) {
     throw bad('must be { "tokens": [ { "token", "module", "pinFile" or "pinEnv" } ] }');
   }
+  // Only "tokens": a misspelt or misplaced key ("pin" beside "tokens") would be ignored unsaid.
+  for (const key of Object.keys(section)) {
+    if (key !== 'tokens') throw bad(`unknown key "${key}" (allowed: tokens)${key.toLowerCase().includes('pin') ? ' (a PIN is read from a token\'s "pinFile" or "pinEnv", never written in the config)' : ''}`);
+  }
   const configs: TokenConfig[] = [];
   for (const [i, raw] of ((section as { tokens: unknown[] }).tokens).entries()) {
     const where = `tokens[${i}]`;

@@ -48,6 +48,18 @@ test('config "pkcs11": absent means no token; a PIN only from a file or a variab
   bad([{ token: 'k', module: '/m.so', pinEnv: 'P' }, { token: 'k', module: '/n.so', pinEnv: 'P' }], /configured twice/);
   bad([{ token: 'a', module: '/m.so', pinEnv: 'P' }, { token: 'b', module: '/m.so', pinEnv: 'P' }], /one token per module/);
   assert.throws(() => parseTokenConfigs({ token: 'k' }), /must be \{ "tokens"/);
+  // Beside "tokens": a misplaced PIN or a misspelt key is refused, the value never repeated.
+  for (const [key, hint] of [['pin', true], ['userPin', true], ['token', false], ['sesions', false]] as const) {
+    assert.throws(
+      () => parseTokenConfigs({ tokens: [{ token: 'k', module: '/m.so', pinEnv: 'P' }], [key]: 's3cret-pin' }),
+      (err: Error & { code: string }) =>
+        err.code === 'KEYD_CONFIG' &&
+        err.message.startsWith(`config "pkcs11": unknown key "${key}" (allowed: tokens)`) &&
+        err.message.includes('never written in the config') === hint &&
+        !err.message.includes('s3cret-pin'),
+      key,
+    );
+  }
 });
 
 test('ECDSA r ‖ s ↔ DER, checked against node:crypto\'s own two encodings', () => {
