@@ -113,3 +113,39 @@ test('delegator keyd: SIGHUP reloads the grants; the process keeps running', { t
   const [code] = await once(keyd.child, 'exit');
   assert.equal(code, 0);
 });
+
+test('reloadGrants refuses a config the next start would refuse (a bad "pkcs11" or "rootKey"), keeping the running grants', { timeout: 30_000 }, async () => {
+  const s = await scratch();
+  const configPath = join(s.dir, 'keyd.json');
+  const edgeSocket = join(s.dir, 'edge-a.sock');
+  const principals = (names: string[]) => ({ 'edge-a': { socket: edgeSocket, mode: '0600', names } });
+  await writeFile(configPath, JSON.stringify({ principals: principals(['a.test']) }));
+  const keyd = await startTestKeyd(s.dir, s.machineIdPath, { config: configPath });
+  try {
+    const id = await makeIdentity('ecdsa-p256', ['a.test', 'b.test']);
+    await keyd.adminService.put(LOCAL, ['a.test', 'b.test'], id.privateKey, id.chain);
+    const edge = await KeydClient.connect({ socketPath: edgeSocket });
+    assert.ok(await edge.identity('a.test'));
+    for (const [broken, reason] of [
+      [{ pkcs11: { tokens: [{ token: 'k', module: 'relative.so', pinEnv: 'P' }] } }, /config "pkcs11": tokens\[0\]\.module must be the absolute path/],
+      [{ rootKey: 'tpm:bogus=1' }, /unknown --root-key tpm option "bogus"/],
+      [{ rootKey: 7 }, /config "rootKey" must be a string/],
+    ] as const) {
+      // The grants in the same file change too: none of it may apply.
+      await writeFile(configPath, JSON.stringify({ principals: principals(['b.test']), ...broken }));
+      const refused = await keyd.reloadGrants();
+      assert.equal(refused.ok, false, JSON.stringify(broken));
+      assert.match((refused as { reason: string }).reason, reason);
+      assert.ok(await edge.identity('a.test'), 'the running grants are kept');
+      await assert.rejects(edge.identity('b.test'), { code: 'KEYD_NOT_AUTHORISED' });
+    }
+    // Control: the same grants with valid sections reload.
+    await writeFile(configPath, JSON.stringify({ principals: principals(['b.test']), rootKey: 'tpm:counter=none', pkcs11: { tokens: [{ token: 'k', module: '/usr/lib/x.so', pinEnv: 'P' }] } }));
+    assert.deepEqual(await keyd.reloadGrants(), { ok: true });
+    assert.ok(await edge.identity('b.test'));
+    edge.close();
+  } finally {
+    await keyd.close();
+    await s.cleanup();
+  }
+});
