@@ -89,6 +89,10 @@ export function parseLimits(raw: unknown): KeydLimits {
   if (limits.delegatedCredentialMaxSeconds > 604_800) {
     throw new KeydError('KEYD_CONFIG', 'config "limits"."delegatedCredentialMaxSeconds" must be at most 604800 (7 days, RFC 9345 §4)');
   }
+  // Without a rate there is no bucket (token-bucket.ts): a burst alone would limit nothing, unsaid.
+  if (limits.signatureBurst > 0 && limits.signaturesPerSecond === 0) {
+    throw new KeydError('KEYD_CONFIG', 'config "limits"."signatureBurst" needs "signaturesPerSecond" (the bucket\'s rate); alone it limits nothing');
+  }
   if (limits.signaturesPerSecond > 0 && limits.signatureBurst === 0) limits.signatureBurst = limits.signaturesPerSecond;
   return limits;
 }

@@ -147,3 +147,15 @@ test('config "rootKey": a relative file is from the config file\'s directory; th
     await s.cleanup();
   }
 });
+
+test('config "limits": a signatureBurst without signaturesPerSecond is refused (no bucket would exist, so it would limit nothing); with a rate it is kept', () => {
+  assert.throws(() => parseLimits({ signatureBurst: 50 }), {
+    code: 'KEYD_CONFIG',
+    message: 'config "limits"."signatureBurst" needs "signaturesPerSecond" (the bucket\'s rate); alone it limits nothing',
+  });
+  assert.throws(() => parseLimits({ signatureBurst: 50, signaturesPerSecond: 0 }), { code: 'KEYD_CONFIG', message: /signatureBurst" needs "signaturesPerSecond"/ });
+  // Control: with a rate the burst is kept; a rate alone gets one second's worth; neither is no bucket.
+  assert.deepEqual([parseLimits({ signatureBurst: 50, signaturesPerSecond: 10 }).signatureBurst, parseLimits({ signaturesPerSecond: 10 }).signatureBurst], [50, 10]);
+  const none = parseLimits({});
+  assert.deepEqual([none.signaturesPerSecond, none.signatureBurst], [0, 0]);
+});
