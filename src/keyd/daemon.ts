@@ -126,6 +126,12 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   const socketPath = resolve(opts.socket);
   const adminSocketPath = resolve(opts.adminSocket);
   if (socketPath === adminSocketPath) throw new KeydError('KEYD_CONFIG', 'the signing socket and the admin socket must be different paths');
+  for (const p of config.principals) {
+    // Else the later listen fails with a bare EADDRINUSE that names neither the principal nor the flag.
+    if (p.socket === socketPath || p.socket === adminSocketPath) {
+      throw new KeydError('KEYD_CONFIG', `config "principals"."${p.name}": socket ${p.socket} is ${p.socket === adminSocketPath ? '--admin-socket' : '--socket (the "local" principal\'s)'}; give it a path of its own`);
+    }
+  }
   // Before touching the store: a second keyd on the same sockets must not start.
   await prepareSocketPath(socketPath);
   await prepareSocketPath(adminSocketPath);

@@ -159,3 +159,22 @@ test('config "limits": a signatureBurst without signaturesPerSecond is refused (
   const none = parseLimits({});
   assert.deepEqual([none.signaturesPerSecond, none.signatureBurst], [0, 0]);
 });
+
+test('config "principals": a socket that is --socket or --admin-socket is refused at start naming the principal and the flag (was a bare EADDRINUSE)', { timeout: 30_000 }, async () => {
+  const s = await scratch();
+  try {
+    for (const [file, flag] of [['admin.sock', '--admin-socket'], ['sign.sock', '--socket']] as const) {
+      const config = { principals: { 'edge-a': { socket: join(s.dir, file), mode: '0600', names: ['*'] } } };
+      await assert.rejects(startTestKeyd(s.dir, s.machineIdPath, { config }), {
+        code: 'KEYD_CONFIG',
+        message: new RegExp(`^config "principals"\\."edge-a": socket ${join(s.dir, file).replace(/[.]/g, '\\.')} is ${flag}`),
+      });
+    }
+    // Control: a path of its own starts and is served.
+    const keyd = await startTestKeyd(s.dir, s.machineIdPath, { config: { principals: { 'edge-a': { socket: join(s.dir, 'edge-a.sock'), mode: '0600', names: ['*'] } } } });
+    assert.equal(keyd.principalSockets['edge-a'], join(s.dir, 'edge-a.sock'));
+    await keyd.close();
+  } finally {
+    await s.cleanup();
+  }
+});
