@@ -358,12 +358,13 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
       if (opts.config === undefined) throw new KeydError('KEYD_CONFIG', 'keyd was started without --config: there are no grants to read again');
       next = await loadConfig(opts.config);
       // What the next start would refuse is refused now, while the operator is looking: a
-      // reload that said "reloaded" over a broken "pkcs11" or "rootKey" would leave keyd
+      // reload that said "reloaded" over a broken "pkcs11", "rootKey" or "metricsListen" would leave keyd
       // unable to start again after its next restart.
       parseTokenConfigs(next.pkcs11, typeof opts.config === 'string' ? dirname(resolve(opts.config)) : undefined);
       if (next.rootKey !== undefined && typeof next.rootKey !== 'string') throw new KeydError('KEYD_CONFIG', 'config "rootKey" must be a string: a file path or tpm[:OPTIONS]');
       if (next.tpmTcti !== undefined && typeof next.tpmTcti !== 'string') throw new KeydError('KEYD_CONFIG', 'config "tpmTcti" must be a string');
       if (typeof next.rootKey === 'string') parseRootKeySpec(next.rootKey);
+      if (opts.metrics === undefined && next.metricsListen) listenAddress(next.metricsListen, 'config "metricsListen"');
       const shape = (c: KeydConfig) => JSON.stringify(c.principals.map((p) => [p.name, p.socket ?? null, p.mode, p.uid ?? null, p.gid ?? null]).sort());
       if (shape(next) !== shape(config)) {
         throw new KeydError('KEYD_CONFIG', 'the principals or their sockets changed: a restart applies that (only the names granted are reloaded)');

@@ -114,7 +114,7 @@ test('delegator keyd: SIGHUP reloads the grants; the process keeps running', { t
   assert.equal(code, 0);
 });
 
-test('reloadGrants refuses a config the next start would refuse (a bad "pkcs11" or "rootKey"), keeping the running grants', { timeout: 30_000 }, async () => {
+test('reloadGrants refuses a config the next start would refuse (a bad "pkcs11", "rootKey" or "metricsListen"), keeping the running grants', { timeout: 30_000 }, async () => {
   const s = await scratch();
   const configPath = join(s.dir, 'keyd.json');
   const edgeSocket = join(s.dir, 'edge-a.sock');
@@ -130,6 +130,7 @@ test('reloadGrants refuses a config the next start would refuse (a bad "pkcs11" 
       [{ pkcs11: { tokens: [{ token: 'k', module: 'relative.so', pinEnv: 'P' }] } }, /config "pkcs11": tokens\[0\]\.module must be the absolute path/],
       [{ rootKey: 'tpm:bogus=1' }, /unknown --root-key tpm option "bogus"/],
       [{ rootKey: 7 }, /config "rootKey" must be a string/],
+      [{ metricsListen: '127.0.0.1:99999' }, /config "metricsListen": port 99999 is out of range/],
     ] as const) {
       // The grants in the same file change too: none of it may apply.
       await writeFile(configPath, JSON.stringify({ principals: principals(['b.test']), ...broken }));
@@ -140,7 +141,7 @@ test('reloadGrants refuses a config the next start would refuse (a bad "pkcs11" 
       await assert.rejects(edge.identity('b.test'), { code: 'KEYD_NOT_AUTHORISED' });
     }
     // Control: the same grants with valid sections reload.
-    await writeFile(configPath, JSON.stringify({ principals: principals(['b.test']), rootKey: 'tpm:counter=none', pkcs11: { tokens: [{ token: 'k', module: '/usr/lib/x.so', pinEnv: 'P' }] } }));
+    await writeFile(configPath, JSON.stringify({ principals: principals(['b.test']), rootKey: 'tpm:counter=none', metricsListen: '127.0.0.1:9464', pkcs11: { tokens: [{ token: 'k', module: '/usr/lib/x.so', pinEnv: 'P' }] } }));
     assert.deepEqual(await keyd.reloadGrants(), { ok: true });
     assert.ok(await edge.identity('b.test'));
     edge.close();
