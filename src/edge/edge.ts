@@ -146,17 +146,33 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
   pool.on('state', (state: string, endpoint: string | undefined) => {
     if (state === 'down') log.warn({ keyd: endpoint }, 'keyd connection lost; handshakes fail until it is back');
   });
+  // edge_keyd_connected: one series per configured endpoint, 1 for the one in use. A reload
+  // can replace the list: the series of an endpoint no longer listed is removed once it is
+  // not in use (a reload whose new endpoints do not answer keeps the old connection, and its
+  // 1, until it drops), so it neither stays at 1 nor lingers.
+  const keydSeries = new Set<string>();
+  const showKeydConnection = (inUse: string | undefined): void => {
+    for (const e of pool.endpoints) keydSeries.add(describe(e));
+    if (inUse !== undefined) keydSeries.add(inUse);
+    for (const endpoint of keydSeries) {
+      if (endpoint === inUse) metrics.keydConnected.set({ endpoint }, 1);
+      else if (pool.endpoints.some((e) => describe(e) === endpoint)) metrics.keydConnected.set({ endpoint }, 0);
+      else {
+        metrics.keydConnected.remove({ endpoint });
+        keydSeries.delete(endpoint);
+      }
+    }
+  };
   pool.on('connected', (endpoint: string) => {
-    for (const e of pool.endpoints) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
-    metrics.keydConnected.set({ endpoint }, 1);
+    showKeydConnection(endpoint);
     metrics.keydReconnects.inc();
     log.info({ keyd: endpoint }, 'connected to keyd');
   });
   pool.on('state', (state: string) => {
-    if (state !== 'connected') for (const e of pool.endpoints) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
+    if (state !== 'connected') showKeydConnection(undefined);
   });
   pool.on('change', (change: { names?: string[] }) => log.info({ names: change.names }, 'keyd reports changed keys; identity cache cleared'));
-  for (const e of pool.endpoints) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
+  showKeydConnection(undefined);
   // Credentials for the routes' concrete names are obtained at start and after each reconnect,
   // so the first client that offers delegated credentials already gets one.
   const warmCredentials = (): void => {
@@ -387,8 +403,8 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     config = next;
     expiry = new ExpiryWatch(log, next.certificateExpiryWarningDays, deps.now ?? Date.now);
     identities.setLimits(next.limits.identityCacheSize, next.limits.identityCacheNames);
-    for (const e of next.keyd) if (!pool.endpoints.some((p) => describe(p) === describe(e))) metrics.keydConnected.set({ endpoint: describe(e) }, 0);
     const keyd = await pool.setEndpoints(next.keyd, next.keydRequestTimeoutMs);
+    showKeydConnection(pool.state === 'connected' ? pool.endpoint : undefined);
     log.info({ routes: next.routes.length, keyd: next.keyd.map(describe), keydConnection: keyd }, 'reloaded: new connections use the new config; open ones keep theirs');
     return { keyd };
   };

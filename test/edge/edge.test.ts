@@ -75,6 +75,8 @@ interface Fixture {
   pkiB: TestPki;
   upA: Upstream;
   upB: Upstream;
+  /** What the config was validated from (a reload test changes one key of it). */
+  raw: Record<string, unknown>;
 }
 
 const quiet = pino({ level: 'silent' });
@@ -89,7 +91,7 @@ async function fixture(t: TestContext, extra: Record<string, unknown> = {}, logg
   keyd.put(['*.b.test'], pkiB.leafKey, pkiB.chainDer);
   const upA = await startUpstream(t, 'A');
   const upB = await startUpstream(t, 'B');
-  const config = validateConfig({
+  const raw = {
     listen: ['127.0.0.1:0'],
     keyd: '/fake/keyd.sock',
     routes: [
@@ -99,10 +101,11 @@ async function fixture(t: TestContext, extra: Record<string, unknown> = {}, logg
     defaultServerName: 'a.test',
     workers: 1,
     ...extra,
-  });
+  };
+  const config = validateConfig(raw);
   const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger });
   t.after(() => edge.close());
-  return { edge, keyd, port: edge.addresses[0].port, pkiA, pkiB, upA, upB };
+  return { edge, keyd, port: edge.addresses[0].port, pkiA, pkiB, upA, upB, raw };
 }
 
 interface ClientResult {
@@ -433,6 +436,36 @@ test('metrics: handshakes, latency histograms, keyd state, active connections', 
   assert.match(text, /edge_keyd_connected\{endpoint="unix:\/fake\/keyd.sock"\} 1/);
   assert.match(text, /edge_active_connections 1/);
   a.socket.destroy();
+});
+
+/** The edge_keyd_connected series, endpoint → value. */
+async function keydConnectedSeries(edge: RunningEdge): Promise<Record<string, number>> {
+  const series: Record<string, number> = {};
+  for (const value of (await edge.metrics.keydConnected.get()).values) series[String(value.labels.endpoint)] = value.value;
+  return series;
+}
+
+test('edge_keyd_connected follows a reload that moves keyd: the endpoint left is not still 1, the one in use is', async (t) => {
+  const f = await fixture(t);
+  const reloadTo = (keyd: string) => validateConfig({ ...f.raw, keyd });
+  assert.deepEqual(await keydConnectedSeries(f.edge), { 'unix:/fake/keyd.sock': 1 });
+
+  assert.equal((await f.edge.reload(reloadTo('/fake/moved.sock'))).keyd, 'moved');
+  assert.deepEqual(await keydConnectedSeries(f.edge), { 'unix:/fake/moved.sock': 1 });
+
+  // New endpoints that do not answer: the connection in use is kept, and so is its 1 …
+  f.keyd.up = false;
+  assert.equal((await f.edge.reload(reloadTo('/fake/third.sock'))).keyd, 'unreachable');
+  assert.deepEqual(await keydConnectedSeries(f.edge), { 'unix:/fake/moved.sock': 1, 'unix:/fake/third.sock': 0 });
+  // … until it drops; then only the listed endpoint is shown, and it is 1 once connected.
+  f.keyd.kill();
+  assert.deepEqual(await keydConnectedSeries(f.edge), { 'unix:/fake/third.sock': 0 });
+  f.keyd.start();
+  while (f.edge.keyd.state !== 'connected') await sleep(20);
+  assert.deepEqual(await keydConnectedSeries(f.edge), { 'unix:/fake/third.sock': 1 });
+  // Control: a handshake is signed through the endpoint now in use.
+  const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  assert.match(await exchange(a.socket, 'hello'), /^A:hello$/);
 });
 
 test('a client that sends close_notify + FIN and then resets, to an upstream that never answers: the idle timeout frees the client slot and the upstream connection (gauge back to 0)', async (t) => {
