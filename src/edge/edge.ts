@@ -387,7 +387,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     return closing;
   };
 
-  const reload = async (next: EdgeConfig): Promise<{ keyd: 'kept' | 'moved' | 'unreachable' }> => {
+  const applyReload = async (next: EdgeConfig): Promise<{ keyd: 'kept' | 'moved' | 'unreachable' }> => {
     const restartOnly = restartOnlyChanges(config, next);
     if (restartOnly.length) {
       throw new EdgeError('EDGE_RELOAD', `${restartOnly.join(', ')} changed: a restart applies that (nothing was reloaded)`);
@@ -407,6 +407,16 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     showKeydConnection(pool.state === 'connected' ? pool.endpoint : undefined);
     log.info({ routes: next.routes.length, keyd: next.keyd.map(describe), keydConnection: keyd }, 'reloaded: new connections use the new config; open ones keep theirs');
     return { keyd };
+  };
+  // One reload at a time, in the order asked: two SIGHUPs close together (each reads the file
+  // then) must end with the later config in force. Run side by side, the first one's keyd
+  // connect (or CA load) finishing last applied its older config over the newer one, and the
+  // connection the newer one had moved to was never closed.
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (next: EdgeConfig): Promise<{ keyd: 'kept' | 'moved' | 'unreachable' }> => {
+    const run = reloading.then(() => applyReload(next));
+    reloading = run.catch(() => undefined);
+    return run;
   };
 
   return {

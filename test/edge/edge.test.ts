@@ -103,7 +103,8 @@ async function fixture(t: TestContext, extra: Record<string, unknown> = {}, logg
     ...extra,
   };
   const config = validateConfig(raw);
-  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger });
+  // Looked up at each connect, so a test can replace keyd.connect (a slow endpoint).
+  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: (e, o) => keyd.connect(e, o), logger });
   t.after(() => edge.close());
   return { edge, keyd, port: edge.addresses[0].port, pkiA, pkiB, upA, upB, raw };
 }
@@ -464,6 +465,28 @@ test('edge_keyd_connected follows a reload that moves keyd: the endpoint left is
   while (f.edge.keyd.state !== 'connected') await sleep(20);
   assert.deepEqual(await keydConnectedSeries(f.edge), { 'unix:/fake/third.sock': 1 });
   // Control: a handshake is signed through the endpoint now in use.
+  const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  assert.match(await exchange(a.socket, 'hello'), /^A:hello$/);
+});
+
+test('two reloads close together apply in the order asked: the later keyd endpoint is in force, though the earlier one connects last', async (t) => {
+  const f = await fixture(t);
+  const connect = f.keyd.connect;
+  let release!: () => void;
+  const slow = new Promise<void>((resolve) => (release = resolve));
+  f.keyd.connect = async (endpoint, opts) => {
+    if ('socketPath' in endpoint && endpoint.socketPath === '/fake/slow.sock') await slow;
+    return connect(endpoint, opts);
+  };
+  const first = f.edge.reload(validateConfig({ ...f.raw, keyd: '/fake/slow.sock' }));
+  const second = f.edge.reload(validateConfig({ ...f.raw, keyd: '/fake/fast.sock' }));
+  await sleep(50); // (side by side, the second reload would have moved to fast.sock by now)
+  release();
+  assert.equal((await first).keyd, 'moved');
+  assert.equal((await second).keyd, 'moved');
+  assert.equal(f.edge.keyd.endpoint, 'unix:/fake/fast.sock');
+  assert.deepEqual(await keydConnectedSeries(f.edge), { 'unix:/fake/fast.sock': 1 });
+  // Control: a handshake is signed through it.
   const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
   assert.match(await exchange(a.socket, 'hello'), /^A:hello$/);
 });
