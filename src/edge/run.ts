@@ -118,6 +118,12 @@ async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig): Promise
     const removeSignals = cluster.isWorker ? () => undefined : onStopSignal((signal) => stop(signal));
     if (cluster.isWorker) {
       process.on('SIGINT', () => undefined);
+      // SIGTERM can reach a worker itself: systemd's default KillMode=control-group sends it
+      // to every process of the unit at once, as does `kill -TERM -PGID`. Node's default
+      // action killed the worker there and then, cutting its open connections while the
+      // primary believed it was draining them; the worker drains instead (as when the
+      // primary asks), and the primary, stopping too, does not restart it.
+      process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('message', (message: { type?: string }) => {
         if (message?.type === 'edge:drain') stop('primary asked to drain');
       });

@@ -118,12 +118,14 @@ export interface EdgeProcess {
 /** `delegator edge …` as a child; resolves once it accepts connections. */
 export async function startEdgeProcess(
   args: string[],
-  opts: { execArgv?: string[]; cwd?: string; readyLog?: RegExp } = {},
+  /** `detached`: the edge leads a process group of its own (its workers in it), for signals sent to the group. */
+  opts: { execArgv?: string[]; cwd?: string; readyLog?: RegExp; detached?: boolean } = {},
 ): Promise<EdgeProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, [...(opts.execArgv ?? []), MAIN, 'edge', '--listen', `127.0.0.1:${port}`, '--workers', '1', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: opts.cwd,
+    detached: opts.detached ?? false,
   });
   let log = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (log += d));

@@ -1,0 +1,102 @@
+/**
+ * SIGTERM sent to the edge's whole process group, as systemd's default KillMode=control-group
+ * does on `systemctl stop` (and `kill -TERM -PGID`): with workers, each worker receives the
+ * signal itself, besides the primary's drain message. A request in flight on an open
+ * connection must still get its answer (the drain, docs/EDGE.md "SIGTERM / SIGINT"), and
+ * the edge exits 0. Before, Node's default action killed the workers at once.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
+import { makeTestPki } from '../helpers/pki.js';
+import { KeydProcess, scratchDir, startEdgeProcess, type EdgeProcess } from './system.js';
+
+/** Resolves once the edge's log holds `re` `times` times. */
+function logged(edge: EdgeProcess, re: RegExp, times: number): Promise<void> {
+  const count = () => edge.log().match(new RegExp(re.source, 'g'))?.length ?? 0;
+  return new Promise((resolve) => {
+    const check = () => {
+      if (count() < times) return;
+      edge.child.stdout!.off('data', check);
+      edge.child.stderr!.off('data', check);
+      resolve();
+    };
+    edge.child.stdout!.on('data', check);
+    edge.child.stderr!.on('data', check);
+    check();
+  });
+}
+
+test('--workers 2, SIGTERM to the process group: the request in flight is answered, then exit 0', { timeout: 120_000 }, async (t) => {
+  const scratch = scratchDir('edge-stop-group-');
+  t.after(() => scratch.remove());
+  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
+  const keyd = new KeydProcess(scratch.dir);
+  await keyd.start();
+  t.after(() => keyd.kill());
+  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+
+  // An upstream that answers only when the test says so: the request stays in flight.
+  let arrived!: (socket: Socket) => void;
+  const requestArrived = new Promise<Socket>((resolve) => (arrived = resolve));
+  const upstreamSockets = new Set<Socket>();
+  const upstream = createServer((socket) => {
+    upstreamSockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.once('data', () => arrived(socket));
+  });
+  upstream.listen(0, '127.0.0.1');
+  await once(upstream, 'listening');
+  t.after(() => {
+    for (const socket of upstreamSockets) socket.destroy();
+    upstream.close();
+  });
+  const configFile = join(scratch.dir, 'edge.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      keyd: keyd.socket,
+      routes: [{ names: ['a.test'], upstream: `127.0.0.1:${(upstream.address() as { port: number }).port}` }],
+      // A deadline the test never reaches: the connection ends because its answer came.
+      limits: { drainTimeoutMs: 60_000 },
+      logLevel: 'info',
+    }),
+  );
+  const edge = await startEdgeProcess(['--config', configFile, '--workers', '2'], { readyLog: /edge workers ready/, detached: true });
+  t.after(() => {
+    try {
+      process.kill(-edge.child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const exited = once(edge.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+
+  const client = tlsConnect({ host: '127.0.0.1', port: edge.port, servername: 'a.test', ca: pki.caCertPem });
+  let answer = '';
+  client.setEncoding('utf8').on('data', (d: string) => (answer += d));
+  client.on('error', () => undefined);
+  client.once('end', () => client.end());
+  const clientClosed = once(client, 'close').then(() => 'closed' as const);
+  await once(client, 'secureConnect');
+  client.write('ping');
+  const upstreamSide = await requestArrived;
+
+  process.kill(-edge.child.pid!, 'SIGTERM');
+  // Both workers say they drain (one for the signal, and on the primary's message); a worker
+  // killed by the signal says nothing, and its client connection is cut.
+  const first = await Promise.race([logged(edge, /"msg":"stopping: draining connections"/, 2).then(() => 'draining' as const), clientClosed]);
+  assert.equal(first, 'draining', `the client connection was cut at the signal; answer so far ${JSON.stringify(answer)}\n${edge.log()}`);
+
+  upstreamSide.end('pong');
+  await clientClosed;
+  assert.equal(answer, 'pong', 'the request in flight at the signal was answered');
+  const [code, signal] = await exited;
+  assert.equal(signal, null);
+  assert.equal(code, 0, edge.log());
+  assert.doesNotMatch(edge.log(), /worker died/);
+});
