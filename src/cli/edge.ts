@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parseRouteFlag, readConfigDocument, validateConfig, type EdgeConfig } from '../edge/config.js';
-import { runEdge } from '../edge/run.js';
+import cluster from 'node:cluster';
+import { runEdge, runEdgeWorker } from '../edge/run.js';
 
 export const summary = 'the TLS edge: terminates TLS by SNI route, signs through keyd, proxies to upstreams';
 
@@ -97,6 +98,9 @@ export function describeConfig(config: EdgeConfig): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // A worker of `--workers N` runs the config its primary sends, not the file as it is now
+  // (docs/EDGE.md, Workers).
+  if (cluster.isWorker) return runEdgeWorker();
   let parsed: ReturnType<typeof configFromArgs>;
   try {
     parsed = configFromArgs(argv);

@@ -25,6 +25,51 @@ export async function runEdge(config: EdgeConfig, reread?: () => EdgeConfig): Pr
 }
 
 /**
+ * A config as it crosses the cluster channel (JSON): the files it holds (PEM bundles, the keyd
+ * client certificate and key) come back as Buffers. The channel is private to this edge's
+ * processes; a worker read the same files from disk before.
+ */
+function configFromMessage(value: unknown): EdgeConfig {
+  const revive = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(revive);
+    if (!v || typeof v !== 'object') return v;
+    const o = v as Record<string, unknown>;
+    if (o.type === 'Buffer' && Array.isArray(o.data) && Object.keys(o).length === 2) return Buffer.from(o.data as number[]);
+    return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, revive(x)]));
+  };
+  return revive(value) as EdgeConfig;
+}
+
+/**
+ * A cluster worker: runs the config its primary runs, sent over the cluster channel, never
+ * the file as it is now. A worker restarted after a crash used to read the file again: one
+ * edited since (a reload refused for it, or none sent yet) made that worker serve other
+ * routes than its siblings, listen where the primary does not, or fail to start at every
+ * restart. Resolves with the exit code (1 when the primary goes away before answering).
+ */
+export async function runEdgeWorker(): Promise<number> {
+  const config = await new Promise<EdgeConfig | undefined>((resolve) => {
+    const onMessage = (message: { type?: string; config?: unknown }) => {
+      if (message?.type !== 'edge:config') return;
+      done();
+      resolve(configFromMessage(message.config));
+    };
+    const onDisconnect = () => {
+      done();
+      resolve(undefined);
+    };
+    const done = () => {
+      process.off('message', onMessage);
+      process.off('disconnect', onDisconnect);
+    };
+    process.on('message', onMessage);
+    process.once('disconnect', onDisconnect);
+    process.send?.({ type: 'edge:want-config' });
+  });
+  return config ? runWorker(config) : 1;
+}
+
+/**
  * SIGHUP: read the config again (`reread` = the same file and flags as at start). A config
  * that does not validate is refused with its reason logged, and the running one stays.
  */
@@ -75,17 +120,20 @@ async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig): Promise
   }
   if (cluster.isWorker) process.send?.({ type: 'edge:ready', addresses: edge.addresses });
 
-  const reload = (why: string) => {
+  /** `given`: the config the primary checked (a worker); else the file is read again. */
+  const reload = (why: string, given?: EdgeConfig, applied?: () => void) => {
     let next: EdgeConfig;
     try {
-      if (!reread) throw new Error('this edge was started without a config to read again');
-      next = reread();
+      if (given) next = given;
+      else if (!reread) throw new Error('this edge was started without a config to read again');
+      else next = reread();
     } catch (err) {
       log.error({ why, err: (err as Error).message }, 'reload refused: the new config is not valid; the running config is kept');
       return;
     }
     edge.reload(next).then(
       ({ keyd }) => {
+        applied?.();
         if (keyd === 'unreachable') log.warn({ why }, 'reloaded, but no new keyd endpoint answers: the current keyd connection is kept until it drops');
       },
       (err: Error) => log.error({ why, err: err.message }, 'reload refused; the running config is kept'),
@@ -94,8 +142,11 @@ async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig): Promise
   // In a cluster the primary takes SIGHUP and tells each worker; a worker ignores its own.
   const removeReload = cluster.isWorker ? onReloadSignal(() => undefined) : onReloadSignal(() => reload('SIGHUP'));
   if (cluster.isWorker) {
-    process.on('message', (message: { type?: string }) => {
-      if (message?.type === 'edge:reload') reload('primary asked to reload');
+    process.on('message', (message: { type?: string; seq?: number; config?: unknown }) => {
+      if (message?.type !== 'edge:reload' || message.config === undefined) return;
+      // Tells the primary, which then gives this config to workers it starts from now on.
+      const applied = () => process.connected && process.send?.({ type: 'edge:reloaded', seq: message.seq });
+      reload('primary asked to reload', configFromMessage(message.config), applied);
     });
   }
 
@@ -155,6 +206,7 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
   broadcast.unref();
   const fork = () => cluster.fork();
   cluster.on('exit', (worker, code, signal) => {
+    startedFrom.delete(worker.id);
     if (stopping) return;
     restarts++;
     // A worker that keeps dying at once must not spin: back off up to 5 s.
@@ -171,6 +223,31 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
   const drain = (worker: { send(message: object): unknown; isConnected(): boolean }) => {
     if (worker.isConnected()) worker.send({ type: 'edge:drain' });
   };
+  // The config the workers run: a worker (first start or restart) asks for it, and a reload
+  // replaces it once a worker has applied it (workers apply what the primary sends, so a
+  // worker that refuses it refuses for all).
+  let running = config;
+  let reloads = 0;
+  let appliedReload = 0;
+  const sentReloads = new Map<number, EdgeConfig>();
+  /** The reload each worker's start config came from (0: the config of the primary's start). */
+  const startedFrom = new Map<number, number>();
+  cluster.on('message', (worker, message: { type?: string; seq?: number }) => {
+    if (message?.type === 'edge:want-config') {
+      startedFrom.set(worker.id, appliedReload);
+      if (worker.isConnected()) worker.send({ type: 'edge:config', config: running });
+    } else if (message?.type === 'edge:ready' && reloads > (startedFrom.get(worker.id) ?? 0)) {
+      // A reload sent while this worker was starting (it was not ready, so not sent it): its
+      // turn now. Once applied, a reload's entry is gone and `running` is its config.
+      if (worker.isConnected()) worker.send({ type: 'edge:reload', seq: reloads, config: sentReloads.get(reloads) ?? running });
+    } else if (message?.type === 'edge:reloaded' && typeof message.seq === 'number' && message.seq > appliedReload) {
+      const applied = sentReloads.get(message.seq);
+      if (!applied) return;
+      appliedReload = message.seq;
+      running = applied;
+      for (const seq of sentReloads.keys()) if (seq <= message.seq) sentReloads.delete(seq);
+    }
+  });
   const ready = new Promise<void>((resolve) => {
     cluster.on('message', (worker, message: { type?: string }) => {
       if (message?.type !== 'edge:ready') return;
@@ -198,12 +275,13 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
       if (worker && readyWorkers.has(worker.id)) drain(worker);
     }
   });
-  // SIGHUP: the primary checks the new config once (a bad one is refused here, with its
-  // reason, and no worker hears of it), then each worker reads and applies it.
+  // SIGHUP: the primary reads and checks the new config once (a bad one is refused here, with
+  // its reason, and no worker hears of it), then sends it to each worker, which applies it.
   const removeReload = onReloadSignal(() => {
+    let next: EdgeConfig;
     try {
       if (!reread) throw new Error('this edge was started without a config to read again');
-      const next = reread();
+      next = reread();
       const restartOnly = (['workers', 'listen', 'metrics', 'logLevel'] as const).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(config[k]));
       if (restartOnly.length) throw new Error(`${restartOnly.join(', ')} changed: a restart applies that (nothing was reloaded)`);
     } catch (err) {
@@ -211,7 +289,11 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
       return;
     }
     log.info('reloading: workers apply the new config to new connections');
-    for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected() && readyWorkers.has(worker.id)) worker.send({ type: 'edge:reload' });
+    const seq = ++reloads;
+    sentReloads.set(seq, next);
+    for (const worker of Object.values(cluster.workers ?? {})) {
+      if (worker?.isConnected() && readyWorkers.has(worker.id)) worker.send({ type: 'edge:reload', seq, config: next });
+    }
   });
   function finish() {
     removeReload();
