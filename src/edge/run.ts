@@ -204,7 +204,14 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
     for (const worker of Object.values(cluster.workers ?? {})) if (worker) sendTicketKeys(worker);
   }, TICKET_KEY_BROADCAST_MS);
   broadcast.unref();
-  const fork = () => cluster.fork();
+  const fork = () => {
+    const worker = cluster.fork();
+    // A message to a worker that has just died, before its exit is seen here, fails with
+    // EPIPE, emitted as 'error' on the worker: without a listener that was an uncaught error
+    // that killed the primary, and with it every worker. Its 'exit' follows and restarts it.
+    worker.on('error', (err: Error) => log.warn({ worker: worker.id, err: err.message }, 'a message to a worker failed (it is exiting)'));
+    return worker;
+  };
   cluster.on('exit', (worker, code, signal) => {
     startedFrom.delete(worker.id);
     if (stopping) return;

@@ -7,9 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, openSync, readFileSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
 import { makeTestPki } from '../helpers/pki.js';
 import { KeydProcess, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess } from './system.js';
@@ -110,5 +113,58 @@ test('--workers 2: a worker restarted after a crash runs the primary\'s config, 
   for (const b of await answers('b.test')) assert.match(b, /upstream B/, 'a worker restarted after the reload serves the reloaded config');
   for (const a of await answers('a.test')) assert.match(a, /unrecognized name/i);
 
+  assert.equal(await edge.stop('SIGTERM'), 0, edge.log());
+});
+
+test('--workers 2: a message to a worker that has just died (its exit not yet seen) does not crash the primary', { timeout: 180_000 }, async (t) => {
+  // The window, made wide: the config file is a FIFO, so the primary's SIGHUP handler blocks
+  // reading it; meanwhile a worker is killed (its channel closed, its exit not yet handled);
+  // then the config arrives and the primary sends the reload to both workers.
+  const scratch = scratchDir('edge-workers-epipe-');
+  t.after(() => scratch.remove());
+  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
+  const keyd = new KeydProcess(scratch.dir);
+  await keyd.start();
+  t.after(() => keyd.kill());
+  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const upA = await startHttpUpstream('A');
+  t.after(() => upA.close());
+  const fifo = join(scratch.dir, 'edge.json');
+  execFileSync('mkfifo', [fifo]);
+  const text = JSON.stringify({ keyd: keyd.socket, routes: [{ names: ['a.test'], upstream: `127.0.0.1:${upA.port}` }], logLevel: 'info' });
+  void writeFile(fifo, text); // read once at start
+  const edge = await startEdgeProcess(['--config', fifo, '--workers', '2'], { readyLog: /edge workers ready/ });
+  t.after(() => edge.stop('SIGKILL'));
+  for (let i = 0; i < 4; i++) assert.match(await request(edge.port, 'a.test', [pki.caCertPem]), /upstream A/); // control
+
+  const primaryExit = once(edge.child, 'exit').then(() => 'primary died');
+  edge.child.kill('SIGHUP');
+  // The primary is in open() of the FIFO once a writer can open it without blocking.
+  let writer: number | undefined;
+  while (writer === undefined) {
+    try {
+      writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+      await sleep(10);
+    }
+  }
+  const victim = aWorkerPid(edge);
+  const listeningBefore = count(edge, /"msg":"edge listening"/);
+  // The worker's end of its channel with the primary: once the kernel has released it, a
+  // write from the primary fails (EPIPE). The worker's exit is not handled meanwhile.
+  const channelFd = /(?:^|\0)NODE_CHANNEL_FD=(\d+)/.exec(readFileSync(`/proc/${victim}/environ`, 'latin1'))![1];
+  const channel = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/${victim}/fd/${channelFd}`))![1];
+  const unixSockets = () => readFileSync('/proc/net/unix', 'latin1').split('\n').map((line) => line.trim().split(/\s+/)[6]);
+  assert.ok(unixSockets().includes(channel));
+  process.kill(victim, 'SIGKILL');
+  while (unixSockets().includes(channel)) await sleep(10);
+  writeSync(writer, text);
+  closeSync(writer);
+
+  const first = await Promise.race([primaryExit, firstLogged(edge, { 'worker restarted': [/"msg":"edge listening"/, listeningBefore + 1] })]);
+  assert.equal(first, 'worker restarted', edge.log());
+  assert.match(edge.log(), /"msg":"a message to a worker failed \(it is exiting\)"/);
+  for (let i = 0; i < 4; i++) assert.match(await request(edge.port, 'a.test', [pki.caCertPem]), /upstream A/);
   assert.equal(await edge.stop('SIGTERM'), 0, edge.log());
 });
