@@ -37,7 +37,8 @@ import type { ServerCertificateFacts } from './certificate-facts.js';
  * optionally behind a PROXY v2 header, with backpressure both ways. Either side ending ends the other (half-close passes
  * through); an upstream that is down or fails closes the TLS connection cleanly with
  * close_notify, never with a reset, so the client sees an orderly end; the TLS connection
- * closing (or failing) closes the upstream connection.
+ * closing (or failing) closes the upstream connection. Returns the upstream socket, or
+ * undefined when the route's PROXY v2 header cannot be made (the client is closed instead).
  */
 export function proxyToUpstream(
   tls: EngineSocket,
@@ -46,14 +47,12 @@ export function proxyToUpstream(
   metrics: EdgeMetrics,
   log: Logger,
   serverCertificate?: ServerCertificateFacts,
-): Socket {
+): Socket | undefined {
   const target = { host: route.upstream.host, port: route.upstream.port, noDelay: true };
-  // The engine's relay reads the upstream into one shared buffer (src/tls/relay.ts).
-  const upstream = tls.relayTo ? connectForRelay(target) : connect(target);
-  let connected = false;
+  let header: Buffer | undefined;
   if (route.proxyProtocol) {
-    upstream.write(
-      encodeProxyV2({
+    try {
+      header = encodeProxyV2({
         sourceAddress: tls.remoteAddress,
         sourcePort: tls.remotePort,
         destinationAddress: tls.localAddress ?? tls.rawSocket?.localAddress,
@@ -68,9 +67,25 @@ export function proxyToUpstream(
         ...(tls.clientCertificate
           ? { clientCertificate: { commonName: tls.clientCertificate.commonName, fromSession: tls.clientCertificateFromSession ?? false } }
           : {}),
-      }),
-    );
+      });
+    } catch (err) {
+      // The header is over 65535 bytes, its length field's limit (HAProxy's proxy-protocol.txt
+      // §2.2): a client certificate's CN of nearly 64 KiB, which a route's CA signed. The
+      // upstream cannot be told who the client is, so it is not connected; the client gets
+      // close_notify. This used to throw out of the 'secure' handler, before the TLS socket
+      // had an 'error' listener: the engine's internal_error became an uncaught 'error' event
+      // that ended the process (and an upstream connection was left open).
+      metrics.upstreamErrors.inc({ reason: 'header' });
+      log.warn({ upstream: `${route.upstream.host}:${route.upstream.port}`, serverName, err: (err as Error).message }, 'PROXY v2 header cannot be sent; closing the client connection');
+      tls.on('error', (e: Error & { code?: string }) => log.debug({ serverName, err: e.code ?? e.message }, 'client connection error'));
+      tls.end();
+      return undefined;
+    }
   }
+  // The engine's relay reads the upstream into one shared buffer (src/tls/relay.ts).
+  const upstream = tls.relayTo ? connectForRelay(target) : connect(target);
+  let connected = false;
+  if (header) upstream.write(header);
   upstream.once('connect', () => {
     connected = true;
   });

@@ -85,3 +85,53 @@ test('a reload keeps, changes or refuses the route client-auth policy', async (t
   await assert.rejects(edge.reload(configWith({ mode: 'required', ca: 'ca.pem', crl: 'foreign.crl' })), /clientAuth: .*not signed by a CA/);
   assert.equal((await attempt(port, pki)).ok, true, 'the refused reload left the optional policy in force');
 });
+
+test('PROXY v2: a verified client certificate whose CN does not fit the header closes that client cleanly, not the process; a usual CN reaches the upstream', async (t) => {
+  // The header's length field is 16 bits (HAProxy's proxy-protocol.txt §2.2); PP2_SUBTYPE_SSL_CN
+  // carries the CN as it is. A CA that signs a CN of nearly 64 KiB makes it not fit. Without
+  // tickets (with them the engine refuses such a subject earlier) the handshake completes,
+  // and the header used to throw out of the 'secure' handler: an uncaught 'error' event.
+  const pki = await makeTestPki({ extraNames: ['m.test'] });
+  const ca = await makeClientCa();
+  const alice = await issue(ca, { commonName: 'alice' });
+  const huge = await issue(ca, { commonName: 'a'.repeat(65_400) });
+  const files = writeFiles({ 'ca.pem': ca.pem });
+  t.after(() => files.remove());
+  const received: Buffer[] = [];
+  let upstreamConnections = 0;
+  const upstream = createServer((s) => {
+    upstreamConnections++;
+    s.on('error', () => undefined);
+    s.on('data', (d: Buffer) => {
+      received.push(d);
+      s.end('ok');
+    });
+  });
+  upstream.listen(0, '127.0.0.1');
+  await once(upstream, 'listening');
+  t.after(() => upstream.close());
+  const keyd = new FakeKeydService();
+  keyd.put(['m.test'], pki.leafKey, pki.chainDer);
+  const config = validateConfig(
+    {
+      listen: ['127.0.0.1:0'],
+      keyd: '/fake/keyd.sock',
+      routes: [{ names: ['m.test'], upstream: `127.0.0.1:${(upstream.address() as { port: number }).port}`, proxyProtocol: true, clientAuth: { mode: 'required', ca: 'ca.pem' } }],
+      tickets: 0,
+      workers: 1,
+    },
+    files.dir,
+  );
+  const edge = await startEdge(config, { createTlsServer: await loadEngine(), connectKeyd: keyd.connect, logger: pino({ level: 'silent' }) });
+  t.after(() => edge.close());
+  const port = edge.addresses[0]!.port;
+
+  assert.deepEqual(await attempt(port, pki, huge), { ok: false }, 'closed (close_notify) without an answer');
+  assert.equal(upstreamConnections, 0, 'no upstream connection for a client the header cannot describe');
+  assert.match(await edge.metrics.registry.metrics(), /edge_upstream_errors_total\{reason="header"\} 1/);
+
+  // Control: the same route with a usual CN, the edge still serving.
+  assert.equal((await attempt(port, pki, alice)).ok, true);
+  assert.equal(upstreamConnections, 1);
+  assert.ok(Buffer.concat(received).includes(Buffer.from('alice')), 'the CN went to the upstream in the PROXY header');
+});

@@ -82,7 +82,7 @@ async function fixture(t: TestContext, options: { upstreamPort?: number } = {}):
   const identity = { certificateChain: pki.chainDer, signer: new LocalSigner(pki.leafKey) };
   const raws = new Set<Socket>();
   const server = createServer({ resolveIdentity: () => identity, allowHalfOpen: true, ticketCount: 0 }, (tls) => {
-    const upstream = proxyToUpstream(tls, route, 'localhost', metrics, quiet);
+    const upstream = proxyToUpstream(tls, route, 'localhost', metrics, quiet)!; // (no PROXY header here: always connects)
     const r = { tls, upstream };
     relayed.push(r);
     relayWaiters.shift()?.(r);
