@@ -137,6 +137,64 @@ test('positive control: the same ticket one second before its lifetime ends resu
   assert.equal(t.server.conn.info.resumed, true);
 });
 
+/** Offers `ticket` at server time T0 + elapsedMs with obfuscated_ticket_age for `claimedAgeMs`, and for `serverName`. */
+function offerTicket(ring: TicketKeyRing, ticket: ReceivedTicket, elapsedMs: number, claimedAgeMs: number, serverName?: string) {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 1, ticketLifetimeSeconds: 60, ticketKeys: ring }), () => T0 + elapsedMs);
+  const client = new Tls13Client(t, {
+    ...(serverName ? { serverName } : {}),
+    psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (claimedAgeMs + ticket.ageAdd) >>> 0 },
+  });
+  return { t, client };
+}
+
+/** The ServerHello's choice, then the handshake completed; whether it resumed. */
+async function resumes(t: ReturnType<typeof offerTicket>['t'], client: Tls13Client): Promise<boolean> {
+  client.sendClientHello();
+  const sh = await client.readServerFlight();
+  client.sendFinished();
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.handshakeComplete, true);
+  assert.equal(t.server.conn.info.resumed, sh.selectedIdentity === 0);
+  return sh.selectedIdentity === 0;
+}
+
+// §4.2.11.1 / §8.3: the server compares the client's view of the ticket age (obfuscated
+// with ticket_age_add) with its own; a ticket whose age disagrees by more than 10 s is not
+// resumed (docs/ARCHITECTURE.md, checkForResumption).
+test('obfuscated_ticket_age 20 s off the server\'s age (either way): full handshake, not resumed', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const late = offerTicket(ring, ticket, 30_000, 10_000);
+  assert.equal(await resumes(late.t, late.client), false);
+  const early = offerTicket(ring, ticket, 30_000, 50_000);
+  assert.equal(await resumes(early.t, early.client), false);
+});
+
+test('positive control: obfuscated_ticket_age 5 s off the server\'s age (either way) resumes', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const late = offerTicket(ring, ticket, 30_000, 25_000);
+  assert.equal(await resumes(late.t, late.client), true);
+  const early = offerTicket(ring, ticket, 30_000, 35_000);
+  assert.equal(await resumes(early.t, early.client), true);
+});
+
+// §4.2.11 with RFC 6066 §3: a ticket is resumed only for the server name it was issued for.
+test('a ticket issued for example.test offered for other.test: full handshake, not resumed', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const other = offerTicket(ring, ticket, 1000, 1000, 'other.test');
+  assert.equal(await resumes(other.t, other.client), false);
+  assert.equal(other.t.server.conn.info.serverName, 'other.test');
+});
+
+test('positive control: the same ticket offered for example.test resumes', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const same = offerTicket(ring, ticket, 1000, 1000, 'example.test');
+  assert.equal(await resumes(same.t, same.client), true);
+});
+
 // ---- record protection (§5.2) ---------------------------------------------------------
 
 test('a protected record with a corrupted tag: bad_record_mac, nothing delivered', async () => {
