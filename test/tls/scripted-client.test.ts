@@ -275,6 +275,29 @@ test('positive control: KeyUpdate followed by the new keys delivers the data', a
   assert.equal(Buffer.concat(server.delivered).toString(), 'new keys');
 });
 
+// §5.1: a KeyUpdate changes the read keys, so it must end its record; handshake data after
+// it in the same record was protected with the old keys. unexpected_message (docs/ARCHITECTURE.md).
+const KEY_UPDATE = Buffer.of(24, 0, 0, 1, 0);
+const UNEXPECTED_MESSAGE = 10;
+
+test('two KeyUpdates in one record: unexpected_message, nothing delivered', async () => {
+  const { client, server } = await established();
+  client.transport.send(client.sealRecord(RecordType.handshake, Buffer.concat([KEY_UPDATE, KEY_UPDATE])));
+  assert.equal(await client.readAlert(), UNEXPECTED_MESSAGE);
+  assertServerAlert(server, 'unexpected_message', UNEXPECTED_MESSAGE);
+  assert.deepEqual(server.delivered, []);
+});
+
+test('positive control: two KeyUpdates in two records, each followed by the new keys, deliver the data', async () => {
+  const { client, server } = await established();
+  client.sendKeyUpdate();
+  client.sendKeyUpdate();
+  client.sendApplicationData(Buffer.from('twice updated'));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(server.error, undefined);
+  assert.equal(Buffer.concat(server.delivered).toString(), 'twice updated');
+});
+
 // ---- the same client over a socket (socket.ts) ----------------------------------------
 
 const servers: Server[] = [];
