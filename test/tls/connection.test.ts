@@ -242,6 +242,9 @@ const secondCases: [string, (cookie: Buffer) => Buffer, AlertName][] = [
   ['with different cipher suites', (c) => handshakeRecords(encodeClientHello({ cipherSuites: [0x1303], extensions: [...replace(retryExts, X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.cookie(c)] })), 'illegal_parameter'],
   ['with a different random', (c) => handshakeRecords(encodeClientHello({ random: Buffer.alloc(32, 0x33), extensions: [...replace(retryExts, X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.cookie(c)] })), 'illegal_parameter'],
   ['with early_data', (c) => helloRecord([...replace(retryExts, X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.earlyData(), E.cookie(c)]), 'illegal_parameter'],
+  // §4.1.4: the version is settled by the HelloRetryRequest; a second ClientHello that falls back to
+  // TLS 1.2 (no supported_versions) on a server that speaks TLS 1.2 is still refused.
+  ['as TLS 1.2 (supported_versions removed)', (c) => helloRecord([...replace(replace(retryExts, X.supported_versions), X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.cookie(c)]), 'protocol_version'],
   ['with ALPN removed', (c) => helloRecord([...replace(replace(retryExts, X.application_layer_protocol_negotiation), X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.cookie(c)]), 'illegal_parameter'],
 ];
 for (const [what, second, alert] of secondCases) {
