@@ -52,3 +52,49 @@ test('empty rejected 0-RTT records count too: a flood of them → unexpected_mes
   const few = await offerEarlyData(earlyDataRecords(Array(100).fill(0)));
   assert.deepEqual(few.errors, []);
 });
+
+// §4.2.10: after a HelloRetryRequest the server has no keys yet, and skips the client's
+// early data as records of outer type application_data. Those are TLSCiphertext records
+// (up to 2^14 + 256 bytes, §5.2), not plaintext ones: a full-size 0-RTT record must be
+// skipped like any other, not refused with record_overflow (docs/ARCHITECTURE.md).
+const CIPHERTEXT_FULL = 2 ** 14 + 17; // 2^14 bytes of data, the content type, a 16-byte tag
+
+/** A ClientHello offering early_data but no key share (so we answer with a HelloRetryRequest), then `early`. */
+async function earlyDataAfterRetry(early: Buffer): Promise<{ retried: boolean; errors: string[] }> {
+  const conn = new TlsServerConnection(options);
+  const errors: string[] = [];
+  let sent = 0;
+  conn.onSend = () => void sent++;
+  conn.onSendParts = () => void sent++;
+  conn.onError = (err) => errors.push((err as Error & { code: string }).code);
+  const exts = typicalExtensions().map((e) => (e.type === E.keyShare([]).type ? E.keyShare([]) : e));
+  conn.receive(handshakeRecords(encodeClientHello({ extensions: [...exts, E.earlyData()] })));
+  await settle();
+  const retried = sent > 0 && errors.length === 0;
+  conn.receive(early);
+  await settle();
+  return { retried, errors };
+}
+
+test('after a HelloRetryRequest, full-size 0-RTT records (2^14 + 17 bytes) are skipped, not record_overflow', async () => {
+  const full = await earlyDataAfterRetry(earlyDataRecords([CIPHERTEXT_FULL, CIPHERTEXT_FULL, 2 ** 14 + 256]));
+  assert.equal(full.retried, true);
+  assert.deepEqual(full.errors, []);
+});
+
+test('after a HelloRetryRequest, the 64 KiB limit holds: one byte more → unexpected_message', async () => {
+  const atLimit = await earlyDataAfterRetry(earlyDataRecords(Array(16).fill(SKIP_LIMIT / 16)));
+  assert.deepEqual(atLimit.errors, []);
+  const over = await earlyDataAfterRetry(earlyDataRecords([...Array(16).fill(SKIP_LIMIT / 16), 1]));
+  assert.deepEqual(over.errors, ['TLS_ALERT_UNEXPECTED_MESSAGE']);
+});
+
+test('positive control (negative case kept): a plaintext handshake record over 2^14 bytes is still record_overflow', async () => {
+  const conn = new TlsServerConnection(options);
+  const errors: string[] = [];
+  conn.onError = (err) => errors.push((err as Error & { code: string }).code);
+  const n = 2 ** 14 + 1;
+  conn.receive(Buffer.concat([Buffer.from([22, 3, 3, n >> 8, n & 0xff]), randomBytes(n)]));
+  await settle();
+  assert.deepEqual(errors, ['TLS_ALERT_RECORD_OVERFLOW']);
+});

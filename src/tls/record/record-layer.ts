@@ -208,13 +208,13 @@ export class RecordLayer {
       }
       return this.handleContent(opened.type, opened.content, policy);
     }
+    // §4.2.10: early data skipped after a HelloRetryRequest is TLSCiphertext (up to 2^14 + 256
+    // bytes, bounded by the deframer), so it is skipped before the plaintext size check.
+    if (record.type === ContentType.application_data && policy.skipsPlaintextEarlyData) return this.skipEarlyData(record.body.length);
     if (record.body.length > MAX_PLAINTEXT) {
       throw new TlsAlert('record_overflow', `plaintext record of ${record.body.length} bytes exceeds 2^14`);
     }
-    if (record.type === ContentType.application_data) {
-      if (policy.skipsPlaintextEarlyData) return this.skipEarlyData(record.body.length);
-      throw new TlsAlert('unexpected_message', 'application data before the handshake');
-    }
+    if (record.type === ContentType.application_data) throw new TlsAlert('unexpected_message', 'application data before the handshake');
     return this.handleContent(record.type, record.body, policy);
   }
 
