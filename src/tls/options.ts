@@ -65,7 +65,7 @@ export interface TlsServerOptions {
   groups?: readonly number[];
   /** Cipher suites in server preference order. Default: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305. */
   cipherSuites?: readonly number[];
-  /** NewSessionTickets sent after the handshake (RFC 8446 §4.6.1). Default 2; 0 disables resumption (TLS 1.2 too: no ticket, no session id). */
+  /** NewSessionTickets sent after the handshake (RFC 8446 §4.6.1). Default 2; 0 disables resumption (TLS 1.2 too: no ticket, no session id); at most 255 (each ticket's nonce is its one-byte index, unique per connection). */
   ticketCount?: number;
   /**
    * node:net adapter only: NewSessionTickets wait up to this long after the client Finished
@@ -169,6 +169,11 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
   if (ticketLifetimeSeconds <= 0 || ticketLifetimeSeconds > 604_800) {
     throw new RangeError('ticketLifetimeSeconds must be in (0, 604800] (RFC 8446 §4.6.1)');
   }
+  const ticketCount = o.ticketCount ?? 2;
+  // §4.6.1: ticket_nonce is unique per ticket on a connection; ours is one byte (the index).
+  if (!Number.isInteger(ticketCount) || ticketCount < 0 || ticketCount > 255) {
+    throw new RangeError('ticketCount must be an integer in [0, 255] (one-byte ticket_nonce, unique per connection: RFC 8446 §4.6.1)');
+  }
   const tls12 = o.tls12 ?? true;
   const tls13 = o.tls13 ?? true;
   if (!tls12 && !tls13) throw new RangeError('tls12 and tls13 cannot both be off');
@@ -188,7 +193,7 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     alpnProtocols: o.alpnProtocols ?? [],
     groups: o.groups ?? DEFAULT_GROUPS,
     cipherSuites: o.cipherSuites ?? DEFAULT_CIPHER_SUITES,
-    ticketCount: o.ticketCount ?? 2,
+    ticketCount,
     ticketLifetimeSeconds,
     ticketDelayMs: nonNegative(o.ticketDelayMs, 0, 'ticketDelayMs'),
     ticketKeys: o.ticketKeys ?? new TicketKeyRing(),

@@ -195,6 +195,23 @@ test('positive control: the same ticket offered for example.test resumes', async
   assert.equal(await resumes(same.t, same.client), true);
 });
 
+// §4.6.1: each ticket on a connection has its own ticket_nonce, so its own PSK. Ours is the
+// ticket's one-byte index: past 255 tickets it wrapped (ticket 256 had ticket 0's PSK).
+test('ticketCount over 255 (or not a whole number) is refused: the one-byte nonce would repeat', () => {
+  assert.throws(() => makeOptions(identity, { ticketCount: 256 }), RangeError);
+  assert.throws(() => makeOptions(identity, { ticketCount: 1.5 }), RangeError);
+  assert.throws(() => makeOptions(identity, { ticketCount: -1 }), RangeError);
+});
+
+test('positive control: 255 tickets on one connection have distinct nonces and distinct PSKs', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 255 }));
+  const client = new Tls13Client(t);
+  await client.handshake();
+  const tickets = await client.readTickets(255);
+  assert.equal(new Set(tickets.map((x) => x.nonce.toString('hex'))).size, 255);
+  assert.equal(new Set(tickets.map((x) => x.psk.toString('hex'))).size, 255);
+});
+
 // ---- record protection (§5.2) ---------------------------------------------------------
 
 test('a protected record with a corrupted tag: bad_record_mac, nothing delivered', async () => {
