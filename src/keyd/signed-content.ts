@@ -161,7 +161,12 @@ function pointCheckFor(curve: string): PointCheck {
   return check;
 }
 
-/** An uncompressed point (0x04 || x || y) on the group's curve; node:crypto decodes and checks it. */
+/**
+ * An uncompressed point (0x04 || x || y) on the group's curve; node:crypto decodes and checks
+ * it. The prefix check is not redundant with the decoding: OpenSSL also decodes the X9.62
+ * hybrid form (0x06 / 0x07 || x || y), which has the uncompressed length, and RFC 8422
+ * §5.1.2 allows only 0x04 in TLS.
+ */
 function checkNistPoint(group: EcdheGroup, point: Uint8Array): void {
   if (point[0] !== 0x04) {
     throw new KeydError('KEYD_BAD_ECDH_PARAMS', `${group.name} point starts with 0x${point[0]!.toString(16).padStart(2, '0')}; only the uncompressed form (0x04) is signed (RFC 8422 §5.1.2)`);

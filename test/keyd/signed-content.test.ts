@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createECDH, createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { KeydError } from '../../src/keyd/errors.js';
 import {
@@ -37,6 +37,15 @@ function refusal(run: () => unknown): string {
   return 'accepted';
 }
 
+/** An on-curve point in the X9.62 hybrid form: 0x06 or 0x07 (y's parity), x, y. */
+function hybridPoint(curve: string): Buffer {
+  const ecdh = createECDH(curve);
+  ecdh.generateKeys();
+  const point = ecdh.getPublicKey(null, 'hybrid');
+  assert.ok(point[0] === 0x06 || point[0] === 0x07, 'node:crypto made a hybrid point');
+  return point;
+}
+
 const clientRandom = randomBytes(32);
 const points = {
   x25519: ecdhParams(GROUP.x25519, x25519Point()),
@@ -71,7 +80,7 @@ test('TLS 1.2 content: server_random without the downgrade sentinel is refused u
   assert.equal(refusal(() => checkServerKeyExchangeContent(serverKeyExchangeContentFromRfc(clientRandom, tls11Sentinel, points.x25519), REQUIRE_SENTINEL)), 'KEYD_NO_DOWNGRADE_SENTINEL');
 });
 
-test('TLS 1.2 content: wrong point lengths, points off the curve, compressed points', () => {
+test('TLS 1.2 content: wrong point lengths, points off the curve, compressed and hybrid points', () => {
   const sr = serverRandom(true);
   const content = (params: Buffer) => serverKeyExchangeContentFromRfc(clientRandom, sr, params);
   const p256 = nistPoint('prime256v1');
@@ -85,8 +94,18 @@ test('TLS 1.2 content: wrong point lengths, points off the curve, compressed poi
     ['secp384r1 point off the curve', ecdhParams(GROUP.secp384r1, notOnCurve(nistPoint('secp384r1')))],
     ['secp256r1 compressed point', ecdhParams(GROUP.secp256r1, compressedPoint())],
     ['secp256r1 point with a 0x02 prefix at full length', ecdhParams(GROUP.secp256r1, Buffer.concat([Buffer.of(0x02), p256.subarray(1)]))],
+    // The hybrid form (0x06 / 0x07 with the parity of y, X9.62): a full-length point that
+    // OpenSSL decodes onto the curve, so only the 0x04 check refuses it (RFC 8422 §5.1.2).
+    ['secp256r1 hybrid point', ecdhParams(GROUP.secp256r1, hybridPoint('prime256v1'))],
+    ['secp384r1 hybrid point', ecdhParams(GROUP.secp384r1, hybridPoint('secp384r1'))],
     ['point length byte larger than what follows', Buffer.concat([ecdhParams(GROUP.secp256r1, p256).subarray(0, 3), Buffer.of(65), p256.subarray(0, 40)])],
   ];
+  // Positive control for the hybrid cases: the same kind of point, uncompressed, is signed.
+  for (const [curve, group] of [['prime256v1', GROUP.secp256r1], ['secp384r1', GROUP.secp384r1]] as const) {
+    const ecdh = createECDH(curve);
+    ecdh.generateKeys();
+    assert.equal(checkServerKeyExchangeContent(content(ecdhParams(group, ecdh.getPublicKey(null, 'uncompressed'))), ALLOW_TLS12_ONLY), group, curve);
+  }
   for (const [what, params] of cases) {
     assert.equal(refusal(() => checkServerKeyExchangeContent(content(params), ALLOW_TLS12_ONLY)), 'KEYD_BAD_ECDH_PARAMS', what);
     assert.equal(refusal(() => classifyHandshakeContent(content(params), ALLOW_TLS12_ONLY)), 'KEYD_BAD_ECDH_PARAMS', what);
