@@ -236,7 +236,7 @@ export function schemeFitsKey(kind: HandshakeContentKind, info: SchemeInfo, keyT
 export function checkSchemeForKind(kind: HandshakeContentKind, scheme: number): SchemeInfo {
   const hex = `0x${scheme.toString(16).padStart(4, '0')}`;
   if (isWeakHashScheme(scheme)) {
-    throw new KeydError('KEYD_SCHEME_FORBIDDEN', `scheme ${hex} hashes with MD5, SHA-1 or SHA-224: refused for every handshake signature (RFC 9155)`);
+    throw new KeydError('KEYD_SCHEME_FORBIDDEN', `scheme ${hex} hashes with MD5 or SHA-1: refused for every handshake signature (RFC 9155)`);
   }
   const info = SCHEMES.get(scheme);
   if (!info) throw new KeydError('KEYD_SCHEME_UNSUPPORTED', `scheme ${hex} is not one keyd signs with`);
