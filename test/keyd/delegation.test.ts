@@ -151,6 +151,23 @@ test('a 7-day credential never expires more than 7 days from the moment keyd iss
   }
 });
 
+test('refuses to delegate from a certificate that is not valid yet (its notBefore is in keyd\'s future)', async () => {
+  // valid_time counts from the leaf's notBefore (RFC 9345 §4): before it, a credential would
+  // be issued for a certificate no client accepts yet. keyd's clock is injected.
+  const pki = pkis['dc.test']!;
+  const notBefore = new x509.X509Certificate(pki.leafCertDer).notBefore.getTime();
+  const entry = {
+    id: 'dc-unit',
+    chain: pki.chainDer,
+    schemes: [ECDSA_P256],
+    key: { signNow: (scheme: number, content: Uint8Array) => signWithScheme(pki.leafKey, scheme, content) },
+  } as unknown as KeyEntry;
+  const at = (now: number) =>
+    issueDelegatedCredential(entry, { keyRef: 'dc-unit', serverName: 'dc.test', dcCertVerifyAlgorithm: ECDSA_P256, lifetimeSeconds: 3600, subjectPublicKeyInfo: p256Spki() }, 3600, now);
+  assert.match(await refusal(at(notBefore - 1000)), /^KEYD_DC_LIFETIME: .*not valid yet/);
+  assert.equal(await refusal(at(notBefore + 1000)), 'issued', 'control: once the certificate is valid');
+});
+
 test('refuses RSA-PKCS1 and rsa_pss_rsae schemes, and an SPKI that does not parse, is not canonical or is not the scheme\'s key', async () => {
   assert.match(await refusal(issue('dc.test', { scheme: 0x0401 })), /^KEYD_SCHEME_UNSUPPORTED: rsa_pkcs1_sha256 is RSA-PKCS1/);
   assert.match(await refusal(issue('dc.test', { scheme: 0x0201 })), /^KEYD_SCHEME_UNSUPPORTED: .*RSA-PKCS1/);
