@@ -31,8 +31,11 @@ export interface TestPkiOptions {
   extraNames?: readonly string[];
   /** Common name of the leaf. Default `localhost`. */
   commonName?: string;
-  /** RFC 9345 §4.2 DelegationUsage extension on the leaf: absent (default), non-critical, or (wrongly) critical. */
-  delegationUsage?: 'non-critical' | 'critical';
+  /**
+   * RFC 9345 §4.2 DelegationUsage extension on the leaf: absent (default), non-critical, or
+   * wrongly: critical, or non-critical with an empty OCTET STRING where NULL belongs.
+   */
+  delegationUsage?: 'non-critical' | 'critical' | 'not-null';
   /** Leaf key usage flags instead of the default (digitalSignature, + keyEncipherment for RSA). */
   keyUsage?: number;
   /** Leaf validity from now, in ms. Default 30 days. */
@@ -137,7 +140,7 @@ export async function makeTestPki(options: TestPkiOptions = {}): Promise<TestPki
       ),
       // RFC 9345 §4.2: DelegationUsage ::= NULL (05 00).
       ...(options.delegationUsage
-        ? [new x509.Extension('1.3.6.1.4.1.44363.44', options.delegationUsage === 'critical', Buffer.of(0x05, 0x00))]
+        ? [new x509.Extension('1.3.6.1.4.1.44363.44', options.delegationUsage === 'critical', options.delegationUsage === 'not-null' ? Buffer.of(0x04, 0x00) : Buffer.of(0x05, 0x00))]
         : []),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
       new x509.SubjectAlternativeNameExtension([

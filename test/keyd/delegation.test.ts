@@ -54,6 +54,7 @@ before(async () => {
     'rsa.test': { keyType: 'rsa2048', delegationUsage: 'non-critical' },
     'nodu.test': {},
     'crit.test': { delegationUsage: 'critical' },
+    'dunull.test': { delegationUsage: 'not-null' },
     'nods.test': { delegationUsage: 'non-critical', keyUsage: x509.KeyUsageFlags.keyAgreement },
     'short.test': { delegationUsage: 'non-critical', validityMs: 30 * 60_000 },
   };
@@ -109,9 +110,10 @@ test('issues a credential an independent RFC 9345 verifier accepts (ECDSA and RS
   assert.match(lines[0]!.message!, /key sha256:[0-9a-f]{32} signs ecdsa_secp256r1_sha256, certified with ecdsa_secp256r1_sha256, expires /);
 });
 
-test('refuses a certificate without DelegationUsage, with it critical, or without digitalSignature', async () => {
+test('refuses a certificate without DelegationUsage, with it critical or not NULL, or without digitalSignature', async () => {
   assert.match(await refusal(issue('nodu.test')), /^KEYD_DC_NOT_ALLOWED: .*no DelegationUsage extension/);
   assert.match(await refusal(issue('crit.test')), /^KEYD_DC_NOT_ALLOWED: .*critical/);
+  assert.match(await refusal(issue('dunull.test')), /^KEYD_DC_NOT_ALLOWED: .*DelegationUsage is not NULL/);
   assert.match(await refusal(issue('nods.test')), /^KEYD_DC_NOT_ALLOWED: .*digitalSignature/);
 });
 
