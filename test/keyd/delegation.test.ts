@@ -195,3 +195,28 @@ test('refuses a client not granted the name, and a key that does not serve it; r
   assert.equal(stats.signatures, signaturesBefore);
   assert.ok(stats.refusals >= 2, 'refusals are counted');
 });
+
+test('limits.delegatedCredentialsPerMinute: issuances beyond it are KEYD_THROTTLED (limit delegation-rate); 0 issues none', async () => {
+  const t = await scratch('keyd-dc-rate-');
+  const pki = await makeTestPki({ commonName: 'rate.test', extraNames: ['rate.test'], delegationUsage: 'non-critical' });
+  for (const perMinute of [2, 0]) {
+    const k = await startTestKeyd(t.dir, t.machineIdPath, { config: { limits: { delegatedCredentialsPerMinute: perMinute } } });
+    const c = await KeydClient.connect({ socketPath: k.socketPath });
+    try {
+      await k.adminService.put(LOCAL, ['rate.test'], pki.leafKey, pki.chainDer);
+      const keyRef = (await c.identity('rate.test'))!.keyRef;
+      const outcomes: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        outcomes.push(await refusal(issue('rate.test', { client: c, keyRef })));
+      }
+      const expected = perMinute === 2 ? ['issued', 'issued'] : [];
+      // Positive control (2 per minute): the burst is issued; then the bucket is empty.
+      assert.deepEqual(outcomes.slice(0, expected.length), expected, `${perMinute}/min`);
+      for (const o of outcomes.slice(expected.length)) assert.match(o, /^KEYD_THROTTLED: .*delegated credentials per minute/, `${perMinute}/min`);
+    } finally {
+      c.close();
+      await k.close();
+    }
+  }
+  await t.cleanup();
+});
