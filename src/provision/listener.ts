@@ -243,8 +243,11 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     if (!peer) {
       throw new ProvisionError('PROVISION_NO_CLIENT_CERT', 'no client certificate: keyd provisioning requires an operator certificate (--cert/--key)');
     }
-    // Attacker-controlled until verified: quoted truncated (refusal-limiter.ts).
-    const subject = truncate(normalizeSubject(peer.subject));
+    // Attacker-controlled until verified: quoted truncated in messages (refusal-limiter.ts).
+    // The role lookup and the session use the whole subject: a truncated one never equals a
+    // configured subject over 256 characters, so that operator would be refused.
+    const fullSubject = normalizeSubject(peer.subject);
+    const subject = truncate(fullSubject);
     if (!socket.authorized) {
       const reason = (socket.authorizationError as unknown as { code?: string } | undefined)?.code ?? String(socket.authorizationError);
       if (reason === 'CERT_HAS_EXPIRED') {
@@ -263,14 +266,14 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     if (peer.keyUsage !== undefined && peer.keyUsage.length > 0 && !peer.keyUsage.includes('1.3.6.1.5.5.7.3.2') && !peer.keyUsage.includes('2.5.29.37.0')) {
       throw new ProvisionError('PROVISION_UNTRUSTED_CLIENT_CERT', `operator certificate "${subject}" is not valid for TLS client authentication (extendedKeyUsage)`);
     }
-    const role = roles.roleOf(subject);
+    const role = roles.roleOf(fullSubject);
     if (!role) {
       throw new ProvisionError(
         'PROVISION_UNKNOWN_OPERATOR',
         `operator "${subject}" has a valid certificate but no role in keyd's config (provisioning.operators)`,
       );
     }
-    return { operator: subject, role, caller: { kind: 'operator', id: subject }, remote };
+    return { operator: fullSubject, role, caller: { kind: 'operator', id: fullSubject }, remote };
   }
 
   function send(socket: tls.TLSSocket, message: Greeting | Response): void {

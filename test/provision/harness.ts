@@ -67,7 +67,7 @@ export interface Keyd {
 }
 
 /** A real keyd (startKeyd, unix sockets in a temp dir) with --provision-listen 127.0.0.1:0. */
-export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string; limits?: object; refusalWindowMs?: number } = {}): Promise<Keyd> {
+export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string; limits?: object; refusalWindowMs?: number; operators?: Record<string, 'admin' | 'auditor'> } = {}): Promise<Keyd> {
   const dir = await mkdtemp(join(tmpdir(), 'provision-'));
   const machineIdPath = join(dir, 'machine-id');
   await writeFile(machineIdPath, 'a'.repeat(32) + '\n');
@@ -78,7 +78,7 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
   const config = {
     ...(opts.tpmTcti !== undefined ? { tpmTcti: opts.tpmTcti } : {}),
     provisioning: {
-      operators: { [SUBJECTS.alice]: 'admin', [SUBJECTS.dave]: 'admin', [SUBJECTS.bob]: 'auditor', [SUBJECTS.old]: 'admin' },
+      operators: { [SUBJECTS.alice]: 'admin', [SUBJECTS.dave]: 'admin', [SUBJECTS.bob]: 'auditor', [SUBJECTS.old]: 'admin', ...opts.operators },
       tlsCert: join(dir, 'keyd.pem'),
       tlsKey: join(dir, 'keyd.key'),
       ...(opts.replayWindowSeconds !== undefined ? { replayWindowSeconds: opts.replayWindowSeconds } : {}),

@@ -9,6 +9,7 @@ import { parsePemChain, type RemoteAdminClient } from '../../src/provision/remot
 import { makePki, startKeydForTest, SUBJECTS, type Keyd, type Pki } from './harness.js';
 import { issue, makeCa, signCsr, type Issued } from './pki.js';
 import { montgomeryKeyPair } from '../helpers/montgomery-keys.js';
+import { normalizeSubject } from '../../src/provision/roles.js';
 
 /** Integration: the provisioning listener on a real keyd admin core, driven by the CLI and by crafted clients. */
 
@@ -385,6 +386,38 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
       assert.equal(keyd.keyring.owner('mismatch.example.com'), undefined);
     } finally {
       client.close();
+    }
+  });
+});
+
+describe('an operator whose certificate subject is longer than 256 characters', () => {
+  // Several OUs: each RDN within X.520's upper bounds, the whole subject well over 256.
+  const units = ['on-call', 'platform', 'provisioning', 'security'].map((u) => `OU=${u}-${'x'.repeat(50)}`);
+  const longSubject = `CN=alice-long, O=Example Ops, ${units.join(', ')}`;
+  // Same first 256 characters (normalised), another last OU.
+  const twinSubject = longSubject.slice(0, -1) + 'y';
+
+  it('is recognised by its whole subject (and can put); one differing only after 256 characters is not', async () => {
+    assert.ok(normalizeSubject(longSubject).length > 260 && normalizeSubject(twinSubject).startsWith(normalizeSubject(longSubject).slice(0, 256)));
+    const other = await startKeydForTest(pki, { operators: { [longSubject]: 'admin' } });
+    try {
+      const long = await issue(pki.operatorCa, longSubject, { usage: 'client' });
+      const twin = await issue(pki.operatorCa, twinSubject, { usage: 'client' });
+      const client = await other.connect(long);
+      try {
+        assert.equal(client.welcome.operator, normalizeSubject(longSubject));
+        assert.equal(client.welcome.role, 'admin');
+        // The sealed payload binds the whole subject the CLI knows (hpke-seal.ts).
+        await client.request('put', putArgs(['www.example.com'], await sealFor(client, ['www.example.com'])));
+        assert.ok(other.keyring.owner('www.example.com'));
+      } finally {
+        client.close();
+      }
+      await assertRefused(other.connect(twin), 'PROVISION_UNKNOWN_OPERATOR', /has a valid certificate but no role/);
+      // Control: a short subject on the same keyd.
+      (await other.connect(pki.alice)).close();
+    } finally {
+      await other.close();
     }
   });
 });
