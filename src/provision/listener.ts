@@ -285,7 +285,8 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     const args = request.args;
     if (request.op === 'clientRefused') {
       // The CLI refused keyd (its pinned fingerprint differs): audit it here too, then it hangs up.
-      const code = typeof args.code === 'string' ? args.code : 'PROVISION_KEYD_FINGERPRINT_MISMATCH';
+      // The operator's strings, quoted truncated in the log as in the audit (keyd/audit.ts).
+      const code = typeof args.code === 'string' ? truncate(args.code) : 'PROVISION_KEYD_FINGERPRINT_MISMATCH';
       const message = typeof args.message === 'string' ? args.message.slice(0, 500) : 'operator refused this keyd';
       await safeAudit({ op: 'connect', caller, ok: false, code, message: `operator refused keyd: ${message}`, remote: session.remote });
       logger?.warn({ operator: session.operator, code }, 'provisioning: operator refused this keyd\'s provisioning key');

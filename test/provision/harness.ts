@@ -67,7 +67,7 @@ export interface Keyd {
 }
 
 /** A real keyd (startKeyd, unix sockets in a temp dir) with --provision-listen 127.0.0.1:0. */
-export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string; limits?: object; refusalWindowMs?: number; operators?: Record<string, 'admin' | 'auditor'> } = {}): Promise<Keyd> {
+export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string; limits?: object; refusalWindowMs?: number; operators?: Record<string, 'admin' | 'auditor'>; logger?: import('pino').Logger } = {}): Promise<Keyd> {
   const dir = await mkdtemp(join(tmpdir(), 'provision-'));
   const machineIdPath = join(dir, 'machine-id');
   await writeFile(machineIdPath, 'a'.repeat(32) + '\n');
@@ -97,7 +97,7 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
       startProvisioning: startProvisioningListener,
       operatorCa: operatorCaPath,
       machineIdPath,
-      logger: pino({ level: 'silent' }),
+      logger: opts.logger ?? pino({ level: 'silent' }),
     });
   const local = { kind: 'local' as const, id: 'test' };
   const keyd = { dir } as Keyd;
