@@ -411,6 +411,10 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       const caller: AdminCaller = { kind: 'operator', id: peer ? truncate(normalizeSubject(peer.subject)) : '(no certificate)' };
       const remote = `${socket.remoteAddress}:${socket.remotePort}`;
       refuseUnauthenticated({ op: 'connect', caller, ok: false, code, message, remote }, `provisioning refused: ${message}`);
+      // end() waits for the peer's own close: a refused peer that never closes would hold its
+      // connection (and per-address slot) for the authenticated idle timeout. It gets the
+      // handshake's time to read its refusal, then is destroyed.
+      socket.setTimeout(limits.handshakeTimeoutMs, () => socket.destroy());
       send(socket, { type: 'refused', code, message });
       socket.end();
       return;

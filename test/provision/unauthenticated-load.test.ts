@@ -51,6 +51,35 @@ describe('provisioning listener under unauthenticated load', { timeout: 60_000 }
     await keyd.close();
   });
 
+  it('a refused peer that never closes frees its connection at the handshake timeout, not the idle timeout; an operator\'s connection stays', async () => {
+    const pki = await makePki();
+    const keyd = await startKeydForTest(pki, { limits: { handshakeTimeoutMs: 300, idleTimeoutMs: 3_600_000, maxConnectionsPerAddress: 2 } });
+    try {
+      const alice = await keyd.connect(pki.alice);
+      // carol: a valid certificate, no role. Half-open: it reads its refusal and keyd's close, and never closes itself.
+      const refused = tlsConnect({ host: '127.0.0.1', port: keyd.listener.port, ca: pki.keydCa.certPem, cert: pki.carol.certPem, key: pki.carol.keyPem, servername: 'localhost', allowHalfOpen: true } as import('node:tls').ConnectionOptions);
+      refused.on('error', () => undefined);
+      let received = '';
+      refused.on('data', (chunk: Buffer) => void (received += chunk.toString('utf8')));
+      await new Promise<void>((resolve) => refused.once('end', () => resolve()));
+      assert.match(received, /PROVISION_UNKNOWN_OPERATOR/);
+      // The address's two slots: alice and the refused peer. Once keyd lets the refused one go,
+      // a second operator connection from the address is accepted (before: not for the idle timeout).
+      let second;
+      for (let attempt = 0; attempt < 100 && !second; attempt++) {
+        second = await keyd.connect(pki.alice).catch(async () => void (await new Promise((r) => setTimeout(r, 100))));
+      }
+      assert.ok(second, 'the refused peer still holds its connection');
+      second.close();
+      // Control: the operator connected before it, idle meanwhile for longer than that timeout, is served.
+      assert.ok(Array.isArray(await alice.list()));
+      alice.close();
+      refused.destroy();
+    } finally {
+      await keyd.close();
+    }
+  });
+
   it('per-address connection cap and handshake timeout: silent peers are dropped, another address still gets a handshake', async () => {
     const pki = await makePki();
     const keyd = await startKeydForTest(pki, { limits: { maxConnectionsPerAddress: 3, handshakeTimeoutMs: 400 } });
