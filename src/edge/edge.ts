@@ -278,8 +278,12 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     const serverName = tls.serverName === undefined ? undefined : normaliseName(tls.serverName);
     const route = routes.lookup(serverName ?? config.defaultServerName ?? '');
     if (!route) {
-      // Cannot happen: resolveIdentity refused such names. Close cleanly rather than guess.
-      log.error({ serverName }, 'no route after handshake');
+      // A reload removed the route (or the default name) while this handshake waited for keyd:
+      // resolveIdentity found it, the table in force now does not. Close cleanly rather than
+      // guess. The socket still needs an 'error' listener: a client reset after our
+      // close_notify fails it, and an unheard 'error' event would end the process.
+      log.warn({ serverName }, 'no route after handshake (removed by a reload); closing the client connection');
+      tls.on('error', (e: Error & { code?: string }) => log.debug({ serverName, err: e.code ?? e.message }, 'client connection error'));
       tls.end();
       return;
     }

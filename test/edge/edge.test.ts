@@ -566,3 +566,34 @@ test('a server name that is not a DNS host name is unrecognized_name under a wil
   await new Tls13Client(transport, { serverName: name }).handshake();
   assert.deepEqual(asked, [name]);
 });
+
+test('a reload removes the route while its handshake waits for keyd: the client gets close_notify, and its reset afterwards does not end the process', async (t) => {
+  const f = await fixture(t);
+  const sign = f.keyd.sign.bind(f.keyd);
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let signing!: () => void;
+  const signStarted = new Promise<void>((resolve) => (signing = resolve));
+  f.keyd.sign = async (keyRef, request) => {
+    signing();
+    await held;
+    return sign(keyRef, request);
+  };
+  const tcp = netConnect({ host: '127.0.0.1', port: f.port });
+  await once(tcp, 'connect');
+  const client = tlsConnect({ socket: tcp, ca: [f.pkiB.caCertPem], servername: 'x.b.test', minVersion: 'TLSv1.3' });
+  client.on('error', () => undefined);
+  await signStarted;
+  // The *.b.test route goes while its handshake waits for the signature.
+  await f.edge.reload(validateConfig({ ...f.raw, routes: [(f.raw.routes as unknown[])[0]] }));
+  release();
+  await once(client, 'secureConnect');
+  // The attack: the client resets right after the edge's close_notify (no route after the
+  // handshake), so the TLS socket fails after the handshake; that path had no 'error' listener.
+  await new Promise<void>((resolve) => client.once('end', () => (tcp.resetAndDestroy(), resolve())));
+  while (f.edge.connections > 0) await sleep(10);
+  await sleep(50); // the engine destroys a failed socket with its error a turn later
+  // The control: the edge still serves the route that stayed.
+  const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  assert.equal(await exchange(a.socket, 'still'), 'A:still');
+});
