@@ -48,7 +48,10 @@ export function proxyToUpstream(
   log: Logger,
   serverCertificate?: ServerCertificateFacts,
 ): Socket | undefined {
-  const target = { host: route.upstream.host, port: route.upstream.port, noDelay: true };
+  // allowHalfOpen: the upstream's FIN ends only its direction (passed on as close_notify);
+  // without it node:net ends our side at once, and what the client still sends (TLS 1.3
+  // lets it write after our close_notify, RFC 8446 §6.1) never reaches the upstream.
+  const target = { host: route.upstream.host, port: route.upstream.port, noDelay: true, allowHalfOpen: true };
   let header: Buffer | undefined;
   if (route.proxyProtocol) {
     try {

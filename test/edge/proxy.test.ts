@@ -408,3 +408,23 @@ test('positive control: a request, the client\'s close_notify + FIN, then the wh
   await Promise.all([tlsClosed, upstreamClosed, appClosed]);
   client.destroy();
 });
+
+test('half-close upstream → client, then the client still sends: its data reaches the upstream, which half-closed only its own side', async (t) => {
+  const f = await fixture(t);
+  const client = await connectClient(f.port, { allowHalfOpen: true } as ConnectionOptions);
+  const app = await f.nextAccepted();
+  const atClient = collect(client);
+  const atUpstream = collect(app);
+  let appEnded = false;
+  app.on('end', () => (appEnded = true));
+  const clientEnded = once(client, 'end');
+  app.end('answer, and I am done sending');
+  await clientEnded; // close_notify received: the upstream's FIN was passed on
+  assert.equal(Buffer.concat(atClient).toString(), 'answer, and I am done sending');
+  // The upstream shut down only its sending side (TCP half-close): the client's last words
+  // and then its close_notify must still reach it, as data and then FIN.
+  client.end('one more thing');
+  await until(() => appEnded);
+  assert.equal(Buffer.concat(atUpstream).toString(), 'one more thing');
+  client.destroy();
+});
