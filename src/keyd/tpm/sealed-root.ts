@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeydError } from '../errors.js';
@@ -48,12 +49,39 @@ export interface UnsealedRoot {
 }
 
 const ROOT_KEY_LENGTH = 32;
+/** root.json is a few hundred bytes (24 PCR values at most). */
+const MAX_INFO_BYTES = 64 * 1024;
+
+/**
+ * Reads a regular file of at most `max` bytes. O_NONBLOCK so that opening a FIFO put in
+ * its place does not wait for a writer; anything but a regular file, or a larger one, is
+ * refused before it is read.
+ */
+async function readSmallFile(path: string, max: number): Promise<string> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error('not a regular file');
+    if (st.size > max) throw new Error(`${st.size} bytes, more than ${max}`);
+    const buf = Buffer.alloc(max + 1);
+    const { bytesRead } = await fh.read(buf, 0, max + 1, 0);
+    if (bytesRead > max) throw new Error(`more than ${max} bytes`);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
 
 /** Unseals the root key from `sealedDir`, or creates and seals one there on first start. */
 export async function loadOrSealRootKey(opts: TpmRootOptions): Promise<UnsealedRoot> {
   const pubPath = join(opts.sealedDir, 'root.pub');
-  const existing = await readFile(pubPath).then(
-    () => true,
+  // stat, not read: root.pub is only tested for presence here (tpm2_load reads it), and
+  // reading a FIFO put in its place would block keyd's start forever.
+  const existing = await stat(pubPath).then(
+    (st) => {
+      if (!st.isFile()) throw new KeydError('KEYD_ROOT_KEY', `the sealed root key ${pubPath} is not a regular file`);
+      return true;
+    },
     (err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return false;
       throw new KeydError('KEYD_ROOT_KEY', `cannot read the sealed root key ${pubPath}: ${err.code ?? err.message}`);
@@ -112,7 +140,7 @@ async function unseal(opts: TpmRootOptions, work: string): Promise<{ rootKey: Bu
   const dir = opts.sealedDir;
   let info: SealedRootInfo;
   try {
-    info = JSON.parse(await readFile(join(dir, 'root.json'), 'utf8')) as SealedRootInfo;
+    info = JSON.parse(await readSmallFile(join(dir, 'root.json'), MAX_INFO_BYTES)) as SealedRootInfo;
     if (info.format !== 1) throw new Error(`format ${String(info.format)}`);
   } catch (err) {
     throw new KeydError('KEYD_ROOT_KEY', `${join(dir, 'root.json')} does not describe a sealed root key (${(err as Error).message})`);
