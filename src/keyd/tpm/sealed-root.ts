@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readRegularFileBounded } from '../../lib/bounded-file.js';
 import { KeydError } from '../errors.js';
 import { writeFileDurably } from '../../lib/durable-file.js';
 import { formatPcrSelection, parsePcrSelection, pcrSelectionArg, readPcrs, type PcrSelection } from './pcr.js';
@@ -51,26 +51,6 @@ export interface UnsealedRoot {
 const ROOT_KEY_LENGTH = 32;
 /** root.json is a few hundred bytes (24 PCR values at most). */
 const MAX_INFO_BYTES = 64 * 1024;
-
-/**
- * Reads a regular file of at most `max` bytes. O_NONBLOCK so that opening a FIFO put in
- * its place does not wait for a writer; anything but a regular file, or a larger one, is
- * refused before it is read.
- */
-async function readSmallFile(path: string, max: number): Promise<string> {
-  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new Error('not a regular file');
-    if (st.size > max) throw new Error(`${st.size} bytes, more than ${max}`);
-    const buf = Buffer.alloc(max + 1);
-    const { bytesRead } = await fh.read(buf, 0, max + 1, 0);
-    if (bytesRead > max) throw new Error(`more than ${max} bytes`);
-    return buf.subarray(0, bytesRead).toString('utf8');
-  } finally {
-    await fh.close();
-  }
-}
 
 /** Unseals the root key from `sealedDir`, or creates and seals one there on first start. */
 export async function loadOrSealRootKey(opts: TpmRootOptions): Promise<UnsealedRoot> {
@@ -140,7 +120,8 @@ async function unseal(opts: TpmRootOptions, work: string): Promise<{ rootKey: Bu
   const dir = opts.sealedDir;
   let info: SealedRootInfo;
   try {
-    info = JSON.parse(await readSmallFile(join(dir, 'root.json'), MAX_INFO_BYTES)) as SealedRootInfo;
+    // Sized and typed before it is read (a FIFO in its place would block the open for ever).
+    info = JSON.parse((await readRegularFileBounded(join(dir, 'root.json'), MAX_INFO_BYTES, (why) => new Error(why))).toString('utf8')) as SealedRootInfo;
     if (info.format !== 1) throw new Error(`format ${String(info.format)}`);
   } catch (err) {
     throw new KeydError('KEYD_ROOT_KEY', `${join(dir, 'root.json')} does not describe a sealed root key (${(err as Error).message})`);

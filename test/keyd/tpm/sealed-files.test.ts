@@ -64,7 +64,7 @@ test('sealed root files: a FIFO or an oversized root.json is refused with KEYD_R
     execFileSync('mkfifo', [join(b, 'root.json')]);
     await assert.rejects((await settled(loadOrSealRootKey({ tcti, sealedDir: b }), join(b, 'root.json')))(), (err: Error & { code: string }) => {
       assert.equal(err.code, 'KEYD_ROOT_KEY');
-      assert.match(err.message, /root\.json does not describe a sealed root key \(not a regular file\)/);
+      assert.match(err.message, /root\.json does not describe a sealed root key \(is not a regular file\)/);
       return true;
     });
 
@@ -73,7 +73,7 @@ test('sealed root files: a FIFO or an oversized root.json is refused with KEYD_R
     await writeFile(join(b, 'root.json'), ' '.repeat(64 * 1024 + 1));
     await assert.rejects(loadOrSealRootKey({ tcti, sealedDir: b }), (err: Error & { code: string }) => {
       assert.equal(err.code, 'KEYD_ROOT_KEY');
-      assert.match(err.message, /root\.json does not describe a sealed root key \(65537 bytes, more than 65536\)/);
+      assert.match(err.message, /root\.json does not describe a sealed root key \(is 65537 bytes, more than the 65536 it can hold\)/);
       return true;
     });
 
