@@ -12,7 +12,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { freePort } from '../helpers/ports.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { describeResult, requireTool, runTool, startTool } from '../helpers/tools.js';
-import { KeydProcess, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess, type HttpUpstream } from './system.js';
+import { KeydProcess, requestOverTls, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess, type HttpUpstream } from './system.js';
 
 let scratch: ReturnType<typeof scratchDir>;
 let keyd: KeydProcess;
@@ -201,15 +201,7 @@ test('--workers 2: both workers serve, /metrics aggregates them, SIGTERM stops a
   ]);
   try {
     for (let i = 0; i < 6; i++) {
-      const body = await new Promise<string>((resolve) => {
-        const s = tlsConnect({ host: '127.0.0.1', port: cluster.port, servername: 'a.test', ca: pkiA.caCertPem });
-        let data = '';
-        s.once('secureConnect', () => s.write('GET / HTTP/1.0\r\n\r\n'));
-        s.setEncoding('utf8').on('data', (d: string) => (data += d));
-        s.once('end', () => s.end());
-        s.once('close', () => resolve(data));
-        s.once('error', (err) => resolve(err.message));
-      });
+      const body = await requestOverTls(cluster.port, 'a.test', [pkiA.caCertPem]);
       assert.match(body, /upstream A/);
     }
     // Both workers hold a keyd connection; the gauge sums over workers. A worker that

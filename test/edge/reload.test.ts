@@ -11,23 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { makeTestPki } from '../helpers/pki.js';
-import { KeydProcess, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess } from './system.js';
-
-/** Resolves when the edge's log (all of it, from the start) matches `re` `times` times. */
-function logged(edge: EdgeProcess, re: RegExp, times = 1): Promise<void> {
-  const count = () => edge.log().match(new RegExp(re.source, 'g'))?.length ?? 0;
-  return new Promise((resolve) => {
-    const check = () => {
-      if (count() < times) return;
-      edge.child.stdout!.off('data', check);
-      edge.child.stderr!.off('data', check);
-      resolve();
-    };
-    edge.child.stdout!.on('data', check);
-    edge.child.stderr!.on('data', check);
-    check();
-  });
-}
+import { KeydProcess, logged, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess } from './system.js';
 
 function handshake(port: number, servername: string, ca: string[]): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {

@@ -13,23 +13,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { makeTestPki } from '../helpers/pki.js';
-import { KeydProcess, scratchDir, startEdgeProcess, type EdgeProcess } from './system.js';
-
-/** Resolves once the edge's log holds `re` `times` times. */
-function logged(edge: EdgeProcess, re: RegExp, times: number): Promise<void> {
-  const count = () => edge.log().match(new RegExp(re.source, 'g'))?.length ?? 0;
-  return new Promise((resolve) => {
-    const check = () => {
-      if (count() < times) return;
-      edge.child.stdout!.off('data', check);
-      edge.child.stderr!.off('data', check);
-      resolve();
-    };
-    edge.child.stdout!.on('data', check);
-    edge.child.stderr!.on('data', check);
-    check();
-  });
-}
+import { KeydProcess, logged, scratchDir, startEdgeProcess, type EdgeProcess } from './system.js';
 
 test('--workers 2, SIGTERM to the process group: the request in flight is answered, then exit 0', { timeout: 120_000 }, async (t) => {
   const scratch = scratchDir('edge-stop-group-');

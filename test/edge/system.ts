@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import type { KeyObject } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { KeydClient } from '../../src/keyd/client.js';
@@ -168,3 +169,46 @@ export function scratchDir(prefix: string): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/** How many times the edge's log (all of it, from the start) matches `re`. */
+export function logCount(edge: EdgeProcess, re: RegExp): number {
+  return edge.log().match(new RegExp(re.source, 'g'))?.length ?? 0;
+}
+
+/** Resolves with the first of `patterns` (name → [regexp, times]) the edge's log reaches. */
+export function firstLogged(edge: EdgeProcess, patterns: Record<string, [RegExp, number]>): Promise<string> {
+  return new Promise((resolve) => {
+    const check = () => {
+      for (const [name, [re, times]] of Object.entries(patterns)) {
+        if (logCount(edge, re) >= times) {
+          edge.child.stdout!.off('data', check);
+          edge.child.stderr!.off('data', check);
+          return resolve(name);
+        }
+      }
+    };
+    edge.child.stdout!.on('data', check);
+    edge.child.stderr!.on('data', check);
+    check();
+  });
+}
+
+/** Resolves when the edge's log (all of it, from the start) matches `re` `times` times. */
+export async function logged(edge: EdgeProcess, re: RegExp, times = 1): Promise<void> {
+  await firstLogged(edge, { match: [re, times] });
+}
+
+/** One HTTP/1.0 GET over TLS under `servername`: the upstream's answer, or the error's message. */
+export function requestOverTls(port: number, servername: string, ca: string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, servername, ca });
+    let data = '';
+    s.once('secureConnect', () => s.write('GET / HTTP/1.0\r\n\r\n'));
+    s.setEncoding('utf8').on('data', (d: string) => (data += d));
+    s.once('end', () => s.end());
+    s.once('close', () => resolve(data));
+    s.once('error', (err) => resolve(err.message));
+  });
+}
+
+/** The pid of one worker, from its log lines. */

@@ -12,46 +12,9 @@ import { closeSync, constants, openSync, readFileSync, readlinkSync, unlinkSync,
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect as tlsConnect } from 'node:tls';
 import { makeTestPki } from '../helpers/pki.js';
-import { KeydProcess, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess } from './system.js';
+import { KeydProcess, firstLogged, logCount, requestOverTls, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess } from './system.js';
 
-function count(edge: EdgeProcess, re: RegExp): number {
-  return edge.log().match(new RegExp(re.source, 'g'))?.length ?? 0;
-}
-
-/** Resolves with the first of `patterns` (name → [regexp, times]) the log reaches. */
-function firstLogged(edge: EdgeProcess, patterns: Record<string, [RegExp, number]>): Promise<string> {
-  return new Promise((resolve) => {
-    const check = () => {
-      for (const [name, [re, times]] of Object.entries(patterns)) {
-        if (count(edge, re) >= times) {
-          edge.child.stdout!.off('data', check);
-          edge.child.stderr!.off('data', check);
-          return resolve(name);
-        }
-      }
-    };
-    edge.child.stdout!.on('data', check);
-    edge.child.stderr!.on('data', check);
-    check();
-  });
-}
-
-/** One request under `servername`: the upstream's answer, or the error's message. */
-function request(port: number, servername: string, ca: string[]): Promise<string> {
-  return new Promise((resolve) => {
-    const s = tlsConnect({ host: '127.0.0.1', port, servername, ca });
-    let data = '';
-    s.once('secureConnect', () => s.write('GET / HTTP/1.0\r\n\r\n'));
-    s.setEncoding('utf8').on('data', (d: string) => (data += d));
-    s.once('end', () => s.end());
-    s.once('close', () => resolve(data));
-    s.once('error', (err) => resolve(err.message));
-  });
-}
-
-/** The pid of one worker, from its log lines. */
 function aWorkerPid(edge: EdgeProcess): number {
   const line = edge.log().split('\n').reverse().find((l) => /"worker":\d+/.test(l) && /"msg":"edge listening"/.test(l));
   assert.ok(line, edge.log());
@@ -85,7 +48,7 @@ test('--workers 2: a worker restarted after a crash runs the primary\'s config, 
 
   /** Kills one worker and waits for the primary's restart to listen (or to die again). */
   const crashAWorker = async () => {
-    const [before, deaths] = [count(edge, listening), count(edge, died)];
+    const [before, deaths] = [logCount(edge, listening), logCount(edge, died)];
     process.kill(aWorkerPid(edge), 'SIGKILL');
     const first = await firstLogged(edge, { restarted: [listening, before + 1], 'died again': [died, deaths + 2] });
     assert.equal(first, 'restarted', edge.log());
@@ -93,7 +56,7 @@ test('--workers 2: a worker restarted after a crash runs the primary\'s config, 
   /** Enough requests that each of the two workers (round robin) takes several. */
   const answers = async (servername: string) => {
     const out: string[] = [];
-    for (let i = 0; i < 8; i++) out.push(await request(edge.port, servername, ca));
+    for (let i = 0; i < 8; i++) out.push(await requestOverTls(edge.port, servername, ca));
     return out;
   };
 
@@ -105,7 +68,7 @@ test('--workers 2: a worker restarted after a crash runs the primary\'s config, 
   for (const b of await answers('b.test')) assert.match(b, /unrecognized name/i, 'the file as edited is not in force');
 
   // SIGHUP applies the file; a worker restarted after that runs the reloaded config.
-  const reloaded = count(edge, /"msg":"reloaded: new connections use the new config/);
+  const reloaded = logCount(edge, /"msg":"reloaded: new connections use the new config/);
   edge.child.kill('SIGHUP');
   await firstLogged(edge, { reloaded: [/"msg":"reloaded: new connections use the new config/, reloaded + 2] });
   await crashAWorker();
@@ -143,7 +106,7 @@ test('--workers 2: a message to a worker that has just died (its exit not yet se
   // The file becomes a FIFO once the edge runs: only the primary's SIGHUP handler reads it.
   unlinkSync(fifo);
   execFileSync('mkfifo', [fifo]);
-  for (let i = 0; i < 4; i++) assert.match(await request(edge.port, 'a.test', [pki.caCertPem]), /upstream A/); // control
+  for (let i = 0; i < 4; i++) assert.match(await requestOverTls(edge.port, 'a.test', [pki.caCertPem]), /upstream A/); // control
 
   const primaryExit = once(edge.child, 'exit').then(() => 'primary died');
   edge.child.kill('SIGHUP');
@@ -158,7 +121,7 @@ test('--workers 2: a message to a worker that has just died (its exit not yet se
     }
   }
   const victim = aWorkerPid(edge);
-  const listeningBefore = count(edge, /"msg":"edge listening"/);
+  const listeningBefore = logCount(edge, /"msg":"edge listening"/);
   // The worker's end of its channel with the primary: once the kernel has released it, a
   // write from the primary fails (EPIPE). The worker's exit is not handled meanwhile.
   const channelFd = /(?:^|\0)NODE_CHANNEL_FD=(\d+)/.exec(readFileSync(`/proc/${victim}/environ`, 'latin1'))![1];
@@ -173,6 +136,6 @@ test('--workers 2: a message to a worker that has just died (its exit not yet se
   const first = await Promise.race([primaryExit, firstLogged(edge, { 'worker restarted': [/"msg":"edge listening"/, listeningBefore + 1] })]);
   assert.equal(first, 'worker restarted', edge.log());
   assert.match(edge.log(), /"msg":"a message to a worker failed \(it is exiting\)"/);
-  for (let i = 0; i < 4; i++) assert.match(await request(edge.port, 'a.test', [pki.caCertPem]), /upstream A/);
+  for (let i = 0; i < 4; i++) assert.match(await requestOverTls(edge.port, 'a.test', [pki.caCertPem]), /upstream A/);
   assert.equal(await edge.stop('SIGTERM'), 0, edge.log());
 });
