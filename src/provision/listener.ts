@@ -132,6 +132,8 @@ interface Session {
   remote: string;
   /** The attestation in progress on this connection (one at a time). */
   attestation?: AttesterSession;
+  /** Set when the connection has closed; requests already queued still run. */
+  closed?: boolean;
 }
 
 export async function startProvisioningListener(opts: ProvisioningListenerOptions): Promise<ProvisioningListener> {
@@ -333,9 +335,19 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       throw new ProvisionError('PROVISION_ATTESTATION_UNAVAILABLE', 'this keyd has no TPM to attest with (start it with --root-key tpm)');
     }
     if (op === 'attestStart') {
-      await session.attestation?.close();
-      session.attestation = await opts.attester.begin();
-      return { ekCertificate: session.attestation.start.ekCertificate, akPublic: session.attestation.start.akPublic };
+      const previous = session.attestation;
+      session.attestation = undefined;
+      await previous?.close();
+      const started = await opts.attester.begin();
+      // The connection may have closed while the TPM worked (or before this queued request
+      // ran): its close handler found nothing to close then, so the new session's work
+      // directory would outlive the connection. Close it here instead.
+      if (session.closed) {
+        await started.close();
+        throw new ProvisionError('PROVISION_CONNECTION_CLOSED', 'attestStart: the connection closed');
+      }
+      session.attestation = started;
+      return { ekCertificate: started.start.ekCertificate, akPublic: started.start.akPublic };
     }
     const attestation = session.attestation;
     if (!attestation) throw new ProvisionError('PROVISION_BAD_REQUEST', 'attestQuote: no attestStart on this connection');
@@ -422,7 +434,9 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     logger?.info({ operator: session.operator, role: session.role, remote: session.remote }, 'provisioning: operator connected');
     socket.on('close', () => {
       pausedForReplies.delete(socket);
-      void session.attestation?.close();
+      session.closed = true;
+      // rm with force: true still rejects on EACCES/EBUSY: an unheard rejection ends keyd.
+      session.attestation?.close().catch((err: unknown) => logger?.error({ err }, 'provisioning: removing an attestation work directory failed'));
     });
     send(socket, {
       type: 'welcome',
