@@ -5,7 +5,7 @@ import { fingerprintOf } from './fingerprint.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
 import { sealPrivateKey } from './hpke-seal.js';
 import { normalizeSubject } from './roles.js';
-import { fromWire, type GenerateKeyType, type Greeting, type RequestOp, type Response, type Welcome } from './protocol.js';
+import { fromWire, PROTOCOL_VERSION, type GenerateKeyType, type Greeting, type RequestOp, type Response, type Welcome } from './protocol.js';
 
 /**
  * The operator's side of the provisioning channel: connects with the operator certificate,
@@ -116,6 +116,13 @@ export class RemoteAdminClient {
         }
         if (greeting.type !== 'welcome' || typeof greeting.keyd?.publicKey !== 'string') {
           fail(new ProvisionError('PROVISION_BAD_REQUEST', 'keyd sent an unexpected greeting'));
+          return;
+        }
+        // A keyd of another protocol version may give the same fields another meaning
+        // (what is sealed to what, which AAD): speak only the version this CLI knows.
+        if (greeting.v !== PROTOCOL_VERSION) {
+          const theirs = typeof greeting.v === 'number' ? String(greeting.v) : 'an unknown';
+          fail(new ProvisionError('PROVISION_BAD_REQUEST', `keyd speaks provisioning protocol version ${theirs}; this delegator speaks version ${PROTOCOL_VERSION}: use matching releases`));
           return;
         }
         if (ownSubject !== undefined && greeting.operator !== ownSubject) {
