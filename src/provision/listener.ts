@@ -335,6 +335,10 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       throw new ProvisionError('PROVISION_ATTESTATION_UNAVAILABLE', 'this keyd has no TPM to attest with (start it with --root-key tpm)');
     }
     if (op === 'attestStart') {
+      // Requests queued on a connection that has since closed still run, one at a time.
+      // An attestStart among them would hold the TPM (EK and AK creation: seconds on a
+      // hardware TPM) for an answer nobody reads.
+      if (session.closed) throw new ProvisionError('PROVISION_CONNECTION_CLOSED', 'attestStart: the connection closed');
       const previous = session.attestation;
       session.attestation = undefined;
       await previous?.close();

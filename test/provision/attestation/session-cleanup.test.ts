@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { watch, type FSWatcher } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ test('an attestation started by an operator who hangs up while the TPM works is 
   const scratch = await mkdtemp(join(tmpdir(), 'attest-cleanup-'));
   let tpm: SoftTpm | undefined;
   let keyd: Keyd | undefined;
+  let watcher: FSWatcher | undefined;
   try {
     const pki = await makePki();
     tpm = await startSoftTpm();
@@ -46,12 +48,24 @@ test('an attestation started by an operator who hangs up while the TPM works is 
 
     // The attack: attestStart, then hang up before keyd's TPM has answered (twice queued on
     // one connection, once alone). The close handler runs while there is nothing to close yet.
+    // Every work directory keyd creates from here on is seen (inotify), to count TPM preparations.
+    const created = new Set<string>();
+    watcher = watch(scratch, (_event, name) => {
+      if (typeof name === 'string' && name.startsWith('keyd-attest-')) created.add(name);
+    });
+    const seen = async (n: number) => {
+      const until = Date.now() + 30_000;
+      while (created.size < n && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(created.size >= n, 'keyd began preparing the attestation');
+    };
     const quitter = await keyd.connect(pki.alice);
     void quitter.request('attestStart').catch(() => {});
     void quitter.request('attestStart').catch(() => {});
+    await seen(1); // the first is with the TPM, the second queued behind it
     quitter.close();
     const other = await keyd.connect(pki.alice);
     void other.request('attestStart').catch(() => {});
+    await seen(created.size + 1);
     other.close();
     // The TPM is used one command at a time: when a later attestStart has answered, every
     // earlier one has finished with it.
@@ -59,7 +73,13 @@ test('an attestation started by an operator who hangs up while the TPM works is 
     await witness.request('attestStart');
     witness.close();
     assert.equal(await settledCount(scratch, 0, 5000), 0, 'no work directory outlives its connection');
+    watcher.close();
+    watcher = undefined;
+    // The quitter's first attestStart was already running when it hung up, the other's alone
+    // too, and the witness's: 3. Its second one was still queued: it must not use the TPM.
+    assert.equal(created.size, 3, `TPM preparations after the hang-ups: ${[...created].join(', ')}`);
   } finally {
+    watcher?.close(); // an open watcher keeps the test process alive
     if (oldTmp === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = oldTmp;
     await keyd?.close();
