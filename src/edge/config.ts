@@ -26,6 +26,8 @@ export interface EdgeLimits {
   handshakeTimeoutMs: number;
   /** No bytes either way for this long → the connection is closed. */
   idleTimeoutMs: number;
+  /** After the handshake: the upstream's TCP connect must complete within this long, else the client is closed. */
+  upstreamConnectTimeoutMs: number;
   /** After SIGTERM: how long open connections may finish before they are cut. */
   drainTimeoutMs: number;
   /** After a failed handshake or connection: how long input is read and discarded at most (hard, from the failure). */
@@ -97,6 +99,7 @@ export const DEFAULT_LIMITS: EdgeLimits = {
   maxConnections: 10_000,
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 120_000,
+  upstreamConnectTimeoutMs: 10_000,
   drainTimeoutMs: 30_000,
   lingerMs: 120_000,
   lingerIdleMs: 2000,
@@ -318,6 +321,7 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
       maxConnections: limit('maxConnections', 1, 10_000_000),
       handshakeTimeoutMs: limit('handshakeTimeoutMs', 100, 600_000),
       idleTimeoutMs: limit('idleTimeoutMs', 100, 86_400_000),
+      upstreamConnectTimeoutMs: limit('upstreamConnectTimeoutMs', 100, 600_000),
       drainTimeoutMs: limit('drainTimeoutMs', 0, 3_600_000),
       lingerMs: limit('lingerMs', 1, 600_000),
       lingerIdleMs: limit('lingerIdleMs', 1, 600_000),

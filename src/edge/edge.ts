@@ -300,7 +300,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     // PP2_SUBTYPE_SSL_SIG_ALG / _KEY_ALG describe the certificate we served under this name.
     const chain = tls.serverCertificateChain;
     const facts: ServerCertificateFacts | undefined = chain ? serverCertificateFacts(chain) : undefined;
-    proxyToUpstream(tls, route, serverName, metrics, log, facts);
+    proxyToUpstream(tls, route, serverName, metrics, log, facts, config.limits.upstreamConnectTimeoutMs);
   };
 
   const onConnection = (socket: Socket): void => {

@@ -4,6 +4,7 @@ import type { EngineSocket } from './engine.js';
 import type { EdgeMetrics } from './metrics.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
 import { connectForRelay } from '../tls/index.js';
+import { DEFAULT_LIMITS } from './config.js';
 
 /**
  * What the handshake did, in words for the upstream (PROXY v2) and the debug log: version,
@@ -35,8 +36,8 @@ import type { ServerCertificateFacts } from './certificate-facts.js';
 /**
  * Carries the decrypted bytes of one TLS connection to its route's upstream over plain TCP,
  * optionally behind a PROXY v2 header, with backpressure both ways. Either side ending ends the other (half-close passes
- * through); an upstream that is down or fails closes the TLS connection cleanly with
- * close_notify, never with a reset, so the client sees an orderly end; the TLS connection
+ * through); an upstream that is down, does not complete its connect within
+ * `connectTimeoutMs`, or fails closes the TLS connection cleanly with close_notify, never with a reset, so the client sees an orderly end; the TLS connection
  * closing (or failing) closes the upstream connection. Returns the upstream socket, or
  * undefined when the route's PROXY v2 header cannot be made (the client is closed instead).
  */
@@ -47,6 +48,7 @@ export function proxyToUpstream(
   metrics: EdgeMetrics,
   log: Logger,
   serverCertificate?: ServerCertificateFacts,
+  connectTimeoutMs: number = DEFAULT_LIMITS.upstreamConnectTimeoutMs,
 ): Socket | undefined {
   // allowHalfOpen: the upstream's FIN ends only its direction (passed on as close_notify);
   // without it node:net ends our side at once, and what the client still sends (TLS 1.3
@@ -88,12 +90,34 @@ export function proxyToUpstream(
   // The engine's relay reads the upstream into one shared buffer (src/tls/relay.ts).
   const upstream = tls.relayTo ? connectForRelay(target) : connect(target);
   let connected = false;
+  // An upstream that drops our SYNs (a firewall's DROP, a host gone from the network) never
+  // answers with RST, so connect() stays pending until the kernel gives up after
+  // tcp_syn_retries retransmissions (about 127 s by default, tcp(7)); the client was held
+  // all that time, and the idle timeout then counted it as idle. The connect gets
+  // `connectTimeoutMs` (limits.upstreamConnectTimeoutMs): then the upstream socket is
+  // destroyed with an error, which ends the client exactly as a refused connect does
+  // (the 'error' handler below: close_notify), counted as reason connect_timeout.
+  let timedOut = false;
+  let connectTimer: NodeJS.Timeout | undefined = setTimeout(() => {
+    connectTimer = undefined;
+    timedOut = true;
+    upstream.destroy(new Error(`connect did not complete within ${connectTimeoutMs} ms`));
+  }, connectTimeoutMs);
+  // Cleared on connect, on an upstream error or close, and when the client's side closes:
+  // no timer outlives the attempt, and none fires for a connection already ended.
+  const clearConnectTimer = (): void => {
+    if (connectTimer === undefined) return;
+    clearTimeout(connectTimer);
+    connectTimer = undefined;
+  };
   if (header) upstream.write(header);
   upstream.once('connect', () => {
     connected = true;
+    clearConnectTimer();
   });
   upstream.on('error', (err: NodeJS.ErrnoException) => {
-    const reason = connected ? 'reset' : 'connect';
+    clearConnectTimer();
+    const reason = connected ? 'reset' : timedOut ? 'connect_timeout' : 'connect';
     metrics.upstreamErrors.inc({ reason });
     log.warn(
       { upstream: `${route.upstream.host}:${route.upstream.port}`, serverName, err: err.code ?? err.message, reason },
@@ -113,9 +137,11 @@ export function proxyToUpstream(
   // accepted yet go with it (docs/EDGE.md, "Upstream connections"). The client's close_notify
   // or FIN alone does not get here: that is a half-close, passed on as FIN (relay.ts).
   tls.on('close', () => {
+    clearConnectTimer();
     if (!upstream.destroyed) upstream.destroy();
   });
   upstream.on('close', () => {
+    clearConnectTimer();
     if (!tls.destroyed && !tls.writableEnded) tls.end();
   });
   // The engine relays without the stream layers (src/tls/relay.ts); a stand-in Duplex is piped.

@@ -18,6 +18,7 @@ test('a minimal config gets the documented defaults', () => {
   assert.equal(c.routes[0].tls12, undefined, 'TLS 1.2 on unless a route turns it off');
   assert.deepEqual(c.routes[0].upstream, { host: '127.0.0.1', port: 8080 });
   assert.equal(c.limits.maxConnections, 10_000);
+  assert.equal(c.limits.upstreamConnectTimeoutMs, 10_000);
   assert.equal(c.limits.lingerMs, 120_000);
   assert.equal(c.limits.lingerIdleMs, 2000);
   assert.equal(c.limits.lingerMaxBytes, 2 ** 24 + 2 ** 20);
@@ -52,6 +53,9 @@ test('every mistake is named precisely with code EDGE_CONFIG', () => {
     [{ ...minimal, routes: [{ names: ['a.example'], upstream: '1.2.3.4:5', tls12: 'no' }] }, /routes\[0\]\.tls12/],
     [{ ...minimal, limits: { identityCacheSize: 0 } }, /limits\.identityCacheSize must be an integer/],
     [{ ...minimal, limits: { lingerMs: 0 } }, /limits\.lingerMs must be an integer/],
+    [{ ...minimal, limits: { upstreamConnectTimeoutMs: 99 } }, /^limits\.upstreamConnectTimeoutMs must be an integer from 100 to 600000, got 99$/],
+    [{ ...minimal, limits: { upstreamConnectTimeoutMs: 600_001 } }, /^limits\.upstreamConnectTimeoutMs must be an integer from 100 to 600000, got 600001$/],
+    [{ ...minimal, limits: { upstreamConnectTimeoutMs: '300' } }, /^limits\.upstreamConnectTimeoutMs must be an integer from 100 to 600000, got "300"$/],
     [{ ...minimal, workers: 0 }, /workers must be an integer from 1/],
     [{ ...minimal, logLevel: 'loud' }, /logLevel must be one of/],
     [{ ...minimal, keyd: [{ host: 'k', port: 1, cert: '/nonexistent/c.pem', key: 'k', ca: 'c' }] }, /keyd\[0\]\.cert: cannot read '\/nonexistent\/c.pem': ENOENT/],
@@ -64,6 +68,11 @@ test('every mistake is named precisely with code EDGE_CONFIG', () => {
       return true;
     });
   }
+});
+
+test('limits.upstreamConnectTimeoutMs: both bounds are accepted as given', () => {
+  assert.equal(validateConfig({ ...minimal, limits: { upstreamConnectTimeoutMs: 100 } }).limits.upstreamConnectTimeoutMs, 100);
+  assert.equal(validateConfig({ ...minimal, limits: { upstreamConnectTimeoutMs: 600_000 } }).limits.upstreamConnectTimeoutMs, 600_000);
 });
 
 test('wildcard default name is refused; a covered default is accepted', () => {

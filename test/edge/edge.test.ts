@@ -15,6 +15,7 @@ import { validateConfig } from '../../src/edge/config.js';
 import { startEdge, type RunningEdge } from '../../src/edge/edge.js';
 import { loadEngine } from '../../src/edge/engine.js';
 import { PROXY_V2_SIGNATURE, Pp2Type, decodeHandshakeDetails, decodeProxyV2 } from '../../src/edge/proxy-protocol.js';
+import { blackholedPort } from '../helpers/blackhole.js';
 import { peerClosed } from '../helpers/peer-closed.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { FakeKeydService } from './fake-keyd.js';
@@ -398,6 +399,48 @@ test('upstream down → the TLS connection is closed cleanly (close_notify) afte
   a.socket.destroy();
   const text = await f.edge.metrics.registry.getSingleMetricAsString('edge_upstream_errors_total');
   assert.match(text, /reason="connect"\} 1/);
+});
+
+test('an upstream that drops SYNs: at limits.upstreamConnectTimeoutMs the client gets close_notify, counted and logged once as connect_timeout, not held until the idle timeout; a live upstream\'s connection outlasts that timeout', { timeout: 30_000 }, async (t) => {
+  const hole = await blackholedPort();
+  t.after(() => hole.close());
+  const live = await startUpstream(t, 'C');
+  const lines: Record<string, unknown>[] = [];
+  const capture = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  const f = await fixture(
+    t,
+    {
+      routes: [
+        { names: ['a.test'], upstream: `127.0.0.1:${hole.port}` },
+        { names: ['*.b.test'], upstream: `127.0.0.1:${live.port}` },
+      ],
+      // The idle timeout is far off: had it ended the connection, the idle counter would say so.
+      limits: { upstreamConnectTimeoutMs: 300, idleTimeoutMs: 5000 },
+    },
+    capture,
+  );
+  // The control connects first, so it is older than the connect timeout when the other ends.
+  const control = await connectClient(f.port, [f.pkiB.caCertPem], 'x.b.test');
+  const held = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
+  let errored: Error | undefined;
+  held.socket.on('error', (err) => (errored = err));
+  held.socket.resume();
+  await once(held.socket, 'end'); // close_notify
+  assert.equal(errored, undefined, 'an orderly end, not a reset');
+  held.socket.destroy();
+  const errors = await f.edge.metrics.registry.getSingleMetricAsString('edge_upstream_errors_total');
+  assert.match(errors, /reason="connect_timeout"\} 1$/m);
+  assert.doesNotMatch(errors, /reason="connect"\}/);
+  assert.doesNotMatch(await f.edge.metrics.registry.getSingleMetricAsString('edge_connections_closed_by_limit_total'), /reason="idle"/);
+  const failed = lines.filter((l) => l.msg === 'upstream failed; closing the client connection');
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0]!.reason, 'connect_timeout');
+  assert.equal(failed[0]!.upstream, `127.0.0.1:${hole.port}`);
+  assert.equal(failed[0]!.serverName, 'a.test');
+  assert.equal(failed[0]!.err, 'connect did not complete within 300 ms');
+  // The control: its upstream connected at once, and the connect timer did not end it later.
+  assert.equal(await exchange(control.socket, 'still here'), 'C:still here');
+  assert.match(await f.edge.metrics.registry.getSingleMetricAsString('edge_upstream_errors_total'), /reason="connect_timeout"\} 1$/m);
 });
 
 test('drain: open connections finish, new ones are refused, then it resolves', async (t) => {

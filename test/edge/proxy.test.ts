@@ -19,6 +19,7 @@ import type { Route } from '../../src/edge/routes.js';
 import { createServer, type TlsSocket } from '../../src/tls/socket.js';
 import { LocalSigner } from '../../src/tls/signer.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
+import { blackholedPort } from '../helpers/blackhole.js';
 import { peerClosed } from '../helpers/peer-closed.js';
 
 const quiet = pino({ level: 'silent' });
@@ -343,6 +344,27 @@ test('a client that resets → the edge destroys its upstream connection', async
   tcp.resetAndDestroy();
   await upstreamEnded;
   assert.equal(upstream.destroyed, true, 'destroyed (not only ended) on the client\'s error');
+});
+
+test('a client that resets while the upstream connect hangs (SYNs dropped): the attempt is destroyed at once, its connect timer cleared, nothing counted', async (t) => {
+  const hole = await blackholedPort();
+  t.after(() => hole.close());
+  const f = await fixture(t, { upstreamPort: hole.port });
+  // Ref'd timers of this process (the connect timer is one; socket timeouts are not listed).
+  const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  const tcp = netConnect({ host: '127.0.0.1', port: f.port });
+  const client = await connectClient(f.port, { socket: tcp });
+  client.on('error', () => undefined);
+  const { upstream } = await f.nextRelayed();
+  assert.equal(upstream.connecting, true, 'the connect hangs');
+  assert.equal(timers(), before + 1, 'the connect timer is armed');
+  const closed = once(upstream, 'close');
+  tcp.resetAndDestroy();
+  await closed;
+  assert.equal(upstream.destroyed, true);
+  assert.equal(timers(), before, 'no connect timer is left once the attempt is gone');
+  assert.doesNotMatch(await f.metrics.registry.getSingleMetricAsString('edge_upstream_errors_total'), /reason=/);
 });
 
 /**
