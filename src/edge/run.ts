@@ -14,6 +14,16 @@ import { TicketKeyRing, type SharedTicketKey } from '../tls/index.js';
 const TICKET_KEY_BROADCAST_MS = 5 * 60_000;
 
 /**
+ * A worker that served this long before it died was stable: its restart starts the back-off
+ * over (docs/EDGE.md, Workers). Test hook: `DELEGATOR_TEST_WORKER_STABLE_MS` shortens it, so
+ * a test need not wait a minute; unset in production (one environment variable read at start).
+ */
+function workerStableMs(): number {
+  const text = process.env.DELEGATOR_TEST_WORKER_STABLE_MS;
+  return text !== undefined && /^\d+$/.test(text) ? Number(text) : 60_000;
+}
+
+/**
  * The edge as a daemon. One worker: everything in this process. N workers (node:cluster):
  * the primary forks them, restarts one that dies, serves /metrics aggregated over all, and
  * on SIGTERM/SIGINT tells each to drain; workers each hold their own keyd connection and
@@ -212,9 +222,21 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
     worker.on('error', (err: Error) => log.warn({ worker: worker.id, err: err.message }, 'a message to a worker failed (it is exiting)'));
     return worker;
   };
+  // When each worker said it was ready (serving), by worker id.
+  const readySince = new Map<number, number>();
+  const stableMs = workerStableMs();
+  cluster.on('message', (worker, message: { type?: string }) => {
+    if (message?.type === 'edge:ready') readySince.set(worker.id, performance.now());
+  });
   cluster.on('exit', (worker, code, signal) => {
     startedFrom.delete(worker.id);
+    const since = readySince.get(worker.id);
+    readySince.delete(worker.id);
     if (stopping) return;
+    // The back-off counts deaths since the last stable run: a worker that served for
+    // stableMs before it died starts it over. It used to count every death since the
+    // primary started, so after six, even years apart, each restart waited the full 5 s.
+    if (since !== undefined && performance.now() - since >= stableMs) restarts = 0;
     restarts++;
     // A worker that keeps dying at once must not spin: back off up to 5 s.
     const delay = Math.min(5000, 100 * 2 ** Math.min(restarts, 6));

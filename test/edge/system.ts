@@ -120,12 +120,13 @@ export interface EdgeProcess {
 export async function startEdgeProcess(
   args: string[],
   /** `detached`: the edge leads a process group of its own (its workers in it), for signals sent to the group. */
-  opts: { execArgv?: string[]; cwd?: string; readyLog?: RegExp; detached?: boolean } = {},
+  opts: { execArgv?: string[]; cwd?: string; readyLog?: RegExp; detached?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): Promise<EdgeProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, [...(opts.execArgv ?? []), MAIN, 'edge', '--listen', `127.0.0.1:${port}`, '--workers', '1', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: opts.cwd,
+    ...(opts.env ? { env: opts.env } : {}),
     detached: opts.detached ?? false,
   });
   let log = '';

@@ -3,7 +3,8 @@
  * runs (sent over the cluster channel), not the file as edited since: before, it read the
  * file again and served other routes than its sibling (or, with a file that no longer
  * validates, died at every restart). After a SIGHUP reload the config applied is what a
- * restarted worker gets. Controls: every handshake is served by the running config.
+ * restarted worker gets. Controls: every handshake is served by the running config. The
+ * restart back-off starts over after a worker served for the stable period.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -137,5 +138,56 @@ test('--workers 2: a message to a worker that has just died (its exit not yet se
   assert.equal(first, 'worker restarted', edge.log());
   assert.match(edge.log(), /"msg":"a message to a worker failed \(it is exiting\)"/);
   for (let i = 0; i < 4; i++) assert.match(await requestOverTls(edge.port, 'a.test', [pki.caCertPem]), /upstream A/);
+  assert.equal(await edge.stop('SIGTERM'), 0, edge.log());
+});
+
+test('--workers 2: the restart back-off grows while a worker keeps dying at once, and starts over once a worker has served for the stable period', { timeout: 120_000 }, async (t) => {
+  // The stable period is 60 s in production; DELEGATOR_TEST_WORKER_STABLE_MS shortens it here.
+  const STABLE_MS = 3000;
+  const scratch = scratchDir('edge-workers-backoff-');
+  t.after(() => scratch.remove());
+  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
+  const keyd = new KeydProcess(scratch.dir);
+  await keyd.start();
+  t.after(() => keyd.kill());
+  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const upA = await startHttpUpstream('A');
+  t.after(() => upA.close());
+  const configFile = join(scratch.dir, 'edge.json');
+  writeFileSync(configFile, JSON.stringify({ keyd: keyd.socket, routes: [{ names: ['a.test'], upstream: `127.0.0.1:${upA.port}` }], logLevel: 'info' }));
+  const edge = await startEdgeProcess(['--config', configFile, '--workers', '2'], {
+    readyLog: /edge workers ready/,
+    env: { ...process.env, DELEGATOR_TEST_WORKER_STABLE_MS: String(STABLE_MS) },
+  });
+  t.after(() => edge.stop('SIGKILL'));
+  const listening = /"msg":"edge listening"/;
+  const died = /"msg":"worker died; restarting it"/;
+  /** The restartInMs of each death the primary logged, in order. */
+  const delays = () =>
+    edge
+      .log()
+      .split('\n')
+      .filter((l) => died.test(l))
+      .map((l) => (JSON.parse(l) as { restartInMs: number }).restartInMs);
+  /** Kills the worker that listened last (the newest) and waits for its replacement to listen. */
+  const crashNewest = async () => {
+    const [before, deaths] = [logCount(edge, listening), logCount(edge, died)];
+    process.kill(aWorkerPid(edge), 'SIGKILL');
+    const first = await firstLogged(edge, { restarted: [listening, before + 1], 'died again': [died, deaths + 2] });
+    assert.equal(first, 'restarted', edge.log());
+  };
+
+  // The control: a worker killed as soon as it serves, again and again, is restarted later each time.
+  for (let i = 0; i < 3; i++) await crashNewest();
+  assert.deepEqual(delays(), [200, 400, 800], edge.log());
+  // The newest worker now serves longer than the stable period before it dies: the back-off
+  // starts over (before: 1600, and 5000 from the sixth death on, for the primary's lifetime).
+  await sleep(STABLE_MS + 500);
+  await crashNewest();
+  assert.deepEqual(delays(), [200, 400, 800, 200], edge.log());
+  // Quick deaths grow it again from there.
+  await crashNewest();
+  assert.deepEqual(delays(), [200, 400, 800, 200, 400], edge.log());
+  assert.match(await requestOverTls(edge.port, 'a.test', [pki.caCertPem]), /upstream A/);
   assert.equal(await edge.stop('SIGTERM'), 0, edge.log());
 });
