@@ -26,12 +26,27 @@ export interface SharedTicketKey {
 }
 
 export interface TicketKeyRingOptions {
-  /** How often a new sealing key is made. Default 1 hour. */
+  /** How often a new sealing key is made: an integer in [1000, 604 800 000] ms (1 s to 7 days). Default 1 hour. */
   rotationMs?: number;
-  /** How long an old key still opens tickets. Default 8 hours (> the 2 h default ticket lifetime + rotation). */
+  /**
+   * How long a key still opens tickets, counted from its creation: an integer greater than
+   * rotationMs and at most 2 × rotationMs + 7 days. Default 8 hours (> the 2 h default
+   * ticket lifetime + rotation). A ticket sealed just before a rotation opens for
+   * retainMs − rotationMs (− another rotationMs for keys imported from another ring).
+   */
   retainMs?: number;
   now?: () => number;
 }
+
+export const DEFAULT_ROTATION_MS = 3_600_000;
+export const DEFAULT_RETAIN_MS = 8 * 3_600_000;
+/** RFC 8446 §4.6.1: no ticket lifetime exceeds 7 days (604 800 s); TLS 1.2 tickets use the same lifetime here. */
+const MAX_TICKET_LIFETIME_MS = 604_800_000;
+/**
+ * Below this, a ring would make a new key for nearly every ticket and keep each one for all
+ * of retainMs (open() looks keys up one by one).
+ */
+const MIN_ROTATION_MS = 1000;
 
 const ID_LENGTH = 4;
 const IV_LENGTH = 12;
@@ -43,9 +58,19 @@ export class TicketKeyRing {
   private readonly retainMs: number;
   private readonly now: () => number;
 
+  /**
+   * Refuses (TypeError/RangeError naming the option) what would break the ring silently:
+   * rotationMs 0, negative or NaN made a new key for every ticket, each kept for retainMs;
+   * retainMs 0 or NaN opened nothing (no resumption, no HelloRetryRequest cookie); retainMs
+   * below rotationMs retired the sealing key while it still sealed; Infinity never retired
+   * keys at all. The upper bounds follow RFC 8446 §4.6.1 (no ticket outlives 7 days; a key
+   * seals for up to 2 × rotationMs when imported), and keep both below 2^31 − 1 ms, the
+   * longest node:timers delay, should a caller schedule rotations with them.
+   */
   constructor(options: TicketKeyRingOptions = {}) {
-    this.rotationMs = options.rotationMs ?? 3_600_000;
-    this.retainMs = options.retainMs ?? 8 * 3_600_000;
+    this.rotationMs = checkMs(options.rotationMs, DEFAULT_ROTATION_MS, 'rotationMs', MIN_ROTATION_MS, MAX_TICKET_LIFETIME_MS);
+    this.retainMs = checkMs(options.retainMs, DEFAULT_RETAIN_MS, 'retainMs', this.rotationMs + 1, 2 * this.rotationMs + MAX_TICKET_LIFETIME_MS);
+    if (options.now !== undefined && typeof options.now !== 'function') throw new TypeError('TicketKeyRing: now must be a function returning ms');
     this.now = options.now ?? Date.now;
   }
 
@@ -116,4 +141,15 @@ export class TicketKeyRing {
       return undefined;
     }
   }
+}
+
+/** An integer number of ms in [min, max], or the default when undefined. */
+function checkMs(value: unknown, fallback: number, name: string, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number') throw new TypeError(`TicketKeyRing: ${name} must be a number of milliseconds, not ${typeof value}`);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    const floor = name === 'retainMs' ? `greater than rotationMs (${min - 1})` : `at least ${min}`;
+    throw new RangeError(`TicketKeyRing: ${name} must be an integer number of ms, ${floor} and at most ${max} (got ${value})`);
+  }
+  return value;
 }
