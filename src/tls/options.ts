@@ -75,7 +75,7 @@ export interface TlsServerOptions {
    * --resume) waits just a few ms for its tickets after the handshake.
    */
   ticketDelayMs?: number;
-  /** Ticket lifetime in seconds (≤ 7 days, §4.6.1). Default 7200. */
+  /** Ticket lifetime in whole seconds, 1 to 604 800 (7 days, §4.6.1). Default 7200. */
   ticketLifetimeSeconds?: number;
   /** Ticket encryption keys; by default a rotating in-memory ring private to this server. */
   ticketKeys?: TicketKeyRing;
@@ -166,8 +166,10 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     throw new RangeError('recordSizeLimit must be between 64 and 2^14 + 1');
   }
   const ticketLifetimeSeconds = o.ticketLifetimeSeconds ?? 7200;
-  if (ticketLifetimeSeconds <= 0 || ticketLifetimeSeconds > 604_800) {
-    throw new RangeError('ticketLifetimeSeconds must be in (0, 604800] (RFC 8446 §4.6.1)');
+  // NaN passed a range check alone and went out as ticket_lifetime 0 (u32), with tickets and
+  // session ids that never resumed; a fraction went out truncated. The field is whole seconds.
+  if (!Number.isInteger(ticketLifetimeSeconds) || ticketLifetimeSeconds < 1 || ticketLifetimeSeconds > 604_800) {
+    throw new RangeError('ticketLifetimeSeconds must be an integer in [1, 604800] (RFC 8446 §4.6.1)');
   }
   const ticketCount = o.ticketCount ?? 2;
   // §4.6.1: ticket_nonce is unique per ticket on a connection; ours is one byte (the index).
