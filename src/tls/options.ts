@@ -2,7 +2,7 @@ import { DEFAULT_GROUPS } from './crypto/key-exchange.js';
 import { DEFAULT_CIPHER_SUITES } from './crypto/suites.js';
 import { DEFAULT_CIPHER_SUITES12, SUITES12 } from './crypto/suites12.js';
 import { SessionCache12 } from './handshake/session12.js';
-import { TicketKeyRing } from './handshake/ticket-keys.js';
+import { ringForTicketLifetime, TicketKeyRing } from './handshake/ticket-keys.js';
 import { MAX_PLAINTEXT } from './record/protection.js';
 import type { KeyObject } from 'node:crypto';
 import type { ClientIdentity } from './handshake/context.js';
@@ -77,7 +77,13 @@ export interface TlsServerOptions {
   ticketDelayMs?: number;
   /** Ticket lifetime in whole seconds, 1 to 604 800 (7 days, §4.6.1). Default 7200. */
   ticketLifetimeSeconds?: number;
-  /** Ticket encryption keys; by default a rotating in-memory ring private to this server. */
+  /**
+   * Ticket encryption keys; by default a rotating in-memory ring private to this server whose
+   * keys (a new one each hour) open tickets for max(8 h, 1 h + ticketLifetimeSeconds), so a
+   * ticket resumes for all of its advertised lifetime. A ring given here must do the same:
+   * its retainMs at least rotationMs + the lifetime (2 × rotationMs + the lifetime when it
+   * imports keys), else tickets stop resuming before their advertised lifetime ends.
+   */
   ticketKeys?: TicketKeyRing;
   /**
    * node:net adapter: hard handshake deadline in ms, from TCP accept to the client Finished;
@@ -198,7 +204,8 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     ticketCount,
     ticketLifetimeSeconds,
     ticketDelayMs: nonNegative(o.ticketDelayMs, 0, 'ticketDelayMs'),
-    ticketKeys: o.ticketKeys ?? new TicketKeyRing(),
+    // Keys kept for a rotation + the lifetime, so a ticket opens for all of its advertised lifetime.
+    ticketKeys: o.ticketKeys ?? ringForTicketLifetime(ticketLifetimeSeconds),
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
     maxHandshakeMessageSize: o.maxHandshakeMessageSize ?? MAX_CLIENT_HELLO_SIZE,
     maxIgnoredRecords: o.maxIgnoredRecords ?? 32,

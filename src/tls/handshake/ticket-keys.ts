@@ -143,6 +143,18 @@ export class TicketKeyRing {
   }
 }
 
+/**
+ * The ring a server makes when it is given none: its keys open tickets for at least one
+ * rotation plus the ticket lifetime, so every ticket opens for as long as its NewSessionTicket
+ * says (ticket_lifetime, RFC 8446 §4.6.1; the TLS 1.2 lifetime hint). The fixed 8 h default
+ * dropped tickets of a longer lifetime (up to 7 days) hours before it ended; §4.6.1 lets a
+ * server do so, but clients then hold and offer tickets the server announced and cannot open.
+ * Not for rings that import keys (an imported key seals for up to 2 × rotationMs).
+ */
+export function ringForTicketLifetime(ticketLifetimeSeconds: number): TicketKeyRing {
+  return new TicketKeyRing({ retainMs: Math.max(DEFAULT_RETAIN_MS, DEFAULT_ROTATION_MS + ticketLifetimeSeconds * 1000) });
+}
+
 /** An integer number of ms in [min, max], or the default when undefined. */
 function checkMs(value: unknown, fallback: number, name: string, min: number, max: number): number {
   if (value === undefined) return fallback;
