@@ -75,7 +75,7 @@ export interface TlsServerOptions {
    * --resume) waits just a few ms for its tickets after the handshake.
    */
   ticketDelayMs?: number;
-  /** Ticket lifetime in whole seconds, 1 to 604 800 (7 days, §4.6.1). Default 7200. */
+  /** Ticket lifetime in whole seconds, 1 to 604 800 (7 days, §4.6.1), TLS 1.2 tickets too; TLS 1.2 session ids live at most 24 h of it (RFC 5246 Appendix F.1.4). Default 7200. */
   ticketLifetimeSeconds?: number;
   /**
    * Ticket encryption keys; by default a rotating in-memory ring private to this server whose

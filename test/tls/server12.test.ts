@@ -621,4 +621,47 @@ describe('TLS 1.2 resumption', () => {
     }
     assert.equal(await resumedAt(t0 - 1, true), false, 'ticket: a clock that went back');
   });
+
+  // RFC 5246 Appendix F.1.4 suggests 24 h at most for session ids (a stolen master secret
+  // impersonates until the id is retired); they lived as long as ticketLifetimeSeconds (≤ 7 days).
+  test('a session id resumes for 24 h at most, whatever ticketLifetimeSeconds; its ticket keeps the full lifetime', async () => {
+    const t0 = 1_700_000_000_000; // the scripted client's clock, when the first session is made
+    const day = 86_400_000;
+    const options = makeOptions(identity, { ticketLifetimeSeconds: 7 * 86_400 });
+    const first = await firstSession(options, true, new Uint8Array(0));
+    const resumedAt = async (at: number, byTicket: boolean) => {
+      const c = new Tls12TestClient(options, () => at);
+      c.hello(byTicket ? { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) } : { sessionId: first.sessionId, extensions: tls12Extensions() });
+      await settle();
+      c.receive();
+      assert.deepEqual(c.errors, []);
+      return c.conn.info.resumed;
+    };
+    assert.equal(await resumedAt(t0 + day + 1, false), false, 'session id: 1 ms past 24 h');
+    assert.equal(options.sessionCache12.size, 0, 'and it is dropped');
+    // Controls: the ticket of the same session lives its 7 days; a session id within 24 h resumes.
+    assert.equal(await resumedAt(t0 + day + 1, true), true, 'ticket: past 24 h');
+    assert.equal(await resumedAt(t0 + 7 * day, true), true, 'ticket: at 7 days');
+    const second = await firstSession(options);
+    const c = new Tls12TestClient(options, () => t0 + day);
+    c.hello({ sessionId: second.sessionId, extensions: tls12Extensions() });
+    await settle();
+    c.receive();
+    assert.equal(c.conn.info.resumed, true, 'session id: at 24 h');
+  });
+
+  test('a lifetime under 24 h still bounds session ids (the cap only lowers it)', async () => {
+    const t0 = 1_700_000_000_000;
+    const options = makeOptions(identity, { ticketLifetimeSeconds: 3600 });
+    const first = await firstSession(options);
+    const resumed = async (at: number) => {
+      const c = new Tls12TestClient(options, () => at);
+      c.hello({ sessionId: first.sessionId, extensions: tls12Extensions() });
+      await settle();
+      c.receive();
+      return c.conn.info.resumed;
+    };
+    assert.equal(await resumed(t0 + 3_600_000), true);
+    assert.equal(await resumed(t0 + 3_600_001), false);
+  });
 });

@@ -69,6 +69,20 @@ export function sessionIsLive(s: Session12, now: number): boolean {
 }
 
 /**
+ * RFC 5246 Appendix F.1.4: "an upper limit of 24 hours is suggested for session ID lifetimes,
+ * since an attacker who obtains a master_secret may be able to impersonate the compromised
+ * party until the corresponding session ID is retired". Session ids took ticketLifetimeSeconds
+ * (up to 7 days); they now stop at 24 h whatever it is (tickets keep the configured lifetime).
+ */
+export const SESSION_ID_MAX_LIFETIME_SECONDS = 86_400;
+
+/** Whether a session may still be resumed by its session id at `now`: sessionIsLive, at most 24 h. */
+export function sessionIdIsLive(s: Session12, now: number): boolean {
+  const age = now - s.issuedAt;
+  return age >= 0 && age <= Math.min(s.lifetimeSeconds, SESSION_ID_MAX_LIFETIME_SECONDS) * 1000;
+}
+
+/**
  * Sessions by session id (RFC 5246 §7.4.1.2), bounded: past `maxEntries` the oldest entry
  * goes first, so no client can make the cache grow without limit. Private to one process
  * (tickets are what processes share).
@@ -105,7 +119,7 @@ export class SessionCache12 {
    */
   private dropExpired(now: number): void {
     for (const [key, session] of this.sessions) {
-      if (sessionIsLive(session, now)) break;
+      if (sessionIdIsLive(session, now)) break;
       this.sessions.delete(key);
     }
   }
@@ -116,13 +130,13 @@ export class SessionCache12 {
     this.sessions.delete(Buffer.from(sessionId).toString('hex'));
   }
 
-  /** The live session for this id; an expired one is dropped. */
+  /** The live session for this id (at most 24 h old); an expired one is dropped. */
   get(sessionId: Uint8Array, now: number): Session12 | undefined {
     if (sessionId.length === 0) return undefined;
     const key = Buffer.from(sessionId).toString('hex');
     const session = this.sessions.get(key);
     if (!session) return undefined;
-    if (!sessionIsLive(session, now)) {
+    if (!sessionIdIsLive(session, now)) {
       this.sessions.delete(key);
       return undefined;
     }
