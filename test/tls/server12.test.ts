@@ -650,6 +650,43 @@ describe('TLS 1.2 resumption', () => {
     assert.equal(c.conn.info.resumed, true, 'session id: at 24 h');
   });
 
+  // Expired sessions were dropped only when a new one was cached: a server that makes no new
+  // sessions (clients resuming by ticket, or none) kept their master secrets indefinitely.
+  test('lookups drop expired session ids (unknown id, empty id, a ticket) without a new session being made', async () => {
+    const t0 = 1_700_000_000_000;
+    const options = makeOptions(identity, { ticketLifetimeSeconds: 60 });
+    const first = await firstSession(options, true, new Uint8Array(0));
+    const helloAt = async (at: number, hello: Parameters<Tls12TestClient['hello']>[0]) => {
+      const c = new Tls12TestClient(options, () => at); // ServerHello and flight only: no session is made
+      c.hello(hello);
+      await settle();
+      c.receive();
+      assert.deepEqual(c.errors, []);
+      return c;
+    };
+    const lookups: [string, Parameters<Tls12TestClient['hello']>[0]][] = [
+      ['an unknown session id', { sessionId: randomBytes(32), extensions: tls12Extensions() }],
+      ['no session id', { extensions: tls12Extensions() }],
+      ['a ticket', { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) }],
+    ];
+    for (const [what, hello] of lookups) {
+      const session = options.sessionCache12.size === 0 ? await firstSession(options) : first; // made at t0, cached by id
+      assert.equal(options.sessionCache12.size, 1, what);
+      await helloAt(t0 + 30_000, hello);
+      assert.equal(options.sessionCache12.size, 1, `${what}: control, a live session stays`);
+      await helloAt(t0 + 60_001, hello);
+      assert.equal(options.sessionCache12.size, 0, `${what}: the expired session is dropped`);
+      const late = await helloAt(t0 + 60_001, { sessionId: session.sessionId, extensions: tls12Extensions() });
+      assert.equal(late.conn.info.resumed, false);
+    }
+    // Control: a session id within its lifetime still resumes after such lookups.
+    const live = await firstSession(options);
+    await helloAt(t0 - 1000, { sessionId: randomBytes(32), extensions: tls12Extensions() }); // a clock that went back: not expired
+    await helloAt(t0 + 59_000, { sessionId: randomBytes(32), extensions: tls12Extensions() });
+    assert.equal(options.sessionCache12.size, 1);
+    assert.equal((await helloAt(t0 + 59_000, { sessionId: live.sessionId, extensions: tls12Extensions() })).conn.info.resumed, true);
+  });
+
   test('a lifetime under 24 h still bounds session ids (the cap only lowers it)', async () => {
     const t0 = 1_700_000_000_000;
     const options = makeOptions(identity, { ticketLifetimeSeconds: 3600 });

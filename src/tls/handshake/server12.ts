@@ -269,6 +269,9 @@ export class ServerHandshake12 {
     const now = this.ctx.now();
     const ticket = extensions.sessionTicket;
     const byTicket = ticket !== undefined && ticket.length > 0;
+    // The session-id cache sweeps on its lookups; a ticket does not look it up, so sweep here
+    // too, else a server whose clients resume only by ticket never drops expired session ids.
+    if (byTicket) this.ctx.options.sessionCache12.dropExpired(now);
     const candidate = byTicket ? openTicket12(this.ctx.ticketKeys, ticket) : this.ctx.options.sessionCache12.get(hello.legacySessionId, now);
     if (!candidate || !sessionIsLive(candidate, now)) return undefined;
     if (candidate.serverName !== (hello.serverName ?? '')) return undefined;

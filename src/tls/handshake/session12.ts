@@ -113,13 +113,17 @@ export class SessionCache12 {
 
   /**
    * Sessions past their lifetime are never resumed (get), and their master secrets need not
-   * stay in memory until newer sessions push them out, which on a quiet server may be never
-   * (RFC 5246 §F.1.4: a retired session's master secret is what an attacker wants). The
-   * oldest come first (insertion order), so this stops at the first live one.
+   * stay in memory until newer sessions push them out (RFC 5246 §F.1.4: a retired session's
+   * master secret is what an attacker wants). Called on every insert and every lookup (get,
+   * and the TLS 1.2 handshake for a ticket): a sweep on insert alone never ran on a server
+   * that makes no new sessions, whose expired secrets then stayed in memory indefinitely. The
+   * oldest come first (insertion order), so this stops at the first one not yet expired: each
+   * call costs one comparison plus one per session it drops. A session dated ahead of `now`
+   * (a clock that went back) is not expired, only not resumable now (get).
    */
-  private dropExpired(now: number): void {
+  dropExpired(now: number): void {
     for (const [key, session] of this.sessions) {
-      if (sessionIdIsLive(session, now)) break;
+      if (sessionIdIsLive(session, now) || session.issuedAt > now) break;
       this.sessions.delete(key);
     }
   }
@@ -130,8 +134,9 @@ export class SessionCache12 {
     this.sessions.delete(Buffer.from(sessionId).toString('hex'));
   }
 
-  /** The live session for this id (at most 24 h old); an expired one is dropped. */
+  /** The live session for this id (at most 24 h old); expired ones are dropped, whatever the id. */
   get(sessionId: Uint8Array, now: number): Session12 | undefined {
+    this.dropExpired(now);
     if (sessionId.length === 0) return undefined;
     const key = Buffer.from(sessionId).toString('hex');
     const session = this.sessions.get(key);
