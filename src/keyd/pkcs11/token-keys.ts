@@ -67,7 +67,7 @@ export class TokenKeys {
         return Promise.reject(new KeydError('KEYD_TOKEN_UNCONFIGURED', `token ${JSON.stringify(label)} is not in keyd's config "pkcs11" (configured: ${this.configs.map((c) => JSON.stringify(c.label)).join(', ') || 'none'})`));
       }
       token = import('./token.js').then(
-        ({ Pkcs11Token }) => new Pkcs11Token(config, this.logger),
+        ({ Pkcs11Token }) => new Pkcs11Token(config, this.logger, { tokens: this.configs.length }),
         (err: unknown) => {
           this.tokens.delete(label); // a later request tries again
           throw new KeydError('KEYD_TOKEN_ERROR', `the PKCS#11 binding (pkcs11js) could not be loaded for token ${JSON.stringify(label)}: ${(err as Error).message.split('\n')[0]} (run npm ci on this machine)`);

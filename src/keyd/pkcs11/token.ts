@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { Logger } from 'pino';
 import { KeydError } from '../errors.js';
-import { readPinFile, takeEnvironmentPin, type TokenConfig } from './config.js';
+import { DEFAULT_SIGN_TIMEOUT_MS, readPinFile, takeEnvironmentPin, type TokenConfig } from './config.js';
 import { CKA, CKF_OS_LOCKING_OK, CKF_RW_SESSION, CKF_SERIAL_SESSION, CKO_PRIVATE_KEY, CKU_USER, mechanismName } from './constants.js';
 import { tokenErrorFromCkr, type TokenErrorContext } from './errors.js';
 import type { TemplateAttribute } from './key-material.js';
@@ -24,6 +24,26 @@ const RECONNECT_CKR = new Set([
   'CKR_GENERAL_ERROR',
   'CKR_CRYPTOKI_NOT_INITIALIZED',
 ]);
+
+/** libuv's thread pool size (UV_THREADPOOL_SIZE, read by libuv at its first use; default 4, at most 1024). */
+export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number.parseInt(env.UV_THREADPOOL_SIZE ?? '', 10);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 1024) : 4;
+}
+
+/**
+ * How many C_Sign calls one token may have in the token at once. C_SignAsync runs on
+ * libuv's thread pool, which keyd's fs and crypto work (store, audit log, PIN file) shares;
+ * a call the token never answers holds its thread for good. All tokens together may hold
+ * at most half the pool (default pool 4, one token: 2), so hung tokens can never take the
+ * threads keyd's own I/O needs; at least one per token.
+ */
+export function signCallBound(poolSize: number, tokens: number): number {
+  return Math.max(1, Math.floor(poolSize / (2 * Math.max(1, tokens))));
+}
+
+/** Sign requests that may wait for a C_Sign slot (beyond: refused at once). */
+const MAX_SIGN_WAITING = 256;
 
 /** The CKR name and value of a binding error, or undefined for another error. */
 export function ckrOf(err: unknown): { name: string; value: number } | undefined {
@@ -53,9 +73,24 @@ interface Connection {
  * C_Initialize, since some modules (SoftHSM) only rescan their tokens then — and
  * retries once. While the token is away every request fails at once with
  * KEYD_TOKEN_ABSENT; keyd itself keeps serving other keys.
+ *
+ * A token that does not answer: at most `signBound` C_Sign calls are in the token at once
+ * (signCallBound); a signature not made within `signTimeoutMs` (slot wait included) fails
+ * with KEYD_TOKEN_ABSENT, but its call stays counted, and its session out of the pool,
+ * until the token really returns — so hung calls never exceed the bound, and a session
+ * still busy in the token is never handed to another request.
  */
 export class Pkcs11Token {
-  private readonly lib = new pkcs11js.PKCS11();
+  private readonly lib: pkcs11js.PKCS11;
+  /** C_Sign calls in the token at once (see signCallBound). */
+  readonly signBound: number;
+  private readonly signTimeoutMs: number;
+  /** C_Sign calls in the token now (slots taken), and how many of them outlived their timeout. */
+  private signsInFlight = 0;
+  private signsHung = 0;
+  private readonly signWaiting: { detail: string; wake: (err?: KeydError) => void; timer: NodeJS.Timeout }[] = [];
+  /** Sessions whose C_Sign outlived its timeout: out of the pool until the call returns. */
+  private readonly heldByToken = new Set<Handle>();
   private loaded = false;
   private initialised = false;
   private connection?: Connection;
@@ -68,10 +103,19 @@ export class Pkcs11Token {
   /** SHA-256 of a PIN the token refused: not tried again (tokens lock after a few tries). */
   private refusedPin?: string;
 
+  /**
+   * `options.lib`: the PKCS#11 binding object (default a new pkcs11js.PKCS11; tests pass a
+   * wrapper around a real one); `options.tokens`: how many tokens keyd has (signCallBound).
+   */
   constructor(
     readonly config: TokenConfig,
     private readonly logger?: Logger,
-  ) {}
+    options: { lib?: pkcs11js.PKCS11; tokens?: number } = {},
+  ) {
+    this.lib = options.lib ?? new pkcs11js.PKCS11();
+    this.signBound = Math.min(config.sessions, signCallBound(threadPoolSize(), options.tokens ?? 1));
+    this.signTimeoutMs = config.signTimeoutMs ?? DEFAULT_SIGN_TIMEOUT_MS;
+  }
 
   get label(): string {
     return this.config.label;
@@ -136,23 +180,126 @@ export class Pkcs11Token {
    * Returns the signature and the object handle that made it: the same Buffer for as long as
    * this connection keeps the object, a new one once it is found again (after a reconnection).
    */
-  sign(id: Buffer, mechanism: pkcs11js.Mechanism, data: Buffer, maxLength: number): Promise<{ signature: Buffer; object: Handle }> {
-    return this.withSession({ operation: 'C_Sign', detail: mechanismName(mechanism.mechanism) }, async (session, c) => {
-      if (!c.mechanisms.has(mechanism.mechanism)) {
-        throw new KeydError('KEYD_TOKEN_MECHANISM', `token ${JSON.stringify(this.label)} does not offer ${mechanismName(mechanism.mechanism)}`);
-      }
-      const key = this.findPrivateKey(session, c, id);
-      try {
-        this.lib.C_SignInit(session, mechanism, key);
-        return { signature: await this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength)), object: key };
-      } catch (err) {
-        // C_Sign that returns CKR_BUFFER_TOO_SMALL leaves the signing operation active
-        // (PKCS#11 v2.40 §5.11, C_Sign), and C_SignInit then returns CKR_OPERATION_ACTIVE on
-        // this session for every key: the session is replaced, not put back as it is.
-        c.unsettled.add(session);
-        throw err;
-      }
+  async sign(id: Buffer, mechanism: pkcs11js.Mechanism, data: Buffer, maxLength: number): Promise<{ signature: Buffer; object: Handle }> {
+    const detail = mechanismName(mechanism.mechanism);
+    const deadline = performance.now() + this.signTimeoutMs;
+    await this.takeSignSlot(detail);
+    // The slot passes to the C_Sign call, which gives it back when the token returns from it;
+    // a retry after a reconnection (withSession) takes another.
+    let haveSlot = true;
+    try {
+      return await this.withSession({ operation: 'C_Sign', detail }, async (session, c) => {
+        if (!haveSlot) {
+          await this.takeSignSlot(detail);
+          haveSlot = true;
+        }
+        if (!c.mechanisms.has(mechanism.mechanism)) {
+          throw new KeydError('KEYD_TOKEN_MECHANISM', `token ${JSON.stringify(this.label)} does not offer ${detail}`);
+        }
+        const key = this.findPrivateKey(session, c, id);
+        try {
+          this.lib.C_SignInit(session, mechanism, key);
+          const call = this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength));
+          haveSlot = false;
+          return { signature: await this.signWithin(call, deadline, session, c, detail), object: key };
+        } catch (err) {
+          // C_Sign that returns CKR_BUFFER_TOO_SMALL leaves the signing operation active
+          // (PKCS#11 v2.40 §5.11, C_Sign), and C_SignInit then returns CKR_OPERATION_ACTIVE on
+          // this session for every key: the session is replaced, not put back as it is.
+          c.unsettled.add(session);
+          throw err;
+        }
+      });
+    } finally {
+      if (haveSlot) this.freeSignSlot(false);
+    }
+  }
+
+  /**
+   * The C_Sign call's result, or KEYD_TOKEN_ABSENT at the deadline. A call that outlives it
+   * keeps its slot and its session (heldByToken) until it returns: the token is still
+   * working in that session (PKCS#11 v2.40 §5.11: one operation per session at a time),
+   * and finalising or reusing it under a call in progress is undefined.
+   */
+  private signWithin(call: Promise<Buffer>, deadline: number, session: Handle, c: Connection, detail: string): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      let hung = false;
+      const timer = setTimeout(() => {
+        hung = true;
+        this.heldByToken.add(session);
+        this.signsHung++;
+        this.logger?.warn({ token: this.label, timeoutMs: this.signTimeoutMs }, `PKCS#11 token ${this.label}: C_Sign did not return within ${this.signTimeoutMs} ms; its session is held until it does`);
+        if (this.signsHung >= this.signBound) this.refuseSignWaiting();
+        reject(this.signTimedOut(detail, `C_Sign did not return within ${this.signTimeoutMs} ms`));
+      }, Math.max(0, deadline - performance.now()));
+      const returned = () => {
+        clearTimeout(timer);
+        this.freeSignSlot(hung);
+        if (hung) {
+          this.logger?.info({ token: this.label }, `PKCS#11 token ${this.label}: a C_Sign that outlived its timeout returned; its session is replaced`);
+          this.heldByToken.delete(session);
+          c.unsettled.add(session);
+          this.release(c, session);
+        }
+      };
+      call.then(
+        (signature) => {
+          returned();
+          resolve(signature);
+        },
+        (err: unknown) => {
+          returned();
+          reject(err);
+        },
+      );
     });
+  }
+
+  private signTimedOut(detail: string, why: string): KeydError {
+    return new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: C_Sign (${detail}): ${why}; the token is not answering`);
+  }
+
+  /** A C_Sign slot (signBound), waiting up to the timeout while calls within their time hold them all. */
+  private takeSignSlot(detail: string): Promise<void> {
+    if (this.signsInFlight < this.signBound) {
+      this.signsInFlight++;
+      return Promise.resolve();
+    }
+    if (this.signsHung >= this.signBound) return Promise.reject(this.allSlotsHung(detail));
+    if (this.signWaiting.length >= MAX_SIGN_WAITING) {
+      return Promise.reject(this.signTimedOut(detail, `${this.signBound} C_Sign call(s) in the token and ${MAX_SIGN_WAITING} request(s) already waiting`));
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        detail,
+        wake: (err?: KeydError) => {
+          clearTimeout(waiter.timer);
+          if (err) return reject(err);
+          this.signsInFlight++;
+          resolve();
+        },
+        timer: setTimeout(() => {
+          this.signWaiting.splice(this.signWaiting.indexOf(waiter), 1);
+          reject(this.signTimedOut(detail, `no C_Sign slot came free within ${this.signTimeoutMs} ms (${this.signBound} in the token at once)`));
+        }, this.signTimeoutMs),
+      };
+      this.signWaiting.push(waiter);
+    });
+  }
+
+  private freeSignSlot(hung: boolean): void {
+    this.signsInFlight--;
+    if (hung) this.signsHung--;
+    this.signWaiting.shift()?.wake();
+  }
+
+  private allSlotsHung(detail: string): KeydError {
+    return this.signTimedOut(detail, `${this.signsHung} C_Sign call(s) have not returned after ${this.signTimeoutMs} ms, and keyd has at most ${this.signBound} in the token at once (each holds one of libuv's threads)`);
+  }
+
+  /** Every slot held by a call past its timeout: the requests waiting for one fail now. */
+  private refuseSignWaiting(): void {
+    for (const waiter of this.signWaiting.splice(0)) waiter.wake(this.allSlotsHung(waiter.detail));
   }
 
   /** Whether the token offers a mechanism (checked before generating or importing a key). */
@@ -195,6 +342,11 @@ export class Pkcs11Token {
 
   async close(): Promise<void> {
     await this.waitIdle();
+    if (this.heldByToken.size > 0) {
+      // C_Finalize or unloading the module under a call in progress is undefined: leave both.
+      this.logger?.warn({ token: this.label, calls: this.heldByToken.size }, `PKCS#11 token ${this.label}: ${this.heldByToken.size} C_Sign call(s) still in the token; module left loaded`);
+      return;
+    }
     this.finalize();
     if (this.loaded) {
       try {
@@ -217,8 +369,12 @@ export class Pkcs11Token {
   private async open(what: TokenErrorContext): Promise<Connection> {
     // Sessions of a dropped connection are finished before the module is reset.
     await this.waitIdle();
-    this.finalize();
     const ctx = { ...what, token: this.label };
+    if (this.heldByToken.size > 0) {
+      // No C_Finalize while a call is in the token: reconnect once it returns.
+      throw new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: cannot reconnect while ${this.heldByToken.size} C_Sign call(s) past their timeout are still in the token`);
+    }
+    this.finalize();
     try {
       if (!this.loaded) {
         this.lib.load(this.config.module);
@@ -315,6 +471,8 @@ export class Pkcs11Token {
   }
 
   private release(c: Connection, session: Handle): void {
+    // Its C_Sign is still in the token: released when that returns (signWithin).
+    if (this.heldByToken.has(session)) return;
     this.busy--;
     if (this.connection === c && c.unsettled.delete(session)) {
       const fresh = this.replaceSession(c, session);
@@ -327,7 +485,7 @@ export class Pkcs11Token {
     } else {
       for (const wake of this.waiting.splice(0)) wake(new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: connection lost while the request waited`));
     }
-    if (this.busy === 0) for (const done of this.drained.splice(0)) done();
+    if (this.busy === this.heldByToken.size) for (const done of this.drained.splice(0)) done();
   }
 
   /**
@@ -351,8 +509,9 @@ export class Pkcs11Token {
     }
   }
 
+  /** Until every session is back, but for those held by a call past its timeout (never waited for). */
   private waitIdle(): Promise<void> {
-    if (this.busy === 0) return Promise.resolve();
+    if (this.busy === this.heldByToken.size) return Promise.resolve();
     return new Promise((resolve) => this.drained.push(resolve));
   }
 }

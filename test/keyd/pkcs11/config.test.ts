@@ -45,6 +45,10 @@ test('config "pkcs11": absent means no token; a PIN only from a file or a variab
   bad([{ token: 'k', module: '/m.so', pinFile: '/p', pinEnv: 'P' }], /exactly one of/);
   bad([{ token: 'k', module: 'relative.so', pinEnv: 'P' }], /absolute path/);
   bad([{ token: 'k', module: '/m.so', pinEnv: 'P', sessions: 0 }], /sessions must be an integer from 1 to 64/);
+  assert.equal(parseTokenConfigs({ tokens: [{ token: 'k', module: '/m.so', pinEnv: 'P', signTimeoutMs: 2500 }] })![0]!.signTimeoutMs, 2500);
+  for (const signTimeoutMs of [0, 99, 600_001, 1.5, '10000']) {
+    bad([{ token: 'k', module: '/m.so', pinEnv: 'P', signTimeoutMs }], /signTimeoutMs must be an integer from 100 to 600000 \(milliseconds\)/);
+  }
   bad([{ token: 'k', module: '/m.so', pinEnv: 'P' }, { token: 'k', module: '/n.so', pinEnv: 'P' }], /configured twice/);
   bad([{ token: 'a', module: '/m.so', pinEnv: 'P' }, { token: 'b', module: '/m.so', pinEnv: 'P' }], /one token per module/);
   assert.throws(() => parseTokenConfigs({ token: 'k' }), /must be \{ "tokens"/);
