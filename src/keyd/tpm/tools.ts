@@ -17,6 +17,8 @@ import { KeydError } from '../errors.js';
 export interface TpmConnection {
   /** TCTI string (tpm2-tools' TPM2TOOLS_TCTI), e.g. "swtpm:host=127.0.0.1,port=2321" or "device:/dev/tpmrm0". */
   tcti?: string;
+  /** How long one command may run before it is stopped (default COMMAND_TIMEOUT_MS, 60 s). */
+  commandTimeoutMs?: number;
 }
 
 export interface TpmRunOptions {
@@ -30,6 +32,12 @@ export interface TpmRunOptions {
 const MAX_OUTPUT = 1 << 20;
 /** A TPM command that hangs must not hold keyd's start-up forever. */
 const COMMAND_TIMEOUT_MS = 60_000;
+/**
+ * After SIGTERM at the timeout, how long a command has to exit before SIGKILL. A tool
+ * blocked in its TCTI (a TPM or swtpm that stopped answering) may never act on SIGTERM;
+ * SIGKILL cannot be caught or ignored (signal(7)).
+ */
+export const KILL_GRACE_MS = 2_000;
 
 export class TpmCommandError extends Error {
   override readonly name = 'TpmCommandError';
@@ -38,6 +46,8 @@ export class TpmCommandError extends Error {
     /** TPM response code when the TPM answered (e.g. 0x99d policy check failed), else undefined. */
     readonly responseCode: number | undefined,
     readonly detail: string,
+    /** True when the command did not finish within its timeout and was stopped. */
+    readonly timedOut = false,
   ) {
     super(`${command} failed${responseCode !== undefined ? ` (TPM response 0x${responseCode.toString(16)})` : ''}: ${detail}`);
   }
@@ -65,10 +75,26 @@ function toolsMissing(command: string): KeydError {
 }
 
 function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: Uint8Array): Promise<Buffer> {
+  const timeoutMs = conn.commandTimeoutMs ?? COMMAND_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     if (conn.tcti !== undefined) env.TPM2TOOLS_TCTI = conn.tcti;
-    const child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'], timeout: COMMAND_TIMEOUT_MS });
+    const child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Not spawn's `timeout` (SIGTERM only, never followed up): SIGTERM, then SIGKILL.
+    let stoppedWith: NodeJS.Signals | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      stoppedWith = 'SIGTERM';
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => {
+        stoppedWith = 'SIGKILL';
+        child.kill('SIGKILL');
+      }, KILL_GRACE_MS);
+    }, timeoutMs);
+    const settled = () => {
+      clearTimeout(timer);
+      clearTimeout(killTimer);
+    };
     const out: Buffer[] = [];
     let outLength = 0;
     let err = '';
@@ -79,8 +105,16 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
     child.stderr.on('data', (d: Buffer) => {
       if (err.length < 16_384) err += d.toString('utf8');
     });
-    child.on('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? toolsMissing(command) : e));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      settled();
+      reject(e.code === 'ENOENT' ? toolsMissing(command) : e);
+    });
     child.on('close', (code, signal) => {
+      settled();
+      if (stoppedWith) {
+        const how = stoppedWith === 'SIGKILL' ? `killed (SIGKILL) ${KILL_GRACE_MS} ms after SIGTERM` : 'stopped (SIGTERM)';
+        return reject(new TpmCommandError(command, undefined, `no answer within ${timeoutMs} ms: ${how}; the TPM is not answering`, true));
+      }
       if (code === 0) return resolve(Buffer.concat(out));
       reject(new TpmCommandError(command, parseResponseCode(err), summarise(err) || `exit ${code ?? signal}`));
     });
@@ -90,20 +124,34 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
   });
 }
 
-/** Runs one tpm2-tools command; returns its stdout. */
+/**
+ * Runs one tpm2-tools command; returns its stdout. A command that timed out is not
+ * followed by the flushes: the TPM is not answering, and each would wait its own timeout
+ * (three more minutes); a later command's flushes clear what it may have left loaded.
+ */
 export async function tpm(conn: TpmConnection, command: string, args: string[], opts: TpmRunOptions = {}): Promise<Buffer> {
+  let timedOut = false;
   try {
     return await runOnce(conn, command, args, opts.stdin);
+  } catch (err) {
+    timedOut = err instanceof TpmCommandError && err.timedOut;
+    throw err;
   } finally {
-    if (opts.flush) await flush(conn);
+    if (opts.flush && !timedOut) await flush(conn);
   }
 }
 
-/** Flushes transient objects and sessions (see the module comment). */
+/** Flushes transient objects and sessions (see the module comment); stops at the first that times out. */
 export async function flush(conn: TpmConnection): Promise<void> {
   // -t transient objects, -l loaded sessions (tpm2_unseal -p pcr:… leaves its policy
   // session loaded), -s saved sessions.
-  for (const flag of ['-t', '-l', '-s']) await runOnce(conn, 'tpm2_flushcontext', [flag]).catch(() => {});
+  for (const flag of ['-t', '-l', '-s']) {
+    try {
+      await runOnce(conn, 'tpm2_flushcontext', [flag]);
+    } catch (err) {
+      if (err instanceof TpmCommandError && err.timedOut) return;
+    }
+  }
 }
 
 /** "Esys_Unseal(0x99D) - tpm:session(1):a policy check failed" → 0x99d. */
