@@ -471,19 +471,21 @@ export class Pkcs11Token {
   }
 
   private release(c: Connection, session: Handle): void {
-    // Its C_Sign is still in the token: released when that returns (signWithin).
-    if (this.heldByToken.has(session)) return;
-    this.busy--;
-    if (this.connection === c && c.unsettled.delete(session)) {
-      const fresh = this.replaceSession(c, session);
-      if (fresh) session = fresh;
-    }
-    if (this.connection === c) {
-      c.idle.push(session);
-      const next = this.waiting.shift();
-      if (next) next(c);
-    } else {
-      for (const wake of this.waiting.splice(0)) wake(new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: connection lost while the request waited`));
+    // A session whose C_Sign is still in the token stays out: released when that returns
+    // (signWithin), and not waited for (waitIdle).
+    if (!this.heldByToken.has(session)) {
+      this.busy--;
+      if (this.connection === c && c.unsettled.delete(session)) {
+        const fresh = this.replaceSession(c, session);
+        if (fresh) session = fresh;
+      }
+      if (this.connection === c) {
+        c.idle.push(session);
+        const next = this.waiting.shift();
+        if (next) next(c);
+      } else {
+        for (const wake of this.waiting.splice(0)) wake(new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: connection lost while the request waited`));
+      }
     }
     if (this.busy === this.heldByToken.size) for (const done of this.drained.splice(0)) done();
   }
