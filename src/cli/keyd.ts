@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { startKeyd, type KeydOptions } from '../keyd/daemon.js';
 import { KeydError } from '../keyd/errors.js';
 import { startProvisioningListener } from '../provision/listener.js';
+import { holdReloadsDuringStart } from '../lib/reload-during-start.js';
 
 export const summary = 'the trusted signer: holds the private keys sealed, signs CertificateVerify for edges';
 
@@ -108,10 +109,14 @@ export async function main(argv: string[]): Promise<number> {
     ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] } : {}),
   };
+  // A SIGHUP while keyd starts (a TPM unseal takes seconds) is held, not fatal; it is
+  // applied once keyd runs (src/lib/reload-during-start.ts).
+  const heldReloads = holdReloadsDuringStart();
   let keyd;
   try {
     keyd = await startKeyd(opts);
   } catch (err) {
+    heldReloads.release();
     const code = err instanceof KeydError || (err as { code?: unknown }).code ? ` [${String((err as { code: string }).code)}]` : '';
     process.stderr.write(`delegator keyd: ${(err as Error).message}${code}\n`);
     return 1;
@@ -136,5 +141,9 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGHUP', () => void running.reloadGrants());
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
+    if (heldReloads.release()) {
+      running.logger.info('a SIGHUP arrived while keyd was starting: reloading the grants now');
+      void running.reloadGrants();
+    }
   });
 }

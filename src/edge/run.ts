@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
 import type { Server } from 'node:http';
+import { holdReloadsDuringStart, type HeldReloads } from '../lib/reload-during-start.js';
 import { AggregatorRegistry } from 'prom-client';
 import type { EdgeConfig } from './config.js';
 import { startEdge, type RunningEdge } from './edge.js';
@@ -30,8 +31,15 @@ function workerStableMs(): number {
  * share the listening sockets. Resolves with the exit code once everything has stopped.
  */
 export async function runEdge(config: EdgeConfig, reread?: () => EdgeConfig): Promise<number> {
-  if (config.workers > 1 && cluster.isPrimary) return runPrimary(config, reread);
-  return runWorker(config, reread);
+  // A SIGHUP before the edge's reload handler exists (the start waits up to the keyd connect
+  // timeout for an unreachable keyd) is held, then applied (src/lib/reload-during-start.ts).
+  const heldReloads = holdReloadsDuringStart();
+  try {
+    if (config.workers > 1 && cluster.isPrimary) return await runPrimary(config, reread, heldReloads);
+    return await runWorker(config, reread, heldReloads);
+  } finally {
+    heldReloads.release();
+  }
 }
 
 /**
@@ -58,6 +66,8 @@ function configFromMessage(value: unknown): EdgeConfig {
  * restart. Resolves with the exit code (1 when the primary goes away before answering).
  */
 export async function runEdgeWorker(): Promise<number> {
+  // A worker ignores SIGHUP (the primary reloads it), also while it starts.
+  const heldReloads = holdReloadsDuringStart();
   const config = await new Promise<EdgeConfig | undefined>((resolve) => {
     const onMessage = (message: { type?: string; config?: unknown }) => {
       if (message?.type !== 'edge:config') return;
@@ -76,7 +86,11 @@ export async function runEdgeWorker(): Promise<number> {
     process.once('disconnect', onDisconnect);
     process.send?.({ type: 'edge:want-config' });
   });
-  return config ? runWorker(config) : 1;
+  try {
+    return config ? await runWorker(config, undefined, heldReloads) : 1;
+  } finally {
+    heldReloads.release();
+  }
 }
 
 /**
@@ -98,9 +112,10 @@ function onStopSignal(handler: (signal: string) => void): () => void {
   };
 }
 
-async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig): Promise<number> {
+async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig, heldReloads?: HeldReloads): Promise<number> {
   const worker = cluster.isWorker ? cluster.worker?.id : undefined;
   const log = createLogger(config.logLevel, worker === undefined ? {} : { worker });
+  if (!cluster.isWorker) log.info({ listen: config.listen }, 'edge starting');
   const metrics = new EdgeMetrics({ defaultMetrics: true });
   // In a cluster the primary owns the ticket keys and sends them over the IPC channel (private
   // to this edge's processes), so a ticket issued by one worker resumes on any other.
@@ -151,6 +166,10 @@ async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig): Promise
   };
   // In a cluster the primary takes SIGHUP and tells each worker; a worker ignores its own.
   const removeReload = cluster.isWorker ? onReloadSignal(() => undefined) : onReloadSignal(() => reload('SIGHUP'));
+  if (heldReloads?.release() && !cluster.isWorker) {
+    log.info('a SIGHUP arrived while the edge was starting: reloading now');
+    reload('SIGHUP while starting');
+  }
   if (cluster.isWorker) {
     process.on('message', (message: { type?: string; seq?: number; config?: unknown }) => {
       if (message?.type !== 'edge:reload' || message.config === undefined) return;
@@ -193,8 +212,9 @@ async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig): Promise
   });
 }
 
-async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promise<number> {
+async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldReloads?: HeldReloads): Promise<number> {
   const log = createLogger(config.logLevel, { role: 'primary' });
+  log.info({ listen: config.listen, workers: config.workers }, 'edge starting');
   const aggregator = new AggregatorRegistry();
   let metricsServer: Server | undefined;
   if (config.metrics) {
@@ -306,7 +326,7 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
   });
   // SIGHUP: the primary reads and checks the new config once (a bad one is refused here, with
   // its reason, and no worker hears of it), then sends it to each worker, which applies it.
-  const removeReload = onReloadSignal(() => {
+  const reloadWorkers = () => {
     let next: EdgeConfig;
     try {
       if (!reread) throw new Error('this edge was started without a config to read again');
@@ -323,7 +343,12 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig): Promis
     for (const worker of Object.values(cluster.workers ?? {})) {
       if (worker?.isConnected() && readyWorkers.has(worker.id)) worker.send({ type: 'edge:reload', seq, config: next });
     }
-  });
+  };
+  const removeReload = onReloadSignal(reloadWorkers);
+  if (heldReloads?.release()) {
+    log.info('a SIGHUP arrived while the edge was starting: reloading now');
+    reloadWorkers();
+  }
   function finish() {
     removeReload();
     clearInterval(broadcast);

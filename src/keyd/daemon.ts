@@ -119,6 +119,7 @@ export interface RunningKeyd {
 
 export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
   const logger = opts.logger ?? pino({ name: 'keyd', level: opts.logLevel ?? 'info' }, pino.destination(2));
+  logger.info({ data: opts.data }, 'keyd starting');
   const config = await loadConfig(opts.config);
   // Token keys: the native PKCS#11 binding is loaded only when a configured token is used.
   // A relative "pinFile" is from the config file's directory, as the config's other paths.
