@@ -405,7 +405,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     routes = nextRoutes;
     routeClientAuth = nextClientAuth;
     config = next;
-    expiry = new ExpiryWatch(log, next.certificateExpiryWarningDays, deps.now ?? Date.now);
+    expiry = expiry.withWarnDays(next.certificateExpiryWarningDays);
     identities.setLimits(next.limits.identityCacheSize, next.limits.identityCacheNames);
     const keyd = await pool.setEndpoints(next.keyd, next.keydRequestTimeoutMs);
     showKeydConnection(pool.state === 'connected' ? pool.endpoint : undefined);

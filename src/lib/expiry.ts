@@ -52,15 +52,23 @@ export interface ExpiryLogger {
  * identity refresh do not flood the log. The set of remembered certificates is bounded.
  */
 export class ExpiryWatch {
-  private readonly lastWarned = new Map<string, number>();
-
   constructor(
     private readonly log: ExpiryLogger,
     private readonly warnDays = DEFAULT_EXPIRY_WARNING_DAYS,
     private readonly now: () => number = Date.now,
     private readonly maxRemembered = 10_000,
+    /** certificate (names|notAfter) → when it was last logged. */
+    private readonly lastWarned = new Map<string, number>(),
   ) {
     if (!Number.isFinite(warnDays) || warnDays < 0) throw new RangeError(`expiry warning days must be ≥ 0, got ${warnDays}`);
+  }
+
+  /**
+   * The same watch with another window (a reload): it remembers what was logged, so a
+   * reload does not log every due certificate again before its day is up.
+   */
+  withWarnDays(warnDays: number): ExpiryWatch {
+    return new ExpiryWatch(this.log, warnDays, this.now, this.maxRemembered, this.lastWarned);
   }
 
   /** Logs what is due; returns the notices logged now. */

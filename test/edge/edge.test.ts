@@ -336,6 +336,18 @@ test('expiry warning: once per certificate, not once per name a client sends und
   // The control: another certificate still gets its own warning.
   (await connectClient(edge.addresses[0].port, [other.caCertPem], 'o.test')).socket.destroy();
   assert.equal(warned(/certificate for o\.test expires in/).length, 1);
+
+  // A reload (same file, as `systemctl reload` after an unrelated edit) and a keyd change
+  // notice (the identity fetched again): the certificate was logged today, not again.
+  await edge.reload(config);
+  keyd.put(['o.test'], other.leafKey, other.chainDer);
+  (await connectClient(edge.addresses[0].port, [other.caCertPem], 'o.test')).socket.destroy();
+  assert.equal(warned(/certificate for o\.test expires in/).length, 1, 'not logged again after a reload');
+  // Control: a new certificate for the name (another notAfter, still due) is its own line.
+  const renewed = await makeTestPki({ commonName: 'o.test', extraNames: ['o.test'], validityMs: 20 * 86_400_000 });
+  keyd.put(['o.test'], renewed.leafKey, renewed.chainDer);
+  (await connectClient(edge.addresses[0].port, [renewed.caCertPem], 'o.test')).socket.destroy();
+  assert.equal(warned(/certificate for o\.test expires in/).length, 2, 'the renewed certificate is logged');
 });
 
 test('unknown name → unrecognized_name; routed name without a key in keyd → refused too', async (t) => {
