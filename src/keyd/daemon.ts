@@ -50,6 +50,8 @@ export interface RunningProvisioning {
   readonly fingerprint: string;
   /** Operator connections not read while their replies are not read (provision/listener.ts). */
   readonly pausedForReplies: number;
+  /** SIGHUP: checks the new "provisioning" section (throws when a restart is needed) and returns the step applying its operators. */
+  prepareReload(config: unknown): () => { operators: number; revoked: string[]; changed: string[] };
   close(): Promise<void>;
 }
 
@@ -355,6 +357,7 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
 
   const reloadGrants = async (): Promise<{ ok: true } | { ok: false; reason: string }> => {
     let next: KeydConfig;
+    let applyOperators: (() => { operators: number; revoked: string[]; changed: string[] }) | undefined;
     try {
       if (opts.config === undefined) throw new KeydError('KEYD_CONFIG', 'keyd was started without --config: there are no grants to read again');
       next = await loadConfig(opts.config);
@@ -370,8 +373,12 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
       if (shape(next) !== shape(config)) {
         throw new KeydError('KEYD_CONFIG', 'the principals or their sockets changed: a restart applies that (only the names granted are reloaded)');
       }
+      // The provisioning operators and their roles: a revoked operator must not keep its
+      // role until the next restart (docs/PROVISIONING.md). Checked here, applied below.
+      applyOperators = provisioning?.prepareReload(next);
     } catch (err) {
-      const reason = `${(err as Error).message}${err instanceof KeydError ? ` [${err.code}]` : ''}`;
+      const code = (err as { code?: unknown }).code;
+      const reason = `${(err as Error).message}${typeof code === 'string' && /^(KEYD|PROVISION)_/.test(code) ? ` [${code}]` : ''}`;
       logger.error({ reason }, 'keyd reload refused: the running grants are kept');
       return { ok: false, reason };
     }
@@ -384,8 +391,15 @@ export async function startKeyd(opts: KeydOptions): Promise<RunningKeyd> {
       if (peer.admin) continue;
       peer.allowed = listener === 'mtls' ? (config.clients[peer.id] ?? []) : (config.principals.find((p) => p.name === peer.id)?.names ?? []);
     }
+    const operators = applyOperators?.();
     logger.info(
-      { clients: Object.keys(config.clients).length, principals: config.principals.map((p) => p.name), openConnections: openPeers.size, allowTls12OnlyServers: config.allowTls12OnlyServers },
+      {
+        clients: Object.keys(config.clients).length,
+        principals: config.principals.map((p) => p.name),
+        openConnections: openPeers.size,
+        allowTls12OnlyServers: config.allowTls12OnlyServers,
+        ...(operators ? { operators: operators.operators, operatorsRevoked: operators.revoked.length, operatorsChanged: operators.changed.length } : {}),
+      },
       'keyd reloaded its grants',
     );
     return { ok: true };

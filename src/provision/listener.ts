@@ -25,7 +25,7 @@ import type { Attester, AttesterSession } from '../keyd/tpm/attester.js';
 import { parseListenerLimits } from './listener-limits.js';
 import { RefusalLimiter, truncate } from './refusal-limiter.js';
 import { AUDIT_FIELD_LIMITS } from '../keyd/audit.js';
-import { normalizeSubject, OPERATIONS, OperatorRoles, parseProvisioningConfig, roleAllows, type Operation, type Role } from './roles.js';
+import { normalizeSubject, OPERATIONS, OperatorRoles, parseProvisioningConfig, roleAllows, type Operation, type ProvisioningConfig, type Role } from './roles.js';
 
 /**
  * keyd's provisioning listener: TLS 1.3, a client certificate from the operator CA required,
@@ -95,7 +95,22 @@ export interface ProvisioningListener {
   readonly fingerprint: string;
   /** Authenticated connections whose reading is paused because their replies are not read (tests, metrics). */
   readonly pausedForReplies: number;
+  /**
+   * keyd's SIGHUP: checks the new config's "provisioning" section (throws PROVISION_USAGE,
+   * nothing changed, when it does not parse or changes what only a restart applies) and
+   * returns the step that applies its operators (see OperatorReload).
+   */
+  prepareReload(config: unknown): () => OperatorReload;
   close(): Promise<void>;
+}
+
+/** What a reload of provisioning.operators did to the operators connected now. */
+export interface OperatorReload {
+  operators: number;
+  /** Connected operators no longer listed: their connections were closed. */
+  revoked: string[];
+  /** Connected operators whose role changed: their next request is judged by the new one. */
+  changed: string[];
 }
 
 const NONCES_SECRET = 'provisioning-nonces';
@@ -127,7 +142,8 @@ function listenAddress(value: string): { host: string; port: number } {
 
 interface Session {
   operator: string;
-  role: Role;
+  /** undefined once a reload took the operator out of provisioning.operators. */
+  role: Role | undefined;
   caller: AdminCaller;
   remote: string;
   /** The attestation in progress on this connection (one at a time). */
@@ -139,7 +155,9 @@ interface Session {
 export async function startProvisioningListener(opts: ProvisioningListenerOptions): Promise<ProvisioningListener> {
   const config = parseProvisioningConfig(opts.config);
   const limits = parseListenerLimits(opts.config);
-  const roles = new OperatorRoles(config.operators);
+  let roles = new OperatorRoles(config.operators);
+  /** Authenticated connections, for a reload of the operators' roles. */
+  const sessions = new Map<tls.TLSSocket, Session>();
   const logger = opts.logger;
   const now = opts.now ?? Date.now;
   const { host, port } = listenAddress(opts.listen);
@@ -239,7 +257,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   });
 
   /** Verifies the operator certificate and role; throws the precise refusal. */
-  function authenticate(socket: tls.TLSSocket): Session {
+  function authenticate(socket: tls.TLSSocket): Session & { role: Role } {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
     const peer = socket.getPeerX509Certificate();
     if (!peer) {
@@ -285,6 +303,10 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   async function handle(session: Session, request: Request): Promise<unknown> {
     const { caller } = session;
     const args = request.args;
+    // Requests queued before a reload revoked this operator still run: refused, whatever they are.
+    if (session.role === undefined) {
+      throw new ProvisionError('PROVISION_UNKNOWN_OPERATOR', `operator "${session.operator}" was removed from provisioning.operators by a reload`);
+    }
     if (request.op === 'clientRefused') {
       // The CLI refused keyd (its pinned fingerprint differs): audit it here too, then it hangs up.
       // The operator's strings, quoted truncated in the log as in the audit (keyd/audit.ts).
@@ -417,7 +439,7 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     socket.setTimeout(limits.idleTimeoutMs, () => socket.destroy());
     socket.on('error', (err) => logger?.warn({ err: err.message }, 'provisioning connection error'));
-    let session: Session;
+    let session: Session & { role: Role };
     try {
       session = authenticate(socket);
     } catch (err) {
@@ -436,7 +458,9 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       return;
     }
     logger?.info({ operator: session.operator, role: session.role, remote: session.remote }, 'provisioning: operator connected');
+    sessions.set(socket, session);
     socket.on('close', () => {
+      sessions.delete(socket);
       pausedForReplies.delete(socket);
       session.closed = true;
       // rm with force: true still rejects on EACCES/EBUSY: an unheard rejection ends keyd.
@@ -527,6 +551,33 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     fingerprint: provisioningKey.fingerprint,
     get pausedForReplies() {
       return pausedForReplies.size;
+    },
+    prepareReload(nextConfig: unknown) {
+      const next = parseProvisioningConfig(nextConfig);
+      // The listener's certificate, its limits and the replay window are set up at start.
+      const restartOnly = (c: ProvisioningConfig, l: unknown) => JSON.stringify([c.tlsCert ?? null, c.tlsKey ?? null, c.replayWindowSeconds, l]);
+      if (restartOnly(next, parseListenerLimits(nextConfig)) !== restartOnly(config, limits)) {
+        throw new ProvisionError('PROVISION_USAGE', 'config "provisioning": tlsCert, tlsKey, replayWindowSeconds or limits changed: a restart applies that (only "operators" is reloaded)');
+      }
+      return () => {
+        roles = new OperatorRoles(next.operators);
+        const result: OperatorReload = { operators: roles.size, revoked: [], changed: [] };
+        for (const [socket, session] of sessions) {
+          const role = roles.roleOf(session.operator);
+          if (role === session.role) continue;
+          session.role = role;
+          if (role !== undefined) {
+            result.changed.push(session.operator);
+            continue;
+          }
+          // A revoked operator's open connection must not keep its old role until it hangs up.
+          result.revoked.push(session.operator);
+          void safeAudit({ op: 'connect', caller: session.caller, ok: false, code: 'PROVISION_UNKNOWN_OPERATOR', message: 'operator removed from provisioning.operators by a reload: connection closed', remote: session.remote });
+          socket.destroy();
+        }
+        logger?.info({ operators: result.operators, revoked: result.revoked.length, changed: result.changed.length }, 'provisioning: operators reloaded');
+        return result;
+      };
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -63,11 +63,13 @@ export interface Keyd {
   audit(): Promise<AuditEntry[]>;
   /** Connects as one of the operators (or with no certificate). */
   connect(who: Issued | undefined): Promise<RemoteAdminClient>;
+  /** With `configFile`: rewrites keyd's config file (the object as started, changed by `edit`) for a reload. */
+  editConfig(edit: (config: { provisioning: Record<string, unknown> } & Record<string, unknown>) => void): Promise<void>;
   close(): Promise<void>;
 }
 
 /** A real keyd (startKeyd, unix sockets in a temp dir) with --provision-listen 127.0.0.1:0. */
-export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string; limits?: object; refusalWindowMs?: number; operators?: Record<string, 'admin' | 'auditor'>; logger?: import('pino').Logger } = {}): Promise<Keyd> {
+export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: number; tpmTcti?: string; limits?: object; refusalWindowMs?: number; operators?: Record<string, 'admin' | 'auditor'>; logger?: import('pino').Logger; configFile?: boolean } = {}): Promise<Keyd> {
   const dir = await mkdtemp(join(tmpdir(), 'provision-'));
   const machineIdPath = join(dir, 'machine-id');
   await writeFile(machineIdPath, 'a'.repeat(32) + '\n');
@@ -85,6 +87,9 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
       ...(opts.limits ? { limits: opts.limits } : {}),
     },
   };
+  // With `configFile` keyd reads its config from a file, so a reload (reloadGrants) reads edits.
+  const configPath = join(dir, 'keyd.json');
+  if (opts.configFile) await writeFile(configPath, JSON.stringify(config));
   const start = () =>
     startKeyd({
       data: join(dir, 'data'),
@@ -92,7 +97,7 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
       rootKey: opts.tpmTcti !== undefined ? `tpm:sealed=${join(dir, 'root.tpm')}` : join(dir, 'root.key'),
       socket: join(dir, 'keyd.sock'),
       adminSocket: join(dir, 'admin.sock'),
-      config,
+      config: opts.configFile ? configPath : config,
       provisionListen: '127.0.0.1:0',
       startProvisioning: startProvisioningListener,
       operatorCa: operatorCaPath,
@@ -120,6 +125,11 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
         ...(who ? { cert: who.certPem, key: who.keyPem } : {}),
         timeoutMs: 10_000,
       }),
+    editConfig: async (edit: (c: typeof config) => void) => {
+      if (!opts.configFile) throw new Error('editConfig needs startKeydForTest(…, { configFile: true })');
+      edit(config);
+      await writeFile(configPath, JSON.stringify(config));
+    },
     close: async () => {
       await keyd.running.close();
       await rm(dir, { recursive: true, force: true });
