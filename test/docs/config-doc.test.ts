@@ -19,6 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { validateConfig, type EdgeConfig } from '../../src/edge/config.js';
 import { CONFIG_KEYS, parseConfig } from '../../src/keyd/config.js';
 import { parseListenerLimits } from '../../src/provision/listener-limits.js';
+import { DEFAULT_SIGN_TIMEOUT_MS, parseTokenConfigs } from '../../src/keyd/pkcs11/config.js';
+import { DEFAULT_REPLAY_WINDOW_SECONDS, parseProvisioningConfig } from '../../src/provision/roles.js';
 import { makeClientCa, writeFiles } from '../helpers/client-pki.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -384,4 +386,45 @@ test('the keyd check itself: a limit added or removed, a wrong default or bound 
     'limits.schedulerBatch: bounds (≥ 1), the row says (≥ 0 after the key',
   ]);
   assert.deepEqual(defaultNumbers('64 MiB, 8 files kept'), [67108864, 8]);
+});
+
+test('docs/KEYD.md "Configuring a token": the fields parseTokenConfigs takes, with their defaults and bounds', () => {
+  // The fields are an inline list in the parser (its refusal names only the bad field): read from the source.
+  const list = /if \(!\[([^\]]*)\]\.includes\(key\)\)/.exec(read('src/keyd/pkcs11/config.ts'))?.[1] ?? '';
+  const fields = [...list.matchAll(/'(\w+)'/g)].map((m) => m[1]!);
+  assert.ok(fields.length >= 6, `the token fields (${fields})`);
+  const token = { token: 'keyd', module: '/usr/lib/x.so', pinEnv: 'PIN' };
+  // Each is a field the parser knows (whatever it then says of the value), and another is refused as unknown.
+  for (const f of fields) assert.doesNotMatch(refusal(() => parseTokenConfigs({ tokens: [{ ...token, [f]: 1 }] })) ?? '', /unknown field/, `${f} is taken`);
+  assert.match(refusal(() => parseTokenConfigs({ tokens: [{ ...token, zz: 1 }] })) ?? '', /unknown field "zz"/);
+  const rows = new Map<string, string>();
+  for (const cells of tableRows(section(read('docs/KEYD.md'), 'Keys in a token (PKCS#11)'))) {
+    for (const m of cells[0]!.matchAll(/`(\w+)`/g)) rows.set(m[1]!, cells[1]!);
+  }
+  rows.delete('field');
+  assert.deepEqual([...rows.keys()].sort(), [...fields].sort());
+  // Defaults and bounds: "(default D, MIN–MAX)", as the parser has them.
+  const parsed = parseTokenConfigs({ tokens: [token] })![0]!;
+  const defaults: Record<string, number> = { sessions: parsed.sessions, signTimeoutMs: parsed.signTimeoutMs ?? DEFAULT_SIGN_TIMEOUT_MS };
+  for (const [field, def] of Object.entries(defaults)) {
+    const b = statedBounds(refusal(() => parseTokenConfigs({ tokens: [{ ...token, [field]: 0.5 }] })));
+    assert.ok(b.min !== undefined && b.max !== undefined, field);
+    assert.equal(refusal(() => parseTokenConfigs({ tokens: [{ ...token, [field]: b.max! + 1 }] })) !== undefined, true);
+    assert.ok(rows.get(field)!.includes(`(default ${def}, ${b.min}–${b.max})`), `${field}: (default ${def}, ${b.min}–${b.max}) in: ${rows.get(field)}`);
+  }
+});
+
+test('principals and the provisioning section: the keys the parsers take are the ones the docs name', () => {
+  const principal = allowedKeys(refusal(() => parseConfig({ principals: { p1: { socket: '/run/p1.sock', names: [], zz: 1 } } })));
+  const callers = section(read('docs/KEYD.md'), 'Local callers: one socket per principal');
+  for (const key of principal) assert.match(callers, new RegExp(`\`${key}\``), `principals key ${key}`);
+  const provisioning = allowedKeys(refusal(() => parseProvisioningConfig({ provisioning: { operators: {}, zz: 1 } })));
+  const said = /The section's keys are ((?:`\w+`(?:, | and )?)+);/.exec(read('docs/PROVISIONING.md').replace(/\s+/g, ' '))?.[1];
+  assert.deepEqual([...(said ?? '').matchAll(/`(\w+)`/g)].map((m) => m[1]!).sort(), [...provisioning].sort());
+  // replayWindowSeconds: default and bounds as stated.
+  assert.equal(parseProvisioningConfig({ provisioning: { operators: {} } }).replayWindowSeconds, DEFAULT_REPLAY_WINDOW_SECONDS);
+  assert.equal(refusal(() => parseProvisioningConfig({ provisioning: { operators: {}, replayWindowSeconds: 86400 } })), undefined);
+  assert.notEqual(refusal(() => parseProvisioningConfig({ provisioning: { operators: {}, replayWindowSeconds: 86400.5 } })), undefined);
+  assert.notEqual(refusal(() => parseProvisioningConfig({ provisioning: { operators: {}, replayWindowSeconds: 0 } })), undefined);
+  assert.match(read('docs/PROVISIONING.md').replace(/\s+/g, ' '), new RegExp(`\`replayWindowSeconds\` \\(default ${DEFAULT_REPLAY_WINDOW_SECONDS}, more than 0 and at most 86400\\)`));
 });
