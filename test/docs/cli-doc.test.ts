@@ -108,6 +108,9 @@ test('the commands are the ones `delegator --help` lists, each with the flags it
   const result = await runTool(process.execPath, [MAIN, '--help']);
   const listed = [...result.stdout.matchAll(/^ {2}(\w+) {2,}/gm)].map((m) => m[1]!).sort();
   assert.deepEqual(listed, Object.keys(DOCS).sort());
+  // README.md's command table has exactly those commands.
+  const readme = [...read('README.md').matchAll(/^\| `delegator (\w+)` \|/gm)].map((m) => m[1]!).sort();
+  assert.deepEqual(readme, listed, "README.md's command table");
   // The source reading is the parser's: all the flags at once are taken (with --help, before any
   // work), and a flag not among them is refused.
   for (const command of ['edge', 'keyd', 'status', 'demo', 'serve']) {
@@ -216,6 +219,26 @@ test("docs/EDGE.md's flags table: each flag sets the config key it names; --help
     checked++;
   }
   assert.ok(checked >= 5, `--help states defaults (${checked})`);
+});
+
+test("delegator admin's operations: each is in its --help and run in the docs; the docs run no other", async () => {
+  const source = read('src/cli/admin.ts');
+  const operations = objectKeys(source, source.indexOf('{', source.indexOf('const OPERATIONS')));
+  assert.ok(operations.length >= 10, `admin's operations (${operations})`);
+  const usage = await help('admin');
+  const docs = [...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`), 'README.md'];
+  const run = new Map<string, string>();
+  for (const doc of docs) {
+    const re = /delegator admin(?: \[--socket PATH\]| --socket \S+| "?\$\{?\w+\}?"?)* ([a-z][a-z-]*)/g;
+    for (const m of read(doc).matchAll(re)) run.set(m[1]!, doc);
+  }
+  const wrong: string[] = [];
+  for (const op of operations) {
+    if (!new RegExp(`(?:^ {2}|: |Remote only: )${op}\\b`, 'm').test(usage)) wrong.push(`${op} is not in --help`);
+    if (!run.has(op)) wrong.push(`${op} is run in no doc`);
+  }
+  for (const [op, doc] of run) if (!operations.includes(op)) wrong.push(`${doc} runs delegator admin ${op}, which is no operation`);
+  assert.deepEqual(wrong, []);
 });
 
 test('the check itself: a flag added without help or docs, a doc naming a flag that is not taken', () => {
