@@ -10,6 +10,7 @@ import { AlertDescription as A } from '../../src/tls/alert.js';
 import { LocalSigner, type Identity } from '../../src/tls/signer.js';
 import { CipherSuite, ExtensionType as X, HandshakeType as H, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
 import { DOWNGRADE_SENTINEL_TLS12 } from '../../src/tls/handshake/server12.js';
+import { SessionCache12 } from '../../src/tls/handshake/session12.js';
 import { ext, extensions } from './client-hello-builder.js';
 import { makeOptions, settle } from './connection-harness.js';
 import { Tls12TestClient, tls12Extensions } from '../helpers/tls12-client.js';
@@ -600,6 +601,25 @@ describe('TLS 1.2 resumption', () => {
     await sessionAt(t0 + 200_000); // both earlier ones are past theirs
     assert.equal(options.sessionCache12.size, 1);
     assert.equal(options.sessionCache12.get(second.sessionId, t0 + 60_000), undefined);
+  });
+
+  // Handshakes look the cache up (and sweep it) before they insert, so the test above cannot
+  // tell whether the insert sweeps too: this one inserts with no lookup in between.
+  test('SessionCache12.set drops the sessions already past their lifetime, with no lookup in between', async () => {
+    const t0 = 1_700_000_000_000;
+    const options = makeOptions(identity, { ticketLifetimeSeconds: 60 });
+    const c = new Tls12TestClient(options, () => t0);
+    await c.fullHandshake();
+    const session = options.sessionCache12.get(c.sessionId, t0)!;
+    assert.ok(session, 'a session to copy');
+    const cache = new SessionCache12(10);
+    cache.set(randomBytes(32), session);
+    cache.set(randomBytes(32), { ...session, issuedAt: t0 + 30_000 });
+    assert.equal(cache.size, 2, 'control: both live');
+    cache.set(randomBytes(32), { ...session, issuedAt: t0 + 60_001 });
+    assert.equal(cache.size, 2, 'the first, past its lifetime, left at the insert');
+    cache.set(randomBytes(32), { ...session, issuedAt: t0 + 200_000 });
+    assert.equal(cache.size, 1);
   });
 
   test('a session past its lifetime is not resumed, by session id or by ticket; at its lifetime it is', async () => {
