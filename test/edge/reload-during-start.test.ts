@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -30,8 +30,11 @@ test('delegator edge: a SIGHUP while the edge waits for keyd at start is held, t
   });
   const keyd = { host: '127.0.0.1', port: (mute.address() as AddressInfo).port, cert: pki.certFile, key: pki.keyFile, ca: pki.caFile };
   const configFile = join(pki.dir, 'edge.json');
-  const writeConfig = (names: string[]) =>
-    writeFileSync(configFile, JSON.stringify({ keyd: [keyd], routes: names.map((n) => ({ names: [n], upstream: '127.0.0.1:9' })), logLevel: 'info' }));
+  // Replaced whole (rename), as config tools do, so no read sees half a file.
+  const writeConfig = (names: string[]) => {
+    writeFileSync(`${configFile}.new`, JSON.stringify({ keyd: [keyd], routes: names.map((n) => ({ names: [n], upstream: '127.0.0.1:9' })), logLevel: 'info' }));
+    renameSync(`${configFile}.new`, configFile);
+  };
   writeConfig(['a.test']);
 
   const port = await freePort();

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startTool } from '../../helpers/tools.js';
 import { MAIN } from '../../edge/system.js';
@@ -32,7 +32,10 @@ test('delegator keyd: a SIGHUP while the TPM root key is being prepared is held,
   keyd.child.kill('SIGSTOP');
   await new Promise((r) => setTimeout(r, 100)); // let what it wrote reach us
   assert.doesNotMatch(keyd.stderr, /keyd started/, 'keyd is still starting (the TPM work takes seconds)');
-  await writeFile(configPath, JSON.stringify({ tpmTcti: tpm.tcti, clients: { 'CN=edge-1': ['a.test', 'b.test'], 'CN=edge-2': ['c.test'] } }));
+  // Replaced whole (rename), as config tools do: keyd may have stopped between the fstat and
+  // the read of its own config read, which an in-place rewrite would cut short.
+  await writeFile(`${configPath}.new`, JSON.stringify({ tpmTcti: tpm.tcti, clients: { 'CN=edge-1': ['a.test', 'b.test'], 'CN=edge-2': ['c.test'] } }));
+  await rename(`${configPath}.new`, configPath);
   keyd.child.kill('SIGHUP');
   keyd.child.kill('SIGCONT');
 
