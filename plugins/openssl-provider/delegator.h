@@ -79,6 +79,14 @@ void dlg_error_at(DLG_PROV *prov, const char *file, int line, const char *func, 
 /* Raises an OpenSSL error with this provider's reason code, at the caller's file and line. */
 #define dlg_error(prov, reason, ...) dlg_error_at((prov), OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (reason), __VA_ARGS__)
 
+/*
+ * A UTF8_STRING parameter (a digest, padding or group name) copied into buf, NUL-terminated;
+ * 0 with an error when p is of another type, has no data or does not fit. OSSL_PARAM(3): a
+ * caller's UTF8_STRING may have NULL data, and data_size, not a NUL, ends it.
+ */
+#define DLG_PARAM_NAME_SIZE 64
+int dlg_param_get_name(DLG_PROV *prov, const OSSL_PARAM *p, char *buf, size_t size);
+
 DLG_KEY *dlg_key_new(DLG_PROV *prov, enum dlg_key_type type);
 DLG_KEY *dlg_key_dup(const DLG_KEY *key);
 void dlg_key_free(DLG_KEY *key);

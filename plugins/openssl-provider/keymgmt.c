@@ -184,7 +184,7 @@ static int dlg_keymgmt_import(void *keydata, int selection, const OSSL_PARAM par
 {
     DLG_KEY *key = keydata;
     const OSSL_PARAM *p;
-    const char *group = NULL;
+    char group[DLG_PARAM_NAME_SIZE];
     const void *pub = NULL;
     size_t pub_len = 0;
 
@@ -202,7 +202,7 @@ static int dlg_keymgmt_import(void *keydata, int selection, const OSSL_PARAM par
         return 1;
     }
     if (key->type == DLG_EC && (p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_GROUP_NAME)) != NULL
-        && (!OSSL_PARAM_get_utf8_string_ptr(p, &group) || !set_group(key, group)))
+        && (!dlg_param_get_name(key->prov, p, group, sizeof(group)) || !set_group(key, group)))
         return 0;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PUB_KEY)) != NULL) {
         if (!OSSL_PARAM_get_octet_string_ptr(p, &pub, &pub_len) || pub_len == 0)

@@ -26,6 +26,20 @@ void dlg_error_at(DLG_PROV *prov, const char *file, int line, const char *func, 
     va_end(args);
 }
 
+int dlg_param_get_name(DLG_PROV *prov, const OSSL_PARAM *p, char *buf, size_t size)
+{
+    /* Not OSSL_PARAM_get_utf8_string_ptr: it hands back p->data as is, which may be NULL (a
+     * template such as OSSL_PARAM_utf8_string(name, NULL, 0)) or not NUL-terminated, and a
+     * strcmp on it crashed or read past the caller's buffer. OSSL_PARAM_get_utf8_string
+     * refuses NULL data and copies data_size bytes at most, as the default provider reads
+     * these parameters. */
+    if (p->data_type != OSSL_PARAM_UTF8_STRING || p->data == NULL || !OSSL_PARAM_get_utf8_string(p, &buf, size)) {
+        dlg_error(prov, DLG_R_UNSUPPORTED, "parameter %s: not a UTF8 string of at most %zu bytes", p->key, size - 1);
+        return 0;
+    }
+    return 1;
+}
+
 static const OSSL_ITEM reason_strings[] = {
     { DLG_R_BAD_REFERENCE, "malformed DELEGATOR KEY REFERENCE" },
     { DLG_R_KEYD_UNAVAILABLE, "keyd unavailable" },

@@ -220,15 +220,15 @@ static int dlg_sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
     if (params == NULL)
         return 1;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL) {
-        const char *md = NULL;
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &md) || !set_digest(ctx, md))
+        char md[DLG_PARAM_NAME_SIZE];
+        if (!dlg_param_get_name(ctx->prov, p, md, sizeof(md)) || !set_digest(ctx, md))
             return 0;
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL) {
         /* An int (RSA_PKCS1_*_PADDING) or its name, as EVP_PKEY_CTX_set_rsa_padding sends it. */
-        const char *s = NULL;
+        char s[DLG_PARAM_NAME_SIZE];
         if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-            if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
+            if (!dlg_param_get_name(ctx->prov, p, s, sizeof(s)))
                 return 0;
             ctx->pad = strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PSS) == 0 ? RSA_PKCS1_PSS_PADDING
                        : strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PKCSV15) == 0 ? RSA_PKCS1_PADDING : -1;
@@ -243,10 +243,10 @@ static int dlg_sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL) {
         /* keyd's PSS salt is the hash length (RFC 8446 §4.2.3): "digest", -1 or that number. */
-        const char *s = NULL;
+        char s[DLG_PARAM_NAME_SIZE];
         int n = 0;
         if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-            if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
+            if (!dlg_param_get_name(ctx->prov, p, s, sizeof(s)))
                 return 0;
             ctx->salt_is_hash_len = strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0
                                     || atoi(s) == ctx->hash_bits / 8;
@@ -261,8 +261,8 @@ static int dlg_sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
         }
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
-        const char *md = NULL;
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &md) || hash_bits(md) != ctx->hash_bits) {
+        char md[DLG_PARAM_NAME_SIZE];
+        if (!dlg_param_get_name(ctx->prov, p, md, sizeof(md)) || hash_bits(md) != ctx->hash_bits) {
             dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "MGF1 digest other than the signature digest");
             return 0;
         }

@@ -1,0 +1,68 @@
+/**
+ * OSSL_PARAM parameters an application hands the provider (provider-signature(7)
+ * OSSL_FUNC_signature_set_ctx_params, provider-keymgmt(7) OSSL_FUNC_keymgmt_import), built
+ * as OSSL_PARAM(3) allows: a UTF8_STRING with NULL data (a template) or one whose data_size,
+ * not a NUL, ends it. The provider runs inside the application's process, so each must be
+ * refused with the provider's error or read within data_size, never crash it or be read past.
+ * set-params.c prints what each EVP_PKEY_CTX_set_params / EVP_PKEY_fromdata call returned.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { encodeKeyReferencePem } from '../../../src/keyd/key-reference.js';
+import { runTool } from '../../helpers/tools.js';
+import { scratchDir } from '../../edge/system.js';
+import { buildProvider, opensslConf, PROVIDER_SO } from './harness.js';
+
+test('UTF8 string parameters with NULL data or no NUL after data_size: refused or read within data_size, never a crash', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t)) return;
+  const scratch = scratchDir('provider-params-');
+  t.after(() => scratch.remove());
+  const program = join(scratch.dir, 'set-params');
+  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/set-params.c', import.meta.url));
+  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, cc.stderr);
+  // An RSA key (padding and PSS parameters apply to RSA only); no keyd: nothing is signed.
+  const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const ref = join(scratch.dir, 'rsa.ref');
+  writeFileSync(ref, encodeKeyReferencePem({ socketPath: join(scratch.dir, 'none.sock'), serverName: 'a.test', keyRef: 'k-rsa', spki: publicKey.export({ type: 'spki', format: 'der' }) }));
+  const conf = join(scratch.dir, 'openssl.cnf');
+  writeFileSync(conf, opensslConf(PROVIDER_SO));
+  const env = { ...process.env, OPENSSL_CONF: conf };
+
+  // [argument, what the call must return]: NAME alone has NULL data; VALUE/SIZE has data_size SIZE and no NUL there.
+  const signCases: Array<[string, number]> = [
+    ['digest', 0], // was taken as "no digest" (the key's default) instead of refused
+    ['digest=SHA256', 1], // control
+    ['pad-mode', 0], // crashed (strcmp on NULL)
+    ['pad-mode=pss', 1], // control
+    ['pad-mode=pssXX/3', 1], // "pss": was read up to the NUL past data_size ("pssXXX3") and refused
+    ['saltlen', 0], // crashed
+    ['saltlen=digest', 1], // control
+    ['mgf1-digest', 0], // crashed
+    ['mgf1-digest=SHA256', 1], // control
+    ['mgf1-digest=SHA256XYZ/6', 1], // "SHA256"
+    [`digest=${'S'.repeat(64)}`, 0], // longer than any name: refused, not truncated
+  ];
+  const sign = await runTool(program, ['sign', ref, ...signCases.map(([arg]) => arg)], '', { env, timeoutMs: 30_000 });
+  assert.equal(sign.signal, null, `killed by ${sign.signal} (stdout so far:\n${sign.stdout}): ${sign.stderr}`);
+  assert.equal(sign.code, 0, sign.stderr);
+  assert.deepEqual(sign.stdout.trimEnd().split('\n'), signCases.map(([arg, r]) => `${arg.split('=')[0]} -> ${r}`), sign.stderr);
+  assert.match(sign.stderr, /delegator:dlg_param_get_name:.*parameter pad-mode: not a UTF8 string of at most 63 bytes/, sign.stderr);
+
+  // The EC key manager's import of a group name (EVP_PKEY_fromdata with provider=delegator).
+  const importCases: Array<[string, number]> = [
+    ['group', 0], // crashed (OBJ_sn2nid on NULL)
+    ['group=P-256', 1], // control
+    ['group=P-256zz/5', 1], // "P-256": was read as "P-256zzX5" and refused
+    ['group=P-521', 0], // control: a group keyd's keys never have
+  ];
+  const imported = await runTool(program, ['import', ...importCases.map(([arg]) => arg)], '', { env, timeoutMs: 30_000 });
+  assert.equal(imported.signal, null, `killed by ${imported.signal} (stdout so far:\n${imported.stdout}): ${imported.stderr}`);
+  assert.equal(imported.code, 0, imported.stderr);
+  assert.deepEqual(imported.stdout.trimEnd().split('\n'), importCases.map(([arg, r]) => `${arg.split('=')[0]} -> ${r}`), imported.stderr);
+});

@@ -1,0 +1,97 @@
+/*
+ * Test program for params.test.ts: hands the delegator provider UTF8 string parameters
+ * as an OpenSSL application may build them (OSSL_PARAM(3)), and prints what each call
+ * returned:
+ *
+ *   set-params sign REFERENCE-FILE NAME[=VALUE[/SIZE]]...
+ *       EVP_DigestSignInit (SHA-256) with the reference's key, then one
+ *       EVP_PKEY_CTX_set_params per argument: "NAME -> r"
+ *   set-params import NAME[=VALUE[/SIZE]]...
+ *       EVP_PKEY_fromdata with the provider's EC key manager, one parameter per call
+ *
+ * NAME alone: data NULL, data_size 0 (a template, as OSSL_PARAM_utf8_string(NAME, NULL, 0)).
+ * NAME=VALUE: VALUE with data_size its length. NAME=VALUE/SIZE: data_size SIZE, the '/'
+ * turned into 'X', so that the bytes after SIZE are in the buffer but not in the string
+ * (no NUL ends it there): pss/3 is "pssX3" in memory, and the string "pss".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/store.h>
+
+static OSSL_PARAM param_of(char *arg)
+{
+    char *value = strchr(arg, '='), *size;
+    OSSL_PARAM p = OSSL_PARAM_utf8_string(NULL, NULL, 0);
+    if (value != NULL)
+        *value++ = '\0';
+    p.key = arg;
+    if (value != NULL) {
+        p.data = value;
+        p.data_size = strlen(value);
+        if ((size = strrchr(value, '/')) != NULL) {
+            *size = 'X'; /* the byte after the string is not a NUL */
+            p.data_size = strtoul(size + 1, NULL, 10);
+        }
+    }
+    return p;
+}
+
+static EVP_PKEY *load(const char *file)
+{
+    OSSL_STORE_CTX *store = OSSL_STORE_open(file, NULL, NULL, NULL, NULL);
+    OSSL_STORE_INFO *info;
+    EVP_PKEY *key = NULL;
+    if (store == NULL)
+        return NULL;
+    while (key == NULL && (info = OSSL_STORE_load(store)) != NULL) {
+        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+            key = OSSL_STORE_INFO_get1_PKEY(info);
+        OSSL_STORE_INFO_free(info);
+    }
+    OSSL_STORE_close(store);
+    return key;
+}
+
+int main(int argc, char **argv)
+{
+    int i;
+    if (argc >= 3 && strcmp(argv[1], "sign") == 0) {
+        EVP_PKEY *key = load(argv[2]);
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pctx = NULL;
+        if (key == NULL || ctx == NULL || EVP_DigestSignInit_ex(ctx, &pctx, "SHA256", NULL, NULL, key, NULL) <= 0)
+            goto failed;
+        for (i = 3; i < argc; i++) {
+            OSSL_PARAM params[2] = { param_of(argv[i]), OSSL_PARAM_END };
+            printf("%s -> %d\n", params[0].key, EVP_PKEY_CTX_set_params(pctx, params));
+            fflush(stdout);
+            ERR_print_errors_fp(stderr);
+        }
+        EVP_MD_CTX_free(ctx);
+        EVP_PKEY_free(key);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "import") == 0) {
+        for (i = 2; i < argc; i++) {
+            EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", "provider=delegator");
+            EVP_PKEY *key = NULL;
+            OSSL_PARAM params[2] = { param_of(argv[i]), OSSL_PARAM_END };
+            if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0)
+                goto failed;
+            printf("%s -> %d\n", params[0].key, EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params));
+            fflush(stdout);
+            ERR_print_errors_fp(stderr);
+            EVP_PKEY_free(key);
+            EVP_PKEY_CTX_free(ctx);
+        }
+        return 0;
+    }
+failed:
+    ERR_print_errors_fp(stderr);
+    return 2;
+}
