@@ -35,6 +35,7 @@ enum dlg_reason {
     DLG_R_UNSUPPORTED,
     DLG_R_NOT_WHOLE_MESSAGE,
     DLG_R_NO_PRIVATE_PART,
+    DLG_R_BAD_CONFIG,
 };
 
 struct dlg_conn;
@@ -46,6 +47,7 @@ typedef struct dlg_prov {
     OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
     OSSL_FUNC_core_vset_error_fn *vset_error;
     int timeout_ms;                 /* per keyd request, connect included */
+    char config_error[128];         /* a bad openssl.cnf value: every signature fails with it */
     pthread_mutex_t pool_lock;      /* guards idle */
     struct dlg_conn *idle;          /* idle keyd connections, reused across operations */
 } DLG_PROV;

@@ -346,6 +346,10 @@ int dlg_keyd_sign(const DLG_KEY *key, uint16_t scheme, const unsigned char *cont
         dlg_error(key->prov, DLG_R_NO_PRIVATE_PART, "a public key cannot sign");
         return 0;
     }
+    if (key->prov->config_error[0] != '\0') { /* provider.c: refused here, where the server logs it */
+        dlg_error(key->prov, DLG_R_BAD_CONFIG, "%s", key->prov->config_error);
+        return 0;
+    }
     if (content_len == 0 || payload_len > MAX_SIGNING_PAYLOAD) {
         /* No TLS handshake content is this long (docs/PROTOCOL.md, signHandshakeContent). */
         dlg_error(key->prov, DLG_R_NOT_WHOLE_MESSAGE, "%zu bytes to sign: not a TLS handshake signature content", content_len);

@@ -3,6 +3,7 @@
  * of DECODER, KEYMGMT and SIGNATURE algorithms, all with the property provider=delegator.
  */
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/core_names.h>
@@ -49,6 +50,7 @@ static const OSSL_ITEM reason_strings[] = {
     { DLG_R_UNSUPPORTED, "unsupported signature parameters" },
     { DLG_R_NOT_WHOLE_MESSAGE, "a delegator key signs whole messages only" },
     { DLG_R_NO_PRIVATE_PART, "a delegator key has no private part" },
+    { DLG_R_BAD_CONFIG, "bad provider configuration" },
     { 0, NULL },
 };
 
@@ -137,6 +139,22 @@ static const OSSL_DISPATCH dlg_dispatch[] = {
     { 0, NULL },
 };
 
+/* openssl.cnf's `timeout_ms`: decimal digits only, 1..600000; 0 for anything else. */
+static int parse_timeout_ms(const char *s)
+{
+    long ms = 0;
+    if (*s == '\0')
+        return 0;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return 0;
+        ms = ms * 10 + (*s - '0');
+        if (ms > 600000)
+            return 0;
+    }
+    return (int)ms;
+}
+
 /* The one exported symbol: OpenSSL looks it up when it loads the module (provider(7)). */
 __attribute__((visibility("default")))
 int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
@@ -170,10 +188,16 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
      * core parameter of that name. */
     if (core_get_params != NULL) {
         OSSL_PARAM req[] = { OSSL_PARAM_utf8_ptr("timeout_ms", &timeout, 0), OSSL_PARAM_END };
-        if (core_get_params(handle, req) && timeout != NULL) {
-            long ms = strtol(timeout, NULL, 10);
-            if (ms > 0 && ms <= 600000)
-                prov->timeout_ms = (int)ms;
+        if (core_get_params(handle, req) && timeout != NULL && (prov->timeout_ms = parse_timeout_ms(timeout)) == 0) {
+            /* A typo ("10s", "5 000", "0") used to be read as far as it went (10 ms: handshakes
+             * failing under load) or replaced by the default without a word. Failing
+             * OSSL_provider_init would not say why: OpenSSL's automatic config loading ignores
+             * a module's failure and drops its errors (CONF_modules_load_file(3), CONF_MFLAGS_IGNORE_RETURN_CODES),
+             * and the server would then report its key file as undecodable. So the provider
+             * loads, and every signature fails with this, before any keyd traffic. */
+            snprintf(prov->config_error, sizeof(prov->config_error),
+                     "timeout_ms = \"%.40s\": not a whole number of milliseconds from 1 to 600000", timeout);
+            prov->timeout_ms = 5000;
         }
     }
     /* A library context wired to the core's BIO upcalls, for BIO_new_from_core_bio. */

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes, verify } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -202,4 +202,36 @@ test('a pooled connection keyd closed: the next signature is retried on a fresh 
   assert.match(result.stdout, /signed 2/);
   assert.equal(keyd.connections, 2, 'the second signature went over a fresh connection');
   assert.equal(keyd.requests.length, 2);
+});
+
+test('openssl.cnf timeout_ms that is not a whole number of ms from 1 to 600000: every signature fails naming it, keyd is not asked', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-timeout-conf-');
+  t.after(() => scratch.remove());
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path);
+  const keyd = await fakeKeyd(t, path, answerWithSignature(s));
+  const conf = readFileSync(s.conf, 'utf8');
+  const withTimeout = (value: string) => writeFileSync(s.conf, conf.replace('timeout_ms = 5000', `timeout_ms = ${value}`));
+
+  // Controls: the bounds themselves sign, and the signature verifies.
+  for (const value of ['1000', '600000']) {
+    withTimeout(value);
+    const r = await s.sign();
+    assert.equal(r.code, 0, `timeout_ms = ${value}: ${r.stderr}`);
+    assert.ok(verify('sha256', s.content, s.key, r.signature!));
+  }
+  assert.equal(keyd.requests.length, 2);
+
+  // "10s" was read as 10 ms (strtol stops at the "s"); the others were replaced by 5000 without a word.
+  for (const value of ['10s', '5 000', 'abc', '0', '-5', '600001', '99999999999999999999']) {
+    withTimeout(value);
+    const r = await s.sign();
+    try {
+      assertRefused(r, new RegExp(`bad provider configuration.*timeout_ms = "${value.slice(0, 40)}": not a whole number of milliseconds from 1 to 600000`));
+    } catch (err) {
+      throw new Error(`timeout_ms = ${value}: ${(err as Error).message}`);
+    }
+  }
+  assert.equal(keyd.requests.length, 2, 'keyd got no request under a bad timeout_ms');
 });
