@@ -244,6 +244,16 @@ static uint32_t get_u32(const unsigned char *p)
 
 enum outcome { SIGNED, REFUSED, FAILED, RETRY };
 
+/* An error frame's payload (docs/PROTOCOL.md): opaque code<1..255>; opaque message<0..2^16-1>. */
+static int parse_error(const unsigned char *payload, size_t len, const unsigned char **code, size_t *code_len,
+                       const unsigned char **msg, size_t *msg_len)
+{
+    *code_len = len >= 1 ? payload[0] : 0;
+    *msg_len = len >= *code_len + 3 ? (size_t)payload[1 + *code_len] << 8 | payload[2 + *code_len] : 0;
+    *code = payload + 1, *msg = payload + 3 + *code_len;
+    return *code_len != 0 && len == *code_len + 3 + *msg_len;
+}
+
 /*
  * One request on one connection. RETRY: a reused connection turned out closed (keyd's idle
  * timeout) before any byte of an answer, so the request never reached keyd: try a fresh one.
@@ -280,6 +290,22 @@ static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused,
             OPENSSL_free(payload), payload = NULL;
             continue;
         }
+        if (header[1] == OP_ERROR && get_u32(header + 4) == 0) {
+            /* keyd refuses a connection (KEYD_TOO_MANY_CONNECTIONS: the principal's
+             * limits.maxConnectionsPerClient; KEYD_SOCKET_EXPOSED) with an error frame of
+             * request id 0, then closes it (docs/PROTOCOL.md, "Error codes"). Said as such:
+             * "answered request id 0" hid keyd's reason from the server's log. */
+            const unsigned char *code, *msg;
+            size_t code_len, msg_len;
+            if (!parse_error(payload, len, &code, &code_len, &msg, &msg_len)) {
+                dlg_error(key->prov, DLG_R_KEYD_PROTOCOL, "malformed error frame from keyd");
+                break;
+            }
+            dlg_error(key->prov, DLG_R_KEYD_REFUSED, "keyd at %s refused the connection: %.*s: %.*s", c->path,
+                      (int)code_len, code, (int)msg_len, msg);
+            result = REFUSED;
+            break;
+        }
         if (get_u32(header + 4) != id) {
             dlg_error(key->prov, DLG_R_KEYD_PROTOCOL, "keyd at %s answered request id %u, expected %u", c->path,
                       get_u32(header + 4), id);
@@ -304,17 +330,16 @@ static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused,
             break;
         }
         if (header[1] == OP_ERROR) {
-            /* opaque code<1..255>; opaque message<0..2^16-1> */
-            size_t code_len = len >= 1 ? payload[0] : 0;
-            size_t msg_len = len >= code_len + 3 ? (size_t)payload[1 + code_len] << 8 | payload[2 + code_len] : 0;
-            if (code_len == 0 || len != code_len + 3 + msg_len) {
+            const unsigned char *code, *msg;
+            size_t code_len, msg_len;
+            if (!parse_error(payload, len, &code, &code_len, &msg, &msg_len)) {
                 dlg_error(key->prov, DLG_R_KEYD_PROTOCOL, "malformed error frame from keyd");
                 break;
             }
             dlg_error(key->prov, DLG_R_KEYD_REFUSED, "keyd refused %s for %s: %.*s: %.*s", key->key_ref, key->server_name,
-                      (int)code_len, payload + 1, (int)msg_len, payload + 3 + code_len);
-            /* A framing error is the one refusal after which keyd closes the connection. */
-            *keep = !(code_len == 14 && memcmp(payload + 1, "KEYD_BAD_FRAME", 14) == 0);
+                      (int)code_len, code, (int)msg_len, msg);
+            /* A framing error is the one refusal of a request after which keyd closes the connection. */
+            *keep = !(code_len == 14 && memcmp(code, "KEYD_BAD_FRAME", 14) == 0);
             result = REFUSED;
             break;
         }

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, verify } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -84,6 +84,8 @@ test('fake keyd: malformed replies fail the signature with the provider\'s error
     ['error frame whose code overruns the payload', (_s, socket, request) => socket.write(frame(OP_ERROR, request.id, Buffer.from([200, 0x41, 0x42]))), /malformed error frame/],
     ['error frame whose message overruns the payload', (_s, socket, request) =>
       socket.write(frame(OP_ERROR, request.id, Buffer.concat([Buffer.from([4]), Buffer.from('KEYD'), u16(500), Buffer.from('short')]))), /malformed error frame/],
+    ['error frame of request id 0 (a connection refusal) that overruns its payload', (_s, socket) =>
+      socket.end(frame(OP_ERROR, 0, Buffer.concat([Buffer.from([30]), Buffer.from('KEYD_TOO_MANY')]))), /malformed error frame/],
     ['closed after half a header', (_s, socket) => socket.end(Buffer.from([2, 0x85, 0, 0, 0, 0])), /closed the connection/],
     ['closed inside the payload', (s, socket, request) => socket.end(frame(OP_REPLY | 5, request.id, signatureReply(s, request)).subarray(0, 30)), /closed the connection/],
   ];
@@ -234,4 +236,38 @@ test('openssl.cnf timeout_ms that is not a whole number of ms from 1 to 600000: 
     }
   }
   assert.equal(keyd.requests.length, 2, 'keyd got no request under a bad timeout_ms');
+});
+
+/** A well-formed error frame payload: opaque code<1..255>, opaque message<0..2^16-1>. */
+const errorPayload = (code: string, message: string): Buffer => Buffer.concat([Buffer.from([code.length]), Buffer.from(code), u16(message.length), Buffer.from(message)]);
+
+test('keyd refusing the connection (an error frame of request id 0, then close): the signature fails with keyd\'s code and message', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const refusal = frame(OP_ERROR, 0, errorPayload('KEYD_TOO_MANY_CONNECTIONS', 'client servers already has 64 connections open (limits.maxConnectionsPerClient)'));
+  const expected = /keyd refused to sign.*keyd at \S+fake\.sock refused the connection: KEYD_TOO_MANY_CONNECTIONS: client servers already has 64 connections open \(limits\.maxConnectionsPerClient\)/;
+  // As keyd answers once the request is in (it was "answered request id 0, expected 1").
+  const afterRequest = await signThrough(t, (_s, socket) => socket.end(refusal));
+  assertRefused(afterRequest.result, expected);
+
+  // As keyd does it, on accepting the connection (src/keyd/server.ts refuseConnection), before
+  // reading the request.
+  const scratch = scratchDir('provider-refused-conn-');
+  t.after(() => scratch.remove());
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path);
+  let accepted = 0;
+  const server = createServer((socket) => {
+    accepted++;
+    socket.on('error', () => {});
+    socket.resume(); // the request is read and dropped, so that the provider's close ends this socket
+    socket.end(refusal);
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  assertRefused(await s.sign(), expected);
+  assert.equal(accepted, 1, 'a refused connection is not retried');
+
+  // Control: an error frame carrying the request's id is still that request's refusal.
+  const request = await signThrough(t, (_s, socket, req) => socket.write(frame(OP_ERROR, req.id, errorPayload('KEYD_THROTTLED', 'slow down'))));
+  assertRefused(request.result, /keyd refused k-fake for a\.test: KEYD_THROTTLED: slow down/);
 });
