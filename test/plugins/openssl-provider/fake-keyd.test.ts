@@ -15,7 +15,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { requireTool, startTool, type ToolResult } from '../../helpers/tools.js';
+import { requireTool, runTool, startTool, type ToolResult } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
 import { buildProvider } from './harness.js';
 import { answerWithSignature, fakeKeyd, frame, OP_CHANGED, OP_ERROR, OP_REPLY, OP_SIGN_HANDSHAKE_CONTENT, type Request, signatureReply, signer, type Signer, u16 } from './fake-keyd.js';
@@ -270,4 +270,34 @@ test('keyd refusing the connection (an error frame of request id 0, then close):
   // Control: an error frame carrying the request's id is still that request's refusal.
   const request = await signThrough(t, (_s, socket, req) => socket.write(frame(OP_ERROR, req.id, errorPayload('KEYD_THROTTLED', 'slow down'))));
   assertRefused(request.result, /keyd refused k-fake for a\.test: KEYD_THROTTLED: slow down/);
+});
+
+test('a connection the provider kept before fork(): the child opens its own, and the parent keeps using its own', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-fork-');
+  t.after(() => scratch.remove());
+  // sign-fork.c: signs, forks, the child signs, then the parent signs again.
+  const program = join(scratch.dir, 'sign-fork');
+  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/sign-fork.c', import.meta.url));
+  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, cc.stderr);
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path);
+  const sign = answerWithSignature(s);
+  // The connection (in accept order) each request came on.
+  const ids = new Map<Socket, number>();
+  const on: number[] = [];
+  const keyd = await fakeKeyd(t, path, (socket, request) => {
+    if (!ids.has(socket)) ids.set(socket, ids.size + 1);
+    on.push(ids.get(socket)!);
+    sign(socket, request);
+  });
+  const r = await runTool(program, [s.refFile], '', { env: { ...process.env, OPENSSL_CONF: s.conf }, timeoutMs: 30_000 });
+  assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'parent signed 1\nchild signed\nparent signed 2\n');
+  // Shared, the two processes' frames would interleave on one socket, both numbering from the
+  // same next request id, so that either could read the other's signature.
+  assert.deepEqual(on, [1, 2, 1], 'the child signed on a connection of its own; the parent reused its own');
+  assert.equal(keyd.connections, 2);
 });
