@@ -244,6 +244,30 @@ static uint32_t get_u32(const unsigned char *p)
 
 enum outcome { SIGNED, REFUSED, FAILED, RETRY };
 
+/*
+ * keyd's bytes (an error frame's code or message) for the server's error log: printable
+ * ASCII as is, any other byte as \xNN, so that a NUL cannot hide the rest and a newline
+ * cannot start a forged log line; at most out_size - 1 characters, ending in "..." when cut.
+ */
+static const char *printable(const unsigned char *p, size_t n, char *out, size_t out_size)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0, i;
+    for (i = 0; i < n; i++) {
+        if (o + (p[i] >= 0x20 && p[i] < 0x7f ? 1 : 4) > out_size - 4) {
+            memcpy(out + o, "...", 3), o += 3;
+            break;
+        }
+        if (p[i] >= 0x20 && p[i] < 0x7f) {
+            out[o++] = (char)p[i];
+        } else {
+            out[o++] = '\\', out[o++] = 'x', out[o++] = hex[p[i] >> 4], out[o++] = hex[p[i] & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* An error frame's payload (docs/PROTOCOL.md): opaque code<1..255>; opaque message<0..2^16-1>. */
 static int parse_error(const unsigned char *payload, size_t len, const unsigned char **code, size_t *code_len,
                        const unsigned char **msg, size_t *msg_len)
@@ -264,6 +288,7 @@ static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused,
 {
     uint32_t id = get_u32(frame + 4);
     unsigned char header[12], *payload = NULL;
+    char code_text[64], msg_text[512]; /* keyd's code and message as printed (printable) */
     size_t got = 0;
     enum io_result io;
     enum outcome result = FAILED;
@@ -301,8 +326,8 @@ static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused,
                 dlg_error(key->prov, DLG_R_KEYD_PROTOCOL, "malformed error frame from keyd");
                 break;
             }
-            dlg_error(key->prov, DLG_R_KEYD_REFUSED, "keyd at %s refused the connection: %.*s: %.*s", c->path,
-                      (int)code_len, code, (int)msg_len, msg);
+            dlg_error(key->prov, DLG_R_KEYD_REFUSED, "keyd at %s refused the connection: %s: %s", c->path,
+                      printable(code, code_len, code_text, sizeof(code_text)), printable(msg, msg_len, msg_text, sizeof(msg_text)));
             result = REFUSED;
             break;
         }
@@ -336,8 +361,8 @@ static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused,
                 dlg_error(key->prov, DLG_R_KEYD_PROTOCOL, "malformed error frame from keyd");
                 break;
             }
-            dlg_error(key->prov, DLG_R_KEYD_REFUSED, "keyd refused %s for %s: %.*s: %.*s", key->key_ref, key->server_name,
-                      (int)code_len, code, (int)msg_len, msg);
+            dlg_error(key->prov, DLG_R_KEYD_REFUSED, "keyd refused %s for %s: %s: %s", key->key_ref, key->server_name,
+                      printable(code, code_len, code_text, sizeof(code_text)), printable(msg, msg_len, msg_text, sizeof(msg_text)));
             /* A framing error is the one refusal of a request after which keyd closes the connection. */
             *keep = !(code_len == 14 && memcmp(code, "KEYD_BAD_FRAME", 14) == 0);
             result = REFUSED;

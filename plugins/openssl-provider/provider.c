@@ -8,12 +8,29 @@
 #include <string.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
 #include "delegator.h"
 
-void dlg_error_at(DLG_PROV *prov, const char *file, int line, const char *func, int reason, const char *fmt, ...)
+/* Hands the core's vset_error an already formatted text, as "%s". */
+static void set_error_text(DLG_PROV *prov, int reason, const char *fmt, ...)
 {
     va_list args;
+    va_start(args, fmt);
+    prov->vset_error(prov->handle, reason, fmt, args);
+    va_end(args);
+}
+
+void dlg_error_at(DLG_PROV *prov, const char *file, int line, const char *func, int reason, const char *fmt, ...)
+{
+    /* ERR_vset_error formats into ERR_MAX_DATA_SIZE (1024) bytes and keeps nothing of a
+     * text that does not fit (OpenSSL 3.0: BIO_vsnprintf fails, the data is left empty), so
+     * an error naming keyd's long message lost keyd's code too. Formatted here, a long text
+     * is cut and keeps its beginning. */
+    char text[ERR_MAX_DATA_SIZE - 24];
+    static const char cut[] = "... (cut)";
+    va_list args;
+    int n;
 
     /* provider-base(7): errors go through the core's error upcalls, so that they carry
      * this provider's name and reason strings wherever the application prints them. */
@@ -23,8 +40,13 @@ void dlg_error_at(DLG_PROV *prov, const char *file, int line, const char *func, 
     if (prov->set_error_debug != NULL)
         prov->set_error_debug(prov->handle, file, line, func);
     va_start(args, fmt);
-    prov->vset_error(prov->handle, reason, fmt, args);
+    n = vsnprintf(text, sizeof(text), fmt, args);
     va_end(args);
+    if (n < 0)
+        text[0] = '\0';
+    else if ((size_t)n >= sizeof(text))
+        memcpy(text + sizeof(text) - sizeof(cut), cut, sizeof(cut));
+    set_error_text(prov, reason, "%s", text);
 }
 
 int dlg_param_get_name(DLG_PROV *prov, const OSSL_PARAM *p, char *buf, size_t size)

@@ -12,9 +12,10 @@ import { randomBytes, verify } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { encodeKeyReferencePem } from '../../../src/keyd/key-reference.js';
 import { requireTool, runTool, startTool, type ToolResult } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
 import { buildProvider } from './harness.js';
@@ -101,6 +102,34 @@ test('fake keyd: malformed replies fail the signature with the provider\'s error
   const refused = await signThrough(t, (_s, socket, request) =>
     socket.write(frame(OP_ERROR, request.id, Buffer.concat([Buffer.from([9]), Buffer.from('KEYD_NOPE'), u16(6), Buffer.from('no way')]))));
   assertRefused(refused.result, /keyd refused k-fake for a\.test: KEYD_NOPE: no way/);
+});
+
+test('keyd\'s error frame with a 64 KiB message, or with control bytes: the code and the start of the message reach the log, one line', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const refuse = (code: Buffer, message: Buffer) => (_s: Signer, socket: Socket, request: Request) =>
+    socket.write(frame(OP_ERROR, request.id, Buffer.concat([Buffer.from([code.length]), code, u16(message.length), message])));
+  const errorLines = (r: ToolResult) => r.stderr.split('\n').filter((l) => l.includes(':error:'));
+
+  // The longest message the frame allows: OpenSSL keeps at most 1 KiB of an error's text and,
+  // given more, kept none (the log read "keyd refused to sign:" with no code).
+  const huge = await signThrough(t, refuse(Buffer.from('KEYD_THROTTLED'), Buffer.alloc(65535, 'x')));
+  assertRefused(huge.result, /keyd refused k-fake for a\.test: KEYD_THROTTLED: x{400,}\.\.\./);
+  assert.ok(errorLines(huge.result).every((l) => l.length < 1200), huge.result.stderr);
+  // With the longest key reference and server name a reference may hold, the text passes
+  // OpenSSL's 1 KiB: cut, its beginning kept.
+  const longRef = join(dirname(huge.s.refFile), 'long.ref');
+  writeFileSync(longRef, encodeKeyReferencePem({ socketPath: join(dirname(huge.s.refFile), 'fake.sock'), serverName: `${'n'.repeat(250)}.test`, keyRef: 'r'.repeat(255), spki: huge.s.spki }));
+  const long = await huge.s.sign(longRef);
+  assertRefused(long, /keyd refused r{255} for n{250}\.test: KEYD_THROTTLED: x{100,}\.\.\. \(cut\)\n/);
+
+  // A newline would start a line of keyd's choosing in the server's log; a NUL hid the rest.
+  const control = await signThrough(t, refuse(Buffer.from('KEYD_NOPE\n'), Buffer.from('no\nerror:forged line\0hidden\x1b[0m')));
+  assertRefused(control.result, /keyd refused k-fake for a\.test: KEYD_NOPE\\x0a: no\\x0aerror:forged line\\x00hidden\\x1b\[0m\n/);
+  assert.equal(errorLines(control.result).length, 1, control.result.stderr);
+  assert.doesNotMatch(control.result.stderr, /^error:forged/m);
+  // Control: a plain code and message are printed as they are (also in the test above).
+  const plain = await signThrough(t, refuse(Buffer.from('KEYD_NOT_AUTHORISED'), Buffer.from('servers may not use b.test')));
+  assertRefused(plain.result, /keyd refused k-fake for a\.test: KEYD_NOT_AUTHORISED: servers may not use b\.test\n/);
 });
 
 /**
