@@ -214,30 +214,35 @@ static int dlg_sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t s
 
 static int dlg_sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 {
-    DLG_SIG_CTX *ctx = vctx;
+    DLG_SIG_CTX *ctx = vctx, next;
     const OSSL_PARAM *p;
 
     if (params == NULL)
         return 1;
+    /* Worked out on a copy and kept only when every parameter is accepted: a refused one
+     * used to stay set (a P-256 key's refused SHA-384 then asked keyd for
+     * ecdsa_secp384r1_sha384, a refused padding made every later signature fail), where
+     * EVP_PKEY_CTX_set_params failing should leave the operation as it was. */
+    next = *ctx;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL) {
         char md[DLG_PARAM_NAME_SIZE];
-        if (!dlg_param_get_name(ctx->prov, p, md, sizeof(md)) || !set_digest(ctx, md))
+        if (!dlg_param_get_name(next.prov, p, md, sizeof(md)) || !set_digest(&next, md))
             return 0;
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL) {
         /* An int (RSA_PKCS1_*_PADDING) or its name, as EVP_PKEY_CTX_set_rsa_padding sends it. */
         char s[DLG_PARAM_NAME_SIZE];
         if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-            if (!dlg_param_get_name(ctx->prov, p, s, sizeof(s)))
+            if (!dlg_param_get_name(next.prov, p, s, sizeof(s)))
                 return 0;
-            ctx->pad = strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PSS) == 0 ? RSA_PKCS1_PSS_PADDING
+            next.pad = strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PSS) == 0 ? RSA_PKCS1_PSS_PADDING
                        : strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PKCSV15) == 0 ? RSA_PKCS1_PADDING : -1;
-        } else if (!OSSL_PARAM_get_int(p, &ctx->pad)) {
+        } else if (!OSSL_PARAM_get_int(p, &next.pad)) {
             return 0;
         }
-        if (ctx->key == NULL || ctx->key->type != DLG_RSA
-            || (ctx->pad != RSA_PKCS1_PSS_PADDING && ctx->pad != RSA_PKCS1_PADDING)) {
-            dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "padding: PSS or PKCS#1 v1.5 on RSA keys only");
+        if (next.key == NULL || next.key->type != DLG_RSA
+            || (next.pad != RSA_PKCS1_PSS_PADDING && next.pad != RSA_PKCS1_PADDING)) {
+            dlg_error(next.prov, DLG_R_UNSUPPORTED, "padding: PSS or PKCS#1 v1.5 on RSA keys only");
             return 0;
         }
     }
@@ -246,27 +251,30 @@ static int dlg_sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
         char s[DLG_PARAM_NAME_SIZE];
         int n = 0;
         if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-            if (!dlg_param_get_name(ctx->prov, p, s, sizeof(s)))
+            if (!dlg_param_get_name(next.prov, p, s, sizeof(s)))
                 return 0;
-            ctx->salt_is_hash_len = strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0
-                                    || atoi(s) == ctx->hash_bits / 8;
+            next.salt_is_hash_len = strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0
+                                    || atoi(s) == next.hash_bits / 8;
         } else if (OSSL_PARAM_get_int(p, &n)) {
-            ctx->salt_is_hash_len = n == RSA_PSS_SALTLEN_DIGEST || n == ctx->hash_bits / 8;
+            next.salt_is_hash_len = n == RSA_PSS_SALTLEN_DIGEST || n == next.hash_bits / 8;
         } else {
             return 0;
         }
-        if (!ctx->salt_is_hash_len) {
-            dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "PSS salt length other than the hash length");
+        if (!next.salt_is_hash_len) {
+            dlg_error(next.prov, DLG_R_UNSUPPORTED, "PSS salt length other than the hash length");
             return 0;
         }
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
         char md[DLG_PARAM_NAME_SIZE];
-        if (!dlg_param_get_name(ctx->prov, p, md, sizeof(md)) || hash_bits(md) != ctx->hash_bits) {
-            dlg_error(ctx->prov, DLG_R_UNSUPPORTED, "MGF1 digest other than the signature digest");
+        if (!dlg_param_get_name(next.prov, p, md, sizeof(md)) || hash_bits(md) != next.hash_bits) {
+            dlg_error(next.prov, DLG_R_UNSUPPORTED, "MGF1 digest other than the signature digest");
             return 0;
         }
     }
+    ctx->hash_bits = next.hash_bits;
+    ctx->pad = next.pad;
+    ctx->salt_is_hash_len = next.salt_is_hash_len;
     return 1;
 }
 

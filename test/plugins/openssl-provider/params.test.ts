@@ -14,18 +14,25 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { encodeKeyReferencePem } from '../../../src/keyd/key-reference.js';
-import { runTool } from '../../helpers/tools.js';
+import { requireTool, runTool } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
 import { buildProvider, opensslConf, PROVIDER_SO } from './harness.js';
+import { answerWithSignature, fakeKeyd, signer } from './fake-keyd.js';
+
+/** set-params.c, compiled into `dir`. */
+function compileSetParams(dir: string): string {
+  const program = join(dir, 'set-params');
+  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/set-params.c', import.meta.url));
+  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, cc.stderr);
+  return program;
+}
 
 test('UTF8 string parameters with NULL data or no NUL after data_size: refused or read within data_size, never a crash', { timeout: 60_000 }, async (t) => {
   if (!buildProvider(t)) return;
   const scratch = scratchDir('provider-params-');
   t.after(() => scratch.remove());
-  const program = join(scratch.dir, 'set-params');
-  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/set-params.c', import.meta.url));
-  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, cc.stderr);
+  const program = compileSetParams(scratch.dir);
   // An RSA key (padding and PSS parameters apply to RSA only); no keyd: nothing is signed.
   const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const ref = join(scratch.dir, 'rsa.ref');
@@ -65,4 +72,34 @@ test('UTF8 string parameters with NULL data or no NUL after data_size: refused o
   assert.equal(imported.signal, null, `killed by ${imported.signal} (stdout so far:\n${imported.stdout}): ${imported.stderr}`);
   assert.equal(imported.code, 0, imported.stderr);
   assert.deepEqual(imported.stdout.trimEnd().split('\n'), importCases.map(([arg, r]) => `${arg.split('=')[0]} -> ${r}`), imported.stderr);
+});
+
+test('a refused parameter leaves the signature as it was: the scheme keyd is asked for is the one last accepted', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-params-kept-');
+  t.after(() => scratch.remove());
+  const program = compileSetParams(scratch.dir);
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path); // P-256
+  const keyd = await fakeKeyd(t, path, answerWithSignature(s));
+  const env = { ...process.env, OPENSSL_CONF: s.conf };
+  const run = async (ref: string, cases: Array<[string, number]>) => {
+    const r = await runTool(program, ['sign', ref, ...cases.map(([arg]) => arg)], '', { env, timeoutMs: 30_000 });
+    assert.equal(r.signal, null, r.stderr);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trimEnd().split('\n'), cases.map(([arg, n]) => `${arg.split('=')[0]} -> ${n}`), r.stderr);
+  };
+
+  // P-256 signs with SHA-256 only: a refused SHA-384 used to stay, and keyd was asked for
+  // ecdsa_secp384r1_sha384 (0x0503) with a P-256 key. Control: SHA-256 set again is accepted.
+  await run(s.refFile, [['digest=SHA384', 0], ['SIGN', 1], ['digest=SHA256', 1], ['SIGN', 1]]);
+  assert.deepEqual(keyd.requests.map((r) => r.scheme), [0x0403, 0x0403]);
+
+  // RSA: a refused padding ("none") or PSS salt length ("auto") made every later signature
+  // fail ("no TLS signature scheme"); now the PKCS#1 v1.5 of the init, then PSS, stay.
+  const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsaRef = join(scratch.dir, 'rsa.ref');
+  writeFileSync(rsaRef, encodeKeyReferencePem({ socketPath: path, serverName: 'a.test', keyRef: 'k-rsa', spki: publicKey.export({ type: 'spki', format: 'der' }) }));
+  await run(rsaRef, [['pad-mode=none', 0], ['SIGN', 1], ['pad-mode=pss', 1], ['saltlen=auto', 0], ['SIGN', 1]]);
+  assert.deepEqual(keyd.requests.slice(2).map((r) => r.scheme), [0x0401, 0x0804], 'rsa_pkcs1_sha256, then rsa_pss_rsae_sha256');
 });

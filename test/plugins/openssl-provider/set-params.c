@@ -3,9 +3,11 @@
  * as an OpenSSL application may build them (OSSL_PARAM(3)), and prints what each call
  * returned:
  *
- *   set-params sign REFERENCE-FILE NAME[=VALUE[/SIZE]]...
+ *   set-params sign REFERENCE-FILE NAME[=VALUE[/SIZE]]|SIGN...
  *       EVP_DigestSignInit (SHA-256) with the reference's key, then one
- *       EVP_PKEY_CTX_set_params per argument: "NAME -> r"
+ *       EVP_PKEY_CTX_set_params per argument: "NAME -> r"; SIGN signs a TLS 1.3 server
+ *       CertificateVerify content (RFC 8446 §4.4.3) with a copy of the context as it is
+ *       then, through keyd: "SIGN -> r"
  *   set-params import NAME[=VALUE[/SIZE]]...
  *       EVP_PKEY_fromdata with the provider's EC key manager, one parameter per call
  *
@@ -67,6 +69,21 @@ int main(int argc, char **argv)
         if (key == NULL || ctx == NULL || EVP_DigestSignInit_ex(ctx, &pctx, "SHA256", NULL, NULL, key, NULL) <= 0)
             goto failed;
         for (i = 3; i < argc; i++) {
+            if (strcmp(argv[i], "SIGN") == 0) {
+                static const char context[] = "TLS 1.3, server CertificateVerify";
+                unsigned char content[64 + sizeof(context) + 32], sig[1024];
+                size_t siglen = sizeof(sig);
+                EVP_MD_CTX *copy = EVP_MD_CTX_new();
+                memset(content, 0x20, 64);
+                memcpy(content + 64, context, sizeof(context)); /* with its 0x00 */
+                memset(content + 64 + sizeof(context), 0x44, 32);
+                printf("SIGN -> %d\n", copy != NULL && EVP_MD_CTX_copy_ex(copy, ctx) > 0
+                                           && EVP_DigestSign(copy, sig, &siglen, content, sizeof(content)) > 0);
+                fflush(stdout);
+                ERR_print_errors_fp(stderr);
+                EVP_MD_CTX_free(copy);
+                continue;
+            }
             OSSL_PARAM params[2] = { param_of(argv[i]), OSSL_PARAM_END };
             printf("%s -> %d\n", params[0].key, EVP_PKEY_CTX_set_params(pctx, params));
             fflush(stdout);
