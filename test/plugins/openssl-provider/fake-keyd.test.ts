@@ -301,7 +301,7 @@ test('keyd refusing the connection (an error frame of request id 0, then close):
   assertRefused(request.result, /keyd refused k-fake for a\.test: KEYD_THROTTLED: slow down/);
 });
 
-test('a connection the provider kept before fork(): the child opens its own, and the parent keeps using its own', { timeout: 60_000 }, async (t) => {
+test('a connection the provider kept before fork(): the child opens its own, the parent keeps using its own, and an exec() does not inherit it', { timeout: 60_000 }, async (t) => {
   if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
   const scratch = scratchDir('provider-fork-');
   t.after(() => scratch.remove());
@@ -324,7 +324,11 @@ test('a connection the provider kept before fork(): the child opens its own, and
   const r = await runTool(program, [s.refFile], '', { env: { ...process.env, OPENSSL_CONF: s.conf }, timeoutMs: 30_000 });
   assert.equal(r.signal, null, `killed by ${r.signal}: ${r.stderr}`);
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stdout, 'parent signed 1\nchild signed\nparent signed 2\n');
+  const [signed, fds] = [r.stdout.split('\n').filter((l) => l.includes('signed')), r.stdout.split('\n').filter((l) => l.startsWith('fd '))];
+  assert.deepEqual(signed, ['parent signed 1', 'child signed', 'parent signed 2'], r.stdout);
+  // The parent's kept connection is SOCK_CLOEXEC: the program it executes does not inherit it.
+  assert.deepEqual(fds.filter((l) => l.includes('socket:')), [], r.stdout);
+  assert.ok(fds.some((l) => l.endsWith(': /dev/null')), `control: an inheritable descriptor is listed: ${r.stdout}`);
   // Shared, the two processes' frames would interleave on one socket, both numbering from the
   // same next request id, so that either could read the other's signature.
   assert.deepEqual(on, [1, 2, 1], 'the child signed on a connection of its own; the parent reused its own');

@@ -6,9 +6,13 @@
  *   sign-fork REFERENCE-FILE
  *
  * signs once ("parent signed 1": the provider now keeps a keyd connection), forks; the child
- * signs ("child signed") and exits; once it has, the parent signs again ("parent signed 2").
+ * signs ("child signed") and exits; once it has, the parent signs again ("parent signed 2"),
+ * opens /dev/null (inheritable) and execs a shell that prints what its descriptors above 2
+ * are ("fd N: TARGET"), as a server that re-executes itself (nginx's binary upgrade) would
+ * carry them.
  * Each message is a TLS 1.3 server CertificateVerify content (RFC 8446 §4.4.3).
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -68,8 +72,13 @@ int main(int argc, char **argv)
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !sign_once(key))
         goto failed;
     printf("parent signed 2\n");
-    EVP_PKEY_free(key);
-    return 0;
+    fflush(stdout);
+    if (open("/dev/null", O_RDONLY) < 0) /* inheritable: the listing's control */
+        goto failed;
+    execl("/bin/sh", "sh", "-c", "for f in /proc/$$/fd/*; do n=${f##*/}; [ \"$n\" -gt 2 ] && echo \"fd $n: $(readlink $f)\"; done; exit 0",
+          (char *)NULL);
+    perror("execl");
+    return 1;
 failed:
     ERR_print_errors_fp(stderr);
     EVP_PKEY_free(key);
