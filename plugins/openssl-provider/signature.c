@@ -52,7 +52,10 @@ static void *dlg_sig_dupctx(void *vctx)
     DLG_SIG_CTX *src = vctx, *ctx = OPENSSL_memdup(src, sizeof(*src));
     if (ctx == NULL)
         return NULL;
-    if (src->message != NULL && (ctx->message = OPENSSL_memdup(src->message, src->message_len)) == NULL) {
+    /* Nothing buffered yet: nothing to copy (OPENSSL_memdup of 0 bytes returns NULL, which
+     * failed EVP_MD_CTX_copy_ex as a malloc failure after an empty update). */
+    ctx->message = NULL;
+    if (src->message_len > 0 && (ctx->message = OPENSSL_memdup(src->message, src->message_len)) == NULL) {
         OPENSSL_free(ctx);
         return NULL;
     }
@@ -179,6 +182,8 @@ static int dlg_sig_digest_sign_update(void *vctx, const unsigned char *data, siz
 {
     DLG_SIG_CTX *ctx = vctx;
     unsigned char *grown;
+    if (datalen == 0) /* provider-signature(7) allows it; data may then be NULL */
+        return 1;
     if (datalen > MAX_MESSAGE - ctx->message_len) {
         dlg_error(ctx->prov, DLG_R_NOT_WHOLE_MESSAGE, "message longer than %d bytes", MAX_MESSAGE);
         return 0;

@@ -103,3 +103,21 @@ test('a refused parameter leaves the signature as it was: the scheme keyd is ask
   await run(rsaRef, [['pad-mode=none', 0], ['SIGN', 1], ['pad-mode=pss', 1], ['saltlen=auto', 0], ['SIGN', 1]]);
   assert.deepEqual(keyd.requests.slice(2).map((r) => r.scheme), [0x0401, 0x0804], 'rsa_pkcs1_sha256, then rsa_pss_rsae_sha256');
 });
+
+test('digest-sign streaming: an empty update, a copy of the context, two updates and Final sign the whole content', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-stream-');
+  t.after(() => scratch.remove());
+  const program = compileSetParams(scratch.dir);
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path);
+  const keyd = await fakeKeyd(t, path, answerWithSignature(s));
+  const r = await runTool(program, ['stream', s.refFile], '', { env: { ...process.env, OPENSSL_CONF: s.conf }, timeoutMs: 30_000 });
+  assert.equal(r.signal, null, r.stderr);
+  assert.equal(r.code, 0, r.stderr);
+  // The copy failed ("CRYPTO_memdup: malloc failure") after the empty update.
+  assert.equal(r.stdout, 'copy -> 1\nfinal -> 1\n', r.stderr);
+  // Control: keyd got the two updates joined, the exact CertificateVerify content (RFC 8446 §4.4.3).
+  const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS 1.3, server CertificateVerify\0'), Buffer.alloc(32, 0x55)]);
+  assert.deepEqual(keyd.requests.map((q) => q.content), [content]);
+});

@@ -8,6 +8,10 @@
  *       EVP_PKEY_CTX_set_params per argument: "NAME -> r"; SIGN signs a TLS 1.3 server
  *       CertificateVerify content (RFC 8446 §4.4.3) with a copy of the context as it is
  *       then, through keyd: "SIGN -> r"
+ *   set-params stream REFERENCE-FILE
+ *       EVP_DigestSignInit (SHA-256), an empty EVP_DigestSignUpdate, EVP_MD_CTX_copy_ex
+ *       ("copy -> r"), then the content in two updates on the copy and EVP_DigestSignFinal
+ *       with the size query first ("final -> r")
  *   set-params import NAME[=VALUE[/SIZE]]...
  *       EVP_PKEY_fromdata with the provider's EC key manager, one parameter per call
  *
@@ -89,6 +93,31 @@ int main(int argc, char **argv)
             fflush(stdout);
             ERR_print_errors_fp(stderr);
         }
+        EVP_MD_CTX_free(ctx);
+        EVP_PKEY_free(key);
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "stream") == 0) {
+        static const char context[] = "TLS 1.3, server CertificateVerify";
+        unsigned char content[64 + sizeof(context) + 32], sig[1024];
+        size_t siglen = 0;
+        EVP_PKEY *key = load(argv[2]);
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new(), *copy = EVP_MD_CTX_new();
+        int ok;
+        memset(content, 0x20, 64);
+        memcpy(content + 64, context, sizeof(context)); /* with its 0x00 */
+        memset(content + 64 + sizeof(context), 0x55, 32);
+        if (key == NULL || ctx == NULL || copy == NULL || EVP_DigestSignInit_ex(ctx, NULL, "SHA256", NULL, NULL, key, NULL) <= 0
+            || EVP_DigestSignUpdate(ctx, content, 0) <= 0)
+            goto failed;
+        printf("copy -> %d\n", ok = EVP_MD_CTX_copy_ex(copy, ctx));
+        fflush(stdout);
+        ERR_print_errors_fp(stderr);
+        ok = ok && EVP_DigestSignUpdate(copy, content, 60) > 0 && EVP_DigestSignUpdate(copy, content + 60, sizeof(content) - 60) > 0
+             && EVP_DigestSignFinal(copy, NULL, &siglen) > 0 && siglen <= sizeof(sig) && EVP_DigestSignFinal(copy, sig, &siglen) > 0;
+        printf("final -> %d\n", ok);
+        ERR_print_errors_fp(stderr);
+        EVP_MD_CTX_free(copy);
         EVP_MD_CTX_free(ctx);
         EVP_PKEY_free(key);
         return 0;
