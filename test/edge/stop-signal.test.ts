@@ -12,17 +12,10 @@ import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
-import { makeTestPki } from '../helpers/pki.js';
-import { KeydProcess, logged, scratchDir, startEdgeProcess, type EdgeProcess } from './system.js';
+import { keydServingATest, logged, startEdgeProcess, type EdgeProcess } from './system.js';
 
 test('--workers 2, SIGTERM to the process group: the request in flight is answered, then exit 0', { timeout: 120_000 }, async (t) => {
-  const scratch = scratchDir('edge-stop-group-');
-  t.after(() => scratch.remove());
-  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
-  const keyd = new KeydProcess(scratch.dir);
-  await keyd.start();
-  t.after(() => keyd.kill());
-  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const { scratch, pki, keyd } = await keydServingATest(t, 'edge-stop-group-');
 
   // An upstream that answers only when the test says so: the request stays in flight.
   let arrived!: (socket: Socket) => void;

@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { KeydClient } from '../../src/keyd/client.js';
 import { Opcode } from '../../src/keyd/protocol.js';
 import { freePort, waitForPort } from '../helpers/ports.js';
+import { makeTestPki, type TestPki } from '../helpers/pki.js';
+import type { TestContext } from 'node:test';
 
 export const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const KEYD_CHILD = fileURLToPath(new URL('./keyd-child.js', import.meta.url));
@@ -169,6 +171,21 @@ export async function startEdgeProcess(
 export function scratchDir(prefix: string): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A scratch directory and a running keyd in it holding one key, for a.test; both removed when
+ * the test ends. What the process-level edge tests with one name start from.
+ */
+export async function keydServingATest(t: TestContext, prefix: string): Promise<{ scratch: { dir: string }; pki: TestPki; keyd: KeydProcess }> {
+  const scratch = scratchDir(prefix);
+  t.after(() => scratch.remove());
+  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
+  const keyd = new KeydProcess(scratch.dir);
+  await keyd.start();
+  t.after(() => keyd.kill());
+  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  return { scratch, pki, keyd };
 }
 
 /** How many times the edge's log (all of it, from the start) matches `re`. */

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeTestPki } from '../helpers/pki.js';
-import { KeydProcess, firstLogged, logCount, requestOverTls, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess } from './system.js';
+import { KeydProcess, keydServingATest, firstLogged, logCount, requestOverTls, scratchDir, startEdgeProcess, startHttpUpstream, type EdgeProcess } from './system.js';
 
 function aWorkerPid(edge: EdgeProcess): number {
   const line = edge.log().split('\n').reverse().find((l) => /"worker":\d+/.test(l) && /"msg":"edge listening"/.test(l));
@@ -83,13 +83,7 @@ test('--workers 2: a message to a worker that has just died (its exit not yet se
   // The window, made wide: the config file is a FIFO, so the primary's SIGHUP handler blocks
   // reading it; meanwhile a worker is killed (its channel closed, its exit not yet handled);
   // then the config arrives and the primary sends the reload to both workers.
-  const scratch = scratchDir('edge-workers-epipe-');
-  t.after(() => scratch.remove());
-  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
-  const keyd = new KeydProcess(scratch.dir);
-  await keyd.start();
-  t.after(() => keyd.kill());
-  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const { scratch, pki, keyd } = await keydServingATest(t, 'edge-workers-epipe-');
   const upA = await startHttpUpstream('A');
   t.after(() => upA.close());
   const fifo = join(scratch.dir, 'edge.json');
@@ -144,13 +138,7 @@ test('--workers 2: a message to a worker that has just died (its exit not yet se
 test('--workers 2: the restart back-off grows while a worker keeps dying at once, and starts over once a worker has served for the stable period', { timeout: 120_000 }, async (t) => {
   // The stable period is 60 s in production; DELEGATOR_TEST_WORKER_STABLE_MS shortens it here.
   const STABLE_MS = 3000;
-  const scratch = scratchDir('edge-workers-backoff-');
-  t.after(() => scratch.remove());
-  const pki = await makeTestPki({ commonName: 'a.test', extraNames: ['a.test'] });
-  const keyd = new KeydProcess(scratch.dir);
-  await keyd.start();
-  t.after(() => keyd.kill());
-  await keyd.put(['a.test'], pki.leafKey, pki.chainDer);
+  const { scratch, pki, keyd } = await keydServingATest(t, 'edge-workers-backoff-');
   const upA = await startHttpUpstream('A');
   t.after(() => upA.close());
   const configFile = join(scratch.dir, 'edge.json');

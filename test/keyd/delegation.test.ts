@@ -126,9 +126,8 @@ test('refuses a lifetime of 0, beyond 7 days, beyond the operator policy, or out
   assert.equal(await refusal(issue('short.test', { lifetime: 600 })), 'issued', 'control: within the certificate');
 });
 
-test('a 7-day credential never expires more than 7 days from the moment keyd issued it (RFC 9345 §4, §4.1.3)', async () => {
-  // issueDelegatedCredential itself, with keyd's clock injected: 1 ms past a whole second
-  // since the leaf's notBefore, where rounding valid_time up would add 999 ms.
+/** dc.test's key as a keyd key entry signing in this process, and its leaf's notBefore: issueDelegatedCredential called directly. */
+function dcUnitEntry(): { pki: TestPki; notBefore: number; entry: KeyEntry } {
   const pki = pkis['dc.test']!;
   const notBefore = new x509.X509Certificate(pki.leafCertDer).notBefore.getTime();
   const entry = {
@@ -137,6 +136,13 @@ test('a 7-day credential never expires more than 7 days from the moment keyd iss
     schemes: [ECDSA_P256],
     key: { signNow: (scheme: number, content: Uint8Array) => signWithScheme(pki.leafKey, scheme, content) },
   } as unknown as KeyEntry;
+  return { pki, notBefore, entry };
+}
+
+test('a 7-day credential never expires more than 7 days from the moment keyd issued it (RFC 9345 §4, §4.1.3)', async () => {
+  // issueDelegatedCredential itself, with keyd's clock injected: 1 ms past a whole second
+  // since the leaf's notBefore, where rounding valid_time up would add 999 ms.
+  const { pki, notBefore, entry } = dcUnitEntry();
   const week = 7 * 86400;
   for (const offsetMs of [1, 500, 999, 1000]) {
     const now = notBefore + 60_000 + offsetMs;
@@ -156,14 +162,7 @@ test('a 7-day credential never expires more than 7 days from the moment keyd iss
 test('refuses to delegate from a certificate that is not valid yet (its notBefore is in keyd\'s future)', async () => {
   // valid_time counts from the leaf's notBefore (RFC 9345 §4): before it, a credential would
   // be issued for a certificate no client accepts yet. keyd's clock is injected.
-  const pki = pkis['dc.test']!;
-  const notBefore = new x509.X509Certificate(pki.leafCertDer).notBefore.getTime();
-  const entry = {
-    id: 'dc-unit',
-    chain: pki.chainDer,
-    schemes: [ECDSA_P256],
-    key: { signNow: (scheme: number, content: Uint8Array) => signWithScheme(pki.leafKey, scheme, content) },
-  } as unknown as KeyEntry;
+  const { pki, notBefore, entry } = dcUnitEntry();
   const at = (now: number) =>
     issueDelegatedCredential(entry, { keyRef: 'dc-unit', serverName: 'dc.test', dcCertVerifyAlgorithm: ECDSA_P256, lifetimeSeconds: 3600, subjectPublicKeyInfo: p256Spki() }, 3600, now);
   assert.match(await refusal(at(notBefore - 1000)), /^KEYD_DC_LIFETIME: .*not valid yet/);

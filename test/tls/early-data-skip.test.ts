@@ -20,15 +20,18 @@ function earlyDataRecords(sizes: number[]): Buffer {
   return Buffer.concat(sizes.map((n) => Buffer.concat([Buffer.from([23, 3, 3, n >> 8, n & 0xff]), randomBytes(n)])));
 }
 
-/** A ClientHello offering early_data; once our flight is out, `early` arrives. Returns the alert codes reported. */
-async function offerEarlyData(early: Buffer): Promise<{ flightSent: boolean; errors: string[] }> {
+/**
+ * A ClientHello offering early_data (with `extensions` besides); once our answer is out,
+ * `early` arrives. Returns whether the answer went out without error, and the alert codes reported.
+ */
+async function offerEarlyData(early: Buffer, extensions = typicalExtensions()): Promise<{ flightSent: boolean; errors: string[] }> {
   const conn = new TlsServerConnection(options);
   const errors: string[] = [];
   let sent = 0;
   conn.onSend = () => void sent++;
   conn.onSendParts = () => void sent++;
   conn.onError = (err) => errors.push((err as Error & { code: string }).code);
-  conn.receive(handshakeRecords(encodeClientHello({ extensions: [...typicalExtensions(), E.earlyData()] })));
+  conn.receive(handshakeRecords(encodeClientHello({ extensions: [...extensions, E.earlyData()] })));
   await settle();
   const flightSent = sent > 0 && errors.length === 0;
   conn.receive(early);
@@ -61,19 +64,9 @@ const CIPHERTEXT_FULL = 2 ** 14 + 17; // 2^14 bytes of data, the content type, a
 
 /** A ClientHello offering early_data but no key share (so we answer with a HelloRetryRequest), then `early`. */
 async function earlyDataAfterRetry(early: Buffer): Promise<{ retried: boolean; errors: string[] }> {
-  const conn = new TlsServerConnection(options);
-  const errors: string[] = [];
-  let sent = 0;
-  conn.onSend = () => void sent++;
-  conn.onSendParts = () => void sent++;
-  conn.onError = (err) => errors.push((err as Error & { code: string }).code);
-  const exts = typicalExtensions().map((e) => (e.type === E.keyShare([]).type ? E.keyShare([]) : e));
-  conn.receive(handshakeRecords(encodeClientHello({ extensions: [...exts, E.earlyData()] })));
-  await settle();
-  const retried = sent > 0 && errors.length === 0;
-  conn.receive(early);
-  await settle();
-  return { retried, errors };
+  const noShare = typicalExtensions().map((e) => (e.type === E.keyShare([]).type ? E.keyShare([]) : e));
+  const { flightSent, errors } = await offerEarlyData(early, noShare);
+  return { retried: flightSent, errors };
 }
 
 test('after a HelloRetryRequest, full-size 0-RTT records (2^14 + 17 bytes) are skipped, not record_overflow', async () => {

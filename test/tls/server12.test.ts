@@ -416,6 +416,22 @@ describe('TLS 1.2 resumption', () => {
     return { c, messages };
   }
 
+  /** One ClientHello at `at` (the client's clock), the server's answer read; nothing more is sent. */
+  async function helloAt(options: ReturnType<typeof makeOptions>, at: number, hello: Parameters<Tls12TestClient['hello']>[0]) {
+    const c = new Tls12TestClient(options, () => at);
+    c.hello(hello);
+    await settle();
+    c.receive();
+    assert.deepEqual(c.errors, []);
+    return c;
+  }
+
+  /** Whether `first`'s session resumes at `at`, offered by its ticket or by its session id. */
+  async function resumesAt(options: ReturnType<typeof makeOptions>, first: Tls12TestClient, at: number, byTicket: boolean) {
+    const hello = byTicket ? { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) } : { sessionId: first.sessionId, extensions: tls12Extensions() };
+    return (await helloAt(options, at, hello)).conn.info.resumed;
+  }
+
   test('by session id: ServerHello, ChangeCipherSpec, Finished; the client Finished completes it', async () => {
     const options = makeOptions(identity);
     const first = await firstSession(options);
@@ -626,14 +642,7 @@ describe('TLS 1.2 resumption', () => {
     const t0 = 1_700_000_000_000; // the scripted client's clock, when the first session is made
     const options = makeOptions(identity, { ticketLifetimeSeconds: 60 });
     const first = await firstSession(options, true, new Uint8Array(0));
-    const resumedAt = async (at: number, byTicket: boolean) => {
-      const c = new Tls12TestClient(options, () => at);
-      c.hello(byTicket ? { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) } : { sessionId: first.sessionId, extensions: tls12Extensions() });
-      await settle();
-      c.receive();
-      assert.deepEqual(c.errors, []);
-      return c.conn.info.resumed;
-    };
+    const resumedAt = (at: number, byTicket: boolean) => resumesAt(options, first, at, byTicket);
     for (const byTicket of [false, true]) {
       const how = byTicket ? 'ticket' : 'session id';
       assert.equal(await resumedAt(t0 + 60_000, byTicket), true, `${how}: at the lifetime`);
@@ -649,25 +658,14 @@ describe('TLS 1.2 resumption', () => {
     const day = 86_400_000;
     const options = makeOptions(identity, { ticketLifetimeSeconds: 7 * 86_400 });
     const first = await firstSession(options, true, new Uint8Array(0));
-    const resumedAt = async (at: number, byTicket: boolean) => {
-      const c = new Tls12TestClient(options, () => at);
-      c.hello(byTicket ? { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) } : { sessionId: first.sessionId, extensions: tls12Extensions() });
-      await settle();
-      c.receive();
-      assert.deepEqual(c.errors, []);
-      return c.conn.info.resumed;
-    };
+    const resumedAt = (at: number, byTicket: boolean) => resumesAt(options, first, at, byTicket);
     assert.equal(await resumedAt(t0 + day + 1, false), false, 'session id: 1 ms past 24 h');
     assert.equal(options.sessionCache12.size, 0, 'and it is dropped');
     // Controls: the ticket of the same session lives its 7 days; a session id within 24 h resumes.
     assert.equal(await resumedAt(t0 + day + 1, true), true, 'ticket: past 24 h');
     assert.equal(await resumedAt(t0 + 7 * day, true), true, 'ticket: at 7 days');
     const second = await firstSession(options);
-    const c = new Tls12TestClient(options, () => t0 + day);
-    c.hello({ sessionId: second.sessionId, extensions: tls12Extensions() });
-    await settle();
-    c.receive();
-    assert.equal(c.conn.info.resumed, true, 'session id: at 24 h');
+    assert.equal(await resumesAt(options, second, t0 + day, false), true, 'session id: at 24 h');
   });
 
   // Expired sessions were dropped only when a new one was cached: a server that makes no new
@@ -676,14 +674,8 @@ describe('TLS 1.2 resumption', () => {
     const t0 = 1_700_000_000_000;
     const options = makeOptions(identity, { ticketLifetimeSeconds: 60 });
     const first = await firstSession(options, true, new Uint8Array(0));
-    const helloAt = async (at: number, hello: Parameters<Tls12TestClient['hello']>[0]) => {
-      const c = new Tls12TestClient(options, () => at); // ServerHello and flight only: no session is made
-      c.hello(hello);
-      await settle();
-      c.receive();
-      assert.deepEqual(c.errors, []);
-      return c;
-    };
+    // ServerHello and flight only: no session is made.
+    const lookupAt = (at: number, offer: Parameters<Tls12TestClient['hello']>[0]) => helloAt(options, at, offer);
     const lookups: [string, Parameters<Tls12TestClient['hello']>[0]][] = [
       ['an unknown session id', { sessionId: randomBytes(32), extensions: tls12Extensions() }],
       ['no session id', { extensions: tls12Extensions() }],
@@ -692,32 +684,26 @@ describe('TLS 1.2 resumption', () => {
     for (const [what, hello] of lookups) {
       const session = options.sessionCache12.size === 0 ? await firstSession(options) : first; // made at t0, cached by id
       assert.equal(options.sessionCache12.size, 1, what);
-      await helloAt(t0 + 30_000, hello);
+      await lookupAt(t0 + 30_000, hello);
       assert.equal(options.sessionCache12.size, 1, `${what}: control, a live session stays`);
-      await helloAt(t0 + 60_001, hello);
+      await lookupAt(t0 + 60_001, hello);
       assert.equal(options.sessionCache12.size, 0, `${what}: the expired session is dropped`);
-      const late = await helloAt(t0 + 60_001, { sessionId: session.sessionId, extensions: tls12Extensions() });
+      const late = await lookupAt(t0 + 60_001, { sessionId: session.sessionId, extensions: tls12Extensions() });
       assert.equal(late.conn.info.resumed, false);
     }
     // Control: a session id within its lifetime still resumes after such lookups.
     const live = await firstSession(options);
-    await helloAt(t0 - 1000, { sessionId: randomBytes(32), extensions: tls12Extensions() }); // a clock that went back: not expired
-    await helloAt(t0 + 59_000, { sessionId: randomBytes(32), extensions: tls12Extensions() });
+    await lookupAt(t0 - 1000, { sessionId: randomBytes(32), extensions: tls12Extensions() }); // a clock that went back: not expired
+    await lookupAt(t0 + 59_000, { sessionId: randomBytes(32), extensions: tls12Extensions() });
     assert.equal(options.sessionCache12.size, 1);
-    assert.equal((await helloAt(t0 + 59_000, { sessionId: live.sessionId, extensions: tls12Extensions() })).conn.info.resumed, true);
+    assert.equal((await lookupAt(t0 + 59_000, { sessionId: live.sessionId, extensions: tls12Extensions() })).conn.info.resumed, true);
   });
 
   test('a lifetime under 24 h still bounds session ids (the cap only lowers it)', async () => {
     const t0 = 1_700_000_000_000;
     const options = makeOptions(identity, { ticketLifetimeSeconds: 3600 });
     const first = await firstSession(options);
-    const resumed = async (at: number) => {
-      const c = new Tls12TestClient(options, () => at);
-      c.hello({ sessionId: first.sessionId, extensions: tls12Extensions() });
-      await settle();
-      c.receive();
-      return c.conn.info.resumed;
-    };
+    const resumed = (at: number) => resumesAt(options, first, at, false);
     assert.equal(await resumed(t0 + 3_600_000), true);
     assert.equal(await resumed(t0 + 3_600_001), false);
   });

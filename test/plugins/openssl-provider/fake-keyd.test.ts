@@ -9,16 +9,15 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes, verify } from 'node:crypto';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { encodeKeyReferencePem } from '../../../src/keyd/key-reference.js';
 import { requireTool, runTool, startTool, type ToolResult } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
-import { buildProvider } from './harness.js';
+import { buildProvider, compileTestProgram } from './harness.js';
 import { answerWithSignature, fakeKeyd, frame, OP_CHANGED, OP_ERROR, OP_REPLY, OP_SIGN_HANDSHAKE_CONTENT, type Request, signatureReply, signer, type Signer, u16 } from './fake-keyd.js';
 
 /** A fake keyd answering as `answer` says, and one pkeyutl signature through it. */
@@ -206,10 +205,7 @@ test('a pooled connection keyd closed: the next signature is retried on a fresh 
   t.after(() => scratch.remove());
   // sign-twice.c: an OpenSSL application with SIGPIPE's default action (nginx and haproxy
   // ignore SIGPIPE; a server embedding OpenSSL need not).
-  const program = join(scratch.dir, 'sign-twice');
-  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/sign-twice.c', import.meta.url));
-  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, cc.stderr);
+  const program = compileTestProgram('sign-twice', scratch.dir);
 
   const path = join(scratch.dir, 'fake.sock');
   const s = signer(scratch.dir, path);
@@ -306,10 +302,7 @@ test('a connection the provider kept before fork(): the child opens its own, the
   const scratch = scratchDir('provider-fork-');
   t.after(() => scratch.remove());
   // sign-fork.c: signs, forks, the child signs, then the parent signs again.
-  const program = join(scratch.dir, 'sign-fork');
-  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/sign-fork.c', import.meta.url));
-  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, cc.stderr);
+  const program = compileTestProgram('sign-fork', scratch.dir);
   const path = join(scratch.dir, 'fake.sock');
   const s = signer(scratch.dir, path);
   const sign = answerWithSignature(s);

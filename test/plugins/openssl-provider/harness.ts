@@ -34,6 +34,18 @@ export function providerUnbuildable(): string | undefined {
   return undefined;
 }
 
+/**
+ * One of this directory's C test programs (sign-twice.c, sign-fork.c, set-params.c, which
+ * share test-program.h), compiled into `dir` against the system's libcrypto; its path.
+ */
+export function compileTestProgram(name: string, dir: string): string {
+  const program = join(dir, name);
+  const source = fileURLToPath(new URL(`../../../../test/plugins/openssl-provider/${name}.c`, import.meta.url));
+  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`gcc ${name}.c failed: ${cc.stderr}`);
+  return program;
+}
+
 /** Builds the provider (make); false after skipping the test with the missing Debian package named. */
 export function buildProvider(t: TestContext): boolean {
   const why = providerUnbuildable();

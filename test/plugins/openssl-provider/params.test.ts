@@ -8,31 +8,20 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { encodeKeyReferencePem } from '../../../src/keyd/key-reference.js';
 import { requireTool, runTool } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
-import { buildProvider, opensslConf, PROVIDER_SO } from './harness.js';
+import { buildProvider, compileTestProgram, opensslConf, PROVIDER_SO } from './harness.js';
 import { answerWithSignature, fakeKeyd, signer } from './fake-keyd.js';
-
-/** set-params.c, compiled into `dir`. */
-function compileSetParams(dir: string): string {
-  const program = join(dir, 'set-params');
-  const source = fileURLToPath(new URL('../../../../test/plugins/openssl-provider/set-params.c', import.meta.url));
-  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
-  assert.equal(cc.status, 0, cc.stderr);
-  return program;
-}
 
 test('UTF8 string parameters with NULL data or no NUL after data_size: refused or read within data_size, never a crash', { timeout: 60_000 }, async (t) => {
   if (!buildProvider(t)) return;
   const scratch = scratchDir('provider-params-');
   t.after(() => scratch.remove());
-  const program = compileSetParams(scratch.dir);
+  const program = compileTestProgram('set-params', scratch.dir);
   // An RSA key (padding and PSS parameters apply to RSA only); no keyd: nothing is signed.
   const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const ref = join(scratch.dir, 'rsa.ref');
@@ -78,7 +67,7 @@ test('a refused parameter leaves the signature as it was: the scheme keyd is ask
   if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
   const scratch = scratchDir('provider-params-kept-');
   t.after(() => scratch.remove());
-  const program = compileSetParams(scratch.dir);
+  const program = compileTestProgram('set-params', scratch.dir);
   const path = join(scratch.dir, 'fake.sock');
   const s = signer(scratch.dir, path); // P-256
   const keyd = await fakeKeyd(t, path, answerWithSignature(s));
@@ -108,7 +97,7 @@ test('digest-sign streaming: an empty update, a copy of the context, two updates
   if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
   const scratch = scratchDir('provider-stream-');
   t.after(() => scratch.remove());
-  const program = compileSetParams(scratch.dir);
+  const program = compileTestProgram('set-params', scratch.dir);
   const path = join(scratch.dir, 'fake.sock');
   const s = signer(scratch.dir, path);
   const keyd = await fakeKeyd(t, path, answerWithSignature(s));

@@ -27,7 +27,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <openssl/store.h>
+#include "test-program.h"
 
 static OSSL_PARAM param_of(char *arg)
 {
@@ -47,40 +47,21 @@ static OSSL_PARAM param_of(char *arg)
     return p;
 }
 
-static EVP_PKEY *load(const char *file)
-{
-    OSSL_STORE_CTX *store = OSSL_STORE_open(file, NULL, NULL, NULL, NULL);
-    OSSL_STORE_INFO *info;
-    EVP_PKEY *key = NULL;
-    if (store == NULL)
-        return NULL;
-    while (key == NULL && (info = OSSL_STORE_load(store)) != NULL) {
-        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-            key = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(store);
-    return key;
-}
-
 int main(int argc, char **argv)
 {
     int i;
     if (argc >= 3 && strcmp(argv[1], "sign") == 0) {
-        EVP_PKEY *key = load(argv[2]);
+        EVP_PKEY *key = load_key(argv[2]);
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
         EVP_PKEY_CTX *pctx = NULL;
         if (key == NULL || ctx == NULL || EVP_DigestSignInit_ex(ctx, &pctx, "SHA256", NULL, NULL, key, NULL) <= 0)
             goto failed;
         for (i = 3; i < argc; i++) {
             if (strcmp(argv[i], "SIGN") == 0) {
-                static const char context[] = "TLS 1.3, server CertificateVerify";
-                unsigned char content[64 + sizeof(context) + 32], sig[1024];
+                unsigned char content[CV_CONTENT_LEN], sig[1024];
                 size_t siglen = sizeof(sig);
                 EVP_MD_CTX *copy = EVP_MD_CTX_new();
-                memset(content, 0x20, 64);
-                memcpy(content + 64, context, sizeof(context)); /* with its 0x00 */
-                memset(content + 64 + sizeof(context), 0x44, 32);
+                cv_content(content, 0x44);
                 printf("SIGN -> %d\n", copy != NULL && EVP_MD_CTX_copy_ex(copy, ctx) > 0
                                            && EVP_DigestSign(copy, sig, &siglen, content, sizeof(content)) > 0);
                 fflush(stdout);
@@ -98,15 +79,12 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "stream") == 0) {
-        static const char context[] = "TLS 1.3, server CertificateVerify";
-        unsigned char content[64 + sizeof(context) + 32], sig[1024];
+        unsigned char content[CV_CONTENT_LEN], sig[1024];
         size_t siglen = 0;
-        EVP_PKEY *key = load(argv[2]);
+        EVP_PKEY *key = load_key(argv[2]);
         EVP_MD_CTX *ctx = EVP_MD_CTX_new(), *copy = EVP_MD_CTX_new();
         int ok;
-        memset(content, 0x20, 64);
-        memcpy(content + 64, context, sizeof(context)); /* with its 0x00 */
-        memset(content + 64 + sizeof(context), 0x55, 32);
+        cv_content(content, 0x55);
         if (key == NULL || ctx == NULL || copy == NULL || EVP_DigestSignInit_ex(ctx, NULL, "SHA256", NULL, NULL, key, NULL) <= 0
             || EVP_DigestSignUpdate(ctx, content, 0) <= 0)
             goto failed;

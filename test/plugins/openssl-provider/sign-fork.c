@@ -18,50 +18,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/store.h>
-
-static int sign_once(EVP_PKEY *key)
-{
-    static const char context[] = "TLS 1.3, server CertificateVerify";
-    unsigned char content[64 + sizeof(context) + 32], sig[1024];
-    size_t siglen = sizeof(sig);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok;
-
-    memset(content, 0x20, 64);
-    memcpy(content + 64, context, sizeof(context)); /* with its 0x00 */
-    memset(content + 64 + sizeof(context), 0x22, 32);
-    ok = ctx != NULL && EVP_DigestSignInit_ex(ctx, NULL, "SHA256", NULL, NULL, key, NULL) > 0
-         && EVP_DigestSign(ctx, sig, &siglen, content, sizeof(content)) > 0;
-    EVP_MD_CTX_free(ctx);
-    return ok;
-}
+#include "test-program.h"
 
 int main(int argc, char **argv)
 {
-    OSSL_STORE_CTX *store;
-    OSSL_STORE_INFO *info;
-    EVP_PKEY *key = NULL;
+    EVP_PKEY *key;
     pid_t child;
     int status;
 
-    if (argc != 2 || (store = OSSL_STORE_open(argv[1], NULL, NULL, NULL, NULL)) == NULL)
+    if (argc != 2)
         return 2;
-    while (key == NULL && (info = OSSL_STORE_load(store)) != NULL) {
-        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-            key = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(store);
-    if (key == NULL || !sign_once(key))
+    key = load_key(argv[1]);
+    if (key == NULL || !sign_once(key, 0x22))
         goto failed;
     printf("parent signed 1\n");
     fflush(stdout);
     if ((child = fork()) < 0)
         goto failed;
     if (child == 0) {
-        if (!sign_once(key)) {
+        if (!sign_once(key, 0x22)) {
             ERR_print_errors_fp(stderr);
             _exit(1);
         }
@@ -69,7 +44,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         _exit(0);
     }
-    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !sign_once(key))
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !sign_once(key, 0x22))
         goto failed;
     printf("parent signed 2\n");
     fflush(stdout);
