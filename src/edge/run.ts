@@ -224,7 +224,6 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldRel
     }));
   }
   let stopping = false;
-  let restarts = 0;
   const ticketKeys = new TicketKeyRing();
   const sendTicketKeys = (worker: { send(message: object): unknown; isConnected(): boolean }) => {
     if (worker.isConnected()) worker.send({ type: 'edge:ticket-keys', keys: ticketKeys.exportKeys() });
@@ -234,8 +233,12 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldRel
     for (const worker of Object.values(cluster.workers ?? {})) if (worker) sendTicketKeys(worker);
   }, TICKET_KEY_BROADCAST_MS);
   broadcast.unref();
-  const fork = () => {
+  // Each of the config.workers places is a slot; a restart takes the place (slot) of the worker
+  // that died, so the back-off below follows one place's deaths, not the cluster's.
+  const slotOf = new Map<number, number>();
+  const fork = (slot: number) => {
     const worker = cluster.fork();
+    slotOf.set(worker.id, slot);
     // A message to a worker that has just died, before its exit is seen here, fails with
     // EPIPE, emitted as 'error' on the worker: without a listener that was an uncaught error
     // that killed the primary, and with it every worker. Its 'exit' follows and restarts it.
@@ -244,6 +247,8 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldRel
   };
   // When each worker said it was ready (serving), by worker id.
   const readySince = new Map<number, number>();
+  /** Deaths in a row of each slot's workers (since that slot's last stable run). */
+  const restartsOf = new Map<number, number>();
   const stableMs = workerStableMs();
   cluster.on('message', (worker, message: { type?: string }) => {
     if (message?.type === 'edge:ready') readySince.set(worker.id, performance.now());
@@ -252,17 +257,21 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldRel
     startedFrom.delete(worker.id);
     const since = readySince.get(worker.id);
     readySince.delete(worker.id);
+    const slot = slotOf.get(worker.id) ?? 0;
+    slotOf.delete(worker.id);
     if (stopping) return;
-    // The back-off counts deaths since the last stable run: a worker that served for
-    // stableMs before it died starts it over. It used to count every death since the
-    // primary started, so after six, even years apart, each restart waited the full 5 s.
-    if (since !== undefined && performance.now() - since >= stableMs) restarts = 0;
-    restarts++;
+    // The back-off counts the deaths of one slot since its last stable run: a worker that
+    // served for stableMs before it died starts its slot's count over. It used to count every
+    // death since the primary started, so after six, even years apart, each restart waited
+    // the full 5 s; then one count for all slots, so a stable worker's death reset the
+    // back-off of a sibling dying at once, and the deaths of different workers added up.
+    const restarts = (since !== undefined && performance.now() - since >= stableMs ? 0 : (restartsOf.get(slot) ?? 0)) + 1;
+    restartsOf.set(slot, restarts);
     // A worker that keeps dying at once must not spin: back off up to 5 s.
     const delay = Math.min(5000, 100 * 2 ** Math.min(restarts, 6));
-    log.error({ worker: worker.id, code, signal, restartInMs: delay }, 'worker died; restarting it');
+    log.error({ worker: worker.id, slot, code, signal, restartInMs: delay }, 'worker died; restarting it');
     setTimeout(() => {
-      if (!stopping) fork();
+      if (!stopping) fork(slot);
     }, delay);
   });
   // Which workers have started their edge: only those have their drain handler installed.
@@ -357,7 +366,7 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldRel
     log.info('all workers stopped');
     resolveStopped(0);
   }
-  for (let i = 0; i < config.workers; i++) fork();
+  for (let slot = 0; slot < config.workers; slot++) fork(slot);
   await Promise.race([ready, stopped]);
   if (!stopping) log.info({ workers: config.workers, listen: config.listen }, 'edge workers ready');
   return stopped;

@@ -179,3 +179,59 @@ test('--workers 2: the restart back-off grows while a worker keeps dying at once
   assert.match(await requestOverTls(edge.port, 'a.test', [pki.caCertPem]), /upstream A/);
   assert.equal(await edge.stop('SIGTERM'), 0, edge.log());
 });
+
+test('--workers 2: each worker slot has its own back-off: a sibling\'s deaths do not add to it, and a sibling\'s stable run does not start it over', { timeout: 120_000 }, async (t) => {
+  // One count for all workers used to make a worker dying at once restart after 400 ms the
+  // first time because its sibling had died before, and drop back to 200 ms whenever a
+  // sibling that had served for the stable period died.
+  const STABLE_MS = 6000;
+  const { scratch, pki, keyd } = await keydServingATest(t, 'edge-workers-slots-');
+  const upA = await startHttpUpstream('A');
+  t.after(() => upA.close());
+  const configFile = join(scratch.dir, 'edge.json');
+  writeFileSync(configFile, JSON.stringify({ keyd: keyd.socket, routes: [{ names: ['a.test'], upstream: `127.0.0.1:${upA.port}` }], logLevel: 'info' }));
+  const edge = await startEdgeProcess(['--config', configFile, '--workers', '2'], {
+    readyLog: /edge workers ready/,
+    env: { ...process.env, DELEGATOR_TEST_WORKER_STABLE_MS: String(STABLE_MS) },
+  });
+  t.after(() => edge.stop('SIGKILL'));
+  const listening = /"msg":"edge listening"/;
+  const died = /"msg":"worker died; restarting it"/;
+  const lines = () => edge.log().split('\n').filter((l) => l.startsWith('{'));
+  /** The pid of each worker that listened, in order. */
+  const listeningPids = () => lines().filter((l) => /"worker":\d+/.test(l) && listening.test(l)).map((l) => (JSON.parse(l) as { pid: number }).pid);
+  /** The restartInMs of each death the primary logged, in order. */
+  const delays = () => lines().filter((l) => died.test(l)).map((l) => (JSON.parse(l) as { restartInMs: number }).restartInMs);
+  /** Kills the worker `pid`, waits for its replacement to listen; the replacement's pid. */
+  const crash = async (pid: number): Promise<number> => {
+    const [before, deaths] = [logCount(edge, listening), logCount(edge, died)];
+    process.kill(pid, 'SIGKILL');
+    const first = await firstLogged(edge, { restarted: [listening, before + 1], 'died again': [died, deaths + 2] });
+    assert.equal(first, 'restarted', edge.log());
+    return listeningPids().at(-1)!;
+  };
+
+  const [x0, y0] = listeningPids();
+  assert.ok(x0 && y0 && x0 !== y0, edge.log());
+  // Y dies at once, then X dies at once three times: X's back-off starts at its own first
+  // death (200 ms), not at Y's count (one count: 400, 800, 1600).
+  let y = await crash(y0!);
+  let x = await crash(x0!);
+  x = await crash(x);
+  x = await crash(x);
+  assert.deepEqual(delays(), [200, 200, 400, 800], edge.log());
+  // Both now serve past the stable period. The control: X's own stable run starts X's count
+  // over (200), and its next quick death grows it (400).
+  await sleep(STABLE_MS + 500);
+  x = await crash(x);
+  x = await crash(x);
+  assert.deepEqual(delays(), [200, 200, 400, 800, 200, 400], edge.log());
+  // Y dies after a stable run (its own count starts over: 200); X, dying at once again, keeps
+  // backing off (800), where one count had been started over by Y's death (400).
+  y = await crash(y);
+  x = await crash(x);
+  assert.deepEqual(delays(), [200, 200, 400, 800, 200, 400, 200, 800], edge.log());
+  assert.ok(y !== x);
+  assert.match(await requestOverTls(edge.port, 'a.test', [pki.caCertPem]), /upstream A/);
+  assert.equal(await edge.stop('SIGTERM'), 0, edge.log());
+});
