@@ -61,6 +61,8 @@ export interface EdgeConfig {
   logLevel: string;
   /** NewSessionTickets per handshake (0 disables resumption). */
   tickets: number;
+  /** The tickets' lifetime, seconds (the engine's ticketLifetimeSeconds, RFC 8446 §4.6.1); default 7200. */
+  ticketLifetimeSeconds: number;
   /** Log a warning this many days before a served certificate's notAfter (default 30). */
   certificateExpiryWarningDays: number;
   /** RFC 9345 delegated credentials (docs/EDGE.md "Delegated credentials"). */
@@ -275,6 +277,7 @@ const TOP_KEYS = [
   'metrics',
   'logLevel',
   'tickets',
+  'ticketLifetimeSeconds',
   'certificateExpiryWarningDays',
   'delegatedCredentials',
 ] as const;
@@ -335,6 +338,9 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
     metrics: doc.metrics === undefined ? undefined : address(doc.metrics, 'metrics'),
     logLevel,
     tickets: doc.tickets === undefined ? 2 : int(doc.tickets, 'tickets', 0, 16),
+    // RFC 8446 §4.6.1: ticket_lifetime is at most 604800 s (7 days); the engine's own bounds.
+    ticketLifetimeSeconds:
+      doc.ticketLifetimeSeconds === undefined ? 7200 : int(doc.ticketLifetimeSeconds, 'ticketLifetimeSeconds', 1, 604_800),
     certificateExpiryWarningDays:
       doc.certificateExpiryWarningDays === undefined
         ? DEFAULT_EXPIRY_WARNING_DAYS

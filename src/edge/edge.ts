@@ -1,7 +1,15 @@
 import { X509Certificate } from 'node:crypto';
 import type { Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { alertName, loadClientAuth, type ClientAuthOptions, type TicketKeyRing, type TlsServerOptions } from '../tls/index.js';
+import {
+  alertName,
+  DEFAULT_RETAIN_MS,
+  DEFAULT_ROTATION_MS,
+  loadClientAuth,
+  TicketKeyRing,
+  type ClientAuthOptions,
+  type TlsServerOptions,
+} from '../tls/index.js';
 import type { EdgeConfig } from './config.js';
 import { DelegatedCredentials } from './delegated-credentials.js';
 import type { CreateTlsServer, EngineServer, EngineSocket } from './engine.js';
@@ -25,10 +33,26 @@ export interface EdgeDeps {
   connectKeyd: ConnectKeyd;
   logger: Logger;
   metrics?: EdgeMetrics;
-  /** Session-ticket keys; shared by all workers of one edge so any worker resumes any ticket. */
+  /**
+   * Session-ticket keys; shared by all workers of one edge so any worker resumes any ticket.
+   * The edge sets how long they are kept from the config (edgeTicketKeyRetainMs), at start and
+   * at each reload. None: the edge makes its own ring, kept across reloads.
+   */
   ticketKeys?: TicketKeyRing;
   /** The clock for certificate expiry warnings (tests move it). */
   now?: () => number;
+}
+
+/**
+ * How long the edge's ticket keys open tickets, for tickets of `ticketLifetimeSeconds`: as the
+ * engine's default ring (src/tls/handshake/ticket-keys.ts, ringForTicketLifetime) keeps its
+ * keys for a rotation + the lifetime, so a ticket resumes for all of the lifetime its
+ * NewSessionTicket advertises (RFC 8446 §4.6.1), but two rotations: a worker seals with a key
+ * from the primary for up to two rotations (TicketKeyRing.importKeys). Never under the 8 h
+ * default (the default 2 h lifetime keeps it).
+ */
+export function edgeTicketKeyRetainMs(ticketLifetimeSeconds: number): number {
+  return Math.max(DEFAULT_RETAIN_MS, 2 * DEFAULT_ROTATION_MS + ticketLifetimeSeconds * 1000);
 }
 
 /** A leaf's notAfter, parsed once per certificate (the identity cache asks at most once per TTL per name). */
@@ -63,7 +87,7 @@ export interface RunningEdge {
   close(): Promise<void>;
   /**
    * Applies a new config without dropping a connection: routes, limits, keyd endpoints,
-   * tickets, expiry warning days. Refused (throws EDGE_RELOAD, nothing changed) when it
+   * tickets and their lifetime, expiry warning days. Refused (throws EDGE_RELOAD, nothing changed) when it
    * changes what needs a restart: listen addresses, workers, the metrics address.
    */
   reload(next: EdgeConfig): Promise<{ keyd: 'kept' | 'moved' | 'unreachable' }>;
@@ -238,6 +262,10 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     return identity instanceof Promise ? identity.then(forRoute, fallback) : forRoute(identity);
   };
 
+  // One ring for the edge's life: the engine would make a new one at each reload (its default
+  // ring belongs to one set of options), and tickets issued before a reload would not resume.
+  const ticketKeys = deps.ticketKeys ?? new TicketKeyRing();
+  ticketKeys.setRetainMs(edgeTicketKeyRetainMs(config.ticketLifetimeSeconds));
   const tlsOptionsOf = (c: EdgeConfig): TlsServerOptions => {
     const alpnUnion = alpnUnionOf(c);
     return {
@@ -252,10 +280,11 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
       maxKeyUpdates: c.limits.maxKeyUpdates,
       keyUpdateWindowMs: c.limits.keyUpdateWindowMs,
       ticketCount: c.tickets,
+      ticketLifetimeSeconds: c.ticketLifetimeSeconds,
       // The client may close its side (close_notify) before the upstream has answered;
       // the proxy ends our side when the upstream is done (RFC 8446 §6.1).
       allowHalfOpen: true,
-      ...(deps.ticketKeys ? { ticketKeys: deps.ticketKeys } : {}),
+      ticketKeys,
       ...(alpnUnion.length ? { alpnProtocols: alpnUnion } : {}),
     };
   };
@@ -402,6 +431,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
     if (next.routes.some((r) => r.proxyProtocol)) await loadCertificateFacts();
     const nextTlsOptions = tlsOptionsOf(next);
     for (const server of servers) server.setTlsOptions?.(nextTlsOptions);
+    ticketKeys.setRetainMs(edgeTicketKeyRetainMs(next.ticketLifetimeSeconds));
     routes = nextRoutes;
     routeClientAuth = nextClientAuth;
     config = next;

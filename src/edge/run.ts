@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { holdReloadsDuringStart, type HeldReloads } from '../lib/reload-during-start.js';
 import { AggregatorRegistry } from 'prom-client';
 import type { EdgeConfig } from './config.js';
-import { startEdge, type RunningEdge } from './edge.js';
+import { edgeTicketKeyRetainMs, startEdge, type RunningEdge } from './edge.js';
 import { loadEngine } from './engine.js';
 import { connectKeyd } from './keyd-connect.js';
 import { createLogger } from './logger.js';
@@ -118,8 +118,9 @@ async function runWorker(config: EdgeConfig, reread?: () => EdgeConfig, heldRelo
   if (!cluster.isWorker) log.info({ listen: config.listen }, 'edge starting');
   const metrics = new EdgeMetrics({ defaultMetrics: true });
   // In a cluster the primary owns the ticket keys and sends them over the IPC channel (private
-  // to this edge's processes), so a ticket issued by one worker resumes on any other.
-  const ticketKeys = new TicketKeyRing();
+  // to this edge's processes), so a ticket issued by one worker resumes on any other. Its keys
+  // are kept for the configured ticket lifetime (startEdge follows reloads).
+  const ticketKeys = new TicketKeyRing({ retainMs: edgeTicketKeyRetainMs(config.ticketLifetimeSeconds) });
   if (cluster.isWorker) {
     process.on('message', (message: { type?: string; keys?: SharedTicketKey[] }) => {
       if (message?.type === 'edge:ticket-keys' && Array.isArray(message.keys)) ticketKeys.importKeys(message.keys);
@@ -224,7 +225,9 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldRel
     }));
   }
   let stopping = false;
-  const ticketKeys = new TicketKeyRing();
+  // Kept for the ticket lifetime, like each worker's ring: a worker keeps only the keys the
+  // primary still sends (TicketKeyRing.importKeys), so the primary's retention is theirs.
+  const ticketKeys = new TicketKeyRing({ retainMs: edgeTicketKeyRetainMs(config.ticketLifetimeSeconds) });
   const sendTicketKeys = (worker: { send(message: object): unknown; isConnected(): boolean }) => {
     if (worker.isConnected()) worker.send({ type: 'edge:ticket-keys', keys: ticketKeys.exportKeys() });
   };
@@ -303,6 +306,7 @@ async function runPrimary(config: EdgeConfig, reread?: () => EdgeConfig, heldRel
       if (!applied) return;
       appliedReload = message.seq;
       running = applied;
+      ticketKeys.setRetainMs(edgeTicketKeyRetainMs(applied.ticketLifetimeSeconds));
       for (const seq of sentReloads.keys()) if (seq <= message.seq) sentReloads.delete(seq);
     }
   });

@@ -52,7 +52,7 @@ export {
   type Credential,
   type DelegatedCredential,
 } from './messages/delegated-credential.js';
-export { TicketKeyRing, type SharedTicketKey, type TicketKeyRingOptions } from './handshake/ticket-keys.js';
+export { DEFAULT_RETAIN_MS, DEFAULT_ROTATION_MS, TicketKeyRing, type SharedTicketKey, type TicketKeyRingOptions } from './handshake/ticket-keys.js';
 
 export { AlertDescription, TlsAlert, TlsPeerAlert, alertName, type AlertName } from './alert.js';
 export {

@@ -75,6 +75,19 @@ test('limits.upstreamConnectTimeoutMs: both bounds are accepted as given', () =>
   assert.equal(validateConfig({ ...minimal, limits: { upstreamConnectTimeoutMs: 600_000 } }).limits.upstreamConnectTimeoutMs, 600_000);
 });
 
+test('ticketLifetimeSeconds: an integer from 1 to 604800 (RFC 8446 §4.6.1), refused otherwise with the exact message; both bounds and the 7200 default as the control', () => {
+  for (const [value, shown] of [[0, '0'], [604_801, '604801'], [7200.5, '7200.5'], ['7200', '"7200"'], [-1, '-1'], [null, 'null']] as const) {
+    assert.throws(() => validateConfig({ ...minimal, ticketLifetimeSeconds: value }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'EDGE_CONFIG');
+      assert.equal(err.message, `ticketLifetimeSeconds must be an integer from 1 to 604800, got ${shown}`);
+      return true;
+    });
+  }
+  assert.equal(validateConfig(minimal).ticketLifetimeSeconds, 7200);
+  assert.equal(validateConfig({ ...minimal, ticketLifetimeSeconds: 1 }).ticketLifetimeSeconds, 1);
+  assert.equal(validateConfig({ ...minimal, ticketLifetimeSeconds: 604_800 }).ticketLifetimeSeconds, 604_800);
+});
+
 test('wildcard default name is refused; a covered default is accepted', () => {
   assert.throws(() => validateConfig({ ...minimal, defaultServerName: '*.example.com' }), /concrete name/);
   assert.equal(validateConfig({ ...minimal, defaultServerName: 'WWW.example.com' }).defaultServerName, 'www.example.com');

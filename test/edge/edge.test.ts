@@ -652,3 +652,55 @@ test('a reload removes the route while its handshake waits for keyd: the client 
   const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');
   assert.equal(await exchange(a.socket, 'still'), 'A:still');
 });
+
+const HOUR = 3_600_000;
+
+/** A full handshake for a.test: the first NewSessionTicket the edge sends. */
+async function ticketFrom(t: TestContext, port: number) {
+  const transport = await socketTransport(port);
+  t.after(() => transport.close());
+  const client = new Tls13Client(transport, { serverName: 'a.test' });
+  await client.handshake();
+  return (await client.readTickets(1))[0]!;
+}
+
+/** Offers `ticket` `elapsedMs` after it was issued (the clock mocked to match): whether the edge resumed with it. */
+async function resumes(t: TestContext, port: number, ticket: Awaited<ReturnType<typeof ticketFrom>>, elapsedMs: number): Promise<boolean> {
+  const transport = await socketTransport(port);
+  t.after(() => transport.close());
+  const client = new Tls13Client(transport, {
+    serverName: 'a.test',
+    psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (elapsedMs + ticket.ageAdd) >>> 0 },
+  });
+  client.sendClientHello();
+  return (await client.readServerFlight()).selectedIdentity === 0;
+}
+
+// The edge had no ticketLifetimeSeconds: its tickets were always 2 h, and its key ring kept
+// keys 8 h whatever the engine was told. Date is mocked (the ring's and the ticket age's clock).
+test('ticketLifetimeSeconds: the NewSessionTicket advertises it, and the ticket resumes for all of it (the ring keeps its keys past the 8 h default); the 7200 default as the control', async (t) => {
+  const issuedAt = Date.now();
+  t.mock.timers.enable({ apis: ['Date'], now: issuedAt });
+  const usual = await fixture(t, { tickets: 1, delegatedCredentials: false });
+  assert.equal((await ticketFrom(t, usual.port)).lifetime, 7200, 'the default');
+  const f = await fixture(t, { tickets: 1, delegatedCredentials: false, ticketLifetimeSeconds: 86_400 });
+  const day = await ticketFrom(t, f.port);
+  assert.equal(day.lifetime, 86_400);
+  assert.equal(await resumes(t, f.port, day, 1000), true, 'control: at once');
+  t.mock.timers.setTime(issuedAt + 23 * HOUR);
+  assert.equal(await resumes(t, f.port, day, 23 * HOUR), true, 'after 23 h: its key is still kept');
+  t.mock.timers.setTime(issuedAt + 86_401_000);
+  assert.equal(await resumes(t, f.port, day, 86_401_000), false, 'past its lifetime: a full handshake');
+});
+
+test('ticketLifetimeSeconds is reloaded: tickets issued after the reload advertise the new lifetime and resume for all of it', async (t) => {
+  const issuedAt = Date.now();
+  t.mock.timers.enable({ apis: ['Date'], now: issuedAt });
+  const f = await fixture(t, { tickets: 1, delegatedCredentials: false });
+  assert.equal((await ticketFrom(t, f.port)).lifetime, 7200, 'control: the start config');
+  await f.edge.reload(validateConfig({ ...f.raw, ticketLifetimeSeconds: 86_400 }));
+  const day = await ticketFrom(t, f.port);
+  assert.equal(day.lifetime, 86_400);
+  t.mock.timers.setTime(issuedAt + 23 * HOUR);
+  assert.equal(await resumes(t, f.port, day, 23 * HOUR), true, 'after 23 h: the ring kept its key');
+});

@@ -93,3 +93,26 @@ test('positive control: the limits themselves are accepted, and a ring at the sm
   now += 1;
   assert.equal(ring.open('t', first), undefined, 'retired at retainMs');
 });
+
+// The edge reloads its ticket lifetime, and its ring's retention follows (docs/EDGE.md).
+test('setRetainMs: longer keeps a held key that would have retired, shorter retires it at once; bad values refused with the constructor\'s message, retention unchanged', () => {
+  let now = 1_000_000;
+  const ring = new TicketKeyRing({ rotationMs: 1000, retainMs: 3000, now: () => now });
+  const sealed = ring.seal('t', Buffer.from('x'));
+  for (const [value, type, message] of [
+    [1000, RangeError, /^TicketKeyRing: retainMs must be an integer number of ms, greater than rotationMs \(1000\) and at most 604802000 \(got 1000\)$/],
+    [NaN, RangeError, /retainMs .*\(got NaN\)$/],
+    [604_802_001, RangeError, /retainMs .*\(got 604802001\)$/],
+    ['5000', TypeError, /^TicketKeyRing: retainMs must be a number of milliseconds, not string$/],
+    [undefined, TypeError, /^TicketKeyRing: retainMs must be a number of milliseconds, not undefined$/],
+  ] as const) {
+    assert.throws(() => ring.setRetainMs(value as never), (err: unknown) => err instanceof type && message.test((err as Error).message), String(value));
+  }
+  now += 2999;
+  assert.equal(ring.open('t', sealed)?.toString(), 'x', 'the refused values changed nothing: still open at 2999 ms');
+  ring.setRetainMs(10_000);
+  now += 5000; // 7999 ms: past the old retention, within the new one
+  assert.equal(ring.open('t', sealed)?.toString(), 'x', 'kept for the longer retention');
+  ring.setRetainMs(5000);
+  assert.equal(ring.open('t', sealed), undefined, 'retired at once by a shorter one');
+});

@@ -55,7 +55,7 @@ const TAG_LENGTH = 16;
 export class TicketKeyRing {
   private keys: TicketKey[] = [];
   private readonly rotationMs: number;
-  private readonly retainMs: number;
+  private retainMs: number;
   private readonly now: () => number;
 
   /**
@@ -72,6 +72,18 @@ export class TicketKeyRing {
     this.retainMs = checkMs(options.retainMs, DEFAULT_RETAIN_MS, 'retainMs', this.rotationMs + 1, 2 * this.rotationMs + MAX_TICKET_LIFETIME_MS);
     if (options.now !== undefined && typeof options.now !== 'function') throw new TypeError('TicketKeyRing: now must be a function returning ms');
     this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Changes how long keys open tickets from now on (a server whose ticket lifetime is
+   * reloaded: the edge, docs/EDGE.md). Longer keeps the keys still held for longer; shorter
+   * retires at once the keys older than it, and with them the tickets they sealed (RFC 8446
+   * §4.6.1 lets a server stop honouring a ticket early). Same bounds as the constructor's;
+   * throws, changing nothing, when outside them.
+   */
+  setRetainMs(retainMs: number): void {
+    if (retainMs === undefined) throw new TypeError('TicketKeyRing: retainMs must be a number of milliseconds, not undefined');
+    this.retainMs = checkMs(retainMs, this.retainMs, 'retainMs', this.rotationMs + 1, 2 * this.rotationMs + MAX_TICKET_LIFETIME_MS);
   }
 
   private current(): TicketKey {
