@@ -22,6 +22,7 @@ holds no private key) and relays plaintext to each route's upstream. Flags overr
   --handshake-timeout MS   (default 10000)
   --idle-timeout MS        (default 120000)
   --drain-timeout MS       after SIGTERM (default 30000)
+  --upstream-connect-timeout MS  upstream TCP connect, after the handshake (default 10000)
   --metrics HOST:PORT      Prometheus endpoint at /metrics
   --tickets N              session tickets per handshake (default 2; 0 = no resumption)
   --log-level LEVEL        fatal|error|warn|info|debug|trace|silent (default info)
@@ -46,6 +47,7 @@ export function configFromArgs(argv: string[]): { config: EdgeConfig; checkOnly:
       'handshake-timeout': { type: 'string' },
       'idle-timeout': { type: 'string' },
       'drain-timeout': { type: 'string' },
+      'upstream-connect-timeout': { type: 'string' },
       metrics: { type: 'string' },
       tickets: { type: 'string' },
       'log-level': { type: 'string' },
@@ -72,6 +74,7 @@ export function configFromArgs(argv: string[]): { config: EdgeConfig; checkOnly:
     ['handshake-timeout', 'handshakeTimeoutMs'],
     ['idle-timeout', 'idleTimeoutMs'],
     ['drain-timeout', 'drainTimeoutMs'],
+    ['upstream-connect-timeout', 'upstreamConnectTimeoutMs'],
   ] as const;
   for (const [flag, key] of limitFlags) {
     if (values[flag] !== undefined) limits[key] = num(flag, values[flag]);

@@ -185,6 +185,7 @@ test("docs/EDGE.md's flags table: each flag sets the config key it names; --help
     '--handshake-timeout': { args: ['--handshake-timeout', '1234'], value: 1234 },
     '--idle-timeout': { args: ['--idle-timeout', '2345'], value: 2345 },
     '--drain-timeout': { args: ['--drain-timeout', '3456'], value: 3456 },
+    '--upstream-connect-timeout': { args: ['--upstream-connect-timeout', '4567'], value: 4567 },
     '--metrics': { args: ['--metrics', '127.0.0.1:7002'], value: { host: '127.0.0.1', port: 7002 } },
     '--tickets': { args: ['--tickets', '5'], value: 5 },
     '--log-level': { args: ['--log-level', 'debug'], value: 'debug' },

@@ -27,6 +27,31 @@ test('flags build the same config a file would', () => {
   assert.equal(parsed.checkOnly, false);
 });
 
+test('--upstream-connect-timeout sets limits.upstreamConnectTimeoutMs over the file\'s value; a value out of bounds or not a number is refused naming the flag', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-cli-upstream-'));
+  try {
+    const file = join(dir, 'edge.json');
+    writeFileSync(file, JSON.stringify({ keyd: '/run/k.sock', routes: [{ names: ['a.example'], upstream: '127.0.0.1:1' }], limits: { upstreamConnectTimeoutMs: 3000 } }));
+    const limitOf = (args: string[]) => {
+      const parsed = configFromArgs(['--config', file, ...args]);
+      assert.notEqual(parsed, 'help');
+      return (parsed as { config: { limits: { upstreamConnectTimeoutMs: number } } }).config.limits.upstreamConnectTimeoutMs;
+    };
+    assert.equal(limitOf([]), 3000, 'control: the file\'s value without the flag');
+    assert.equal(limitOf(['--upstream-connect-timeout', '4500']), 4500);
+    assert.equal(limitOf(['--upstream-connect-timeout', '100']), 100);
+    for (const [text, got] of [['99', '99'], ['600001', '600001'], ['5s', '"--upstream-connect-timeout 5s"']]) {
+      assert.throws(() => configFromArgs(['--config', file, '--upstream-connect-timeout', text]), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'EDGE_CONFIG');
+        assert.equal(err.message, `limits.upstreamConnectTimeoutMs must be an integer from 100 to 600000, got ${got}`);
+        return true;
+      });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('delegator edge --check-config: OK with exit 0; a bad value names itself with exit 2', () => {
   const ok = spawnSync(process.execPath, [MAIN, 'edge', '--keyd', '/run/k.sock', '--route', 'a.example=127.0.0.1:1', '--check-config'], { encoding: 'utf8' });
   assert.equal(ok.status, 0, ok.stderr);
