@@ -6,6 +6,7 @@ import type { ClientIdentity, ConnectionInfo } from './handshake/context.js';
 import { resolveOptions, type ResolvedOptions, type TlsServerOptions } from './options.js';
 import { MAX_PLAINTEXT } from './record/protection.js';
 import { UpstreamRelay, type RelayHost } from './relay.js';
+import { retainMsForTicketLifetime } from './handshake/ticket-keys.js';
 
 /**
  * The node:net adapter around the sans-I/O connection: a Duplex of decrypted
@@ -413,6 +414,8 @@ export function createServer(
   onSecureConnection?: (socket: TlsSocket) => void,
 ): TlsServer {
   let resolved = resolveOptions(options);
+  /** Whether resolved.ticketKeys is the default ring this server made (no ticketKeys option). */
+  let ownTicketRing = options.ticketKeys === undefined;
   let allowHalfOpen = options.allowHalfOpen ?? false;
   let maxConnections = options.maxConnections ?? Infinity;
   let admitted = 0;
@@ -457,8 +460,17 @@ export function createServer(
   if (onSecureConnection) server.on('secureConnection', onSecureConnection);
   return Object.assign(server, {
     setTlsOptions(next: TlsServerOptions): void {
-      const nextResolved = resolveOptions(next);
-      // TLS 1.2 sessions cached by id survive a reload, as tickets do (same key ring).
+      let nextResolved = resolveOptions(next);
+      // The default ticket ring survives a reload: a new one would leave every ticket issued
+      // so far unopenable, though its NewSessionTicket promised up to ticket_lifetime (RFC 8446
+      // §4.6.1). Its keys are kept for the new lifetime from now on. A ring the caller gives
+      // (next.ticketKeys) is used as given.
+      if (next.ticketKeys === undefined && ownTicketRing && resolved.ticketKeys) {
+        resolved.ticketKeys.setRetainMs(retainMsForTicketLifetime(nextResolved.ticketLifetimeSeconds));
+        nextResolved = { ...nextResolved, ticketKeys: resolved.ticketKeys };
+      }
+      ownTicketRing = next.ticketKeys === undefined;
+      // TLS 1.2 sessions cached by id survive a reload too.
       resolved = next.sessionCacheSize === undefined ? { ...nextResolved, sessionCache12: resolved.sessionCache12 } : nextResolved;
       allowHalfOpen = next.allowHalfOpen ?? false;
       maxConnections = next.maxConnections ?? Infinity;

@@ -264,6 +264,39 @@ test('resumption with ticketDelayMs: the tickets held back arrive with the first
   await closeClient(second);
 });
 
+test('resumption across setTlsOptions: tickets of the default ring still resume after a reload, also with a new lifetime', async () => {
+  const r = await startServer({ ticketCount: 1 });
+  const ticketOf = async () => {
+    const client = await connectClient(r);
+    const session = await new Promise<Buffer>((resolve) => {
+      client.once('session', resolve);
+      client.write('hello');
+    });
+    await closeClient(client);
+    return session;
+  };
+  const resumes = async (session: Buffer) => {
+    const client = await connectClient(r, { session });
+    await echo(client, Buffer.from('x'));
+    const reused = client.isSessionReused();
+    await closeClient(client);
+    return reused;
+  };
+  const identity = identityOf(pkis.get('ecdsa-p256')!);
+  const before = await ticketOf();
+  assert.equal(await resumes(before), true, 'control: resumes before any reload');
+  // Options without ticketKeys, as a caller reloading routes or limits passes them.
+  (r.server as unknown as { setTlsOptions(o: TlsServerOptions): void }).setTlsOptions({ resolveIdentity: () => identity, ticketCount: 1 });
+  assert.equal(await resumes(before), true, 'a ticket issued before the reload resumes after it');
+  (r.server as unknown as { setTlsOptions(o: TlsServerOptions): void }).setTlsOptions({ resolveIdentity: () => identity, ticketCount: 1, ticketLifetimeSeconds: 86_400 });
+  assert.equal(await resumes(before), true, 'and after a reload that lengthens the lifetime');
+  assert.equal(await resumes(await ticketOf()), true, 'tickets issued after the reloads resume');
+  // A ring the caller passes is used as given: tickets of the default ring do not open there.
+  const { TicketKeyRing } = await import('../../src/tls/handshake/ticket-keys.js');
+  (r.server as unknown as { setTlsOptions(o: TlsServerOptions): void }).setTlsOptions({ resolveIdentity: () => identity, ticketCount: 1, ticketKeys: new TicketKeyRing() });
+  assert.equal(await resumes(before), false, 'a caller-given ring replaces the default one');
+});
+
 test('resumption: a ticket from another server (other ticket keys) falls back to a full handshake', async () => {
   const a = await startServer();
   const b = await startServer();

@@ -164,7 +164,12 @@ export class TicketKeyRing {
  * Not for rings that import keys (an imported key seals for up to 2 × rotationMs).
  */
 export function ringForTicketLifetime(ticketLifetimeSeconds: number): TicketKeyRing {
-  return new TicketKeyRing({ retainMs: Math.max(DEFAULT_RETAIN_MS, DEFAULT_ROTATION_MS + ticketLifetimeSeconds * 1000) });
+  return new TicketKeyRing({ retainMs: retainMsForTicketLifetime(ticketLifetimeSeconds) });
+}
+
+/** How long the default ring (ringForTicketLifetime) keeps its keys for tickets of this lifetime. */
+export function retainMsForTicketLifetime(ticketLifetimeSeconds: number): number {
+  return Math.max(DEFAULT_RETAIN_MS, DEFAULT_ROTATION_MS + ticketLifetimeSeconds * 1000);
 }
 
 /** An integer number of ms in [min, max], or the default when undefined. */
