@@ -280,7 +280,8 @@ static int parse_error(const unsigned char *payload, size_t len, const unsigned 
 
 /*
  * One request on one connection. RETRY: a reused connection turned out closed (keyd's idle
- * timeout) before any byte of an answer, so the request never reached keyd: try a fresh one.
+ * timeout) before any byte of an answer (push frames are not answers), so the request never
+ * reached keyd: try a fresh one.
  */
 static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused, const unsigned char *frame,
                              size_t frame_len, long long deadline, unsigned char *sig, size_t *siglen,
@@ -311,8 +312,13 @@ static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused,
         if (io != IO_OK)
             break;
         if (header[1] == OP_CHANGED && get_u32(header + 4) == 0) {
-            /* A key or chain changed: nothing cached here to drop (the reference file names the key). */
+            /* A key or chain changed: nothing cached here to drop (the reference file names the key).
+             * keyd pushes it on its own, not in answer to our request: its bytes say nothing about
+             * whether keyd read the request, so they do not count against the retry below (a push
+             * that waited in an idle pooled connection, then keyd's idle close, is a closed
+             * connection like any other). */
             OPENSSL_free(payload), payload = NULL;
+            got = 0;
             continue;
         }
         if (header[1] == OP_ERROR && get_u32(header + 4) == 0) {

@@ -231,6 +231,45 @@ test('a pooled connection keyd closed: the next signature is retried on a fresh 
   assert.equal(keyd.requests.length, 2);
 });
 
+test('a `changed` push waiting in a pooled connection that keyd then closes without reading the request: the push is not an answer, the signature is retried', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-push-close-');
+  t.after(() => scratch.remove());
+  const program = compileTestProgram('sign-twice', scratch.dir);
+  const path = join(scratch.dir, 'fake.sock');
+  const s = signer(scratch.dir, path);
+  const sign = answerWithSignature(s);
+  const pushed = frame(OP_CHANGED, 0, Buffer.concat([u16(7), Buffer.from([6]), Buffer.from('a.test')]));
+  let pushSent!: Promise<void>;
+  const answered: number[] = [];
+  const keyd = await fakeKeyd(t, path, (socket, request) => {
+    if (keyd.requests.length === 1) {
+      sign(socket, request);
+      // A key changed while the connection sat idle in the provider's pool: the push waits there unread.
+      pushSent = new Promise((resolve) => socket.write(pushed, () => resolve()));
+    } else if (keyd.requests.length === 2) {
+      // keyd's idle timeout firing as the request comes in: the connection is destroyed, the request never served.
+      socket.destroy();
+    } else {
+      answered.push(keyd.requests.length);
+      sign(socket, request);
+    }
+  });
+  const run = startTool(t, program, [s.refFile], { env: { ...process.env, OPENSSL_CONF: s.conf }, timeoutMs: 30_000 });
+  await run.waitFor('signed 1');
+  await pushSent;
+  run.write('\n');
+  const result = await run.done;
+  assert.equal(result.signal, null, `killed by ${result.signal}: ${result.stderr}`);
+  // The push's bytes made the closed connection look answered: "keyd ... closed the connection", no retry.
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /signed 2/);
+  assert.equal(keyd.connections, 2, 'the retry went over a fresh connection');
+  assert.deepEqual(answered, [3]);
+  // Control: the request retried is the one keyd dropped, the same content as the first (sign-twice signs one message twice).
+  assert.deepEqual(keyd.requests.map((r) => r.content), [keyd.requests[0]!.content, keyd.requests[0]!.content, keyd.requests[0]!.content]);
+});
+
 test('openssl.cnf timeout_ms that is not a whole number of ms from 1 to 600000: every signature fails naming it, keyd is not asked', { timeout: 60_000 }, async (t) => {
   if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
   const scratch = scratchDir('provider-timeout-conf-');
