@@ -216,6 +216,13 @@ static int dlg_der_decode(DLG_PROV *prov, enum dlg_key_type want, const char *da
         why = "socket path, server name or key reference empty or too long";
         goto bad;
     }
+    if (key->socket_path[0] != '/') {
+        /* A relative path would be resolved from the server's working directory (nginx's is
+         * its prefix or /), not from the reference file's, which a decoder is never told (it
+         * reads a BIO). `delegator admin export-ref` writes an absolute path. */
+        dlg_error(prov, DLG_R_BAD_REFERENCE, "keyd socket path \"%s\" is relative: a reference must name keyd's socket by an absolute path (export it again with delegator admin export-ref)", key->socket_path);
+        goto done;
+    }
     {
         int object_type = OSSL_OBJECT_PKEY;
         DLG_REFERENCE reference = { DLG_REFERENCE_MAGIC, key };

@@ -7,6 +7,7 @@
  * A new operation is one more entry.
  */
 import { readFile, writeFile } from 'node:fs/promises';
+import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
 import { LocalAdminTransport, type AdminTransport } from '../keyd/admin-client.js';
@@ -312,7 +313,9 @@ const OPERATIONS: Record<string, Operation> = {
       const { values, positionals } = parse(args, { out: 'string', 'keyd-socket': 'string' });
       const name = one(positionals, 'NAME');
       if (!values.out) throw new UsageError('export-ref needs --out FILE');
-      const socketPath = (values['keyd-socket'] as string | undefined) ?? DEFAULT_SOCKET;
+      // Resolved here, from where the command runs, as any file argument: the reference file
+      // must hold an absolute path (the server's working directory is not the admin's).
+      const socketPath = resolvePath((values['keyd-socket'] as string | undefined) ?? DEFAULT_SOCKET);
       return async (t) => {
         if (!t.identity) throw new UsageError('export-ref needs the local admin socket (not --server)');
         const identity = await t.identity(name);

@@ -33,6 +33,9 @@ export function encodeKeyReference(ref: KeyReference): Buffer {
   for (const [what, value, max] of [['socket path', ref.socketPath, 107], ['server name', ref.serverName, 255], ['key reference', ref.keyRef, 255]] as const) {
     if (value.length === 0 || Buffer.byteLength(value) > max || value.includes('\0')) throw new RangeError(`${what} must be 1..${max} bytes without NUL`);
   }
+  // The provider refuses a relative path (docs/OPENSSL-PROVIDER.md, "The reference file"): the
+  // server would resolve it from its own working directory.
+  if (!ref.socketPath.startsWith('/')) throw new RangeError(`socket path must be absolute: ${ref.socketPath}`);
   return tlv(0x30, Buffer.concat([
     tlv(0x02, Buffer.from([1])),
     tlv(0x0c, Buffer.from(ref.socketPath, 'utf8')),

@@ -46,6 +46,10 @@ test('a key reference refuses empty, over-long or NUL-bearing fields', async () 
   assert.throws(() => encodeKeyReference({ ...ok, keyRef: 'k'.repeat(256) }), /key reference must be 1\.\.255 bytes/);
   assert.throws(() => encodeKeyReference({ ...ok, socketPath: `/${'s'.repeat(107)}` }), /socket path must be 1\.\.107 bytes/);
   assert.throws(() => encodeKeyReference({ ...ok, serverName: 'a\0b' }), /without NUL/);
+  // The provider would resolve a relative path from the server's working directory (docs/OPENSSL-PROVIDER.md).
+  for (const socketPath of ['k.sock', './k.sock', 'run/keyd/k.sock']) {
+    assert.throws(() => encodeKeyReference({ ...ok, socketPath }), /socket path must be absolute/);
+  }
 });
 
 test('admin export-ref: writes the reference (mode 0640) for a served name; refuses a missing --out or an unknown name', { timeout: 60_000 }, async (t) => {
@@ -81,4 +85,18 @@ test('admin export-ref: writes the reference (mode 0640) for a served name; refu
   assert.ok(!pem.includes('PRIVATE'), 'no private part');
   const spki = new X509Certificate(pki.leafCertPem).publicKey.export({ type: 'spki', format: 'der' });
   assert.deepEqual(der.subarray(der.length - spki.length), spki, 'the certificate\'s public key');
+
+  // A relative --keyd-socket is resolved from where the command runs, as a file argument is,
+  // and the reference holds the absolute path (the server would resolve it from its own
+  // working directory); the message names it.
+  const cwd = process.cwd();
+  process.chdir(scratch.dir);
+  t.after(() => process.chdir(cwd));
+  const relativeFile = join(scratch.dir, 'relative.ref');
+  const relative = await run('export-ref', 'a.test', '--out', relativeFile, '--keyd-socket', 'keyd/servers.sock');
+  assert.equal(relative.code, 0, relative.err);
+  const absolute = join(scratch.dir, 'keyd/servers.sock');
+  assert.match(relative.out, new RegExp(`keyd ${absolute.replace(/[.\/]/g, '\\$&')}\\)`));
+  const relativeDer = Buffer.from(readFileSync(relativeFile, 'utf8').split('\n').filter((l) => l && !l.startsWith('-----')).join(''), 'base64');
+  assert.ok(relativeDer.includes(Buffer.from(absolute)), `the reference holds ${absolute}`);
 });

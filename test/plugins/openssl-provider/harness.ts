@@ -36,7 +36,7 @@ export function providerUnbuildable(): string | undefined {
 
 /**
  * One of this directory's C test programs (sign-twice.c, sign-fork.c, set-params.c, which
- * share test-program.h), compiled into `dir` against the system's libcrypto; its path.
+ * share test-program.h; load-pem.c), compiled into `dir` against the system's libcrypto; its path.
  */
 export function compileTestProgram(name: string, dir: string): string {
   const program = join(dir, name);

@@ -7,12 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { requireTool, type ToolResult } from '../../helpers/tools.js';
+import { requireTool, runTool, type ToolResult } from '../../helpers/tools.js';
 import { scratchDir } from '../../edge/system.js';
-import { buildProvider } from './harness.js';
+import { buildProvider, compileTestProgram } from './harness.js';
 import { answerWithSignature, fakeKeyd, signer } from './fake-keyd.js';
 
 /** ITU-T X.690 §8.1: tag, definite length (short or long form), value. */
@@ -129,4 +129,41 @@ test('every truncation of a reference, and one with a trailing byte, is no key (
   const header = der[1]! & 0x80 ? 2 + (der[1]! & 0x7f) : 2;
   const huge = Buffer.concat([Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), der.subarray(header)]);
   assertNoKey(await s.load(writeReference(join(scratch.dir, 'huge.ref'), huge)), 'a 2^32-1 byte SEQUENCE');
+});
+
+test('a relative socket path is refused when the key loads, naming it: it would be resolved from the server\'s working directory, not the reference file\'s', { timeout: 60_000 }, async (t) => {
+  if (!buildProvider(t) || !requireTool(t, 'openssl', 'openssl')) return;
+  const scratch = scratchDir('provider-ref-');
+  t.after(() => scratch.remove());
+  const loadPem = compileTestProgram('load-pem', scratch.dir);
+  // The reference file and the keyd it means in refs/; the server runs in cwd/, where another
+  // socket of the same name listens (nginx runs in its prefix, or /).
+  const refs = join(scratch.dir, 'refs');
+  const cwd = join(scratch.dir, 'cwd');
+  mkdirSync(refs);
+  mkdirSync(cwd);
+  const s = signer(refs, join(refs, 'fake.sock'));
+  const meant = await fakeKeyd(t, join(refs, 'fake.sock'), answerWithSignature(s));
+  const other = await fakeKeyd(t, join(cwd, 'fake.sock'), answerWithSignature(s));
+  const env = { ...process.env, OPENSSL_CONF: s.conf };
+  const signIn = (ref: string) => runTool('openssl', ['pkeyutl', '-sign', '-rawin', '-digest', 'sha256', '-inkey', ref, '-in', join(refs, 'cv.bin'), '-out', join(cwd, 'sig.bin')], '',
+    { env, cwd, timeoutMs: 30_000 });
+
+  // Control: the absolute path loads as nginx loads a key file, and signs through the keyd it names.
+  const absolute = writeReference(join(refs, 'absolute.ref'), referenceDer({ socketPath: join(refs, 'fake.sock'), spki: s.spki }));
+  const loaded = await runTool(loadPem, [absolute], '', { env, cwd, timeoutMs: 30_000 });
+  assert.equal(loaded.code, 0, loaded.stderr);
+  assert.equal(loaded.stdout, 'loaded\n');
+  assert.equal((await signIn(absolute)).code, 0);
+  assert.deepEqual([meant.connections, other.connections], [1, 0]);
+
+  for (const relative of ['fake.sock', './fake.sock', '../cwd/fake.sock']) {
+    const ref = writeReference(join(refs, 'relative.ref'), referenceDer({ socketPath: relative, spki: s.spki }));
+    const r = await runTool(loadPem, [ref], '', { env, cwd, timeoutMs: 30_000 });
+    assertNoKey(r, relative);
+    assert.match(r.stderr, new RegExp(`malformed DELEGATOR KEY REFERENCE:.*keyd socket path "${relative.replace(/\./g, '\\.')}" is relative: a reference must name keyd's socket by an absolute path`), r.stderr);
+    // Before, it loaded and signed through cwd/fake.sock: a socket the file's directory does not hold.
+    assertNoKey(await signIn(ref), `${relative} (signing)`);
+  }
+  assert.deepEqual([meant.connections, other.connections], [1, 0], 'no relative path reached a socket');
 });
