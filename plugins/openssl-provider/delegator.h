@@ -36,6 +36,7 @@ enum dlg_reason {
     DLG_R_NOT_WHOLE_MESSAGE,
     DLG_R_NO_PRIVATE_PART,
     DLG_R_BAD_CONFIG,
+    DLG_R_INIT_FAILED,
 };
 
 struct dlg_conn;

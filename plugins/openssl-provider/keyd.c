@@ -222,6 +222,7 @@ static struct dlg_conn *conn_open(const DLG_KEY *key, long long deadline)
         return NULL;
     }
     if ((c = calloc(1, sizeof(*c))) == NULL || (c->path = strdup(key->socket_path)) == NULL) {
+        dlg_error(key->prov, DLG_R_KEYD_UNAVAILABLE, "keyd connection: out of memory");
         free(c);
         close(fd);
         return NULL;
@@ -306,8 +307,10 @@ static enum outcome exchange(const DLG_KEY *key, struct dlg_conn *c, int reused,
             dlg_error(key->prov, DLG_R_KEYD_PROTOCOL, "bad frame header from keyd at %s", c->path);
             return FAILED;
         }
-        if ((payload = OPENSSL_malloc(len ? len : 1)) == NULL)
+        if ((payload = OPENSSL_malloc(len ? len : 1)) == NULL) {
+            dlg_error(key->prov, DLG_R_KEYD_PROTOCOL, "keyd's answer of %u bytes: out of memory", len);
             return FAILED;
+        }
         io = read_exact(c->fd, payload, len, deadline, &got);
         if (io != IO_OK)
             break;

@@ -73,6 +73,7 @@ static const OSSL_ITEM reason_strings[] = {
     { DLG_R_NOT_WHOLE_MESSAGE, "a delegator key signs whole messages only" },
     { DLG_R_NO_PRIVATE_PART, "a delegator key has no private part" },
     { DLG_R_BAD_CONFIG, "bad provider configuration" },
+    { DLG_R_INIT_FAILED, "provider initialisation failed" },
     { 0, NULL },
 };
 
@@ -183,29 +184,34 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                        const OSSL_DISPATCH **out, void **provctx)
 {
     OSSL_FUNC_core_get_params_fn *core_get_params = NULL;
-    DLG_PROV *prov = calloc(1, sizeof(*prov));
+    DLG_PROV upcalls = { 0 }, *prov;
     char *timeout = NULL;
+    int err;
 
-    if (prov == NULL)
-        return 0;
-    prov->handle = handle;
-    prov->timeout_ms = 5000;
+    /* The core's error upcalls first, so that a failure below can be said (provider-base(7)). */
+    upcalls.handle = handle;
     for (const OSSL_DISPATCH *d = in; d->function_id != 0; d++) {
         switch (d->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS:
             core_get_params = OSSL_FUNC_core_get_params(d);
             break;
         case OSSL_FUNC_CORE_NEW_ERROR:
-            prov->new_error = OSSL_FUNC_core_new_error(d);
+            upcalls.new_error = OSSL_FUNC_core_new_error(d);
             break;
         case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
-            prov->set_error_debug = OSSL_FUNC_core_set_error_debug(d);
+            upcalls.set_error_debug = OSSL_FUNC_core_set_error_debug(d);
             break;
         case OSSL_FUNC_CORE_VSET_ERROR:
-            prov->vset_error = OSSL_FUNC_core_vset_error(d);
+            upcalls.vset_error = OSSL_FUNC_core_vset_error(d);
             break;
         }
     }
+    if ((prov = calloc(1, sizeof(*prov))) == NULL) {
+        dlg_error(&upcalls, DLG_R_INIT_FAILED, "provider context: out of memory");
+        return 0;
+    }
+    *prov = upcalls;
+    prov->timeout_ms = 5000;
     /* `timeout_ms = N` in the provider's openssl.cnf section (config(5)) reaches us as a
      * core parameter of that name. */
     if (core_get_params != NULL) {
@@ -222,9 +228,23 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
             prov->timeout_ms = 5000;
         }
     }
-    /* A library context wired to the core's BIO upcalls, for BIO_new_from_core_bio. */
-    prov->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in);
-    pthread_mutex_init(&prov->pool_lock, NULL);
+    /* A library context wired to the core's BIO upcalls, for BIO_new_from_core_bio. Without
+     * it every decode would get no BIO and every reference file would read, silently, as
+     * "not ours": the load fails instead. (A bad timeout_ms is different: a value the
+     * provider can name at each signature. A resource failure here is for OpenSSL to report,
+     * as "init fail" of the module, with this error before it.) */
+    if ((prov->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in)) == NULL) {
+        dlg_error(prov, DLG_R_INIT_FAILED, "OSSL_LIB_CTX_new_from_dispatch failed");
+        free(prov);
+        return 0;
+    }
+    /* The pool's lock (keyd.c); used uninitialised it would be undefined behaviour. */
+    if ((err = pthread_mutex_init(&prov->pool_lock, NULL)) != 0) {
+        dlg_error(prov, DLG_R_INIT_FAILED, "pthread_mutex_init: %s", strerror(err));
+        OSSL_LIB_CTX_free(prov->libctx);
+        free(prov);
+        return 0;
+    }
     *out = dlg_dispatch;
     *provctx = prov;
     return 1;

@@ -36,12 +36,13 @@ export function providerUnbuildable(): string | undefined {
 
 /**
  * One of this directory's C test programs (sign-twice.c, sign-fork.c, set-params.c, which
- * share test-program.h; load-pem.c), compiled into `dir` against the system's libcrypto; its path.
+ * share test-program.h; load-pem.c, init-fail.c), compiled into `dir` against the system's
+ * libcrypto, with `flags` added (init-fail.c: -rdynamic); its path.
  */
-export function compileTestProgram(name: string, dir: string): string {
+export function compileTestProgram(name: string, dir: string, flags: string[] = []): string {
   const program = join(dir, name);
   const source = fileURLToPath(new URL(`../../../../test/plugins/openssl-provider/${name}.c`, import.meta.url));
-  const cc = spawnSync('gcc', ['-o', program, source, '-lcrypto'], { encoding: 'utf8' });
+  const cc = spawnSync('gcc', [...flags, '-o', program, source, '-lcrypto'], { encoding: 'utf8' });
   if (cc.status !== 0) throw new Error(`gcc ${name}.c failed: ${cc.stderr}`);
   return program;
 }
