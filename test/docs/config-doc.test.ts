@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { validateConfig, type EdgeConfig } from '../../src/edge/config.js';
 import { CONFIG_KEYS, parseConfig } from '../../src/keyd/config.js';
 import { parseListenerLimits } from '../../src/provision/listener-limits.js';
-import { DEFAULT_SIGN_TIMEOUT_MS, parseTokenConfigs } from '../../src/keyd/pkcs11/config.js';
+import { DEFAULT_GENERATE_TIMEOUT_MS, DEFAULT_SIGN_TIMEOUT_MS, parseTokenConfigs } from '../../src/keyd/pkcs11/config.js';
 import { DEFAULT_REPLAY_WINDOW_SECONDS, parseProvisioningConfig } from '../../src/provision/roles.js';
 import { makeClientCa, writeFiles } from '../helpers/client-pki.js';
 
@@ -405,7 +405,7 @@ test('docs/KEYD.md "Configuring a token": the fields parseTokenConfigs takes, wi
   assert.deepEqual([...rows.keys()].sort(), [...fields].sort());
   // Defaults and bounds: "(default D, MIN–MAX)", as the parser has them.
   const parsed = parseTokenConfigs({ tokens: [token] })![0]!;
-  const defaults: Record<string, number> = { sessions: parsed.sessions, signTimeoutMs: parsed.signTimeoutMs ?? DEFAULT_SIGN_TIMEOUT_MS };
+  const defaults: Record<string, number> = { sessions: parsed.sessions, signTimeoutMs: parsed.signTimeoutMs ?? DEFAULT_SIGN_TIMEOUT_MS, generateTimeoutMs: parsed.generateTimeoutMs ?? DEFAULT_GENERATE_TIMEOUT_MS };
   for (const [field, def] of Object.entries(defaults)) {
     const b = statedBounds(refusal(() => parseTokenConfigs({ tokens: [{ ...token, [field]: 0.5 }] })));
     assert.ok(b.min !== undefined && b.max !== undefined, field);

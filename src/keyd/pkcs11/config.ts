@@ -8,7 +8,8 @@ import { KeydError } from '../errors.js';
  *   "pkcs11": { "tokens": [ { "token": "keyd" | "pkcs11:token=keyd",
  *                             "module": "/usr/lib/softhsm/libsofthsm2.so",
  *                             "pinFile": "/etc/keyd/token.pin" | "pinEnv": "KEYD_TOKEN_PIN",
- *                             "sessions": 4, "signTimeoutMs": 10000 } ] }
+ *                             "sessions": 4, "signTimeoutMs": 10000,
+ *                             "generateTimeoutMs": 120000 } ] }
  *
  * The PIN comes from a file or an environment variable, never from argv or the config
  * itself, and is never logged.
@@ -27,6 +28,11 @@ export interface TokenConfig {
    * the request fails with KEYD_TOKEN_ABSENT; default 10 s (src/keyd/pkcs11/token.ts).
    */
   signTimeoutMs?: number;
+  /**
+   * How long a key generation may take in the token (C_GenerateKeyPair, slot wait included)
+   * before the request fails with KEYD_TOKEN_ABSENT; default 120 s (src/keyd/pkcs11/token.ts).
+   */
+  generateTimeoutMs?: number;
 }
 
 export const DEFAULT_TOKEN_SESSIONS = 4;
@@ -34,6 +40,14 @@ const MAX_TOKEN_SESSIONS = 64;
 export const DEFAULT_SIGN_TIMEOUT_MS = 10_000;
 const MIN_SIGN_TIMEOUT_MS = 100;
 const MAX_SIGN_TIMEOUT_MS = 600_000;
+/**
+ * Generating a key pair is admin work, rare and far slower than a signature: an RSA key is
+ * a search for primes, which takes seconds on a network HSM and can take a minute or more
+ * on a smart-card HSM or a TPM chip. Its own timeout, two minutes by default, lets that
+ * finish, and still frees the request (never the token's thread: see token.ts) when the
+ * token has stopped answering. Same range as signTimeoutMs.
+ */
+export const DEFAULT_GENERATE_TIMEOUT_MS = 120_000;
 
 /** A parsed RFC 7512 PKCS#11 URI (only the path attributes keyd uses). */
 export interface TokenUri {
@@ -127,7 +141,7 @@ export function parseTokenConfigs(section: unknown, baseDir?: string): TokenConf
     if (typeof raw !== 'object' || raw === null) throw bad(`${where} must be an object`);
     const t = raw as Record<string, unknown>;
     for (const key of Object.keys(t)) {
-      if (!['token', 'module', 'pinFile', 'pinEnv', 'sessions', 'signTimeoutMs'].includes(key)) {
+      if (!['token', 'module', 'pinFile', 'pinEnv', 'sessions', 'signTimeoutMs', 'generateTimeoutMs'].includes(key)) {
         throw bad(`${where}: unknown field "${key}"${key.toLowerCase().includes('pin') ? ' (a PIN is read from "pinFile" or "pinEnv", never written in the config)' : ''}`);
       }
     }
@@ -143,16 +157,21 @@ export function parseTokenConfigs(section: unknown, baseDir?: string): TokenConf
     if (typeof sessions !== 'number' || !Number.isInteger(sessions) || sessions < 1 || sessions > MAX_TOKEN_SESSIONS) {
       throw bad(`${where}.sessions must be an integer from 1 to ${MAX_TOKEN_SESSIONS}`);
     }
-    const signTimeoutMs = t.signTimeoutMs;
-    if (signTimeoutMs !== undefined && (typeof signTimeoutMs !== 'number' || !Number.isInteger(signTimeoutMs) || signTimeoutMs < MIN_SIGN_TIMEOUT_MS || signTimeoutMs > MAX_SIGN_TIMEOUT_MS)) {
-      throw bad(`${where}.signTimeoutMs must be an integer from ${MIN_SIGN_TIMEOUT_MS} to ${MAX_SIGN_TIMEOUT_MS} (milliseconds)`);
+    const timeouts: { signTimeoutMs?: number; generateTimeoutMs?: number } = {};
+    for (const field of ['signTimeoutMs', 'generateTimeoutMs'] as const) {
+      const value = t[field];
+      if (value === undefined) continue;
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < MIN_SIGN_TIMEOUT_MS || value > MAX_SIGN_TIMEOUT_MS) {
+        throw bad(`${where}.${field} must be an integer from ${MIN_SIGN_TIMEOUT_MS} to ${MAX_SIGN_TIMEOUT_MS} (milliseconds)`);
+      }
+      timeouts[field] = value;
     }
     if (configs.some((c) => c.label === label)) throw bad(`token ${JSON.stringify(label)} is configured twice`);
     if (configs.some((c) => c.module === t.module)) {
       // A module is initialised once per process, and keyd reconnects by finalising it.
       throw bad(`module ${t.module} is configured for two tokens; keyd serves one token per module`);
     }
-    configs.push({ label, module: t.module, sessions, ...(signTimeoutMs !== undefined ? { signTimeoutMs } : {}), ...(pinFile !== undefined ? { pinFile: baseDir === undefined ? pinFile : resolve(baseDir, pinFile) } : {}), ...(pinEnv !== undefined ? { pinEnv } : {}) });
+    configs.push({ label, module: t.module, sessions, ...timeouts, ...(pinFile !== undefined ? { pinFile: baseDir === undefined ? pinFile : resolve(baseDir, pinFile) } : {}), ...(pinEnv !== undefined ? { pinEnv } : {}) });
   }
   return configs;
 }

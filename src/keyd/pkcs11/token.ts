@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { Logger } from 'pino';
 import { KeydError } from '../errors.js';
-import { DEFAULT_SIGN_TIMEOUT_MS, readPinFile, takeEnvironmentPin, type TokenConfig } from './config.js';
+import { DEFAULT_GENERATE_TIMEOUT_MS, DEFAULT_SIGN_TIMEOUT_MS, readPinFile, takeEnvironmentPin, type TokenConfig } from './config.js';
 import { CKA, CKF_OS_LOCKING_OK, CKF_RW_SESSION, CKF_SERIAL_SESSION, CKO_PRIVATE_KEY, CKU_USER, mechanismName } from './constants.js';
 import { tokenErrorFromCkr, type TokenErrorContext } from './errors.js';
 import type { TemplateAttribute } from './key-material.js';
@@ -32,18 +32,30 @@ export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /**
- * How many C_Sign calls one token may have in the token at once. C_SignAsync runs on
- * libuv's thread pool, which keyd's fs and crypto work (store, audit log, PIN file) shares;
- * a call the token never answers holds its thread for good. All tokens together may hold
- * at most half the pool (default pool 4, one token: 2), so hung tokens can never take the
- * threads keyd's own I/O needs; at least one per token.
+ * How many calls one token may have on libuv's thread pool at once: C_Sign and
+ * C_GenerateKeyPair together (pkcs11js's C_SignAsync, C_GenerateKeyPairAsync). The pool
+ * is the one keyd's fs and crypto work (store, audit log, PIN file) shares; a call the
+ * token never answers holds its thread for good. All tokens together may hold at most
+ * half the pool (default pool 4, one token: 2), so hung tokens can never take the threads
+ * keyd's own I/O needs; at least one per token.
  */
-export function signCallBound(poolSize: number, tokens: number): number {
+export function tokenCallBound(poolSize: number, tokens: number): number {
   return Math.max(1, Math.floor(poolSize / (2 * Math.max(1, tokens))));
 }
 
-/** Sign requests that may wait for a C_Sign slot (beyond: refused at once). */
-const MAX_SIGN_WAITING = 256;
+/** Requests that may wait for a call slot (beyond: refused at once). */
+const MAX_CALLS_WAITING = 256;
+
+/**
+ * A call into the token on libuv's thread pool: what it is, and how long it may take
+ * (waiting for a slot included) before its request fails with KEYD_TOKEN_ABSENT.
+ */
+interface TokenCall {
+  operation: 'C_Sign' | 'C_GenerateKeyPair';
+  /** The mechanism, named in errors. */
+  detail: string;
+  timeoutMs: number;
+}
 
 /** The CKR name and value of a binding error, or undefined for another error. */
 export function ckrOf(err: unknown): { name: string; value: number } | undefined {
@@ -74,22 +86,24 @@ interface Connection {
  * retries once. While the token is away every request fails at once with
  * KEYD_TOKEN_ABSENT; keyd itself keeps serving other keys.
  *
- * A token that does not answer: at most `signBound` C_Sign calls are in the token at once
- * (signCallBound); a signature not made within `signTimeoutMs` (slot wait included) fails
- * with KEYD_TOKEN_ABSENT, but its call stays counted, and its session out of the pool,
- * until the token really returns — so hung calls never exceed the bound, and a session
- * still busy in the token is never handed to another request.
+ * A token that does not answer: at most `callBound` C_Sign and C_GenerateKeyPair calls are
+ * in the token at once (tokenCallBound); a signature not made within `signTimeoutMs`, or a
+ * key pair not generated within `generateTimeoutMs` (slot wait included), fails with
+ * KEYD_TOKEN_ABSENT, but its call stays counted, and its session out of the pool, until
+ * the token really returns — so hung calls never exceed the bound, and a session still
+ * busy in the token is never handed to another request.
  */
 export class Pkcs11Token {
   private readonly lib: pkcs11js.PKCS11;
-  /** C_Sign calls in the token at once (see signCallBound). */
-  readonly signBound: number;
+  /** C_Sign and C_GenerateKeyPair calls in the token at once (see tokenCallBound). */
+  readonly callBound: number;
   private readonly signTimeoutMs: number;
-  /** C_Sign calls in the token now (slots taken), and how many of them outlived their timeout. */
-  private signsInFlight = 0;
-  private signsHung = 0;
-  private readonly signWaiting: { detail: string; wake: (err?: KeydError) => void; timer: NodeJS.Timeout }[] = [];
-  /** Sessions whose C_Sign outlived its timeout: out of the pool until the call returns. */
+  private readonly generateTimeoutMs: number;
+  /** Calls in the token now (slots taken), and those of them that outlived their timeout. */
+  private callsInFlight = 0;
+  private readonly callsHung: TokenCall[] = [];
+  private readonly callWaiting: { call: TokenCall; wake: (err?: KeydError) => void; timer: NodeJS.Timeout }[] = [];
+  /** Sessions whose call outlived its timeout: out of the pool until the call returns. */
   private readonly heldByToken = new Set<Handle>();
   private loaded = false;
   private initialised = false;
@@ -105,7 +119,7 @@ export class Pkcs11Token {
 
   /**
    * `options.lib`: the PKCS#11 binding object (default a new pkcs11js.PKCS11; tests pass a
-   * wrapper around a real one); `options.tokens`: how many tokens keyd has (signCallBound).
+   * wrapper around a real one); `options.tokens`: how many tokens keyd has (tokenCallBound).
    */
   constructor(
     readonly config: TokenConfig,
@@ -113,8 +127,9 @@ export class Pkcs11Token {
     options: { lib?: pkcs11js.PKCS11; tokens?: number } = {},
   ) {
     this.lib = options.lib ?? new pkcs11js.PKCS11();
-    this.signBound = Math.min(config.sessions, signCallBound(threadPoolSize(), options.tokens ?? 1));
+    this.callBound = Math.min(config.sessions, tokenCallBound(threadPoolSize(), options.tokens ?? 1));
     this.signTimeoutMs = config.signTimeoutMs ?? DEFAULT_SIGN_TIMEOUT_MS;
+    this.generateTimeoutMs = config.generateTimeoutMs ?? DEFAULT_GENERATE_TIMEOUT_MS;
   }
 
   get label(): string {
@@ -180,72 +195,89 @@ export class Pkcs11Token {
    * Returns the signature and the object handle that made it: the same Buffer for as long as
    * this connection keeps the object, a new one once it is found again (after a reconnection).
    */
-  async sign(id: Buffer, mechanism: pkcs11js.Mechanism, data: Buffer, maxLength: number): Promise<{ signature: Buffer; object: Handle }> {
+  sign(id: Buffer, mechanism: pkcs11js.Mechanism, data: Buffer, maxLength: number): Promise<{ signature: Buffer; object: Handle }> {
     const detail = mechanismName(mechanism.mechanism);
-    const deadline = performance.now() + this.signTimeoutMs;
-    await this.takeSignSlot(detail);
-    // The slot passes to the C_Sign call, which gives it back when the token returns from it;
-    // a retry after a reconnection (withSession) takes another.
+    return this.inToken({ operation: 'C_Sign', detail, timeoutMs: this.signTimeoutMs }, async (session, c, run) => {
+      if (!c.mechanisms.has(mechanism.mechanism)) {
+        throw new KeydError('KEYD_TOKEN_MECHANISM', `token ${JSON.stringify(this.label)} does not offer ${detail}`);
+      }
+      const key = this.findPrivateKey(session, c, id);
+      try {
+        this.lib.C_SignInit(session, mechanism, key);
+        return { signature: await run(() => this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength))), object: key };
+      } catch (err) {
+        // C_Sign that returns CKR_BUFFER_TOO_SMALL leaves the signing operation active
+        // (PKCS#11 v2.40 §5.11, C_Sign), and C_SignInit then returns CKR_OPERATION_ACTIVE on
+        // this session for every key: the session is replaced, not put back as it is.
+        c.unsettled.add(session);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Runs `body` on a session (withSession) with a call slot: `run` starts the one call that
+   * goes to libuv's thread pool and hands the slot to it, which gives it back when the token
+   * returns from it; a retry after a reconnection takes another. The request fails at
+   * `call.timeoutMs` from now (see callWithin); `abandoned` gets what a call returns after
+   * that, while its session is still held.
+   */
+  private async inToken<T>(
+    call: TokenCall,
+    body: (session: Handle, c: Connection, run: <R>(start: () => Promise<R>, abandoned?: (result: R, session: Handle) => void) => Promise<R>) => Promise<T>,
+  ): Promise<T> {
+    const deadline = performance.now() + call.timeoutMs;
+    await this.takeCallSlot(call);
     let haveSlot = true;
     try {
-      return await this.withSession({ operation: 'C_Sign', detail }, async (session, c) => {
+      return await this.withSession({ operation: call.operation, detail: call.detail }, async (session, c) => {
         if (!haveSlot) {
-          await this.takeSignSlot(detail);
+          await this.takeCallSlot(call);
           haveSlot = true;
         }
-        if (!c.mechanisms.has(mechanism.mechanism)) {
-          throw new KeydError('KEYD_TOKEN_MECHANISM', `token ${JSON.stringify(this.label)} does not offer ${detail}`);
-        }
-        const key = this.findPrivateKey(session, c, id);
-        try {
-          this.lib.C_SignInit(session, mechanism, key);
-          const call = this.lib.C_SignAsync(session, data, Buffer.alloc(maxLength));
+        return body(session, c, (start, abandoned) => {
+          const pending = start();
           haveSlot = false;
-          return { signature: await this.signWithin(call, deadline, session, c, detail), object: key };
-        } catch (err) {
-          // C_Sign that returns CKR_BUFFER_TOO_SMALL leaves the signing operation active
-          // (PKCS#11 v2.40 §5.11, C_Sign), and C_SignInit then returns CKR_OPERATION_ACTIVE on
-          // this session for every key: the session is replaced, not put back as it is.
-          c.unsettled.add(session);
-          throw err;
-        }
+          return this.callWithin(pending, deadline, session, c, call, abandoned);
+        });
       });
     } finally {
-      if (haveSlot) this.freeSignSlot(false);
+      if (haveSlot) this.freeCallSlot();
     }
   }
 
   /**
-   * The C_Sign call's result, or KEYD_TOKEN_ABSENT at the deadline. A call that outlives it
-   * keeps its slot and its session (heldByToken) until it returns: the token is still
-   * working in that session (PKCS#11 v2.40 §5.11: one operation per session at a time),
-   * and finalising or reusing it under a call in progress is undefined.
+   * The call's result, or KEYD_TOKEN_ABSENT at the deadline. A call that outlives it keeps
+   * its slot and its session (heldByToken) until it returns: the token is still working in
+   * that session (PKCS#11 v2.40 §5.11: one operation per session at a time), and finalising or
+   * reusing it under a call in progress is undefined.
    */
-  private signWithin(call: Promise<Buffer>, deadline: number, session: Handle, c: Connection, detail: string): Promise<Buffer> {
+  private callWithin<R>(pending: Promise<R>, deadline: number, session: Handle, c: Connection, call: TokenCall, abandoned?: (result: R, session: Handle) => void): Promise<R> {
     return new Promise((resolve, reject) => {
       let hung = false;
       const timer = setTimeout(() => {
         hung = true;
         this.heldByToken.add(session);
-        this.signsHung++;
-        this.logger?.warn({ token: this.label, timeoutMs: this.signTimeoutMs }, `PKCS#11 token ${this.label}: C_Sign did not return within ${this.signTimeoutMs} ms; its session is held until it does`);
-        if (this.signsHung >= this.signBound) this.refuseSignWaiting();
-        reject(this.signTimedOut(detail, `C_Sign did not return within ${this.signTimeoutMs} ms`));
+        this.callsHung.push(call);
+        this.logger?.warn({ token: this.label, timeoutMs: call.timeoutMs }, `PKCS#11 token ${this.label}: ${call.operation} did not return within ${call.timeoutMs} ms; its session is held until it does`);
+        if (this.callsHung.length >= this.callBound) this.refuseCallWaiting();
+        reject(this.callTimedOut(call, `${call.operation} did not return within ${call.timeoutMs} ms`));
       }, Math.max(0, deadline - performance.now()));
-      const returned = () => {
+      const returned = (result?: { value: R }) => {
         clearTimeout(timer);
-        this.freeSignSlot(hung);
+        this.freeCallSlot(hung ? call : undefined);
         if (hung) {
-          this.logger?.info({ token: this.label }, `PKCS#11 token ${this.label}: a C_Sign that outlived its timeout returned; its session is replaced`);
+          this.logger?.info({ token: this.label }, `PKCS#11 token ${this.label}: a ${call.operation} that outlived its timeout returned; its session is replaced`);
+          if (result && abandoned) abandoned(result.value, session);
           this.heldByToken.delete(session);
           c.unsettled.add(session);
           this.release(c, session);
         }
       };
-      call.then(
-        (signature) => {
-          returned();
-          resolve(signature);
+      pending.then(
+        (value) => {
+          returned({ value });
+          resolve(value);
         },
         (err: unknown) => {
           returned();
@@ -255,51 +287,64 @@ export class Pkcs11Token {
     });
   }
 
-  private signTimedOut(detail: string, why: string): KeydError {
-    return new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: C_Sign (${detail}): ${why}; the token is not answering`);
+  private callTimedOut(call: TokenCall, why: string): KeydError {
+    return new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: ${call.operation} (${call.detail}): ${why}; the token is not answering`);
   }
 
-  /** A C_Sign slot (signBound), waiting up to the timeout while calls within their time hold them all. */
-  private takeSignSlot(detail: string): Promise<void> {
-    if (this.signsInFlight < this.signBound) {
-      this.signsInFlight++;
+  /** A call slot (callBound), waiting up to the call's timeout while calls within their time hold them all. */
+  private takeCallSlot(call: TokenCall): Promise<void> {
+    if (this.callsInFlight < this.callBound) {
+      this.callsInFlight++;
       return Promise.resolve();
     }
-    if (this.signsHung >= this.signBound) return Promise.reject(this.allSlotsHung(detail));
-    if (this.signWaiting.length >= MAX_SIGN_WAITING) {
-      return Promise.reject(this.signTimedOut(detail, `${this.signBound} C_Sign call(s) in the token and ${MAX_SIGN_WAITING} request(s) already waiting`));
+    if (this.callsHung.length >= this.callBound) return Promise.reject(this.allSlotsHung(call));
+    if (this.callWaiting.length >= MAX_CALLS_WAITING) {
+      return Promise.reject(this.callTimedOut(call, `${this.callBound} call(s) in the token and ${MAX_CALLS_WAITING} request(s) already waiting`));
     }
     return new Promise((resolve, reject) => {
       const waiter = {
-        detail,
+        call,
         wake: (err?: KeydError) => {
           clearTimeout(waiter.timer);
           if (err) return reject(err);
-          this.signsInFlight++;
+          this.callsInFlight++;
           resolve();
         },
         timer: setTimeout(() => {
-          this.signWaiting.splice(this.signWaiting.indexOf(waiter), 1);
-          reject(this.signTimedOut(detail, `no C_Sign slot came free within ${this.signTimeoutMs} ms (${this.signBound} in the token at once)`));
-        }, this.signTimeoutMs),
+          this.callWaiting.splice(this.callWaiting.indexOf(waiter), 1);
+          reject(this.callTimedOut(call, `no ${call.operation} slot came free within ${call.timeoutMs} ms (${this.callBound} in the token at once)`));
+        }, call.timeoutMs),
       };
-      this.signWaiting.push(waiter);
+      this.callWaiting.push(waiter);
     });
   }
 
-  private freeSignSlot(hung: boolean): void {
-    this.signsInFlight--;
-    if (hung) this.signsHung--;
-    this.signWaiting.shift()?.wake();
+  /** A slot comes back; `hung`: the call that had outlived its timeout. */
+  private freeCallSlot(hung?: TokenCall): void {
+    this.callsInFlight--;
+    if (hung) this.callsHung.splice(this.callsHung.indexOf(hung), 1);
+    this.callWaiting.shift()?.wake();
   }
 
-  private allSlotsHung(detail: string): KeydError {
-    return this.signTimedOut(detail, `${this.signsHung} C_Sign call(s) have not returned after ${this.signTimeoutMs} ms, and keyd has at most ${this.signBound} in the token at once (each holds one of libuv's threads)`);
+  /** "2 C_Sign call(s) have not returned after 10000 ms", one clause per operation among the hung calls. */
+  private hungCalls(): string {
+    const byOperation = new Map<string, { count: number; timeouts: Set<number> }>();
+    for (const call of this.callsHung) {
+      const entry = byOperation.get(call.operation) ?? { count: 0, timeouts: new Set<number>() };
+      entry.count++;
+      entry.timeouts.add(call.timeoutMs);
+      byOperation.set(call.operation, entry);
+    }
+    return [...byOperation].map(([operation, { count, timeouts }]) => `${count} ${operation} call(s) have not returned after ${[...timeouts].join(' or ')} ms`).join(' and ');
+  }
+
+  private allSlotsHung(call: TokenCall): KeydError {
+    return this.callTimedOut(call, `${this.hungCalls()}, and keyd has at most ${this.callBound} in the token at once (each holds one of libuv's threads)`);
   }
 
   /** Every slot held by a call past its timeout: the requests waiting for one fail now. */
-  private refuseSignWaiting(): void {
-    for (const waiter of this.signWaiting.splice(0)) waiter.wake(this.allSlotsHung(waiter.detail));
+  private refuseCallWaiting(): void {
+    for (const waiter of this.callWaiting.splice(0)) waiter.wake(this.allSlotsHung(waiter.call));
   }
 
   /** Whether the token offers a mechanism (checked before generating or importing a key). */
@@ -310,13 +355,35 @@ export class Pkcs11Token {
     }
   }
 
-  /** C_GenerateKeyPair; returns the public key object's attributes asked for. */
+  /**
+   * C_GenerateKeyPair (on libuv's thread pool, like C_Sign: it takes a call slot, and fails
+   * after `generateTimeoutMs`); returns the public key object's attributes asked for. A key
+   * pair the token makes after its request failed is destroyed at once: the operator was
+   * told the generation failed, and keyd never records that key.
+   */
   generateKeyPair(mechanism: number, publicTemplate: TemplateAttribute[], privateTemplate: TemplateAttribute[], read: number[]): Promise<Map<number, Buffer>> {
-    return this.withSession({ operation: 'C_GenerateKeyPair', detail: mechanismName(mechanism) }, async (session) => {
-      const keys = await this.lib.C_GenerateKeyPairAsync(session, { mechanism }, publicTemplate, privateTemplate);
+    const call: TokenCall = { operation: 'C_GenerateKeyPair', detail: mechanismName(mechanism), timeoutMs: this.generateTimeoutMs };
+    return this.inToken(call, async (session, _c, run) => {
+      const keys = await run(
+        () => this.lib.C_GenerateKeyPairAsync(session, { mechanism }, publicTemplate, privateTemplate),
+        (late, heldSession) => this.destroyLateKeyPair(heldSession, late, publicTemplate),
+      );
       const attrs = this.lib.C_GetAttributeValue(session, keys.publicKey, read.map((type) => ({ type })));
       return new Map(attrs.map((a) => [a.type, a.value as Buffer]));
     });
+  }
+
+  /** Destroys a key pair generated after its request timed out (see generateKeyPair). */
+  private destroyLateKeyPair(session: Handle, keys: pkcs11js.KeyPair, template: TemplateAttribute[]): void {
+    const id = template.find((a) => a.type === CKA.ID)?.value;
+    const idText = Buffer.isBuffer(id) ? id.toString('hex') : '?';
+    try {
+      this.lib.C_DestroyObject(session, keys.privateKey);
+      this.lib.C_DestroyObject(session, keys.publicKey);
+      this.logger?.info({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the key pair with CKA_ID ${idText}, generated after its request timed out, was destroyed`);
+    } catch (err) {
+      this.logger?.warn({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the key pair with CKA_ID ${idText}, generated after its request timed out, could not be destroyed (${ckrOf(err)?.name ?? (err as Error).message}); remove it with the token's own tools`);
+    }
   }
 
   /** C_CreateObject of a private key (the template holds its components: wiped by the caller). */
@@ -344,7 +411,7 @@ export class Pkcs11Token {
     await this.waitIdle();
     if (this.heldByToken.size > 0) {
       // C_Finalize or unloading the module under a call in progress is undefined: leave both.
-      this.logger?.warn({ token: this.label, calls: this.heldByToken.size }, `PKCS#11 token ${this.label}: ${this.heldByToken.size} C_Sign call(s) still in the token; module left loaded`);
+      this.logger?.warn({ token: this.label, calls: this.heldByToken.size }, `PKCS#11 token ${this.label}: ${this.heldByToken.size} call(s) past their timeout still in the token (${this.hungCalls()}); module left loaded`);
       return;
     }
     this.finalize();
@@ -372,7 +439,7 @@ export class Pkcs11Token {
     const ctx = { ...what, token: this.label };
     if (this.heldByToken.size > 0) {
       // No C_Finalize while a call is in the token: reconnect once it returns.
-      throw new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: cannot reconnect while ${this.heldByToken.size} C_Sign call(s) past their timeout are still in the token`);
+      throw new KeydError('KEYD_TOKEN_ABSENT', `token ${JSON.stringify(this.label)}: cannot reconnect while calls past their timeout are still in the token (${this.hungCalls()})`);
     }
     this.finalize();
     try {
@@ -471,8 +538,8 @@ export class Pkcs11Token {
   }
 
   private release(c: Connection, session: Handle): void {
-    // A session whose C_Sign is still in the token stays out: released when that returns
-    // (signWithin), and not waited for (waitIdle).
+    // A session whose call is still in the token stays out: released when that returns
+    // (callWithin), and not waited for (waitIdle).
     if (!this.heldByToken.has(session)) {
       this.busy--;
       if (this.connection === c && c.unsettled.delete(session)) {

@@ -49,6 +49,11 @@ test('config "pkcs11": absent means no token; a PIN only from a file or a variab
   for (const signTimeoutMs of [0, 99, 600_001, 1.5, '10000']) {
     bad([{ token: 'k', module: '/m.so', pinEnv: 'P', signTimeoutMs }], /signTimeoutMs must be an integer from 100 to 600000 \(milliseconds\)/);
   }
+  // Key generation has its own timeout, in the same range (docs/KEYD.md: RSA generation is slow).
+  assert.equal(parseTokenConfigs({ tokens: [{ token: 'k', module: '/m.so', pinEnv: 'P', generateTimeoutMs: 600_000 }] })![0]!.generateTimeoutMs, 600_000);
+  for (const generateTimeoutMs of [0, 99, 600_001, 1.5, '120000']) {
+    bad([{ token: 'k', module: '/m.so', pinEnv: 'P', generateTimeoutMs }], /generateTimeoutMs must be an integer from 100 to 600000 \(milliseconds\)/);
+  }
   bad([{ token: 'k', module: '/m.so', pinEnv: 'P' }, { token: 'k', module: '/n.so', pinEnv: 'P' }], /configured twice/);
   bad([{ token: 'a', module: '/m.so', pinEnv: 'P' }, { token: 'b', module: '/m.so', pinEnv: 'P' }], /one token per module/);
   assert.throws(() => parseTokenConfigs({ token: 'k' }), /must be \{ "tokens"/);
