@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { KeydError } from './errors.js';
 import { DEFAULT_AUDIT_ROTATION, type AuditRotation } from './audit.js';
-import { parseLimits, type KeydLimits } from './limits.js';
+import { parseLimits, shownValue, type KeydLimits } from './limits.js';
 import { configName, parsePrincipals, type LocalPrincipal } from './principals.js';
 import { parseExpiryWarningDays } from '../lib/expiry.js';
 
@@ -40,6 +40,18 @@ export interface KeydConfig {
 }
 
 export const DEFAULT_MAX_PENDING = 4096;
+/**
+ * Unanswered requests per connection: each holds its frame until answered (up to 1 KiB on
+ * a signing socket, 1 MiB for an admin put), so 65536 is already 64 MiB of signing requests
+ * from one connection; more is a typo, not a need.
+ */
+export const MAX_MAX_PENDING = 65_536;
+/**
+ * The largest audit.log before rotation. keyd reads audit.log whole at start to check its
+ * hash chain (src/keyd/root/audit-chain.ts), as one string, with its parsed lines beside
+ * it: V8's strings end short of 512 MiB, and a file past that would stop keyd starting.
+ */
+export const MAX_AUDIT_LOG_BYTES = 256 * 1024 * 1024;
 
 /** Every top-level key of keyd's config: the ones parsed here and the sections of other owners. */
 export const CONFIG_KEYS: readonly string[] = [
@@ -105,8 +117,8 @@ export function parseConfig(raw: unknown, baseDir?: string): KeydConfig {
     }
   }
   const maxPending = obj.maxPending ?? DEFAULT_MAX_PENDING;
-  if (typeof maxPending !== 'number' || !Number.isInteger(maxPending) || maxPending < 1) {
-    throw new KeydError('KEYD_CONFIG', 'config "maxPending" must be a positive integer');
+  if (typeof maxPending !== 'number' || !Number.isInteger(maxPending) || maxPending < 1 || maxPending > MAX_MAX_PENDING) {
+    throw new KeydError('KEYD_CONFIG', `config "maxPending" must be an integer from 1 to ${MAX_MAX_PENDING} (unanswered requests per connection, each holding its frame), not ${shownValue(maxPending)}`);
   }
   if (obj.metricsListen !== undefined && typeof obj.metricsListen !== 'string') throw new KeydError('KEYD_CONFIG', 'config "metricsListen" must be "HOST:PORT"');
   let expiryWarningDays: number;
@@ -125,8 +137,10 @@ function parseAuditRotation(raw: unknown): AuditRotation {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config "auditLog" must be { "maxBytes", "keep" }');
   refuseUnknownKeys(raw, ['maxBytes', 'keep'], 'config "auditLog"');
   const { maxBytes = DEFAULT_AUDIT_ROTATION.maxBytes, keep = DEFAULT_AUDIT_ROTATION.keep } = raw as Record<string, unknown>;
-  if (typeof maxBytes !== 'number' || !Number.isInteger(maxBytes) || maxBytes < 4096) throw new KeydError('KEYD_CONFIG', 'config "auditLog"."maxBytes" must be an integer ≥ 4096');
-  if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1 || keep > 1000) throw new KeydError('KEYD_CONFIG', 'config "auditLog"."keep" must be an integer from 1 to 1000');
+  if (typeof maxBytes !== 'number' || !Number.isInteger(maxBytes) || maxBytes < 4096 || maxBytes > MAX_AUDIT_LOG_BYTES) {
+    throw new KeydError('KEYD_CONFIG', `config "auditLog"."maxBytes" must be an integer from 4096 to ${MAX_AUDIT_LOG_BYTES} (256 MiB: keyd reads audit.log whole at start to check its hash chain), not ${shownValue(maxBytes)}`);
+  }
+  if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1 || keep > 1000) throw new KeydError('KEYD_CONFIG', `config "auditLog"."keep" must be an integer from 1 to 1000, not ${shownValue(keep)}`);
   return { maxBytes, keep };
 }
 

@@ -47,20 +47,6 @@ export const DEFAULT_LIMITS: Readonly<KeydLimits> = Object.freeze({
   delegatedCredentialsPerMinute: 60,
 });
 
-const MINIMUM: Record<keyof KeydLimits, number> = {
-  maxConnectionsPerListener: 1,
-  maxConnectionsPerClient: 1,
-  idleTimeoutMs: 1,
-  frameTimeoutMs: 1,
-  tlsHandshakeTimeoutMs: 1,
-  schedulerBatch: 1,
-  signaturesPerSecond: 0,
-  signatureBurst: 0,
-  auditIntervalMs: 10,
-  delegatedCredentialMaxSeconds: 60,
-  delegatedCredentialsPerMinute: 0,
-};
-
 /**
  * The longest delay node's timers keep (2^31 - 1 ms, about 24.8 days). setTimeout and
  * setInterval run a longer one after 1 ms instead (TimeoutOverflowWarning), so a
@@ -68,26 +54,51 @@ const MINIMUM: Record<keyof KeydLimits, number> = {
  * reads, and an auditIntervalMs would flush the ledger every millisecond.
  */
 export const MAX_TIMER_MS = 2_147_483_647;
-const TIMER_LIMITS: ReadonlySet<keyof KeydLimits> = new Set(['idleTimeoutMs', 'frameTimeoutMs', 'tlsHandshakeTimeoutMs', 'auditIntervalMs']);
+const TIMER = { max: MAX_TIMER_MS, why: "ms; at most about 24.8 days: node's timers run a longer delay after 1 ms" };
 
-/** Parses config "limits": every key optional, each a non-negative integer of at least its minimum (a time at most MAX_TIMER_MS). */
+/**
+ * Each limit's range. The maxima are there so that a typo (1e12, a value in the wrong unit)
+ * is refused at start rather than turning a bound into none; each is far above any
+ * deployment's need, and says why it is where it is.
+ */
+export const LIMIT_RANGE: Readonly<Record<keyof KeydLimits, { min: number; max: number; why?: string }>> = Object.freeze({
+  // Each connection is a file descriptor: 2^20 is Linux's ceiling on one process's (fs.nr_open's default).
+  maxConnectionsPerListener: { min: 1, max: 1_048_576, why: "connections are file descriptors; 1048576 is Linux's default ceiling per process, fs.nr_open" },
+  maxConnectionsPerClient: { min: 1, max: 1_048_576, why: "connections are file descriptors; 1048576 is Linux's default ceiling per process, fs.nr_open" },
+  idleTimeoutMs: { min: 1, ...TIMER },
+  frameTimeoutMs: { min: 1, ...TIMER },
+  tlsHandshakeTimeoutMs: { min: 1, ...TIMER },
+  // One turn serves its batch with no timer or new connection in between: 4096 software
+  // signatures (about 40 µs each, docs/KEYD.md "Signing rates") already hold the loop ≈ 160 ms.
+  schedulerBatch: { min: 1, max: 4096, why: 'requests served in one event-loop turn, with no timer or accept in between' },
+  // keyd signs some 24 000 per second in software: a rate or burst of millions bounds nothing.
+  signaturesPerSecond: { min: 0, max: 1_000_000, why: 'far above what keyd can sign per second' },
+  signatureBurst: { min: 0, max: 1_000_000, why: 'far above what keyd can sign per second' },
+  auditIntervalMs: { min: 10, ...TIMER },
+  delegatedCredentialMaxSeconds: { min: 60, max: 604_800, why: '7 days, RFC 9345 §4' },
+  // Each issuance is an audit line synced to disk: a thousand per second per client is more than a disk syncs.
+  delegatedCredentialsPerMinute: { min: 0, max: 60_000, why: 'each is an audit line synced to disk' },
+});
+
+/** A config value as an error message shows it: numbers as written, anything else as short JSON. */
+export function shownValue(value: unknown): string {
+  if (typeof value === 'number') return String(value);
+  const json = JSON.stringify(value) ?? String(value);
+  return json.length > 40 ? `${json.slice(0, 40)}…` : json;
+}
+
+/** Parses config "limits": every key optional, each an integer within LIMIT_RANGE. */
 export function parseLimits(raw: unknown): KeydLimits {
   if (raw === undefined) return { ...DEFAULT_LIMITS };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config "limits" must be an object');
   const limits: KeydLimits = { ...DEFAULT_LIMITS };
   for (const [key, value] of Object.entries(raw)) {
-    if (!(key in MINIMUM)) throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" is not a known limit (${Object.keys(MINIMUM).join(', ')})`);
-    const min = MINIMUM[key as keyof KeydLimits];
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-      throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be an integer ≥ ${min}`);
-    }
-    if (TIMER_LIMITS.has(key as keyof KeydLimits) && value > MAX_TIMER_MS) {
-      throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be at most ${MAX_TIMER_MS} ms (about 24.8 days; node's timers run a longer delay after 1 ms)`);
+    if (!(key in LIMIT_RANGE)) throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" is not a known limit (${Object.keys(LIMIT_RANGE).join(', ')})`);
+    const { min, max, why } = LIMIT_RANGE[key as keyof KeydLimits];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be an integer from ${min} to ${max}${why ? ` (${why})` : ''}, not ${shownValue(value)}`);
     }
     limits[key as keyof KeydLimits] = value;
-  }
-  if (limits.delegatedCredentialMaxSeconds > 604_800) {
-    throw new KeydError('KEYD_CONFIG', 'config "limits"."delegatedCredentialMaxSeconds" must be at most 604800 (7 days, RFC 9345 §4)');
   }
   // Without a rate there is no bucket (token-bucket.ts): a burst alone would limit nothing, unsaid.
   if (limits.signatureBurst > 0 && limits.signaturesPerSecond === 0) {

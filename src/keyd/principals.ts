@@ -2,6 +2,10 @@ import { chmod, chown, lstat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { KeydError } from './errors.js';
 import { normaliseName } from './names.js';
+import { shownValue } from './limits.js';
+
+/** The largest uid or gid: 2^32 - 2 ((uid_t)-1 means "unchanged" to chown(2)). */
+const MAX_ID = 4_294_967_294;
 
 /**
  * Local principals (docs/KEYD.md "Local callers"). Node exposes no SO_PEERCRED, so keyd
@@ -53,8 +57,9 @@ export function parsePrincipals(raw: unknown, baseDir?: string): LocalPrincipal[
     if (name === 'local' && v.socket !== undefined) throw new KeydError('KEYD_CONFIG', `${where}: the "local" principal's socket is --socket`);
     const mode = parseMode(v.mode ?? '0660', where);
     for (const id of ['uid', 'gid'] as const) {
-      if (v[id] !== undefined && (typeof v[id] !== 'number' || !Number.isInteger(v[id]) || (v[id] as number) < 0)) {
-        throw new KeydError('KEYD_CONFIG', `${where}: "${id}" must be a non-negative integer`);
+      // (uid_t)-1, 4294967295, is no id: chown(2) takes it as "leave unchanged", and the socket would keep keyd's owner unsaid.
+      if (v[id] !== undefined && (typeof v[id] !== 'number' || !Number.isInteger(v[id]) || (v[id] as number) < 0 || (v[id] as number) > MAX_ID)) {
+        throw new KeydError('KEYD_CONFIG', `${where}: "${id}" must be an integer from 0 to ${MAX_ID} (4294967295 is chown's "unchanged"), not ${shownValue(v[id])}`);
       }
     }
     if (!Array.isArray(v.names) || !v.names.every((n) => typeof n === 'string')) throw new KeydError('KEYD_CONFIG', `${where}: "names" must be a list of names`);

@@ -383,7 +383,7 @@ test('the keyd check itself: a limit added or removed, a wrong default or bound 
     'limits.schedulerBatch: documented default 32 requests per turn, parser gives 64',
   ]);
   assert.deepEqual(limitMismatches(p, new Map(rows).set('limits.schedulerBatch', { ...row, cell: '`limits.schedulerBatch` (≥ 0)' }), true), [
-    'limits.schedulerBatch: bounds (≥ 1), the row says (≥ 0 after the key',
+    'limits.schedulerBatch: bounds (1 … 4096), the row says (≥ 0 after the key',
   ]);
   assert.deepEqual(defaultNumbers('64 MiB, 8 files kept'), [67108864, 8]);
 });

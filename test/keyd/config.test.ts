@@ -4,7 +4,7 @@ import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KeydClient } from '../../src/keyd/client.js';
 import { loadConfig, parseConfig } from '../../src/keyd/config.js';
-import { MAX_TIMER_MS, parseLimits, type KeydLimits } from '../../src/keyd/limits.js';
+import { LIMIT_RANGE, MAX_TIMER_MS, parseLimits, type KeydLimits } from '../../src/keyd/limits.js';
 import { LOCAL, makeIdentity, scratch, startTestKeyd } from './fixtures.js';
 
 test('config "allowTls12OnlyServers": off by default, a boolean, anything else refused at start', () => {
@@ -113,15 +113,19 @@ test('config "clients": two spellings of one subject are refused (the later woul
 
 test('config "limits": a time beyond node\'s timer range is refused naming the key (setTimeout would run it after 1 ms); bad values refused; the largest time is kept', () => {
   for (const key of ['frameTimeoutMs', 'auditIntervalMs', 'idleTimeoutMs', 'tlsHandshakeTimeoutMs']) {
-    assert.throws(() => parseLimits({ [key]: MAX_TIMER_MS + 1 }), { code: 'KEYD_CONFIG', message: `config "limits"."${key}" must be at most 2147483647 ms (about 24.8 days; node's timers run a longer delay after 1 ms)` }, key);
+    const min = key === 'auditIntervalMs' ? 10 : 1;
+    assert.throws(() => parseLimits({ [key]: MAX_TIMER_MS + 1 }), { code: 'KEYD_CONFIG', message: `config "limits"."${key}" must be an integer from ${min} to 2147483647 (ms; at most about 24.8 days: node's timers run a longer delay after 1 ms), not 2147483648` }, key);
     // Control: the largest delay node keeps is accepted as written.
     assert.equal(parseLimits({ [key]: MAX_TIMER_MS })[key as keyof KeydLimits], MAX_TIMER_MS);
   }
   // Every limit refuses what is not an integer within its bounds, and says which.
-  for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '10', null]) {
-    assert.throws(() => parseLimits({ maxConnectionsPerClient: bad }), { code: 'KEYD_CONFIG', message: /^config "limits"."maxConnectionsPerClient" must be an integer ≥ 1$/ }, String(bad));
+  for (const [bad, shown] of [[0, '0'], [-1, '-1'], [1.5, '1.5'], [Number.NaN, 'NaN'], [Number.POSITIVE_INFINITY, 'Infinity'], ['10', '"10"'], [null, 'null']] as const) {
+    assert.throws(() => parseLimits({ maxConnectionsPerClient: bad }), {
+      code: 'KEYD_CONFIG',
+      message: `config "limits"."maxConnectionsPerClient" must be an integer from 1 to 1048576 (connections are file descriptors; 1048576 is Linux's default ceiling per process, fs.nr_open), not ${shown}`,
+    }, String(bad));
   }
-  assert.throws(() => parseConfig({ limits: { frameTimeoutMs: 2 ** 31 } }), { code: 'KEYD_CONFIG', message: /"frameTimeoutMs" must be at most/ });
+  assert.throws(() => parseConfig({ limits: { frameTimeoutMs: 2 ** 31 } }), { code: 'KEYD_CONFIG', message: /"frameTimeoutMs" must be an integer from 1 to 2147483647 .*, not 2147483648$/ });
   assert.equal(parseConfig({}).limits.frameTimeoutMs, 10_000);
 });
 
@@ -177,4 +181,28 @@ test('config "principals": a socket that is --socket or --admin-socket is refuse
   } finally {
     await s.cleanup();
   }
+});
+
+test('config numbers have maxima: a typo such as 1e12 is refused naming the key, its range and the value; each maximum itself is accepted', () => {
+  const refused = (config: object, message: string) => assert.throws(() => parseConfig(config), { code: 'KEYD_CONFIG', message }, JSON.stringify(config));
+  refused({ limits: { schedulerBatch: 1e12 } }, 'config "limits"."schedulerBatch" must be an integer from 1 to 4096 (requests served in one event-loop turn, with no timer or accept in between), not 1000000000000');
+  refused({ limits: { maxConnectionsPerListener: 1_048_577 } }, 'config "limits"."maxConnectionsPerListener" must be an integer from 1 to 1048576 (connections are file descriptors; 1048576 is Linux\'s default ceiling per process, fs.nr_open), not 1048577');
+  refused({ limits: { signaturesPerSecond: 1e7 } }, 'config "limits"."signaturesPerSecond" must be an integer from 0 to 1000000 (far above what keyd can sign per second), not 10000000');
+  refused({ limits: { signaturesPerSecond: 1, signatureBurst: 1_000_001 } }, 'config "limits"."signatureBurst" must be an integer from 0 to 1000000 (far above what keyd can sign per second), not 1000001');
+  refused({ limits: { delegatedCredentialsPerMinute: 60_001 } }, 'config "limits"."delegatedCredentialsPerMinute" must be an integer from 0 to 60000 (each is an audit line synced to disk), not 60001');
+  refused({ limits: { delegatedCredentialMaxSeconds: 604_801 } }, 'config "limits"."delegatedCredentialMaxSeconds" must be an integer from 60 to 604800 (7 days, RFC 9345 §4), not 604801');
+  refused({ maxPending: 1e12 }, 'config "maxPending" must be an integer from 1 to 65536 (unanswered requests per connection, each holding its frame), not 1000000000000');
+  refused({ maxPending: '4096' }, 'config "maxPending" must be an integer from 1 to 65536 (unanswered requests per connection, each holding its frame), not "4096"');
+  refused({ auditLog: { maxBytes: 2 ** 28 + 1 } }, 'config "auditLog"."maxBytes" must be an integer from 4096 to 268435456 (256 MiB: keyd reads audit.log whole at start to check its hash chain), not 268435457');
+  refused({ auditLog: { keep: 1001 } }, 'config "auditLog"."keep" must be an integer from 1 to 1000, not 1001');
+  refused({ principals: { p1: { socket: '/run/p1.sock', uid: 4_294_967_295, names: [] } } }, 'config "principals"."p1": "uid" must be an integer from 0 to 4294967294 (4294967295 is chown\'s "unchanged"), not 4294967295');
+  refused({ principals: { p1: { socket: '/run/p1.sock', gid: -1, names: [] } } }, 'config "principals"."p1": "gid" must be an integer from 0 to 4294967294 (4294967295 is chown\'s "unchanged"), not -1');
+  // Control: every maximum is accepted as written.
+  const atMax = Object.fromEntries(Object.entries(LIMIT_RANGE).map(([key, { max }]) => [key, max]));
+  const parsed = parseConfig({ limits: atMax, maxPending: 65_536, auditLog: { maxBytes: 2 ** 28, keep: 1000 }, principals: { p1: { socket: '/run/p1.sock', uid: 4_294_967_294, gid: 0, names: [] } } });
+  assert.deepEqual(parsed.limits, atMax);
+  assert.equal(parsed.limits.schedulerBatch, 4096);
+  assert.equal(parsed.maxPending, 65_536);
+  assert.deepEqual(parsed.auditLog, { maxBytes: 268_435_456, keep: 1000 });
+  assert.equal(parsed.principals.find((p) => p.name === 'p1')?.uid, 4_294_967_294);
 });
