@@ -297,7 +297,14 @@ const OPERATIONS: Record<string, Operation> = {
       const limit = values.limit !== undefined ? Number(values.limit) : undefined;
       if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new UsageError('--limit must be a positive integer');
       return async (t) => {
-        const entries = await t.audit({ ...(limit ? { limit } : {}), ...(values.since ? { since: values.since as string } : {}) });
+        const { entries, omitted } = await t.audit({ ...(limit ? { limit } : {}), ...(values.since ? { since: values.since as string } : {}) });
+        if (omitted) {
+          // On stderr: --json's stdout stays the list of entries it always was.
+          io.err(
+            `delegator admin: audit: the newest ${entries.length} entries; ${omitted} older one(s) matched but did not fit in one reply (1 MiB, docs/PROTOCOL.md): ` +
+              'ask for fewer with --limit or a later --since, or read keyd\'s audit.log files (JSON lines) on its machine\n',
+          );
+        }
         if (values.json) return io.out(JSON.stringify(entries, null, 2) + '\n');
         io.out(
           table(

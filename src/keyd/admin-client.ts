@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import type { AuditEntry, AuditQuery } from './audit.js';
+import type { AuditQuery, AuditReply } from './audit.js';
 import { KeydClient, type KeydIdentity } from './client.js';
 import type { KeyInfo } from './keyring.js';
 import type { GenerateKeyType } from './pki.js';
@@ -17,7 +17,8 @@ export interface AdminTransport {
   delete(name: string): Promise<void>;
   list(): Promise<KeyInfo[]>;
   show(name: string): Promise<KeyInfo>;
-  audit(query?: AuditQuery): Promise<AuditEntry[]>;
+  /** The newest entries that fit one reply; `omitted` older ones matched but did not fit. */
+  audit(query?: AuditQuery): Promise<AuditReply>;
   stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>>;
   /** The identity keyd serves for `serverName` (docs/PROTOCOL.md, identity); local admin socket only. */
   identity?(serverName: string): Promise<KeydIdentity | undefined>;
@@ -65,8 +66,8 @@ export class LocalAdminTransport implements AdminTransport {
     return (await this.client.admin(Opcode.show, { name })).json as unknown as KeyInfo;
   }
 
-  async audit(query: AuditQuery = {}): Promise<AuditEntry[]> {
-    return (await this.client.admin(Opcode.audit, query)).json.entries as AuditEntry[];
+  async audit(query: AuditQuery = {}): Promise<AuditReply> {
+    return (await this.client.admin(Opcode.audit, query)).json as unknown as AuditReply;
   }
 
   async stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>> {

@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import type { AuditEntry, AuditQuery } from './audit.js';
+import type { AuditEntry, AuditQuery, AuditReply } from './audit.js';
 
 /** Read size: the reader never holds more than this plus one line plus the entries kept. */
 const CHUNK_BYTES = 64 * 1024;
@@ -7,6 +7,27 @@ const CHUNK_BYTES = 64 * 1024;
 export const MAX_AUDIT_LINE = 64 * 1024;
 /** Most entries one query returns. */
 export const MAX_AUDIT_QUERY = 10_000;
+
+/**
+ * The newest of `entries` (oldest first, as read) whose reply `{"entries":[…]}` takes at
+ * most `budget` bytes of JSON; when older ones are left out, the reply says so
+ * ("truncated": true, "omitted": how many) and its marker is counted in the budget. Whole
+ * entries only, the newest kept: an operator asking for the log wants what happened last,
+ * and a reply cut inside an entry would not parse.
+ */
+export function newestEntriesWithin(entries: readonly AuditEntry[], budget: number): AuditReply {
+  // JSON.stringify of an array is "[" + its items joined by "," + "]", with no spaces.
+  const sizes = entries.map((e) => Buffer.byteLength(JSON.stringify(e)));
+  const whole = Buffer.byteLength(JSON.stringify({ entries: [] })) + sizes.reduce((a, b) => a + b, 0) + Math.max(0, entries.length - 1);
+  if (whole <= budget) return { entries: [...entries] };
+  let used = Buffer.byteLength(JSON.stringify({ entries: [], truncated: true, omitted: entries.length }));
+  let first = entries.length;
+  while (first > 0 && used + sizes[first - 1]! + (first < entries.length ? 1 : 0) <= budget) {
+    used += sizes[first - 1]! + (first < entries.length ? 1 : 0);
+    first--;
+  }
+  return { entries: entries.slice(first), truncated: true, omitted: first };
+}
 
 /** What a read held at most, for tests and the bench (bounded memory is the point). */
 export interface ReadStats {

@@ -65,6 +65,17 @@ export function boundAuditEntry<E extends Omit<AuditEntry, 'time'>>(entry: E): E
 
 export const DEFAULT_AUDIT_ROTATION: Readonly<AuditRotation> = Object.freeze({ maxBytes: 64 * 1024 * 1024, keep: 8 });
 
+/**
+ * An `admin audit` reply: one frame at most (docs/PROTOCOL.md), so the newest entries that
+ * fit; `omitted` counts the older ones the query matched (within its limit) that did not
+ * (audit-reader.ts newestEntriesWithin). Absent: nothing left out.
+ */
+export interface AuditReply {
+  entries: AuditEntry[];
+  truncated?: true;
+  omitted?: number;
+}
+
 export interface AuditQuery {
   /** Newest N entries (default 100). */
   limit?: number;

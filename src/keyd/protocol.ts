@@ -413,6 +413,9 @@ export interface AdminPayload {
   attachments: Uint8Array[];
 }
 
+/** The most JSON an admin reply without attachments can carry: one frame less encodeAdmin's 3-byte length. */
+export const MAX_ADMIN_REPLY_JSON = MAX_PAYLOAD - 3;
+
 export function encodeAdmin(json: object, attachments: readonly Uint8Array[] = []): Buffer {
   const w = new Writer(1024);
   w.opaque(3, Buffer.from(JSON.stringify(json), 'utf8'));

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { SCHEMES } from '../tls/signature-schemes.js';
 import type { AdminService } from './admin-service.js';
 import type { AdminCaller, AuditEntry } from './audit.js';
+import { newestEntriesWithin } from './audit-reader.js';
 import { issueDelegatedCredential } from './delegation.js';
 import { KeydError } from './errors.js';
 import type { FairScheduler, Queue } from './fair-scheduler.js';
@@ -30,6 +31,7 @@ import {
   encodeDelegationReply,
   encodeError,
   encodeFrame,
+  MAX_ADMIN_REPLY_JSON,
   MAX_PAYLOAD,
   encodeIdentityReply,
   encodePing,
@@ -518,7 +520,8 @@ export class KeydConnection implements Queue {
       case Opcode.audit: {
         const limit = typeof json.limit === 'number' ? json.limit : undefined;
         const since = typeof json.since === 'string' ? json.since : undefined;
-        return encodeAdmin({ entries: await service.audit(caller, { ...(limit ? { limit } : {}), ...(since ? { since } : {}) }) });
+        // One reply is one frame: the newest entries that fit, marked when older ones are left out.
+        return encodeAdmin(newestEntriesWithin(await service.audit(caller, { ...(limit ? { limit } : {}), ...(since ? { since } : {}) }), MAX_ADMIN_REPLY_JSON));
       }
       case Opcode.stats:
         return encodeAdmin({ clients: await service.stats(caller) });

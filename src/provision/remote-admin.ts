@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type * as x509 from '@peculiar/x509';
 import type { AdminTransport, TokenOption } from '../keyd/admin-client.js';
-import type { AuditEntry, AuditQuery } from '../keyd/audit.js';
+import type { AuditEntry, AuditQuery, AuditReply } from '../keyd/audit.js';
 import type { KeyInfo } from '../keyd/keyring.js';
 import type { GenerateKeyType } from '../keyd/pki.js';
 import { MAX_TIMER_MS } from '../keyd/limits.js';
@@ -248,8 +248,9 @@ export class RemoteAdminTransport implements AdminTransport {
     return (await this.client.show(name)) as KeyInfo;
   }
 
-  async audit(query: AuditQuery = {}): Promise<AuditEntry[]> {
-    return (await this.client.audit(query)) as AuditEntry[];
+  async audit(query: AuditQuery = {}): Promise<AuditReply> {
+    // The provisioning channel answers with the entries alone (docs/PROVISIONING.md).
+    return { entries: (await this.client.audit(query)) as AuditEntry[] };
   }
 
   async stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>> {
