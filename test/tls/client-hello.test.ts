@@ -262,3 +262,18 @@ test('Writer-built extension bodies are what the decoder reads (cross-check of t
   w.vec(2, (l) => l.u8(0).opaque(2, Buffer.from('x.test')));
   assert.deepEqual(E.serverName('x.test').data, w.finish());
 });
+
+test('server_name: an IPv4 or IPv6 literal is read as no server name (RFC 6066 §3 forbids them); a name that only looks numeric is kept', () => {
+  const sni = (entries: [number, string][]) =>
+    ext(X.server_name, (w) => w.vec(2, (l) => entries.forEach(([t, n]) => l.u8(t).opaque(2, Buffer.from(n, 'latin1')))));
+  assert.equal(decodeWith([sni([[0, '192.0.2.1']])]).serverName, undefined, 'IPv4 literal');
+  assert.equal(decodeWith([sni([[0, '2001:db8::1']])]).serverName, undefined, 'IPv6 literal');
+  assert.equal(decodeWith([sni([[0, '::ffff:192.0.2.1']])]).serverName, undefined, 'IPv4-mapped IPv6 literal');
+  // Controls: host names made of digits and dots, or a dotted quad with a label after it, are names.
+  assert.equal(decodeWith([sni([[0, '192.0.2.1.example']])]).serverName, '192.0.2.1.example');
+  assert.equal(decodeWith([sni([[0, '123']])]).serverName, '123');
+  // Still one host_name only: an address and a name together are two.
+  assert.equal(assertAlert(() => decodeWith([sni([[0, '192.0.2.1'], [0, 'a.test']])]), 'illegal_parameter', 'address + name').alert, ILLEGAL_PARAMETER);
+  // A colon outside an address is still not a host name.
+  assert.equal(assertAlert(() => decodeWith([sni([[0, 'a.test:443']])]), 'illegal_parameter', 'name:port').alert, ILLEGAL_PARAMETER);
+});

@@ -313,6 +313,21 @@ test('resumption: a ticket from another server (other ticket keys) falls back to
   await closeClient(second);
 });
 
+test('an IP-literal server_name is read as none: the identity for no SNI serves it (control: a host name is passed on)', async () => {
+  const asked: (string | undefined)[] = [];
+  const identity = identityOf(pkis.get('ecdsa-p256')!);
+  const r = await startServer({ resolveIdentity: (name) => (asked.push(name), identity) });
+  // node:tls still sends an IP servername (with a deprecation warning), as some clients do.
+  const byAddress = await connectClient(r, { servername: '192.0.2.1', checkServerIdentity: () => undefined });
+  await echo(byAddress, Buffer.from('x'));
+  await closeClient(byAddress);
+  const byName = await connectClient(r);
+  await echo(byName, Buffer.from('x'));
+  await closeClient(byName);
+  assert.deepEqual(asked, [undefined, 'localhost']);
+  assert.deepEqual(r.clientErrors, []);
+});
+
 test('ALPN: the server picks by its own preference', async () => {
   const r = await startServer({ alpnProtocols: ['h2', 'http/1.1'] });
   const client = await connectClient(r, { ALPNProtocols: ['http/1.1', 'h2'] });

@@ -1,5 +1,6 @@
 import { TlsAlert } from '../alert.js';
 import { ExtensionType as X, HandshakeType } from '../wire/codepoints.js';
+import { isIP } from 'node:net';
 import { Reader } from '../../lib/reader.js';
 
 /**
@@ -162,14 +163,21 @@ function decodeExtension(hello: Mutable<ClientHello>, type: number, data: Uint8A
 function decodeServerName(r: Reader): string | undefined {
   const list = r.sub(2, 1, 0xffff, 'server_name_list');
   let hostName: string | undefined;
+  let seenHostName = false;
   while (list.remaining > 0) {
     const nameType = list.u8('name_type');
     const name = list.vec(2, 1, 0xffff, 'host_name');
     if (nameType !== 0) continue; // RFC 6066 §3: only host_name (0) is defined
-    if (hostName !== undefined) {
+    if (seenHostName) {
       throw new TlsAlert('illegal_parameter', 'server_name: more than one host_name');
     }
-    // RFC 6066 §3: ASCII host name without a trailing dot; compare case-insensitively.
+    seenHostName = true;
+    // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName." Some
+    // clients send one anyway when they connect by address; it names no host, so it is
+    // read as no server name (the default identity, no acknowledgement), as rustls does,
+    // rather than failing the handshake or being looked up as a name.
+    if (isIP(Buffer.from(name).toString('latin1')) !== 0) continue;
+    // RFC 6066 §3: ASCII host name; compare case-insensitively.
     for (const c of name) {
       const ok = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x2a;
       if (!ok) throw new TlsAlert('illegal_parameter', 'server_name: host_name is not an ASCII host name');
