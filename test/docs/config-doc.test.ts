@@ -342,12 +342,13 @@ test('docs/KEYD.md Limits: the keys, defaults and bounds of keyd\'s "limits", "m
   assert.deepEqual(limitMismatches(p, keydRows(), true), []);
 });
 
-test('docs/PROVISIONING.md Limits: the keys and defaults of "provisioning.limits"; the positive integers it says', () => {
+test('docs/PROVISIONING.md Limits: the keys, defaults and bounds of "provisioning.limits"', () => {
   const p = provisioningParser();
   assert.ok(p.keys.length >= 5);
-  assert.deepEqual(limitMismatches(p, provisioningRows(), false), []);
-  for (const key of p.keys) assert.deepEqual(parserBounds(p, key), { min: 1, max: undefined }, key);
-  assert.match(section(read('docs/PROVISIONING.md'), 'Limits'), /`provisioning\.limits`, every key optional, positive integers/);
+  assert.deepEqual(limitMismatches(p, provisioningRows(), true), []);
+  // Every limit has a maximum (a typo such as 1e12 is refused, not a bound turned into none).
+  for (const key of p.keys) assert.notEqual(parserBounds(p, key).max, undefined, key);
+  assert.match(section(read('docs/PROVISIONING.md'), 'Limits'), /`provisioning\.limits`, every key optional, each an integer within the bounds its row gives/);
 });
 
 test("keyd's top-level config keys: each is in docs/KEYD.md or docs/PROVISIONING.md; the example config holds only those and parses", () => {
