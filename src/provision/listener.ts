@@ -8,6 +8,7 @@ import { errorCode, errorMessage, ProvisionError } from './errors.js';
 import { encodeFrame, FrameDecoder } from './frames.js';
 import { checkSealedHeader, openSealedKey, parseSealedKey } from './hpke-seal.js';
 import {
+  auditResponse,
   GENERATE_KEY_TYPES,
   PROTOCOL_VERSION,
   toWire,
@@ -24,7 +25,7 @@ import { ATTESTATION_NONCE_LENGTH, quoteQualifyingData } from './attestation/bin
 import type { Attester, AttesterSession } from '../keyd/tpm/attester.js';
 import { parseListenerLimits } from './listener-limits.js';
 import { RefusalLimiter, truncate } from './refusal-limiter.js';
-import { AUDIT_FIELD_LIMITS } from '../keyd/audit.js';
+import { AUDIT_FIELD_LIMITS, type AuditEntry } from '../keyd/audit.js';
 import { normalizeSubject, OPERATIONS, OperatorRoles, parseProvisioningConfig, roleAllows, type Operation, type ProvisioningConfig, type Role } from './roles.js';
 
 /**
@@ -506,7 +507,8 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
     const args = typeof request.args === 'object' && request.args !== null ? (request.args as Record<string, unknown>) : {};
     try {
       const result = await handle(session, { id, op: op as Request['op'], args });
-      send(socket, { id, ok: true, result: toWire(result ?? null) });
+      // An audit answer is trimmed to one frame, the newest entries kept (protocol.ts auditResponse).
+      send(socket, op === 'audit' ? auditResponse(id, result as AuditEntry[]) : { id, ok: true, result: toWire(result ?? null) });
     } catch (err) {
       const code = errorCode(err);
       const text = errorMessage(err);

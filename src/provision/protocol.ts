@@ -1,4 +1,7 @@
 import type { KeyObject } from 'node:crypto';
+import type { AuditEntry } from '../keyd/audit.js';
+import { newestEntriesWithin } from '../keyd/audit-reader.js';
+import { MAX_FRAME_BYTES } from './frames.js';
 import type { Operation, Role } from './roles.js';
 
 /**
@@ -46,8 +49,25 @@ export interface Request {
 }
 
 export type Response =
-  | { id: number; ok: true; result: unknown }
+  | { id: number; ok: true; result: unknown; truncated?: true; omitted?: number }
   | { id: number; ok: false; error: { code: string; message: string } };
+
+/**
+ * An `audit` answer is one frame (frames.ts, 1 MiB): its result is the newest of the entries
+ * asked for that fit, whole, as keyd's admin socket answers (audit-reader.ts
+ * newestEntriesWithin). When older ones are left out the response says so beside its result,
+ * `"truncated": true, "omitted": N`, so that the result stays the list of entries this
+ * protocol version has always answered (docs/PROVISIONING.md).
+ */
+export function auditResponse(id: number, entries: readonly AuditEntry[]): Response {
+  // newestEntriesWithin sizes {"entries":[…],"truncated":true,"omitted":N}; the response is
+  // {"id":ID,"ok":true,"result":[…],"truncated":true,"omitted":N}: the same bytes but for the
+  // part before the list, so the frame's budget less that difference makes the two sizes equal.
+  const wire = toWire(entries) as AuditEntry[];
+  const before = Buffer.byteLength(JSON.stringify({ id, ok: true, result: [] })) - Buffer.byteLength(JSON.stringify({ entries: [] }));
+  const reply = newestEntriesWithin(wire, MAX_FRAME_BYTES - before);
+  return { id, ok: true, result: reply.entries, ...(reply.truncated ? { truncated: true as const, omitted: reply.omitted! } : {}) };
+}
 
 /** Same operations as keyd's in-process AdminService (src/keyd/admin-service.ts), as seen by provisioning. */
 export interface AdminCaller {

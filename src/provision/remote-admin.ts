@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type * as x509 from '@peculiar/x509';
 import type { AdminTransport, TokenOption } from '../keyd/admin-client.js';
-import type { AuditEntry, AuditQuery, AuditReply } from '../keyd/audit.js';
+import type { AuditQuery, AuditReply } from '../keyd/audit.js';
 import type { KeyInfo } from '../keyd/keyring.js';
 import type { GenerateKeyType } from '../keyd/pki.js';
 import { MAX_TIMER_MS } from '../keyd/limits.js';
@@ -249,8 +249,8 @@ export class RemoteAdminTransport implements AdminTransport {
   }
 
   async audit(query: AuditQuery = {}): Promise<AuditReply> {
-    // The provisioning channel answers with the entries alone (docs/PROVISIONING.md).
-    return { entries: (await this.client.audit(query)) as AuditEntry[] };
+    // The newest entries that fit one frame, and how many older ones were left out (docs/PROVISIONING.md).
+    return this.client.auditReply(query);
   }
 
   async stats(): Promise<Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>> {

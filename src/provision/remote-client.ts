@@ -6,6 +6,10 @@ import { encodeFrame, FrameDecoder } from './frames.js';
 import { sealPrivateKey } from './hpke-seal.js';
 import { normalizeSubject } from './roles.js';
 import { fromWire, PROTOCOL_VERSION, type GenerateKeyType, type Greeting, type RequestOp, type Response, type Welcome } from './protocol.js';
+import type { AuditEntry, AuditReply } from '../keyd/audit.js';
+
+/** keyd's answer to a request that succeeded. */
+type Answer = Extract<Response, { ok: true }>;
 
 /**
  * The operator's side of the provisioning channel: connects with the operator certificate,
@@ -54,7 +58,7 @@ function connectError(endpoint: RemoteEndpoint, err: Error & { code?: string }):
 
 export class RemoteAdminClient {
   private readonly decoder = new FrameDecoder();
-  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<number, { resolve(v: Answer): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   private nextId = 1;
   private closedError: ProvisionError | undefined;
   private verifiedFingerprint: string | undefined;
@@ -179,7 +183,7 @@ export class RemoteAdminClient {
     if (!waiter) return;
     this.pending.delete(response.id);
     clearTimeout(waiter.timer);
-    if (response.ok) waiter.resolve(fromWire(response.result));
+    if (response.ok) waiter.resolve(response);
     else waiter.reject(new ProvisionError(response.error.code, response.error.message));
   }
 
@@ -201,7 +205,12 @@ export class RemoteAdminClient {
   }
 
   /** Sends one request; resolves with keyd's result or rejects with keyd's error code and message. */
-  request(op: RequestOp, args: Record<string, unknown> = {}): Promise<unknown> {
+  async request(op: RequestOp, args: Record<string, unknown> = {}): Promise<unknown> {
+    return fromWire((await this.exchange(op, args)).result);
+  }
+
+  /** Sends one request; resolves with keyd's whole answer (result and what it says beside it). */
+  private exchange(op: RequestOp, args: Record<string, unknown>): Promise<Answer> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -279,6 +288,18 @@ export class RemoteAdminClient {
 
   audit(filter?: { limit?: number; since?: string }): Promise<unknown> {
     return this.request('audit', filter ? { filter } : {});
+  }
+
+  /**
+   * The audit entries with keyd's note of older ones left out: an answer passing one frame
+   * is trimmed to the newest entries that fit, and says how many it left out beside its
+   * result (protocol.ts auditResponse). A keyd that never trims answers without the note.
+   */
+  async auditReply(filter?: { limit?: number; since?: string }): Promise<AuditReply> {
+    const answer = await this.exchange('audit', filter ? { filter } : {});
+    const entries = fromWire(answer.result) as AuditEntry[];
+    const { truncated, omitted } = answer;
+    return truncated === true && Number.isSafeInteger(omitted) && omitted! > 0 ? { entries, truncated, omitted: omitted! } : { entries };
   }
 
   /** Per-client, per-key signing counts (durable across keyd restarts). */
