@@ -10,7 +10,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { LocalAdminTransport, type AdminTransport } from '../keyd/admin-client.js';
+import { DEFAULT_ADMIN_TIMEOUT_MS, GENERATE_REQUEST_TIMEOUT_MS, LocalAdminTransport, type AdminTransport } from '../keyd/admin-client.js';
 import { KeydError } from '../keyd/errors.js';
 import { readChainFile, readPrivateKeyFile } from '../keyd/key-input.js';
 import type { KeyInfo } from '../keyd/keyring.js';
@@ -62,7 +62,8 @@ Operations:
 
 Options:
   --socket PATH    keyd's admin socket (default $KEYD_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})
-  --timeout SEC    per-request timeout (default 60 locally, 30 remotely; at most 2147483)
+  --timeout SEC    per-request timeout (default 60 locally, 30 remotely, and 660 for gen,
+                   longer than keyd's longest wait for a token's key generation; at most 2147483)
   -h, --help       this text
 
 ${REMOTE_OPTIONS_USAGE}
@@ -116,7 +117,8 @@ export async function main(
     const run = await entry.prepare(rest, io);
     if (remoteOpts) transport = await connectRemoteAdmin(remoteOpts, op, io);
     else {
-      const timeoutMs = options.has('--timeout') ? Number(options.get('--timeout')) * 1000 : 60_000;
+      // A key generation waits longer than keyd's own timeout for it, so that keyd's answer arrives.
+      const timeoutMs = options.has('--timeout') ? Number(options.get('--timeout')) * 1000 : op === 'gen' ? GENERATE_REQUEST_TIMEOUT_MS : DEFAULT_ADMIN_TIMEOUT_MS;
       if (!(timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS)) throw new UsageError(TIMEOUT_USAGE);
       transport = await connect(options.get('--socket') ?? (process.env.KEYD_ADMIN_SOCKET || DEFAULT_ADMIN_SOCKET), timeoutMs);
     }

@@ -4,6 +4,19 @@ import { KeydClient, type KeydIdentity } from './client.js';
 import type { KeyInfo } from './keyring.js';
 import type { GenerateKeyType } from './pki.js';
 import { Opcode } from './protocol.js';
+import { MAX_GENERATE_TIMEOUT_MS } from './pkcs11/config.js';
+
+/** How long the admin CLI waits for an answer on the admin socket by default. */
+export const DEFAULT_ADMIN_TIMEOUT_MS = 60_000;
+/**
+ * How long the admin CLI waits for a key generation by default (`gen`, without --timeout).
+ * keyd gives a generation in a token up to the token's generateTimeoutMs (at most 600 s,
+ * pkcs11/config.ts) before it fails it with KEYD_TOKEN_ABSENT; the CLI must wait longer, or on
+ * a slow token the operator sees the CLI's own timeout while keyd goes on, and never keyd's
+ * answer (the key, or which token did not answer). A minute more for keyd's work around the
+ * call: the key stored and its audit entry synced.
+ */
+export const GENERATE_REQUEST_TIMEOUT_MS = MAX_GENERATE_TIMEOUT_MS + 60_000;
 
 /**
  * The admin operations as the admin CLI sees them, whatever carries them: the local
@@ -33,7 +46,7 @@ export interface TokenOption {
 export class LocalAdminTransport implements AdminTransport {
   private constructor(private readonly client: KeydClient) {}
 
-  static async connect(socketPath: string, requestTimeoutMs = 60_000): Promise<LocalAdminTransport> {
+  static async connect(socketPath: string, requestTimeoutMs = DEFAULT_ADMIN_TIMEOUT_MS): Promise<LocalAdminTransport> {
     return new LocalAdminTransport(await KeydClient.connect({ socketPath }, { requestTimeoutMs }));
   }
 

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type * as x509 from '@peculiar/x509';
-import type { AdminTransport, TokenOption } from '../keyd/admin-client.js';
+import { GENERATE_REQUEST_TIMEOUT_MS, type AdminTransport, type TokenOption } from '../keyd/admin-client.js';
 import type { AuditQuery, AuditReply } from '../keyd/audit.js';
 import type { KeyInfo } from '../keyd/keyring.js';
 import type { GenerateKeyType } from '../keyd/pki.js';
@@ -31,7 +31,7 @@ export const REMOTE_OPTIONS_USAGE = `Remote administration (connection options, 
   --servername NAME         name to check in keyd's certificate (default: HOST)
   --keyd-fingerprint F      expect keyd's provisioning key to be F (SHA256:…) instead of the pin
   --known-keyd FILE         pin file (default $DELEGATOR_KNOWN_KEYD or ~/.config/delegator/known_keyd)
-  --timeout SECONDS         per-request timeout (default 30; at most 2147483)
+  --timeout SECONDS         per-request timeout (default 30, and 660 for gen's request; at most 2147483)
   --attestation-policy FILE attest keyd's TPM before trust, put and gen: the expected PCRs
                             (written by "attestation-policy record"); needs --ek-ca
   --ek-ca FILE              TPM manufacturer CA bundle (PEM, roots and intermediates) that
@@ -157,7 +157,8 @@ export async function connectRemoteAdmin(opts: RemoteOptions, operation: string,
         `keyd at ${opts.server} is not pinned in ${opts.knownKeyd}: run "delegator admin --server ${opts.server} … trust" first, or give --keyd-fingerprint`,
       );
     }
-    return new RemoteAdminTransport(client);
+    // Without --timeout a generation waits longer than the connection (admin-client.ts GENERATE_REQUEST_TIMEOUT_MS).
+    return new RemoteAdminTransport(client, { generateTimeoutMs: opts.timeoutMs ?? GENERATE_REQUEST_TIMEOUT_MS });
   } catch (err) {
     client.close();
     throw err;
@@ -220,7 +221,15 @@ export async function recordAttestationPolicy(opts: RemoteOptions, pcrs: string,
 
 /** AdminTransport over the provisioning channel: the key is HPKE-sealed to keyd's pinned provisioning key. */
 export class RemoteAdminTransport implements AdminTransport {
-  constructor(readonly client: RemoteAdminClient) {}
+  /** How long `generate` waits for keyd's answer; other requests wait the connection's timeout. */
+  readonly generateTimeoutMs: number | undefined;
+
+  constructor(
+    readonly client: RemoteAdminClient,
+    opts: { generateTimeoutMs?: number } = {},
+  ) {
+    this.generateTimeoutMs = opts.generateTimeoutMs;
+  }
 
   async put(names: string[], privateKey: KeyObject, chainDer: Uint8Array[], opts: TokenOption = {}): Promise<KeyInfo> {
     if (opts.token !== undefined) throw new ProvisionError('PROVISION_USAGE', '--token is for the local admin socket; over --server the key is sealed to keyd');
@@ -229,7 +238,7 @@ export class RemoteAdminTransport implements AdminTransport {
 
   async generate(name: string, keyType: GenerateKeyType, subject: string, opts: TokenOption = {}): Promise<{ info: KeyInfo; csrPem: string }> {
     if (opts.token !== undefined) throw new ProvisionError('PROVISION_USAGE', '--token is for the local admin socket');
-    return (await this.client.generate(name, keyType as never, subject)) as { info: KeyInfo; csrPem: string };
+    return (await this.client.generate(name, keyType as never, subject, this.generateTimeoutMs)) as { info: KeyInfo; csrPem: string };
   }
 
   async setChain(name: string, chainDer: Uint8Array[]): Promise<KeyInfo> {

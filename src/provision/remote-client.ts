@@ -209,15 +209,15 @@ export class RemoteAdminClient {
     return fromWire((await this.exchange(op, args)).result);
   }
 
-  /** Sends one request; resolves with keyd's whole answer (result and what it says beside it). */
-  private exchange(op: RequestOp, args: Record<string, unknown>): Promise<Answer> {
+  /** Sends one request; resolves with keyd's whole answer (result and what it says beside it) within `timeoutMs`. */
+  private exchange(op: RequestOp, args: Record<string, unknown>, timeoutMs = this.timeoutMs): Promise<Answer> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new ProvisionError('PROVISION_TIMEOUT', `keyd did not answer ${op} within ${this.timeoutMs} ms`));
-      }, this.timeoutMs);
+        reject(new ProvisionError('PROVISION_TIMEOUT', `keyd did not answer ${op} within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       this.socket.write(encodeFrame({ id, op, args }));
     });
@@ -266,8 +266,9 @@ export class RemoteAdminClient {
     return this.request('put', { names, chain: chainDer.map((c) => Buffer.from(c).toString('base64')), sealed });
   }
 
-  generate(name: string, keyType: GenerateKeyType, subject: string): Promise<unknown> {
-    return this.request('generate', { name, keyType, subject });
+  /** `timeoutMs`: how long to wait for this generation (default: the connection's timeout). */
+  async generate(name: string, keyType: GenerateKeyType, subject: string, timeoutMs?: number): Promise<unknown> {
+    return fromWire((await this.exchange('generate', { name, keyType, subject }, timeoutMs)).result);
   }
 
   setChain(name: string, chainDer: Uint8Array[]): Promise<unknown> {

@@ -48,6 +48,8 @@ const MAX_SIGN_TIMEOUT_MS = 600_000;
  * token has stopped answering. Same range as signTimeoutMs.
  */
 export const DEFAULT_GENERATE_TIMEOUT_MS = 120_000;
+/** The longest generateTimeoutMs a token may have (the admin CLI waits longer by default: admin-client.ts). */
+export const MAX_GENERATE_TIMEOUT_MS = MAX_SIGN_TIMEOUT_MS;
 
 /** A parsed RFC 7512 PKCS#11 URI (only the path attributes keyd uses). */
 export interface TokenUri {
