@@ -159,7 +159,16 @@ export class KeydConnection implements Queue {
     socket.on('error', (err) => deps.logger.debug({ err: err.message, peer: peer.id }, 'keyd connection error'));
     socket.on('close', () => this.onClose());
     socket.on('drain', () => this.updateFlow());
-    socket.setTimeout(deps.limits.idleTimeoutMs, () => {
+    socket.setTimeout(deps.limits.idleTimeoutMs);
+    // 'on', not setTimeout's callback (a once listener): the timeout may fire more than once.
+    socket.on('timeout', () => {
+      // A connection with a request still being answered is waiting for keyd, not idle: a key
+      // generation in a token may run for minutes (generateTimeoutMs, docs/KEYD.md). Closing it
+      // lost the answer. The timer starts again; the reply's write (or any byte) resets it.
+      if (this.pending > 0) {
+        socket.setTimeout(deps.limits.idleTimeoutMs);
+        return;
+      }
       this.refuseForLimit('idle', `connection idle for ${deps.limits.idleTimeoutMs} ms`);
       socket.destroy();
     });

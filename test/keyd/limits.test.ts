@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { KeydClient, type KeydError } from '../../src/keyd/client.js';
 import { AuditLog, type AuditEntry } from '../../src/keyd/audit.js';
 import { FairScheduler, type Queue } from '../../src/keyd/fair-scheduler.js';
-import { Opcode, FrameDecoder, decodeError, encodeFrame, encodeSignRequest, HEADER_LENGTH } from '../../src/keyd/protocol.js';
+import { Opcode, FrameDecoder, decodeAdmin, decodeError, encodeAdmin, encodeFrame, encodeSignRequest, HEADER_LENGTH } from '../../src/keyd/protocol.js';
 import { LOCAL, makeIdentity, pem, scratch, startTestKeyd } from './fixtures.js';
 
 /**
@@ -121,6 +121,30 @@ test('an idle connection is closed after limits.idleTimeoutMs; a busy one is not
     assert.equal(busy.closed, false);
     assert.ok(pings > 0);
     busy.close();
+  } finally {
+    await keyd.close();
+    await s.cleanup();
+  }
+});
+
+test('a request answered after limits.idleTimeoutMs keeps its connection: keyd closes it only once idle after the answer', { timeout: 20_000 }, async () => {
+  const s = await scratch();
+  const keyd = await startTestKeyd(s.dir, s.machineIdPath, { config: { limits: { idleTimeoutMs: 300 } } });
+  try {
+    // An admin operation that takes over three idle timeouts, as a key generation in a slow token does.
+    const stats = keyd.adminService.stats.bind(keyd.adminService);
+    keyd.adminService.stats = async (...args) => {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      return stats(...args);
+    };
+    const socket = await rawConnect(keyd.adminSocketPath);
+    const closed = untilClosed(socket);
+    socket.write(encodeFrame(Opcode.stats, 9, encodeAdmin({})));
+    // Control: once answered, the connection is idle and keyd closes it (the test's timeout
+    // fails a keyd that never does).
+    const frames = new FrameDecoder().push(await closed);
+    assert.deepEqual(frames.map((f) => [f.opcode, f.requestId]), [[Opcode.stats | Opcode.replyFlag, 9]], 'the answer, on the same connection, then the close');
+    assert.equal(typeof decodeAdmin(frames[0]!.payload).json.clients, 'object');
   } finally {
     await keyd.close();
     await s.cleanup();
