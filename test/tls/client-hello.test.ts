@@ -157,6 +157,17 @@ test('pre_shared_key must be the last extension (§4.2.11)', () => {
   assert.ok(decodeWith([...typicalExtensions(share), psk]).preSharedKey, 'psk last is fine');
 });
 
+test('pre_shared_key: a 31-byte binder is decode_error even when another binder makes the list long enough (§4.2.11: PskBinderEntry<32..255>)', () => {
+  const ids = [
+    { identity: Buffer.alloc(16, 3), age: 1 },
+    { identity: Buffer.alloc(20, 5), age: 2 },
+  ];
+  assert.equal(assertAlert(() => decodeWith([E.preSharedKey(ids, [Buffer.alloc(31), Buffer.alloc(32)])]), 'decode_error', '31 + 32').alert, DECODE_ERROR);
+  assert.equal(assertAlert(() => decodeWith([E.preSharedKey(ids, [Buffer.alloc(32), Buffer.alloc(31)])]), 'decode_error', '32 + 31').alert, DECODE_ERROR);
+  // Control: 32 + 32 decodes.
+  assert.equal(decodeWith([E.preSharedKey(ids, [Buffer.alloc(32), Buffer.alloc(32)])]).preSharedKey?.binders.length, 2);
+});
+
 test('pre_shared_key identities and binders must pair up', () => {
   const ids = [
     { identity: Buffer.alloc(16, 3), age: 1 },
@@ -235,6 +246,16 @@ test('server_name: non-host_name entries are skipped, two host_names or non-ASCI
   assert.equal(assertAlert(() => decodeWith([sni([[0, 'a\u0000b']])]), 'illegal_parameter', 'NUL').alert, ILLEGAL_PARAMETER);
 });
 
+test('server_name: the characters next to the allowed ranges are illegal_parameter; every allowed one decodes', () => {
+  const sni = (name: string) => ext(X.server_name, (w) => w.vec(2, (l) => l.u8(0).opaque(2, Buffer.from(name, 'latin1'))));
+  // The neighbours of 0-9, A-Z, a-z, '-', '.', '_' and '*': a path ('/'), a port (':'), '@', '[', '^', '`', '{', ',', '+', ')'.
+  for (const c of ['/', ':', '@', '[', '^', '`', '{', ',', '+', ')']) {
+    assert.equal(assertAlert(() => decodeWith([sni(`a${c}b.test`)]), 'illegal_parameter', JSON.stringify(c)).alert, ILLEGAL_PARAMETER);
+  }
+  // Control: each edge of each allowed range.
+  assert.equal(decodeWith([sni('09.AZ.az-_.*.test')]).serverName, '09.az.az-_.*.test');
+});
+
 test('key_share: two entries for one group are illegal_parameter (§4.2.8)', () => {
   assert.equal(assertAlert(
     () => decodeWith([E.keyShare([{ group: 0x1d, keyExchange: share }, { group: 0x1d, keyExchange: share }])]),
@@ -249,6 +270,10 @@ test('an empty key_exchange decodes (the group rejects it with illegal_parameter
 
 test('oid_filters in a ClientHello is illegal_parameter (§4.2)', () => {
   assert.equal(assertAlert(() => decodeWith([E.raw(X.oid_filters, Buffer.of(0, 0))]), 'illegal_parameter').alert, ILLEGAL_PARAMETER);
+  // The same by its §4.2 number (48), not the engine's table; control: its neighbour 49
+  // (post_handshake_auth, allowed in a ClientHello) decodes.
+  assert.equal(assertAlert(() => decodeWith([E.raw(48, Buffer.of(0, 0))]), 'illegal_parameter', 'extension 48').alert, ILLEGAL_PARAMETER);
+  assert.equal(decodeWith([E.raw(49)]).extensions.size, 1);
 });
 
 test('an empty extensions block decodes with nothing set', () => {
