@@ -74,7 +74,11 @@ const alertCases: [string, Buffer, AlertName][] = [
   ['TLS 1.3-only server: no supported_versions (TLS 1.2 client)', helloRecord(replace(base, X.supported_versions)), 'protocol_version'],
   ['TLS 1.3-only server: supported_versions without TLS 1.3', helloRecord(replace(base, X.supported_versions, E.supportedVersions([0x0303]))), 'protocol_version'],
   ['legacy_version below TLS 1.2', helloRecord(base, { legacyVersion: 0x0301 }), 'protocol_version'],
+  // The boundary: TLS 1.1 (0x0302) is below TLS 1.2 too; 0x0303 is the valid ClientHello above.
+  ['legacy_version TLS 1.1 (0x0302)', helloRecord(base, { legacyVersion: 0x0302 }), 'protocol_version'],
   ['compression methods other than [null]', helloRecord(base, { compressionMethods: [1, 0] }), 'illegal_parameter'],
+  // §4.1.2: exactly one byte, zero; null first and another method after it is not that.
+  ['compression methods [null, deflate]', helloRecord(base, { compressionMethods: [0, 1] }), 'illegal_parameter'],
   ['no common cipher suite', helloRecord(base, { cipherSuites: [0xc02f, 0x1304] }), 'handshake_failure'],
   ['no common group', helloRecord(replace(replace(base, X.supported_groups, E.supportedGroups([0x11ec])), X.key_share, E.keyShare([{ group: 0x11ec, keyExchange: Buffer.alloc(1216, 1) }]))), 'handshake_failure'],
   ['key_share without supported_groups', helloRecord(replace(base, X.supported_groups)), 'missing_extension'],
