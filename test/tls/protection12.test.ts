@@ -108,3 +108,37 @@ test('record layer in TLS 1.2 mode: ChangeCipherSpec is delivered where allowed,
   ok.push(Buffer.of(21, 3, 3, 0, 2, 2, 40));
   assert.throws(() => ok.next(policy()), (e: unknown) => e instanceof TlsAlert && e.alertName === 'bad_record_mac', 'a plaintext alert after the keys is not authentic');
 });
+
+test('record layer in TLS 1.2 mode: a record that decrypts to 2^14 + 1 bytes is record_overflow (RFC 5246 §6.2.1); 2^14 bytes are delivered', () => {
+  const key = randomBytes(16);
+  const salt = randomBytes(4);
+  const reader = () => {
+    const records = new RecordLayer(2 ** 14 + 1, 4, () => {});
+    records.useTls12();
+    records.installKeys12('read', new RecordProtection12(gcm, key, salt));
+    return records;
+  };
+  // 2^14 + 1 + 24 bytes of TLSCiphertext: within the deframer's 2^14 + 256, so only the plaintext check catches it.
+  const over = reader();
+  over.push(new RecordProtection12(gcm, key, salt).seal(ContentType.application_data, Buffer.alloc(2 ** 14 + 1, 0x61)));
+  assert.throws(() => over.next(policy({ acceptsApplicationData: true })), (e: unknown) => e instanceof TlsAlert && e.alertName === 'record_overflow');
+  const ok = reader();
+  ok.push(new RecordProtection12(gcm, key, salt).seal(ContentType.application_data, Buffer.alloc(2 ** 14, 0x61)));
+  const got = ok.next(policy({ acceptsApplicationData: true }));
+  assert.equal(got?.kind === 'applicationData' && got.data.length, 2 ** 14);
+});
+
+test('record layer in TLS 1.2 mode: a ChangeCipherSpec between the fragments of a handshake message is unexpected_message; after the whole message it is delivered', () => {
+  const finished = Buffer.concat([Buffer.of(20, 0, 0, 12), randomBytes(12)]);
+  const fragment = (b: Buffer) => Buffer.concat([Buffer.of(22, 3, 3, 0, b.length), b]);
+  const ccs = Buffer.of(20, 3, 3, 0, 1, 1);
+  const inside = new RecordLayer(2 ** 14 + 1, 4, () => {});
+  inside.useTls12();
+  inside.push(Buffer.concat([fragment(finished.subarray(0, 6)), ccs]));
+  assert.throws(() => inside.next(policy({ acceptsChangeCipherSpec: true })), (e: unknown) => e instanceof TlsAlert && e.alertName === 'unexpected_message');
+  const control = new RecordLayer(2 ** 14 + 1, 4, () => {});
+  control.useTls12();
+  control.push(Buffer.concat([fragment(finished.subarray(0, 6)), fragment(finished.subarray(6)), ccs]));
+  assert.equal(control.next(policy({ acceptsChangeCipherSpec: true }))?.kind, 'handshake');
+  assert.deepEqual(control.next(policy({ acceptsChangeCipherSpec: true })), { kind: 'changeCipherSpec' });
+});

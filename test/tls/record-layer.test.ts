@@ -163,3 +163,50 @@ test('a key-changing message must end its record (requireRecordBoundary)', () =>
   clean.next(policy());
   clean.requireRecordBoundary('Finished');
 });
+
+test('plaintext records (§5.1): 2^14 bytes are accepted, 2^14 + 1 are record_overflow', () => {
+  // The start of a handshake message longer than one record: the layer buffers it.
+  const body = Buffer.alloc(2 ** 14 + 1, 0);
+  body.set([HandshakeType.certificate, 0x01, 0x00, 0x00]);
+  const { records } = layer();
+  records.push(record(ContentType.handshake, body.subarray(0, 2 ** 14)));
+  assert.equal(records.next(policy()), undefined, '2^14 bytes: accepted, waiting for the rest of the message');
+  const over = layer().records;
+  over.push(record(ContentType.handshake, body));
+  assertAlert(() => over.next(policy()), 'record_overflow');
+});
+
+test('TLSInnerPlaintext (§5.4): all its zero padding is removed; zeros only (no content type) is unexpected_message', () => {
+  const secret = randomBytes(32);
+  const peer = new RecordProtection(suite, secret);
+  const { records } = layer();
+  records.installKeys('read', suite, secret);
+  const p = policy({ acceptsApplicationData: true });
+  for (const padding of [1, 2, 200]) {
+    records.push(peer.seal(ContentType.application_data, Buffer.from('hello'), padding));
+    const got = records.next(p);
+    assert.equal(got?.kind === 'applicationData' && got.data.toString(), 'hello', `${padding} bytes of padding`);
+  }
+  // Content type 0 with padding: the whole TLSInnerPlaintext is zeros.
+  records.push(peer.seal(0, Buffer.alloc(0), 5));
+  assertAlert(() => records.next(p), 'unexpected_message');
+});
+
+test('change_cipher_spec of two bytes 0x01 0x01 is unexpected_message (§5: the single byte 0x01); the one byte is accepted', () => {
+  const { records } = layer();
+  records.push(record(ContentType.change_cipher_spec, Buffer.of(1, 1)));
+  assertAlert(() => records.next(policy({ acceptsChangeCipherSpec: true })), 'unexpected_message');
+  const control = layer().records;
+  control.push(record(ContentType.change_cipher_spec, Buffer.of(1)));
+  assert.equal(control.next(policy({ acceptsChangeCipherSpec: true })), undefined);
+});
+
+test('an alert between the fragments of a handshake message is unexpected_message (§5.1); after the whole message it is delivered', () => {
+  const { records } = layer();
+  records.push(Buffer.concat([record(ContentType.handshake, finished.subarray(0, 10)), record(ContentType.alert, Buffer.of(1, 0))]));
+  assertAlert(() => records.next(policy()), 'unexpected_message');
+  const control = layer().records;
+  control.push(Buffer.concat([record(ContentType.handshake, finished.subarray(0, 10)), record(ContentType.handshake, finished.subarray(10)), record(ContentType.alert, Buffer.of(1, 0))]));
+  assert.equal(control.next(policy())?.kind, 'handshake');
+  assert.deepEqual(control.next(policy()), { kind: 'alert', level: 1, description: 0 });
+});
