@@ -152,6 +152,8 @@ export interface ClientOptions {
   delegatedCredentialSchemes?: number[];
   /** Replaces signature_algorithms (default: ECDSA P-256, RSA-PSS-RSAE SHA-256, Ed25519). */
   signatureAlgorithms?: number[];
+  /** Replaces psk_key_exchange_modes (default: psk_dhe_ke (1) only; RFC 8446 §4.2.9). */
+  pskModes?: number[];
 }
 
 /** What the server authenticated with (§4.4.2, §4.4.3), as received. */
@@ -272,6 +274,10 @@ export class Tls13Client {
     if (this.options.signatureAlgorithms) {
       const algorithms = extensions.signatureAlgorithms(this.options.signatureAlgorithms);
       exts = exts.map((e) => (e.type === algorithms.type ? algorithms : e));
+    }
+    if (this.options.pskModes) {
+      const modes = extensions.pskModes(this.options.pskModes);
+      exts = exts.map((e) => (e.type === modes.type ? modes : e));
     }
     if (this.options.delegatedCredentialSchemes) {
       const schemes = this.options.delegatedCredentialSchemes;

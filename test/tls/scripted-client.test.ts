@@ -77,10 +77,11 @@ async function ticketFrom(ring: TicketKeyRing, lifetimeSeconds = 60): Promise<Re
 }
 
 /** Offers `ticket` at server time T0 + elapsedMs, with a ticket age that matches. */
-function resumingClient(ring: TicketKeyRing, ticket: ReceivedTicket, elapsedMs: number, alterBinder?: (b: Buffer) => Buffer) {
+function resumingClient(ring: TicketKeyRing, ticket: ReceivedTicket, elapsedMs: number, alterBinder?: (b: Buffer) => Buffer, pskModes?: number[]) {
   const t = memoryTransport(makeOptions(identity, { ticketCount: 1, ticketLifetimeSeconds: 60, ticketKeys: ring }), () => T0 + elapsedMs);
   const client = new Tls13Client(t, {
     psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (elapsedMs + ticket.ageAdd) >>> 0, ...(alterBinder ? { alterBinder } : {}) },
+    ...(pskModes ? { pskModes } : {}),
   });
   return { t, client };
 }
@@ -109,6 +110,32 @@ test('positive control: the correct binder resumes, ServerHello selects identity
   assert.equal(await client.readAlert(), undefined);
   assert.equal(t.server.conn.info.resumed, true);
   assert.equal(Buffer.concat(t.server.delivered).toString(), 'resumed');
+});
+
+test('a valid ticket offered with psk_key_exchange_modes [psk_ke] only: full handshake, not resumed (§4.2.9: a mode the client did not list)', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring);
+  const { t, client } = resumingClient(ring, ticket, 1000, undefined, [0]);
+  client.sendClientHello();
+  const sh = await client.readServerFlight();
+  assert.equal(sh.selectedIdentity, undefined);
+  assert.ok(!sh.extensionTypes.includes(EXT_PRE_SHARED_KEY));
+  client.sendFinished();
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.handshakeComplete, true);
+  assert.equal(t.server.conn.info.resumed, false);
+});
+
+test('positive control: the same ticket with [psk_ke, psk_dhe_ke] resumes with psk_dhe_ke', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring);
+  const { t, client } = resumingClient(ring, ticket, 1000, undefined, [0, 1]);
+  client.sendClientHello();
+  const sh = await client.readServerFlight();
+  assert.equal(sh.selectedIdentity, 0);
+  client.sendFinished();
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.conn.info.resumed, true);
 });
 
 test('a ticket one second past its lifetime: full handshake, no pre_shared_key in ServerHello', async () => {
