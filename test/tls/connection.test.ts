@@ -245,6 +245,8 @@ const secondCases: [string, (cookie: Buffer) => Buffer, AlertName][] = [
   ['with a share for another group', (c) => helloRecord([...replace(replace(retryExts, X.supported_groups, E.supportedGroups([NamedGroup.x25519, NamedGroup.secp256r1])), X.key_share, E.keyShare([{ group: NamedGroup.secp256r1, keyExchange: createECDH('prime256v1').generateKeys() }])), E.cookie(c)]), 'illegal_parameter'],
   ['with different cipher suites', (c) => handshakeRecords(encodeClientHello({ cipherSuites: [0x1303], extensions: [...replace(retryExts, X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.cookie(c)] })), 'illegal_parameter'],
   ['with a different random', (c) => handshakeRecords(encodeClientHello({ random: Buffer.alloc(32, 0x33), extensions: [...replace(retryExts, X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.cookie(c)] })), 'illegal_parameter'],
+  // §4.1.2: the list of shares is replaced by a single share for the retry group; the right share first and another after it is not that.
+  ['with two key shares, the first for the retry group', (c) => helloRecord([...replace(retryExts, X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }, { group: NamedGroup.secp256r1, keyExchange: createECDH('prime256v1').generateKeys() }])), E.cookie(c)]), 'illegal_parameter'],
   ['with early_data', (c) => helloRecord([...replace(retryExts, X.key_share, E.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }])), E.earlyData(), E.cookie(c)]), 'illegal_parameter'],
   // §4.1.4: the version is settled by the HelloRetryRequest; a second ClientHello that falls back to
   // TLS 1.2 (no supported_versions) on a server that speaks TLS 1.2 is still refused.

@@ -7,7 +7,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AddressInfo, Server, Socket } from 'node:net';
-import { TlsAlert } from '../../src/tls/alert.js';
+import { TlsAlert, TlsPeerAlert } from '../../src/tls/alert.js';
 import { createServer, type TlsSocket } from '../../src/tls/socket.js';
 import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';
 import { flipBit, memoryTransport, socketTransport, Tls13Client, RecordType, type ReceivedTicket } from '../helpers/tls13-client.js';
@@ -340,6 +340,57 @@ test('positive control: two KeyUpdates in two records, each followed by the new 
   assert.equal(await client.readAlert(), undefined);
   assert.equal(server.error, undefined);
   assert.equal(Buffer.concat(server.delivered).toString(), 'twice updated');
+});
+
+// §4.6.3: KeyUpdate carries one byte, request_update 0 or 1.
+const DECODE_ERROR = 50;
+const ILLEGAL_PARAMETER = 47;
+
+test('KeyUpdate with request_update 2: illegal_parameter; with no byte at all: decode_error (§4.6.3)', async () => {
+  for (const [what, message, alertName, code] of [
+    ['request_update 2', Buffer.of(24, 0, 0, 1, 2), 'illegal_parameter', ILLEGAL_PARAMETER],
+    ['empty', Buffer.of(24, 0, 0, 0), 'decode_error', DECODE_ERROR],
+  ] as const) {
+    const { client, server } = await established();
+    client.transport.send(client.sealRecord(RecordType.handshake, message));
+    assert.equal(await client.readAlert(), code, what);
+    assertServerAlert(server, alertName, code);
+  }
+  // Control: request_update 1 (update_requested) is answered and the data under the new keys delivered.
+  const { client, server } = await established();
+  client.sendKeyUpdate({ requestUpdate: true });
+  client.sendApplicationData(Buffer.from('after update_requested'));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(server.error, undefined);
+  assert.equal(Buffer.concat(server.delivered).toString(), 'after update_requested');
+});
+
+// ---- client Finished length (§4.4.4) --------------------------------------------------
+
+test('a client Finished one byte shorter than the hash: decode_error, not a crash (internal_error)', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 0 }));
+  const client = new Tls13Client(t);
+  client.sendClientHello();
+  await client.readServerFlight();
+  client.sendFinished({ alter: (m) => Buffer.concat([Buffer.of(20, 0, 0, m.length - 5), m.subarray(4, -1)]) });
+  assert.equal(await client.readAlert(), DECODE_ERROR);
+  assertServerAlert(t.server, 'decode_error', DECODE_ERROR);
+  assert.equal(t.server.handshakeComplete, false);
+  // Control: the correct Finished is the positive control of the bit-flip test above.
+});
+
+// ---- alert levels in TLS 1.3 (§6) -----------------------------------------------------
+
+test('an error alert sent with level warning ends a TLS 1.3 connection (§6: the level is ignored); close_notify with level warning only closes', async () => {
+  const { client, server } = await established();
+  client.transport.send(Buffer.concat([client.sealRecord(RecordType.alert, Buffer.of(1, 40)), client.sealRecord(RecordType.applicationData, Buffer.from('after the alert'))]));
+  assert.ok(server.error instanceof TlsPeerAlert, `expected the peer's alert, got ${String(server.error)}`);
+  assert.equal(server.error.alert, 40);
+  assert.deepEqual(server.delivered, [], 'nothing after the alert is delivered');
+  // Control: close_notify (level warning) is no error.
+  const other = await established();
+  other.client.transport.send(other.client.sealRecord(RecordType.alert, Buffer.of(1, 0)));
+  assert.equal(other.server.error, undefined);
 });
 
 // ---- the same client over a socket (socket.ts) ----------------------------------------
