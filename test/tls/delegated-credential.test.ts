@@ -178,21 +178,37 @@ test('Certificate message: the credential rides in the end-entity entry only (§
   assert.equal(entries[1]!.extensions.size, 0);
 });
 
-async function engineWithCredential(now: () => number, notAfter: number) {
+/**
+ * The credential's two schemes (§4: dc_cert_verify_algorithm, the credential key's; algorithm,
+ * the certificate key's signature over it) and its key type: by default a P-256 credential
+ * (0x0403) signed with 0x0403 by the P-256 certificate; `signerKey` replaces the key its
+ * signer holds (one that does not fit the credential).
+ */
+interface CredentialShape {
+  dcCertVerifyAlgorithm: number;
+  algorithm: number;
+  key: 'p256' | 'ed25519';
+  signerKey?: 'p256' | 'ed25519';
+}
+
+const keyPair = (type: 'p256' | 'ed25519') => (type === 'p256' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('ed25519'));
+
+async function engineWithCredential(now: () => number, notAfter: number, shape: CredentialShape = { dcCertVerifyAlgorithm: 0x0403, algorithm: 0x0403, key: 'p256' }) {
   const pki = await makeTestPki({ delegationUsage: 'non-critical' });
-  const credentialKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const credentialKey = keyPair(shape.key);
   // The engine reads the schemes from the bytes; the signature need not verify for the engine's choice.
   const credential = encodeDelegatedCredential({
-    credential: { validTime: 3600, dcCertVerifyAlgorithm: 0x0403, subjectPublicKeyInfo: credentialKey.publicKey.export({ format: 'der', type: 'spki' }) },
-    algorithm: 0x0403,
+    credential: { validTime: 3600, dcCertVerifyAlgorithm: shape.dcCertVerifyAlgorithm, subjectPublicKeyInfo: credentialKey.publicKey.export({ format: 'der', type: 'spki' }) },
+    algorithm: shape.algorithm,
     signature: Buffer.alloc(70, 1),
   });
   let certificateSigns = 0;
   const certificateSigner = new LocalSigner(pki.leafKey);
+  const signerKey = shape.signerKey && shape.signerKey !== shape.key ? keyPair(shape.signerKey).privateKey : credentialKey.privateKey;
   const identity: Identity = {
     certificateChain: pki.chainDer,
     signer: { schemes: certificateSigner.schemes, sign: (r) => (certificateSigns++, certificateSigner.sign(r)) },
-    delegatedCredential: { credential, signer: new LocalSigner(credentialKey.privateKey), notAfter },
+    delegatedCredential: { credential, signer: new LocalSigner(signerKey), notAfter },
   };
   const options = resolveOptions({ resolveIdentity: () => identity, ticketCount: 0 });
   return { options, now, credentialKey, pki, signs: () => certificateSigns };
@@ -224,3 +240,33 @@ test('engine: a credential is used only for a fitting offer and before notAfter 
 });
 
 
+
+/** A handshake with the scripted client; whether the server sent its credential (§4.1.1). */
+async function credentialSent(e: Awaited<ReturnType<typeof engineWithCredential>>, dc: number[], signatureAlgorithms?: number[]): Promise<boolean> {
+  const transport = memoryTransport(e.options, e.now);
+  const client = new Tls13Client(transport, { serverName: 'localhost', delegatedCredentialSchemes: dc, ...(signatureAlgorithms ? { signatureAlgorithms } : {}) });
+  await client.handshake();
+  assert.equal(transport.server.error, undefined);
+  const sent = parseCertificateMessage(client.authentication!.certificate)[0]!.extensions.has(34);
+  assert.equal(transport.server.conn.info.delegatedCredential, sent);
+  return sent;
+}
+
+test("engine: an Ed25519 credential certified with 0x0403 is not sent to a client whose delegated_credential list has 0x0403 but not 0x0807 (§4.1.1: the credential's scheme must be offered)", async () => {
+  const e = await engineWithCredential(() => 1_000_000, 1_000_000 + 60_000, { dcCertVerifyAlgorithm: 0x0807, algorithm: 0x0403, key: 'ed25519' });
+  assert.equal(await credentialSent(e, [0x0403]), false);
+  assert.equal(await credentialSent(e, [0x0807, 0x0403]), true, 'control: with 0x0807 offered it is sent');
+});
+
+test("engine: a credential certified with 0x0503 is not sent to a client whose signature_algorithms lacks 0x0503 (§4.1.1)", async () => {
+  // The certificate's own scheme (0x0403) stays in signature_algorithms, so the handshake can fall back to it.
+  const e = await engineWithCredential(() => 1_000_000, 1_000_000 + 60_000, { dcCertVerifyAlgorithm: 0x0403, algorithm: 0x0503, key: 'p256' });
+  assert.equal(await credentialSent(e, [0x0403, 0x0503], [0x0403, 0x0807]), false);
+  assert.equal(await credentialSent(e, [0x0403, 0x0503], [0x0403, 0x0503]), true, 'control: with 0x0503 in signature_algorithms it is sent');
+});
+
+test("engine: a credential whose signer cannot sign the credential's scheme (an Ed25519 credential, a P-256 signer) is not used", async () => {
+  const e = await engineWithCredential(() => 1_000_000, 1_000_000 + 60_000, { dcCertVerifyAlgorithm: 0x0807, algorithm: 0x0403, key: 'ed25519', signerKey: 'p256' });
+  assert.equal(await credentialSent(e, [0x0807, 0x0403]), false);
+  // Control: the same offer with a fitting signer is the first test's control.
+});
