@@ -282,6 +282,41 @@ describe('TLS 1.2 alerts', () => {
     assert.equal(c.completed, false);
   });
 
+  test('a client Finished of 11 bytes → decode_error (§7.4.9: verify_data is 12 bytes), not a crash (internal_error)', async () => {
+    const c = await afterFlight();
+    c.keyExchange();
+    c.changeCipherSpec();
+    c.sendHandshake(Buffer.concat([Buffer.of(20, 0, 0, 11), c.finishedMessage().subarray(4, 15)]));
+    assert.equal(await fatalAlert(c), A.decode_error);
+    assert.equal(c.completed, false);
+    // Control: the correct Finished completes (the positive control above).
+  });
+
+  test('a signer that lists a SHA-1 scheme for TLS 1.2 never signs with it (RFC 9155): SHA-1 only → handshake_failure; with SHA-256 offered too → 0x0403', async () => {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const local = new LocalSigner(privateKey);
+    const requested: number[] = [];
+    // A Signer of someone else's making (the interface is public) that claims ecdsa_sha1 first.
+    const withSha1: Identity = {
+      certificateChain: [randomBytes(300)],
+      signer: {
+        schemes: local.schemes,
+        tls12Schemes: [SignatureScheme.ecdsa_sha1, ...local.tls12Schemes],
+        sign: (r) => {
+          if (r.kind === 'tls12-server-key-exchange') requested.push(r.scheme);
+          return local.sign(r);
+        },
+      },
+    };
+    const refused = new Tls12TestClient(makeOptions(withSha1));
+    refused.hello({ extensions: [...withoutExt(X.signature_algorithms), extensions.signatureAlgorithms([SignatureScheme.ecdsa_sha1])] });
+    assert.equal(await fatalAlert(refused), A.handshake_failure);
+    const control = new Tls12TestClient(makeOptions(withSha1));
+    await control.fullHandshake({ extensions: [...withoutExt(X.signature_algorithms), extensions.signatureAlgorithms([SignatureScheme.ecdsa_sha1, SignatureScheme.ecdsa_secp256r1_sha256])] });
+    assert.equal(control.completed, true);
+    assert.deepEqual(requested, [SignatureScheme.ecdsa_secp256r1_sha256]);
+  });
+
   test('up to 4 warning alerts in a row are ignored; the 5th → unexpected_message', async () => {
     for (const [count, expected] of [[4, undefined], [5, A.unexpected_message]] as const) {
       const c = await afterFlight();
