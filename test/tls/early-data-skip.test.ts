@@ -24,14 +24,14 @@ function earlyDataRecords(sizes: number[]): Buffer {
  * A ClientHello offering early_data (with `extensions` besides); once our answer is out,
  * `early` arrives. Returns whether the answer went out without error, and the alert codes reported.
  */
-async function offerEarlyData(early: Buffer, extensions = typicalExtensions()): Promise<{ flightSent: boolean; errors: string[] }> {
+async function offerEarlyData(early: Buffer, extensions = typicalExtensions(), withEarlyData = true): Promise<{ flightSent: boolean; errors: string[] }> {
   const conn = new TlsServerConnection(options);
   const errors: string[] = [];
   let sent = 0;
   conn.onSend = () => void sent++;
   conn.onSendParts = () => void sent++;
   conn.onError = (err) => errors.push((err as Error & { code: string }).code);
-  conn.receive(handshakeRecords(encodeClientHello({ extensions: [...extensions, E.earlyData()] })));
+  conn.receive(handshakeRecords(encodeClientHello({ extensions: withEarlyData ? [...extensions, E.earlyData()] : extensions })));
   await settle();
   const flightSent = sent > 0 && errors.length === 0;
   conn.receive(early);
@@ -80,6 +80,15 @@ test('after a HelloRetryRequest, the 64 KiB limit holds: one byte more → unexp
   assert.deepEqual(atLimit.errors, []);
   const over = await earlyDataAfterRetry(earlyDataRecords([...Array(16).fill(SKIP_LIMIT / 16), 1]));
   assert.deepEqual(over.errors, ['TLS_ALERT_UNEXPECTED_MESSAGE']);
+});
+
+test('after a HelloRetryRequest to a ClientHello without early_data, an application_data record is unexpected_message, not skipped; with early_data it is skipped', async () => {
+  const noShare = typicalExtensions().map((e) => (e.type === E.keyShare([]).type ? E.keyShare([]) : e));
+  const without = await offerEarlyData(earlyDataRecords([100]), noShare, false);
+  assert.equal(without.flightSent, true, 'the HelloRetryRequest went out');
+  assert.deepEqual(without.errors, ['TLS_ALERT_UNEXPECTED_MESSAGE']);
+  const offered = await offerEarlyData(earlyDataRecords([100]), noShare, true);
+  assert.deepEqual(offered.errors, []);
 });
 
 test('positive control (negative case kept): a plaintext handshake record over 2^14 bytes is still record_overflow', async () => {

@@ -379,6 +379,36 @@ test('a client Finished one byte shorter than the hash: decode_error, not a cras
   // Control: the correct Finished is the positive control of the bit-flip test above.
 });
 
+// ---- what the client may send before its Finished (§2, §5.2) -----------------------------
+
+test('application data under the client handshake keys, before its Finished: unexpected_message, nothing delivered', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 0 }));
+  const client = new Tls13Client(t);
+  client.sendClientHello();
+  await client.readServerFlight();
+  client.sendApplicationData(Buffer.from('too early')); // sealed with the handshake keys
+  assert.equal(await client.readAlert(), UNEXPECTED_MESSAGE);
+  assertServerAlert(t.server, 'unexpected_message', UNEXPECTED_MESSAGE);
+  assert.deepEqual(t.server.delivered, []);
+  assert.equal(t.server.handshakeComplete, false);
+  // Control: the same data after the Finished is delivered (the Finished positive control).
+});
+
+test('a plaintext alert is accepted while the client flight is awaited (a client without our CA), not after the handshake', async () => {
+  const plaintextAlert = Buffer.of(21, 3, 3, 0, 2, 2, 48); // fatal unknown_ca
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 0 }));
+  const client = new Tls13Client(t);
+  client.sendClientHello();
+  await client.readServerFlight();
+  t.send(plaintextAlert);
+  assert.ok(t.server.error instanceof TlsPeerAlert, `the peer's alert during its flight, got ${String(t.server.error)}`);
+  assert.equal(t.server.error.alert, 48);
+  const { client: after, server } = await established();
+  after.transport.send(plaintextAlert);
+  assert.equal(await after.readAlert(), UNEXPECTED_MESSAGE);
+  assertServerAlert(server, 'unexpected_message', UNEXPECTED_MESSAGE);
+});
+
 // ---- alert levels in TLS 1.3 (§6) -----------------------------------------------------
 
 test('an error alert sent with level warning ends a TLS 1.3 connection (§6: the level is ignored); close_notify with level warning only closes', async () => {
