@@ -100,7 +100,11 @@ export interface TlsServerOptions {
    * with the peer's, after what was already written (like node:net).
    */
   allowHalfOpen?: boolean;
-  /** Largest plaintext record we accept and announce in record_size_limit (RFC 8449). Default 2^14. */
+  /**
+   * Our record_size_limit (RFC 8449), announced in EncryptedExtensions to a client that sent the
+   * extension; it then bounds the TLSInnerPlaintext we accept from that client. A client that did
+   * not send it is not told, and may send records of 2^14 bytes (RFC 8449 §4). Default 2^14 + 1.
+   */
   recordSizeLimit?: number;
   /**
    * KeyUpdates accepted from the peer per `keyUpdateWindowMs` (§4.6.3); one more → fatal

@@ -227,6 +227,8 @@ export function flipBit(bytes: Buffer, index = -1, bit = 0): Buffer {
 
 export class Tls13Client {
   readonly suite: SuiteInfo;
+  /** The extension types of the server's EncryptedExtensions (§4.3.1), in order, once read. */
+  encryptedExtensionTypes: number[] = [];
   private readonly privateKey: KeyObject;
   private readonly publicKeyRaw: Buffer;
   private readonly transcriptMessages: Buffer[] = [];
@@ -409,6 +411,7 @@ export class Tls13Client {
         m = await this.readHandshakeMessage();
       }
       if (m[0] !== expected) throw new Error(`scripted client: expected handshake type ${expected}, got ${m[0]}`);
+      if (expected === HS_ENCRYPTED_EXTENSIONS) this.encryptedExtensionTypes = extensionTypesOf(m.subarray(6, 6 + m.readUInt16BE(4)));
       if (expected === HS_CERTIFICATE_VERIFY) {
         this.authentication = { certificate: this.transcriptMessages.at(-1)!, certificateVerify: m, transcriptHashBeforeVerify: this.transcriptHash() };
       }
@@ -554,6 +557,13 @@ export class Tls13Client {
     }
     return Buffer.concat(parts);
   }
+}
+
+/** The types of an extensions block's entries (type u16, extension_data<0..2^16-1>). */
+function extensionTypesOf(block: Buffer): number[] {
+  const types: number[] = [];
+  for (let at = 0; at + 4 <= block.length; at += 4 + block.readUInt16BE(at + 2)) types.push(block.readUInt16BE(at));
+  return types;
 }
 
 function u24(n: number): Buffer {

@@ -210,3 +210,19 @@ test('an alert between the fragments of a handshake message is unexpected_messag
   assert.equal(control.next(policy())?.kind, 'handshake');
   assert.deepEqual(control.next(policy()), { kind: 'alert', level: 1, description: 0 });
 });
+
+test('our record_size_limit binds protected records only once announced (RFC 8449 §4): 2^14 bytes pass before, 1024 bytes are record_overflow after', () => {
+  const secret = randomBytes(32);
+  const peer = new RecordProtection(suite, secret);
+  const { records } = layer(1024);
+  records.installKeys('read', suite, secret);
+  const p = policy({ acceptsApplicationData: true });
+  records.push(peer.seal(ContentType.application_data, Buffer.alloc(2 ** 14, 1)));
+  const got = records.next(p);
+  assert.equal(got?.kind === 'applicationData' && got.data.length, 2 ** 14, 'not announced: the protocol limit');
+  records.announceRecordLimit();
+  records.push(peer.seal(ContentType.application_data, Buffer.alloc(1023, 1)));
+  assert.equal(records.next(p)?.kind, 'applicationData', '1023 bytes + the type: at the limit');
+  records.push(peer.seal(ContentType.application_data, Buffer.alloc(1024, 1)));
+  assertAlert(() => records.next(p), 'record_overflow');
+});

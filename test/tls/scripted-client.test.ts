@@ -18,6 +18,7 @@ const BAD_RECORD_MAC = 20;
 const RECORD_OVERFLOW = 22;
 const DECRYPT_ERROR = 51;
 const EXT_PRE_SHARED_KEY = 41;
+const EXT_RECORD_SIZE_LIMIT = 28;
 
 const identity = ed25519Identity();
 
@@ -284,6 +285,7 @@ test('positive control: 2^14 bytes of protected plaintext are delivered', async 
 test('record_size_limit 1024: a record of 1025 bytes (1024 content + type) is record_overflow; 1024 bytes pass', async () => {
   {
     const { client, server } = await established({ recordSizeLimit: 1024 }, { recordSizeLimit: 1024 });
+    assert.ok(client.encryptedExtensionTypes.includes(EXT_RECORD_SIZE_LIMIT), 'announced in EncryptedExtensions');
     client.sendApplicationData(Buffer.alloc(1024, 0x62));
     assert.equal(await client.readAlert(), RECORD_OVERFLOW);
     assertServerAlert(server, 'record_overflow', RECORD_OVERFLOW);
@@ -297,6 +299,20 @@ test('record_size_limit 1024: a record of 1025 bytes (1024 content + type) is re
     assert.equal(server.error, undefined);
     assert.equal(Buffer.concat(server.delivered).length, 1023);
   }
+});
+
+test('recordSizeLimit 1024 and a client that does not offer record_size_limit: the limit is not announced, so 2^14-byte records are accepted (RFC 8449 §4: only the advertised limit)', async () => {
+  const { client, server } = await established({ recordSizeLimit: 1024 });
+  assert.equal(client.encryptedExtensionTypes.includes(EXT_RECORD_SIZE_LIMIT), false, 'no record_size_limit in EncryptedExtensions');
+  client.sendApplicationData(Buffer.alloc(2 ** 14, 0x63));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(server.error, undefined);
+  assert.equal(Buffer.concat(server.delivered).length, 2 ** 14);
+  // Control: 2^14 + 1 bytes are still over the protocol's own limit (§5.2).
+  const over = await established({ recordSizeLimit: 1024 });
+  over.client.sendApplicationData(Buffer.alloc(2 ** 14 + 1, 0x63));
+  assert.equal(await over.client.readAlert(), RECORD_OVERFLOW);
+  assertServerAlert(over.server, 'record_overflow', RECORD_OVERFLOW);
 });
 
 // ---- KeyUpdate (§4.6.3) -------------------------------------------------------------

@@ -416,14 +416,18 @@ export class ServerHandshake13 {
       serverHello,
       protectedMessages: [],
     };
+    // RFC 8449 §4: our limit is announced only to a client that sent its own, and binds the
+    // client's records only once announced.
+    const announceLimit = hello.recordSizeLimit !== undefined;
     this.addToFlight(
       parameters,
       encodeEncryptedExtensions({
         serverNameAcknowledged: hello.serverName !== undefined && !resumption,
         alpnProtocol,
-        recordSizeLimit: hello.recordSizeLimit !== undefined ? this.ctx.options.recordSizeLimit : undefined,
+        recordSizeLimit: announceLimit ? this.ctx.options.recordSizeLimit : undefined,
       }),
     );
+    if (announceLimit) this.ctx.records.announceRecordLimit();
     return parameters;
   }
 

@@ -75,6 +75,13 @@ export class RecordLayer {
   private tls12 = false;
   /** The largest plaintext we put in one record: 2^14, or less when the peer sent record_size_limit (RFC 8449). */
   private peerRecordLimit = MAX_PLAINTEXT;
+  /**
+   * The largest TLSInnerPlaintext we read: 2^14 + 1 (§5.2) until our own record_size_limit is
+   * announced (announceRecordLimit). RFC 8449 §4 makes a record over the *advertised* limit
+   * record_overflow; we advertise only to a client that sent the extension, so one that did not
+   * was told no limit and may send 2^14 bytes.
+   */
+  private readLimit = MAX_PLAINTEXT + 1;
   private receivedCcs = false;
   private sentCompatibilityCcs = false;
   private skippingEarlyData = false;
@@ -82,7 +89,7 @@ export class RecordLayer {
   private ignoredRecords = 0;
 
   constructor(
-    /** Our record_size_limit: the largest plaintext (+1 for the content type) we accept. */
+    /** Our record_size_limit: the largest plaintext (+1 for the content type) we accept once we have announced it. */
     private readonly recordSizeLimit: number,
     /** Consecutive records that carry nothing before the peer is cut off. */
     private readonly maxIgnoredRecords: number,
@@ -127,6 +134,11 @@ export class RecordLayer {
   /** RFC 8449: the peer's record_size_limit bounds the records we write. */
   limitPeerRecords(recordSizeLimit: number): void {
     this.peerRecordLimit = Math.min(MAX_PLAINTEXT, recordSizeLimit - 1);
+  }
+
+  /** RFC 8449 §4: our record_size_limit went to the peer (EncryptedExtensions); it bounds the protected records we read from now on. */
+  announceRecordLimit(): void {
+    this.readLimit = this.recordSizeLimit;
   }
 
   /**
@@ -203,7 +215,7 @@ export class RecordLayer {
         throw new TlsAlert('bad_record_mac', 'record authentication failed');
       }
       this.skippingEarlyData = false;
-      if (opened.content.length > this.recordSizeLimit - 1) {
+      if (opened.content.length > this.readLimit - 1) {
         throw new TlsAlert('record_overflow', `record plaintext of ${opened.content.length} bytes exceeds our record_size_limit`);
       }
       return this.handleContent(opened.type, opened.content, policy);
