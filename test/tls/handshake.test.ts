@@ -170,6 +170,14 @@ for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CH
   });
 }
 
+test('recordSizeLimit 1024 and node:tls (which sends no record_size_limit): full-size records in both directions (RFC 8449 §4: the limit binds only a client it was announced to)', async () => {
+  const r = await startServer({ recordSizeLimit: 1024 });
+  const client = await connectClient(r);
+  assert.deepEqual(await echo(client, payload), payload, '40 000 bytes, written by OpenSSL in records of 2^14');
+  assert.deepEqual(r.clientErrors, []);
+  await closeClient(client);
+});
+
 const groups: [string, string, string][] = [
   // node:tls ecdhCurve name, engine group name, node's ephemeral key name
   ['X25519', 'x25519', 'X25519'],
