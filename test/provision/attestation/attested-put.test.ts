@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main as runRemoteAdmin } from '../../../src/cli/admin.js';
 import { appraiseQuote, prepareChallenge, type AttestationEvidence, type QuoteAnswer } from '../../../src/provision/attestation/appraise.js';
-import { parseCaBundle } from '../../../src/provision/attestation/ek-certificate.js';
+import { parseCaBundle, verifyEkCertificate } from '../../../src/provision/attestation/ek-certificate.js';
 import { attestKeyd } from '../../../src/provision/attestation/attest-keyd.js';
 import { readPolicy } from '../../../src/provision/attestation/policy.js';
 import { makePki, startKeydForTest, type Keyd, type Pki } from '../harness.js';
@@ -27,7 +27,7 @@ async function admin(keyd: Keyd, files: Record<string, string>, args: string[]) 
   return { code, out, err };
 }
 
-test('attested provisioning: a genuine keyd gets the key; a changed PCR, an EK from another CA, a replayed quote and a quote for another provisioning key are refused, and nothing is sent', { skip, timeout: 300_000 }, async () => {
+test('attested provisioning: a genuine keyd gets the key; a changed PCR (reported or hidden), an EK from another CA or outside its validity, a replayed quote, a quote for another provisioning key or TLS certificate or of other PCRs, an unreleased credential and an unrestricted AK are refused, and nothing is sent', { skip, timeout: 300_000 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'attest-'));
   const tpms: SoftTpm[] = [];
   const keyds: Keyd[] = [];
@@ -120,10 +120,54 @@ test('attested provisioning: a genuine keyd gets the key; a changed PCR, an EK f
       // An odd trailing hex digit, which Buffer.from would drop.
       const odd = { ...answer, pcrValues: { ...v, '16': v['16']! + 'a' } };
       assert.throws(() => appraiseQuote(challenge, odd, recording), /pcr-policy: keyd reported sha256 PCR 16 as 32.5 bytes/);
+      // The quote reached through an endpoint with another TLS certificate (same provisioning
+      // key: a TLS-terminating relay in front of the genuine keyd): the quote binds keyd's own.
+      const relayCertificate = new Uint8Array(new X509Certificate(pki.keydCa.certPem).raw);
+      assert.throws(() => appraiseQuote(challenge, answer, { ...ctx, tlsCertificateDer: relayCertificate }), /quote-binding: the quote binds another TLS certificate than the one of this connection/);
+      // keyd answers a secret the TPM did not release (its AK is not in the TPM of the EK it showed).
+      assert.throws(() => appraiseQuote(challenge, { ...answer, activatedSecret: randomBytes(32) }, ctx), /ak-binding: the TPM did not release the credential/);
+      // keyd reports PCR values the TPM did not sign (recording would keep them as the policy).
+      const unsigned = { ...answer, pcrValues: { ...v, '16': 'ab'.repeat(32) } };
+      assert.throws(() => appraiseQuote(challenge, unsigned, recording), /quote-signature: the reported PCR values do not match the digest the TPM signed/);
+
+      // An AK that is not a restricted key (TPMA_OBJECT restricted, bit 16, cleared): such a key
+      // signs any digest (TPM2_Sign), so a TPMS_ATTEST with TPM_GENERATED_VALUE proves nothing.
+      const akPublic = Buffer.from(evidence.akPublic);
+      akPublic.writeUInt32BE(akPublic.readUInt32BE(6) & ~(1 << 16), 6); // TPM2B size, type, nameAlg, then objectAttributes
+      await assert.rejects(prepareChallenge({ ...evidence, akPublic }, ctx), /ak-binding: the attestation key's attributes 0x[0-9a-f]+ are not those of a TPM-resident restricted signing key/);
+
+      // A quote of other PCRs relabelled as the policy's: swtpm's PCRs 1 and 7 are both zero, so
+      // PCR 1's value stands in for PCR 7 and the signed digest still matches.
+      const otherEvidence = (await genuineClient.request('attestStart')) as AttestationEvidence;
+      const otherChallenge = await prepareChallenge(otherEvidence, ctx);
+      const otherPcrs = 'sha256:0+1+16';
+      const other = (await genuineClient.request('attestQuote', { credential: otherChallenge.credential.toString('base64'), nonce: otherChallenge.nonce.toString('base64'), pcrs: otherPcrs })) as QuoteAnswer;
+      assert.equal(appraiseQuote(otherChallenge, other, { ...ctx, policy: undefined, pcrs: otherPcrs }).pcrs, otherPcrs, 'control: the quote passes for the PCRs it covers');
+      const relabelled = { ...other, pcrValues: { '0': other.pcrValues['0']!, '7': other.pcrValues['1']!, '16': other.pcrValues['16']! } };
+      assert.throws(() => appraiseQuote(otherChallenge, relabelled, ctx), /pcr-policy: the quote covers other PCRs than sha256:0\+7\+16/);
+
+      // An EK certificate outside its validity period (here: before it was issued).
+      assert.ok((await verifyEkCertificate(evidence.ekCertificate, cas)).chain.length >= 2, 'control: the EK certificate chains today');
+      const beforeIssued = new Date(Date.parse(new X509Certificate(Buffer.from(evidence.ekCertificate)).validFrom) - 1000);
+      await assert.rejects(verifyEkCertificate(evidence.ekCertificate, cas, beforeIssued), /ek-certificate: "[^"]*" is outside its validity period/);
     } finally {
       genuineClient.close();
       impostorClient.close();
     }
+
+    // A keyd whose PCR 16 changed reports the recorded values instead of its own.
+    await genuineTpm.tool('tpm2_pcrextend', [`16:sha256=${'ef'.repeat(32)}`]);
+    const liar = await genuine.connect(pki.alice);
+    try {
+      const ctx = { manufacturerCas: cas, provisioningPublicKey: liar.keydPublicKey, tlsCertificateDer: liar.peerCertificateDer, policy, pcrs: policy.pcrs };
+      const challenge = await prepareChallenge((await liar.request('attestStart')) as AttestationEvidence, ctx);
+      const answer = (await liar.request('attestQuote', { credential: challenge.credential.toString('base64'), nonce: challenge.nonce.toString('base64'), pcrs: policy.pcrs })) as QuoteAnswer;
+      assert.throws(() => appraiseQuote(challenge, answer, ctx), /pcr-policy: sha256 PCR 16 differ/, 'control: the honest answer shows the change');
+      assert.throws(() => appraiseQuote(challenge, { ...answer, pcrValues: { ...policy.values } }, ctx), /quote-signature: the reported PCR values do not match the digest the TPM signed/);
+    } finally {
+      liar.close();
+    }
+    await genuineTpm.restart();
 
     // Two operators attesting at once: keyd runs each TPM sequence alone (no resource manager on swtpm).
     const [c1, c2] = [await genuine.connect(pki.alice), await genuine.connect(pki.alice)];
