@@ -250,6 +250,51 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     assert.equal(await readFile(pins, 'utf8'), saved);
   });
 
+  it('trust --keyd-fingerprint pins keyd only when its key is the one given', async () => {
+    // A fresh pin file: nothing pinned yet, so only --keyd-fingerprint stands between keyd's key and the pin.
+    const known = join(keyd.dir, 'fresh_known_keyd');
+    const args = async (extra: string[]) => (await as('alice', extra)).map((a) => (a.endsWith('known_keyd') ? known : a));
+    const refused = await cli(await args(['--keyd-fingerprint', 'SHA256:' + 'B'.repeat(43), 'trust']));
+    assert.equal(refused.code, 1);
+    assert.match(refused.err, /keyd's provisioning key is SHA256:\S+ but --keyd-fingerprint expects SHA256:B{43}: refusing .*\[PROVISION_KEYD_FINGERPRINT_MISMATCH\]/);
+    await assert.rejects(readFile(known, 'utf8'), { code: 'ENOENT' }, 'nothing pinned');
+    // Control: keyd's own fingerprint, given out of band, is pinned.
+    const pinned = await cli(await args(['--keyd-fingerprint', keyd.listener.fingerprint, 'trust']));
+    assert.equal(pinned.code, 0, pinned.err);
+    assert.equal(await readFile(known, 'utf8'), `127.0.0.1:${keyd.listener.port} ${keyd.listener.fingerprint}\n`);
+  });
+
+  it('the client seals nothing to a keyd whose provisioning key it has not checked against a pin', async () => {
+    const client = await keyd.connect(pki.alice);
+    try {
+      const auditBefore = (await keyd.audit()).length;
+      await assertRefused(client.put(['unchecked.example.com'], createPrivateKey(site.keyPem), siteChain), 'PROVISION_KEYD_NOT_TRUSTED', /was not checked against a pin/);
+      assert.deepEqual((await keyd.audit()).slice(auditBefore).filter((e) => e.op === 'put'), [], 'no put reached keyd');
+      assert.equal(keyd.keyring.owner('unchecked.example.com'), undefined);
+      // Control: once the key is checked, the same put installs.
+      await client.verifyFingerprint(keyd.listener.fingerprint, 'test');
+      await client.put(['unchecked.example.com'], createPrivateKey(site.keyPem), siteChain);
+      assert.ok(keyd.keyring.owner('unchecked.example.com'));
+    } finally {
+      client.close();
+    }
+  });
+
+  it('the listener speaks TLS 1.3 only: a client limited to TLS 1.2 fails the handshake', async () => {
+    const { connect } = await import('node:tls');
+    const handshake = (maxVersion: 'TLSv1.2' | 'TLSv1.3') =>
+      new Promise<string>((resolve) => {
+        const socket = connect({ host: '127.0.0.1', port: keyd.listener.port, ca: pki.keydCa.certPem, cert: pki.alice.certPem, key: pki.alice.keyPem, maxVersion });
+        socket.once('secureConnect', () => {
+          resolve(socket.getProtocol() ?? '(none)');
+          socket.destroy();
+        });
+        socket.once('error', (err: Error & { code?: string }) => resolve(`error ${err.code ?? err.message}`));
+      });
+    assert.equal(await handshake('TLSv1.3'), 'TLSv1.3', 'control');
+    assert.equal(await handshake('TLSv1.2'), 'error ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION');
+  });
+
   it('keyd\'s TLS certificate not trusted by --ca: the CLI refuses before authenticating', async () => {
     const { RemoteAdminClient } = await import('../../src/provision/remote-client.js');
     await assertRefused(

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, createPrivateKey } from 'node:crypto';
+import { createHash, generateKeyPairSync, createPrivateKey, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { Aes256Gcm, CipherSuite, HkdfSha256 } from '@hpke/core';
+import { DhkemX25519HkdfSha256 } from '@hpke/dhkem-x25519';
 import { fingerprintOf } from '../../src/provision/fingerprint.js';
-import { openSealedKey, sealPrivateKey, type SealedKey } from '../../src/provision/hpke-seal.js';
+import { openSealedKey, parseSealedKey, sealPrivateKey, type SealedKey } from '../../src/provision/hpke-seal.js';
 import { rawMontgomeryKeyPair } from '../helpers/montgomery-keys.js';
 
 function keydKeyPair(): { publicKey: Uint8Array; privateKey: () => Uint8Array } {
@@ -92,6 +94,8 @@ describe('HPKE sealing of a private key to keyd', () => {
       ['other names', () => open(keyd, sealed, { names: ['evil.example'] })],
       ['names reordered', () => open(keyd, sealed, { names: [...names].reverse() })],
       ['other chain', () => open(keyd, sealed, { chainDer: [new Uint8Array([9])] })],
+      // The same bytes cut into other certificates: each one's length is hashed with it.
+      ['chain re-cut', () => open(keyd, sealed, { chainDer: [new Uint8Array([1, 2, 3]), new Uint8Array([4, 5, 6])] })],
       ['nonce', () => open(keyd, { ...sealed, nonce: flip(sealed.nonce) })],
       ['time', () => open(keyd, { ...sealed, issuedAt: sealed.issuedAt + 1 })],
       ['enc', () => open(keyd, { ...sealed, enc: flip(sealed.enc) })],
@@ -112,5 +116,53 @@ describe('HPKE sealing of a private key to keyd', () => {
     const raw = keyd.privateKey();
     await openSealedKey({ sealed, keydPublicKey: keyd.publicKey, keydPrivateKey: raw, operator, binding: { names, chainDer } });
     assert.ok(raw.every((b) => b === 0));
+  });
+
+  it('refuses a sealed object that is not the documented shape: nonce not 16 bytes, another suite, a fractional time', async () => {
+    const { sealed } = await fixture();
+    assert.deepEqual(parseSealedKey(JSON.parse(JSON.stringify(sealed))), sealed, 'control: a sealed key from the wire parses');
+    const cases: Array<[string, unknown, RegExp]> = [
+      ['8-byte nonce', { ...sealed, nonce: randomBytes(8).toString('base64') }, /nonce must be 16 bytes/],
+      ['empty nonce', { ...sealed, nonce: '' }, /nonce must be 16 bytes/],
+      ['17-byte nonce', { ...sealed, nonce: randomBytes(17).toString('base64') }, /nonce must be 16 bytes/],
+      ['another suite', { ...sealed, suite: 'DHKEM(P-256,HKDF-SHA256)/HKDF-SHA256/AES-128-GCM' }, /unsupported HPKE suite/],
+      ['fractional time', { ...sealed, issuedAt: sealed.issuedAt + 0.5 }, /not a version 1 sealed key/],
+    ];
+    for (const [what, value, message] of cases) {
+      assert.throws(() => parseSealedKey(value), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'PROVISION_BAD_REQUEST', what);
+        assert.match(err.message, message, what);
+        return true;
+      });
+    }
+  });
+
+  it('interoperates with a sealer written from docs/PROVISIONING.md alone (info, AAD, chain hash, fingerprint)', async () => {
+    const keyd = keydKeyPair();
+    const hpke = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+    const pkcs8 = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'der', type: 'pkcs8' });
+    const sealedTo = 'SHA256:' + createHash('sha256').update(keyd.publicKey).digest('base64').replace(/=+$/, '');
+    const nonce = randomBytes(16).toString('base64');
+    const issuedAt = Date.now();
+    const chainHash = createHash('sha256');
+    for (const cert of chainDer) chainHash.update(Buffer.from([cert.length >>> 24, (cert.length >>> 16) & 0xff, (cert.length >>> 8) & 0xff, cert.length & 0xff])).update(cert);
+    const aad = Buffer.from(JSON.stringify({ v: 1, op: 'put', sealedTo, operator, names, chainSha256: chainHash.digest('hex'), nonce, issuedAt }));
+    const label = Buffer.from('tls-sign-delegator provisioning v1\0', 'latin1');
+    const info = Buffer.concat([label, keyd.publicKey]);
+    const sealWith = async (withInfo: Buffer): Promise<SealedKey> => {
+      const { ct, enc } = await hpke.seal({ recipientPublicKey: await hpke.kem.deserializePublicKey(keyd.publicKey), info: withInfo }, pkcs8, aad);
+      const b64 = (b: ArrayBuffer) => Buffer.from(b).toString('base64');
+      return { v: 1, suite: 'DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM', sealedTo, operator, nonce, issuedAt, enc: b64(enc), ciphertext: b64(ct) };
+    };
+    // keyd opens the documented payload …
+    assert.deepEqual(await open(keyd, await sealWith(info)), pkcs8);
+    // … and the documented opener opens what the CLI seals.
+    const ours = await sealPrivateKey({ keydPublicKey: keyd.publicKey, operator, binding: { names, chainDer }, privateKeyPkcs8: pkcs8, nonce: Buffer.from(nonce, 'base64'), now: issuedAt });
+    assert.equal(ours.sealedTo, sealedTo);
+    const recipientKey = await hpke.kem.deserializePrivateKey(keyd.privateKey());
+    const opened = await hpke.open({ recipientKey, enc: Buffer.from(ours.enc, 'base64'), info }, Buffer.from(ours.ciphertext, 'base64'), aad);
+    assert.deepEqual(Buffer.from(opened), pkcs8);
+    // Sealed with the label alone as info (keyd's key left out): not the documented binding, refused.
+    await assertCode(open(keyd, await sealWith(label)), 'PROVISION_PAYLOAD_TAMPERED');
   });
 });
