@@ -22,6 +22,11 @@ describe('replay guard', () => {
     let now = 1_000_000_000_000;
     const guard = new ReplayGuard(60_000, () => now);
     guard.check('n1', now - 59_000);
+    // The window is inclusive (docs/PROVISIONING.md: accepted for ±window), both ways.
+    guard.check('n1', now - 60_000);
+    guard.check('n1', now + 60_000);
+    code(() => guard.check('n1', now - 60_001), 'PROVISION_STALE');
+    code(() => guard.check('n1', now + 60_001), 'PROVISION_STALE');
     code(() => guard.check('n1', now - 61_000), 'PROVISION_STALE');
     code(() => guard.check('n1', now + 61_000), 'PROVISION_STALE');
     guard.accept('n1', now);
@@ -128,6 +133,14 @@ describe('frames', () => {
       const got = [...decoder.push(bytes.subarray(0, split)), ...decoder.push(bytes.subarray(split))];
       assert.deepEqual(got, [{ id: 1, op: 'list', args: {} }, { id: 2, op: 'show', args: { name: 'é.example' } }]);
     }
+  });
+
+  it('takes a frame of exactly MAX_FRAME_BYTES, which encodeFrame makes; one byte more is refused on both sides', () => {
+    const largest = { p: 'x'.repeat(MAX_FRAME_BYTES - '{"p":""}'.length) };
+    const frame = encodeFrame(largest);
+    assert.equal(frame.length, 4 + MAX_FRAME_BYTES);
+    assert.deepEqual(new FrameDecoder().push(frame), [largest]);
+    code(() => encodeFrame({ p: largest.p + 'x' }), 'PROVISION_FRAME_TOO_LARGE');
   });
 
   it('refuses oversize lengths at once, bad JSON and non-objects', () => {
