@@ -277,13 +277,24 @@ export async function startProvisioningListener(opts: ProvisioningListenerOption
       if (reason === 'CERT_NOT_YET_VALID') {
         throw new ProvisionError('PROVISION_CLIENT_CERT_EXPIRED', `operator certificate "${subject}" is not valid before ${new Date(peer.validFrom).toISOString()}`);
       }
+      // OpenSSL also checks the chain's purpose (ssl_client): an operator CA certificate without
+      // clientAuth ends here, and "not from keyd's operator CA" would send its owner after the
+      // wrong fault. (A foreign CA's certificate reports its chain error, as below.)
+      if (reason === 'INVALID_PURPOSE') {
+        throw new ProvisionError(
+          'PROVISION_UNTRUSTED_CLIENT_CERT',
+          `operator certificate "${subject}" issued by "${truncate(normalizeSubject(peer.issuer))}" is not valid for TLS client authentication (INVALID_PURPOSE: its extendedKeyUsage does not allow clientAuth)`,
+        );
+      }
       // The operator CA's own name is not told to an unauthenticated peer (nor logged as if it were news).
       throw new ProvisionError(
         'PROVISION_UNTRUSTED_CLIENT_CERT',
         `operator certificate "${subject}" issued by "${truncate(normalizeSubject(peer.issuer))}" is not from keyd's operator CA (${reason})`,
       );
     }
-    // RFC 5280 §4.2.1.12: when EKU is present it must allow TLS client authentication.
+    // RFC 5280 §4.2.1.12: when EKU is present it must allow TLS client authentication. OpenSSL's
+    // purpose check (INVALID_PURPOSE above) refuses such a certificate first; kept so the rule
+    // does not rest on node's verification defaults alone.
     if (peer.keyUsage !== undefined && peer.keyUsage.length > 0 && !peer.keyUsage.includes('1.3.6.1.5.5.7.3.2') && !peer.keyUsage.includes('2.5.29.37.0')) {
       throw new ProvisionError('PROVISION_UNTRUSTED_CLIENT_CERT', `operator certificate "${subject}" is not valid for TLS client authentication (extendedKeyUsage)`);
     }

@@ -176,6 +176,19 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     assert.match(cli1.err, /\[PROVISION_UNTRUSTED_CLIENT_CERT\]/);
   });
 
+  it('an operator CA certificate without clientAuth in its extendedKeyUsage: refused as such, not as another CA\'s', async () => {
+    const serverOnly = await issue(pki.operatorCa, SUBJECTS.alice, { usage: 'server' });
+    await assert.rejects(keyd.connect(serverOnly), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'PROVISION_UNTRUSTED_CLIENT_CERT');
+      assert.match(err.message, /operator certificate "CN=alice, O=Example Ops" issued by "CN=Example Operator CA" is not valid for TLS client authentication \(INVALID_PURPOSE/);
+      assert.doesNotMatch(err.message, /is not from keyd's operator CA/);
+      return true;
+    });
+    await assertAudited('PROVISION_UNTRUSTED_CLIENT_CERT', 'connect', SUBJECTS.alice);
+    // Control: the same subject with a clientAuth certificate from the operator CA connects.
+    (await keyd.connect(pki.alice)).close();
+  });
+
   it('an expired operator certificate', async () => {
     await assertRefused(keyd.connect(pki.old), 'PROVISION_CLIENT_CERT_EXPIRED', /operator certificate "CN=old, O=Example Ops" expired on /);
     await assertAudited('PROVISION_CLIENT_CERT_EXPIRED', 'connect', SUBJECTS.old);
