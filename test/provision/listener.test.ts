@@ -481,7 +481,8 @@ describe('an operator whose certificate subject is longer than 256 characters', 
 });
 
 describe('robustness', () => {
-  async function rawExchange(bytes: Buffer): Promise<unknown[]> {
+  /** Sends `bytes` after keyd's greeting; the frames received until keyd closes (or `expected` of them arrived). */
+  async function rawExchange(bytes: Buffer, expected = Infinity): Promise<unknown[]> {
     const { connect } = await import('node:tls');
     const { FrameDecoder } = await import('../../src/provision/frames.js');
     return new Promise((resolve, reject) => {
@@ -489,8 +490,10 @@ describe('robustness', () => {
       const decoder = new FrameDecoder();
       const frames: unknown[] = [];
       socket.on('data', (chunk: Buffer) => {
+        const before = frames.length;
         frames.push(...decoder.push(chunk));
-        if (frames.length === 1) socket.write(bytes);
+        if (before === 0 && frames.length > 0) socket.write(bytes);
+        if (frames.length >= expected) socket.destroy();
       });
       socket.on('error', reject);
       socket.on('close', () => resolve(frames));
@@ -544,6 +547,19 @@ describe('robustness', () => {
       service.recordAudit = original;
       socket.destroy();
     }
+  });
+
+  it('at most 16 requests wait on one connection: a 17th in the same burst is refused and the connection closed', async () => {
+    const { encodeFrame } = await import('../../src/provision/frames.js');
+    const burst = (n: number) => Buffer.concat(Array.from({ length: n }, (_, i) => encodeFrame({ id: i + 1, op: 'stats', args: {} })));
+    // Control: 16 at once are all answered, in order.
+    const sixteen = (await rawExchange(burst(16), 17)) as Array<{ id?: number; ok?: boolean }>;
+    assert.deepEqual(sixteen.slice(1).map((r) => [r.id, r.ok]), Array.from({ length: 16 }, (_, i) => [i + 1, true]));
+    const seventeen = (await rawExchange(burst(17))) as Array<{ id?: number; ok?: boolean; error?: { code: string; message: string } }>;
+    assert.equal(seventeen.length, 2, `keyd answered ${seventeen.length - 1} frame(s) before closing, not only the refusal`);
+    assert.equal(seventeen[1]!.id, 0);
+    assert.equal(seventeen[1]!.error?.code, 'PROVISION_BAD_REQUEST');
+    assert.match(seventeen[1]!.error?.message ?? '', /more than 16 requests waiting on one connection/);
   });
 
   it('garbage, oversize frames and unknown operations get precise errors; keyd keeps serving', async () => {

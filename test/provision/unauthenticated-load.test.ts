@@ -95,6 +95,14 @@ describe('provisioning listener under unauthenticated load', { timeout: 60_000 }
       // A fourth from the same address is closed at once (it does not wait for the timeout of the others).
       const fourth = await open();
       await untilClosed(fourth);
+      // … as the cap's refusal, audited (a silent peer's timeout is not): the fourth, not the third.
+      let capped: { message?: string }[] = [];
+      for (let i = 0; i < 100 && capped.length === 0; i++) {
+        capped = (await keyd.audit()).filter((e) => e.code === 'PROVISION_TOO_MANY_CONNECTIONS');
+        if (capped.length === 0) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(capped.length, 1, JSON.stringify(capped));
+      assert.equal(capped[0]!.message, '127.0.0.1 already has 3 connections open');
       // Another address (127.0.0.2 on the loopback) completes a TLS handshake meanwhile.
       const other = tlsConnect({ host: '127.0.0.1', port, localAddress: '127.0.0.2', ca: pki.keydCa.certPem, cert: pki.alice.certPem, key: pki.alice.keyPem, servername: 'localhost' } as import('node:tls').ConnectionOptions);
       await new Promise<void>((resolve, reject) => {
