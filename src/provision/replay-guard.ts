@@ -5,9 +5,13 @@ import { ProvisionError } from './errors.js';
  * before. A nonce only needs remembering while its payload's time is inside the window: after
  * that the time check refuses it anyway. The remembered set is exported so keyd can keep it in
  * its sealed store and a restart does not reopen the window for replays.
+ *
+ * Each nonce is kept with its payload's sealing time, not an expiry: the window is config
+ * (replayWindowSeconds), and a restart with a wider one must keep refusing a payload whose
+ * time the wider window takes. An expiry computed with the old window let it through.
  */
 export class ReplayGuard {
-  /** base64 nonce → expiry (ms since epoch). */
+  /** base64 nonce → its payload's issuedAt (ms since epoch); forgotten once outside the window. */
   private readonly seen = new Map<string, number>();
   /**
    * Nonces whose payload is being opened (HPKE open is asynchronous): a second request
@@ -50,23 +54,29 @@ export class ReplayGuard {
 
   /** Remembers a nonce once its payload authenticated. */
   accept(nonce: string, issuedAt: number): void {
-    this.seen.set(nonce, issuedAt + this.windowMs);
+    this.seen.set(nonce, issuedAt);
   }
 
-  /** The remembered nonces, for persistence. */
+  /** The remembered nonces with their payloads' times, for persistence. */
   snapshot(): Record<string, number> {
     this.prune(this.now());
     return Object.fromEntries(this.seen);
   }
 
+  /**
+   * Takes a snapshot back. A record written before nonces were kept with their times holds
+   * expiries (time + the window then), which are later than the times: read as times, each
+   * nonce is kept longer than needed, never shorter.
+   */
   restore(entries: Record<string, number>): void {
-    for (const [nonce, expiry] of Object.entries(entries)) {
-      if (typeof expiry === 'number') this.seen.set(nonce, expiry);
+    for (const [nonce, issuedAt] of Object.entries(entries)) {
+      if (typeof issuedAt === 'number') this.seen.set(nonce, issuedAt);
     }
     this.prune(this.now());
   }
 
+  /** Forgets the nonces whose payloads the time check refuses now (the same bound as check). */
   private prune(now: number): void {
-    for (const [nonce, expiry] of this.seen) if (expiry < now) this.seen.delete(nonce);
+    for (const [nonce, issuedAt] of this.seen) if (now - issuedAt > this.windowMs) this.seen.delete(nonce);
   }
 }

@@ -42,6 +42,33 @@ describe('replay guard', () => {
   });
 });
 
+describe('replay guard across a restart with a wider window', () => {
+  it('still refuses a payload accepted before the restart while the wider window would take its time', () => {
+    let now = 1_000_000_000_000;
+    const issuedAt = now;
+    const before = new ReplayGuard(60_000, () => now);
+    before.check('n1', issuedAt);
+    before.accept('n1', issuedAt);
+    const stored = JSON.parse(JSON.stringify(before.snapshot())) as Record<string, number>;
+    // keyd restarted with replayWindowSeconds raised from 60 to 600; two minutes later the
+    // payload's time is inside the new window, so only its remembered nonce refuses it.
+    const after = new ReplayGuard(600_000, () => now);
+    after.restore(stored);
+    now += 120_000;
+    code(() => after.check('n1', issuedAt), 'PROVISION_REPLAY');
+    // Control: another payload of the same time is inside the wider window, and accepted.
+    after.check('n2', issuedAt);
+    // A record written as expiry times (before this change) is kept at least as long.
+    const legacy = new ReplayGuard(600_000, () => now);
+    legacy.restore({ n1: issuedAt + 60_000 });
+    code(() => legacy.check('n1', issuedAt), 'PROVISION_REPLAY');
+    // Past the wider window the nonce is forgotten, and the time check refuses the payload.
+    now = issuedAt + 600_001;
+    code(() => after.check('n1', issuedAt), 'PROVISION_STALE');
+    assert.deepEqual(after.snapshot(), {});
+  });
+});
+
 describe('known-keyd pins', () => {
   it('adds, keeps, refuses a change loudly, replaces on request', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'known-keyd-'));
