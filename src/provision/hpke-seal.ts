@@ -22,6 +22,7 @@ import { fingerprintOf } from './fingerprint.js';
 export const HPKE_SUITE_NAME = 'DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM';
 const INFO_LABEL = Buffer.from('tls-sign-delegator provisioning v1\0', 'latin1');
 const NONCE_BYTES = 16;
+const MAX_TIME_MS = 8.64e15;
 
 let cachedSuite: CipherSuite | undefined;
 function suite(): CipherSuite {
@@ -133,6 +134,11 @@ export function parseSealedKey(value: unknown): SealedKey {
   const sealed = v as SealedKey;
   if (sealed.suite !== HPKE_SUITE_NAME) {
     throw new ProvisionError('PROVISION_BAD_REQUEST', `put: unsupported HPKE suite "${sealed.suite}", expected ${HPKE_SUITE_NAME}`);
+  }
+  // ECMAScript's time range (±8.64e15 ms, §21.4.1.1): outside it the replay window's refusal
+  // could not even format the time (new Date(t).toISOString() throws).
+  if (Math.abs(sealed.issuedAt) > MAX_TIME_MS) {
+    throw new ProvisionError('PROVISION_BAD_REQUEST', `put: "issuedAt" ${sealed.issuedAt} is not a time (milliseconds since the epoch)`);
   }
   if (Buffer.from(sealed.nonce, 'base64').length !== NONCE_BYTES) {
     throw new ProvisionError('PROVISION_BAD_REQUEST', `put: nonce must be ${NONCE_BYTES} bytes`);

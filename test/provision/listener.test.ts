@@ -414,6 +414,21 @@ describe('refusals: precise on both sides, nothing stored, audited', () => {
     }
   });
 
+  it('a payload whose time is past what a Date holds: a precise refusal, audited (not an internal error)', async () => {
+    const client = await keyd.connect(pki.alice);
+    try {
+      const sealed = await sealFor(client, ['far-future.example.com']);
+      // Before, the stale check's message threw RangeError 'Invalid time value': PROVISION_INTERNAL, unaudited.
+      await assertRefused(client.request('put', putArgs(['far-future.example.com'], { ...sealed, issuedAt: Number.MAX_SAFE_INTEGER })), 'PROVISION_BAD_REQUEST', /"issuedAt" 9007199254740991 is not a time/);
+      await assertAudited('PROVISION_BAD_REQUEST', 'put', SUBJECTS.alice);
+      // Control: a time within the Date range but outside the window is the stale refusal.
+      await assertRefused(client.request('put', putArgs(['far-future.example.com'], { ...sealed, issuedAt: 8.64e15 })), 'PROVISION_STALE', /payload was sealed at \+275760-09-13T00:00:00\.000Z/);
+      assert.equal(keyd.keyring.owner('far-future.example.com'), undefined);
+    } finally {
+      client.close();
+    }
+  });
+
   it('a payload sealed to another keyd, or by another operator', async () => {
     const client = await keyd.connect(pki.alice);
     const dave = await keyd.connect(pki.dave);

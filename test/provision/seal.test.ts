@@ -118,7 +118,7 @@ describe('HPKE sealing of a private key to keyd', () => {
     assert.ok(raw.every((b) => b === 0));
   });
 
-  it('refuses a sealed object that is not the documented shape: nonce not 16 bytes, another suite, a fractional time', async () => {
+  it('refuses a sealed object that is not the documented shape: nonce not 16 bytes, another suite, a fractional time or one out of range', async () => {
     const { sealed } = await fixture();
     assert.deepEqual(parseSealedKey(JSON.parse(JSON.stringify(sealed))), sealed, 'control: a sealed key from the wire parses');
     const cases: Array<[string, unknown, RegExp]> = [
@@ -127,6 +127,8 @@ describe('HPKE sealing of a private key to keyd', () => {
       ['17-byte nonce', { ...sealed, nonce: randomBytes(17).toString('base64') }, /nonce must be 16 bytes/],
       ['another suite', { ...sealed, suite: 'DHKEM(P-256,HKDF-SHA256)/HKDF-SHA256/AES-128-GCM' }, /unsupported HPKE suite/],
       ['fractional time', { ...sealed, issuedAt: sealed.issuedAt + 0.5 }, /not a version 1 sealed key/],
+      ['a time past the Date range', { ...sealed, issuedAt: Number.MAX_SAFE_INTEGER }, /"issuedAt" 9007199254740991 is not a time/],
+      ['a time before the Date range', { ...sealed, issuedAt: -8.64e15 - 1 }, /"issuedAt" -8640000000000001 is not a time/],
     ];
     for (const [what, value, message] of cases) {
       assert.throws(() => parseSealedKey(value), (err: Error & { code?: string }) => {
