@@ -145,3 +145,53 @@ test('routes[].tls12: false is kept per route', () => {
   assert.equal(c.routes[1].tls12, false);
   assert.equal(c.routes[0].tls12, undefined);
 });
+
+test('mistakes found by mutation probing: each refused with its exact message, the nearest legal value accepted as the control', () => {
+  const refused = (doc: unknown, message: string) =>
+    assert.throws(() => validateConfig(doc, '/etc/edge'), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'EDGE_CONFIG');
+      assert.equal(err.message, message);
+      return true;
+    });
+  const route = (extra: Record<string, unknown>) => ({ ...minimal, routes: [{ names: ['a.example'], upstream: '1.2.3.4:5', ...extra }] });
+  // A misspelt route key must not leave the route running without what was asked for.
+  refused(route({ proxyprotocol: true }), "routes[0]: unknown key 'proxyprotocol' (allowed: names, upstream, proxyProtocol, alpn, clientAuth, tls12)");
+  assert.equal(validateConfig(route({ proxyProtocol: true })).routes[0]!.proxyProtocol, true);
+  // A socket endpoint with TLS keys is a mistake, not a socket.
+  refused({ ...minimal, keyd: [{ socket: 'k.sock', cert: 'c.pem' }] }, "keyd[0]: unknown key 'cert' (allowed: socket)");
+  // Port 0 means "any" when listening; keyd cannot be reached there.
+  refused({ ...minimal, keyd: [{ host: 'k', port: 0, cert: 'c', key: 'k', ca: 'a' }] }, 'keyd[0].port must be an integer from 1 to 65535, got 0');
+  refused({ ...minimal, listen: [] }, 'listen must name at least one address');
+  refused(route({ names: [] }), 'routes[0].names must be a non-empty list');
+  assert.deepEqual(validateConfig(route({ names: 'b.example' })).routes[0]!.names, ['b.example']);
+  // RFC 7301 §3.1: a protocol name is 1 to 255 bytes (its length is one byte on the wire).
+  refused(route({ alpn: ['p'.repeat(256)] }), 'routes[0].alpn[0] is longer than 255 bytes (RFC 7301 §3.1)');
+  assert.deepEqual(validateConfig(route({ alpn: ['p'.repeat(255)] })).routes[0]!.alpn, ['p'.repeat(255)]);
+  // docs/EDGE.md: the margin is less than half the lifetime (else the credential is renewed before it is served).
+  refused({ ...minimal, delegatedCredentials: { lifetimeSeconds: 120, expiryMarginSeconds: 60 } }, 'delegatedCredentials.expiryMarginSeconds must be less than half of lifetimeSeconds');
+  assert.equal(validateConfig({ ...minimal, delegatedCredentials: { lifetimeSeconds: 120, expiryMarginSeconds: 59 } }).delegatedCredentials.expiryMarginSeconds, 59);
+  // DNS: a name is at most 253 characters, a label at most 63, never ending in '-'.
+  const name253 = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+  assert.equal(name253.length, 253);
+  assert.deepEqual(validateConfig(route({ names: [name253] })).routes[0]!.names, [name253]);
+  refused(route({ names: [`x${name253}`] }), `routes[0].names[0]: route name 'x${name253}' must be 1 to 253 characters`);
+});
+
+test('keyd TLS files (cert, key, ca) are read relative to the config file, not the working directory', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-keyd-tls-'));
+  try {
+    for (const f of ['edge.pem', 'edge-key.pem', 'keyd-ca.pem']) writeFileSync(join(dir, f), `contents of ${f}`);
+    writeFileSync(join(dir, 'edge.json'), JSON.stringify({ ...minimal, keyd: [{ host: 'k', port: 7443, cert: 'edge.pem', key: 'edge-key.pem', ca: 'keyd-ca.pem' }] }));
+    const [endpoint] = loadConfigFile(join(dir, 'edge.json')).keyd as [{ host: string; port: number; tls: { cert: Buffer; key: Buffer; ca: Buffer } }];
+    assert.equal(endpoint.tls.cert.toString(), 'contents of edge.pem');
+    assert.equal(endpoint.tls.key.toString(), 'contents of edge-key.pem');
+    assert.equal(endpoint.tls.ca.toString(), 'contents of keyd-ca.pem');
+    // The same relative name where the file is not: named with the resolved path.
+    assert.throws(() => validateConfig({ ...minimal, keyd: [{ host: 'k', port: 7443, cert: 'edge.pem', key: 'edge-key.pem', ca: 'keyd-ca.pem' }] }, '/nonexistent'), {
+      code: 'EDGE_CONFIG',
+      message: "keyd[0].cert: cannot read '/nonexistent/edge.pem': ENOENT",
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -46,3 +46,13 @@ test('invalid and duplicate names are refused with EDGE_BAD_ROUTE', () => {
   }
   assert.throws(() => new RouteTable([route(['a.example'], 1), route(['A.example'], 2)]), /configured twice/);
 });
+
+test('configured labels: 1 to 63 characters, not starting or ending with - (RFC 1123 §2.1); the legal neighbours are accepted', () => {
+  for (const bad of [`${'a'.repeat(64)}.example.com`, 'a-.example.com', '*.a-.example.com', `*.${'a'.repeat(64)}.com`]) {
+    assert.throws(() => validateRouteName(bad), { code: 'EDGE_BAD_ROUTE', message: new RegExp(`^route name '.*' has an invalid label '`) }, bad);
+  }
+  for (const good of [`${'a'.repeat(63)}.example.com`, 'a-b.example.com', 'a1.example.com', `*.${'a'.repeat(63)}.com`]) {
+    assert.equal(validateRouteName(good), good);
+  }
+  assert.equal(validateRouteName('Mixed.Example.COM.'), 'mixed.example.com', 'stored lower case, one trailing dot dropped');
+});
