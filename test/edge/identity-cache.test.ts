@@ -102,3 +102,47 @@ test('"no key" answers are remembered as names, within the same bound', async ()
   assert.equal(cache.identityCount, 0);
   assert.equal(cache.get('n49.other.test'), undefined, 'a remembered refusal is a synchronous hit');
 });
+
+test('TTL: a found identity is served from the cache until ttlMs, then keyd is asked again (injected clock)', async () => {
+  const keyd = new WildcardKeyd();
+  let clock = 1_000_000;
+  const cache = new IdentityCache(keyd, { ttlMs: 60_000, negativeTtlMs: 1000, now: () => clock });
+  const first = await cache.get('x.w1.test');
+  assert.equal(keyd.lookups, 1);
+  clock += 59_999;
+  assert.equal(cache.get('x.w1.test'), first, 'control: within the TTL, a synchronous hit');
+  clock += 1;
+  const again = cache.get('x.w1.test');
+  assert.ok(again instanceof Promise, 'at the TTL the entry is stale: keyd is asked again');
+  await again;
+  assert.equal(keyd.lookups, 2);
+});
+
+test('negative caching: "keyd has no key" is remembered for negativeTtlMs only, not for the positive TTL', async () => {
+  const keyd = new WildcardKeyd();
+  let clock = 1_000_000;
+  const cache = new IdentityCache(keyd, { ttlMs: 300_000, negativeTtlMs: 1000, now: () => clock });
+  assert.equal(await cache.get('x.other.test'), undefined);
+  clock += 999;
+  assert.equal(cache.get('x.other.test'), undefined, 'control: remembered within negativeTtlMs (a synchronous answer)');
+  assert.equal(keyd.lookups, 1);
+  clock += 1;
+  const again = cache.get('x.other.test');
+  assert.ok(again instanceof Promise, 'after negativeTtlMs keyd is asked again (a key added meanwhile is found)');
+  assert.equal(await again, undefined);
+  assert.equal(keyd.lookups, 2);
+});
+
+test('names are evicted least recently used, not first in: a name hit moves it to the recent end', async () => {
+  const keyd = new WildcardKeyd();
+  const metrics = new EdgeMetrics();
+  const cache = cacheWith(keyd, metrics, { maxIdentities: 8, maxNames: 3 });
+  const a = await cache.get('a.w1.test');
+  await cache.get('b.w1.test');
+  await cache.get('c.w1.test');
+  assert.equal(cache.get('a.w1.test'), a, 'a used again: most recent');
+  await cache.get('d.w1.test'); // a fourth name: evicts b, the least recently used
+  assert.equal(cache.size, 3);
+  assert.equal(cache.get('a.w1.test'), a, 'a kept');
+  assert.ok(cache.get('b.w1.test') instanceof Promise, 'b evicted');
+});
