@@ -278,3 +278,63 @@ test('a keyd that accepts and drops at once is not reconnected in a loop: each d
   await reconnected;
   assert.equal(connects, 4);
 });
+
+test('the backoff is capped at maxBackoffMs: after a long outage, keyd back up is connected within maxBackoffMs', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  t.mock.method(Math, 'random', () => 0.999); // the longest jittered delay: just under the backoff
+  const flush = async () => {
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  };
+  const net = fakeNetwork(new Map());
+  const pool = new KeydPool([{ socketPath: 'k' }], net.connect, { minBackoffMs: 100, maxBackoffMs: 400 });
+  t.after(() => pool.close());
+  await pool.start();
+  // A long outage: 100, 200, 400, then every 400 ms (the cap), one round per 400 ms tick.
+  for (let i = 0; i < 12; i++) {
+    t.mock.timers.tick(400);
+    await flush();
+  }
+  assert.ok(net.attempts() >= 12, `rounds keep coming at the cap (${net.attempts()})`);
+  net.up.add('k');
+  t.mock.timers.tick(400);
+  await flush();
+  assert.equal(pool.state, 'connected', 'reconnected within maxBackoffMs of keyd coming back');
+});
+
+test('a keyd connection that completes after its connect timed out is closed, not leaked; the endpoint that answered is used', async () => {
+  let completeLate: ((c: KeydConnection) => void) | undefined;
+  const late = new FakeKeyd('slow', new Map());
+  const working = new FakeKeyd('works', new Map());
+  const pool = new KeydPool(
+    [{ socketPath: 'slow' }, { socketPath: 'works' }],
+    async (endpoint) => {
+      if ('socketPath' in endpoint && endpoint.socketPath === 'slow') return new Promise<KeydConnection>((resolve) => (completeLate = resolve));
+      return working;
+    },
+    { connectTimeoutMs: 20 },
+  );
+  try {
+    await pool.start();
+    assert.equal(pool.endpoint, 'unix:works');
+    completeLate!(late); // the slow endpoint's connect completes now, after its timeout
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(late.closed, true, 'the late connection is closed');
+    assert.equal(working.closed, false, 'control: the connection in use stays open');
+    assert.equal(pool.state, 'connected');
+  } finally {
+    pool.close();
+  }
+});
+
+test('both endpoints up: the first listed (the primary) is used, the second only on failover', async () => {
+  const net = fakeNetwork(new Map());
+  net.up.add('primary').add('secondary');
+  const pool = new KeydPool([{ socketPath: 'primary' }, { socketPath: 'secondary' }], net.connect, { minBackoffMs: 10 });
+  try {
+    await pool.start();
+    assert.equal(pool.endpoint, 'unix:primary');
+    assert.equal(net.attempts(), 1, 'the secondary was not even tried');
+  } finally {
+    pool.close();
+  }
+});
