@@ -105,3 +105,17 @@ test('a resumed session with a client certificate: CERT_SESS without CERT_CONN; 
   assert.equal(none[0], 0x01);
   assert.equal(sslSubTlvs(none).has(0x22), false);
 });
+
+test('decoder: a TLV whose length runs past the header is refused, not taken truncated; one that ends exactly at the header is read', () => {
+  const header = encodeProxyV2({ serverName: 'a.example' }); // UNSPEC: the body is the TLVs, AUTHORITY first
+  const bodyLength = header.readUInt16BE(14);
+  assert.equal(header[16], Pp2Type.AUTHORITY);
+  const withLength = (len: number) => {
+    const h = Buffer.from(header);
+    h.writeUInt16BE(len, 17);
+    return h;
+  };
+  assert.throws(() => decodeProxyV2(withLength(bodyLength - 3 + 1)), { code: 'EDGE_PROXY_PROTOCOL', message: 'PROXY v2 TLV 0x2 overruns the header' });
+  const exact = decodeProxyV2(withLength(bodyLength - 3))!;
+  assert.equal(exact.tlvs.get(Pp2Type.AUTHORITY)?.length, bodyLength - 3, 'control: the AUTHORITY TLV now holds the rest of the header');
+});
