@@ -118,3 +118,19 @@ test('anything but GET /metrics: 404 and the connection closed, a request body l
   assert.match(await scrape(scraper), /^HTTP\/1\.1 200 /);
   assert.equal(scraper.destroyed, false);
 });
+
+test('a request whose headers trickle in is closed at requestTimeoutMs (not node:http\'s 60 s / 300 s); a scrape within it is answered', { timeout: 20_000 }, async (t) => {
+  const server = await startMetricsServer({ host: '127.0.0.1', port: 0 }, async () => ({ contentType: 'text/plain; version=0.0.4', body: BODY }), { requestTimeoutMs: 300 });
+  const port = (server.address() as { port: number }).port;
+  t.after(() => stop(server));
+  // The attack: headers that never end (slow loris), holding one of the endpoint's few slots.
+  const slow = await open(port);
+  t.after(() => slow.destroy());
+  slow.write('GET /metrics HTTP/1.1\r\nHost: x\r\n');
+  // Control: a whole scrape on another connection is answered meanwhile.
+  const scraper = await open(port);
+  t.after(() => scraper.destroy());
+  assert.match(await scrape(scraper), /^HTTP\/1\.1 200 /);
+  await once(slow, 'close');
+  assert.match(slow.received(), /^HTTP\/1\.1 408 /);
+});
