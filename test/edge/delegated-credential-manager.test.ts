@@ -241,3 +241,49 @@ test('keyd\'s clock far behind or ahead of the edge\'s: an answer unusable on th
   assert.match(aheadFailures[0] ?? '', /more than 7 days.*ahead/);
   aheadCredentials.close();
 });
+
+test('keyd certifies our key for another dcCertVerifyAlgorithm than asked (signed correctly): refused, nothing served', async () => {
+  const s = setup();
+  s.keyd.certifyScheme = 0x0804; // rsa_pss_rsae_sha256: our P-256 key cannot sign with it
+  s.credentials.offerFor('a.test', s.idA);
+  await settle();
+  assert.equal(s.credentials.size, 0);
+  assert.deepEqual(s.failures, ['keyd certified another key or scheme than the one asked for']);
+  assert.equal(s.credentials.offerFor('a.test', s.idA), undefined);
+  // Control: keyd certifies what was asked; after the retry delay it is held and served.
+  s.keyd.certifyScheme = undefined;
+  s.advance(10_000 * 1.5);
+  s.credentials.offerFor('a.test', s.idA);
+  await s.credentials.whenHeld('A');
+  assert.ok(s.credentials.offerFor('a.test', s.idA));
+  s.credentials.close();
+});
+
+test('maxIdentities bounds the identities holding credentials: one more gets none (no key pair, no keyd request) until a slot is free', async () => {
+  const s = setup();
+  s.credentials.close();
+  const credentials = new DelegatedCredentials(s.keyd, { lifetimeSeconds: LIFETIME_S, expiryMarginSeconds: MARGIN_S, checkIntervalMs: 0, maxIdentities: 1, now: s.now, random: () => 0 });
+  credentials.offerFor('a.test', s.idA);
+  await credentials.whenHeld('A');
+  assert.equal(credentials.offerFor('b.test', s.idB), undefined);
+  assert.equal(s.keyd.requests.length, 1, 'no issuance for the identity past the bound');
+  assert.equal(credentials.size, 1);
+  // Control: once A's credential is dropped (keyd's change notice), B gets one.
+  s.keyd.emit('change', { names: ['a.test'] });
+  credentials.offerFor('b.test', s.idB);
+  await credentials.whenHeld('B');
+  assert.equal(s.keyd.requests.at(-1)!.keyRef, 'B');
+  credentials.close();
+});
+
+test('fallback (keyd unreachable) never hands out a credential past its serving time, even before the periodic check drops it', async () => {
+  const s = setup();
+  s.credentials.offerFor('a.test', s.idA);
+  await s.credentials.whenHeld('A');
+  const offer = s.credentials.offerFor('a.test', s.idA)!;
+  s.advance(offer.notAfter - s.now() - 1);
+  assert.equal(s.credentials.fallback('a.test')?.delegatedCredential, offer, 'control: 1 ms before, still served');
+  s.advance(1);
+  assert.equal(s.credentials.fallback('a.test'), undefined, 'at notAfter (expiry less the margin): none');
+  s.credentials.close();
+});

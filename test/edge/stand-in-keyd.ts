@@ -10,6 +10,8 @@ export class StandInKeyd extends EventEmitter {
   hold = false;
   failWith: Error | undefined;
   tamper: ((reply: DelegationReply) => DelegationReply) | undefined;
+  /** Certify this dcCertVerifyAlgorithm instead of the one asked for (a correctly signed answer the edge must refuse). */
+  certifyScheme: number | undefined;
   private held: (() => void)[] = [];
 
   constructor(
@@ -30,7 +32,7 @@ export class StandInKeyd extends EventEmitter {
       const spki = Buffer.from(request.subjectPublicKeyInfo);
       const cred = Buffer.alloc(9 + spki.length);
       cred.writeUInt32BE(validTime, 0);
-      cred.writeUInt16BE(request.dcCertVerifyAlgorithm, 4);
+      cred.writeUInt16BE(this.certifyScheme ?? request.dcCertVerifyAlgorithm, 4);
       cred.writeUIntBE(spki.length, 6, 3);
       spki.copy(cred, 9);
       const content = Buffer.concat([Buffer.alloc(64, 0x20), Buffer.from('TLS, server delegated credentials'), Buffer.of(0), leaf, cred, Buffer.of(4, 3)]);
