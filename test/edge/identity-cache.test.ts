@@ -146,3 +146,40 @@ test('names are evicted least recently used, not first in: a name hit moves it t
   assert.equal(cache.get('a.w1.test'), a, 'a kept');
   assert.ok(cache.get('b.w1.test') instanceof Promise, 'b evicted');
 });
+
+test('a keyd lookup that failed is not kept: the next handshake for the name asks keyd again (concurrent ones shared the failure)', async () => {
+  const keyd = new WildcardKeyd();
+  let failNext = true;
+  const answer = keyd.identity.bind(keyd);
+  keyd.identity = async (serverName: string) => {
+    if (failNext) {
+      failNext = false;
+      keyd.lookups++;
+      throw Object.assign(new Error('keyd request timed out'), { code: 'KEYD_TIMEOUT' });
+    }
+    return answer(serverName);
+  };
+  const cache = new IdentityCache(keyd, {});
+  const [a, b] = [cache.get('x.w1.test'), cache.get('x.w1.test')];
+  await assert.rejects(Promise.resolve(a), { code: 'KEYD_TIMEOUT' });
+  await assert.rejects(Promise.resolve(b), { code: 'KEYD_TIMEOUT' });
+  assert.equal(keyd.lookups, 1, 'control: concurrent misses share the one request');
+  assert.equal((await cache.get('x.w1.test'))?.keyRef, 'key-w1.test', 'asked again, and served');
+  assert.equal(keyd.lookups, 2);
+});
+
+test('setLimits (a reload) applies to both levels: entries over the new bounds go at the next insertion, oldest first', async () => {
+  const keyd = new WildcardKeyd();
+  const metrics = new EdgeMetrics();
+  const cache = cacheWith(keyd, metrics, { maxIdentities: 8, maxNames: 10 });
+  for (let i = 0; i < 10; i++) await cache.get(`n${i}.w${i % 4}.test`);
+  assert.equal(cache.size, 10);
+  assert.equal(cache.identityCount, 4);
+  cache.setLimits(2, 3);
+  assert.equal(cache.size, 10, 'nothing is dropped before the next insertion');
+  await cache.get('z.w9.test');
+  assert.equal(cache.size, 3);
+  assert.equal(cache.identityCount, 2);
+  assert.ok(cache.get('z.w9.test') && !(cache.get('z.w9.test') instanceof Promise), 'control: the newest name is kept');
+  assert.ok(cache.get('n0.w0.test') instanceof Promise, 'the oldest name went');
+});
