@@ -133,6 +133,13 @@ test('route clientAuth: mode, CA file relative to the config, CRL; errors name t
     assert.throws(() => validateConfig(route({ mode: 'required' }), dir), /routes\[0\]\.clientAuth\.ca .* is required/);
     assert.throws(() => validateConfig(route({ mode: 'required', ca: 'missing.pem' }), dir), /routes\[0\]\.clientAuth\.ca: cannot read/);
     assert.throws(() => validateConfig(route({ mode: 'required', ca: 'leaf.pem' }), dir), /not a CA/);
+    // A CA file without any certificate (a key, a CRL, an empty file) would refuse every client at run time.
+    writeFileSync(join(dir, 'empty.pem'), '');
+    assert.throws(() => validateConfig(route({ mode: 'required', ca: 'empty.pem' }), dir), {
+      code: 'EDGE_CONFIG',
+      message: `routes[0].clientAuth.ca: '${join(dir, 'empty.pem')}' holds no PEM certificate`,
+    });
+    assert.throws(() => validateConfig(route({ mode: 'required', ca: 'crl.pem' }), dir), /routes\[0\]\.clientAuth\.ca: '.*crl\.pem' holds no PEM certificate/);
     assert.throws(() => validateConfig(route({ mode: 'required', ca: 'ca.pem', crl: 'ca.pem' }), dir), /clientAuth\.crl: .* no PEM "X509 CRL"/);
     assert.throws(() => validateConfig(route({ mode: 'required', ca: 'ca.pem', verify: 'none' }), dir), /unknown key 'verify'/);
   } finally {

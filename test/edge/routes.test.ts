@@ -56,3 +56,10 @@ test('configured labels: 1 to 63 characters, not starting or ending with - (RFC 
   }
   assert.equal(validateRouteName('Mixed.Example.COM.'), 'mixed.example.com', 'stored lower case, one trailing dot dropped');
 });
+
+test('a wildcard configured in two routes is refused like an exact name; a wildcard and an exact name under it may coexist', () => {
+  assert.throws(() => new RouteTable([route(['*.example.com'], 1), route(['*.EXAMPLE.com'], 2)]), { code: 'EDGE_BAD_ROUTE', message: "route name '*.example.com' is configured twice" });
+  const table = new RouteTable([route(['*.example.com'], 1), route(['x.example.com'], 2)]);
+  assert.equal(table.lookup('x.example.com')?.upstream.port, 2);
+  assert.equal(table.lookup('y.example.com')?.upstream.port, 1);
+});
