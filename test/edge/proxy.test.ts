@@ -21,6 +21,7 @@ import { LocalSigner } from '../../src/tls/signer.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { blackholedPort } from '../helpers/blackhole.js';
 import { peerClosed } from '../helpers/peer-closed.js';
+import { Tls13Client, socketTransport } from '../helpers/tls13-client.js';
 
 const quiet = pino({ level: 'silent' });
 const pkiPromise: Promise<TestPki> = makeTestPki({ keyType: 'ecdsa-p256' });
@@ -449,4 +450,20 @@ test('half-close upstream → client, then the client still sends: its data reac
   await until(() => appEnded);
   assert.equal(Buffer.concat(atUpstream).toString(), 'one more thing');
   client.destroy();
+});
+
+test('upstream refused, seen by a client that reads records: the edge ends the connection with a close_notify alert (0), not a bare FIN or a reset', async (t) => {
+  // node:tls reports a FIN without close_notify as a plain 'end' too; the scripted client sees the alert itself.
+  const probe = createNetServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const closedPort = (probe.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const f = await fixture(t, { upstreamPort: closedPort });
+  const transport = await socketTransport(f.port);
+  t.after(() => transport.socket.destroy());
+  transport.socket.on('error', () => undefined);
+  const client = new Tls13Client(transport, { serverName: 'localhost' });
+  await client.handshake();
+  assert.equal(await client.readAlert(), 0, 'close_notify (RFC 8446 §6.1)');
+  assert.match(await f.metrics.registry.getSingleMetricAsString('edge_upstream_errors_total'), /reason="connect"\} 1/);
 });
