@@ -164,6 +164,17 @@ function address(value: unknown, where: string): ListenAddress {
   return { host: value.host === undefined ? '127.0.0.1' : str(value.host, `${where}.host`), port: int(value.port, `${where}.port`, 0, 65535) };
 }
 
+/**
+ * A route's upstream: an address whose port is 1..65535. Port 0 means "any port" only to
+ * listen on; connected to, it is refused for every client after its handshake, and
+ * `--check-config` must not pass what can never work.
+ */
+function upstreamAddress(value: unknown, where: string): ListenAddress {
+  const upstream = address(value, where);
+  if (upstream.port === 0) fail(`${where}: port 0 cannot be connected to; an upstream's port is 1 to 65535`);
+  return upstream;
+}
+
 function readPem(path: string, where: string): Buffer {
   try {
     return readFileSync(path);
@@ -258,7 +269,7 @@ function route(value: unknown, where: string, baseDir: string): Route {
   const auth = value.clientAuth === undefined ? undefined : clientAuth(value.clientAuth, `${where}.clientAuth`, baseDir);
   return {
     names: checked,
-    upstream: address(value.upstream, `${where}.upstream`),
+    upstream: upstreamAddress(value.upstream, `${where}.upstream`),
     proxyProtocol: value.proxyProtocol === undefined ? false : bool(value.proxyProtocol, `${where}.proxyProtocol`),
     alpn: value.alpn === undefined ? [] : alpnList(value.alpn, `${where}.alpn`),
     ...(auth ? { clientAuth: auth } : {}),

@@ -202,3 +202,16 @@ test('keyd TLS files (cert, key, ca) are read relative to the config file, not t
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('routes[].upstream port 0 is refused (every client would meet a refused connect after its handshake); port 1 and 65535 are accepted', () => {
+  const withUpstream = (upstream: unknown) => ({ ...minimal, routes: [{ names: ['a.example'], upstream }] });
+  for (const upstream of ['127.0.0.1:0', '0', '[::1]:0', { host: '10.0.0.1', port: 0 }]) {
+    assert.throws(() => validateConfig(withUpstream(upstream)), {
+      code: 'EDGE_CONFIG',
+      message: "routes[0].upstream: port 0 cannot be connected to; an upstream's port is 1 to 65535",
+    }, JSON.stringify(upstream));
+  }
+  assert.deepEqual(validateConfig(withUpstream('127.0.0.1:1')).routes[0]!.upstream, { host: '127.0.0.1', port: 1 });
+  assert.deepEqual(validateConfig(withUpstream({ host: '10.0.0.1', port: 65535 })).routes[0]!.upstream, { host: '10.0.0.1', port: 65535 });
+  assert.deepEqual(validateConfig(withUpstream('8080')).routes[0]!.upstream, { host: '127.0.0.1', port: 8080 });
+});
