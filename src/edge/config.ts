@@ -184,7 +184,8 @@ function readPem(path: string, where: string): Buffer {
 }
 
 function keydEndpoint(value: unknown, where: string, baseDir: string): KeydEndpoint {
-  if (typeof value === 'string') return { socketPath: resolve(baseDir, value) };
+  // str(): an empty path would resolve to the config directory itself, taken as the socket.
+  if (typeof value === 'string') return { socketPath: resolve(baseDir, str(value, where)) };
   if (!isObject(value)) fail(`${where} must be a socket path or { "socket" } or { "host", "port", "cert", "key", "ca" }`);
   if ('socket' in value) {
     onlyKeys(value, where, ['socket']);

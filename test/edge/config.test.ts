@@ -215,3 +215,11 @@ test('routes[].upstream port 0 is refused (every client would meet a refused con
   assert.deepEqual(validateConfig(withUpstream({ host: '10.0.0.1', port: 65535 })).routes[0]!.upstream, { host: '10.0.0.1', port: 65535 });
   assert.deepEqual(validateConfig(withUpstream('8080')).routes[0]!.upstream, { host: '127.0.0.1', port: 8080 });
 });
+
+test('keyd as an empty string is refused (it resolved to the config directory as a socket path); { "socket": "" } is refused alike', () => {
+  for (const [keyd, where] of [['', 'keyd[0]'], [['/run/keyd.sock', ''], 'keyd[1]'], [[{ socket: '' }], 'keyd[0].socket']] as const) {
+    assert.throws(() => validateConfig({ ...minimal, keyd }, '/etc/edge'), { code: 'EDGE_CONFIG', message: `${where} must be a non-empty string` }, JSON.stringify(keyd));
+  }
+  // Control: a relative path still resolves against the config directory.
+  assert.deepEqual(validateConfig({ ...minimal, keyd: 'run/keyd.sock' }, '/etc/edge').keyd, [{ socketPath: '/etc/edge/run/keyd.sock' }]);
+});
