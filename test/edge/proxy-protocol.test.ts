@@ -119,3 +119,15 @@ test('decoder: a TLV whose length runs past the header is refused, not taken tru
   const exact = decodeProxyV2(withLength(bodyLength - 3))!;
   assert.equal(exact.tlvs.get(Pp2Type.AUTHORITY)?.length, bodyLength - 3, 'control: the AUTHORITY TLV now holds the rest of the header');
 });
+
+test('decoder: another protocol version and a short IPv4 address block are refused with EDGE_PROXY_PROTOCOL; the header they were made from decodes', () => {
+  const header = encodeProxyV2({ sourceAddress: '10.0.0.1', sourcePort: 5, destinationAddress: '10.0.0.2', destinationPort: 6 });
+  assert.equal(decodeProxyV2(header)?.sourceAddress, '10.0.0.1', 'control');
+  const v1 = Buffer.from(header);
+  v1[12] = 0x11; // version 1, PROXY
+  assert.throws(() => decodeProxyV2(v1), { code: 'EDGE_PROXY_PROTOCOL', message: 'PROXY protocol version 1 is not 2' });
+  // TCP over IPv4 with an 8-byte body: the addresses without the ports.
+  const short = Buffer.concat([header.subarray(0, 16), header.subarray(16, 24)]);
+  short.writeUInt16BE(8, 14);
+  assert.throws(() => decodeProxyV2(short), { code: 'EDGE_PROXY_PROTOCOL', message: 'PROXY v2 IPv4 address block is short' });
+});
