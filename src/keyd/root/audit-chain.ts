@@ -10,7 +10,8 @@ import { KeydError } from '../errors.js';
  * or editing entries up to the last commit (e.g. the delete entries of a rolled-back
  * store) is found at start. A rotated file ends with the line whose chain the next file
  * continues from, so the chain survives rotation; the first line of a file is checked
- * against the previous file when it is still there.
+ * against the last line of the file before it when that file is still there (rotatedChain),
+ * else a file's first line, which has no line before it in its file, could be edited freely.
  */
 
 export const GENESIS = '0'.repeat(64);
@@ -129,7 +130,7 @@ export async function verifyAuditLog(path: string, committed: ChainHead | null):
     if (!committed || committed.entries === 0) return { head: GENESIS, entries: 0 };
     // An empty log after rotation: the committed entry must be in a rotated file, and
     // appends continue from that file's last entry.
-    const rotated = await findInRotated(path, committed.entries);
+    const rotated = (await rotatedChain(path, committed.entries)).found;
     if (!rotated) {
       throw new KeydError('KEYD_AUDIT_ROLLED_BACK', `${path} is empty and no rotated file holds entry ${committed.entries}, which the store manifest committed: the audit log was removed`);
     }
@@ -139,6 +140,9 @@ export async function verifyAuditLog(path: string, committed: ChainHead | null):
     return { head: rotated.last.chain, entries: rotated.last.n };
   }
   const head: ChainHead = { head: last.chain, entries: last.n };
+  // After a rotation this file starts past entry 1: its first line is checked against the
+  // rotated file that ends just before it (and the rotated files against each other).
+  const rotated = lines[0]!.n > 1 ? await rotatedChain(path, committed?.entries, lines[0]) : undefined;
   if (!committed || committed.entries === 0) return head;
   if (head.entries < committed.entries) {
     throw new KeydError(
@@ -147,7 +151,7 @@ export async function verifyAuditLog(path: string, committed: ChainHead | null):
     );
   }
   let found = lines.find((l) => l.n === committed.entries);
-  if (!found && lines[0]!.n > committed.entries) found = (await findInRotated(path, committed.entries))?.hit;
+  if (!found && lines[0]!.n > committed.entries) found = rotated?.found?.hit;
   if (!found) {
     throw new KeydError('KEYD_AUDIT_ROLLED_BACK', `entry ${committed.entries} that the store manifest committed is not in ${path} or its rotated files`);
   }
@@ -184,17 +188,32 @@ async function repairTornTail(path: string, text: string): Promise<string> {
   return whole ? `${text}\n` : text.slice(0, cut);
 }
 
-/** Looks for entry `n` in the rotated siblings of `path` (audit.log.1, audit.log.2026-…, …). */
-async function findInRotated(path: string, n: number): Promise<{ hit: ParsedLine; last: ParsedLine } | undefined> {
+/**
+ * Reads the rotated siblings of `path` (audit.log.1, audit.log.2026-…, …), one at a time:
+ * checks each file's links, then each boundary between files — the first line of a file
+ * (and `next`, the first line of `path` itself) against the last line of every file that
+ * ends with the entry just before it. Returns entry `n` when a file holds it, with that
+ * file's last line (where appends continue after a rotation).
+ */
+async function rotatedChain(path: string, n: number | undefined, next?: ParsedLine): Promise<{ found?: { hit: ParsedLine; last: ParsedLine } }> {
   const dir = dirname(path);
   const prefix = `${basename(path)}.`;
+  const ends: { file: string; first: ParsedLine; last: ParsedLine }[] = [];
+  let found: { hit: ParsedLine; last: ParsedLine } | undefined;
   for (const name of (await readdir(dir)).filter((f) => f.startsWith(prefix)).sort()) {
     const file = join(dir, name);
     const text = await readFile(file, 'utf8').catch(() => '');
     const lines = parseLines(text, file);
     checkLinks(lines, file);
-    const hit = lines.find((l) => l.n === n);
-    if (hit) return { hit, last: lines.at(-1)! };
+    if (lines.length === 0) continue;
+    ends.push({ file, first: lines[0]!, last: lines.at(-1)! });
+    const hit = n === undefined ? undefined : lines.find((l) => l.n === n);
+    if (hit && !found) found = { hit, last: lines.at(-1)! };
   }
-  return undefined;
+  const starts = [...ends.map((e) => ({ file: e.file, first: e.first })), ...(next ? [{ file: path, first: next }] : [])];
+  for (const { file, first } of starts) {
+    if (first.n <= 1) continue;
+    for (const before of ends) if (before.last.n === first.n - 1) checkLinks([first], file, before.last);
+  }
+  return found ? { found } : {};
 }
