@@ -35,3 +35,26 @@ test('names: configured names are lower-cased without the trailing dot; a wildca
   assert.deepEqual(lookupCandidates('A.Example.com.'), ['a.example.com', '*.example.com']);
   assert.deepEqual(lookupCandidates('localhost'), ['localhost']);
 });
+
+test('names: a label may not end with "-" (RFC 952/1123 host names); one in the middle is fine', () => {
+  assert.equal(normaliseName('a-b.example.com'), 'a-b.example.com'); // positive control
+  for (const bad of ['a-.example.com', 'a.example-.com', '*.example-.com']) {
+    assert.throws(() => normaliseName(bad), { code: 'KEYD_BAD_NAME' }, bad);
+  }
+});
+
+test('names: at most 253 characters without the trailing dot (RFC 1035 §2.3.4: 255 octets on the wire)', () => {
+  // Four labels of 63, 63, 63 and 61 characters with their dots: 253.
+  const longest = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+  assert.equal(longest.length, 253);
+  assert.equal(normaliseName(longest), longest);
+  assert.equal(normaliseName(`${longest}.`), longest, 'the root dot is not counted');
+  const over = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(62)}`;
+  assert.throws(() => normaliseName(over), { code: 'KEYD_BAD_NAME' });
+});
+
+test('lookup: a server name with an empty first label is not looked up under the wildcard (a wildcard stands for one label, never for none)', () => {
+  assert.deepEqual(lookupCandidates('a.example.com'), ['a.example.com', '*.example.com']); // positive control
+  assert.deepEqual(lookupCandidates('.example.com'), ['.example.com']);
+  assert.deepEqual(lookupCandidates('example.'), ['example']);
+});
