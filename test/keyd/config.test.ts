@@ -206,3 +206,46 @@ test('config numbers have maxima: a typo such as 1e12 is refused naming the key,
   assert.deepEqual(parsed.auditLog, { maxBytes: 268_435_456, keep: 1000 });
   assert.equal(parsed.principals.find((p) => p.name === 'p1')?.uid, 4_294_967_294);
 });
+
+test('config "principals": any world bit in "mode" is refused (read or execute too, not only write), naming the mode', () => {
+  const withMode = (mode: string) => ({ principals: { 'edge-a': { socket: '/run/keyd/a.sock', mode, names: ['*'] } } });
+  for (const mode of ['0664', '0661', '0604', '0667']) {
+    assert.throws(() => parseConfig(withMode(mode)), {
+      code: 'KEYD_CONFIG',
+      message: `config "principals"."edge-a": mode ${mode} lets every local user connect; a principal's socket must not be world-accessible`,
+    }, mode);
+  }
+  // Positive control: group access is the point of a principal socket.
+  assert.equal(parseConfig(withMode('0660')).principals.find((p) => p.name === 'edge-a')!.mode, 0o660);
+});
+
+test('config "principals": two principals on one socket are refused (callers of one would get the other\'s grants), also when one path is relative', () => {
+  assert.throws(() => parseConfig({ principals: { a: { socket: '/run/keyd/e.sock', names: ['a.test'] }, b: { socket: '/run/keyd/e.sock', names: ['*'] } } }), {
+    code: 'KEYD_CONFIG',
+    message: 'config "principals"."b": socket /run/keyd/e.sock is already another principal\'s',
+  });
+  assert.throws(() => parseConfig({ principals: { a: { socket: '/etc/keyd/e.sock', names: ['a.test'] }, b: { socket: 'e.sock', names: ['*'] } } }, '/etc/keyd'), {
+    code: 'KEYD_CONFIG',
+    message: 'config "principals"."b": socket /etc/keyd/e.sock is already another principal\'s',
+  });
+  // Positive control: two sockets, two principals.
+  const parsed = parseConfig({ principals: { a: { socket: '/run/keyd/a.sock', names: ['a.test'] }, b: { socket: '/run/keyd/b.sock', names: ['*'] } } });
+  assert.deepEqual(parsed.principals.filter((p) => p.name !== 'local').map((p) => [p.name, p.socket]), [['a', '/run/keyd/a.sock'], ['b', '/run/keyd/b.sock']]);
+});
+
+test('config "principals": a principal named "admin" is refused (audit entries name the admin socket\'s callers so)', () => {
+  assert.throws(() => parseConfig({ principals: { admin: { socket: '/run/keyd/x.sock', names: ['*'] } } }), {
+    code: 'KEYD_CONFIG',
+    message: 'config "principals"."admin": a principal name is 1–64 letters, digits, ".", "_" or "-", and not "admin"',
+  });
+  assert.equal(parseConfig({ principals: { admins: { socket: '/run/keyd/x.sock', names: ['*'] } } }).principals.some((p) => p.name === 'admins'), true); // positive control
+});
+
+test('config "limits": a misspelt limit is refused naming it and the known ones (it would stay at its default, unsaid)', () => {
+  assert.throws(() => parseLimits({ signaturesPerSecnd: 5 }), {
+    code: 'KEYD_CONFIG',
+    message: `config "limits"."signaturesPerSecnd" is not a known limit (${Object.keys(LIMIT_RANGE).join(', ')})`,
+  });
+  assert.throws(() => parseConfig({ limits: { maxConnections: 10 } }), { code: 'KEYD_CONFIG', message: /^config "limits"\."maxConnections" is not a known limit/ });
+  assert.equal(parseLimits({ signaturesPerSecond: 5 }).signaturesPerSecond, 5); // positive control
+});
