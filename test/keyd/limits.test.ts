@@ -7,6 +7,8 @@ import { createHash } from 'node:crypto';
 import { KeydClient, type KeydError } from '../../src/keyd/client.js';
 import { AuditLog, type AuditEntry } from '../../src/keyd/audit.js';
 import { FairScheduler, type Queue } from '../../src/keyd/fair-scheduler.js';
+import { SignatureBuckets } from '../../src/keyd/token-bucket.js';
+import { SigningLedger } from '../../src/keyd/signing-ledger.js';
 import { Opcode, FrameDecoder, decodeAdmin, decodeError, encodeAdmin, encodeFrame, encodeSignRequest, HEADER_LENGTH } from '../../src/keyd/protocol.js';
 import { LOCAL, makeIdentity, pem, scratch, startTestKeyd } from './fixtures.js';
 
@@ -269,4 +271,66 @@ test('fair scheduler: a connection with a deep backlog delays another by at most
   while (turns.length) turns.shift()!();
   assert.equal(order.length, 1001);
   assert.ok(endTurns > 0);
+});
+
+test('token bucket: an idle client\'s bucket refills to its burst, not beyond (idling buys no flood later)', () => {
+  let now = 0;
+  const buckets = new SignatureBuckets(1, 3, () => now);
+  const takeAll = () => {
+    let n = 0;
+    while (buckets.take('edge-a') && n < 1000) n++;
+    return n;
+  };
+  assert.equal(takeAll(), 3, 'the burst');
+  now += 1000;
+  assert.equal(takeAll(), 1, 'positive control: one second refills one token');
+  now += 3_600_000; // an hour idle
+  assert.equal(takeAll(), 3, 'still only the burst');
+  assert.equal(buckets.take('edge-b'), true, 'another client has its own bucket');
+});
+
+test('fair scheduler: a connection closed while one of its requests is served is not served again', () => {
+  const served: string[] = [];
+  const turns: Array<() => void> = [];
+  const scheduler = new FairScheduler(64, (run) => turns.push(run));
+  const queue = (name: string, n: number, onServe?: () => void): Queue => ({
+    get queued() {
+      return n;
+    },
+    serveOne() {
+      n--;
+      served.push(name);
+      onServe?.();
+    },
+    endTurn() {},
+  });
+  // The first request's answer fails its write and the connection is closed (forget) mid-turn.
+  const closing: Queue = queue('closing', 5, () => scheduler.forget(closing));
+  const other = queue('other', 3);
+  scheduler.wake(other);
+  scheduler.wake(closing);
+  while (turns.length) turns.shift()!();
+  assert.deepEqual(served.filter((n) => n === 'closing'), ['closing'], 'only the request that was being served when it closed');
+  assert.equal(served.filter((n) => n === 'other').length, 3, 'positive control: the other connection is served to the end');
+});
+
+test('signing ledger: a window with refusals is audited with ok: false; one with signatures only with ok: true', async () => {
+  const s = await scratch();
+  try {
+    const entries: Array<Omit<AuditEntry, 'time'>> = [];
+    const ledger = await SigningLedger.open({ totalsPath: join(s.dir, 'signing-totals.json'), intervalMs: 60_000, audit: async (e) => void entries.push(e) });
+    ledger.signed('edge-a', 'k1');
+    ledger.signed('edge-a', 'k1');
+    ledger.signed('edge-b', 'k1');
+    ledger.refused('edge-b', 'k1', 'KEYD_THROTTLED');
+    ledger.refused('edge-b', undefined, 'KEYD_UNKNOWN_KEY');
+    await ledger.flush();
+    const row = (client: string, keyRef?: string) => entries.find((e) => e.caller.id === client && e.keyRef === keyRef);
+    assert.deepEqual([row('edge-a', 'k1')?.ok, row('edge-a', 'k1')?.count, row('edge-a', 'k1')?.refusals], [true, 2, 0]);
+    assert.deepEqual([row('edge-b', 'k1')?.ok, row('edge-b', 'k1')?.count, row('edge-b', 'k1')?.refusals], [false, 1, 1]);
+    assert.deepEqual([row('edge-b')?.ok, row('edge-b')?.refusals], [false, 1], 'a refusal naming no key');
+    assert.equal(entries.length, 3);
+  } finally {
+    await s.cleanup();
+  }
 });
