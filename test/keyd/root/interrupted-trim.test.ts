@@ -24,9 +24,13 @@ test('a put interrupted before trimming the old record: the start finishes it, s
     await store.putKey({ id: 'knew', names: ['x.test'], key: new SoftwareKeyHandle(replacement.privateKey), chain: replacement.chain });
 
     let keyd = await startTestKeyd(s.dir, s.machineIdPath);
-    assert.equal(keyd.keyring.owner('x.test')?.id, 'knew', 'the newer put owns the name');
-    assert.equal(keyd.keyring.owner('y.test')?.id, 'kold');
-    await keyd.close();
+    try {
+      assert.equal(keyd.keyring.owner('x.test')?.id, 'knew', 'the newer put owns the name');
+      assert.equal(keyd.keyring.owner('y.test')?.id, 'kold');
+    } finally {
+      // Closed when an assertion fails too: a keyd left open keeps the test file from ending.
+      await keyd.close();
+    }
     const onDisk = new Map((await (await SealedStore.open(opts)).loadKeys()).keys.map((k) => [k.id, k]));
     assert.deepEqual(onDisk.get('kold')!.names, ['y.test'], 'the old record no longer claims the name taken from it');
     assert.equal(onDisk.get('kother')!.version, 1, 'control: a record nobody took a name from is not rewritten');

@@ -235,3 +235,33 @@ test('without a TPM: single-record rollback and resurrection are refused; a whol
     await s.cleanup();
   }
 });
+
+test('a secret deleted and written again gets a version above its tombstone: a copy from before the delete is refused at start, not adopted as newer', async () => {
+  const s = await scratch();
+  try {
+    const setup: Setup = { dir: s.dir, machineIdPath: s.machineIdPath, extra: {} };
+    const recordPath = join(s.dir, 'data', 'secrets', 'test-secret.rec');
+    let keyd = await start(setup);
+    await keyd.store.putSecret('test-secret', Buffer.from('first'));
+    await keyd.store.putSecret('test-secret', Buffer.from('second')); // version 2
+    const beforeDelete = await readFile(recordPath);
+    await keyd.store.deleteSecret('test-secret'); // tombstone: version 2
+    await keyd.store.putSecret('test-secret', Buffer.from('after')); // version 3, not 1
+    await keyd.close();
+
+    keyd = await start(setup); // positive control
+    assert.equal((await keyd.store.getSecret('test-secret'))?.toString(), 'after');
+    await keyd.close();
+
+    // The copy from before the delete put back: version 2 is older than the manifest's 3.
+    await writeFile(recordPath, beforeDelete);
+    await assert.rejects(start(setup), (err: Error & { code: string }) => {
+      assert.equal(err.code, 'KEYD_RECORD_ROLLED_BACK');
+      assert.match(err.message, /^secret test-secret is version 2 but the manifest says version 3: an older copy was restored; not served$/);
+      return true;
+    });
+  } finally {
+    await closeAll();
+    await s.cleanup();
+  }
+});
