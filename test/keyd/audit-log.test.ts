@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AUDIT_FIELD_LIMITS, AuditLog } from '../../src/keyd/audit.js';
-import { MAX_AUDIT_LINE } from '../../src/keyd/audit-reader.js';
+import { MAX_AUDIT_LINE, MAX_AUDIT_QUERY, readAuditFiles } from '../../src/keyd/audit-reader.js';
 import { scratch, startTestKeyd } from './fixtures.js';
 import { KeydClient } from '../../src/keyd/client.js';
 import { Opcode } from '../../src/keyd/protocol.js';
@@ -141,4 +141,27 @@ test('an entry carrying a request\'s huge strings is written bounded, so `admin 
   assert.deepEqual(rest, ordinary);
   await log.close();
   await s.cleanup();
+});
+
+test('audit query: "since" keeps entries at exactly that time; "limit" is clamped to MAX_AUDIT_QUERY, the newest kept', async () => {
+  const s = await scratch();
+  try {
+    const path = join(s.dir, 'audit.log');
+    const fh = await open(path, 'w', 0o600);
+    const total = MAX_AUDIT_QUERY + 5;
+    const time = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString();
+    let text = '';
+    for (let i = 0; i < total; i++) text += JSON.stringify({ time: time(i), op: 'test', caller: { kind: 'local', id: `e${i}` }, ok: true }) + '\n';
+    await fh.write(text);
+    await fh.close();
+    const since = await readAuditFiles([path], { since: time(total - 3), limit: 100 });
+    assert.deepEqual(since.map((e) => e.caller.id), [`e${total - 3}`, `e${total - 2}`, `e${total - 1}`], 'at or after "since"');
+    const all = await readAuditFiles([path], { limit: 1_000_000 });
+    assert.equal(all.length, MAX_AUDIT_QUERY);
+    assert.equal(all[0]!.caller.id, `e${total - MAX_AUDIT_QUERY}`);
+    assert.equal(all.at(-1)!.caller.id, `e${total - 1}`);
+    assert.equal((await readAuditFiles([path], { limit: 7 })).length, 7, 'positive control: a limit below the maximum is kept');
+  } finally {
+    await s.cleanup();
+  }
 });

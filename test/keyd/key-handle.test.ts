@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { KeydClient } from '../../src/keyd/client.js';
 import type { KeydError } from '../../src/keyd/errors.js';
 import type { KeyHandle } from '../../src/keyd/key-handle.js';
+import { parseSubject } from '../../src/keyd/handle-csr.js';
 import { SignatureScheme } from '../../src/tls/wire/codepoints.js';
 import { LOCAL, makeIdentity, scratch, startTestKeyd, verifyCertificateVerify } from './fixtures.js';
 
@@ -75,4 +76,11 @@ test('a signature waiting on its key holds a pending slot; beyond maxPending sig
     await k.close();
     await t.cleanup();
   }
+});
+
+test('a CSR subject must be a distinguished name: an empty one is refused before a token is asked to generate a key', () => {
+  for (const subject of ['', '   ']) {
+    assert.throws(() => parseSubject(subject), { code: 'KEYD_BAD_REQUEST', message: new RegExp(`^subject ${JSON.stringify(subject)} is not a distinguished name .*\\(empty subject\\)$`) }, JSON.stringify(subject));
+  }
+  assert.equal(parseSubject('CN=a.test, O=Example').toJSON().length, 2); // positive control
 });
