@@ -85,3 +85,44 @@ test('remote edges over mutual TLS: each client certificate may use only the nam
     await s.cleanup();
   }
 });
+
+test('reloadGrants over mutual TLS: an open connection gets the new "clients" names at once, and none when its subject is removed', async () => {
+  const s = await scratch();
+  const ca = await makeIdentity('ecdsa-p256', [], undefined, { ca: true, subject: 'CN=keyd test CA' });
+  const server = await makeIdentity('ecdsa-p256', ['localhost', '127.0.0.1'], ca, { subject: 'CN=keyd' });
+  const edge1 = await makeIdentity('ecdsa-p256', [], ca, { subject: 'CN=edge-1, O=Example' });
+  await writeFile(join(s.dir, 'tls.crt'), pem(server.chain[0]!));
+  await writeFile(join(s.dir, 'tls.key'), tlsFiles(server).key);
+  await writeFile(join(s.dir, 'ca.crt'), pem(ca.chain[0]!));
+  const configPath = join(s.dir, 'keyd.json');
+  const writeClients = (clients: Record<string, string[]>) => writeFile(configPath, JSON.stringify({ clients }));
+  await writeClients({ 'CN=edge-1, O=Example': ['www.a.test'] });
+  const keyd = await startTestKeyd(s.dir, s.machineIdPath, { listen: '127.0.0.1:0', tlsCert: join(s.dir, 'tls.crt'), tlsKey: join(s.dir, 'tls.key'), clientCa: join(s.dir, 'ca.crt'), config: configPath });
+  let c1: KeydClient | undefined;
+  try {
+    for (const name of ['www.a.test', 'www.b.test']) {
+      const id = await makeIdentity('ecdsa-p256', [name]);
+      await keyd.adminService.put(LOCAL, [name], id.privateKey, id.chain);
+    }
+    c1 = await KeydClient.connect({ host: '127.0.0.1', port: keyd.tlsPort!, tls: { ...tlsFiles(edge1), ca: pem(ca.chain[0]!), servername: 'localhost' } });
+    const h = createHash('sha256').update('t').digest();
+    const idA = (await c1.identity('www.a.test'))!;
+    await c1.sign(idA.keyRef, 'www.a.test', 0x0403, h); // positive control: granted at start
+    await assert.rejects(c1.identity('www.b.test'), { code: 'KEYD_NOT_AUTHORISED' });
+
+    await writeClients({ 'CN=edge-1, O=Example': ['www.b.test'] });
+    assert.deepEqual(await keyd.reloadGrants(), { ok: true });
+    // The same, open connection: www.a.test revoked, www.b.test granted.
+    await assert.rejects(c1.sign(idA.keyRef, 'www.a.test', 0x0403, h), { code: 'KEYD_NOT_AUTHORISED' });
+    const idB = (await c1.identity('www.b.test'))!;
+    await c1.sign(idB.keyRef, 'www.b.test', 0x0403, h);
+
+    await writeClients({});
+    assert.deepEqual(await keyd.reloadGrants(), { ok: true });
+    await assert.rejects(c1.sign(idB.keyRef, 'www.b.test', 0x0403, h), { code: 'KEYD_NOT_AUTHORISED' }, 'a subject no longer listed may use nothing');
+  } finally {
+    c1?.close();
+    await keyd.close();
+    await s.cleanup();
+  }
+});
