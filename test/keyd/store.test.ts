@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { chmod, chown, readFile, readdir, rename, rm, stat, symlink, truncate, writeFile, copyFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createHmac, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { SoftwareKeyHandle } from '../../src/keyd/key-handle.js';
 import { SealedStore } from '../../src/keyd/store.js';
 import { scratch } from './fixtures.js';
@@ -361,6 +361,78 @@ test('a root key file that belongs to another user (or a symlink to one) is refu
     // Control: keyd's own root key file opens its store.
     const reopened = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
     assert.equal((await reopened.getSecret('provisioning-key'))!.toString(), 'pinned');
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a root key file readable by its group, or reached through a symlink into the data directory, is refused with KEYD_ROOT_KEY; a 0600 file outside opens (control)', async () => {
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    const rootKeyPath = join(s.dir, 'root.key');
+    const store = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    await store.putKey({ id: 'k1', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+
+    // Group-readable (0640): anyone in the group reads the root key.
+    await chmod(rootKeyPath, 0o640);
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_ROOT_KEY');
+      assert.match(err.message, /is accessible by group or others \(mode 640\); run chmod 600/);
+      return true;
+    });
+    await chmod(rootKeyPath, 0o600);
+
+    // A directory outside by name, but a symlink to the data directory: the root key would land
+    // in it (and travel with every copy of it).
+    const link = join(s.dir, 'keydir');
+    await symlink(dataDir, link);
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath: join(link, 'root.key'), machineIdPath: s.machineIdPath }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_ROOT_KEY');
+      assert.match(err.message, /must live outside the data directory/);
+      return true;
+    });
+    await assert.rejects(stat(join(dataDir, 'root.key')), { code: 'ENOENT' }, 'no root key was created in the data directory');
+
+    // Control: the 0600 file outside opens the store.
+    const reopened = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    assert.deepEqual((await reopened.loadKeys()).keys.map((k) => k.id), ['k1']);
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('the manifest MAC depends on the root key: with another root key and a store.json recomputed for it, the old manifest fails authentication (KEYD_MANIFEST_TAMPERED)', async () => {
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    const rootKeyPath = join(s.dir, 'root.key');
+    const store = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    await store.putKey({ id: 'k1', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+
+    // A root key of the attacker's, and store.json's root-key check recomputed for it
+    // (store.json is not secret: the salt is in it).
+    const otherPath = join(s.dir, 'other.key');
+    const other = randomBytes(32);
+    await writeFile(otherPath, other, { mode: 0o600 });
+    const metaPath = join(dataDir, 'store.json');
+    const good = await readFile(metaPath, 'utf8');
+    const meta = JSON.parse(good);
+    meta.rootKeyCheck = createHmac('sha256', other)
+      .update(`keyd root key check format ${meta.format}\0`)
+      .update(Buffer.from(meta.salt, 'base64'))
+      .digest('hex');
+    await writeFile(metaPath, JSON.stringify(meta));
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath: otherPath, machineIdPath: s.machineIdPath }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_MANIFEST_TAMPERED');
+      assert.match(err.message, /manifest\.json fails authentication/);
+      return true;
+    });
+
+    // Control: store.json back, the store's own root key opens it.
+    await writeFile(metaPath, good);
+    const reopened = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    assert.deepEqual((await reopened.loadKeys()).keys.map((k) => k.id), ['k1']);
   } finally {
     await s.cleanup();
   }
