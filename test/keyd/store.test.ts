@@ -437,3 +437,59 @@ test('the manifest MAC depends on the root key: with another root key and a stor
     await s.cleanup();
   }
 });
+
+test('store.json edited back to format 1 (before manifests) with manifest.json removed is refused (its root-key check covers the format), so a deleted record cannot come back that way; a genuine format-1 store is upgraded (control)', async () => {
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    const rootKeyPath = join(s.dir, 'root.key');
+    const opts = { dataDir, rootKeyPath, machineIdPath: s.machineIdPath };
+    const store = await SealedStore.open(opts);
+    await store.putKey({ id: 'k1', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+    await store.putKey({ id: 'k2', names: ['b.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+    const k2Path = store.keyRecordPath('k2');
+    const k2 = await readFile(k2Path);
+    await store.deleteKey('k2');
+    const metaPath = join(dataDir, 'store.json');
+    const manifestPath = join(dataDir, 'manifest.json');
+    const good = await readFile(metaPath, 'utf8');
+    const manifest = await readFile(manifestPath);
+    const meta = JSON.parse(good);
+    assert.equal(meta.format, 2);
+
+    // The attack: the deleted record restored, store.json said to be from before manifests, the manifest removed.
+    await writeFile(k2Path, k2);
+    await writeFile(metaPath, JSON.stringify({ ...meta, format: 1 }));
+    await rm(manifestPath);
+    await assert.rejects(SealedStore.open(opts), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_STORE_OTHER_ROOT_KEY', err.message);
+      return true;
+    });
+    await assert.rejects(stat(manifestPath), { code: 'ENOENT' }, 'no manifest was written by the refused start');
+
+    // Put back, the deleted record is refused by its tombstone.
+    await writeFile(metaPath, good);
+    await writeFile(manifestPath, manifest);
+    const current = await SealedStore.open(opts);
+    assert.deepEqual((await current.loadKeys()).keys.map((k) => k.id), ['k1']);
+    assert.deepEqual(current.refused.map((e) => e.code), ['KEYD_RECORD_DELETED']);
+    await rm(k2Path);
+
+    // Control: a genuine format-1 store (its check made with the root key, under format 1's label) opens,
+    // gets a manifest and moves to format 2.
+    const rootKey = await readFile(rootKeyPath);
+    const legacy = {
+      ...meta,
+      format: 1,
+      rootKeyCheck: createHmac('sha256', rootKey).update('keyd root key check\0').update(Buffer.from(meta.salt, 'base64')).digest('hex'),
+    };
+    await writeFile(metaPath, JSON.stringify(legacy));
+    await rm(manifestPath);
+    const upgraded = await SealedStore.open(opts);
+    assert.deepEqual((await upgraded.loadKeys()).keys.map((k) => k.id), ['k1']);
+    assert.equal(JSON.parse(await readFile(metaPath, 'utf8')).format, 2);
+    await stat(manifestPath);
+  } finally {
+    await s.cleanup();
+  }
+});
