@@ -21,6 +21,12 @@ test('a root key sealed to a PCR policy has no password path: tpm2_unseal withou
     const pcrs = parsePcrSelection('sha256:16');
     const sealed = await loadOrSealRootKey({ tcti: tpm.tcti, sealedDir, pcrs });
     assert.equal(sealed.created, true);
+    // keyd itself, started without pcrs=, unseals through the policy root.json names (the TPM
+    // holds the policy digest: root.json only says which session to build).
+    const reopened = await loadOrSealRootKey({ tcti: tpm.tcti, sealedDir });
+    assert.equal(reopened.created, false);
+    assert.deepEqual(reopened.pcrs, pcrs);
+    assert.ok(reopened.rootKey.equals(sealed.rootKey));
 
     // The attacker loads the object under the owner primary (same seed and template as keyd).
     const primary = join(s.dir, 'primary.ctx');
