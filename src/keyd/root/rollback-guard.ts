@@ -44,6 +44,22 @@ export class RollbackGuard {
    * `legacy`: a store from before manifests, which gets one now.
    */
   static async open(dataDir: string, macKey: Buffer, counter: RootCounter | undefined, mode: 'fresh' | 'legacy' | 'existing'): Promise<RollbackGuard> {
+    if (mode === 'legacy' && counter && (await counter.readOptional()) !== undefined) {
+      // A store from before manifests never had a counter, yet this TPM's is in use: either
+      // this store's own upgrade stopped after writing its manifest (store.json is rewritten
+      // last), or this is an older copy of a store that has been upgraded since — binding
+      // that copy to the counter's current value would let a whole-store rollback through.
+      const state = await readManifest(dataDir, macKey);
+      if (!state || state.counter === null) {
+        throw new KeydError(
+          'KEYD_STORE_ROLLED_BACK',
+          `${dataDir} is a store from before manifests (store.json format 1), but ${counter.description} is already in use on this TPM: an older copy of a store upgraded since, or another store's counter; refusing to open it (a store of its own needs counter=0xINDEX of its own)`,
+        );
+      }
+      const guard = new RollbackGuard(dataDir, macKey, counter, state);
+      await guard.checkCounter();
+      return guard;
+    }
     if (mode !== 'existing') {
       const state = emptyManifest();
       if (counter) {
