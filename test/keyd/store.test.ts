@@ -493,3 +493,50 @@ test('store.json edited back to format 1 (before manifests) with manifest.json r
     await s.cleanup();
   }
 });
+
+test('a root key path, or a sealed root directory, that is itself a symlink into the data directory is refused with KEYD_ROOT_KEY; the real file outside opens (control)', async () => {
+  const { loadRoot, parseRootKeySpec } = await import('../../src/keyd/root/root-key.js');
+  const s = await scratch();
+  try {
+    const dataDir = join(s.dir, 'data');
+    const rootKeyPath = join(s.dir, 'root.key');
+    const store = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    await store.putKey({ id: 'k1', names: ['a.test'], key: new SoftwareKeyHandle(p256()), chain: [] });
+
+    // The key moved into the data directory, a symlink left at its path: a copy of the data
+    // directory alone would now open every key.
+    const inside = join(dataDir, 'root.key');
+    await rename(rootKeyPath, inside);
+    await symlink(inside, rootKeyPath);
+    await assert.rejects(SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_ROOT_KEY');
+      assert.match(err.message, /root key file .*root\.key must live outside the data directory/);
+      return true;
+    });
+
+    // The same for the TPM's sealed directory (refused before the TPM is asked; the TCTI
+    // names a port nothing listens on).
+    const tcti = 'swtpm:host=127.0.0.1,port=1';
+    const sealedLink = join(s.dir, 'root.tpm');
+    await symlink(join(dataDir, 'keys'), sealedLink);
+    await assert.rejects(loadRoot(parseRootKeySpec(`tpm:sealed=${sealedLink}`, tcti), dataDir), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_ROOT_KEY');
+      assert.match(err.message, /the sealed root key directory .*root\.tpm must live outside the data directory/);
+      return true;
+    });
+    // Control: a sealed directory outside passes the check and goes on to the TPM (which is not there).
+    await assert.rejects(loadRoot(parseRootKeySpec(`tpm:sealed=${join(s.dir, 'elsewhere.tpm')}`, tcti), dataDir), (err: Error & { code?: string }) => {
+      assert.notEqual(err.code, 'KEYD_ROOT_KEY', err.message);
+      assert.match(err.message, /tpm2_createprimary failed/);
+      return true;
+    });
+
+    // Control: the key back in place of the symlink opens the store.
+    await rm(rootKeyPath);
+    await rename(inside, rootKeyPath);
+    const reopened = await SealedStore.open({ dataDir, rootKeyPath, machineIdPath: s.machineIdPath });
+    assert.deepEqual((await reopened.loadKeys()).keys.map((k) => k.id), ['k1']);
+  } finally {
+    await s.cleanup();
+  }
+});

@@ -6,12 +6,17 @@ import { syncDirectory } from '../../lib/durable-file.js';
 
 const ROOT_KEY_LENGTH = 32;
 
-/** True when `path` (which may not exist yet) is `dir` or lies under it, symlinks resolved. */
+/**
+ * True when `path` (which may not exist yet) is `dir` or lies under it, symlinks resolved:
+ * the path itself when it exists (a root key file outside by name may be a symlink to one
+ * inside), else its parent.
+ */
 export async function isInside(path: string, dir: string): Promise<boolean> {
   const realDir = await realpath(dir);
   const parent = dirname(path);
   const realParent = await realpath(parent).catch(() => parent);
-  const rel = relative(realDir, join(realParent, basename(path)));
+  const real = await realpath(path).catch(() => join(realParent, basename(path)));
+  const rel = relative(realDir, real);
   return !rel.startsWith('..') && !isAbsolute(rel);
 }
 
