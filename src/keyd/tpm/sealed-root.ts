@@ -71,6 +71,11 @@ export async function loadOrSealRootKey(opts: TpmRootOptions): Promise<UnsealedR
   try {
     if (existing) return { ...(await exclusive(opts, () => unseal(opts, work))), created: false };
     return { ...(await exclusive(opts, () => seal(opts, work))), created: true };
+  } catch (err) {
+    // The steps that explain themselves (another TPM, a PCR policy, a damaged root.json) are
+    // KeydErrors already and pass through; any other command failing on the way (the owner
+    // primary key, the policy digest, a PCR read: a TPM not there or not answering) is KEYD_TPM.
+    throw tpmFailure(err, existing ? `unsealing the root key in ${opts.sealedDir}` : `sealing a root key in ${opts.sealedDir}`);
   } finally {
     // Only TPM context blobs (encrypted by the TPM's context key) and the policy digest live here.
     await rm(work, { recursive: true, force: true });

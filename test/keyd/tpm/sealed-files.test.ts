@@ -90,3 +90,36 @@ test('sealed root files: a FIFO or an oversized root.json is refused with KEYD_R
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a TPM that is not there, at sealing and at unsealing, is KEYD_TPM naming the step and the failed command; a damaged root.json stays KEYD_ROOT_KEY (control)', { timeout: 30_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'keyd-sealed-no-tpm-'));
+  try {
+    // First start: nothing sealed yet, tpm2_createprimary cannot reach the TPM.
+    const fresh = join(dir, 'fresh');
+    await assert.rejects(loadOrSealRootKey({ tcti, sealedDir: fresh }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_TPM', err.message);
+      assert.match(err.message, /^TPM failure while sealing a root key in .*fresh: tpm2_createprimary failed/);
+      return true;
+    });
+    // A sealed root in place: the same when unsealing.
+    const sealed = join(dir, 'sealed');
+    await mkdir(sealed, { mode: 0o700 });
+    await writeFile(join(sealed, 'root.pub'), Buffer.alloc(10));
+    await writeFile(join(sealed, 'root.priv'), Buffer.alloc(10));
+    await writeFile(join(sealed, 'root.json'), JSON.stringify({ format: 1, pcrs: null, pcrValues: null, sealedAt: new Date().toISOString() }));
+    await assert.rejects(loadOrSealRootKey({ tcti, sealedDir: sealed }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_TPM', err.message);
+      assert.match(err.message, /^TPM failure while unsealing the root key in .*sealed: tpm2_createprimary failed/);
+      return true;
+    });
+    // Control: a root.json of another format is still named as such, not as a TPM failure.
+    await writeFile(join(sealed, 'root.json'), JSON.stringify({ format: 2 }));
+    await assert.rejects(loadOrSealRootKey({ tcti, sealedDir: sealed }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_ROOT_KEY', err.message);
+      assert.match(err.message, /root\.json does not describe a sealed root key \(format 2\)/);
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
