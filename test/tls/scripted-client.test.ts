@@ -611,3 +611,63 @@ test('over a socket: small writes queued behind a full socket are joined into re
   // Without joining, every write is its own record (4000); the writes that queued become few.
   assert.ok(records < 1000, `${records} records for 4000 writes`);
 });
+
+// §4.2.11 / §4.6.1: a ticket dated after the server's now (its clock stepped back) has no
+// age to compare with the client's; it is not used even when the client's age is within the
+// 10 s tolerance of the negative one (docs/ARCHITECTURE.md, checkForResumption).
+test('a ticket issued 5 s after the server\'s now (clock stepped back), offered with age 0: full handshake, not resumed', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const stepped = offerTicket(ring, ticket, -5000, 0);
+  assert.equal(await resumes(stepped.t, stepped.client), false);
+});
+
+test('positive control: the same ticket 5 s after its issue, offered with age 0 (within the tolerance), resumes', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const later = offerTicket(ring, ticket, 5000, 0);
+  assert.equal(await resumes(later.t, later.client), true);
+});
+
+// §4.2.11: "the server MUST ensure that it selects a compatible PSK (if any) and cipher suite":
+// a PSK is used only with a suite of its own hash. A SHA-256 ticket offered in a ClientHello
+// whose only suite is SHA-384 is ignored (full handshake), even with a binder computed the
+// client's way (SHA-384 over the 32-byte PSK).
+test('a TLS_AES_128_GCM_SHA256 ticket offered with TLS_AES_256_GCM_SHA384 only: full handshake, not resumed', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const options = makeOptions(identity, { ticketCount: 1, ticketLifetimeSeconds: 60, ticketKeys: ring });
+  const offer = (cipherSuite: number) => {
+    const t = memoryTransport(options, () => T0 + 1000);
+    const client = new Tls13Client(t, { cipherSuite, psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (1000 + ticket.ageAdd) >>> 0 } });
+    return { t, client };
+  };
+  const sha384 = offer(0x1302);
+  assert.equal(await resumes(sha384.t, sha384.client), false);
+  assert.equal(sha384.t.server.conn.info.cipherSuite, 'TLS_AES_256_GCM_SHA384');
+  // Control: the ticket's own suite resumes.
+  const sha256 = offer(0x1301);
+  assert.equal(await resumes(sha256.t, sha256.client), true);
+});
+
+// §5.1: the client Finished changes the read keys, so it must end its record: a KeyUpdate
+// after it in the same record was protected with the handshake keys. unexpected_message.
+test('the client Finished followed by a KeyUpdate in the same record: unexpected_message, handshake not complete', async () => {
+  const t = memoryTransport(makeOptions(identity, { ticketCount: 0 }));
+  const client = new Tls13Client(t);
+  client.sendClientHello();
+  await client.readServerFlight();
+  client.transport.send(client.sealRecord(RecordType.handshake, Buffer.concat([client.finishedMessage(), KEY_UPDATE])));
+  assert.equal(await client.readAlert(), UNEXPECTED_MESSAGE);
+  assertServerAlert(t.server, 'unexpected_message', UNEXPECTED_MESSAGE);
+  assert.equal(t.server.handshakeComplete, false);
+});
+
+test('positive control: the client Finished alone in its record, then a KeyUpdate and data under the new keys', async () => {
+  const { client, server } = await established();
+  client.sendKeyUpdate();
+  client.sendApplicationData(Buffer.from('after finished'));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(server.error, undefined);
+  assert.equal(Buffer.concat(server.delivered).toString(), 'after finished');
+});
