@@ -10,6 +10,7 @@ import { AlertDescription, type AlertName } from '../../src/tls/alert.js';
 import { HELLO_RETRY_REQUEST_RANDOM } from '../../src/tls/messages/server-messages.js';
 import { ExtensionType as X, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
 import { Reader } from '../../src/lib/reader.js';
+import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';
 import { encodeClientHello, extensions as E, handshakeRecords, typicalExtensions, x25519Share, type RawExtension } from './client-hello-builder.js';
 import { ed25519Identity, makeOptions, run, type Outcome } from './connection-harness.js';
 
@@ -236,6 +237,22 @@ test('HRR: the cookie from one connection works on a fresh one (stateless server
   const { cookie } = parseHrr(Buffer.concat(first.sent));
   const fresh = await run(options, [helloRecord(retryExts), goodSecond(cookie)]);
   assert.deepEqual(fresh.events, []);
+});
+
+// §4.1.4: the ServerHello after a HelloRetryRequest must carry the HRR's cipher suite. Servers
+// that share cookie keys (or one reloaded between the two ClientHellos) may choose another
+// suite for the same ClientHello: the cookie's suite is checked, illegal_parameter.
+test('HRR: a cookie from a server that chose TLS_AES_128_GCM_SHA256, answered by one that chooses TLS_AES_256_GCM_SHA384 → illegal_parameter', async () => {
+  const ticketKeys = new TicketKeyRing();
+  const sha256First = makeOptions(identity, { ticketKeys, cipherSuites: [0x1301, 0x1302] });
+  const sha384First = makeOptions(identity, { ticketKeys, cipherSuites: [0x1302, 0x1301] });
+  const first = await run(sha256First, [helloRecord(retryExts)]);
+  const { cookie, suite } = parseHrr(Buffer.concat(first.sent));
+  assert.equal(suite, 0x1301);
+  assertFailedWith(await run(sha384First, [helloRecord(retryExts), goodSecond(cookie)]), 'illegal_parameter');
+  // Control: a server of the first one's configuration, sharing its keys, completes the retry.
+  const same = await run(makeOptions(identity, { ticketKeys, cipherSuites: [0x1301, 0x1302] }), [helloRecord(retryExts), goodSecond(cookie)]);
+  assert.deepEqual(same.events, []);
 });
 
 const secondCases: [string, (cookie: Buffer) => Buffer, AlertName][] = [
