@@ -142,6 +142,27 @@ describe('client chain verifier', () => {
     withCrl.verify([leaf.der]);
   });
 
+  // RFC 5280 §6.1.3 (a)(3): every certificate of the path is checked against the CRLs, not
+  // only the leaf: a revoked intermediate takes the leaves below it with it.
+  test('a revoked intermediate gets certificate_revoked; an intermediate the CRL does not list is accepted', async () => {
+    const revokedIntermediate = await issue(ca, { ca: true, commonName: 'Revoked intermediate' });
+    const goodIntermediate = await issue(ca, { ca: true, commonName: 'Good intermediate' });
+    const withCrl = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, crlPem: await makeCrl(ca, [revokedIntermediate]) });
+    refused(withCrl, [await issue(revokedIntermediate, { commonName: 'mallory' }), revokedIntermediate], 'certificate_revoked', /Revoked intermediate/);
+    assert.equal(withCrl.verify([(await issue(goodIntermediate, { commonName: 'nina' })).der, goodIntermediate.der]).identity.commonName, 'nina');
+  });
+
+  // RFC 5280 §4.2.1.3: an issuer whose keyUsage lacks keyCertSign does not sign certificates.
+  // node:crypto's checkIssued (OpenSSL's X509_check_issued) already refuses such an issuer, so
+  // path building finds none: unknown_ca, as OpenSSL's own verifier answers (checkIssuer's
+  // keyCertSign test is a second line behind it).
+  test('an intermediate CA whose keyUsage lacks keyCertSign issues nothing: unknown_ca', async () => {
+    const noCertSign = await issue(ca, { ca: true, commonName: 'No keyCertSign', keyUsage: x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature });
+    refused(verifier, [await issue(noCertSign, { commonName: 'oscar' }), noCertSign], 'unknown_ca', /No keyCertSign/);
+    const withCertSign = await issue(ca, { ca: true, commonName: 'With keyCertSign', keyUsage: x509.KeyUsageFlags.keyCertSign });
+    assert.equal(verifier.verify([(await issue(withCertSign, { commonName: 'peggy' })).der, withCertSign.der]).identity.commonName, 'peggy');
+  });
+
   test('a CRL past its nextUpdate refuses its certificates (certificate_unknown)', async () => {
     const stale = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, crlPem: await makeCrl(ca, [], new Date(Date.now() - 1000)) });
     refused(stale, [leaf], 'certificate_unknown', /nextUpdate/);
