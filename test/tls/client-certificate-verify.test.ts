@@ -122,4 +122,11 @@ test('TLS 1.2: SHA-1, a scheme not offered, or one of another key type: illegal_
   assert.equal(alertOf(() => verifyClientCertificateVerify12({ ...base, publicKey: keys.p256.publicKey, scheme: 0x0203 })), 'illegal_parameter');
   assert.equal(alertOf(() => verifyClientCertificateVerify12({ ...base, publicKey: keys.p256.publicKey, scheme: 0x0401 })), 'illegal_parameter');
   assert.equal(alertOf(() => verifyClientCertificateVerify12({ ...base, publicKey: keys.rsa.publicKey, scheme: 0x0403 })), 'illegal_parameter');
+  // §7.4.8: a scheme this verifier knows but the CertificateRequest did not list, correctly
+  // signed: illegal_parameter; control: the same signature when the request listed it.
+  const messages = [randomBytes(40)];
+  const signature = signAs(0x0403, keys.p256.privateKey, Buffer.concat(messages));
+  const p256 = { publicKey: keys.p256.publicKey, scheme: 0x0403, signature, handshakeMessages: messages };
+  assert.equal(alertOf(() => verifyClientCertificateVerify12({ ...p256, offered: [0x0804, 0x0503] })), 'illegal_parameter');
+  assert.equal(alertOf(() => verifyClientCertificateVerify12({ ...p256, offered: [0x0804, 0x0403] })), undefined);
 });
