@@ -41,3 +41,25 @@ test('a session ticket sealed by the same ring is not a cookie (labels separate 
   const r = ring();
   assert.equal(openCookie(r, r.seal('tls13 ticket', Buffer.alloc(70)), T0), undefined);
 });
+
+// A cookie of another format (another version byte, e.g. from a server of a later release
+// sharing the ring) is not read with this layout: it does not open.
+test('a cookie whose format version is not 1 does not open; the same bytes with version 1 do', () => {
+  const r = ring();
+  const plain = (version: number) => {
+    const b = Buffer.alloc(1 + 8 + 2 + 2 + 1 + 32 + 1 + 32);
+    let o = b.writeUInt8(version, 0);
+    o = b.writeUInt32BE(Math.floor(T0 / 2 ** 32), o);
+    o = b.writeUInt32BE(T0 >>> 0, o);
+    o = b.writeUInt16BE(state.cipherSuite, o);
+    o = b.writeUInt16BE(state.group, o);
+    o = b.writeUInt8(32, o);
+    o += state.clientHello1Hash.copy(b, o);
+    o = b.writeUInt8(32, o);
+    o += state.consistencyDigest.copy(b, o);
+    assert.equal(o, b.length);
+    return b;
+  };
+  assert.equal(openCookie(r, r.seal('tls13 hrr cookie', plain(2)), T0), undefined);
+  assert.deepEqual(openCookie(r, r.seal('tls13 hrr cookie', plain(1)), T0), state);
+});
