@@ -10,7 +10,8 @@ import { AlertDescription as A } from '../../src/tls/alert.js';
 import { LocalSigner, type Identity } from '../../src/tls/signer.js';
 import { CipherSuite, ExtensionType as X, HandshakeType as H, NamedGroup, SignatureScheme } from '../../src/tls/wire/codepoints.js';
 import { DOWNGRADE_SENTINEL_TLS12 } from '../../src/tls/handshake/server12.js';
-import { SessionCache12 } from '../../src/tls/handshake/session12.js';
+import { openTicket12, sealTicket12, SessionCache12, type Session12 } from '../../src/tls/handshake/session12.js';
+import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';
 import { ext, extensions } from './client-hello-builder.js';
 import { makeOptions, settle } from './connection-harness.js';
 import { Tls12TestClient, tls12Extensions } from '../helpers/tls12-client.js';
@@ -742,4 +743,53 @@ describe('TLS 1.2 resumption', () => {
     assert.equal(await resumed(t0 + 3_600_000), true);
     assert.equal(await resumed(t0 + 3_600_001), false);
   });
+});
+
+// The extended_master_secret flag of a TLS 1.2 ticket is one byte, 0 or 1: any other value is
+// a ticket of another format and is not resumed (RFC 7627 §5.3 depends on reading it right).
+test('a TLS 1.2 ticket whose extended_master_secret byte is 2 does not open; 0 and 1 do', () => {
+  const ring = new TicketKeyRing();
+  const session: Session12 = {
+    cipherSuite: CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    masterSecret: randomBytes(48),
+    extendedMasterSecret: true,
+    issuedAt: 1_800_000_000_000,
+    lifetimeSeconds: 3600,
+    serverName: 'example.test',
+    clientAuthPolicy: 'off',
+    clientIdentity: undefined,
+  };
+  const plain = ring.open('tls12 ticket', sealTicket12(ring, session))!;
+  // version (1), cipher suite (2), master secret (1 + 48), then the flag.
+  const withFlag = (flag: number) => {
+    const copy = Buffer.from(plain);
+    assert.equal(copy[52], 1);
+    copy[52] = flag;
+    return ring.seal('tls12 ticket', copy);
+  };
+  assert.equal(openTicket12(ring, withFlag(2)), undefined);
+  assert.equal(openTicket12(ring, withFlag(1))?.extendedMasterSecret, true);
+  assert.equal(openTicket12(ring, withFlag(0))?.extendedMasterSecret, false);
+});
+
+// RFC 5746 §3.6: a client that signals secure renegotiation (renegotiation_info, or the SCSV)
+// gets an empty renegotiation_info in ServerHello; without it, a client that requires secure
+// renegotiation aborts. A client that signals neither gets none.
+test('ServerHello carries an empty renegotiation_info for the extension or the SCSV, and none without either', async () => {
+  const RENEGOTIATION_INFO_EMPTY = Buffer.from([0xff, 0x01, 0x00, 0x01, 0x00]);
+  const suites = [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256];
+  const cases: [string, Parameters<Tls12TestClient['hello']>[0], boolean][] = [
+    ['renegotiation_info', { cipherSuites: suites }, true],
+    ['SCSV', { cipherSuites: [...suites, CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV], extensions: withoutExt(X.renegotiation_info) }, true],
+    ['neither (control)', { cipherSuites: suites, extensions: withoutExt(X.renegotiation_info) }, false],
+  ];
+  for (const [what, hello, echoed] of cases) {
+    const c = new Tls12TestClient(makeOptions(identity));
+    c.hello(hello);
+    await settle();
+    c.receive();
+    assert.ok(c.serverHello, what);
+    assert.equal(c.serverHello.raw.includes(RENEGOTIATION_INFO_EMPTY), echoed, what);
+    assert.deepEqual(c.errors, [], what);
+  }
 });
