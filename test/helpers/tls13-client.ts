@@ -140,6 +140,8 @@ export interface TicketOffer {
   obfuscatedAge: number;
   /** Rewrites the computed binder (e.g. flip a bit). */
   alterBinder?: (binder: Buffer) => Buffer;
+  /** Identities offered before the ticket (with zero binders), so the ticket's index is their count. */
+  decoys?: Buffer[];
 }
 
 export interface ClientOptions {
@@ -290,10 +292,14 @@ export class Tls13Client {
     const binderLength = this.suite.hashLength;
     // §4.2.11: pre_shared_key is the last extension; its binders (the last 2 + 1 + hash
     // length bytes of the message) are computed over the ClientHello truncated before them.
-    if (psk) exts.push(extensions.preSharedKey([{ identity: psk.ticket, age: psk.obfuscatedAge }], [Buffer.alloc(binderLength)]));
+    const decoys = psk?.decoys ?? [];
+    if (psk) {
+      const identities = [...decoys.map((identity) => ({ identity, age: 0 })), { identity: psk.ticket, age: psk.obfuscatedAge }];
+      exts.push(extensions.preSharedKey(identities, identities.map(() => Buffer.alloc(binderLength))));
+    }
     const hello = encodeClientHello({ cipherSuites: [this.suite.id], extensions: exts });
     if (psk) {
-      const bindersLength = 2 + 1 + binderLength;
+      const bindersLength = 2 + (1 + decoys.length) * (1 + binderLength);
       const truncated = hello.subarray(0, hello.length - bindersLength);
       const binderKey = new EarlySecrets(this.suite.hash, psk.psk).resumptionBinderKey();
       const binder = finishedVerifyData(this.suite.hash, binderKey, createHash(this.suite.hash).update(truncated).digest());

@@ -6,6 +6,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { TlsAlert, TlsPeerAlert } from '../../src/tls/alert.js';
 import { createServer, type TlsSocket } from '../../src/tls/socket.js';
@@ -670,4 +671,27 @@ test('positive control: the client Finished alone in its record, then a KeyUpdat
   assert.equal(await client.readAlert(), undefined);
   assert.equal(server.error, undefined);
   assert.equal(Buffer.concat(server.delivered).toString(), 'after finished');
+});
+
+// §4.2.11: each offered identity the server tries costs a decryption and, for one of ours, an
+// HMAC; at most 8 are tried (docs/ARCHITECTURE.md, checkForResumption). A valid ticket offered
+// 9th is not looked at: full handshake.
+test('a valid ticket offered as the 9th identity, after 8 that are not ours: full handshake, not resumed', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const options = makeOptions(identity, { ticketCount: 1, ticketLifetimeSeconds: 60, ticketKeys: ring });
+  const offerAfter = async (decoyCount: number) => {
+    const t = memoryTransport(options, () => T0 + 1000);
+    const decoys = Array.from({ length: decoyCount }, () => randomBytes(64));
+    const client = new Tls13Client(t, { psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (1000 + ticket.ageAdd) >>> 0, decoys } });
+    client.sendClientHello();
+    const sh = await client.readServerFlight();
+    client.sendFinished();
+    assert.equal(await client.readAlert(), undefined);
+    assert.equal(t.server.handshakeComplete, true);
+    return { selected: sh.selectedIdentity, resumed: t.server.conn.info.resumed };
+  };
+  assert.deepEqual(await offerAfter(8), { selected: undefined, resumed: false });
+  // Control: the same ticket as the 8th identity resumes, selected_identity 7.
+  assert.deepEqual(await offerAfter(7), { selected: 7, resumed: true });
 });
