@@ -695,3 +695,35 @@ test('a valid ticket offered as the 9th identity, after 8 that are not ours: ful
   // Control: the same ticket as the 8th identity resumes, selected_identity 7.
   assert.deepEqual(await offerAfter(7), { selected: 7, resumed: true });
 });
+
+// options.ts: ticketCount 0 "disables resumption": a valid ticket from a server sharing the
+// ring (or issued before a reload that set 0) is not resumed.
+test('ticketCount 0: a valid ticket of the shared ring is not resumed (full handshake)', async () => {
+  const ring = new TicketKeyRing();
+  const ticket = await ticketFrom(ring, 60);
+  const offerTo = (ticketCount: number) => {
+    const t = memoryTransport(makeOptions(identity, { ticketCount, ticketLifetimeSeconds: 60, ticketKeys: ring }), () => T0 + 1000);
+    return { t, client: new Tls13Client(t, { psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (1000 + ticket.ageAdd) >>> 0 } }) };
+  };
+  const off = offerTo(0);
+  assert.equal(await resumes(off.t, off.client), false);
+  // Control: the same ticket on a server with tickets on resumes.
+  const on = offerTo(1);
+  assert.equal(await resumes(on.t, on.client), true);
+});
+
+// RFC 6066 §3: "When resuming a session, the server MUST NOT include a server_name extension"
+// (in TLS 1.3 the acknowledgement moved to EncryptedExtensions, RFC 8446 §4.2); the name
+// chose nothing on resumption.
+const EXT_SERVER_NAME = 0;
+test('a resumed handshake does not acknowledge server_name in EncryptedExtensions; the full one does', async () => {
+  const ring = new TicketKeyRing();
+  const full = memoryTransport(makeOptions(identity, { ticketCount: 1, ticketLifetimeSeconds: 60, ticketKeys: ring }), () => T0);
+  const first = new Tls13Client(full);
+  await first.handshake();
+  assert.equal(first.encryptedExtensionTypes.includes(EXT_SERVER_NAME), true, 'control: the full handshake acknowledges it');
+  const [ticket] = await first.readTickets(1);
+  const { t, client } = offerTicket(ring, ticket!, 1000, 1000);
+  assert.equal(await resumes(t, client), true);
+  assert.equal(client.encryptedExtensionTypes.includes(EXT_SERVER_NAME), false);
+});
