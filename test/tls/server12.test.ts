@@ -743,6 +743,58 @@ describe('TLS 1.2 resumption', () => {
     assert.equal(await resumed(t0 + 3_600_000), true);
     assert.equal(await resumed(t0 + 3_600_001), false);
   });
+
+  // RFC 5077 §3.4: an empty SessionTicket extension in ServerHello promises a NewSessionTicket
+  // before the server's ChangeCipherSpec; our abbreviated flight sends none, so a resumption
+  // must not promise one (the client would wait for it, or abort).
+  test('a resumption by ticket does not promise a new ticket in ServerHello; a full handshake does', async () => {
+    const SESSION_TICKET_EMPTY = Buffer.from([0x00, 0x23, 0x00, 0x00]);
+    const options = makeOptions(identity);
+    const first = await firstSession(options, true, new Uint8Array(0));
+    const { c } = await resume(options, first, { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) });
+    assert.equal(c.conn.info.resumed, true);
+    assert.equal(c.serverHello!.raw.includes(SESSION_TICKET_EMPTY), false);
+    c.installFromMaster(first.master);
+    assert.deepEqual(c.receive().map((m) => m.type), [H.finished], 'no NewSessionTicket before our Finished');
+    // Control: a full handshake offering an empty ticket extension is promised one.
+    const full = new Tls12TestClient(options);
+    full.hello({ extensions: tls12Extensions({ ticket: new Uint8Array(0) }) });
+    await settle();
+    full.receive();
+    assert.equal(full.serverHello!.raw.includes(SESSION_TICKET_EMPTY), true);
+  });
+
+  // A session of a cipher suite this server no longer offers (cipherSuites12 changed at a
+  // reload, or another server sharing the ticket keys) is not resumed: full handshake.
+  test('a ticket of a cipher suite the server no longer has: full handshake with a configured suite', async () => {
+    const ticketKeys = new TicketKeyRing();
+    const first = await firstSession(makeOptions(identity, { ticketKeys }), true, new Uint8Array(0));
+    assert.equal(first.conn.info.cipherSuite, 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256');
+    const hello = {
+      sessionId: randomBytes(32),
+      cipherSuites: [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384],
+      extensions: tls12Extensions({ ticket: first.ticket! }),
+    };
+    const narrowed = await resume(makeOptions(identity, { ticketKeys, cipherSuites12: [CipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384] }), first, hello);
+    assert.equal(narrowed.c.conn.info.resumed, false);
+    assert.equal(narrowed.messages.map((m) => m.type).includes(H.certificate), true);
+    assert.equal(narrowed.c.conn.info.cipherSuite, 'TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384');
+    // Control: a server that still has the suite resumes the same ticket.
+    const same = await resume(makeOptions(identity, { ticketKeys }), first, hello);
+    assert.equal(same.c.conn.info.resumed, true);
+  });
+
+  // options.ts: ticketCount 0 disables resumption, TLS 1.2 too.
+  test('ticketCount 0: a valid ticket of the shared ring is not resumed', async () => {
+    const ticketKeys = new TicketKeyRing();
+    const first = await firstSession(makeOptions(identity, { ticketKeys }), true, new Uint8Array(0));
+    const hello = { sessionId: randomBytes(32), extensions: tls12Extensions({ ticket: first.ticket! }) };
+    const off = await resume(makeOptions(identity, { ticketKeys, ticketCount: 0 }), first, hello);
+    assert.equal(off.c.conn.info.resumed, false);
+    assert.equal(off.messages.map((m) => m.type).includes(H.certificate), true);
+    // Control: with tickets on, the same ticket resumes.
+    assert.equal((await resume(makeOptions(identity, { ticketKeys }), first, hello)).c.conn.info.resumed, true);
+  });
 });
 
 // The extended_master_secret flag of a TLS 1.2 ticket is one byte, 0 or 1: any other value is
