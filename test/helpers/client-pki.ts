@@ -61,6 +61,8 @@ export interface IssueOptions {
   notAfter?: Date;
   /** Further extensions, as given. */
   extraExtensions?: x509.Extension[];
+  /** Hex serial number (default: random), e.g. to give certificates of two CAs the same one. */
+  serialNumber?: string;
 }
 
 async function keyPair(keyType: ClientKeyType): Promise<webcrypto.CryptoKeyPair> {
@@ -111,7 +113,7 @@ export async function issue(issuer: Issued, o: IssueOptions = {}): Promise<Issue
   const keys = await keyPair(keyType);
   const ca = o.ca ?? false;
   const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
+    serialNumber: o.serialNumber ?? serial(),
     subject: `CN=${o.commonName ?? 'client.test'}`,
     issuer: issuer.cert.subject,
     notBefore: o.notBefore ?? new Date(Date.now() - HOUR),

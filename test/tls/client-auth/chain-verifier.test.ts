@@ -163,6 +163,27 @@ describe('client chain verifier', () => {
     assert.equal(verifier.verify([(await issue(withCertSign, { commonName: 'peggy' })).der, withCertSign.der]).identity.commonName, 'peggy');
   });
 
+  // RFC 5280 §5.2.3 / §6.3.3: a serial number names a certificate only together with its
+  // issuer; a CRL revokes serials of its own issuer, not the same serial under another CA.
+  test("a CRL revokes only its issuer's serials: the same serial under another configured CA is accepted", async () => {
+    const serialNumber = '7a11ce';
+    const revoked = await issue(ca, { commonName: 'revoked under Client CA', serialNumber });
+    const twin = await issue(otherCa, { commonName: 'same serial under Other CA', serialNumber });
+    const both = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem + otherCa.pem, crlPem: await makeCrl(ca, [revoked]) });
+    assert.equal(both.verify([twin.der]).identity.commonName, 'same serial under Other CA');
+    refused(both, [revoked], 'certificate_revoked', /revoked under Client CA/);
+  });
+
+  // RFC 5280 §6.1: the trust anchor is configuration, not input: its extensions are not
+  // checked (a CA file may hold a root with a critical extension this policy does not process).
+  test('a configured CA with a critical extension the policy does not process still anchors its leaves; a leaf with it is refused', async () => {
+    const unknown = new x509.Extension('1.3.6.1.4.1.55555.2', true, Buffer.of(0x05, 0x00));
+    const root = await makeClientCa({ commonName: 'Root with a critical extension', extraExtensions: [unknown] });
+    const rootVerifier = await ClientChainVerifier.load({ mode: 'required', caPem: root.pem });
+    assert.equal(rootVerifier.verify([(await issue(root, { commonName: 'quinn' })).der]).identity.commonName, 'quinn');
+    refused(rootVerifier, [await issue(root, { commonName: 'rita', extraExtensions: [unknown] })], 'unsupported_certificate', /55555\.2/);
+  });
+
   test('a CRL past its nextUpdate refuses its certificates (certificate_unknown)', async () => {
     const stale = await ClientChainVerifier.load({ mode: 'required', caPem: ca.pem, crlPem: await makeCrl(ca, [], new Date(Date.now() - 1000)) });
     refused(stale, [leaf], 'certificate_unknown', /nextUpdate/);
