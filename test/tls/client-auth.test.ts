@@ -119,6 +119,19 @@ describe('client Certificate and CertificateVerify (§4.4.2, §4.4.3)', () => {
     assert.deepEqual(server.delivered, []);
   });
 
+  // §4.4.3: the client's scheme must be one our CertificateRequest listed; a clientAuth with
+  // its own signatureSchemes narrows that list (options.ts), whatever the verifier knows.
+  test('clientAuth.signatureSchemes [rsa_pss_rsae_sha256]: an ECDSA CertificateVerify gets illegal_parameter; RSA-PSS verifies', async () => {
+    const pssOnly: ClientAuthOptions = { ...required, signatureSchemes: [0x0804] };
+    const ecdsa = await attempt(pssOnly, withCert(alice));
+    assert.equal(ecdsa.alert, ILLEGAL_PARAMETER);
+    assertServerAlert(ecdsa.server, 'illegal_parameter', ILLEGAL_PARAMETER);
+    assert.deepEqual(ecdsa.client.certificateRequest?.signatureAlgorithms, [0x0804]);
+    const rsa = await attempt(pssOnly, withCert(rsaBob, { scheme: 0x0804 }));
+    assert.equal(rsa.alert, undefined, String(rsa.server.error));
+    assert.equal(rsa.server.conn.info.clientCertificate?.commonName, 'bob');
+  });
+
   test('optional mode, empty Certificate: the handshake completes without an identity', async () => {
     const { alert, server } = await attempt(optional, { chain: [] });
     assert.equal(alert, undefined);

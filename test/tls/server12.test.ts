@@ -12,7 +12,7 @@ import { CipherSuite, ExtensionType as X, HandshakeType as H, NamedGroup, Signat
 import { DOWNGRADE_SENTINEL_TLS12 } from '../../src/tls/handshake/server12.js';
 import { openTicket12, sealTicket12, SessionCache12, type Session12 } from '../../src/tls/handshake/session12.js';
 import { TicketKeyRing } from '../../src/tls/handshake/ticket-keys.js';
-import { ext, extensions } from './client-hello-builder.js';
+import { ext, extensions, x25519Share } from './client-hello-builder.js';
 import { makeOptions, settle } from './connection-harness.js';
 import { Tls12TestClient, tls12Extensions } from '../helpers/tls12-client.js';
 
@@ -844,4 +844,26 @@ test('ServerHello carries an empty renegotiation_info for the extension or the S
     assert.equal(c.serverHello.raw.includes(RENEGOTIATION_INFO_EMPTY), echoed, what);
     assert.deepEqual(c.errors, [], what);
   }
+});
+
+// options.ts: tls13 false turns TLS 1.3 off: a ClientHello that offers both versions (with a
+// key share, so TLS 1.3 could go ahead) gets TLS 1.2 (RFC 8446 §4.2.1: the server picks).
+test('tls13 off: a ClientHello offering TLS 1.3 and 1.2 gets TLS 1.2; control: with TLS 1.3 on it gets TLS 1.3', async () => {
+  const both = [
+    ...tls12Extensions(),
+    extensions.supportedVersions([0x0304, 0x0303]),
+    extensions.keyShare([{ group: NamedGroup.x25519, keyExchange: x25519Share() }]),
+    extensions.pskModes([1]),
+  ];
+  const off = new Tls12TestClient(makeOptions(identity, { tls13: false }));
+  off.hello({ extensions: both });
+  await settle();
+  off.receive();
+  assert.deepEqual(off.errors, []);
+  assert.equal(off.conn.info.version, 'TLSv1.2');
+  assert.ok(off.serverHello, 'a TLS 1.2 ServerHello');
+  const on = new Tls12TestClient(makeOptions(identity));
+  on.hello({ extensions: both });
+  await settle();
+  assert.equal(on.conn.info.version, 'TLSv1.3');
 });
