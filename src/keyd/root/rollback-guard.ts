@@ -83,7 +83,18 @@ export class RollbackGuard {
 
   private async checkCounter(): Promise<void> {
     const counter = this.counter;
-    if (!counter) return;
+    if (!counter) {
+      // A store bound to a counter, started without one (tpm:counter=none): opening it would
+      // switch its whole-store rollback check off without a word — an older copy of the data
+      // directory would open. Refused like a missing counter: no override (docs/KEYD.md).
+      if (this.state.counter !== null) {
+        throw new KeydError(
+          'KEYD_COUNTER_MISSING',
+          `the manifest of ${this.dataDir} is bound to ${this.state.counterDescription ?? 'a TPM NV counter'} at ${this.state.counter}, but keyd was started without a counter (counter=none): that would turn off the store's rollback check; start keyd with the counter the store is bound to`,
+        );
+      }
+      return;
+    }
     if (this.state.counter === null) {
       // A store first run with counter=none, now with a counter: bind it from here on.
       this.state.counter = (await counter.create()).toString();
@@ -91,6 +102,16 @@ export class RollbackGuard {
       await writeManifest(this.dataDir, this.macKey, this.state);
       this.recovered.push(`manifest bound to ${counter.description} from now on`);
       return;
+    }
+    // keyd started with another counter index than the one the store is bound to: the checks
+    // below would compare the store with a counter that is not its own (and could even
+    // increment it to "complete" a change); each refusal would name only the configured one.
+    const bound = this.state.counterDescription;
+    if (bound && bound !== counter.description) {
+      throw new KeydError(
+        'KEYD_COUNTER_MISSING',
+        `the manifest of ${this.dataDir} is bound to ${bound}, but keyd was started with ${counter.description}: start keyd with the counter the store is bound to (counter=)`,
+      );
     }
     const committed = BigInt(this.state.counter);
     const current = await counter.readOptional();

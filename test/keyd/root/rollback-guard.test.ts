@@ -181,3 +181,42 @@ test('rollback guard: another writer incrementing the counter is noticed by a co
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('rollback guard: a store bound to a counter is refused without it (counter=none) or with another one; controls: its own counter, a store never bound', async () => {
+  const dir = await scratchDir();
+  const unbound = await scratchDir();
+  try {
+    const macKey = randomBytes(32);
+    const counter = new FlakyCounter();
+    const guard = await RollbackGuard.open(dir, macKey, counter, 'fresh');
+    await guard.commit((s) => RollbackGuard.markKey(s, 'ka', 1));
+    assert.equal(counter.value, 102n);
+
+    // Without a counter the store's whole-store rollback check would silently be off.
+    await assert.rejects(RollbackGuard.open(dir, macKey, undefined, 'existing'), (err: KeydError) => {
+      assert.equal(err.code, 'KEYD_COUNTER_MISSING');
+      assert.match(err.message, /is bound to test counter at 102, but keyd was started without a counter \(counter=none\)/);
+      return true;
+    });
+    // Another counter, one behind the manifest: it must be neither trusted nor incremented.
+    const other = new FlakyCounter();
+    (other as { description: string }).description = 'other counter';
+    other.value = 101n;
+    await assert.rejects(RollbackGuard.open(dir, macKey, other, 'existing'), (err: KeydError) => {
+      assert.equal(err.code, 'KEYD_COUNTER_MISSING');
+      assert.match(err.message, /is bound to test counter, but keyd was started with other counter/);
+      return true;
+    });
+    assert.equal(other.value, 101n, 'the other counter was not incremented');
+
+    // Controls: the store's own counter opens it; a store never bound opens without one.
+    const reopened = await RollbackGuard.open(dir, macKey, counter, 'existing');
+    assert.equal(reopened.expected('key', 'ka').version, 1);
+    const plain = await RollbackGuard.open(unbound, macKey, undefined, 'fresh');
+    await plain.commit((s) => RollbackGuard.markKey(s, 'kb', 1));
+    assert.equal((await RollbackGuard.open(unbound, macKey, undefined, 'existing')).expected('key', 'kb').version, 1);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    await rm(unbound, { recursive: true, force: true });
+  }
+});
