@@ -8,35 +8,24 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LocalAdminTransport } from '../../src/keyd/admin-client.js';
 import { KeydClient } from '../../src/keyd/client.js';
-import { AUDIT_FIELD_LIMITS, type AuditEntry } from '../../src/keyd/audit.js';
+import type { AuditEntry } from '../../src/keyd/audit.js';
 import { newestEntriesWithin } from '../../src/keyd/audit-reader.js';
 import { main } from '../../src/cli/admin.js';
 import { MAX_ADMIN_REPLY_JSON } from '../../src/keyd/protocol.js';
-import { scratch, startTestKeyd } from './fixtures.js';
+import { assertNewestWhole, fillAuditLog, LONG_AUDIT_MESSAGE, scratch, startTestKeyd } from './fixtures.js';
 
-const LONG_MESSAGE = 'm'.repeat(AUDIT_FIELD_LIMITS.message);
+const LONG_MESSAGE = LONG_AUDIT_MESSAGE;
 
 test('admin audit larger than one frame: the newest entries that fit, whole, marked as truncated; a small one whole', { timeout: 60_000 }, async () => {
   const s = await scratch();
   const keyd = await startTestKeyd(s.dir, s.machineIdPath);
   try {
-    // 600 entries with the longest message an entry keeps: about 1.3 MB of JSON, beyond one frame.
-    for (let i = 0; i < 600; i++) {
-      await keyd.adminService.recordAudit({ op: 'refused', caller: { kind: 'client', id: `peer-${i}` }, ok: false, code: 'KEYD_TEST', message: LONG_MESSAGE });
-    }
+    await fillAuditLog(keyd.adminService, 600);
     const admin = await LocalAdminTransport.connect(keyd.adminSocketPath, 10_000);
     try {
       const reply = await admin.audit({ limit: 600 });
-      assert.equal(reply.truncated, true);
-      const { entries, omitted } = reply;
-      assert.ok(entries.length > 300 && entries.length < 600, `${entries.length} entries`);
-      assert.equal(omitted! + entries.length, 600, 'every entry asked for is returned or counted as omitted');
-      // Whole entries, the newest: peer-(600-n) … peer-599, each with its full message.
-      entries.forEach((e, i) => {
-        assert.equal(e.caller.id, `peer-${600 - entries.length + i}`);
-        assert.equal(e.message, LONG_MESSAGE);
-        assert.equal(e.code, 'KEYD_TEST');
-      });
+      assertNewestWhole(reply, 600);
+      const { entries } = reply;
       // And as many as fit: one more entry would not.
       const size = Buffer.byteLength(JSON.stringify(reply));
       assert.ok(size <= MAX_ADMIN_REPLY_JSON && size + Buffer.byteLength(JSON.stringify(entries[0])) + 1 > MAX_ADMIN_REPLY_JSON, `${size} bytes`);

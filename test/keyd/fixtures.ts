@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { startKeyd, type KeydOptions, type RunningKeyd } from '../../src/keyd/daemon.js';
 import { SCHEMES } from '../../src/tls/signature-schemes.js';
+import assert from 'node:assert/strict';
+import { AUDIT_FIELD_LIMITS, type AuditReply } from '../../src/keyd/audit.js';
 
 x509.cryptoProvider.set(webcrypto as never);
 
@@ -157,3 +159,30 @@ export async function startTestKeyd(dir: string, machineIdPath: string, extra: P
 }
 
 export const LOCAL = { kind: 'local' as const, id: 'test' };
+
+/** The longest message an audit entry keeps: 600 such entries are about 1.3 MB of JSON, beyond one frame. */
+export const LONG_AUDIT_MESSAGE = 'm'.repeat(AUDIT_FIELD_LIMITS.message);
+
+/** Records `count` refusals peer-0 … peer-(count-1), each with LONG_AUDIT_MESSAGE. */
+export async function fillAuditLog(admin: RunningKeyd['adminService'], count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    await admin.recordAudit({ op: 'refused', caller: { kind: 'client', id: `peer-${i}` }, ok: false, code: 'KEYD_TEST', message: LONG_AUDIT_MESSAGE });
+  }
+}
+
+/**
+ * A reply to an audit of fillAuditLog's `count` entries that did not fit one frame: marked
+ * truncated, every entry returned or counted as omitted, and those returned whole and the
+ * newest, peer-(count-n) … peer-(count-1).
+ */
+export function assertNewestWhole(reply: AuditReply, count: number): void {
+  assert.equal(reply.truncated, true);
+  const { entries, omitted } = reply;
+  assert.ok(entries.length > count / 2 && entries.length < count, `${entries.length} entries`);
+  assert.equal(omitted! + entries.length, count, 'every entry asked for is returned or counted as omitted');
+  entries.forEach((e, i) => {
+    assert.equal(e.caller.id, `peer-${count - entries.length + i}`);
+    assert.equal(e.message, LONG_AUDIT_MESSAGE);
+    assert.equal(e.code, 'KEYD_TEST');
+  });
+}

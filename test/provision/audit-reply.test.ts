@@ -7,36 +7,25 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { main } from '../../src/cli/admin.js';
-import { AUDIT_FIELD_LIMITS, type AuditEntry } from '../../src/keyd/audit.js';
+import type { AuditEntry } from '../../src/keyd/audit.js';
+import { assertNewestWhole, fillAuditLog, LONG_AUDIT_MESSAGE } from '../keyd/fixtures.js';
 import { encodeFrame, MAX_FRAME_BYTES } from '../../src/provision/frames.js';
 import { auditResponse } from '../../src/provision/protocol.js';
-import { makePki, startKeydForTest } from './harness.js';
+import { makePki, operatorFlags, startKeydForTest } from './harness.js';
 
-const LONG_MESSAGE = 'm'.repeat(AUDIT_FIELD_LIMITS.message);
+const LONG_MESSAGE = LONG_AUDIT_MESSAGE;
 
 test('admin audit over --server larger than one frame: the newest entries that fit, whole, marked; a small one whole', { timeout: 120_000 }, async () => {
   const pki = await makePki();
   const keyd = await startKeydForTest(pki);
   try {
-    // 600 entries with the longest message an entry keeps: about 1.3 MB of JSON, beyond one frame.
-    for (let i = 0; i < 600; i++) {
-      await keyd.running.adminService.recordAudit({ op: 'refused', caller: { kind: 'client', id: `peer-${i}` }, ok: false, code: 'KEYD_TEST', message: LONG_MESSAGE });
-    }
+    await fillAuditLog(keyd.running.adminService, 600);
     const client = await keyd.connect(pki.bob); // an auditor may read the audit log
     try {
       const reply = await client.auditReply({ limit: 600 });
-      assert.equal(reply.truncated, true);
+      assertNewestWhole(reply, 600);
       const { entries, omitted } = reply;
-      assert.ok(entries.length > 300 && entries.length < 600, `${entries.length} entries`);
-      assert.equal(omitted! + entries.length, 600, 'every entry asked for is returned or counted as omitted');
-      // Whole entries, the newest: peer-(600-n) … peer-599, each with its full message.
-      entries.forEach((e, i) => {
-        assert.equal(e.caller.id, `peer-${600 - entries.length + i}`);
-        assert.equal(e.message, LONG_MESSAGE);
-      });
       // As many as fit one frame (request id 1: the connection's first request): one more would not.
       const frame = (list: AuditEntry[], left: number) => Buffer.byteLength(JSON.stringify({ id: 1, ok: true, result: list, truncated: true, omitted: left }));
       assert.ok(frame(entries, omitted!) <= MAX_FRAME_BYTES, `${frame(entries, omitted!)} bytes`);
@@ -54,13 +43,7 @@ test('admin audit over --server larger than one frame: the newest entries that f
     }
 
     // The CLI prints what came, and says on stderr that older entries were left out.
-    const cert = join(keyd.dir, 'bob.pem');
-    const key = join(keyd.dir, 'bob.key');
-    const ca = join(keyd.dir, 'keyd-ca.pem');
-    await writeFile(cert, pki.bob.certPem);
-    await writeFile(key, pki.bob.keyPem, { mode: 0o600 });
-    await writeFile(ca, pki.keydCa.certPem);
-    const remote = ['--server', `127.0.0.1:${keyd.listener.port}`, '--cert', cert, '--key', key, '--ca', ca, '--keyd-fingerprint', keyd.listener.fingerprint];
+    const remote = await operatorFlags(keyd, pki, 'bob', ['--keyd-fingerprint', keyd.listener.fingerprint]);
     let out = '';
     let err = '';
     const io = { out: (t: string) => void (out += t), err: (t: string) => void (err += t) };

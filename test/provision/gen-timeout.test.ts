@@ -6,26 +6,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { GENERATE_REQUEST_TIMEOUT_MS } from '../../src/keyd/admin-client.js';
 import { connectRemoteAdmin, remoteOptions, RemoteAdminTransport } from '../../src/provision/remote-admin.js';
-import { makePki, startKeydForTest } from './harness.js';
+import { makePki, operatorFlags, startKeydForTest } from './harness.js';
 
 test('remote gen: its request waits the generation default unless --timeout says otherwise, and the wait is the one applied', { timeout: 120_000 }, async () => {
   const pki = await makePki();
   const keyd = await startKeydForTest(pki);
   try {
-    const cert = join(keyd.dir, 'alice.pem');
-    const key = join(keyd.dir, 'alice.key');
-    const ca = join(keyd.dir, 'keyd-ca.pem');
-    await writeFile(cert, pki.alice.certPem);
-    await writeFile(key, pki.alice.keyPem, { mode: 0o600 });
-    await writeFile(ca, pki.keydCa.certPem);
-    const connection: Array<[string, string]> = [
-      ['--server', `127.0.0.1:${keyd.listener.port}`], ['--cert', cert], ['--key', key], ['--ca', ca],
-      ['--keyd-fingerprint', keyd.listener.fingerprint], ['--known-keyd', join(keyd.dir, 'known_keyd')],
-    ];
+    // The CLI's connection options as flag → value pairs.
+    const flags = await operatorFlags(keyd, pki, 'alice', ['--keyd-fingerprint', keyd.listener.fingerprint]);
+    const connection = Array.from({ length: flags.length / 2 }, (_, i): [string, string] => [flags[2 * i]!, flags[2 * i + 1]!]);
     const io = { out: () => undefined };
     const byDefault = await connectRemoteAdmin(remoteOptions(new Map(connection)), 'gen', io);
     try {

@@ -137,3 +137,18 @@ export async function startKeydForTest(pki: Pki, opts: { replayWindowSeconds?: n
   });
   return keyd;
 }
+
+/**
+ * Writes an operator's certificate and key, and keyd's CA, into keyd's temp dir for the
+ * admin CLI, and returns the connection flags (with --known-keyd in that dir) plus `extra`.
+ */
+export async function operatorFlags(keyd: Keyd, pki: Pki, who: keyof Pki & string, extra: string[] = []): Promise<string[]> {
+  const issued = pki[who] as Issued;
+  const cert = join(keyd.dir, `${who}.pem`);
+  const key = join(keyd.dir, `${who}.key`);
+  const ca = join(keyd.dir, 'keyd-ca.pem');
+  await writeFile(cert, issued.certPem);
+  await writeFile(key, issued.keyPem, { mode: 0o600 });
+  await writeFile(ca, pki.keydCa.certPem);
+  return ['--server', `127.0.0.1:${keyd.listener.port}`, '--cert', cert, '--key', key, '--ca', ca, '--known-keyd', join(keyd.dir, 'known_keyd'), ...extra];
+}

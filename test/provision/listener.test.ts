@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { sealPrivateKey, type SealedKey } from '../../src/provision/hpke-seal.js';
 import { main as runRemoteAdmin } from '../../src/cli/admin.js';
 import { parsePemChain, type RemoteAdminClient } from '../../src/provision/remote-client.js';
-import { makePki, startKeydForTest, SUBJECTS, type Keyd, type Pki } from './harness.js';
+import { makePki, operatorFlags, startKeydForTest, SUBJECTS, type Keyd, type Pki } from './harness.js';
 import { issue, makeCa, signCsr, type Issued } from './pki.js';
 import { montgomeryKeyPair } from '../helpers/montgomery-keys.js';
 import { normalizeSubject } from '../../src/provision/roles.js';
@@ -27,19 +27,8 @@ async function cli(argv: string[]): Promise<{ code: number; out: string; err: st
 }
 
 /** Connection flags for one operator, files in keyd's temp dir. */
-async function as(who: keyof Pki & string, extra: string[] = []): Promise<string[]> {
-  const issued = pki[who] as Issued;
-  const cert = join(keyd.dir, `${who}.pem`);
-  const key = join(keyd.dir, `${who}.key`);
-  await writeFile(cert, issued.certPem);
-  await writeFile(key, issued.keyPem, { mode: 0o600 });
-  await writeFile(join(keyd.dir, 'keyd-ca.pem'), pki.keydCa.certPem);
-  return [
-    '--server', `127.0.0.1:${keyd.listener.port}`,
-    '--cert', cert, '--key', key, '--ca', join(keyd.dir, 'keyd-ca.pem'),
-    '--known-keyd', join(keyd.dir, 'known_keyd'),
-    ...extra,
-  ];
+function as(who: keyof Pki & string, extra: string[] = []): Promise<string[]> {
+  return operatorFlags(keyd, pki, who, extra);
 }
 
 async function sealFor(client: RemoteAdminClient, names: string[], overrides: { now?: number } = {}): Promise<SealedKey> {
