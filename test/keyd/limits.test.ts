@@ -81,6 +81,49 @@ test('a sign request announcing more than the opcode allows is refused on its he
   }
 });
 
+/** What keyd answers a frame header announcing `length` bytes of `opcode` with no body: the error frame, then its close. */
+async function refusedHeader(socketPath: string, opcode: number, length: number): Promise<KeydError> {
+  const socket = await rawConnect(socketPath);
+  const closed = untilClosed(socket);
+  const header = encodeFrame(opcode, 9, Buffer.alloc(0));
+  header.writeUInt32BE(length, 8);
+  socket.write(header);
+  const reply = new FrameDecoder().push(await closed);
+  assert.equal(reply.length, 1, `one reply to opcode 0x${opcode.toString(16)}`);
+  assert.equal(reply[0]!.opcode, Opcode.error);
+  return decodeError(reply[0]!.payload);
+}
+
+test('admin opcodes are held to the signing limit on a signing connection, and only put and setChain may be large on the admin socket', { timeout: 20_000 }, async () => {
+  const s = await scratch();
+  const keyd = await startTestKeyd(s.dir, s.machineIdPath);
+  try {
+    // A signing client cannot make keyd buffer a put-sized body: admin opcodes are refused
+    // there anyway, and their body would be read first (docs/KEYD.md, "Limits").
+    for (const opcode of [Opcode.put, Opcode.setChain, Opcode.list]) {
+      const err = await refusedHeader(keyd.socketPath, opcode, 1 << 20);
+      assert.equal(err.code, 'KEYD_BAD_FRAME');
+      assert.match(err.message, new RegExp(`exceeds the 1024-byte maximum for opcode 0x${opcode.toString(16)}`));
+    }
+    // On the admin socket the JSON-only requests keep 16 KiB.
+    for (const opcode of [Opcode.generate, Opcode.delete, Opcode.list, Opcode.audit]) {
+      const err = await refusedHeader(keyd.adminSocketPath, opcode, 1 << 20);
+      assert.equal(err.code, 'KEYD_BAD_FRAME');
+      assert.match(err.message, new RegExp(`exceeds the 16384-byte maximum for opcode 0x${opcode.toString(16)}`));
+    }
+    // Control: the admin socket reads a 200 KB put and a 2 KB list to the end (their own
+    // errors, not the frame's), and a signing connection reads a 2 KB admin frame no further
+    // than the 1 KiB limit above.
+    const admin = await KeydClient.connect({ socketPath: keyd.adminSocketPath });
+    await assert.rejects(admin.admin(Opcode.setChain, { name: 'none.test' }, [Buffer.alloc(200_000)]), (e: KeydError) => e.code !== 'KEYD_BAD_FRAME');
+    assert.ok(Array.isArray((await admin.admin(Opcode.list, { pad: 'x'.repeat(2000) })).json.keys));
+    admin.close();
+  } finally {
+    await keyd.close();
+    await s.cleanup();
+  }
+});
+
 test('a stalled partial frame is closed at the frame deadline; trickled bytes do not extend it', { timeout: 20_000 }, async () => {
   const s = await scratch();
   const keyd = await startTestKeyd(s.dir, s.machineIdPath, { config: { limits: { frameTimeoutMs: 300 } } });

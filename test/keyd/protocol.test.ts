@@ -110,6 +110,35 @@ test('trailing bytes after a valid payload are refused', () => {
   }
 });
 
+test('payload fields outside their bounds are KEYD_BAD_REQUEST naming the field (docs/PROTOCOL.md)', () => {
+  const refused = (decode: () => unknown, field: RegExp) =>
+    assert.throws(decode, (err: unknown) => err instanceof KeydError && err.code === 'KEYD_BAD_REQUEST' && field.test(err.message));
+  // ping: data<0..64>.
+  refused(() => decodePing(Buffer.concat([Buffer.of(65), Buffer.alloc(65)])), /ping: data length 65 outside \[0, 64\]/);
+  assert.equal(decodePing(Buffer.concat([Buffer.of(64), Buffer.alloc(64)])).length, 64);
+  // Every signing request: key_ref<1..255> and server_name<1..255>, never empty.
+  const hash = new Uint8Array(32);
+  refused(() => decodeSignRequest(encodeSignRequest('', 'a.test', 0x0403, hash)), /key_ref length 0 outside \[1, 255\]/);
+  refused(() => decodeSignRequest(encodeSignRequest('k1', '', 0x0403, hash)), /server_name length 0 outside \[1, 255\]/);
+  refused(() => decodeHandshakeContentRequest(encodeHandshakeContentRequest('', 'a.test', 0x0403, Buffer.alloc(4, 0x20))), /key_ref length 0/);
+  refused(() => decodeServerKeyExchangeRequest(encodeServerKeyExchangeRequest('k1', '', 0x0403, Buffer.alloc(4))), /server_name length 0/);
+  refused(() => decodeIdentityRequest(encodeIdentityRequest('')), /server_name length 0/);
+  assert.equal(decodeSignRequest(encodeSignRequest('k', 'a', 0x0403, hash)).keyRef, 'k'); // control: one byte each
+  // identity reply: found is 0 or 1 (a flag keyd's client must not read as "found").
+  const found = Buffer.from(encodeIdentityReply(identity));
+  found[0] = 2;
+  refused(() => decodeIdentityReply(found), /identity reply: found flag 2/);
+  found[0] = 1;
+  assert.equal(decodeIdentityReply(found)?.keyRef, identity.keyRef);
+  // admin: the JSON header is an object, not an array, string or null.
+  for (const json of ['[]', '"put"', 'null', '7']) {
+    const w = Buffer.from(json);
+    const payload = Buffer.concat([Buffer.of(0, 0, w.length), w]);
+    refused(() => decodeAdmin(payload), /admin: JSON header must be an object/);
+  }
+  assert.deepEqual(decodeAdmin(encodeAdmin({})).json, {});
+});
+
 test('random garbage into every payload decoder: a value or a KeydError, nothing else', () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
