@@ -8,7 +8,8 @@ x509.cryptoProvider.set(webcrypto as never);
 /**
  * Checks a TPM's EK certificate against the operator's bundle of TPM manufacturer CAs
  * (roots and intermediates, PEM): a chain of valid signatures, each certificate inside
- * its validity period, ending at a self-signed certificate of the bundle. Returns the EK
+ * its validity period, each issuer a CA certificate that may sign certificates (below),
+ * ending at a self-signed certificate of the bundle. Returns the EK
  * public key, to which the admin wraps its credential (make-credential.ts).
  */
 export interface VerifiedEk {
@@ -23,6 +24,22 @@ const MAX_CHAIN = 8;
 
 function fail(message: string): never {
   throw new ProvisionError('PROVISION_ATTESTATION_FAILED', `ek-certificate: ${message}`);
+}
+
+/**
+ * Why `cert` may not sign certificates, or undefined when it may. RFC 5280 §4.2.1.9 and
+ * §6.1.4 (k): an issuer's key verifies certificate signatures only when basicConstraints
+ * asserts cA; §4.2.1.3 and §6.1.4 (n): when keyUsage is present, keyCertSign must be set.
+ * Without this, any end-entity certificate an operator's bundle happens to hold (a
+ * manufacturer's EK or server certificate) would vouch for certificates its key signed.
+ */
+function notAnIssuer(cert: x509.X509Certificate): string | undefined {
+  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  if (!bc) return 'it has no basicConstraints extension, so it is not a CA certificate (RFC 5280 §4.2.1.9)';
+  if (!bc.ca) return 'its basicConstraints has cA FALSE, so it is not a CA certificate (RFC 5280 §4.2.1.9)';
+  const ku = cert.getExtension(x509.KeyUsagesExtension);
+  if (ku && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0) return 'its keyUsage lacks keyCertSign (RFC 5280 §4.2.1.3)';
+  return undefined;
 }
 
 export function parseCaBundle(pem: string, what: string): x509.X509Certificate[] {
@@ -46,17 +63,23 @@ export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Cert
     }
     const candidates = bundle.filter((c) => c.subject === current.issuer);
     let issuer: x509.X509Certificate | undefined;
+    let refused: string | undefined;
     for (const c of candidates) {
       if (await current.verify({ publicKey: c.publicKey, signatureOnly: true }).catch(() => false)) {
-        issuer = c;
-        break;
+        const why = notAnIssuer(c);
+        if (why === undefined) {
+          issuer = c;
+          break;
+        }
+        refused ??= `"${current.subject}" was signed by "${c.subject}" of the manufacturer CA bundle, which may not issue certificates: ${why}`;
       }
     }
     if (!issuer) {
       fail(
-        candidates.length > 0
-          ? `"${current.subject}" names issuer "${current.issuer}" but no certificate of that name in the manufacturer CA bundle signed it`
-          : `"${current.subject}" was issued by "${current.issuer}", which is not in the manufacturer CA bundle: this is not a TPM from a trusted manufacturer`,
+        refused ??
+          (candidates.length > 0
+            ? `"${current.subject}" names issuer "${current.issuer}" but no certificate of that name in the manufacturer CA bundle signed it`
+            : `"${current.subject}" was issued by "${current.issuer}", which is not in the manufacturer CA bundle: this is not a TPM from a trusted manufacturer`),
       );
     }
     if (issuer.subject === issuer.issuer && (await issuer.verify({ publicKey: issuer.publicKey, signatureOnly: true }).catch(() => false))) {

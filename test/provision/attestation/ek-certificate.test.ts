@@ -1,0 +1,142 @@
+import 'reflect-metadata';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { verifyEkCertificate } from '../../../src/provision/attestation/ek-certificate.js';
+
+/**
+ * verifyEkCertificate on chains built here (keys made at test time, no TPM): a manufacturer
+ * root, an intermediate, an EK certificate. The swtpm-based attested-put test checks a real
+ * TPM's EK certificate; this one checks what the bundle's certificates may do.
+ */
+
+x509.cryptoProvider.set(webcrypto as never);
+
+const EC: webcrypto.EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
+const SIGN: webcrypto.EcdsaParams = { name: 'ECDSA', hash: 'SHA-256' };
+const DAY = 24 * 3600 * 1000;
+const NOW = Date.now();
+
+interface Node {
+  keys: webcrypto.CryptoKeyPair;
+  cert: x509.X509Certificate;
+}
+
+interface Options {
+  /** Extensions of the certificate; default: those of a CA (cA TRUE, keyCertSign). */
+  extensions?: x509.Extension[];
+  notBefore?: number;
+  notAfter?: number;
+}
+
+const caExtensions = () => [
+  new x509.BasicConstraintsExtension(true, undefined, true),
+  new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+];
+
+let serial = 1;
+async function certificate(subject: string, issuer: Node | 'self', opts: Options = {}): Promise<Node> {
+  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: (serial++).toString(16).padStart(2, '0'),
+    subject,
+    issuer: issuer === 'self' ? subject : issuer.cert.subject,
+    publicKey: keys.publicKey,
+    signingKey: issuer === 'self' ? keys.privateKey : issuer.keys.privateKey,
+    signingAlgorithm: SIGN,
+    notBefore: new Date(opts.notBefore ?? NOW - DAY),
+    notAfter: new Date(opts.notAfter ?? NOW + 30 * DAY),
+    extensions: opts.extensions ?? caExtensions(),
+  });
+  return { keys, cert };
+}
+
+/** An EK certificate (end entity: cA FALSE, keyEncipherment) issued by `issuer`. */
+const ek = (issuer: Node, opts: Options = {}) =>
+  certificate('CN=tpm ek', issuer, {
+    extensions: [new x509.BasicConstraintsExtension(false, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyEncipherment, true)],
+    ...opts,
+  });
+const der = (n: Node) => new Uint8Array(n.cert.rawData);
+
+test('EK certificate: every bundle certificate used as an issuer must be a CA allowed to sign certificates (RFC 5280 §4.2.1.9, §4.2.1.3)', async () => {
+  const root = await certificate('CN=Manufacturer Root', 'self');
+  const intermediate = await certificate('CN=Manufacturer EK CA', root);
+  const genuine = await ek(intermediate);
+  // Positive control: root → intermediate → EK, both issuers CAs with keyCertSign.
+  const ok = await verifyEkCertificate(der(genuine), [root.cert, intermediate.cert]);
+  assert.deepEqual(ok.chain, ['CN=tpm ek', 'CN=Manufacturer EK CA', 'CN=Manufacturer Root']);
+  // Control: keyUsage is optional; a CA without it (cA TRUE) issues.
+  const noKeyUsage = await certificate('CN=Manufacturer EK CA', root, { extensions: [new x509.BasicConstraintsExtension(true, undefined, true)] });
+  assert.equal((await verifyEkCertificate(der(await ek(noKeyUsage)), [root.cert, noKeyUsage.cert])).chain.length, 3);
+
+  // An intermediate of the bundle that is not a CA: no basicConstraints, cA FALSE, keyUsage without keyCertSign.
+  const cases: [string, x509.Extension[], RegExp][] = [
+    ['no basicConstraints', [new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)], /it has no basicConstraints extension, so it is not a CA certificate/],
+    ['cA FALSE', [new x509.BasicConstraintsExtension(false, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)], /its basicConstraints has cA FALSE, so it is not a CA certificate/],
+    ['no keyCertSign', [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.cRLSign, true)], /its keyUsage lacks keyCertSign/],
+  ];
+  for (const [what, extensions, reason] of cases) {
+    const notCa = await certificate('CN=Manufacturer Server', root, { extensions });
+    const forged = await ek(notCa);
+    await assert.rejects(
+      verifyEkCertificate(der(forged), [root.cert, notCa.cert]),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'PROVISION_ATTESTATION_FAILED', what);
+        assert.match(err.message, /^ek-certificate: "CN=tpm ek" was signed by "CN=Manufacturer Server" of the manufacturer CA bundle, which may not issue certificates: /, what);
+        assert.match(err.message, reason, what);
+        return true;
+      },
+    );
+  }
+
+  // A self-signed bundle certificate that is not a CA, used as the root of the EK.
+  const selfSignedLeaf = await certificate('CN=Manufacturer Portal', 'self', { extensions: [new x509.BasicConstraintsExtension(false, undefined, true)] });
+  await assert.rejects(verifyEkCertificate(der(await ek(selfSignedLeaf)), [selfSignedLeaf.cert]), /"CN=tpm ek" was signed by "CN=Manufacturer Portal" .*may not issue certificates: its basicConstraints has cA FALSE/);
+  // A root without keyCertSign, above a good intermediate: refused as the intermediate's issuer.
+  const badRoot = await certificate('CN=Manufacturer Root', 'self', {
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true)],
+  });
+  const underBadRoot = await certificate('CN=Manufacturer EK CA', badRoot);
+  await assert.rejects(verifyEkCertificate(der(await ek(underBadRoot)), [badRoot.cert, underBadRoot.cert]), /"CN=Manufacturer EK CA" was signed by "CN=Manufacturer Root" .*its keyUsage lacks keyCertSign/);
+
+  // Two bundle certificates of the issuer's name and key, one a CA: the CA one is used.
+  const twin = await x509.X509CertificateGenerator.create({
+    serialNumber: 'ff',
+    subject: intermediate.cert.subject,
+    issuer: root.cert.subject,
+    publicKey: intermediate.keys.publicKey,
+    signingKey: root.keys.privateKey,
+    signingAlgorithm: SIGN,
+    notBefore: new Date(NOW - DAY),
+    notAfter: new Date(NOW + 30 * DAY),
+    extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
+  });
+  assert.equal((await verifyEkCertificate(der(genuine), [root.cert, twin, intermediate.cert])).chain.length, 3, 'control: a non-CA twin does not hide the CA');
+});
+
+test('EK certificate: the EK certificate, each intermediate and the root must be inside their validity periods', async () => {
+  const root = await certificate('CN=Manufacturer Root', 'self');
+  const intermediate = await certificate('CN=Manufacturer EK CA', root);
+  const genuine = await ek(intermediate);
+  assert.equal((await verifyEkCertificate(der(genuine), [root.cert, intermediate.cert])).chain.length, 3, 'control');
+
+  const expiredEk = await ek(intermediate, { notBefore: NOW - 10 * DAY, notAfter: NOW - 2 * DAY });
+  await assert.rejects(verifyEkCertificate(der(expiredEk), [root.cert, intermediate.cert]), /ek-certificate: "CN=tpm ek" is outside its validity period/);
+
+  const expiredIntermediate = await certificate('CN=Manufacturer EK CA', root, { notBefore: NOW - 10 * DAY, notAfter: NOW - 2 * DAY });
+  await assert.rejects(
+    verifyEkCertificate(der(await ek(expiredIntermediate)), [root.cert, expiredIntermediate.cert]),
+    /ek-certificate: "CN=Manufacturer EK CA" is outside its validity period/,
+  );
+
+  const futureRoot = await certificate('CN=Manufacturer Root', 'self', { notBefore: NOW + 2 * DAY, notAfter: NOW + 30 * DAY });
+  const underFutureRoot = await certificate('CN=Manufacturer EK CA', futureRoot);
+  await assert.rejects(
+    verifyEkCertificate(der(await ek(underFutureRoot)), [futureRoot.cert, underFutureRoot.cert]),
+    /ek-certificate: root "CN=Manufacturer Root" is outside its validity period/,
+  );
+  // Control: the same chain checked at a time inside the root's period passes.
+  assert.equal((await verifyEkCertificate(der(await ek(underFutureRoot)), [futureRoot.cert, underFutureRoot.cert], new Date(NOW + 3 * DAY))).chain.length, 3);
+});
