@@ -28,8 +28,12 @@ export interface TpmRunOptions {
   flush?: boolean;
 }
 
-/** Outputs of one command longer than this are cut (a TPM answer is a few KiB at most). */
-const MAX_OUTPUT = 1 << 20;
+/**
+ * Longest stdout of one command (a TPM answer is a few KiB at most). A command that writes
+ * more fails and is stopped: its output is never cut and handed on, since a cut answer
+ * would be parsed as a whole one.
+ */
+export const MAX_OUTPUT = 1 << 20;
 /** A TPM command that hangs must not hold keyd's start-up forever. */
 const COMMAND_TIMEOUT_MS = 60_000;
 /**
@@ -81,16 +85,22 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
     if (conn.tcti !== undefined) env.TPM2TOOLS_TCTI = conn.tcti;
     const child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
     // Not spawn's `timeout` (SIGTERM only, never followed up): SIGTERM, then SIGKILL.
+    // The first reason to stop the command (its timeout, or too much output) is the one reported.
+    let stopped: 'timeout' | 'output' | undefined;
     let stoppedWith: NodeJS.Signals | undefined;
     let killTimer: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
+    const stop = (why: 'timeout' | 'output') => {
+      if (stopped) return;
+      stopped = why;
+      clearTimeout(timer);
       stoppedWith = 'SIGTERM';
       child.kill('SIGTERM');
       killTimer = setTimeout(() => {
         stoppedWith = 'SIGKILL';
         child.kill('SIGKILL');
       }, KILL_GRACE_MS);
-    }, timeoutMs);
+    };
+    const timer = setTimeout(() => stop('timeout'), timeoutMs);
     const settled = () => {
       clearTimeout(timer);
       clearTimeout(killTimer);
@@ -99,8 +109,10 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
     let outLength = 0;
     let err = '';
     child.stdout.on('data', (d: Buffer) => {
-      if (outLength < MAX_OUTPUT) out.push(d);
+      if (stopped) return;
       outLength += d.length;
+      if (outLength > MAX_OUTPUT) return stop('output');
+      out.push(d);
     });
     child.stderr.on('data', (d: Buffer) => {
       if (err.length < 16_384) err += d.toString('utf8');
@@ -111,9 +123,12 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
     });
     child.on('close', (code, signal) => {
       settled();
-      if (stoppedWith) {
-        const how = stoppedWith === 'SIGKILL' ? `killed (SIGKILL) ${KILL_GRACE_MS} ms after SIGTERM` : 'stopped (SIGTERM)';
+      const how = stoppedWith === 'SIGKILL' ? `killed (SIGKILL) ${KILL_GRACE_MS} ms after SIGTERM` : 'stopped (SIGTERM)';
+      if (stopped === 'timeout') {
         return reject(new TpmCommandError(command, undefined, `no answer within ${timeoutMs} ms: ${how}; the TPM is not answering`, true));
+      }
+      if (stopped === 'output') {
+        return reject(new TpmCommandError(command, undefined, `its output exceeded ${MAX_OUTPUT} bytes (a TPM answer is a few KiB): ${how}, its output discarded`));
       }
       if (code === 0) return resolve(Buffer.concat(out));
       reject(new TpmCommandError(command, parseResponseCode(err), summarise(err) || `exit ${code ?? signal}`));
