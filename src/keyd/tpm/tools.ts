@@ -34,6 +34,12 @@ export interface TpmRunOptions {
  * would be parsed as a whole one.
  */
 export const MAX_OUTPUT = 1 << 20;
+/**
+ * How much of a command's stderr is kept from its start, and as much from its end: the
+ * tools print their own "ERROR: …(0x99D) - tpm:…" lines last, after any TSS log (which
+ * TSS2_LOG can make long), and keyd reads the response code from them.
+ */
+const STDERR_KEEP = 16_384;
 /** A TPM command that hangs must not hold keyd's start-up forever. */
 const COMMAND_TIMEOUT_MS = 60_000;
 /**
@@ -107,7 +113,9 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
     };
     const out: Buffer[] = [];
     let outLength = 0;
-    let err = '';
+    let errHead = Buffer.alloc(0);
+    let errTail = Buffer.alloc(0);
+    let errLength = 0;
     child.stdout.on('data', (d: Buffer) => {
       if (stopped) return;
       outLength += d.length;
@@ -115,7 +123,13 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
       out.push(d);
     });
     child.stderr.on('data', (d: Buffer) => {
-      if (err.length < 16_384) err += d.toString('utf8');
+      errLength += d.length;
+      if (errHead.length < STDERR_KEEP) {
+        const take = d.subarray(0, STDERR_KEEP - errHead.length);
+        errHead = Buffer.concat([errHead, take]);
+        d = d.subarray(take.length);
+      }
+      if (d.length > 0) errTail = Buffer.concat([errTail, d]).subarray(-STDERR_KEEP);
     });
     child.on('error', (e: NodeJS.ErrnoException) => {
       settled();
@@ -131,6 +145,8 @@ function runOnce(conn: TpmConnection, command: string, args: string[], stdin?: U
         return reject(new TpmCommandError(command, undefined, `its output exceeded ${MAX_OUTPUT} bytes (a TPM answer is a few KiB): ${how}, its output discarded`));
       }
       if (code === 0) return resolve(Buffer.concat(out));
+      const left = errLength - errHead.length - errTail.length;
+      const err = `${errHead.toString('utf8')}${left > 0 ? `\n[${left} bytes of stderr left out]\n` : ''}${errTail.toString('utf8')}`;
       reject(new TpmCommandError(command, parseResponseCode(err), summarise(err) || `exit ${code ?? signal}`));
     });
     child.stdin.on('error', () => {});
