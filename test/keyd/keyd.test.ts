@@ -217,7 +217,7 @@ test('generate keeps the key inside keyd, returns a CSR; setChain makes it serva
   await assert.rejects(keyd.adminService.generate(LOCAL, 'g.test', 'ecdsa-p256', 'not a dn'), { code: 'KEYD_BAD_REQUEST' });
 });
 
-test('edges are told of changes and see the new key within a second', async () => {
+test('edges are told of changes and see the new key within a second', { timeout: 20_000 }, async () => {
   const first = await makeIdentity('ecdsa-p256', ['rotate.test']);
   await keyd.adminService.put(LOCAL, ['rotate.test'], first.privateKey, first.chain);
   const before = (await client.identity('rotate.test'))!;
