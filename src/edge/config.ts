@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { DEFAULT_EXPIRY_WARNING_DAYS } from '../lib/expiry.js';
@@ -169,6 +170,42 @@ function address(value: unknown, where: string): ListenAddress {
  * listen on; connected to, it is refused for every client after its handshake, and
  * `--check-config` must not pass what can never work.
  */
+/**
+ * The socket a listening address binds, for spotting the same one configured twice: IPv6
+ * literals in their canonical text (RFC 5952, `[0:0::1]` is `[::1]`), names in lower case.
+ * Port 0 is never the same socket twice (each bind gets its own ephemeral port).
+ */
+function bindKey(a: ListenAddress): string | undefined {
+  if (a.port === 0) return undefined;
+  let host = a.host.toLowerCase().replace(/\.$/, '');
+  if (isIPv6(host)) {
+    try {
+      host = new URL(`http://[${host}]/`).hostname; // WHATWG URL serialises IPv6 per RFC 5952
+    } catch {
+      // a zone id (fe80::1%eth0): compared as written
+    }
+  }
+  return `${host}|${a.port}`;
+}
+
+/**
+ * Each listening socket once: the second bind of the same address would fail (EADDRINUSE)
+ * only after the config was accepted, so it is refused here naming both keys.
+ */
+function distinctListeners(entries: readonly (readonly [string, ListenAddress])[]): void {
+  const seen = new Map<string, string>();
+  for (const [where, a] of entries) {
+    const key = bindKey(a);
+    if (key === undefined) continue;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      const shown = isIPv6(a.host) ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+      fail(`${where}: ${shown} is the same address as ${first}; each address is listened on once`);
+    }
+    seen.set(key, where);
+  }
+}
+
 function upstreamAddress(value: unknown, where: string): ListenAddress {
   const upstream = address(value, where);
   if (upstream.port === 0) fail(`${where}: port 0 cannot be connected to; an upstream's port is 1 to 65535`);
@@ -205,11 +242,21 @@ function keydEndpoint(value: unknown, where: string, baseDir: string): KeydEndpo
   };
 }
 
+/**
+ * RFC 7301 §3.1: a ProtocolName is opaque<1..2^8-1>; the engine sends a configured name as
+ * its UTF-8 bytes (src/tls/handshake/negotiate.ts), so the bounds are on those bytes. A lone
+ * surrogate has no UTF-8 form, and a name listed twice in one preference list is a mistake.
+ */
 function alpnList(value: unknown, where: string): string[] {
   if (!Array.isArray(value)) fail(`${where} must be a list of protocol names`);
+  const first = new Map<string, number>();
   return value.map((p, i) => {
     const name = str(p, `${where}[${i}]`);
+    if (/\p{Cs}/u.test(name)) fail(`${where}[${i}] holds a lone UTF-16 surrogate, which has no UTF-8 encoding`);
     if (Buffer.byteLength(name) > 255) fail(`${where}[${i}] is longer than 255 bytes (RFC 7301 §3.1)`);
+    const earlier = first.get(name);
+    if (earlier !== undefined) fail(`${where}[${i}]: '${name}' is already ${where}[${earlier}]; each protocol is listed once`);
+    first.set(name, i);
     return name;
   });
 }
@@ -222,13 +269,20 @@ function pemCount(pem: Buffer, label: string): number {
 /**
  * `clientAuth: { mode, ca, crl?, advertiseCaNames? }`. The CA file must hold CA
  * certificates (checked here); the CRL's signature is checked when the edge starts.
+ * With mode off the files named are checked all the same (docs/EDGE.md: unreadable files
+ * are refused): a route switched off keeps its settings, and switching it back on must
+ * not be the first time they are read. Such a route carries them with mode 'off'.
  */
 function clientAuth(value: unknown, where: string, baseDir: string): RouteClientAuth | undefined {
   if (!isObject(value)) fail(`${where} must be an object { "mode", "ca", "crl"?, "advertiseCaNames"? }`);
   onlyKeys(value, where, ['mode', 'ca', 'crl', 'advertiseCaNames']);
   const mode = str(value.mode, `${where}.mode`);
   if (mode !== 'off' && mode !== 'optional' && mode !== 'required') fail(`${where}.mode must be off, optional or required, got '${mode}'`);
-  if (mode === 'off') return undefined;
+  if (mode === 'off' && value.ca === undefined) {
+    if (value.crl !== undefined) fail(`${where}.crl: a CRL is checked against the CAs of ${where}.ca, which is not set`);
+    if (value.advertiseCaNames !== undefined) bool(value.advertiseCaNames, `${where}.advertiseCaNames`);
+    return undefined;
+  }
   if (value.ca === undefined) fail(`${where}.ca (a PEM file of client CAs) is required when mode is ${mode}`);
   const caPath = resolve(baseDir, str(value.ca, `${where}.ca`));
   const caPem = readPem(caPath, `${where}.ca`);
@@ -303,9 +357,21 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
   const keydRaw = doc.keyd === undefined ? [] : Array.isArray(doc.keyd) ? doc.keyd : [doc.keyd];
   if (keydRaw.length === 0) fail('keyd must name at least one endpoint (a unix socket path, or host/port with TLS files)');
   if (!Array.isArray(doc.routes) || doc.routes.length === 0) fail('routes must be a non-empty list');
+  const listen = listenRaw.map((a, i) => address(a, `listen[${i}]`));
+  const metrics = doc.metrics === undefined ? undefined : address(doc.metrics, 'metrics');
+  distinctListeners([...listen.map((a, i) => [`listen[${i}]`, a] as const), ...(metrics ? [['metrics', metrics] as const] : [])]);
   const routes = doc.routes.map((r, i) => route(r, `routes[${i}]`, baseDir));
+  // docs/EDGE.md: a name may appear once (names are normalised: case, trailing dot); both keys named.
+  const nameAt = new Map<string, string>();
+  routes.forEach((r, i) =>
+    r.names.forEach((name, j) => {
+      const first = nameAt.get(name);
+      if (first !== undefined) fail(`routes[${i}].names[${j}]: '${name}' is already ${first}; a name may appear once`);
+      nameAt.set(name, `routes[${i}].names[${j}]`);
+    }),
+  );
   try {
-    new RouteTable(routes); // duplicate names across routes
+    new RouteTable(routes); // the table's own checks, kept as the last word
   } catch (err) {
     fail((err as Error).message);
   }
@@ -325,7 +391,7 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
   const logLevel = doc.logLevel === undefined ? 'info' : str(doc.logLevel, 'logLevel');
   if (!LOG_LEVELS.includes(logLevel)) fail(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
   return {
-    listen: listenRaw.map((a, i) => address(a, `listen[${i}]`)),
+    listen,
     keyd: keydRaw.map((e, i) => keydEndpoint(e, `keyd[${i}]`, baseDir)),
     keydRequestTimeoutMs:
       doc.keydRequestTimeoutMs === undefined ? 2000 : int(doc.keydRequestTimeoutMs, 'keydRequestTimeoutMs', 10, 60_000),
@@ -347,7 +413,7 @@ export function validateConfig(doc: unknown, baseDir = process.cwd()): EdgeConfi
       identityCacheSize: limit('identityCacheSize', 1, 10_000_000),
       identityCacheNames: limit('identityCacheNames', 1, 100_000_000),
     },
-    metrics: doc.metrics === undefined ? undefined : address(doc.metrics, 'metrics'),
+    metrics,
     logLevel,
     tickets: doc.tickets === undefined ? 2 : int(doc.tickets, 'tickets', 0, 16),
     // RFC 8446 §4.6.1: ticket_lifetime is at most 604800 s (7 days); the engine's own bounds.

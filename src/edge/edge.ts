@@ -110,16 +110,18 @@ async function loadRouteClientAuth(routes: readonly Route[]): Promise<Map<Route,
   const loaded = new Map<Route, ClientAuthOptions>();
   for (const route of routes) {
     const c = route.clientAuth;
-    if (!c || c.mode === 'off' || !c.caPem) continue;
+    if (!c || !c.caPem) continue;
+    // A route with mode off but files named has them checked as if it were on (CRL
+    // signature, CA names' size: docs/EDGE.md), and gets no client-auth policy.
     const options = await loadClientAuth({
-      mode: c.mode,
+      mode: c.mode === 'off' ? 'optional' : c.mode,
       caPem: c.caPem,
       ...(c.crlPem ? { crlPem: c.crlPem } : {}),
       advertiseCaNames: c.advertiseCaNames,
     }).catch((err: Error) => {
       throw new EdgeError('EDGE_CONFIG', `route ${route.names.join(',')}: clientAuth: ${err.message}`);
     });
-    loaded.set(route, options);
+    if (c.mode !== 'off') loaded.set(route, options);
   }
   return loaded;
 }

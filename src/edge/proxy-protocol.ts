@@ -145,7 +145,7 @@ function addressBlock(info: ProxyHeaderInfo): { family: number; block: Buffer } 
 export function encodeProxyV2(info: ProxyHeaderInfo): Buffer {
   const { family, block } = addressBlock(info);
   const tlvs: Buffer[] = [];
-  if (info.alpnProtocol) tlvs.push(tlv(Pp2Type.ALPN, Buffer.from(info.alpnProtocol, 'latin1')));
+  if (info.alpnProtocol) tlvs.push(tlv(Pp2Type.ALPN, Buffer.from(info.alpnProtocol, 'utf8'))); // the bytes negotiated (negotiate.ts selectAlpn)
   if (info.serverName) tlvs.push(tlv(Pp2Type.AUTHORITY, Buffer.from(info.serverName, 'utf8')));
   const sslSub: Buffer[] = [];
   if (info.tlsVersion) sslSub.push(tlv(Pp2Type.SUBTYPE_SSL_VERSION, Buffer.from(info.tlsVersion, 'latin1')));

@@ -59,7 +59,7 @@ export interface TlsServerOptions {
   sessionCacheSize?: number;
   /** Picks certificate chain + signer by SNI (undefined = no SNI → default identity). */
   resolveIdentity: ResolveIdentity;
-  /** ALPN protocols in server preference order (RFC 7301). None: ALPN is not negotiated. */
+  /** ALPN protocols in server preference order (RFC 7301), each sent as its UTF-8 bytes (1 to 255). None: ALPN is not negotiated. */
   alpnProtocols?: readonly string[];
   /** Key exchange groups in server preference order. Default: x25519, secp256r1, secp384r1, secp521r1, x448, ffdhe2048, ffdhe3072 (RFC 7919; ffdhe4096, 6144 and 8192 are supported when listed: each exchange costs 3–13 ms of CPU, and a client can choose it for every handshake). */
   groups?: readonly number[];

@@ -44,7 +44,8 @@ test('a reload keeps, changes or refuses the route client-auth policy', async (t
   const ca = await makeClientCa();
   const otherCa = await makeClientCa({ commonName: 'other' });
   const alice = await issue(ca, { commonName: 'alice' });
-  const files = writeFiles({ 'ca.pem': ca.pem, 'foreign.crl': await makeCrl(otherCa, []) });
+  const mallory = await issue(otherCa, { commonName: 'mallory' });
+  const files = writeFiles({ 'ca.pem': ca.pem, 'foreign.crl': await makeCrl(otherCa, []), 'own.crl': await makeCrl(ca, []) });
   t.after(() => files.remove());
   const upstream = createServer((s) => {
     s.on('error', () => undefined);
@@ -84,6 +85,15 @@ test('a reload keeps, changes or refuses the route client-auth policy', async (t
 
   await assert.rejects(edge.reload(configWith({ mode: 'required', ca: 'ca.pem', crl: 'foreign.crl' })), /clientAuth: .*not signed by a CA/);
   assert.equal((await attempt(port, pki)).ok, true, 'the refused reload left the optional policy in force');
+
+  // Mode off with files named: checked as if on (docs/EDGE.md), so a CRL the CA did not sign
+  // is refused now rather than when the route is switched back on...
+  await assert.rejects(edge.reload(configWith({ mode: 'off', ca: 'ca.pem', crl: 'foreign.crl' })), /route m\.test: clientAuth: .*not signed by a CA/);
+  assert.equal((await attempt(port, pki, mallory)).ok, false, 'the refused reload left the optional policy in force (a foreign CA\'s certificate refused)');
+  // ...and valid files with mode off: no client auth (no CertificateRequest, so a certificate
+  // from a CA the route does not trust is never sent nor refused).
+  await edge.reload(configWith({ mode: 'off', ca: 'ca.pem', crl: 'own.crl' }));
+  assert.equal((await attempt(port, pki, mallory)).ok, true, 'mode off: no certificate asked for');
 });
 
 test('PROXY v2: a verified client certificate whose CN does not fit the header closes that client cleanly, not the process; a usual CN reaches the upstream', async (t) => {

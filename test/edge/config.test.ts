@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -46,7 +46,7 @@ test('every mistake is named precisely with code EDGE_CONFIG', () => {
     [{ ...minimal, routes: [{ names: ['a.example'], upstream: 'nope' }] }, /routes\[0\]\.upstream: 'nope' is not HOST:PORT/],
     [{ ...minimal, routes: [{ names: ['*.com'], upstream: '1.2.3.4:5' }] }, /routes\[0\]\.names\[0\]: wildcard/],
     [{ ...minimal, routes: [...minimal.routes, { names: ['EXAMPLE.com'], upstream: ':1' }] }, /not HOST:PORT|configured twice/],
-    [{ ...minimal, routes: [...minimal.routes, { names: ['EXAMPLE.com'], upstream: '1.2.3.4:1' }] }, /configured twice/],
+    [{ ...minimal, routes: [...minimal.routes, { names: ['EXAMPLE.com'], upstream: '1.2.3.4:1' }] }, /^routes\[1\]\.names\[0\]: 'example\.com' is already routes\[0\]\.names\[0\]/],
     [{ ...minimal, defaultServerName: 'other.org' }, /not covered by any route/],
     [{ ...minimal, limits: { idleTimeoutMs: -1 } }, /limits\.idleTimeoutMs must be an integer/],
     [{ ...minimal, limits: { maxConns: 1 } }, /limits: unknown key 'maxConns'/],
@@ -222,4 +222,79 @@ test('keyd as an empty string is refused (it resolved to the config directory as
   }
   // Control: a relative path still resolves against the config directory.
   assert.deepEqual(validateConfig({ ...minimal, keyd: 'run/keyd.sock' }, '/etc/edge').keyd, [{ socketPath: '/etc/edge/run/keyd.sock' }]);
+});
+
+test('the same listening address twice (also after normalisation, or as metrics) is refused naming both keys; port 0 twice and distinct addresses are accepted', () => {
+  const refused = (doc: unknown, message: string) =>
+    assert.throws(() => validateConfig(doc, '/etc/edge'), { code: 'EDGE_CONFIG', message }, JSON.stringify(doc));
+  const same = (second: string, first = 'listen[0]', where = 'listen[1]') => `${where}: ${second} is the same address as ${first}; each address is listened on once`;
+  // Each of these binds the same socket twice: EADDRINUSE only once the edge starts.
+  refused({ ...minimal, listen: ['127.0.0.1:8443', '127.0.0.1:8443'] }, same('127.0.0.1:8443'));
+  refused({ ...minimal, listen: ['8443', { host: '127.0.0.1', port: 8443 }] }, same('127.0.0.1:8443'));
+  refused({ ...minimal, listen: ['[::1]:443', '0.0.0.0:443', '[0:0:0:0:0:0:0:1]:443'] }, same('[0:0:0:0:0:0:0:1]:443', 'listen[0]', 'listen[2]'));
+  refused({ ...minimal, listen: ['Edge.Example:443', 'edge.example.:443'] }, same('edge.example.:443'));
+  refused({ ...minimal, listen: ['127.0.0.1:8443'], metrics: { host: '127.0.0.1', port: 8443 } }, same('127.0.0.1:8443', 'listen[0]', 'metrics'));
+  // Controls: another port, another host, each port 0 (its own ephemeral port), metrics elsewhere.
+  assert.deepEqual(validateConfig({ ...minimal, listen: ['127.0.0.1:8443', '127.0.0.1:8444', '[::1]:8443'] }).listen, [
+    { host: '127.0.0.1', port: 8443 },
+    { host: '127.0.0.1', port: 8444 },
+    { host: '::1', port: 8443 },
+  ]);
+  assert.equal(validateConfig({ ...minimal, listen: ['127.0.0.1:0', '127.0.0.1:0'], metrics: '127.0.0.1:0' }).listen.length, 2);
+  assert.deepEqual(validateConfig({ ...minimal, listen: ['127.0.0.1:8443'], metrics: '127.0.0.1:9464' }).metrics, { host: '127.0.0.1', port: 9464 });
+});
+
+test('routes[].alpn: an empty name, a name listed twice and a lone surrogate are refused (RFC 7301 §3.1); non-ASCII names are bounded by their UTF-8 bytes', () => {
+  const route = (alpn: unknown) => ({ ...minimal, routes: [{ names: ['a.example'], upstream: '1.2.3.4:5', alpn }] });
+  const refused = (alpn: unknown, message: string) => assert.throws(() => validateConfig(route(alpn)), { code: 'EDGE_CONFIG', message }, JSON.stringify(alpn));
+  refused(['h2', ''], 'routes[0].alpn[1] must be a non-empty string');
+  refused(['h2', 'http/1.1', 'h2'], "routes[0].alpn[2]: 'h2' is already routes[0].alpn[0]; each protocol is listed once");
+  refused(['x\ud800'], 'routes[0].alpn[0] holds a lone UTF-16 surrogate, which has no UTF-8 encoding');
+  refused(['é'.repeat(128)], 'routes[0].alpn[0] is longer than 255 bytes (RFC 7301 §3.1)'); // 256 bytes, 128 characters
+  // Controls: distinct names (case matters: the names are bytes), 255 UTF-8 bytes, a surrogate pair.
+  assert.deepEqual(validateConfig(route(['h2', 'H2', 'http/1.1'])).routes[0]!.alpn, ['h2', 'H2', 'http/1.1']);
+  assert.deepEqual(validateConfig(route([`${'é'.repeat(127)}x`, '\u{1F600}'])).routes[0]!.alpn, [`${'é'.repeat(127)}x`, '\u{1F600}']);
+});
+
+test('the same route name twice is refused naming both keys (after normalisation), within a route and across routes', () => {
+  const refused = (routes: unknown, message: string) => assert.throws(() => validateConfig({ ...minimal, routes }), { code: 'EDGE_CONFIG', message });
+  refused([{ names: ['a.example', 'A.Example.'], upstream: '1.2.3.4:5' }], "routes[0].names[1]: 'a.example' is already routes[0].names[0]; a name may appear once");
+  refused(
+    [{ names: ['a.example', '*.b.example'], upstream: '1.2.3.4:5' }, { names: ['c.example', '*.B.example'], upstream: '1.2.3.4:6' }],
+    "routes[1].names[1]: '*.b.example' is already routes[0].names[1]; a name may appear once",
+  );
+  // Control: an exact name under a wildcard of the same parent is not a duplicate (exact wins).
+  assert.equal(validateConfig({ ...minimal, routes: [{ names: ['*.b.example'], upstream: '1.2.3.4:5' }, { names: ['x.b.example', 'b.example'], upstream: '1.2.3.4:6' }] }).routes.length, 2);
+});
+
+test('clientAuth with mode off: the files named are read and checked as with a mode that uses them; nothing named → no client auth', async () => {
+  const { makeClientCa, issue, makeCrl } = await import('../helpers/client-pki.js');
+  const ca = await makeClientCa();
+  const leaf = await issue(ca);
+  const dir = mkdtempSync(join(tmpdir(), 'edge-client-auth-off-'));
+  try {
+    writeFileSync(join(dir, 'ca.pem'), ca.pem);
+    writeFileSync(join(dir, 'leaf.pem'), leaf.pem);
+    writeFileSync(join(dir, 'crl.pem'), await makeCrl(ca, [leaf]));
+    writeFileSync(join(dir, 'garbage.crl'), 'not a CRL');
+    const route = (clientAuth: unknown) => ({ keyd: '/run/keyd.sock', routes: [{ names: ['a.test'], upstream: '127.0.0.1:1', clientAuth }] });
+    const refused = (clientAuth: unknown, message: string) => assert.throws(() => validateConfig(route(clientAuth), dir), { code: 'EDGE_CONFIG', message }, JSON.stringify(clientAuth));
+    refused({ mode: 'off', ca: 'missing.pem' }, `routes[0].clientAuth.ca: cannot read '${join(dir, 'missing.pem')}': ENOENT`);
+    refused({ mode: 'off', ca: 'leaf.pem' }, `routes[0].clientAuth.ca: '${join(dir, 'leaf.pem')}' holds a certificate that is not a CA (basicConstraints cA)`);
+    refused({ mode: 'off', ca: 'ca.pem', crl: 'missing.crl' }, `routes[0].clientAuth.crl: cannot read '${join(dir, 'missing.crl')}': ENOENT`);
+    refused({ mode: 'off', ca: 'ca.pem', crl: 'garbage.crl' }, `routes[0].clientAuth.crl: '${join(dir, 'garbage.crl')}' holds no PEM "X509 CRL" block`);
+    refused({ mode: 'off', crl: 'crl.pem' }, 'routes[0].clientAuth.crl: a CRL is checked against the CAs of routes[0].clientAuth.ca, which is not set');
+    refused({ mode: 'off', advertiseCaNames: 'no' }, 'routes[0].clientAuth.advertiseCaNames must be true or false');
+    // Controls: valid files with mode off are kept with mode off (the edge checks the CRL's
+    // signature at start, and serves the route without client auth); mode off alone is no client auth.
+    const off = validateConfig(route({ mode: 'off', ca: 'ca.pem', crl: 'crl.pem', advertiseCaNames: false }), dir).routes[0]!.clientAuth;
+    assert.equal(off?.mode, 'off');
+    assert.equal(off?.caPem?.toString(), ca.pem);
+    assert.equal(off?.crlPem?.toString(), readFileSync(join(dir, 'crl.pem'), 'utf8'));
+    assert.equal(off?.advertiseCaNames, false);
+    assert.equal(validateConfig(route({ mode: 'off' }), dir).routes[0]!.clientAuth, undefined);
+    assert.equal(validateConfig(route({ mode: 'off', advertiseCaNames: true }), dir).routes[0]!.clientAuth, undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

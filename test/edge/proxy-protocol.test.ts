@@ -131,3 +131,12 @@ test('decoder: another protocol version and a short IPv4 address block are refus
   short.writeUInt16BE(8, 14);
   assert.throws(() => decodeProxyV2(short), { code: 'EDGE_PROXY_PROTOCOL', message: 'PROXY v2 IPv4 address block is short' });
 });
+
+test('PP2_TYPE_ALPN carries the negotiated protocol as the bytes sent in the handshake: a non-ASCII name as its UTF-8 bytes', () => {
+  const alpnOf = (alpnProtocol: string) =>
+    decodeProxyV2(encodeProxyV2({ sourceAddress: '192.0.2.10', sourcePort: 1, destinationAddress: '198.51.100.1', destinationPort: 443, alpnProtocol }))?.tlvs.get(Pp2Type.ALPN);
+  // The engine sends a configured name as UTF-8 (src/tls/handshake/negotiate.ts), 'ĥ2' as c4 a5 32.
+  assert.deepEqual(alpnOf('ĥ2'), Buffer.from([0xc4, 0xa5, 0x32]));
+  assert.deepEqual(alpnOf('é'), Buffer.from([0xc3, 0xa9]));
+  assert.deepEqual(alpnOf('h2'), Buffer.from('h2'), 'control: ASCII as it is');
+});

@@ -110,10 +110,15 @@ export function selectGroup(ch: ClientHello, serverGroups: readonly number[]): G
   throw new TlsAlert('handshake_failure', 'no key exchange group in common');
 }
 
-/** RFC 7301 §3.2: server preference; no overlap is no_application_protocol. */
+/**
+ * RFC 7301 §3.2: server preference; no overlap is no_application_protocol. A ProtocolName is
+ * opaque bytes (§3.1): the client's are kept one char per byte (latin1, client-hello.ts),
+ * the server's are text sent as UTF-8 (the bytes the edge's config bounds to 255), so each
+ * server name is compared by its UTF-8 bytes. Returns the server's name as configured.
+ */
 export function selectAlpn(ch: ClientHello, serverProtocols: readonly string[]): string | undefined {
   if (!ch.alpnProtocols || serverProtocols.length === 0) return undefined;
-  for (const p of serverProtocols) if (ch.alpnProtocols.includes(p)) return p;
+  for (const p of serverProtocols) if (ch.alpnProtocols.includes(Buffer.from(p, 'utf8').toString('latin1'))) return p;
   throw new TlsAlert('no_application_protocol', `no ALPN protocol in common (client offered ${ch.alpnProtocols.join(', ')})`);
 }
 

@@ -43,7 +43,7 @@ export function sealTicket(ring: TicketKeyRing, s: TicketState): Buffer {
   w.u8(VERSION).u16(s.cipherSuite).opaque(1, s.psk);
   writeTime(w, s.issuedAt);
   w.u32(s.ageAdd).u32(s.lifetimeSeconds);
-  w.opaque(1, Buffer.from(s.serverName, 'latin1')).opaque(1, Buffer.from(s.alpnProtocol, 'latin1'));
+  w.opaque(1, Buffer.from(s.serverName, 'latin1')).opaque(1, Buffer.from(s.alpnProtocol, 'utf8'));
   writeClientAuth(w, s.clientAuthPolicy, s.clientIdentity);
   return ring.seal(LABEL, w.finish());
 }
@@ -61,7 +61,7 @@ export function openTicket(ring: TicketKeyRing, ticket: Uint8Array): TicketState
     const ageAdd = r.u32();
     const lifetimeSeconds = r.u32();
     const serverName = Buffer.from(r.vec(1, 0, 255, 'server_name')).toString('latin1');
-    const alpnProtocol = Buffer.from(r.vec(1, 0, 255, 'alpn')).toString('latin1');
+    const alpnProtocol = Buffer.from(r.vec(1, 0, 255, 'alpn')).toString('utf8');
     const { clientAuthPolicy, clientIdentity } = readClientAuth(r);
     r.end();
     return { cipherSuite, psk, issuedAt, ageAdd, lifetimeSeconds, serverName, alpnProtocol, clientAuthPolicy, clientIdentity };

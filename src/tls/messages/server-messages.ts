@@ -81,7 +81,7 @@ export function encodeEncryptedExtensions(p: EncryptedExtensionsParams): Buffer 
     w.vec(2, (exts) => {
       if (p.serverNameAcknowledged) exts.u16(X.server_name).u16(0);
       if (p.alpnProtocol !== undefined) {
-        const name = Buffer.from(p.alpnProtocol, 'latin1');
+        const name = Buffer.from(p.alpnProtocol, 'utf8'); // as selectAlpn matched it
         exts.u16(X.application_layer_protocol_negotiation).vec(2, (e) => e.vec(2, (l) => l.opaque(1, name)));
       }
       if (p.recordSizeLimit !== undefined) {

@@ -90,7 +90,7 @@ export function encodeServerHello12(p: ServerHello12Params): Buffer {
       if (p.serverNameAcknowledged) exts.u16(X.server_name).u16(0);
       if (p.ecPointFormats) exts.u16(X.ec_point_formats).vec(2, (e) => e.vec(1, (l) => l.u8(UNCOMPRESSED)));
       if (p.alpnProtocol !== undefined) {
-        const name = Buffer.from(p.alpnProtocol, 'latin1');
+        const name = Buffer.from(p.alpnProtocol, 'utf8'); // as selectAlpn matched it
         exts.u16(X.application_layer_protocol_negotiation).vec(2, (e) => e.vec(2, (l) => l.opaque(1, name)));
       }
     });
