@@ -55,7 +55,7 @@ test('put needs 1 to 100 names: none or 101 are KEYD_BAD_NAME and change nothing
   }),
 );
 
-test('changes are applied one at a time: concurrent puts of one name leave one key, the last asked', { timeout: 60_000 }, () =>
+test('changes are applied one at a time, in the order asked: concurrent puts of one name leave the last key; a delete waits for the put before it', { timeout: 60_000 }, () =>
   withKeyd(async (keyd) => {
     const ids = await Promise.all([0, 1, 2, 3].map(() => makeIdentity('ecdsa-p256', ['same.test'])));
     // Not awaited one by one: all four are in the service at once.
@@ -64,6 +64,15 @@ test('changes are applied one at a time: concurrent puts of one name leave one k
     assert.equal(keyd.keyring.owner('same.test')?.id, last);
     assert.deepEqual(keyd.keyring.entries().map((e) => e.id), [last]);
     // Each earlier key lost its only name to the next put and was deleted from the store.
+    assert.deepEqual(await stored(keyd), new Map([[last, ['same.test']]]));
+    // A delete asked right after a put waits for it: it deletes the key the put installed,
+    // rather than finding no key for the name because the put has not reached the keyring.
+    const next = await makeIdentity('ecdsa-p256', ['then.test']);
+    const put = keyd.adminService.put(LOCAL, ['then.test'], next.privateKey, next.chain);
+    const deleted = keyd.adminService.delete(LOCAL, 'then.test');
+    await put;
+    await deleted;
+    assert.equal(keyd.keyring.owner('then.test'), undefined);
     assert.deepEqual(await stored(keyd), new Map([[last, ['same.test']]]));
   }),
 );
