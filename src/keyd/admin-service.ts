@@ -10,7 +10,7 @@ import { GENERATE_KEY_TYPES, checkLeafMatchesKey, checkPrivateKey, generateKeyAn
 import { SealedStore } from './store.js';
 import { SoftwareKeyHandle, type KeyHandle } from './key-handle.js';
 import { csrForHandle, parseSubject } from './handle-csr.js';
-import type { TokenKeys } from './pkcs11/token-keys.js';
+import type { TokenKeyHandle, TokenKeys } from './pkcs11/token-keys.js';
 
 export type { AdminCaller, AuditEntry, AuditQuery, KeyInfo };
 
@@ -59,8 +59,15 @@ export class AdminService extends EventEmitter {
       const software = new SoftwareKeyHandle(privateKey);
       checkLeafMatchesKey(leaf!, software.publicKey);
       const id = SealedStore.newKeyId();
-      const key = token === undefined ? software : await this.tokenKeys(token).importKey(token, privateKey, `keyd ${id}`);
-      const entry = await this.install(normalised, key, chainDer.map((c) => Uint8Array.from(c)), undefined, id);
+      const chain = chainDer.map((c) => Uint8Array.from(c));
+      let entry: KeyEntry;
+      if (token === undefined) {
+        entry = await this.install(normalised, software, chain, undefined, id);
+      } else {
+        const tokens = this.tokenKeys(token);
+        const key = await tokens.importKey(token, privateKey, `keyd ${id}`);
+        entry = await this.recordTokenKey(tokens, key, id, () => this.install(normalised, key, chain, undefined, id));
+      }
       return { result: infoOf(entry), names: normalised, keyRef: entry.id, keyType };
     });
   }
@@ -78,18 +85,20 @@ export class AdminService extends EventEmitter {
       }
       const sanName = normalised!.replace(/^\*\./, '*.');
       const id = SealedStore.newKeyId();
-      let key: KeyHandle;
-      let csrPem: string;
+      let made: { entry: KeyEntry; csrPem: string };
       if (token === undefined) {
         const generated = await generateKeyAndCsr(keyType, sanName, subject);
-        key = new SoftwareKeyHandle(generated.privateKey);
-        csrPem = generated.csrPem;
+        made = { entry: await this.install([normalised!], new SoftwareKeyHandle(generated.privateKey), [], subject, id), csrPem: generated.csrPem };
       } else {
         parseSubject(subject);
-        key = await this.tokenKeys(token).generate(token, keyType, `keyd ${id} ${normalised}`);
-        csrPem = await csrForHandle(key, sanName, subject);
+        const tokens = this.tokenKeys(token);
+        const key = await tokens.generate(token, keyType, `keyd ${id} ${normalised}`);
+        made = await this.recordTokenKey(tokens, key, id, async () => {
+          const csrPem = await csrForHandle(key, sanName, subject);
+          return { entry: await this.install([normalised!], key, [], subject, id), csrPem };
+        });
       }
-      const entry = await this.install([normalised!], key, [], subject, id);
+      const { entry, csrPem } = made;
       return { result: { info: infoOf(entry), csrPem }, names: [normalised!], keyRef: entry.id, keyType };
     });
   }
@@ -188,6 +197,38 @@ export class AdminService extends EventEmitter {
       }
     }
     return entry;
+  }
+
+  /**
+   * Runs `steps`, which record `key` — just made in a token by generate or put — under
+   * record `id`. If they fail before that record is on disk (the CSR cannot be signed, the
+   * store write fails), the token's objects are destroyed: the operator is told the change
+   * failed, and keyd would never know the key (the same as a key pair generated after its
+   * request timed out, pkcs11/token.ts). A record on disk (or one whose presence cannot be
+   * told) is keyd's, now or from the next start (store.ts, changeRecord): its key is kept.
+   */
+  private async recordTokenKey<T>(tokens: TokenKeys, key: TokenKeyHandle, id: string, steps: () => Promise<T>): Promise<T> {
+    try {
+      return await steps();
+    } catch (err) {
+      const objectId = key.reference.id;
+      let onDisk: boolean;
+      try {
+        onDisk = await this.store.keyRecordOnDisk(id);
+      } catch (statErr) {
+        this.logger?.warn({ keyRef: id, id: objectId }, `key ${id}: whether its record was written cannot be told (${(statErr as Error).message}); its token objects (CKA_ID ${objectId}) are kept`);
+        onDisk = true;
+      }
+      if (onDisk) throw err;
+      const refused = await tokens.discard(key, `made for key ${id}, whose record was not written`);
+      const outcome =
+        refused === undefined
+          ? `the key made in token ${JSON.stringify(key.reference.token)} (CKA_ID ${objectId}) was destroyed`
+          : `the key made in token ${JSON.stringify(key.reference.token)} (CKA_ID ${objectId}) could not be destroyed (${refused}): remove it with the token's own tools`;
+      // The cause keeps its code; a bare error from the file system (the store's write) is KEYD_STORE_IO.
+      const code = err instanceof KeydError ? err.code : typeof (err as NodeJS.ErrnoException).syscall === 'string' ? 'KEYD_STORE_IO' : 'KEYD_INTERNAL';
+      throw new KeydError(code, `${err instanceof Error ? err.message : String(err)}; ${outcome}`);
+    }
   }
 
   private ownerOf(name: string): KeyEntry {

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Reader } from '../lib/reader.js';
 import { Writer } from '../lib/writer.js';
@@ -372,6 +372,22 @@ export class SealedStore {
   /** A commit that changes no record: the manifest takes the audit log's current head (before a rotation, audit.ts). */
   commitAuditHead(): Promise<void> {
     return this.exclusive(() => this.guard.commit(() => {}));
+  }
+
+  /**
+   * Whether a record file for key `id` is on disk: then it is served, or (a change whose
+   * commit failed and could not be undone, see changeRecord) adopted at the next start.
+   * Throws when that cannot be told (anything but ENOENT).
+   */
+  async keyRecordOnDisk(id: string): Promise<boolean> {
+    checkRecordId(id);
+    try {
+      await lstat(join(this.keysDir, `${id}.rec`));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
   }
 
   /** Path of a key record (tests tamper with it; docs name it). */

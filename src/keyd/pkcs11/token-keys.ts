@@ -1,5 +1,6 @@
 import { constants, createHash, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { PKCS11 } from 'pkcs11js';
 import { SCHEMES, type KeyType, type SchemeInfo } from '../../tls/signature-schemes.js';
 import { keyTypeOf } from '../../tls/signer.js';
 import { KeydError } from '../errors.js';
@@ -42,9 +43,11 @@ const PKCS1_MECHANISM = { sha256: CKM.SHA256_RSA_PKCS, sha384: CKM.SHA384_RSA_PK
 export class TokenKeys {
   private readonly tokens = new Map<string, Promise<Pkcs11Token>>();
 
+  /** `options.lib`: the PKCS#11 binding object every token uses (tests pass a wrapper around a real one; keyd passes none). */
   constructor(
     private readonly configs: readonly TokenConfig[],
     private readonly logger?: Logger,
+    private readonly options: { lib?: PKCS11 } = {},
   ) {
     // Now, at start-up, before keyd runs any child process (the TPM root key's tpm2-tools).
     for (const config of configs) if (config.pinEnv !== undefined) takeEnvironmentPin(config.pinEnv);
@@ -67,7 +70,7 @@ export class TokenKeys {
         return Promise.reject(new KeydError('KEYD_TOKEN_UNCONFIGURED', `token ${JSON.stringify(label)} is not in keyd's config "pkcs11" (configured: ${this.configs.map((c) => JSON.stringify(c.label)).join(', ') || 'none'})`));
       }
       token = import('./token.js').then(
-        ({ Pkcs11Token }) => new Pkcs11Token(config, this.logger, { tokens: this.configs.length }),
+        ({ Pkcs11Token }) => new Pkcs11Token(config, this.logger, { tokens: this.configs.length, ...(this.options.lib ? { lib: this.options.lib } : {}) }),
         (err: unknown) => {
           this.tokens.delete(label); // a later request tries again
           throw new KeydError('KEYD_TOKEN_ERROR', `the PKCS#11 binding (pkcs11js) could not be loaded for token ${JSON.stringify(label)}: ${(err as Error).message.split('\n')[0]} (run npm ci on this machine)`);
@@ -96,9 +99,14 @@ export class TokenKeys {
     if (kind.ecParams) publicTemplate.push({ type: CKA.EC_PARAMS, value: kind.ecParams });
     if (bits) publicTemplate.push({ type: CKA.MODULUS_BITS, value: bits }, { type: CKA.PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) });
     const read = kind.ecParams ? [CKA.EC_POINT] : [CKA.MODULUS, CKA.PUBLIC_EXPONENT];
-    const attrs = await token.generateKeyPair(kind.generateMechanism, publicTemplate, [...PROTECTED_PRIVATE_KEY, ...common], read);
-    const publicKey = publicKeyFromAttributes(kind, { ecPoint: attrs.get(CKA.EC_POINT), modulus: attrs.get(CKA.MODULUS), publicExponent: attrs.get(CKA.PUBLIC_EXPONENT) });
-    return this.handleFor(uri.token, id, label, kind.keyType, publicKey);
+    // Decoded while keyd still holds the new pair's handles: a public key it cannot use
+    // gets the pair destroyed (Pkcs11Token.generateKeyPair), not left unrecorded in the token.
+    return token.generateKeyPair(kind.generateMechanism, publicTemplate, [...PROTECTED_PRIVATE_KEY, ...common], read, (attrs) => {
+      const publicKey = publicKeyFromAttributes(kind, { ecPoint: attrs.get(CKA.EC_POINT), modulus: attrs.get(CKA.MODULUS), publicExponent: attrs.get(CKA.PUBLIC_EXPONENT) });
+      const modulusBits = publicKey.asymmetricKeyDetails?.modulusLength;
+      if (bits !== undefined && modulusBits !== bits) throw new Error(`CKA_MODULUS of ${modulusBits ?? '?'} bits, not the ${bits} asked for`);
+      return this.handleFor(uri.token, id, label, kind.keyType, publicKey);
+    });
   }
 
   /**
@@ -137,6 +145,20 @@ export class TokenKeys {
       pkcs8.fill(0); // the components are views into it
     }
     return this.handleFor(uri.token, id, label, kind.keyType, publicKey);
+  }
+
+  /**
+   * Destroys the token objects of a key keyd made (generate, importKey) for a change that
+   * failed before keyd recorded it (admin-service.ts). Returns why not, undefined when done.
+   */
+  async discard(key: TokenKeyHandle, why: string): Promise<string | undefined> {
+    let token: Pkcs11Token;
+    try {
+      token = await this.token(key.reference.token);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return token.destroyObjectsWithId(Buffer.from(key.reference.id, 'hex'), why);
   }
 
   async close(): Promise<void> {

@@ -144,7 +144,9 @@ export class Pkcs11Token {
       try {
         return await fn(session, c);
       } catch (err) {
-        const ckr = ckrOf(err);
+        // A KeydError is keyd's answer already, never retried: e.g. a generation that failed
+        // after the token made the key pair (a retry would make another under the same CKA_ID).
+        const ckr = err instanceof KeydError ? undefined : ckrOf(err);
         if (ckr && RECONNECT_CKR.has(ckr.name)) {
           this.lastLoss = `${ckrMethod(err) ?? what.operation} returned ${ckr.name}`;
           this.drop(this.lastLoss);
@@ -357,33 +359,117 @@ export class Pkcs11Token {
 
   /**
    * C_GenerateKeyPair (on libuv's thread pool, like C_Sign: it takes a call slot, and fails
-   * after `generateTimeoutMs`); returns the public key object's attributes asked for. A key
-   * pair the token makes after its request failed is destroyed at once: the operator was
-   * told the generation failed, and keyd never records that key.
+   * after `generateTimeoutMs`); reads the public key object's attributes `read` and returns
+   * what `accept` makes of them (the public key). A key pair the token makes after its
+   * request failed is destroyed at once, and so is one whose public key cannot be read or
+   * is refused by `accept` (it throws): the operator is told the generation failed, and
+   * keyd never records that key.
    */
-  generateKeyPair(mechanism: number, publicTemplate: TemplateAttribute[], privateTemplate: TemplateAttribute[], read: number[]): Promise<Map<number, Buffer>> {
+  generateKeyPair<T>(mechanism: number, publicTemplate: TemplateAttribute[], privateTemplate: TemplateAttribute[], read: number[], accept: (attrs: Map<number, Buffer>) => T): Promise<T> {
     const call: TokenCall = { operation: 'C_GenerateKeyPair', detail: mechanismName(mechanism), timeoutMs: this.generateTimeoutMs };
     return this.inToken(call, async (session, _c, run) => {
       const keys = await run(
         () => this.lib.C_GenerateKeyPairAsync(session, { mechanism }, publicTemplate, privateTemplate),
-        (late, heldSession) => this.destroyLateKeyPair(heldSession, late, publicTemplate),
+        (late, heldSession) => this.destroyUnrecordedKeyPair(heldSession, late, publicTemplate, 'generated after its request timed out'),
       );
-      const attrs = this.lib.C_GetAttributeValue(session, keys.publicKey, read.map((type) => ({ type })));
-      return new Map(attrs.map((a) => [a.type, a.value as Buffer]));
+      let attrs: Map<number, Buffer>;
+      try {
+        attrs = new Map(this.lib.C_GetAttributeValue(session, keys.publicKey, read.map((type) => ({ type }))).map((a) => [a.type, a.value as Buffer]));
+      } catch (err) {
+        const ckr = ckrOf(err);
+        const failure = tokenErrorFromCkr(err, { operation: 'C_GetAttributeValue', token: this.label, detail: 'the public key of the key pair just generated' });
+        throw this.failedAfterGeneration(session, keys, publicTemplate, failure, ckr?.name);
+      }
+      try {
+        return accept(attrs);
+      } catch (err) {
+        const why = err instanceof KeydError ? err.message : `it does not decode: ${(err as Error).message}`;
+        const failure = new KeydError('KEYD_TOKEN_ERROR', `token ${JSON.stringify(this.label)}: C_GenerateKeyPair (${call.detail}) gave a public key keyd cannot use (${why})`);
+        throw this.failedAfterGeneration(session, keys, publicTemplate, failure);
+      }
     });
   }
 
-  /** Destroys a key pair generated after its request timed out (see generateKeyPair). */
-  private destroyLateKeyPair(session: Handle, keys: pkcs11js.KeyPair, template: TemplateAttribute[]): void {
-    const id = template.find((a) => a.type === CKA.ID)?.value;
-    const idText = Buffer.isBuffer(id) ? id.toString('hex') : '?';
-    try {
-      this.lib.C_DestroyObject(session, keys.privateKey);
-      this.lib.C_DestroyObject(session, keys.publicKey);
-      this.logger?.info({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the key pair with CKA_ID ${idText}, generated after its request timed out, was destroyed`);
-    } catch (err) {
-      this.logger?.warn({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the key pair with CKA_ID ${idText}, generated after its request timed out, could not be destroyed (${ckrOf(err)?.name ?? (err as Error).message}); remove it with the token's own tools`);
+  /**
+   * The request's error once a key pair exists that keyd will not record: the pair is
+   * destroyed, and the error says whether it was. Not retried (withSession never retries a
+   * KeydError); a CKR that says the session is gone drops the connection here instead.
+   */
+  private failedAfterGeneration(session: Handle, keys: pkcs11js.KeyPair, template: TemplateAttribute[], failure: KeydError, ckr?: string): KeydError {
+    const destroyFailure = this.destroyUnrecordedKeyPair(session, keys, template, 'generated for a request that failed');
+    const lost = [ckr, destroyFailure].find((name) => name !== undefined && RECONNECT_CKR.has(name));
+    if (lost) {
+      this.lastLoss = `${lost === ckr ? 'C_GetAttributeValue' : 'C_DestroyObject'} returned ${lost}`;
+      this.drop(this.lastLoss);
     }
+    const id = idOf(template);
+    const outcome =
+      destroyFailure === undefined
+        ? `the key pair (CKA_ID ${id}) was destroyed`
+        : `the key pair (CKA_ID ${id}) could not be destroyed (${destroyFailure}): remove it with the token's own tools`;
+    return new KeydError(failure.code, `${failure.message}; ${outcome}`);
+  }
+
+  /**
+   * Destroys a key pair keyd will not record (see generateKeyPair), both objects even if one
+   * is refused; logs the outcome. Returns the CKR (or message) of a refusal, undefined when
+   * both are gone.
+   */
+  private destroyUnrecordedKeyPair(session: Handle, keys: pkcs11js.KeyPair, template: TemplateAttribute[], why: string): string | undefined {
+    const idText = idOf(template);
+    let refused: string | undefined;
+    for (const object of [keys.privateKey, keys.publicKey]) {
+      try {
+        this.lib.C_DestroyObject(session, object);
+      } catch (err) {
+        refused ??= refusalOf(err);
+      }
+    }
+    if (refused === undefined) {
+      this.logger?.info({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the key pair with CKA_ID ${idText}, ${why}, was destroyed`);
+    } else {
+      this.logger?.warn({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the key pair with CKA_ID ${idText}, ${why}, could not be destroyed (${refused}); remove it with the token's own tools`);
+    }
+    return refused;
+  }
+
+  /**
+   * Destroys every object with this CKA_ID (a key pair keyd generated or put into the token
+   * for a change that then failed before keyd recorded it: admin-service.ts). Returns the CKR
+   * (or message) of a refusal, undefined when none is left; logs the outcome.
+   */
+  async destroyObjectsWithId(id: Buffer, why: string): Promise<string | undefined> {
+    const idText = id.toString('hex');
+    let refused: string | undefined;
+    try {
+      refused = await this.withSession({ operation: 'C_DestroyObject' }, async (session, c) => {
+        c.objects.delete(idText);
+        this.lib.C_FindObjectsInit(session, [{ type: CKA.ID, value: id }]);
+        let found: Handle[];
+        try {
+          found = this.lib.C_FindObjects(session, 16);
+        } finally {
+          this.lib.C_FindObjectsFinal(session);
+        }
+        let first: string | undefined;
+        for (const object of found) {
+          try {
+            this.lib.C_DestroyObject(session, object);
+          } catch (err) {
+            first ??= refusalOf(err);
+          }
+        }
+        return first;
+      });
+    } catch (err) {
+      refused = refusalOf(err);
+    }
+    if (refused === undefined) {
+      this.logger?.info({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the objects with CKA_ID ${idText}, ${why}, were destroyed`);
+    } else {
+      this.logger?.warn({ token: this.label, id: idText }, `PKCS#11 token ${this.label}: the objects with CKA_ID ${idText}, ${why}, could not be destroyed (${refused}); remove them with the token's own tools`);
+    }
+    return refused;
   }
 
   /** C_CreateObject of a private key (the template holds its components: wiped by the caller). */
@@ -583,6 +669,18 @@ export class Pkcs11Token {
     if (this.busy === this.heldByToken.size) return Promise.resolve();
     return new Promise((resolve) => this.drained.push(resolve));
   }
+}
+
+/** How a refusal is named in logs and errors: the CKR, or the binding's message. */
+function refusalOf(err: unknown): string {
+  if (err instanceof KeydError) return err.message;
+  return ckrOf(err)?.name ?? (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+}
+
+/** The CKA_ID of a template, hex ("?" without one). */
+function idOf(template: TemplateAttribute[]): string {
+  const id = template.find((a) => a.type === CKA.ID)?.value;
+  return Buffer.isBuffer(id) ? id.toString('hex') : '?';
 }
 
 function ckrMethod(err: unknown): string | undefined {

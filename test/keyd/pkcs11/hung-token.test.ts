@@ -109,6 +109,7 @@ test('a token that does not answer C_Sign: at most the bound in the token, the r
       [{ type: CKA.TOKEN, value: true }, { type: CKA.VERIFY, value: true }, { type: CKA.EC_PARAMS, value: kind.ecParams! }, ...common],
       [{ type: CKA.TOKEN, value: true }, { type: CKA.PRIVATE, value: true }, { type: CKA.SENSITIVE, value: true }, { type: CKA.EXTRACTABLE, value: false }, { type: CKA.SIGN, value: true }, ...common],
       [CKA.EC_POINT],
+      (attrs) => attrs,
     );
     const publicKey: KeyObject = publicKeyFromAttributes(kind, { ecPoint: attrs.get(CKA.EC_POINT) });
     const sign = () => token.sign(id, { mechanism: CKM.ECDSA }, digest, 64);
@@ -213,6 +214,7 @@ test('a token that does not answer C_GenerateKeyPair: the request fails after ge
       [{ type: CKA.TOKEN, value: true }, { type: CKA.VERIFY, value: true }, { type: CKA.EC_PARAMS, value: kind.ecParams! }, ...common],
       [{ type: CKA.TOKEN, value: true }, { type: CKA.PRIVATE, value: true }, { type: CKA.SENSITIVE, value: true }, { type: CKA.EXTRACTABLE, value: false }, { type: CKA.SIGN, value: true }, ...common],
       [CKA.EC_POINT],
+      (attrs) => attrs,
     );
   };
   const exists = async (id: Buffer) => {
