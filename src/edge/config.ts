@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { isIPv6 } from 'node:net';
+import { isIP, isIPv6 } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { DEFAULT_EXPIRY_WARNING_DAYS } from '../lib/expiry.js';
@@ -18,6 +18,12 @@ import { RouteTable, validateRouteName, normaliseName, type Route, type RouteCli
 export interface ListenAddress {
   host: string;
   port: number;
+  /**
+   * Set on an IPv6 wildcard listener (`[::]:P`) when an IPv4 address is listened on the same
+   * port: bound IPv6-only, since on Linux (net.ipv6.bindv6only = 0) `[::]:P` also takes every
+   * IPv4 address of P and the IPv4 bind would fail with EADDRINUSE (ipv6(7), IPV6_V6ONLY).
+   */
+  ipv6Only?: boolean;
 }
 
 export interface EdgeLimits {
@@ -198,12 +204,41 @@ function distinctListeners(entries: readonly (readonly [string, ListenAddress])[
     const key = bindKey(a);
     if (key === undefined) continue;
     const first = seen.get(key);
-    if (first !== undefined) {
-      const shown = isIPv6(a.host) ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
-      fail(`${where}: ${shown} is the same address as ${first}; each address is listened on once`);
-    }
+    if (first !== undefined) fail(`${where}: ${shown(a)} is the same address as ${first}; each address is listened on once`);
     seen.set(key, where);
   }
+  // A wildcard takes every address of its family on its port, so a specific address of that
+  // family on the same port cannot be bound beside it (EADDRINUSE, whichever comes first).
+  for (const [where, a] of entries) {
+    const family = wildcardFamily(a);
+    if (family === undefined) continue;
+    for (const [otherWhere, other] of entries) {
+      if (other === a || other.port !== a.port || ipFamily(other.host) !== family) continue;
+      fail(`${otherWhere}: ${shown(other)} is already listened on by ${where} (${shown(a)} takes every IPv${family} address of port ${a.port}); list one or the other`);
+    }
+  }
+  // `[::]:P` beside an IPv4 address on P: bound IPv6-only (ListenAddress.ipv6Only).
+  for (const [, a] of entries) {
+    if (wildcardFamily(a) === 6 && entries.some(([, other]) => other.port === a.port && ipFamily(other.host) === 4)) a.ipv6Only = true;
+  }
+}
+
+function shown(a: ListenAddress): string {
+  return isIPv6(a.host) ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** 4 or 6 for an IP literal; undefined for a host name (its addresses are known only when it is resolved at bind). */
+function ipFamily(host: string): 4 | 6 | undefined {
+  const family = isIP(host);
+  return family === 4 || family === 6 ? family : undefined;
+}
+
+/** The family whose every address `a` listens on (0.0.0.0, ::), or undefined. Port 0 binds a fresh port each time. */
+function wildcardFamily(a: ListenAddress): 4 | 6 | undefined {
+  if (a.port === 0) return undefined;
+  if (ipFamily(a.host) === 4) return a.host.split('.').every((b) => Number(b) === 0) ? 4 : undefined;
+  if (ipFamily(a.host) === 6) return /^[0:]+$/.test(a.host) ? 6 : undefined; // ::, 0::0, 0:0:0:0:0:0:0:0
+  return undefined;
 }
 
 function upstreamAddress(value: unknown, where: string): ListenAddress {

@@ -378,7 +378,7 @@ export async function startEdge(initialConfig: EdgeConfig, deps: EdgeDeps): Prom
       server.on('tlsClientError', onClientError);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(address.port, address.host, () => {
+        server.listen({ port: address.port, host: address.host, ipv6Only: address.ipv6Only === true }, () => {
           server.off('error', reject);
           resolve();
         });

@@ -51,7 +51,7 @@ export async function startMetricsServer(
   server.maxConnections = limits.maxConnections ?? METRICS_MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(address.port, address.host, () => {
+    server.listen({ port: address.port, host: address.host, ipv6Only: address.ipv6Only === true }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -244,6 +244,41 @@ test('the same listening address twice (also after normalisation, or as metrics)
   assert.deepEqual(validateConfig({ ...minimal, listen: ['127.0.0.1:8443'], metrics: '127.0.0.1:9464' }).metrics, { host: '127.0.0.1', port: 9464 });
 });
 
+test('a wildcard listen address beside a specific one of its family on the same port is refused; 0.0.0.0 beside [::] binds [::] IPv6-only', () => {
+  const refused = (doc: unknown, message: string) =>
+    assert.throws(() => validateConfig(doc, '/etc/edge'), { code: 'EDGE_CONFIG', message }, JSON.stringify(doc));
+  // Whichever is bound second fails with EADDRINUSE: the wildcard already takes the address.
+  refused(
+    { ...minimal, listen: ['0.0.0.0:443', '127.0.0.1:443'] },
+    'listen[1]: 127.0.0.1:443 is already listened on by listen[0] (0.0.0.0:443 takes every IPv4 address of port 443); list one or the other',
+  );
+  refused(
+    { ...minimal, listen: ['[::1]:443', '[0::0]:443'] },
+    'listen[0]: [::1]:443 is already listened on by listen[1] ([0::0]:443 takes every IPv6 address of port 443); list one or the other',
+  );
+  refused(
+    { ...minimal, listen: ['0.0.0.0:9464'], metrics: '127.0.0.1:9464' },
+    'metrics: 127.0.0.1:9464 is already listened on by listen[0] (0.0.0.0:9464 takes every IPv4 address of port 9464); list one or the other',
+  );
+  // The documented pair (docs/EDGE.md): both accepted, [::] marked IPv6-only so that it does not
+  // also take the IPv4 addresses 0.0.0.0 binds (Linux's default net.ipv6.bindv6only = 0).
+  assert.deepEqual(validateConfig({ ...minimal, listen: ['0.0.0.0:443', '[::]:443'] }).listen, [
+    { host: '0.0.0.0', port: 443 },
+    { host: '::', port: 443, ipv6Only: true },
+  ]);
+  assert.deepEqual(validateConfig({ ...minimal, listen: ['[::]:443', '127.0.0.1:443'] }).listen, [
+    { host: '::', port: 443, ipv6Only: true },
+    { host: '127.0.0.1', port: 443 },
+  ]);
+  // Controls: [::] alone keeps the system's dual-stack default; wildcards on other ports, host names and port 0 are left alone.
+  assert.deepEqual(validateConfig({ ...minimal, listen: ['[::]:443', '0.0.0.0:8443', 'localhost:443'] }).listen, [
+    { host: '::', port: 443 },
+    { host: '0.0.0.0', port: 8443 },
+    { host: 'localhost', port: 443 },
+  ]);
+  assert.equal(validateConfig({ ...minimal, listen: ['0.0.0.0:0', '127.0.0.1:0'] }).listen.length, 2);
+});
+
 test('routes[].alpn: an empty name, a name listed twice and a lone surrogate are refused (RFC 7301 §3.1); non-ASCII names are bounded by their UTF-8 bytes', () => {
   const route = (alpn: unknown) => ({ ...minimal, routes: [{ names: ['a.example'], upstream: '1.2.3.4:5', alpn }] });
   const refused = (alpn: unknown, message: string) => assert.throws(() => validateConfig(route(alpn)), { code: 'EDGE_CONFIG', message }, JSON.stringify(alpn));

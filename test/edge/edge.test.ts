@@ -169,6 +169,38 @@ test('routes by SNI to the right certificate and upstream; no SNI gets the defau
   assert.ok(f.keyd.signCount >= 3, 'every full handshake was signed by keyd');
 });
 
+/** A TCP port free on both 0.0.0.0 and [::] (bound dual-stack once, then released); undefined without IPv6. */
+async function dualStackFreePort(): Promise<number | undefined> {
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen({ port: 0, host: '::' }, resolve);
+    });
+  } catch {
+    return undefined;
+  }
+  const { port } = probe.address() as { port: number };
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+test('listen ["0.0.0.0:P", "[::]:P"] (the documented pair) binds both and serves over IPv4 and IPv6', async (t) => {
+  const port = await dualStackFreePort();
+  if (port === undefined) return t.skip('no IPv6 on this machine');
+  // Before [::] was bound IPv6-only beside an IPv4 address, the second bind failed: EADDRINUSE.
+  const f = await fixture(t, { listen: [`0.0.0.0:${port}`, `[::]:${port}`] });
+  assert.deepEqual(
+    f.edge.addresses.map((a) => a.host),
+    ['0.0.0.0', '::'],
+  );
+  for (const host of ['127.0.0.1', '::1']) {
+    const socket: TLSSocket = tlsConnect({ host, port, servername: 'a.test', ca: [f.pkiA.caCertPem, f.pkiB.caCertPem], minVersion: 'TLSv1.3' });
+    await once(socket, 'secureConnect');
+    assert.equal(await exchange(socket, `over ${host}`), `A:over ${host}`, host);
+  }
+});
+
 test('half-close: a client that sends its request and close_notify at once still gets the whole answer', async (t) => {
   const f = await fixture(t);
   const a = await connectClient(f.port, [f.pkiA.caCertPem], 'a.test');

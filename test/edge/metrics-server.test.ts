@@ -5,6 +5,7 @@
  * endless request body is not read. Controls: scrapes on a keep-alive connection.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -133,4 +134,25 @@ test('a request whose headers trickle in is closed at requestTimeoutMs (not node
   assert.match(await scrape(scraper), /^HTTP\/1\.1 200 /);
   await once(slow, 'close');
   assert.match(slow.received(), /^HTTP\/1\.1 408 /);
+});
+
+test('an address marked ipv6Only (config: [::]:P beside an IPv4 address on P) is bound IPv6-only, leaving P free for IPv4', async (t) => {
+  const v4 = await startMetricsServer({ host: '0.0.0.0', port: 0 }, async () => ({ contentType: 'text/plain; version=0.0.4', body: BODY }));
+  t.after(() => stop(v4));
+  const port = (v4.address() as { port: number }).port;
+  let v6: Server;
+  try {
+    v6 = await startMetricsServer({ host: '::', port, ipv6Only: true }, async () => ({ contentType: 'text/plain; version=0.0.4', body: BODY }));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EAFNOSUPPORT' || (err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') return t.skip('no IPv6 on this machine');
+    throw err; // EADDRINUSE: bound dual-stack, over the IPv4 listener
+  }
+  t.after(() => stop(v6));
+  assert.equal((v6.address() as { address: string }).address, '::');
+  // Control: without the mark, [::]:P is dual-stack on Linux's default (bindv6only 0) and collides.
+  if (readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() !== '0') return;
+  await assert.rejects(
+    startMetricsServer({ host: '::', port }, async () => ({ contentType: 'text/plain; version=0.0.4', body: BODY })),
+    { code: 'EADDRINUSE' },
+  );
 });

@@ -45,7 +45,7 @@ function countWrites(client: KeydClient): number[] {
   return framesPerWrite;
 }
 
-test('requests made in one turn, across nextTick callbacks, leave in one write', async () => {
+test('requests made in one turn, across nextTick callbacks, leave in one write', { timeout: 20_000 }, async () => {
   const s = await scratch();
   const server = await pingServer(join(s.dir, 'k.sock'));
   const client = await KeydClient.connect({ socketPath: join(s.dir, 'k.sock') });
@@ -71,7 +71,7 @@ test('requests made in one turn, across nextTick callbacks, leave in one write',
   }
 });
 
-test('requests made before the connection drops fail with KEYD_UNAVAILABLE, never written', async () => {
+test('requests made before the connection drops fail with KEYD_UNAVAILABLE, never written', { timeout: 20_000 }, async () => {
   const s = await scratch();
   const server = await pingServer(join(s.dir, 'k.sock'));
   const client = await KeydClient.connect({ socketPath: join(s.dir, 'k.sock') });

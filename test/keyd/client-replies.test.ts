@@ -50,7 +50,7 @@ function outcome(p: Promise<unknown>): Promise<string> {
   );
 }
 
-test('client: a hostile reply fails only the request it answers; the connection stays usable', async () => {
+test('client: a hostile reply fails only the request it answers; the connection stays usable', { timeout: 20_000 }, async () => {
   let n = 0;
   const keyd = await hostileKeyd((frame, sock) => {
     n++;
@@ -92,7 +92,7 @@ test('client: a hostile reply fails only the request it answers; the connection 
   }
 });
 
-test('client: a frame over the maximum or keyd closing mid-reply fails every pending request with KEYD_UNAVAILABLE', async () => {
+test('client: a frame over the maximum or keyd closing mid-reply fails every pending request with KEYD_UNAVAILABLE', { timeout: 20_000 }, async () => {
   for (const how of ['oversized', 'mid-reply'] as const) {
     const keyd = await hostileKeyd((frame, sock) => {
       if (frame.requestId !== 2) return; // answer once both requests are there
@@ -115,5 +115,49 @@ test('client: a frame over the maximum or keyd closing mid-reply fails every pen
       c.close();
       await keyd.close();
     }
+  }
+});
+
+test('client: a changed frame carrying a request id answers that request (the wrong opcode); only id 0 is a change notice', { timeout: 20_000 }, async () => {
+  let n = 0;
+  const keyd = await hostileKeyd((frame, sock) => {
+    n++;
+    // First: a 'changed' frame under the ping's id. Then a real notice (id 0) and the answer.
+    if (n === 1) sock.write(encodeFrame(Opcode.changed, frame.requestId, Buffer.from([0, 0])));
+    else {
+      sock.write(encodeFrame(Opcode.changed, 0, Buffer.from([0, 0])));
+      sock.write(encodeFrame(Opcode.ping | Opcode.replyFlag, frame.requestId, pong));
+    }
+  });
+  const c = await KeydClient.connect({ socketPath: keyd.path }, { requestTimeoutMs: 30_000 });
+  const changes: unknown[] = [];
+  c.on('change', (change) => changes.push(change));
+  try {
+    await assert.rejects(c.ping(), (e: KeydError) => e.code === 'KEYD_BAD_REQUEST' && /answered opcode 0x1 with opcode 0x40/.test(e.message));
+    assert.deepEqual(changes, [], 'not taken as a notice');
+    // Control: the notice with id 0 is one, and the connection still serves.
+    assert.equal(await outcome(c.ping()), 'ok');
+    assert.deepEqual(changes, [{ names: [] }]);
+    assert.equal(pendingCount(c), 0);
+  } finally {
+    c.close();
+    await keyd.close();
+  }
+});
+
+test('client: a request keyd never answers fails with KEYD_TIMEOUT after requestTimeoutMs; the connection keeps serving', { timeout: 20_000 }, async () => {
+  let n = 0;
+  const keyd = await hostileKeyd((frame, sock) => {
+    if (++n > 1) sock.write(encodeFrame(Opcode.ping | Opcode.replyFlag, frame.requestId, pong)); // the first is never answered
+  });
+  const c = await KeydClient.connect({ socketPath: keyd.path }, { requestTimeoutMs: 200 });
+  try {
+    await assert.rejects(c.ping(), (e: KeydError) => e.code === 'KEYD_TIMEOUT' && /did not answer within 200 ms/.test(e.message));
+    assert.equal(pendingCount(c), 0);
+    assert.equal(await outcome(c.ping()), 'ok', 'control: answered requests still complete');
+    assert.equal(c.closed, false);
+  } finally {
+    c.close();
+    await keyd.close();
   }
 });

@@ -73,16 +73,23 @@ function allTestFiles(dir = join(ROOT, 'dist/test')) {
 
 function runTests(files) {
   // A mutant may make a test wait forever; a run that does not finish has not passed.
-  const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files], {
+  // --test-force-exit: a test that failed on its own timeout can leave sockets open (the
+  // cleanup after its await never ran), which would keep its file's process alive until
+  // the limit below. coreutils' timeout runs the tests in their own process group and kills
+  // the whole group at the limit, so no test process outlives its mutant (SIGKILL to
+  // `node --test` alone left the per-file processes running, orphaned).
+  const limitSeconds = String(TEST_RUN_LIMIT_MS / 1000);
+  const r = spawnSync('timeout', ['--signal=KILL', limitSeconds, process.execPath, '--test', '--test-force-exit', '--test-concurrency=1', ...files], {
     cwd: ROOT,
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,
-    timeout: TEST_RUN_LIMIT_MS,
+    timeout: TEST_RUN_LIMIT_MS + 60_000,
     killSignal: 'SIGKILL',
   });
   if (process.env.MUTATION_DUMP) writeFileSync(process.env.MUTATION_DUMP, r.stdout ?? '');
   const failedTests = [...(r.stdout ?? '').matchAll(/^\s*not ok \d+ - (.*)$/gm)].map((m) => m[1]);
-  return { ok: r.status === 0, failed: failedTests.length, failedTests, hung: r.error?.code === 'ETIMEDOUT' };
+  // 137: timeout's SIGKILL (128 + 9).
+  return { ok: r.status === 0, failed: failedTests.length, failedTests, hung: r.status === 137 || r.error?.code === 'ETIMEDOUT' };
 }
 
 // Originals of the file being mutated, restored by `restore()` whatever happens.
