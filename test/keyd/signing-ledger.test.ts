@@ -1,0 +1,130 @@
+/**
+ * keyd's signing ledger (docs/KEYD.md "Audit log"): counts per (client, key) for one window,
+ * then one audit entry per pair and the totals rewritten durably; `admin stats` (snapshot)
+ * shows the totals plus the current window, and the totals survive a restart. Windows are
+ * flushed by hand here (no timers), so nothing depends on timing.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AuditEntry } from '../../src/keyd/audit.js';
+import { SigningLedger } from '../../src/keyd/signing-ledger.js';
+
+type Entry = Omit<AuditEntry, 'time'>;
+
+async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'keyd-ledger-'));
+  try {
+    await run(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** client → key → [signatures, refusals], and the per-client totals checked against the keys. */
+function counts(ledger: SigningLedger): Record<string, Record<string, [number, number]>> {
+  const out: Record<string, Record<string, [number, number]>> = {};
+  for (const [client, row] of Object.entries(ledger.snapshot().clients)) {
+    const keys = Object.values(row.keys);
+    assert.equal(row.signatures, keys.reduce((n, k) => n + k.signatures, 0), `${client}: signatures are the sum over its keys`);
+    assert.equal(row.refusals, keys.reduce((n, k) => n + k.refusals, 0), `${client}: refusals are the sum over its keys`);
+    out[client] = Object.fromEntries(Object.entries(row.keys).map(([k, c]) => [k, [c.signatures, c.refusals]]));
+  }
+  return out;
+}
+
+test('counts per client and key: the current window is shown, a flushed window is counted once, and the totals survive a restart', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'signing-totals.json');
+    const entries: Entry[] = [];
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    const ledger = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async (e) => void entries.push(e), now: () => now });
+    ledger.signed('edge-a', 'k1');
+    ledger.signed('edge-a', 'k1');
+    ledger.signed('edge-b', 'k2');
+    ledger.refused('edge-a', undefined, 'KEYD_NOT_AUTHORISED');
+    // Before any flush, admin stats already shows the window.
+    assert.deepEqual(counts(ledger), { 'edge-a': { k1: [2, 0], '(none)': [0, 1] }, 'edge-b': { k2: [1, 0] } });
+
+    now += 60_000;
+    await ledger.flush();
+    assert.deepEqual(counts(ledger), { 'edge-a': { k1: [2, 0], '(none)': [0, 1] }, 'edge-b': { k2: [1, 0] } }, 'the same after the flush');
+    assert.equal(entries.length, 3, 'one audit entry per (client, key)');
+
+    // A second window: only its own counts are added.
+    ledger.signed('edge-a', 'k1');
+    assert.deepEqual(counts(ledger)['edge-a'], { k1: [3, 0], '(none)': [0, 1] }, 'a flushed window is not counted again');
+    now += 60_000;
+    await ledger.flush();
+    assert.deepEqual(counts(ledger)['edge-a'], { k1: [3, 0], '(none)': [0, 1] });
+    assert.equal(entries.length, 4, 'the second window has one pair');
+    assert.deepEqual([entries[3]!.caller.id, entries[3]!.keyRef, entries[3]!.count], ['edge-a', 'k1', 1]);
+    // An empty window writes nothing.
+    await ledger.flush();
+    assert.equal(entries.length, 4);
+    await ledger.stop();
+
+    // What is on disk is the totals, and a new ledger (a restarted keyd) starts from them.
+    const onDisk = JSON.parse(await readFile(totalsPath, 'utf8')) as { since: string; clients: Record<string, Record<string, { signatures: number; refusals: number }>> };
+    assert.deepEqual(onDisk.clients, {
+      'edge-a': { k1: { signatures: 3, refusals: 0 }, '(none)': { signatures: 0, refusals: 1 } },
+      'edge-b': { k2: { signatures: 1, refusals: 0 } },
+    });
+    const restarted = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async (e) => void entries.push(e), now: () => now });
+    assert.equal(restarted.snapshot().since, '2026-01-01T00:00:00.000Z', 'the totals keep the time they count from');
+    assert.deepEqual(counts(restarted), { 'edge-a': { k1: [3, 0], '(none)': [0, 1] }, 'edge-b': { k2: [1, 0] } });
+    restarted.signed('edge-b', 'k2');
+    await restarted.stop();
+    const again = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async () => undefined });
+    assert.deepEqual(counts(again)['edge-b'], { k2: [2, 0] }, 'counting goes on after the restart');
+  });
+});
+
+test('flushes are serialised: the next window is audited only after the previous one is written', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'signing-totals.json');
+    const audited: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let started!: () => void;
+    const firstStarted = new Promise<void>((resolve) => (started = resolve));
+    const ledger = await SigningLedger.open({
+      totalsPath,
+      intervalMs: 60_000,
+      audit: async (e) => {
+        audited.push(e.caller.id);
+        if (e.caller.id === 'w1') {
+          started();
+          await gate; // the first window's audit write is slow (a busy disk)
+        }
+      },
+    });
+    ledger.signed('w1', 'k');
+    const first = ledger.flush();
+    await firstStarted;
+    ledger.signed('w2', 'k');
+    const second = ledger.flush();
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(audited, ['w1'], 'the second window waits for the first');
+    release();
+    await Promise.all([first, second]);
+    assert.deepEqual(audited, ['w1', 'w2'], 'positive control: then it is written, in window order');
+    const onDisk = JSON.parse(await readFile(totalsPath, 'utf8')) as { clients: Record<string, unknown> };
+    assert.deepEqual(Object.keys(onDisk.clients).sort(), ['w1', 'w2']);
+  });
+});
+
+test('a signing-totals.json that is not a totals object (clients null) counts from zero instead of breaking admin stats', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'signing-totals.json');
+    await writeFile(totalsPath, JSON.stringify({ since: '2020-01-01T00:00:00.000Z', clients: null }));
+    const ledger = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async () => undefined, now: () => Date.parse('2026-01-01T00:00:00Z') });
+    assert.deepEqual(ledger.snapshot(), { since: '2026-01-01T00:00:00.000Z', clients: {} });
+    ledger.signed('edge-a', 'k1');
+    await ledger.stop();
+    const reopened = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async () => undefined });
+    assert.deepEqual(counts(reopened), { 'edge-a': { k1: [1, 0] } }, 'positive control: the rewritten file is read back');
+  });
+});
