@@ -23,6 +23,19 @@ interface TotalsFile {
 }
 
 /**
+ * A totals file as keyd writes it. Anything else (a hand edit, a file of another program) is
+ * not used: a client or count of the wrong type made `admin stats` throw, or the window's
+ * fold throw (which stopped every later flush), and an array of clients was written back
+ * as `[]`, losing every count at the next restart.
+ */
+function isTotalsFile(value: unknown): value is TotalsFile {
+  const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  const isCount = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
+  if (!isRecord(value) || typeof value.since !== 'string' || !isRecord(value.clients)) return false;
+  return Object.values(value.clients).every((keys) => isRecord(keys) && Object.values(keys).every((c) => isRecord(c) && isCount(c.signatures) && isCount(c.refusals)));
+}
+
+/**
  * Signing, audited durably without a line per signature: counts per (client, key) are
  * kept for one window (a minute by default), then written as one audit entry per pair
  * ("op": "sign", with the counts) and folded into totals that are rewritten atomically
@@ -61,8 +74,9 @@ export class SigningLedger {
     const now = opts.now ?? Date.now;
     let totals: TotalsFile = { since: new Date(now()).toISOString(), clients: {} };
     try {
-      const parsed = JSON.parse(await readFile(opts.totalsPath, 'utf8')) as TotalsFile;
-      if (typeof parsed.since === 'string' && typeof parsed.clients === 'object' && parsed.clients !== null) totals = parsed;
+      const parsed: unknown = JSON.parse(await readFile(opts.totalsPath, 'utf8'));
+      if (isTotalsFile(parsed)) totals = parsed;
+      else opts.logger?.error(`signing totals ${opts.totalsPath} is not a totals file (client → key → non-negative integer counts); counting from zero`);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') opts.logger?.error({ err: (err as Error).message }, `signing totals ${opts.totalsPath} unreadable; counting from zero`);
     }

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import type { AuditEntry } from '../../src/keyd/audit.js';
 import { SigningLedger } from '../../src/keyd/signing-ledger.js';
 
@@ -116,15 +117,44 @@ test('flushes are serialised: the next window is audited only after the previous
   });
 });
 
-test('a signing-totals.json that is not a totals object (clients null) counts from zero instead of breaking admin stats', { timeout: 20_000 }, async () => {
+test('a signing-totals.json that is not a totals file is logged and not used: counting starts from zero, and admin stats and flushes keep working', { timeout: 20_000 }, async () => {
+  const malformed: Record<string, unknown> = {
+    'clients null': { since: '2020-01-01T00:00:00.000Z', clients: null },
+    'clients an array': { since: '2020-01-01T00:00:00.000Z', clients: [] },
+    'a client that is a number': { since: '2020-01-01T00:00:00.000Z', clients: { 'edge-a': 5 } },
+    'a count that is null': { since: '2020-01-01T00:00:00.000Z', clients: { 'edge-a': { k1: null } } },
+    'a count that is a string': { since: '2020-01-01T00:00:00.000Z', clients: { 'edge-a': { k1: { signatures: '5', refusals: 0 } } } },
+    'a negative count': { since: '2020-01-01T00:00:00.000Z', clients: { 'edge-a': { k1: { signatures: -1, refusals: 0 } } } },
+    'no since': { clients: {} },
+  };
+  for (const [what, content] of Object.entries(malformed)) {
+    await withDir(async (dir) => {
+      const totalsPath = join(dir, 'signing-totals.json');
+      await writeFile(totalsPath, JSON.stringify(content));
+      const errors: string[] = [];
+      const logger = { error: (_obj: unknown, msg?: string) => void errors.push(String(msg ?? _obj)) } as unknown as Logger;
+      const ledger = await SigningLedger.open({ totalsPath, logger, intervalMs: 60_000, audit: async () => undefined, now: () => Date.parse('2026-01-01T00:00:00Z') });
+      assert.deepEqual(ledger.snapshot(), { since: '2026-01-01T00:00:00.000Z', clients: {} }, what);
+      assert.equal(errors.length, 1, `${what}: logged`);
+      assert.match(errors[0]!, /is not a totals file/, what);
+      ledger.signed('edge-a', 'k1');
+      assert.deepEqual(counts(ledger), { 'edge-a': { k1: [1, 0] } }, what);
+      await ledger.stop();
+      const reopened = await SigningLedger.open({ totalsPath, logger, intervalMs: 60_000, audit: async () => undefined });
+      assert.deepEqual(counts(reopened), { 'edge-a': { k1: [1, 0] } }, `${what}: the rewritten file is read back`);
+      assert.equal(errors.length, 1, `${what}: the rewritten file is a totals file`);
+    });
+  }
+  // Positive control: a well-formed file, with zero counts and several clients, is used as it is.
   await withDir(async (dir) => {
     const totalsPath = join(dir, 'signing-totals.json');
-    await writeFile(totalsPath, JSON.stringify({ since: '2020-01-01T00:00:00.000Z', clients: null }));
-    const ledger = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async () => undefined, now: () => Date.parse('2026-01-01T00:00:00Z') });
-    assert.deepEqual(ledger.snapshot(), { since: '2026-01-01T00:00:00.000Z', clients: {} });
-    ledger.signed('edge-a', 'k1');
-    await ledger.stop();
-    const reopened = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async () => undefined });
-    assert.deepEqual(counts(reopened), { 'edge-a': { k1: [1, 0] } }, 'positive control: the rewritten file is read back');
+    const good = { since: '2020-01-01T00:00:00.000Z', clients: { 'edge-a': { k1: { signatures: 7, refusals: 0 } }, 'CN=edge b': { '(none)': { signatures: 0, refusals: 2 } } } };
+    await writeFile(totalsPath, JSON.stringify(good));
+    const errors: string[] = [];
+    const logger = { error: (_obj: unknown, msg?: string) => void errors.push(String(msg ?? _obj)) } as unknown as Logger;
+    const ledger = await SigningLedger.open({ totalsPath, logger, intervalMs: 60_000, audit: async () => undefined });
+    assert.equal(ledger.snapshot().since, '2020-01-01T00:00:00.000Z');
+    assert.deepEqual(counts(ledger), { 'edge-a': { k1: [7, 0] }, 'CN=edge b': { '(none)': [0, 2] } });
+    assert.deepEqual(errors, []);
   });
 });
