@@ -67,3 +67,15 @@ test('a connection closed between turns is not served again; the others are serv
   runTurns();
   assert.equal(served.filter((n) => n === 'next').length, 2);
 });
+
+test('a connection that ran dry is served again when its next read brings work', { timeout: 20_000 }, () => {
+  const { served, scheduler, queue, runTurns } = setup(4);
+  const conn = queue('conn', 2);
+  scheduler.wake(conn);
+  runTurns();
+  assert.deepEqual(served, ['conn', 'conn'], 'positive control: the first read is served');
+  conn.n += 3; // the next read, after the queue ran dry
+  scheduler.wake(conn);
+  runTurns();
+  assert.deepEqual(served, ['conn', 'conn', 'conn', 'conn', 'conn'], 'the next read is served too');
+});
