@@ -43,7 +43,7 @@ export function entryFromStored(stored: StoredKey): KeyEntry {
   let notAfter: string | null = null;
   let subject = stored.subject ?? '';
   if (stored.chain.length > 0) {
-    const [leaf] = parseChain(stored.chain);
+    const [leaf] = parseChain(stored.chain, { exactDer: false }); // admin put/setChain checked new chains
     notAfter = new Date(leaf!.validTo).toISOString();
     subject = leaf!.subject.split('\n').join(', ');
   }

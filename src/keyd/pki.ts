@@ -26,15 +26,30 @@ export function checkPrivateKey(key: KeyObject): KeyType {
   return keyType;
 }
 
-/** Parses DER certificates (leaf first); KEYD_BAD_CHAIN when empty or unparsable. */
-export function parseChain(chainDer: readonly Uint8Array[]): X509Certificate[] {
+/**
+ * Parses DER certificates (leaf first); KEYD_BAD_CHAIN when empty, unparsable, or an entry
+ * is not exactly one DER certificate. node's X509Certificate also reads PEM text and ignores
+ * bytes after the certificate, but keyd serves the bytes it stores, and a TLS Certificate
+ * entry must be one DER certificate (RFC 8446 §4.4.2: cert_data, "DER-encoded X.509v3").
+ * `exactDer: false` is for records already stored (an older keyd took such entries): they
+ * still load, so that their key can be given a new chain.
+ */
+export function parseChain(chainDer: readonly Uint8Array[], opts: { exactDer?: boolean } = {}): X509Certificate[] {
   if (chainDer.length === 0) throw new KeydError('KEYD_BAD_CHAIN', 'certificate chain is empty');
   return chainDer.map((der, i) => {
+    let cert: X509Certificate;
     try {
-      return new X509Certificate(Buffer.from(der));
+      cert = new X509Certificate(Buffer.from(der));
     } catch (err) {
       throw new KeydError('KEYD_BAD_CHAIN', `certificate ${i + 1} of the chain does not parse (${(err as Error).message})`);
     }
+    if (opts.exactDer !== false && !cert.raw.equals(der)) {
+      throw new KeydError(
+        'KEYD_BAD_CHAIN',
+        `certificate ${i + 1} of the chain is not exactly one DER certificate (${der.length} bytes, the certificate ${cert.raw.length}): PEM text, trailing bytes or two certificates in one entry`,
+      );
+    }
+    return cert;
   });
 }
 
