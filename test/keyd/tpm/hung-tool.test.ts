@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { KILL_GRACE_MS, TpmCommandError, tpm } from '../../../src/keyd/tpm/tools.js';
+import { processAlive } from '../../helpers/process-alive.js';
 
 const TIMEOUT_MS = 300;
 
@@ -32,15 +33,7 @@ process.env.PATH = `${dir}:${process.env.PATH ?? ''}`;
 
 const conn = { commandTimeoutMs: TIMEOUT_MS };
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : []);
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    assert.equal((err as NodeJS.ErrnoException).code, 'ESRCH');
-    return false;
-  }
-};
+const alive = processAlive;
 
 /** `p`'s outcome, or a failure when it has not settled in 20 s (a hang, not a speed check). */
 async function outcome<T>(p: Promise<T>, what: string): Promise<{ value?: T; error?: unknown }> {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { KILL_GRACE_MS, MAX_OUTPUT, TpmCommandError, exclusive, tpm } from '../../../src/keyd/tpm/tools.js';
+import { processAlive } from '../../helpers/process-alive.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'keyd-fake-tpm2-seq-'));
 const pids = join(dir, 'pids');
@@ -25,15 +26,7 @@ script('tpm2_getcap', `echo $$ >> '${pids}'\nexec cat /dev/zero`);
 script('tpm2_readpublic', `trap '' TERM\necho $$ >> '${pids}'\nexec cat /dev/zero`);
 process.env.PATH = `${dir}:${process.env.PATH ?? ''}`;
 const started = () => (existsSync(pids) ? readFileSync(pids, 'utf8').split('\n').filter((l) => l !== '').map(Number) : []);
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    assert.equal((err as NodeJS.ErrnoException).code, 'ESRCH');
-    return false;
-  }
-};
+const alive = processAlive;
 test.after(() => {
   for (const pid of started()) if (alive(pid)) process.kill(pid, 'SIGKILL');
   rmSync(dir, { recursive: true, force: true });
