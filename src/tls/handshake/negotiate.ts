@@ -110,6 +110,12 @@ export function selectGroup(ch: ClientHello, serverGroups: readonly number[]): G
   throw new TlsAlert('handshake_failure', 'no key exchange group in common');
 }
 
+/** `name`'s UTF-8 bytes one char per byte; an ASCII name (h2, http/1.1: every handshake) is its own, not copied. */
+function wireForm(name: string): string {
+  return NON_ASCII.test(name) ? Buffer.from(name, 'utf8').toString('latin1') : name;
+}
+const NON_ASCII = /[^\x00-\x7f]/;
+
 /**
  * RFC 7301 §3.2: server preference; no overlap is no_application_protocol. A ProtocolName is
  * opaque bytes (§3.1): the client's are kept one char per byte (latin1, client-hello.ts),
@@ -118,7 +124,7 @@ export function selectGroup(ch: ClientHello, serverGroups: readonly number[]): G
  */
 export function selectAlpn(ch: ClientHello, serverProtocols: readonly string[]): string | undefined {
   if (!ch.alpnProtocols || serverProtocols.length === 0) return undefined;
-  for (const p of serverProtocols) if (ch.alpnProtocols.includes(Buffer.from(p, 'utf8').toString('latin1'))) return p;
+  for (const p of serverProtocols) if (ch.alpnProtocols.includes(wireForm(p))) return p;
   throw new TlsAlert('no_application_protocol', `no ALPN protocol in common (client offered ${ch.alpnProtocols.join(', ')})`);
 }
 
