@@ -16,8 +16,9 @@ import { pino } from 'pino';
 import { EdgeMetrics } from '../../src/edge/metrics.js';
 import { proxyToUpstream } from '../../src/edge/proxy.js';
 import type { Route } from '../../src/edge/routes.js';
-import { createServer, type TlsSocket } from '../../src/tls/socket.js';
+import type { TlsSocket } from '../../src/tls/socket.js';
 import { LocalSigner } from '../../src/tls/signer.js';
+import { startEngineServer, startUpstreamApp } from '../helpers/engine-loopback.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { blackholedPort } from '../helpers/blackhole.js';
 import { peerClosed } from '../helpers/peer-closed.js';
@@ -63,51 +64,27 @@ function sha256(parts: Buffer[]): string {
  */
 async function fixture(t: TestContext, options: { upstreamPort?: number } = {}): Promise<Fixture> {
   const pki = await pkiPromise;
-  const accepted: Socket[] = [];
-  const acceptWaiters: ((s: Socket) => void)[] = [];
-  let app: Server | undefined;
-  let upstreamPort = options.upstreamPort;
-  if (upstreamPort === undefined) {
-    app = createNetServer({ allowHalfOpen: true }, (s) => {
-      s.on('error', () => undefined);
-      accepted.push(s);
-      acceptWaiters.shift()?.(s);
-    });
-    app.listen(0, '127.0.0.1');
-    await once(app, 'listening');
-    upstreamPort = (app.address() as AddressInfo).port;
-  }
+  const app = options.upstreamPort === undefined ? await startUpstreamApp(t) : undefined;
+  const upstreamPort = options.upstreamPort ?? app!.port;
   const route: Route = { names: ['localhost'], upstream: { host: '127.0.0.1', port: upstreamPort }, proxyProtocol: false, alpn: [] };
   const metrics = new EdgeMetrics();
   const relayed: Relayed[] = [];
   const relayWaiters: ((r: Relayed) => void)[] = [];
   const identity = { certificateChain: pki.chainDer, signer: new LocalSigner(pki.leafKey) };
-  const raws = new Set<Socket>();
-  const server = createServer({ resolveIdentity: () => identity, allowHalfOpen: true, ticketCount: 0 }, (tls) => {
+  const port = await startEngineServer(t, identity, (tls) => {
     const upstream = proxyToUpstream(tls, route, 'localhost', metrics, quiet)!; // (no PROXY header here: always connects)
     const r = { tls, upstream };
     relayed.push(r);
     relayWaiters.shift()?.(r);
   });
-  server.on('connection', (raw: Socket) => {
-    raws.add(raw);
-    raw.on('close', () => raws.delete(raw));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    for (const raw of raws) raw.destroy();
-    for (const s of accepted) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    if (app) await new Promise<void>((resolve) => app.close(() => resolve()));
-  });
   return {
-    port: (server.address() as AddressInfo).port,
+    port,
     metrics,
     relayed,
-    accepted,
+    accepted: app?.accepted ?? [],
     nextRelayed: () => new Promise((resolve) => (relayed.length > relayWaiters.length ? resolve(relayed[relayWaiters.length]!) : relayWaiters.push(resolve))),
-    nextAccepted: () => new Promise((resolve) => (accepted.length > acceptWaiters.length ? resolve(accepted[acceptWaiters.length]!) : acceptWaiters.push(resolve))),
+    // Without an app of its own (upstreamPort given), nothing is accepted here: never resolves, as before.
+    nextAccepted: app ? app.nextAccepted : () => new Promise<Socket>(() => undefined),
   };
 }
 

@@ -9,14 +9,15 @@
  */
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
-import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { test, type TestContext } from 'node:test';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { MAX_PLAINTEXT } from '../../src/tls/record/protection.js';
 import { connectForRelay, UpstreamRelay, type RelayHost } from '../../src/tls/relay.js';
-import { createServer, type TlsSocket } from '../../src/tls/socket.js';
+import type { TlsSocket } from '../../src/tls/socket.js';
 import { LocalSigner } from '../../src/tls/signer.js';
+import { startEngineServer, startUpstreamApp } from '../helpers/engine-loopback.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 
 const LIMIT = { timeout: 20_000 };
@@ -211,39 +212,13 @@ interface Loopback {
 /** `onSecure` gets each engine connection after its handshake and relays it as the test wants. */
 async function loopback(t: TestContext, onSecure: (tls: TlsSocket) => void, onAccept?: (s: Socket, index: number) => void): Promise<Loopback> {
   const pki = await pkiPromise;
-  const accepted: Socket[] = [];
-  const waiters: ((s: Socket) => void)[] = [];
-  const app: Server = createNetServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => undefined);
-    onAccept?.(s, accepted.length);
-    accepted.push(s);
-    waiters.shift()?.(s);
-  });
-  app.listen(0, '127.0.0.1');
-  await once(app, 'listening');
+  const app = await startUpstreamApp(t, onAccept);
   const identity = { certificateChain: pki.chainDer, signer: new LocalSigner(pki.leafKey) };
-  const raws = new Set<Socket>();
-  const server = createServer({ resolveIdentity: () => identity, allowHalfOpen: true, ticketCount: 0 }, (tls) => {
+  const port = await startEngineServer(t, identity, (tls) => {
     tls.on('error', () => undefined);
     onSecure(tls);
   });
-  server.on('connection', (raw: Socket) => {
-    raws.add(raw);
-    raw.on('close', () => raws.delete(raw));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(async () => {
-    for (const raw of raws) raw.destroy();
-    for (const s of accepted) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await new Promise<void>((resolve) => app.close(() => resolve()));
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    appPort: (app.address() as AddressInfo).port,
-    nextAccepted: () => new Promise((resolve) => (accepted.length > waiters.length ? resolve(accepted[waiters.length]!) : waiters.push(resolve))),
-  };
+  return { port, appPort: app.port, nextAccepted: app.nextAccepted };
 }
 
 async function connectClient(port: number, options: ConnectionOptions = {}): Promise<TLSSocket> {
