@@ -19,6 +19,8 @@ export class KeydMetrics {
   readonly signRefusals: Counter<'client' | 'key' | 'code'>;
   readonly signSeconds: Histogram<'backend'>;
   readonly limitRefusals: Counter<'client' | 'limit'>;
+  /** Signing-ledger windows whose audit entries or totals file could not be written. */
+  readonly ledgerFailures: Counter;
   readonly connections: Gauge<'listener'>;
   /** 1 while a back-end's last signature succeeded, 0 after it failed (a token away). */
   readonly backendUp: Gauge<'backend'>;
@@ -66,6 +68,11 @@ export class KeydMetrics {
       name: 'keyd_limit_refusals_total',
       help: 'Requests or connections refused or throttled by a limit (docs/KEYD.md "Limits"), by client and limit',
       labelNames: ['client', 'limit'],
+      registers,
+    });
+    this.ledgerFailures = new Counter({
+      name: 'keyd_signing_ledger_failures_total',
+      help: 'Signing-ledger windows whose audit entries or signing-totals.json could not be written (the counts are kept and written with the next window)',
       registers,
     });
     this.connections = new Gauge({

@@ -50,6 +50,8 @@ export class SigningLedger {
   private windowStart: number;
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
+  /** Totals hold counts that are not on disk yet (a window whose write failed). */
+  private unsaved = false;
 
   private constructor(
     private readonly totalsPath: string,
@@ -122,7 +124,7 @@ export class SigningLedger {
     return { since: this.totals.since, clients };
   }
 
-  /** Ends the window: one audit entry per (client, key), then the totals file. Serialised. */
+  /** Ends the window: one audit entry per (client, key), then the totals file. Serialised; never rejects (flushWindow). */
   flush(): Promise<void> {
     this.flushing = this.flushing.then(() => this.flushWindow());
     return this.flushing;
@@ -145,13 +147,38 @@ export class SigningLedger {
     return s;
   }
 
+  /**
+   * One window, never rejecting: `flushing` chains the windows, and a rejection would leave
+   * it rejected, so every later flush (and its counts) would be skipped, and the timer's
+   * `void this.flush()` would be an unhandled rejection, which ends a Node 20 process. A
+   * window that fails is counted and logged; its counts are already in the totals, which
+   * the next flush writes (even one with an empty window).
+   */
   private async flushWindow(): Promise<void> {
+    try {
+      await this.writeWindow();
+    } catch (err) {
+      this.windowFailed(err);
+    }
+  }
+
+  private windowFailed(err: unknown): void {
+    this.metrics?.ledgerFailures.inc();
+    try {
+      // The message only (a path, an errno): not whatever else a thrown object carries.
+      this.logger?.error({ err: err instanceof Error ? err.message : `a thrown ${typeof err}` }, 'could not persist signing counts (the totals are written with the next window)');
+    } catch {
+      // A logger that cannot write (stderr closed) has nowhere to say so; the metric counted it.
+    }
+  }
+
+  private async writeWindow(): Promise<void> {
     const rows = this.windowRows;
     const from = new Date(this.windowStart).toISOString();
     this.window = new Map();
     this.windowRows = [];
     this.windowStart = this.now();
-    if (rows.length === 0) return;
+    if (rows.length === 0 && !this.unsaved) return;
     const to = new Date(this.windowStart).toISOString();
     for (const r of rows) {
       const keys = (this.totals.clients[r.client] ??= {});
@@ -159,21 +186,19 @@ export class SigningLedger {
       t.signatures += r.signatures;
       t.refusals += r.refusals;
     }
-    try {
-      for (const r of rows) {
-        await this.audit({
-          op: 'sign',
-          caller: { kind: 'client', id: r.client },
-          ...(r.keyRef !== NO_KEY ? { keyRef: r.keyRef } : {}),
-          ok: r.refusals === 0,
-          message: `${r.signatures} signature(s), ${r.refusals} refusal(s) from ${from} to ${to}`,
-          count: r.signatures,
-          refusals: r.refusals,
-        });
-      }
-      await writeFileDurably(this.totalsPath, Buffer.from(JSON.stringify(this.totals)));
-    } catch (err) {
-      this.logger?.error({ err: (err as Error).message }, 'could not persist signing counts');
+    this.unsaved = true;
+    for (const r of rows) {
+      await this.audit({
+        op: 'sign',
+        caller: { kind: 'client', id: r.client },
+        ...(r.keyRef !== NO_KEY ? { keyRef: r.keyRef } : {}),
+        ok: r.refusals === 0,
+        message: `${r.signatures} signature(s), ${r.refusals} refusal(s) from ${from} to ${to}`,
+        count: r.signatures,
+        refusals: r.refusals,
+      });
     }
+    await writeFileDurably(this.totalsPath, Buffer.from(JSON.stringify(this.totals)));
+    this.unsaved = false;
   }
 }

@@ -6,12 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { AuditEntry } from '../../src/keyd/audit.js';
 import { SigningLedger } from '../../src/keyd/signing-ledger.js';
+import { KeydMetrics } from '../../src/keyd/metrics.js';
 
 type Entry = Omit<AuditEntry, 'time'>;
 
@@ -156,5 +157,126 @@ test('a signing-totals.json that is not a totals file is logged and not used: co
     assert.equal(ledger.snapshot().since, '2020-01-01T00:00:00.000Z');
     assert.deepEqual(counts(ledger), { 'edge-a': { k1: [7, 0] }, 'CN=edge b': { '(none)': [0, 2] } });
     assert.deepEqual(errors, []);
+  });
+});
+
+/** The disk-full error the audit log's append rejects with (its fdatasync or write). */
+const diskFull = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+
+/** A pino logger whose destination is gone (stderr closed: its synchronous write throws EPIPE). */
+const brokenLogger = { error: () => { throw Object.assign(new Error('EPIPE: broken pipe, write'), { code: 'EPIPE' }); } } as unknown as Logger;
+
+async function ledgerFailures(metrics: KeydMetrics): Promise<number> {
+  return (await metrics.ledgerFailures.get()).values[0]?.value ?? 0;
+}
+
+async function totalsOnDisk(totalsPath: string): Promise<Record<string, Record<string, { signatures: number; refusals: number }>>> {
+  return (JSON.parse(await readFile(totalsPath, 'utf8')) as { clients: Record<string, Record<string, { signatures: number; refusals: number }>> }).clients;
+}
+
+test('a window that fails beyond its own error handling (audit write fails, and so does the log line about it) does not stop later flushes: they persist every count, and flush never rejects', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'signing-totals.json');
+    const entries: Entry[] = [];
+    let failing = true;
+    const metrics = new KeydMetrics();
+    const ledger = await SigningLedger.open({
+      totalsPath,
+      logger: brokenLogger,
+      metrics,
+      intervalMs: 60_000,
+      audit: async (e) => {
+        if (failing) throw diskFull();
+        entries.push(e);
+      },
+    });
+    ledger.signed('edge-a', 'k1');
+    await assert.doesNotReject(ledger.flush(), 'the failing window is handled inside the flush chain');
+    assert.equal(await ledgerFailures(metrics), 1, 'the failed window is counted');
+    assert.deepEqual(counts(ledger), { 'edge-a': { k1: [1, 0] } }, 'its counts are kept');
+
+    // The disk has room again: the next window is audited, and the totals written hold both.
+    failing = false;
+    ledger.signed('edge-a', 'k1');
+    ledger.refused('edge-b', undefined, 'KEYD_NOT_AUTHORISED');
+    await assert.doesNotReject(ledger.flush());
+    assert.deepEqual(entries.map((e) => [e.caller.id, e.count, e.refusals]), [['edge-a', 1, 0], ['edge-b', 0, 1]], 'the later window is audited');
+    assert.deepEqual(await totalsOnDisk(totalsPath), { 'edge-a': { k1: { signatures: 2, refusals: 0 } }, 'edge-b': { '(none)': { signatures: 0, refusals: 1 } } });
+    assert.equal(await ledgerFailures(metrics), 1, 'positive control: a window that is written is not counted as failed');
+    await ledger.stop();
+  });
+});
+
+test('a window whose audit write rejects with something that is not an Error is logged without it, and the chain goes on', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'signing-totals.json');
+    const logged: unknown[] = [];
+    const logger = { error: (obj: unknown, msg?: string) => void logged.push([obj, msg]) } as unknown as Logger;
+    let reject = true;
+    const ledger = await SigningLedger.open({ totalsPath, logger, intervalMs: 60_000, audit: async () => (reject ? Promise.reject(undefined) : undefined) });
+    ledger.signed('edge-a', 'k1');
+    await assert.doesNotReject(ledger.flush());
+    assert.deepEqual(logged, [[{ err: 'a thrown undefined' }, 'could not persist signing counts (the totals are written with the next window)']]);
+    reject = false;
+    // Nothing new was counted: stop's flush still writes the totals the failed window left unwritten.
+    await ledger.stop();
+    assert.deepEqual(await totalsOnDisk(totalsPath), { 'edge-a': { k1: { signatures: 1, refusals: 0 } } });
+  });
+});
+
+test('a timer-driven flush whose window fails produces no unhandled rejection, and later timer flushes persist the counts', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'signing-totals.json');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      let failing = true;
+      let audits = 0;
+      const ledger = await SigningLedger.open({
+        totalsPath,
+        logger: brokenLogger,
+        intervalMs: 5,
+        audit: async () => {
+          audits++;
+          if (failing) throw diskFull();
+        },
+      });
+      ledger.signed('edge-a', 'k1');
+      ledger.start();
+      while (audits === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      // Several more timer ticks, then the turns an unhandled rejection is reported in.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(unhandled, [], 'no unhandled rejection from the timer');
+      failing = false;
+      ledger.signed('edge-a', 'k1');
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const onDisk = await totalsOnDisk(totalsPath).catch(() => undefined);
+        if (onDisk?.['edge-a']?.k1?.signatures === 2) break;
+        assert.ok(Date.now() < deadline, `the timer's later flush persists both windows (on disk: ${JSON.stringify(onDisk)})`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await ledger.stop();
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
+
+test('totals that could not be written (their directory missing) are written by the next flush, even one with nothing new', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'state', 'signing-totals.json');
+    const metrics = new KeydMetrics();
+    const ledger = await SigningLedger.open({ totalsPath, metrics, intervalMs: 60_000, audit: async () => undefined });
+    ledger.signed('edge-a', 'k1');
+    await ledger.flush();
+    assert.equal(await ledgerFailures(metrics), 1, 'ENOENT writing the totals is a failed window');
+    await mkdir(join(dir, 'state'));
+    await ledger.flush();
+    assert.deepEqual(await totalsOnDisk(totalsPath), { 'edge-a': { k1: { signatures: 1, refusals: 0 } } });
+    assert.equal(await ledgerFailures(metrics), 1);
   });
 });
