@@ -15,7 +15,10 @@ export type LimitName =
   | 'pending'
   | 'socket-exposed';
 
-/** Distinct (client, limit) pairs audited per window; more are folded into one "(other)" entry. */
+/**
+ * Distinct (client, limit) pairs audited per window; refusals of further pairs are folded
+ * into one "(other clients)" entry per limit, so each entry's code is the limit it counts.
+ */
 export const MAX_AUDITED_PAIRS = 64;
 
 interface Tally {
@@ -29,7 +32,7 @@ interface Tally {
  * Reports limit refusals: a metric at once, a log line for the first of each (client,
  * limit) in a window, and one aggregated audit entry per (client, limit) per window. An
  * attacker who trips limits a million times a minute therefore adds at most
- * MAX_AUDITED_PAIRS + 1 audit lines per window, not a million.
+ * MAX_AUDITED_PAIRS + one per LimitName audit lines per window, not a million.
  */
 export class LimitReporter {
   private window = new Map<string, Tally>();
@@ -57,9 +60,12 @@ export class LimitReporter {
     let key = `${limit}\0${client}`;
     let tally = this.window.get(key);
     if (!tally && this.window.size >= MAX_AUDITED_PAIRS) {
-      key = '(other)';
+      // Per limit: one entry for every folded limit would carry the code of whichever came
+      // first, and tell an auditor that a rate flood was, say, idle connections.
+      // (A pair's key starts with its limit's name, never "(other)": no client collides.)
+      key = `(other)\0${limit}`;
       tally = this.window.get(key);
-      if (!tally) this.window.set(key, (tally = { client: '(other clients)', limit, count: 0, detail: 'further clients or limits' }));
+      if (!tally) this.window.set(key, (tally = { client: '(other clients)', limit, count: 0, detail: `clients beyond the ${MAX_AUDITED_PAIRS} (client, limit) pairs audited in this window` }));
     }
     if (!tally) {
       this.window.set(key, (tally = { client, limit, count: 0, detail: detail.slice(0, 300) }));

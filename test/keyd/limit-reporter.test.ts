@@ -1,7 +1,7 @@
 /**
  * keyd's limit reporter (docs/KEYD.md "Limits"): a metric per refusal, and one aggregated
  * audit entry per (client, limit) per window, at most MAX_AUDITED_PAIRS pairs plus one
- * "(other clients)" entry. Windows are flushed by hand, the clock is injected.
+ * "(other clients)" entry per limit. Windows are flushed by hand, the clock is injected.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,7 +47,7 @@ test('one audit entry per (client, limit) per window, each counted for its own c
   assert.match(entries[0]!.message!, /from 2026-01-01T00:01:00\.000Z to 2026-01-01T00:02:00\.000Z$/);
 });
 
-test(`at most ${MAX_AUDITED_PAIRS} (client, limit) pairs per window, then one "(other clients)" entry counting the rest`, { timeout: 20_000 }, async () => {
+test(`at most ${MAX_AUDITED_PAIRS} (client, limit) pairs per window, then one "(other clients)" entry per limit counting the rest`, { timeout: 20_000 }, async () => {
   const entries: Entry[] = [];
   const reporter = new LimitReporter(async (e) => void entries.push(e), undefined, undefined, 60_000, () => 0);
   for (let i = 0; i < MAX_AUDITED_PAIRS; i++) reporter.refused(`c${i}`, 'idle', 'idle');
@@ -56,10 +56,36 @@ test(`at most ${MAX_AUDITED_PAIRS} (client, limit) pairs per window, then one "(
   reporter.refused(`c${MAX_AUDITED_PAIRS + 1}`, 'idle', 'idle');
   reporter.refused(`c${MAX_AUDITED_PAIRS + 1}`, 'pending', 'pending');
   await reporter.flush();
-  assert.equal(entries.length, MAX_AUDITED_PAIRS + 1);
+  assert.equal(entries.length, MAX_AUDITED_PAIRS + 2, 'the named pairs, then one "(other clients)" entry per limit folded');
   const named = entries.filter((e) => e.caller.id !== '(other clients)');
   assert.equal(named.length, MAX_AUDITED_PAIRS, 'exactly the cap of named pairs');
   assert.equal(named.find((e) => e.caller.id === 'c0')?.count, 2, 'positive control: a known pair is still counted past the cap');
   assert.equal(named.some((e) => e.caller.id === `c${MAX_AUDITED_PAIRS}`), false, 'the first pair beyond the cap is not named');
-  assert.equal(entries.find((e) => e.caller.id === '(other clients)')?.count, 3);
+  const others = entries.filter((e) => e.caller.id === '(other clients)');
+  assert.deepEqual(tallies(others), { '(other clients)|KEYD_LIMIT_IDLE': 2, '(other clients)|KEYD_LIMIT_PENDING': 1 });
+});
+
+test('past the cap, each "(other clients)" entry carries the code of the refusals it counts, not that of the first one folded', { timeout: 20_000 }, async () => {
+  const entries: Entry[] = [];
+  const reporter = new LimitReporter(async (e) => void entries.push(e), undefined, undefined, 60_000, () => 0);
+  for (let i = 0; i < MAX_AUDITED_PAIRS; i++) reporter.refused(`c${i}`, 'idle', 'idle');
+  // Beyond the cap: one slow client, then a signature-rate flood from many.
+  reporter.refused('slow', 'frame-timeout', 'frame timeout');
+  for (let i = 0; i < 1000; i++) reporter.refused(`flood${i % 50}`, 'signature-rate', 'throttled');
+  reporter.refused('slow', 'frame-timeout', 'frame timeout');
+  await reporter.flush();
+  const others = entries.filter((e) => e.caller.id === '(other clients)');
+  assert.deepEqual(tallies(others), { '(other clients)|KEYD_LIMIT_FRAME_TIMEOUT': 2, '(other clients)|KEYD_LIMIT_SIGNATURE_RATE': 1000 });
+  assert.ok(others.every((e) => /^clients beyond the 64 \(client, limit\) pairs audited in this window; \d+ time\(s\) from /.test(e.message!)), others.map((e) => e.message).join('\n'));
+  // Positive control: every refusal is counted once, in some entry.
+  assert.equal(entries.reduce((n, e) => n + (e.count ?? 0), 0), MAX_AUDITED_PAIRS + 1002);
+
+  // Bounded: however many clients trip every limit, a window has the cap plus one entry per limit.
+  entries.length = 0;
+  const limits = ['payload', 'listener-connections', 'client-connections', 'idle', 'frame-timeout', 'tls-handshake-timeout', 'signature-rate', 'delegation-rate', 'pending', 'socket-exposed'] as const;
+  for (let i = 0; i < 5000; i++) reporter.refused(`x${i}`, limits[i % limits.length]!, 'refused');
+  await reporter.flush();
+  assert.equal(entries.length, MAX_AUDITED_PAIRS + limits.length);
+  assert.equal(new Set(entries.filter((e) => e.caller.id === '(other clients)').map((e) => e.code)).size, limits.length);
+  assert.equal(entries.reduce((n, e) => n + (e.count ?? 0), 0), 5000);
 });
