@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import {
   alertName,
+  checkAlpnNames,
   createServer,
   DEFAULT_GROUPS,
   groupByName,
@@ -48,7 +49,9 @@ Options:
   --no-tls12           speak TLS 1.3 only (a TLS 1.2 ClientHello gets protocol_version)
   --tls12-only         speak TLS 1.2 only (no downgrade sentinel in ServerHello.random)
   --require-ems        refuse TLS 1.2 handshakes without extended_master_secret (RFC 7627)
-  --alpn LIST          ALPN protocols offered (default http/1.1; the page speaks HTTP/1.x only)
+  --alpn LIST          ALPN protocols offered, in preference order (default http/1.1; the page
+                       speaks HTTP/1.x only); each 1 to 255 UTF-8 bytes, listed once;
+                       --alpn '' turns ALPN off
   --names LIST         extra certificate names besides localhost,127.0.0.1
   --client-ca FILE     ask clients for a certificate (TLS 1.3 CertificateRequest) and verify
                        it against the CAs in this PEM file (docs/EDGE.md, client certificates)
@@ -125,11 +128,7 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
   const keyType = values['key-type']!;
   if (!isLeafKeyType(keyType)) throw new UsageError(`--key-type must be one of ${LEAF_KEY_TYPES.join(', ')}, got '${keyType}'`);
   const groups = values.groups === undefined ? DEFAULT_GROUPS : parseGroups(values.groups);
-  const alpn = splitList(values.alpn!);
-  for (const protocol of alpn) {
-    // RFC 7301 §3.1: 1..255 bytes each.
-    if (Buffer.byteLength(protocol) > 255) throw new UsageError(`--alpn protocol longer than 255 bytes: '${protocol.slice(0, 20)}…'`);
-  }
+  const alpn = parseAlpn(values.alpn!);
   const logLevel = values['log-level']!;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
   const names = [...DEFAULT_LEAF_NAMES];
@@ -170,6 +169,24 @@ function parseGroups(text: string): number[] {
   }
   if (groups.length === 0) throw new UsageError('--groups needs at least one group');
   return groups;
+}
+
+/**
+ * `--alpn`: comma-separated names, spaces around each trimmed, checked as the engine and the
+ * edge's config check them (RFC 7301 §3.1; src/tls/alpn-names.ts). An empty value turns ALPN
+ * off; an empty entry in a list ("h2,,http/1.1") is refused, not dropped.
+ */
+function parseAlpn(text: string): string[] {
+  if (text.trim() === '') return [];
+  try {
+    return checkAlpnNames(
+      text.split(',').map((item) => item.trim()),
+      '--alpn',
+      (i) => `--alpn entry ${i + 1}`,
+    );
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
 
 function splitList(text: string): string[] {

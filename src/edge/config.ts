@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { DEFAULT_EXPIRY_WARNING_DAYS } from '../lib/expiry.js';
 import { parseHostPort as parseAddress } from '../lib/host-port.js';
+import { checkAlpnNames } from '../tls/index.js';
 import { EdgeError } from './errors.js';
 import type { KeydEndpoint } from './keyd-pool.js';
 import { X509Certificate } from 'node:crypto';
@@ -277,23 +278,13 @@ function keydEndpoint(value: unknown, where: string, baseDir: string): KeydEndpo
   };
 }
 
-/**
- * RFC 7301 §3.1: a ProtocolName is opaque<1..2^8-1>; the engine sends a configured name as
- * its UTF-8 bytes (src/tls/handshake/negotiate.ts), so the bounds are on those bytes. A lone
- * surrogate has no UTF-8 form, and a name listed twice in one preference list is a mistake.
- */
+/** RFC 7301 §3.1, by the check the engine's alpnProtocols option uses too (src/tls/alpn-names.ts). */
 function alpnList(value: unknown, where: string): string[] {
-  if (!Array.isArray(value)) fail(`${where} must be a list of protocol names`);
-  const first = new Map<string, number>();
-  return value.map((p, i) => {
-    const name = str(p, `${where}[${i}]`);
-    if (/\p{Cs}/u.test(name)) fail(`${where}[${i}] holds a lone UTF-16 surrogate, which has no UTF-8 encoding`);
-    if (Buffer.byteLength(name) > 255) fail(`${where}[${i}] is longer than 255 bytes (RFC 7301 §3.1)`);
-    const earlier = first.get(name);
-    if (earlier !== undefined) fail(`${where}[${i}]: '${name}' is already ${where}[${earlier}]; each protocol is listed once`);
-    first.set(name, i);
-    return name;
-  });
+  try {
+    return checkAlpnNames(value, where, (i) => `${where}[${i}]`);
+  } catch (err) {
+    fail((err as Error).message);
+  }
 }
 
 /** PEM blocks of `label` in a file's text; at least one, or the key is named in the error. */

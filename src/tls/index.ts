@@ -2,7 +2,8 @@
  * The TLS engine's public entry: everything outside src/tls imports from here and
  * nowhere else (test/tls, which tests the internals, is the exception).
  *
- * - the node:net server and socket (socket.ts) and its options (options.ts);
+ * - the node:net server and socket (socket.ts) and its options (options.ts), with the
+ *   ALPN list check the edge's config and serve share (alpn-names.ts);
  * - client certificates: the options the engine takes and the CA-bundle policy that
  *   fills them (client-auth/chain-verifier.ts);
  * - the sans-I/O connection underneath, for embedding without node:net (connection.ts);
@@ -20,6 +21,7 @@ export {
   type TlsServerOptions,
   type VerifiedClientCertificate,
 } from './options.js';
+export { checkAlpnNames, MAX_ALPN_NAME_BYTES } from './alpn-names.js';
 export { TlsServerConnection } from './connection.js';
 export type { ClientIdentity, ConnectionInfo } from './handshake/context.js';
 export { CLIENT_SIGNATURE_SCHEMES } from './handshake/client-certificate-verify.js';

@@ -74,6 +74,44 @@ test('arguments: bad values are usage errors with a precise message', () => {
   }
 });
 
+// RFC 7301 §3.1: each ProtocolName is 1..255 bytes (the engine sends a name's UTF-8), and a
+// name listed twice is a mistake; --alpn takes the check the edge's routes[].alpn has. Before,
+// a duplicate and a lone surrogate were taken, and an empty entry silently dropped.
+test('arguments: --alpn refuses a duplicate, an empty entry, a name over 255 UTF-8 bytes and a lone surrogate', () => {
+  const cases: [string, string][] = [
+    ['h2,http/1.1,h2', "--alpn entry 3: 'h2' is already --alpn entry 1; each protocol is listed once"],
+    ['h2,,http/1.1', '--alpn entry 2 must be a non-empty string'],
+    ['h2,', '--alpn entry 2 must be a non-empty string'],
+    ['p'.repeat(256), '--alpn entry 1 is longer than 255 bytes (RFC 7301 §3.1)'],
+    ['h2,' + 'é'.repeat(128), '--alpn entry 2 is longer than 255 bytes (RFC 7301 §3.1)'], // 128 characters, 256 bytes
+    ['x\ud800', '--alpn entry 1 holds a lone UTF-16 surrogate, which has no UTF-8 encoding'],
+  ];
+  for (const [value, message] of cases) {
+    assert.throws(() => parseServeArgs(['--alpn', value], {}), (err: unknown) => err instanceof UsageError && err.message === message, value);
+  }
+});
+
+test('positive control: --alpn takes 255-byte names, case-distinct names, trims spaces, and an empty value turns ALPN off', () => {
+  const alpn = (value: string) => {
+    const config = parseServeArgs(['--alpn', value], {});
+    assert.notEqual(config, 'help');
+    return config === 'help' ? [] : config.alpn;
+  };
+  assert.deepEqual(alpn('p'.repeat(255)), ['p'.repeat(255)]);
+  assert.deepEqual(alpn(`${'é'.repeat(127)}x,\u{1F600}`), [`${'é'.repeat(127)}x`, '\u{1F600}']);
+  assert.deepEqual(alpn(' h2 , H2 ,http/1.1'), ['h2', 'H2', 'http/1.1']);
+  assert.deepEqual(alpn(''), []);
+});
+
+test('serve --alpn h2,h2 exits 2 with the message, before any file is written', { timeout: 30_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'serve-alpn-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const result = spawnSync(process.execPath, [MAIN, 'serve', '--port', '0', '--dir', join(dir, 'serve'), '--alpn', 'h2,h2'], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(result.status, 2, result.stderr);
+  assert.match(result.stderr, /delegator serve: --alpn entry 2: 'h2' is already --alpn entry 1; each protocol is listed once/);
+  assert.equal(existsSync(join(dir, 'serve')), false, 'nothing created');
+});
+
 test('the printed curl command reaches the listener and trusts the demo CA', () => {
   assert.deepEqual(howToReach('127.0.0.1', 8443, '/x/ca.pem'), {
     url: 'https://localhost:8443/',
