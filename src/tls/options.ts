@@ -1,3 +1,4 @@
+import { checkAlpnNames } from './alpn-names.js';
 import { DEFAULT_GROUPS } from './crypto/key-exchange.js';
 import { DEFAULT_CIPHER_SUITES } from './crypto/suites.js';
 import { DEFAULT_CIPHER_SUITES12, SUITES12 } from './crypto/suites12.js';
@@ -59,7 +60,13 @@ export interface TlsServerOptions {
   sessionCacheSize?: number;
   /** Picks certificate chain + signer by SNI (undefined = no SNI → default identity). */
   resolveIdentity: ResolveIdentity;
-  /** ALPN protocols in server preference order (RFC 7301), each sent as its UTF-8 bytes (1 to 255). None: ALPN is not negotiated. */
+  /**
+   * ALPN protocols in server preference order (RFC 7301), each sent and matched as its UTF-8
+   * bytes. None or empty: ALPN is not negotiated. createServer / setTlsOptions (resolveOptions)
+   * throw a RangeError for an empty name, one over 255 UTF-8 bytes (§3.1), a lone UTF-16
+   * surrogate (no UTF-8 form) or a name listed twice, and a TypeError for a non-list or a
+   * non-string entry; the message names the entry (`alpnProtocols[2]`).
+   */
   alpnProtocols?: readonly string[];
   /** Key exchange groups in server preference order. Default: x25519, secp256r1, secp384r1, secp521r1, x448, ffdhe2048, ffdhe3072 (RFC 7919; ffdhe4096, 6144 and 8192 are supported when listed: each exchange costs 3–13 ms of CPU, and a client can choose it for every handshake). */
   groups?: readonly number[];
@@ -202,7 +209,8 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     cipherSuites12,
     requireExtendedMasterSecret: o.requireExtendedMasterSecret ?? false,
     sessionCache12: new SessionCache12(sessionCacheSize),
-    alpnProtocols: o.alpnProtocols ?? [],
+    // RFC 7301 §3.1, checked here so a bad name is refused at creation, not met at a handshake.
+    alpnProtocols: o.alpnProtocols === undefined ? [] : checkAlpnNames(o.alpnProtocols, 'alpnProtocols', (i) => `alpnProtocols[${i}]`),
     groups: o.groups ?? DEFAULT_GROUPS,
     cipherSuites: o.cipherSuites ?? DEFAULT_CIPHER_SUITES,
     ticketCount,

@@ -41,7 +41,11 @@ export interface Signer {
 export interface Identity {
   readonly certificateChain: readonly Uint8Array[];
   readonly signer: Signer;
-  /** ALPN protocols served under this name, in preference order; overrides the server's list (RFC 7301). */
+  /**
+   * ALPN protocols served under this name, in preference order; overrides the server's list
+   * (RFC 7301); empty: no ALPN for this name. Not checked per handshake as the server's list is
+   * at creation: build it with checkAlpnNames (alpn-names.ts) where the identity is made.
+   */
   readonly alpnProtocols?: readonly string[];
   /** Client certificate policy for this name (e.g. one per edge route); overrides the server's. */
   readonly clientAuth?: ClientAuthOptions;
