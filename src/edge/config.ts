@@ -278,8 +278,16 @@ function keydEndpoint(value: unknown, where: string, baseDir: string): KeydEndpo
   };
 }
 
-/** RFC 7301 §3.1, by the check the engine's alpnProtocols option uses too (src/tls/alpn-names.ts). */
+/**
+ * RFC 7301 §3.1, by the check the engine's alpnProtocols option uses too (src/tls/alpn-names.ts).
+ * An empty list is refused: a route without the key negotiates from the union of all routes'
+ * lists (edge.ts), and `[]` reads as "no ALPN", which a route cannot ask for; the ambiguity is
+ * the user's to resolve, not ours to guess.
+ */
 function alpnList(value: unknown, where: string): string[] {
+  if (Array.isArray(value) && value.length === 0) {
+    fail(`${where} is an empty list: omit the key to negotiate from the union of all routes' lists (a route cannot turn ALPN off, RFC 7301 §3.1)`);
+  }
   try {
     return checkAlpnNames(value, where, (i) => `${where}[${i}]`);
   } catch (err) {

@@ -30,7 +30,7 @@ export interface Route {
   readonly upstream: Upstream;
   /** Send a PROXY protocol v2 header (client address + server name) before the plaintext. */
   readonly proxyProtocol: boolean;
-  /** ALPN protocols this route speaks, server preference order; empty = no ALPN. */
+  /** ALPN protocols this route speaks, server preference order; empty: the config has no list for it, and the edge negotiates from the union of all routes' lists. */
   readonly alpn: readonly string[];
   /** Client certificates for this route's names; undefined = off. */
   readonly clientAuth?: RouteClientAuth;

@@ -291,6 +291,25 @@ test('routes[].alpn: an empty name, a name listed twice and a lone surrogate are
   assert.deepEqual(validateConfig(route([`${'é'.repeat(127)}x`, '\u{1F600}'])).routes[0]!.alpn, [`${'é'.repeat(127)}x`, '\u{1F600}']);
 });
 
+// An empty list read as "the union of all routes' lists" (what omitting the key means), while
+// a user writing [] most likely means "no ALPN", which a route cannot have: refused, not guessed.
+test('routes[].alpn: [] is refused, telling the user to omit the key; an omitted key is the union default', () => {
+  const routes = (alpn: unknown) => ({
+    ...minimal,
+    routes: [
+      { names: ['h2.example'], upstream: '1.2.3.4:5', alpn: ['h2'] },
+      { names: ['a.example'], upstream: '1.2.3.4:6', ...(alpn === undefined ? {} : { alpn }) },
+    ],
+  });
+  assert.throws(() => validateConfig(routes([])), {
+    code: 'EDGE_CONFIG',
+    message: "routes[1].alpn is an empty list: omit the key to negotiate from the union of all routes' lists (a route cannot turn ALPN off, RFC 7301 §3.1)",
+  });
+  // Controls: the key omitted (the union default, an empty list inside), and a one-name list.
+  assert.deepEqual(validateConfig(routes(undefined)).routes.map((r) => r.alpn), [['h2'], []]);
+  assert.deepEqual(validateConfig(routes(['http/1.1'])).routes.map((r) => r.alpn), [['h2'], ['http/1.1']]);
+});
+
 test('the same route name twice is refused naming both keys (after normalisation), within a route and across routes', () => {
   const refused = (routes: unknown, message: string) => assert.throws(() => validateConfig({ ...minimal, routes }), { code: 'EDGE_CONFIG', message });
   refused([{ names: ['a.example', 'A.Example.'], upstream: '1.2.3.4:5' }], "routes[0].names[1]: 'a.example' is already routes[0].names[0]; a name may appear once");
