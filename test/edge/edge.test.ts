@@ -262,6 +262,55 @@ test('PROXY v2 header carries the client address and the server name', async (t)
   assert.equal(raw.subarray(header.length).toString(), 'payload');
 });
 
+// RFC 6066 §3: HostName goes "without a trailing dot"; the engine reads one trailing dot as the
+// same name and lower-cases it (RFC 4343), so routing, keyd, the PROXY header and the ticket's
+// name all see `x.b.test` (docs/EDGE.md, SNI routing).
+test('SNI "X.B.Test." and "A.TEST." route as x.b.test and a.test (certificate, upstream, PROXY authority); "a.test.." is illegal_parameter', { timeout: 20_000 }, async (t) => {
+  const f = await fixture(t);
+  const asked: string[] = [];
+  const lookup = f.keyd.lookup.bind(f.keyd);
+  f.keyd.lookup = (name: string) => {
+    asked.push(name);
+    return lookup(name);
+  };
+  const session = async (serverName: string) => {
+    const transport = await socketTransport(f.port);
+    t.after(() => transport.close());
+    const client = new Tls13Client(transport, { serverName });
+    await client.handshake();
+    client.sendApplicationData(Buffer.from('dotted'));
+    return { client, echoed: (await client.readApplicationData(8)).toString() };
+  };
+  const b = await session('X.B.Test.');
+  assert.equal(b.echoed, 'B:dotted');
+  assert.ok(b.client.authentication!.certificate.includes(Buffer.from(f.pkiB.chainDer[0]!)), "*.b.test's certificate");
+  const header = decodeProxyV2(Buffer.concat(f.upB.received));
+  assert.equal(header?.tlvs.get(Pp2Type.AUTHORITY)?.toString(), 'x.b.test');
+  const a = await session('A.TEST.');
+  assert.equal(a.echoed, 'A:dotted');
+  assert.ok(a.client.authentication!.certificate.includes(Buffer.from(f.pkiA.chainDer[0]!)), "a.test's certificate");
+  // keyd is asked for the names without the dot (a.test, the default name, may already be cached).
+  assert.ok(asked.includes('x.b.test'));
+  assert.deepEqual(asked.filter((n) => n !== n.toLowerCase() || n.endsWith('.')), []);
+  const askedBefore = asked.length;
+  // Two dots are not one name: refused at the ClientHello, not routed, keyd not asked.
+  const transport = await socketTransport(f.port);
+  t.after(() => transport.close());
+  const bad = new Tls13Client(transport, { serverName: 'a.test..' });
+  bad.sendClientHello();
+  assert.equal(await bad.readAlert(), AlertDescription.illegal_parameter);
+  assert.equal(asked.length, askedBefore);
+});
+
+test('a ticket issued under a.test resumes under "A.Test." (one name); another name does not resume it', { timeout: 20_000 }, async (t) => {
+  const f = await fixture(t, { tickets: 1, delegatedCredentials: false });
+  const ticket = await ticketFrom(t, f.port);
+  assert.equal(await resumes(t, f.port, ticket, 1000, 'A.Test.'), true);
+  // Control: the same ticket under a name of the other route is a full handshake (RFC 6066 §3).
+  assert.equal(await resumes(t, f.port, ticket, 1000, 'x.b.test'), false);
+  assert.equal(await resumes(t, f.port, ticket, 1000), true);
+});
+
 test('handshake details: the PROXY v2 header and the debug log say version, group, HRR, resumption and how it was signed', async (t) => {
   const lines: Record<string, unknown>[] = [];
   const capture = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
@@ -697,11 +746,11 @@ async function ticketFrom(t: TestContext, port: number) {
 }
 
 /** Offers `ticket` `elapsedMs` after it was issued (the clock mocked to match): whether the edge resumed with it. */
-async function resumes(t: TestContext, port: number, ticket: Awaited<ReturnType<typeof ticketFrom>>, elapsedMs: number): Promise<boolean> {
+async function resumes(t: TestContext, port: number, ticket: Awaited<ReturnType<typeof ticketFrom>>, elapsedMs: number, serverName = 'a.test'): Promise<boolean> {
   const transport = await socketTransport(port);
   t.after(() => transport.close());
   const client = new Tls13Client(transport, {
-    serverName: 'a.test',
+    serverName,
     psk: { ticket: ticket.ticket, psk: ticket.psk, obfuscatedAge: (elapsedMs + ticket.ageAdd) >>> 0 },
   });
   client.sendClientHello();

@@ -172,17 +172,28 @@ function decodeServerName(r: Reader): string | undefined {
       throw new TlsAlert('illegal_parameter', 'server_name: more than one host_name');
     }
     seenHostName = true;
+    // RFC 6066 §3: HostName is sent "without a trailing dot". A client that sends one anyway
+    // names the same host (RFC 1034 §3.1: the absolute form of the name), so the one dot is
+    // dropped here, where every consumer reads the name (identity lookup and routing, the
+    // session a ticket or session id is bound to, info.serverName): each sees one form, and
+    // none strips again (docs/ARCHITECTURE.md, "server_name").
+    const text = Buffer.from(name).toString('latin1');
+    const host = text.endsWith('.') ? text.slice(0, -1) : text;
     // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName." Some
     // clients send one anyway when they connect by address; it names no host, so it is
     // read as no server name (the default identity, no acknowledgement), as rustls does,
     // rather than failing the handshake or being looked up as a name.
-    if (isIP(Buffer.from(name).toString('latin1')) !== 0) continue;
-    // RFC 6066 §3: ASCII host name; compare case-insensitively.
+    if (isIP(host) !== 0) continue;
+    // RFC 6066 §3: ASCII host name; compare case-insensitively (RFC 4343).
     for (const c of name) {
       const ok = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x2a;
       if (!ok) throw new TlsAlert('illegal_parameter', 'server_name: host_name is not an ASCII host name');
     }
-    hostName = Buffer.from(name).toString('latin1').toLowerCase();
+    // An empty label ("a..b", ".a", "." or a second trailing dot) names no host (RFC 1035 §2.3.1).
+    if (host.length === 0 || host.startsWith('.') || host.endsWith('.') || host.includes('..')) {
+      throw new TlsAlert('illegal_parameter', 'server_name: host_name has an empty label');
+    }
+    hostName = host.toLowerCase();
   }
   return hostName;
 }
