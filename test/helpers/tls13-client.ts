@@ -156,6 +156,8 @@ export interface ClientOptions {
   signatureAlgorithms?: number[];
   /** Replaces psk_key_exchange_modes (default: psk_dhe_ke (1) only; RFC 8446 §4.2.9). */
   pskModes?: number[];
+  /** Offer 0-RTT: the early_data extension (RFC 8446 §4.2.10), before pre_shared_key. */
+  earlyData?: boolean;
 }
 
 /** What the server authenticated with (§4.4.2, §4.4.3), as received. */
@@ -288,6 +290,7 @@ export class Tls13Client {
       exts.push(ext(34, (w) => w.vec(2, (l) => schemes.forEach((s) => l.u16(s)))));
     }
     if (this.options.recordSizeLimit !== undefined) exts.push(extensions.recordSizeLimit(this.options.recordSizeLimit));
+    if (this.options.earlyData) exts.push(extensions.earlyData());
     const psk = this.options.psk;
     const binderLength = this.suite.hashLength;
     // §4.2.11: pre_shared_key is the last extension; its binders (the last 2 + 1 + hash

@@ -11,6 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { TlsServerConnection } from '../../src/tls/connection.js';
 import { encodeClientHello, extensions as E, handshakeRecords, typicalExtensions } from './client-hello-builder.js';
 import { ed25519Identity, makeOptions, settle } from './connection-harness.js';
+import { TlsAlert } from '../../src/tls/alert.js';
+import { memoryTransport, RecordType, Tls13Client } from '../helpers/tls13-client.js';
 
 const options = makeOptions(ed25519Identity());
 const SKIP_LIMIT = 2 ** 16;
@@ -99,4 +101,93 @@ test('positive control (negative case kept): a plaintext handshake record over 2
   conn.receive(Buffer.concat([Buffer.from([22, 3, 3, n >> 8, n & 0xff]), randomBytes(n)]));
   await settle();
   assert.deepEqual(errors, ['TLS_ALERT_RECORD_OVERFLOW']);
+});
+
+// ---- the whole handshake, with the scripted client (test/helpers/tls13-client.ts) ----------
+//
+// RFC 8446 §4.2.10, for a server that ignores early_data: it "skips past early data by attempting
+// to deprotect received records using the handshake traffic key, discarding records which fail
+// deprotection (up to the configured max_early_data_size). Once a record is deprotected
+// successfully, it is treated as the start of the client's second flight and the server proceeds
+// as with an ordinary 1-RTT handshake." Past the limit: §4.6.1, "A server receiving more than
+// max_early_data_size bytes of 0-RTT data SHOULD terminate the connection with an
+// "unexpected_message" alert" (§4.2.10 names no other alert for skipped data). After the skip
+// has stopped, a record that does not deprotect is §5.2's case: "If the decryption fails, the
+// receiver MUST terminate the connection with a "bad_record_mac" alert".
+
+/** RFC 8446 §6 AlertDescription values. */
+const UNEXPECTED_MESSAGE = 10;
+const BAD_RECORD_MAC = 20;
+const EXT_EARLY_DATA = 42;
+
+/**
+ * A client that offers early_data and sends `early` (0-RTT records, as a client would, right
+ * behind its ClientHello), then reads our flight; the server rejects 0-RTT (it accepts none).
+ */
+async function rejectedZeroRtt(early: Buffer) {
+  const t = memoryTransport(makeOptions(ed25519Identity(), { ticketCount: 0 }));
+  const client = new Tls13Client(t, { earlyData: true });
+  client.sendClientHello();
+  t.send(early);
+  await client.readServerFlight();
+  assert.ok(!client.encryptedExtensionTypes.includes(EXT_EARLY_DATA), 'early data is not accepted');
+  return { t, client };
+}
+
+function assertEngineAlert(server: { error: unknown }, alertName: string, code: number): void {
+  assert.ok(server.error instanceof TlsAlert, `the server should have failed with ${alertName}, got ${String(server.error)}`);
+  assert.equal(server.error.alertName, alertName, server.error.message);
+  assert.equal(server.error.alert, code);
+}
+
+test('skipped 0-RTT data within the limit: the client Finished is the start of its second flight, the handshake completes, the early data is not delivered', { timeout: 20_000 }, async () => {
+  const { t, client } = await rejectedZeroRtt(earlyDataRecords([1000, 0, 17, 5000]));
+  client.sendFinished({ thenData: Buffer.from('after the handshake') });
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.error, undefined);
+  assert.equal(t.server.handshakeComplete, true);
+  assert.equal(Buffer.concat(t.server.delivered).toString(), 'after the handshake');
+});
+
+test('skipped 0-RTT data: exactly 64 KiB completes; one byte more is unexpected_message (10) on the wire and no handshake', { timeout: 20_000 }, async () => {
+  const atLimit = await rejectedZeroRtt(earlyDataRecords(Array(16).fill(SKIP_LIMIT / 16)));
+  atLimit.client.sendFinished();
+  assert.equal(await atLimit.client.readAlert(), undefined);
+  assert.equal(atLimit.t.server.handshakeComplete, true);
+
+  const over = await rejectedZeroRtt(earlyDataRecords([...Array(16).fill(SKIP_LIMIT / 16), 1]));
+  assert.equal(await over.client.readAlert(), UNEXPECTED_MESSAGE);
+  assertEngineAlert(over.t.server, 'unexpected_message', UNEXPECTED_MESSAGE);
+  over.client.sendFinished();
+  assert.equal(over.t.server.handshakeComplete, false);
+});
+
+test('the skip stops at the first record that deprotects: a record failing after it is bad_record_mac (20), not skipped', { timeout: 20_000 }, async () => {
+  const { t, client } = await rejectedZeroRtt(earlyDataRecords([1000]));
+  // The client Finished in two records; the first deprotects under the handshake key, so what
+  // follows is the client's second flight, where a record that does not deprotect is fatal.
+  const finished = client.finishedMessage();
+  t.send(Buffer.concat([client.sealRecord(RecordType.handshake, finished.subarray(0, 2)), earlyDataRecords([100]), client.sealRecord(RecordType.handshake, finished.subarray(2))]));
+  assert.equal(await client.readAlert(), BAD_RECORD_MAC);
+  assertEngineAlert(t.server, 'bad_record_mac', BAD_RECORD_MAC);
+  assert.equal(t.server.handshakeComplete, false);
+});
+
+test('positive control: the same split Finished without a record between its halves completes the handshake', { timeout: 20_000 }, async () => {
+  const { t, client } = await rejectedZeroRtt(earlyDataRecords([1000]));
+  const finished = client.finishedMessage();
+  t.send(Buffer.concat([client.sealRecord(RecordType.handshake, finished.subarray(0, 2)), client.sealRecord(RecordType.handshake, finished.subarray(2))]));
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.error, undefined);
+  assert.equal(t.server.handshakeComplete, true);
+});
+
+test('after the handshake, a record that does not deprotect is bad_record_mac (20): nothing is skipped any more', { timeout: 20_000 }, async () => {
+  const { t, client } = await rejectedZeroRtt(earlyDataRecords([1000]));
+  client.sendFinished();
+  assert.equal(await client.readAlert(), undefined);
+  assert.equal(t.server.handshakeComplete, true);
+  t.send(earlyDataRecords([100]));
+  assert.equal(await client.readAlert(), BAD_RECORD_MAC);
+  assertEngineAlert(t.server, 'bad_record_mac', BAD_RECORD_MAC);
 });
