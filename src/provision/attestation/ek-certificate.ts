@@ -8,8 +8,9 @@ x509.cryptoProvider.set(webcrypto as never);
 /**
  * Checks a TPM's EK certificate against the operator's bundle of TPM manufacturer CAs
  * (roots and intermediates, PEM): a chain of valid signatures, each certificate inside
- * its validity period, each issuer a CA certificate that may sign certificates (below),
- * ending at a self-signed certificate of the bundle. Returns the EK
+ * its validity period, each issuer a CA certificate that may sign certificates (below)
+ * and whose pathLenConstraint allows the intermediates under it, ending at a self-signed
+ * certificate of the bundle. Returns the EK
  * public key, to which the admin wraps its credential (make-credential.ts).
  */
 export interface VerifiedEk {
@@ -42,6 +43,22 @@ function notAnIssuer(cert: x509.X509Certificate): string | undefined {
   return undefined;
 }
 
+/**
+ * Why `cert` may not sign this certificate of the path, `intermediatesBelow` being how many
+ * non-self-issued CA certificates lie between it and the EK certificate; undefined when its
+ * pathLenConstraint allows them. RFC 5280 §4.2.1.9 and §6.1.4 (l), (m): a CA with
+ * pathLenConstraint n may be followed by at most n non-self-issued intermediate CA
+ * certificates (self-issued ones, key rollover certificates, are not counted). The root's
+ * own constraint counts too (RFC 5937 §3: a trust anchor's pathLenConstraint initialises
+ * max_path_length): a manufacturer root published with pathLen 0 issues EK certificates
+ * only directly.
+ */
+function pathTooLong(cert: x509.X509Certificate, intermediatesBelow: number): string | undefined {
+  const limit = cert.getExtension(x509.BasicConstraintsExtension)?.pathLength;
+  if (limit === undefined || intermediatesBelow <= limit) return undefined;
+  return `its basicConstraints pathLenConstraint ${limit} allows ${limit} intermediate CA certificate(s) below it, this path has ${intermediatesBelow} (RFC 5280 §4.2.1.9, §6.1.4 (l), (m))`;
+}
+
 export function parseCaBundle(pem: string, what: string): x509.X509Certificate[] {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) throw new ProvisionError('PROVISION_USAGE', `${what} holds no PEM certificate`);
@@ -57,6 +74,8 @@ export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Cert
   }
   const chain: string[] = [ek.subject || '(empty subject)'];
   let current = ek;
+  // Non-self-issued CA certificates between the issuer being looked for and the EK certificate.
+  let intermediatesBelow = 0;
   for (let depth = 0; depth < MAX_CHAIN; depth++) {
     if (now < current.notBefore || now > current.notAfter) {
       fail(`"${current.subject}" is outside its validity period (${current.notBefore.toISOString()} – ${current.notAfter.toISOString()})`);
@@ -66,7 +85,7 @@ export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Cert
     let refused: string | undefined;
     for (const c of candidates) {
       if (await current.verify({ publicKey: c.publicKey, signatureOnly: true }).catch(() => false)) {
-        const why = notAnIssuer(c);
+        const why = notAnIssuer(c) ?? pathTooLong(c, intermediatesBelow);
         if (why === undefined) {
           issuer = c;
           break;
@@ -89,6 +108,7 @@ export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Cert
       return { publicKey, issuer: ek.issuer, serialNumber: ek.serialNumber, chain };
     }
     chain.push(issuer.subject);
+    if (issuer.subject !== issuer.issuer) intermediatesBelow++;
     current = issuer;
   }
   fail(`chain longer than ${MAX_CHAIN}`);

@@ -140,3 +140,64 @@ test('EK certificate: the EK certificate, each intermediate and the root must be
   // Control: the same chain checked at a time inside the root's period passes.
   assert.equal((await verifyEkCertificate(der(await ek(underFutureRoot)), [futureRoot.cert, underFutureRoot.cert], new Date(NOW + 3 * DAY))).chain.length, 3);
 });
+
+const caWithPathLen = (pathLength: number) => [
+  new x509.BasicConstraintsExtension(true, pathLength, true),
+  new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+];
+
+test('EK certificate: an issuer\'s pathLenConstraint bounds the intermediate CAs below it (RFC 5280 §4.2.1.9, §6.1.4 (l), (m))', { timeout: 20_000 }, async () => {
+  // A root with pathLen 0 issues EK certificates directly, but no intermediate CA may follow it.
+  const root0 = await certificate('CN=Manufacturer Root', 'self', { extensions: caWithPathLen(0) });
+  assert.deepEqual((await verifyEkCertificate(der(await ek(root0)), [root0.cert])).chain, ['CN=tpm ek', 'CN=Manufacturer Root'], 'control: pathLen 0, no intermediate');
+  const underRoot0 = await certificate('CN=Manufacturer EK CA', root0);
+  await assert.rejects(verifyEkCertificate(der(await ek(underRoot0)), [root0.cert, underRoot0.cert]), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'PROVISION_ATTESTATION_FAILED');
+    assert.match(
+      err.message,
+      /^ek-certificate: "CN=Manufacturer EK CA" was signed by "CN=Manufacturer Root" of the manufacturer CA bundle, which may not issue certificates: its basicConstraints pathLenConstraint 0 allows 0 intermediate CA certificate\(s\) below it, this path has 1 \(RFC 5280/,
+    );
+    return true;
+  });
+  // Control: the same shape under a root with pathLen 1.
+  const root1 = await certificate('CN=Manufacturer Root', 'self', { extensions: caWithPathLen(1) });
+  const underRoot1 = await certificate('CN=Manufacturer EK CA', root1);
+  assert.equal((await verifyEkCertificate(der(await ek(underRoot1)), [root1.cert, underRoot1.cert])).chain.length, 3, 'control: pathLen 1, one intermediate');
+
+  // pathLen on an intermediate: root → policy CA (pathLen 0) → EK CA → EK is one CA too many.
+  const root = await certificate('CN=Manufacturer Root', 'self');
+  const policy0 = await certificate('CN=Manufacturer Policy CA', root, { extensions: caWithPathLen(0) });
+  const issuing0 = await certificate('CN=Manufacturer EK CA', policy0);
+  await assert.rejects(
+    verifyEkCertificate(der(await ek(issuing0)), [root.cert, policy0.cert, issuing0.cert]),
+    /ek-certificate: "CN=Manufacturer EK CA" was signed by "CN=Manufacturer Policy CA" .*pathLenConstraint 0 allows 0 intermediate CA certificate\(s\) below it, this path has 1/,
+  );
+  // The root's constraint counts every intermediate below it: pathLen 1 over two intermediates.
+  const policy = await certificate('CN=Manufacturer Policy CA', root1);
+  const issuing = await certificate('CN=Manufacturer EK CA', policy);
+  await assert.rejects(
+    verifyEkCertificate(der(await ek(issuing)), [root1.cert, policy.cert, issuing.cert]),
+    /ek-certificate: "CN=Manufacturer Policy CA" was signed by "CN=Manufacturer Root" .*pathLenConstraint 1 allows 1 intermediate CA certificate\(s\) below it, this path has 2/,
+  );
+  // Controls: pathLen 1 on the intermediate, and a path without pathLen, of the same length.
+  const policy1 = await certificate('CN=Manufacturer Policy CA', root, { extensions: caWithPathLen(1) });
+  const issuing1 = await certificate('CN=Manufacturer EK CA', policy1);
+  assert.equal((await verifyEkCertificate(der(await ek(issuing1)), [root.cert, policy1.cert, issuing1.cert])).chain.length, 4, 'control: intermediate pathLen 1');
+  const unconstrainedPolicy = await certificate('CN=Manufacturer Policy CA', root);
+  const unconstrainedIssuing = await certificate('CN=Manufacturer EK CA', unconstrainedPolicy);
+  assert.equal((await verifyEkCertificate(der(await ek(unconstrainedIssuing)), [root.cert, unconstrainedPolicy.cert, unconstrainedIssuing.cert])).chain.length, 4, 'control: no pathLen');
+});
+
+test('EK certificate: a self-issued intermediate (CA key rollover) does not count against pathLenConstraint (RFC 5280 §6.1.4 (l))', { timeout: 20_000 }, async () => {
+  // root (pathLen 1) → EK CA, old key → EK CA, new key (self-issued: same name, signed by the old key) → EK.
+  const root1 = await certificate('CN=Manufacturer Root', 'self', { extensions: caWithPathLen(1) });
+  const oldKey = await certificate('CN=Manufacturer EK CA', root1);
+  const newKey = await certificate('CN=Manufacturer EK CA', oldKey);
+  const ok = await verifyEkCertificate(der(await ek(newKey)), [root1.cert, oldKey.cert, newKey.cert]);
+  assert.deepEqual(ok.chain, ['CN=tpm ek', 'CN=Manufacturer EK CA', 'CN=Manufacturer EK CA', 'CN=Manufacturer Root']);
+  // The same rollover under a root with pathLen 0 is refused: the old-key certificate is a real intermediate.
+  const root0 = await certificate('CN=Manufacturer Root', 'self', { extensions: caWithPathLen(0) });
+  const oldKey0 = await certificate('CN=Manufacturer EK CA', root0);
+  const newKey0 = await certificate('CN=Manufacturer EK CA', oldKey0);
+  await assert.rejects(verifyEkCertificate(der(await ek(newKey0)), [root0.cert, oldKey0.cert, newKey0.cert]), /pathLenConstraint 0 allows 0 intermediate CA certificate\(s\) below it, this path has 1/);
+});
