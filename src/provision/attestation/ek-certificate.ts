@@ -9,7 +9,8 @@ x509.cryptoProvider.set(webcrypto as never);
  * Checks a TPM's EK certificate against the operator's bundle of TPM manufacturer CAs
  * (roots and intermediates, PEM): a chain of valid signatures, each certificate inside
  * its validity period, each issuer a CA certificate that may sign certificates (below)
- * and whose pathLenConstraint allows the intermediates under it, ending at a self-signed
+ * and whose pathLenConstraint allows the intermediates under it, no certificate with a
+ * critical extension this verifier does not process, ending at a self-signed
  * certificate of the bundle. Returns the EK
  * public key, to which the admin wraps its credential (make-credential.ts).
  */
@@ -59,6 +60,97 @@ function pathTooLong(cert: x509.X509Certificate, intermediatesBelow: number): st
   return `its basicConstraints pathLenConstraint ${limit} allows ${limit} intermediate CA certificate(s) below it, this path has ${intermediatesBelow} (RFC 5280 §4.2.1.9, §6.1.4 (l), (m))`;
 }
 
+/** tcg-kp-EKCertificate (TCG EK Credential Profile): the purpose an EK certificate chain serves. */
+const OID_TCG_KP_EK_CERTIFICATE = '2.23.133.8.1';
+const OID_ANY_EXTENDED_KEY_USAGE = '2.5.29.37.0';
+const OID_EXTENDED_KEY_USAGE = '2.5.29.37';
+
+/**
+ * The critical extensions this verifier accepts, with why each is processed or may be
+ * ignored without changing the outcome. RFC 5280 §4.2: a certificate-using system MUST
+ * reject a certificate with a critical extension it does not recognise, or one holding
+ * information it cannot process. TPM manufacturers' EK certificates (TCG EK Credential
+ * Profile for TPM Family 2.0; swtpm's local CA makes the same) mark basicConstraints,
+ * keyUsage and, since their subject is commonly empty, subjectAltName critical; these,
+ * and the others listed, must keep passing.
+ */
+const ACCEPTED_CRITICAL: ReadonlyMap<string, string> = new Map([
+  // Processed: cA and pathLenConstraint of every issuer (notAnIssuer, pathTooLong).
+  ['2.5.29.19', 'basicConstraints'],
+  // Processed on every issuer (keyCertSign, RFC 5280 §6.1.4 (n)).
+  ['2.5.29.15', 'keyUsage'],
+  // The TPM manufacturer, model and version (directoryName of TCG attributes 2.23.133.2.1-3)
+  // of an EK certificate, critical when the subject is empty (RFC 5280 §4.2.1.6). No
+  // decision here depends on a name (the EK is its key; issuers are found by signature),
+  // so its content changes no outcome.
+  ['2.5.29.17', 'subjectAltName'],
+  // Validation runs with initial-policy-set anyPolicy and initial-explicit-policy FALSE
+  // (RFC 5280 §6.1.1 (c), (f)); policyConstraints, policyMappings and inhibitAnyPolicy,
+  // the extensions that could make policies decide, are refused below when critical. Under
+  // these inputs §6.1 succeeds whatever policies the path asserts.
+  ['2.5.29.32', 'certificatePolicies'],
+  // Processed (extendedKeyUsageRefusal): a critical one must allow the EK-certificate purpose.
+  [OID_EXTENDED_KEY_USAGE, 'extendedKeyUsage'],
+  // Path-building hints (RFC 5280 §4.2.1.1, §4.2.1.2, §4.2.2.1); the path is built from the
+  // bundle by name and signature, nothing is fetched, so they change no outcome.
+  ['2.5.29.35', 'authorityKeyIdentifier'],
+  ['2.5.29.14', 'subjectKeyIdentifier'],
+  ['1.3.6.1.5.5.7.1.1', 'authorityInfoAccess'],
+]);
+
+/**
+ * Names of extensions refused when critical, for the error: not processed here. nameConstraints
+ * would restrict the names below a CA; the policy extensions could fail §6.1 policy
+ * processing; cRLDistributionPoints and freshestCRL call for revocation checking, which
+ * this verifier does not do; subjectDirectoryAttributes carries the TCG TPM specification
+ * and security assertions, which it does not evaluate (RFC 5280 §4.2.1.8 requires it
+ * non-critical, as swtpm and the TCG profile issue it).
+ */
+const REFUSED_NAMES: ReadonlyMap<string, string> = new Map([
+  ['2.5.29.30', 'nameConstraints'],
+  ['2.5.29.36', 'policyConstraints'],
+  ['2.5.29.33', 'policyMappings'],
+  ['2.5.29.54', 'inhibitAnyPolicy'],
+  ['2.5.29.31', 'cRLDistributionPoints'],
+  ['2.5.29.46', 'freshestCRL'],
+  ['2.5.29.9', 'subjectDirectoryAttributes'],
+]);
+
+function describe(cert: x509.X509Certificate): string {
+  return cert.subject ? `"${cert.subject}"` : `the certificate with an empty subject (serial ${cert.serialNumber})`;
+}
+
+/**
+ * RFC 5280 §4.2.1.12: a critical extendedKeyUsage limits the certificate to the purposes
+ * listed. The chain is used only as an EK certificate chain, so a critical one must list
+ * tcg-kp-EKCertificate or anyExtendedKeyUsage. (A non-critical one is advisory.)
+ */
+function extendedKeyUsageRefusal(cert: x509.X509Certificate): string | undefined {
+  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
+  if (!eku?.critical) return undefined;
+  const usages = eku.usages.map(String);
+  if (usages.includes(OID_TCG_KP_EK_CERTIFICATE) || usages.includes(OID_ANY_EXTENDED_KEY_USAGE)) return undefined;
+  return `${describe(cert)} has a critical extendedKeyUsage (${OID_EXTENDED_KEY_USAGE}) that does not list tcg-kp-EKCertificate (${OID_TCG_KP_EK_CERTIFICATE}): it may not be used in an EK certificate chain (RFC 5280 §4.2.1.12)`;
+}
+
+/** Refuses `cert` (the EK certificate, an intermediate, the root) for a critical extension not processed here. */
+function checkCriticalExtensions(cert: x509.X509Certificate): void {
+  let extensions: x509.Extension[];
+  try {
+    // @peculiar/x509 decodes the extensions it knows on first access; a malformed one throws.
+    extensions = [...cert.extensions];
+  } catch (err) {
+    fail(`${describe(cert)} has an extension that does not parse: ${(err as Error).message}`);
+  }
+  for (const extension of extensions) {
+    if (!extension.critical || ACCEPTED_CRITICAL.has(extension.type)) continue;
+    const name = REFUSED_NAMES.get(extension.type);
+    fail(`${describe(cert)} has a critical extension ${extension.type}${name ? ` (${name})` : ''} that this verifier does not process (RFC 5280 §4.2)`);
+  }
+  const eku = extendedKeyUsageRefusal(cert);
+  if (eku !== undefined) fail(eku);
+}
+
 export function parseCaBundle(pem: string, what: string): x509.X509Certificate[] {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) throw new ProvisionError('PROVISION_USAGE', `${what} holds no PEM certificate`);
@@ -80,6 +172,7 @@ export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Cert
     if (now < current.notBefore || now > current.notAfter) {
       fail(`"${current.subject}" is outside its validity period (${current.notBefore.toISOString()} – ${current.notAfter.toISOString()})`);
     }
+    checkCriticalExtensions(current);
     const candidates = bundle.filter((c) => c.subject === current.issuer);
     let issuer: x509.X509Certificate | undefined;
     let refused: string | undefined;
@@ -103,6 +196,7 @@ export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Cert
     }
     if (issuer.subject === issuer.issuer && (await issuer.verify({ publicKey: issuer.publicKey, signatureOnly: true }).catch(() => false))) {
       if (now < issuer.notBefore || now > issuer.notAfter) fail(`root "${issuer.subject}" is outside its validity period`);
+      checkCriticalExtensions(issuer);
       chain.push(issuer.subject);
       const publicKey = createPublicKey({ key: Buffer.from(ek.publicKey.rawData), format: 'der', type: 'spki' });
       return { publicKey, issuer: ek.issuer, serialNumber: ek.serialNumber, chain };

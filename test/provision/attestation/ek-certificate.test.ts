@@ -201,3 +201,86 @@ test('EK certificate: a self-issued intermediate (CA key rollover) does not coun
   const newKey0 = await certificate('CN=Manufacturer EK CA', oldKey0);
   await assert.rejects(verifyEkCertificate(der(await ek(newKey0)), [root0.cert, oldKey0.cert, newKey0.cert]), /pathLenConstraint 0 allows 0 intermediate CA certificate\(s\) below it, this path has 1/);
 });
+
+/** SubjectDirectoryAttributes with the TCG tpmSpecification attribute (2.23.133.2.16: "2.0", level 0, revision 138), DER. */
+const tpmSpecificationAttributes = Buffer.from('3019301706056781050210310e300c0c03322e30020100020200 8a'.replace(/ /g, ''), 'hex');
+/** NameConstraints permitting only dNSName example.com, DER. */
+const nameConstraints = Buffer.from('3011a00f300d820b6578616d706c652e636f6d', 'hex');
+const UNKNOWN_OID = '1.3.6.1.4.1.55555.1';
+const rawExtension = (oid: string, critical: boolean, value: Uint8Array = new Uint8Array([0x05, 0x00])) => new x509.Extension(oid, critical, value);
+
+test('EK certificate: critical extensions of the TCG EK profile pass; any other critical extension on the EK, an intermediate or the root is refused, named (RFC 5280 §4.2)', { timeout: 20_000 }, async () => {
+  const root = await certificate('CN=Manufacturer Root', 'self', {
+    extensions: [...caExtensions(), await x509.SubjectKeyIdentifierExtension.create((await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])).publicKey)],
+  });
+  const intermediate = await certificate('CN=Manufacturer EK CA', root, { extensions: [...caExtensions(), new x509.CertificatePolicyExtension(['1.2.3.4.5'], true)] });
+  const bundle = [root.cert, intermediate.cert];
+  // Positive control, shaped like a manufacturer's EK certificate: empty subject, the TPM's
+  // manufacturer/model/version in a critical subjectAltName directoryName, critical
+  // basicConstraints and keyUsage, a critical certificatePolicies, tcg-kp-EKCertificate,
+  // and a non-critical subjectDirectoryAttributes with the TPM specification.
+  const tcgExtensions = (extra: x509.Extension[] = []) => [
+    new x509.SubjectAlternativeNameExtension([{ type: 'dn', value: '2.23.133.2.1=id:494E5443, 2.23.133.2.2=SLB9670, 2.23.133.2.3=id:00070002' }], true),
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyEncipherment, true),
+    new x509.CertificatePolicyExtension(['2.23.133.2.1.1'], true),
+    new x509.ExtendedKeyUsageExtension(['2.23.133.8.1'], false),
+    rawExtension('2.5.29.9', false, tpmSpecificationAttributes),
+    ...extra,
+  ];
+  const tcgEk = (extra: x509.Extension[] = []) => certificate('', intermediate, { extensions: tcgExtensions(extra) });
+  const ok = await verifyEkCertificate(der(await tcgEk()), bundle);
+  assert.deepEqual(ok.chain, ['(empty subject)', 'CN=Manufacturer EK CA', 'CN=Manufacturer Root']);
+  // Control: a critical extendedKeyUsage that lists tcg-kp-EKCertificate is processed and passes.
+  const criticalEku = await ek(intermediate, { extensions: [new x509.BasicConstraintsExtension(false, undefined, true), new x509.ExtendedKeyUsageExtension(['2.23.133.8.1'], true)] });
+  assert.equal((await verifyEkCertificate(der(criticalEku), bundle)).chain.length, 3, 'control: critical EKU with tcg-kp-EKCertificate');
+  // Control: an unknown extension that is not critical is ignored.
+  const nonCritical = await ek(intermediate, { extensions: [new x509.BasicConstraintsExtension(false, undefined, true), rawExtension(UNKNOWN_OID, false)] });
+  assert.equal((await verifyEkCertificate(der(nonCritical), bundle)).chain.length, 3, 'control: non-critical unknown extension');
+
+  const refused = async (certDer: Uint8Array, certs: x509.X509Certificate[], message: RegExp, what: string) =>
+    assert.rejects(verifyEkCertificate(certDer, certs), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'PROVISION_ATTESTATION_FAILED', what);
+      assert.match(err.message, message, what);
+      return true;
+    });
+  // An unknown critical OID on the EK certificate, named with its OID.
+  const unknownOnEk = await ek(intermediate, { extensions: [new x509.BasicConstraintsExtension(false, undefined, true), rawExtension(UNKNOWN_OID, true)] });
+  await refused(der(unknownOnEk), bundle, /^ek-certificate: "CN=tpm ek" has a critical extension 1\.3\.6\.1\.4\.1\.55555\.1 that this verifier does not process \(RFC 5280 §4\.2\)$/, 'unknown critical on EK');
+  // On an EK certificate with an empty subject (the TCG norm) the error names its serial.
+  const unknownOnTcgEk = await tcgEk([rawExtension(UNKNOWN_OID, true)]);
+  await refused(
+    der(unknownOnTcgEk),
+    bundle,
+    new RegExp(`^ek-certificate: the certificate with an empty subject \\(serial ${unknownOnTcgEk.cert.serialNumber}\\) has a critical extension 1\\.3\\.6\\.1\\.4\\.1\\.55555\\.1 that`),
+    'unknown critical on an empty-subject EK',
+  );
+  // A critical subjectDirectoryAttributes (TPM specification, security assertions): not evaluated here.
+  const criticalSda = await ek(intermediate, { extensions: [new x509.BasicConstraintsExtension(false, undefined, true), rawExtension('2.5.29.9', true, tpmSpecificationAttributes)] });
+  await refused(der(criticalSda), bundle, /^ek-certificate: "CN=tpm ek" has a critical extension 2\.5\.29\.9 \(subjectDirectoryAttributes\) that this verifier does not process/, 'critical SDA');
+  // A known extension whose value does not decode: a precise error, not the library's exception.
+  const malformed = await ek(intermediate, { extensions: [new x509.BasicConstraintsExtension(false, undefined, true), rawExtension('2.5.29.31', false)] });
+  await refused(der(malformed), bundle, /^ek-certificate: "CN=tpm ek" has an extension that does not parse: /, 'malformed extension');
+  // A critical extendedKeyUsage for another purpose.
+  const serverEku = await ek(intermediate, { extensions: [new x509.BasicConstraintsExtension(false, undefined, true), new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], true)] });
+  await refused(der(serverEku), bundle, /^ek-certificate: "CN=tpm ek" has a critical extendedKeyUsage \(2\.5\.29\.37\) that does not list tcg-kp-EKCertificate \(2\.23\.133\.8\.1\)/, 'critical EKU serverAuth');
+
+  // A critical nameConstraints on the intermediate CA, and an unknown critical OID on it.
+  for (const [what, extension, message] of [
+    ['nameConstraints', rawExtension('2.5.29.30', true, nameConstraints), /^ek-certificate: "CN=Manufacturer EK CA" has a critical extension 2\.5\.29\.30 \(nameConstraints\) that this verifier does not process \(RFC 5280 §4\.2\)$/],
+    ['unknown', rawExtension(UNKNOWN_OID, true), /^ek-certificate: "CN=Manufacturer EK CA" has a critical extension 1\.3\.6\.1\.4\.1\.55555\.1 that this verifier does not process/],
+    ['cRLDistributionPoints', new x509.CRLDistributionPointsExtension(['http://crl.example/ek-ca.crl'], true), /^ek-certificate: "CN=Manufacturer EK CA" has a critical extension 2\.5\.29\.31 \(cRLDistributionPoints\)/],
+  ] as const) {
+    const constrained = await certificate('CN=Manufacturer EK CA', root, { extensions: [...caExtensions(), extension] });
+    await refused(der(await ek(constrained)), [root.cert, constrained.cert], message, `intermediate ${what}`);
+  }
+  // A critical nameConstraints on the root.
+  const constrainedRoot = await certificate('CN=Manufacturer Root', 'self', { extensions: [...caExtensions(), rawExtension('2.5.29.30', true, nameConstraints)] });
+  const underConstrainedRoot = await certificate('CN=Manufacturer EK CA', constrainedRoot);
+  await refused(
+    der(await ek(underConstrainedRoot)),
+    [constrainedRoot.cert, underConstrainedRoot.cert],
+    /^ek-certificate: "CN=Manufacturer Root" has a critical extension 2\.5\.29\.30 \(nameConstraints\) that this verifier does not process/,
+    'root nameConstraints',
+  );
+});
