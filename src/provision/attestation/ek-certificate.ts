@@ -77,7 +77,8 @@ const OID_EXTENDED_KEY_USAGE = '2.5.29.37';
 const ACCEPTED_CRITICAL: ReadonlyMap<string, string> = new Map([
   // Processed: cA and pathLenConstraint of every issuer (notAnIssuer, pathTooLong).
   ['2.5.29.19', 'basicConstraints'],
-  // Processed on every issuer (keyCertSign, RFC 5280 §6.1.4 (n)).
+  // Processed on every issuer (keyCertSign, RFC 5280 §6.1.4 (n)) and on the EK certificate
+  // (ekKeyUsageRefusal: the use make-credential puts the EK to).
   ['2.5.29.15', 'keyUsage'],
   // The TPM manufacturer, model and version (directoryName of TCG attributes 2.23.133.2.1-3)
   // of an EK certificate, critical when the subject is empty (RFC 5280 §4.2.1.6). No
@@ -151,6 +152,21 @@ function checkCriticalExtensions(cert: x509.X509Certificate): void {
   if (eku !== undefined) fail(eku);
 }
 
+/**
+ * Why the EK certificate's keyUsage forbids the use the admin makes of the EK, or undefined.
+ * RFC 5280 §4.2.1.3: when keyUsage is present the key serves only the uses it asserts.
+ * make-credential.ts wraps the credential's seed to the EK (TPM 2.0 Library Part 1 §24):
+ * RSA-OAEP encryption for an RSA EK, keyEncipherment; ECDH for an ECC EK, keyAgreement.
+ * These are the bits the TCG EK Credential Profile and swtpm's local CA set.
+ */
+function ekKeyUsageRefusal(ek: x509.X509Certificate, keyType: string | undefined): string | undefined {
+  const ku = ek.getExtension(x509.KeyUsagesExtension);
+  if (!ku) return undefined;
+  const [bit, bitName] = keyType === 'rsa' ? [x509.KeyUsageFlags.keyEncipherment, 'keyEncipherment'] : [x509.KeyUsageFlags.keyAgreement, 'keyAgreement'];
+  if ((ku.usages & bit) !== 0) return undefined;
+  return `${describe(ek)} has a keyUsage without ${bitName}, which the credential wrapped to its ${keyType === 'rsa' ? 'RSA' : 'ECC'} key needs (RFC 5280 §4.2.1.3)`;
+}
+
 export function parseCaBundle(pem: string, what: string): x509.X509Certificate[] {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) throw new ProvisionError('PROVISION_USAGE', `${what} holds no PEM certificate`);
@@ -199,6 +215,8 @@ export async function verifyEkCertificate(der: Uint8Array, bundle: x509.X509Cert
       checkCriticalExtensions(issuer);
       chain.push(issuer.subject);
       const publicKey = createPublicKey({ key: Buffer.from(ek.publicKey.rawData), format: 'der', type: 'spki' });
+      const usage = ekKeyUsageRefusal(ek, publicKey.asymmetricKeyType);
+      if (usage !== undefined) fail(usage);
       return { publicKey, issuer: ek.issuer, serialNumber: ek.serialNumber, chain };
     }
     chain.push(issuer.subject);

@@ -52,10 +52,10 @@ async function certificate(subject: string, issuer: Node | 'self', opts: Options
   return { keys, cert };
 }
 
-/** An EK certificate (end entity: cA FALSE, keyEncipherment) issued by `issuer`. */
+/** An ECC EK certificate (end entity: cA FALSE, keyAgreement as the TCG EK profile has it) issued by `issuer`. */
 const ek = (issuer: Node, opts: Options = {}) =>
   certificate('CN=tpm ek', issuer, {
-    extensions: [new x509.BasicConstraintsExtension(false, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyEncipherment, true)],
+    extensions: [new x509.BasicConstraintsExtension(false, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyAgreement, true)],
     ...opts,
   });
 const der = (n: Node) => new Uint8Array(n.cert.rawData);
@@ -222,7 +222,7 @@ test('EK certificate: critical extensions of the TCG EK profile pass; any other 
   const tcgExtensions = (extra: x509.Extension[] = []) => [
     new x509.SubjectAlternativeNameExtension([{ type: 'dn', value: '2.23.133.2.1=id:494E5443, 2.23.133.2.2=SLB9670, 2.23.133.2.3=id:00070002' }], true),
     new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyEncipherment, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyAgreement, true),
     new x509.CertificatePolicyExtension(['2.23.133.2.1.1'], true),
     new x509.ExtendedKeyUsageExtension(['2.23.133.8.1'], false),
     rawExtension('2.5.29.9', false, tpmSpecificationAttributes),
@@ -283,4 +283,46 @@ test('EK certificate: critical extensions of the TCG EK profile pass; any other 
     /^ek-certificate: "CN=Manufacturer Root" has a critical extension 2\.5\.29\.30 \(nameConstraints\) that this verifier does not process/,
     'root nameConstraints',
   );
+});
+
+test('EK certificate: its keyUsage, when present, must allow the credential wrapped to the EK: keyEncipherment (RSA), keyAgreement (ECC) (RFC 5280 §4.2.1.3)', { timeout: 20_000 }, async () => {
+  const root = await certificate('CN=Manufacturer Root', 'self');
+  const bundle = [root.cert];
+  const RSA: webcrypto.RsaHashedKeyGenParams = { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' };
+  const rsaKeys = (await webcrypto.subtle.generateKey(RSA, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const rsaEk = async (usages: x509.KeyUsageFlags | undefined) =>
+    x509.X509CertificateGenerator.create({
+      serialNumber: (serial++).toString(16).padStart(2, '0'),
+      subject: 'CN=tpm rsa ek',
+      issuer: root.cert.subject,
+      publicKey: rsaKeys.publicKey,
+      signingKey: root.keys.privateKey,
+      signingAlgorithm: SIGN,
+      notBefore: new Date(NOW - DAY),
+      notAfter: new Date(NOW + 30 * DAY),
+      extensions: [new x509.BasicConstraintsExtension(false, undefined, true), ...(usages === undefined ? [] : [new x509.KeyUsagesExtension(usages, true)])],
+    });
+  const eccEk = (usages: x509.KeyUsageFlags | undefined) =>
+    ek(root, { extensions: [new x509.BasicConstraintsExtension(false, undefined, true), ...(usages === undefined ? [] : [new x509.KeyUsagesExtension(usages, true)])] });
+
+  // Controls: the TCG profile's bits, and no keyUsage at all.
+  const rsaOk = await verifyEkCertificate(new Uint8Array((await rsaEk(x509.KeyUsageFlags.keyEncipherment)).rawData), bundle);
+  assert.equal(rsaOk.publicKey.asymmetricKeyType, 'rsa');
+  assert.equal((await verifyEkCertificate(der(await eccEk(x509.KeyUsageFlags.keyAgreement)), bundle)).publicKey.asymmetricKeyType, 'ec');
+  assert.equal((await verifyEkCertificate(new Uint8Array((await rsaEk(undefined)).rawData), bundle)).chain.length, 2, 'control: RSA EK without keyUsage');
+  assert.equal((await verifyEkCertificate(der(await eccEk(undefined)), bundle)).chain.length, 2, 'control: ECC EK without keyUsage');
+
+  await assert.rejects(
+    verifyEkCertificate(new Uint8Array((await rsaEk(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement)).rawData), bundle),
+    /^ProvisionError: ek-certificate: "CN=tpm rsa ek" has a keyUsage without keyEncipherment, which the credential wrapped to its RSA key needs \(RFC 5280 §4\.2\.1\.3\)$/,
+  );
+  await assert.rejects(
+    verifyEkCertificate(der(await eccEk(x509.KeyUsageFlags.keyEncipherment)), bundle),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'PROVISION_ATTESTATION_FAILED');
+      assert.match(err.message, /^ek-certificate: "CN=tpm ek" has a keyUsage without keyAgreement, which the credential wrapped to its ECC key needs/);
+      return true;
+    },
+  );
+  await assert.rejects(verifyEkCertificate(der(await eccEk(x509.KeyUsageFlags.digitalSignature)), bundle), /has a keyUsage without keyAgreement/);
 });
