@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ExpiryWatch, expiryNotice } from '../../src/lib/expiry.js';
+import { ExpiryWatch, expiryNotice, parseExpiryWarningDays } from '../../src/lib/expiry.js';
 
 const DAY_MS = 86_400_000;
 const NOT_AFTER = Date.parse('2030-06-01T00:00:00.000Z');
@@ -53,4 +53,26 @@ test('ExpiryWatch: the window is configurable; a negative one is refused', () =>
   const watch = new ExpiryWatch(r.log, 7, () => NOT_AFTER - 10 * DAY_MS);
   assert.equal(watch.check([{ names: ['a.test'], notAfter: new Date(NOT_AFTER) }]).length, 0);
   assert.throws(() => new ExpiryWatch(r.log, -1), /must be ≥ 0/);
+});
+
+test('ExpiryWatch: remembers at most maxRemembered certificates, forgetting the oldest (bounded memory)', () => {
+  const now = NOT_AFTER - 10 * DAY_MS;
+  const r = recorder();
+  const remembered = new Map<string, number>();
+  const watch = new ExpiryWatch(r.log, 30, () => now, 2, remembered);
+  const cert = (name: string) => ({ names: [name], notAfter: new Date(NOT_AFTER) });
+  assert.equal(watch.check([cert('a.test'), cert('b.test'), cert('c.test')]).length, 3);
+  assert.equal(remembered.size, 2, 'the oldest was forgotten');
+  // a.test was forgotten, so it is warned about again the same day; c.test was not.
+  assert.deepEqual(watch.check([cert('a.test'), cert('c.test')]).map((n) => n.names[0]), ['a.test']);
+  assert.equal(remembered.size, 2);
+});
+
+test('parseExpiryWarningDays: 0..3650 whole days; anything else is refused with the setting named', () => {
+  assert.equal(parseExpiryWarningDays(undefined, 'expiryWarningDays'), 30);
+  assert.equal(parseExpiryWarningDays(0, 'expiryWarningDays'), 0);
+  assert.equal(parseExpiryWarningDays(3650, 'expiryWarningDays'), 3650);
+  for (const bad of [3651, -1, 1.5, '30', Number.NaN, Infinity, null]) {
+    assert.throws(() => parseExpiryWarningDays(bad, 'expiryWarningDays'), /expiryWarningDays must be an integer number of days from 0 to 3650/, String(bad));
+  }
 });
