@@ -24,6 +24,9 @@ import { blackholedPort } from '../helpers/blackhole.js';
 import { peerClosed } from '../helpers/peer-closed.js';
 import { Tls13Client, socketTransport } from '../helpers/tls13-client.js';
 
+// Each test has a 20 s limit so a stall fails that test by name instead of running to the
+// mutation runner's 10-minute limit; the slowest (backpressure, 4 MiB each way) take
+// under 0.7 s.
 const quiet = pino({ level: 'silent' });
 const pkiPromise: Promise<TestPki> = makeTestPki({ keyType: 'ecdsa-p256' });
 
@@ -121,7 +124,7 @@ for (const [label, options] of [
   ['TLS 1.2 ECDHE-ECDSA-AES128-GCM (explicit nonce)', { maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256' }],
   ['TLS 1.2 ECDHE-ECDSA-CHACHA20-POLY1305', { maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-CHACHA20-POLY1305' }],
 ] as const) {
-  test(`${label}: 4 MiB each way arrive byte-exact (SHA-256), in pieces of 1 byte to 70 000`, async (t) => {
+  test(`${label}: 4 MiB each way arrive byte-exact (SHA-256), in pieces of 1 byte to 70 000`, { timeout: 20_000 }, async (t) => {
     const f = await fixture(t);
     const up = randomBytes(SIZE);
     const down = randomBytes(SIZE);
@@ -144,7 +147,7 @@ for (const [label, options] of [
   });
 }
 
-test('many connections at once, small upstream writes: each client gets exactly its own bytes (every upstream reads into one shared buffer)', async (t) => {
+test('many connections at once, small upstream writes: each client gets exactly its own bytes (every upstream reads into one shared buffer)', { timeout: 20_000 }, async (t) => {
   // The relay batches small upstream reads until the end of the turn; with one read buffer
   // for every upstream (src/tls/relay.ts, connectForRelay) a batch that kept a view of it
   // instead of a copy would carry another connection's later read.
@@ -179,7 +182,7 @@ test('many connections at once, small upstream writes: each client gets exactly 
   });
 });
 
-test('backpressure client → upstream: an upstream that does not read makes the edge stop reading the client; the client\'s writes stop completing', async (t) => {
+test('backpressure client → upstream: an upstream that does not read makes the edge stop reading the client; the client\'s writes stop completing', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
   const app = await f.nextAccepted();
@@ -210,7 +213,7 @@ test('backpressure client → upstream: an upstream that does not read makes the
   client.destroy();
 });
 
-test('backpressure upstream → client: a client that does not read makes the edge stop reading the upstream; the upstream\'s writes stop completing', async (t) => {
+test('backpressure upstream → client: a client that does not read makes the edge stop reading the upstream; the upstream\'s writes stop completing', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
   const app = await f.nextAccepted();
@@ -242,7 +245,7 @@ test('backpressure upstream → client: a client that does not read makes the ed
   client.destroy();
 });
 
-test('half-close client → upstream: the client\'s close_notify reaches the upstream as FIN after its data; the answer still comes back', async (t) => {
+test('half-close client → upstream: the client\'s close_notify reaches the upstream as FIN after its data; the answer still comes back', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
   const app = await f.nextAccepted();
@@ -257,7 +260,7 @@ test('half-close client → upstream: the client\'s close_notify reaches the ups
   assert.equal(Buffer.concat(atClient).toString(), 'answer after the client closed');
 });
 
-test('half-close upstream → client: the upstream\'s FIN reaches the client as close_notify after its data, while the client has not closed', async (t) => {
+test('half-close upstream → client: the upstream\'s FIN reaches the client as close_notify after its data, while the client has not closed', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port, { allowHalfOpen: true } as ConnectionOptions);
   const app = await f.nextAccepted();
@@ -272,7 +275,7 @@ test('half-close upstream → client: the upstream\'s FIN reaches the client as 
   client.destroy();
 });
 
-test('upstream refused → the client gets close_notify after its handshake, and upstreamErrors counts a connect failure', async (t) => {
+test('upstream refused → the client gets close_notify after its handshake, and upstreamErrors counts a connect failure', { timeout: 20_000 }, async (t) => {
   // A port nothing listens on: bind one, then close it.
   const probe = createNetServer().listen(0, '127.0.0.1');
   await once(probe, 'listening');
@@ -289,7 +292,7 @@ test('upstream refused → the client gets close_notify after its handshake, and
   client.destroy();
 });
 
-test('upstream reset mid-stream → the client gets what was relayed, then close_notify; upstreamErrors counts a reset', async (t) => {
+test('upstream reset mid-stream → the client gets what was relayed, then close_notify; upstreamErrors counts a reset', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
   const app = await f.nextAccepted();
@@ -309,7 +312,7 @@ test('upstream reset mid-stream → the client gets what was relayed, then close
   client.destroy();
 });
 
-test('a client that resets → the edge destroys its upstream connection', async (t) => {
+test('a client that resets → the edge destroys its upstream connection', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const tcp = netConnect({ host: '127.0.0.1', port: f.port });
   const client = await connectClient(f.port, { socket: tcp });
@@ -324,7 +327,7 @@ test('a client that resets → the edge destroys its upstream connection', async
   assert.equal(upstream.destroyed, true, 'destroyed (not only ended) on the client\'s error');
 });
 
-test('a client that resets while the upstream connect hangs (SYNs dropped): the attempt is destroyed at once, its connect timer cleared, nothing counted', async (t) => {
+test('a client that resets while the upstream connect hangs (SYNs dropped): the attempt is destroyed at once, its connect timer cleared, nothing counted', { timeout: 20_000 }, async (t) => {
   const hole = await blackholedPort();
   t.after(() => hole.close());
   const f = await fixture(t, { upstreamPort: hole.port });
@@ -352,7 +355,7 @@ test('a client that resets while the upstream connect hangs (SYNs dropped): the 
  * closes (docs/EDGE.md, "Upstream connections"). Before that — the client's close_notify +
  * FIN alone — the upstream stays open and may still answer (the half-close tests above).
  */
-test('TLS side closed after the client\'s close_notify + FIN (the idle timeout destroys the client\'s socket): an upstream that never answers is closed', async (t) => {
+test('TLS side closed after the client\'s close_notify + FIN (the idle timeout destroys the client\'s socket): an upstream that never answers is closed', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
   client.on('error', () => undefined);
@@ -371,7 +374,7 @@ test('TLS side closed after the client\'s close_notify + FIN (the idle timeout d
   await peerClosed(app);
 });
 
-test('TLS side destroyed without an error while both directions are open (the connection cap, shutdown): the upstream is closed', async (t) => {
+test('TLS side destroyed without an error while both directions are open (the connection cap, shutdown): the upstream is closed', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
   client.on('error', () => undefined);
@@ -386,7 +389,7 @@ test('TLS side destroyed without an error while both directions are open (the co
   await peerClosed(app);
 });
 
-test('positive control: a request, the client\'s close_notify + FIN, then the whole answer and the upstream\'s FIN: every byte both ways, then both sockets close', async (t) => {
+test('positive control: a request, the client\'s close_notify + FIN, then the whole answer and the upstream\'s FIN: every byte both ways, then both sockets close', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port);
   const app = await f.nextAccepted();
@@ -409,7 +412,7 @@ test('positive control: a request, the client\'s close_notify + FIN, then the wh
   client.destroy();
 });
 
-test('half-close upstream → client, then the client still sends: its data reaches the upstream, which half-closed only its own side', async (t) => {
+test('half-close upstream → client, then the client still sends: its data reaches the upstream, which half-closed only its own side', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
   const client = await connectClient(f.port, { allowHalfOpen: true } as ConnectionOptions);
   const app = await f.nextAccepted();
@@ -429,7 +432,7 @@ test('half-close upstream → client, then the client still sends: its data reac
   client.destroy();
 });
 
-test('upstream refused, seen by a client that reads records: the edge ends the connection with a close_notify alert (0), not a bare FIN or a reset', async (t) => {
+test('upstream refused, seen by a client that reads records: the edge ends the connection with a close_notify alert (0), not a bare FIN or a reset', { timeout: 20_000 }, async (t) => {
   // node:tls reports a FIN without close_notify as a plain 'end' too; the scripted client sees the alert itself.
   const probe = createNetServer().listen(0, '127.0.0.1');
   await once(probe, 'listening');
