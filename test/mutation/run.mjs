@@ -12,17 +12,45 @@
 //
 // Each mutated file is transpiled on its own into dist/ (the rest of dist/ comes from one
 // `npm run build` at the start); a mutated C file of the OpenSSL provider is rebuilt with
-// `make -B` in its directory (plugins/openssl-provider/Makefile writes dist/'s delegator.so). The source file and its dist/ output are restored in a
-// `finally` (and on SIGINT/SIGTERM), so the working tree is never left mutated.
-// Exit status: 0 when every mutant is killed, 1 otherwise.
-import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync, readdirSync, statSync } from 'node:fs';
+// `make -B` in its directory (plugins/openssl-provider/Makefile writes dist/'s delegator.so).
+//
+// The working tree is never left mutated:
+// - the source file and its dist/ output are put back in a `finally` after each mutant;
+// - on SIGINT, SIGTERM or SIGHUP (Ctrl-C, kill, a closed terminal) the runner kills the
+//   tests' process group, puts both back and exits 128 + the signal's number (130, 143,
+//   129). The tests run in an async child, so the handler runs at once, not when they end;
+// - SIGKILL cannot be handled: before a mutant is written, the pristine source and dist/
+//   output go to test/mutation/.mutation-backup.json (git-ignored), removed once they are
+//   back. A run that finds this file puts them back first (and says so), before anything
+//   else. Only a signal during a synchronous step (the build at the start, a `make`) waits
+//   for that step to end.
+// Exit status: 0 when every mutant is killed, 1 otherwise, 2 when the run cannot start.
+//
+// MUTATION_ROOT: run on another project laid out like this one (used by
+// test/mutation/runner-restore.test.ts on a tiny fixture).
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync, readdirSync, statSync } from 'node:fs';
+import { constants } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROOT = process.env.MUTATION_ROOT ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 process.chdir(ROOT);
+const BACKUP = join(ROOT, 'test/mutation/.mutation-backup.json');
+
+// A runner that was SIGKILLed mid-mutant left its pristine copy: put it back before anything.
+// Unless that run is still going (a second runner in the same tree).
+if (existsSync(BACKUP)) {
+  const original = JSON.parse(readFileSync(BACKUP, 'utf8'));
+  if (isRunning(original.pid)) {
+    console.error(`a mutation run (pid ${original.pid}) is mutating ${original.file} in this tree; wait for it (or remove ${relative(ROOT, BACKUP)} if there is no such run)`);
+    process.exit(2);
+  }
+  putBack(original);
+  rmSync(BACKUP);
+  console.log(`put back ${original.file} (and its dist/ output), left mutated by a mutation run that was killed`);
+}
 const args = process.argv.slice(2);
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
 const full = args.includes('--full');
@@ -43,7 +71,9 @@ function distPath(file) {
 }
 
 // C sources (the OpenSSL provider) are built by their Makefile, not by tsc.
-const isNative = (file) => file.endsWith('.c') || file.endsWith('.h');
+function isNative(file) {
+  return file.endsWith('.c') || file.endsWith('.h');
+}
 
 function transpileInto(file, source) {
   if (isNative(file)) {
@@ -71,6 +101,10 @@ function allTestFiles(dir = join(ROOT, 'dist/test')) {
   return files;
 }
 
+// The running tests (their process group's leader), killed with the runner.
+let running;
+
+/** Runs `files` with node --test; resolves once the whole test run has ended. */
 function runTests(files) {
   // A mutant may make a test wait forever; a run that does not finish has not passed.
   // --test-force-exit: a test that failed on its own timeout can leave sockets open (the
@@ -78,34 +112,101 @@ function runTests(files) {
   // the limit below. coreutils' timeout runs the tests in their own process group and kills
   // the whole group at the limit, so no test process outlives its mutant (SIGKILL to
   // `node --test` alone left the per-file processes running, orphaned).
+  // Not spawnSync: a signal to the runner must be handled while the tests run. detached
+  // puts timeout in a new session and process group from its first instruction, so the
+  // whole group can be killed by the runner at any moment (timeout's own setpgid comes
+  // later); in a session of their own the tests never get the terminal's Ctrl-C, the
+  // runner does and stops them.
   const limitSeconds = String(TEST_RUN_LIMIT_MS / 1000);
-  const r = spawnSync('timeout', ['--signal=KILL', limitSeconds, process.execPath, '--test', '--test-force-exit', '--test-concurrency=1', ...files], {
+  const child = spawn('timeout', ['--signal=KILL', limitSeconds, process.execPath, '--test', '--test-force-exit', '--test-concurrency=1', ...files], {
     cwd: ROOT,
-    encoding: 'utf8',
-    maxBuffer: 256 * 1024 * 1024,
-    timeout: TEST_RUN_LIMIT_MS + 60_000,
-    killSignal: 'SIGKILL',
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  if (process.env.MUTATION_DUMP) writeFileSync(process.env.MUTATION_DUMP, r.stdout ?? '');
-  const failedTests = [...(r.stdout ?? '').matchAll(/^\s*not ok \d+ - (.*)$/gm)].map((m) => m[1]);
-  // 137: timeout's SIGKILL (128 + 9).
-  return { ok: r.status === 0, failed: failedTests.length, failedTests, hung: r.status === 137 || r.error?.code === 'ETIMEDOUT' };
+  running = child;
+  const chunks = [];
+  let size = 0;
+  child.stdout.on('data', (d) => {
+    if ((size += d.length) <= 256 * 1024 * 1024) chunks.push(d);
+  });
+  child.stderr.resume();
+  // A second limit in case timeout itself does not end.
+  let overran = false;
+  const guard = setTimeout(() => {
+    overran = true;
+    killGroup(child);
+  }, TEST_RUN_LIMIT_MS + 60_000);
+  return new Promise((resolve) => {
+    const done = (status) => {
+      clearTimeout(guard);
+      running = undefined;
+      const stdout = Buffer.concat(chunks).toString('utf8');
+      if (process.env.MUTATION_DUMP) writeFileSync(process.env.MUTATION_DUMP, stdout);
+      const failedTests = [...stdout.matchAll(/^\s*not ok \d+ - (.*)$/gm)].map((m) => m[1]);
+      // 137: timeout's SIGKILL (128 + 9).
+      resolve({ ok: status === 0, failed: failedTests.length, failedTests, hung: status === 137 || overran });
+    };
+    child.on('error', () => done(undefined));
+    child.on('close', (code, signal) => done(code ?? (signal ? 128 + constants.signals[signal] : undefined)));
+  });
 }
 
-// Originals of the file being mutated, restored by `restore()` whatever happens.
+/** SIGKILL to the process group of `child` (its pid: spawned detached). */
+function killGroup(child) {
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+// Originals of the file being mutated ({ pid, file, source, dist }), restored by `restore()`
+// whatever happens; kept on disk too (BACKUP, above) for a runner that is SIGKILLed.
 let pending;
-function restore() {
-  if (!pending) return;
-  const { file, source, dist } = pending;
-  pending = undefined;
+// dist/ outputs as tsc wrote them, replaced by plain transpiles for the positive control.
+let baselineDist = [];
+
+function mutating(original) {
+  // Written and renamed before the mutant is: a crash leaves either no file or a whole one.
+  writeFileSync(`${BACKUP}.tmp`, JSON.stringify(original));
+  renameSync(`${BACKUP}.tmp`, BACKUP);
+  pending = original;
+}
+
+function isRunning(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+}
+
+function putBack({ file, source, dist }) {
   writeFileSync(join(ROOT, file), source);
   if (isNative(file)) rebuildNative(file);
   else writeFileSync(distPath(file), dist);
 }
-for (const signal of ['SIGINT', 'SIGTERM']) {
+
+function restore() {
+  for (const [path, bytes] of baselineDist.splice(0)) writeFileSync(path, bytes);
+  if (!pending) return;
+  const original = pending;
+  pending = undefined;
+  putBack(original);
+  rmSync(BACKUP, { force: true });
+}
+
+for (const [signal, exitCode] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
   process.on(signal, () => {
+    if (running) killGroup(running);
     restore();
-    process.exit(130);
+    try {
+      console.error(`\n${signal}: stopped; the tests were killed, the source and dist/ put back`);
+    } catch {
+      // the terminal is gone (SIGHUP)
+    }
+    process.exit(exitCode);
   });
 }
 
@@ -121,11 +222,12 @@ const used = [...new Set(mutants.flatMap(testFilesOf))];
 const mutatedFiles = [...new Set(mutants.map((m) => m.file))];
 let baseline;
 try {
+  baselineDist = mutatedFiles.filter((file) => !isNative(file)).map((file) => [distPath(file), readFileSync(distPath(file))]);
   for (const file of mutatedFiles) transpileInto(file, readFileSync(join(ROOT, file), 'utf8'));
-  baseline = runTests(used);
+  baseline = await runTests(used);
 } finally {
-  // Back to tsc's own output (with source maps).
-  spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+  // Back to tsc's own output (with source maps), as the build above wrote it.
+  restore();
 }
 if (!baseline.ok) {
   console.error(`the tests fail without any mutant (failed: ${baseline.failedTests.join('; ') || 'see output'}): fix them first\n  ${used.join('\n  ')}`);
@@ -150,13 +252,13 @@ for (const m of mutants) {
     continue;
   }
   const t0 = Date.now();
-  pending = { file: m.file, source, dist: isNative(m.file) ? undefined : readFileSync(distPath(m.file), 'utf8') };
+  mutating({ pid: process.pid, file: m.file, source, dist: isNative(m.file) ? undefined : readFileSync(distPath(m.file), 'utf8') });
   let result;
   try {
     writeFileSync(join(ROOT, m.file), mutated);
     // A C mutant that does not compile says nothing about the tests: reported as ERROR.
     const buildFailure = isNative(m.file) ? rebuildNative(m.file) : transpileInto(m.file, mutated);
-    result = buildFailure ? { ok: false, failed: 0, failedTests: [], hung: false, buildFailure } : runTests(testFilesOf(m));
+    result = buildFailure ? { ok: false, failed: 0, failedTests: [], hung: false, buildFailure } : await runTests(testFilesOf(m));
   } finally {
     restore();
   }
