@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { AuditEntry } from './audit.js';
 import { writeFileDurably } from '../lib/durable-file.js';
+import { dataRecord } from '../lib/data-record.js';
 import type { KeydMetrics } from './metrics.js';
 
 /** Key column for a refusal that named no existing key (bounded: never the caller's string). */
@@ -12,7 +13,7 @@ export interface SignCounts {
   refusals: number;
 }
 
-/** `admin stats`: per client, totals and per key. */
+/** `admin stats`: per client, totals and per key (null-prototype records: a client or key may be named `constructor`). */
 export type SigningStats = Record<string, SignCounts & { keys: Record<string, SignCounts> }>;
 
 type WindowSlot = { client: string; keyRef: string } & SignCounts;
@@ -20,6 +21,32 @@ type WindowSlot = { client: string; keyRef: string } & SignCounts;
 interface TotalsFile {
   since: string;
   clients: Record<string, Record<string, SignCounts>>;
+}
+
+/**
+ * The totals in memory: client → key reference → counts, in Maps. Client names are the
+ * operator's principal names (`__proto__` and `constructor` are valid ones) or certificate
+ * subjects, so they are never used as keys of an ordinary object: `clients['__proto__'] ??= {}`
+ * returned Object.prototype and the counts were written onto it (every object then had them),
+ * and `constructor` put them on the Object function; neither reached the totals file.
+ */
+interface Totals {
+  since: string;
+  clients: Map<string, Map<string, SignCounts>>;
+}
+
+/** From the file's JSON (JSON.parse makes `__proto__` an own property, so Object.entries lists it). */
+function totalsFromFile(file: TotalsFile): Totals {
+  const clients = new Map<string, Map<string, SignCounts>>();
+  for (const [client, keys] of Object.entries(file.clients)) {
+    clients.set(client, new Map(Object.entries(keys).map(([keyRef, c]) => [keyRef, { signatures: c.signatures, refusals: c.refusals }])));
+  }
+  return { since: file.since, clients };
+}
+
+/** The file's JSON, in the same format: null-prototype records, so every name is written as an own key. */
+function totalsToFile(totals: Totals): TotalsFile {
+  return { since: totals.since, clients: dataRecord([...totals.clients].map(([client, keys]) => [client, dataRecord(keys)])) };
 }
 
 /**
@@ -55,7 +82,7 @@ export class SigningLedger {
 
   private constructor(
     private readonly totalsPath: string,
-    private totals: TotalsFile,
+    private totals: Totals,
     private readonly audit: (entry: Omit<AuditEntry, 'time'>) => Promise<void>,
     private readonly metrics: KeydMetrics | undefined,
     private readonly logger: Logger | undefined,
@@ -74,10 +101,10 @@ export class SigningLedger {
     now?: () => number;
   }): Promise<SigningLedger> {
     const now = opts.now ?? Date.now;
-    let totals: TotalsFile = { since: new Date(now()).toISOString(), clients: {} };
+    let totals: Totals = { since: new Date(now()).toISOString(), clients: new Map() };
     try {
       const parsed: unknown = JSON.parse(await readFile(opts.totalsPath, 'utf8'));
-      if (isTotalsFile(parsed)) totals = parsed;
+      if (isTotalsFile(parsed)) totals = totalsFromFile(parsed);
       else opts.logger?.error(`signing totals ${opts.totalsPath} is not a totals file (client → key → non-negative integer counts); counting from zero`);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') opts.logger?.error({ err: (err as Error).message }, `signing totals ${opts.totalsPath} unreadable; counting from zero`);
@@ -110,18 +137,21 @@ export class SigningLedger {
 
   /** Totals since `since` (persisted windows plus the current one). */
   snapshot(): { since: string; clients: SigningStats } {
-    const clients: SigningStats = {};
+    const clients = new Map<string, SignCounts & { keys: Map<string, SignCounts> }>();
     const add = (client: string, keyRef: string, c: SignCounts) => {
-      const row = (clients[client] ??= { signatures: 0, refusals: 0, keys: {} });
-      const k = (row.keys[keyRef] ??= { signatures: 0, refusals: 0 });
+      let row = clients.get(client);
+      if (!row) clients.set(client, (row = { signatures: 0, refusals: 0, keys: new Map() }));
+      let k = row.keys.get(keyRef);
+      if (!k) row.keys.set(keyRef, (k = { signatures: 0, refusals: 0 }));
       row.signatures += c.signatures;
       row.refusals += c.refusals;
       k.signatures += c.signatures;
       k.refusals += c.refusals;
     };
-    for (const [client, keys] of Object.entries(this.totals.clients)) for (const [keyRef, c] of Object.entries(keys)) add(client, keyRef, c);
+    for (const [client, keys] of this.totals.clients) for (const [keyRef, c] of keys) add(client, keyRef, c);
     for (const w of this.windowRows) add(w.client, w.keyRef, w);
-    return { since: this.totals.since, clients };
+    const stats: SigningStats = dataRecord([...clients].map(([client, row]) => [client, { signatures: row.signatures, refusals: row.refusals, keys: dataRecord(row.keys) }]));
+    return { since: this.totals.since, clients: stats };
   }
 
   /** Ends the window: one audit entry per (client, key), then the totals file. Serialised; never rejects (flushWindow). */
@@ -181,8 +211,10 @@ export class SigningLedger {
     if (rows.length === 0 && !this.unsaved) return;
     const to = new Date(this.windowStart).toISOString();
     for (const r of rows) {
-      const keys = (this.totals.clients[r.client] ??= {});
-      const t = (keys[r.keyRef] ??= { signatures: 0, refusals: 0 });
+      let keys = this.totals.clients.get(r.client);
+      if (!keys) this.totals.clients.set(r.client, (keys = new Map()));
+      let t = keys.get(r.keyRef);
+      if (!t) keys.set(r.keyRef, (t = { signatures: 0, refusals: 0 }));
       t.signatures += r.signatures;
       t.refusals += r.refusals;
     }
@@ -198,7 +230,7 @@ export class SigningLedger {
         refusals: r.refusals,
       });
     }
-    await writeFileDurably(this.totalsPath, Buffer.from(JSON.stringify(this.totals)));
+    await writeFileDurably(this.totalsPath, Buffer.from(JSON.stringify(totalsToFile(this.totals))));
     this.unsaved = false;
   }
 }

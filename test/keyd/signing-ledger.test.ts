@@ -27,14 +27,15 @@ async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
 
 /** client → key → [signatures, refusals], and the per-client totals checked against the keys. */
 function counts(ledger: SigningLedger): Record<string, Record<string, [number, number]>> {
-  const out: Record<string, Record<string, [number, number]>> = {};
+  // Object.fromEntries: a client named `__proto__` is an own key here too.
+  const out: Array<[string, Record<string, [number, number]>]> = [];
   for (const [client, row] of Object.entries(ledger.snapshot().clients)) {
     const keys = Object.values(row.keys);
     assert.equal(row.signatures, keys.reduce((n, k) => n + k.signatures, 0), `${client}: signatures are the sum over its keys`);
     assert.equal(row.refusals, keys.reduce((n, k) => n + k.refusals, 0), `${client}: refusals are the sum over its keys`);
-    out[client] = Object.fromEntries(Object.entries(row.keys).map(([k, c]) => [k, [c.signatures, c.refusals]]));
+    out.push([client, Object.fromEntries(Object.entries(row.keys).map(([k, c]) => [k, [c.signatures, c.refusals]]))]);
   }
-  return out;
+  return Object.fromEntries(out);
 }
 
 test('counts per client and key: the current window is shown, a flushed window is counted once, and the totals survive a restart', { timeout: 20_000 }, async () => {
@@ -135,7 +136,8 @@ test('a signing-totals.json that is not a totals file is logged and not used: co
       const errors: string[] = [];
       const logger = { error: (_obj: unknown, msg?: string) => void errors.push(String(msg ?? _obj)) } as unknown as Logger;
       const ledger = await SigningLedger.open({ totalsPath, logger, intervalMs: 60_000, audit: async () => undefined, now: () => Date.parse('2026-01-01T00:00:00Z') });
-      assert.deepEqual(ledger.snapshot(), { since: '2026-01-01T00:00:00.000Z', clients: {} }, what);
+      assert.equal(ledger.snapshot().since, '2026-01-01T00:00:00.000Z', what);
+      assert.deepEqual(Object.keys(ledger.snapshot().clients), [], what);
       assert.equal(errors.length, 1, `${what}: logged`);
       assert.match(errors[0]!, /is not a totals file/, what);
       ledger.signed('edge-a', 'k1');
@@ -278,5 +280,61 @@ test('totals that could not be written (their directory missing) are written by 
     await ledger.flush();
     assert.deepEqual(await totalsOnDisk(totalsPath), { 'edge-a': { k1: { signatures: 1, refusals: 0 } } });
     assert.equal(await ledgerFailures(metrics), 1);
+  });
+});
+
+/** Object.prototype's own property names, and what `({})` shows for the names used below. */
+function prototypeState(names: string[]): unknown {
+  const probe: Record<string, unknown> = {};
+  return { own: Object.getOwnPropertyNames(Object.prototype).sort(), seen: names.map((n) => typeof probe[n]), objectKeys: Object.getOwnPropertyNames(Object).sort() };
+}
+
+test('clients and keys named like Object.prototype members (__proto__, constructor, toString) are counted like any other name, on disk and in admin stats, and no object is changed', { timeout: 20_000 }, async () => {
+  await withDir(async (dir) => {
+    const totalsPath = join(dir, 'signing-totals.json');
+    const probeNames = ['kid1', 'kid2', 'kid3', 'signatures', 'refusals', 'hasOwnProperty'];
+    const before = prototypeState(probeNames);
+    const entries: Entry[] = [];
+    const ledger = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async (e) => void entries.push(e) });
+    ledger.signed('__proto__', 'kid1');
+    ledger.signed('__proto__', 'kid1');
+    ledger.signed('constructor', 'kid2');
+    ledger.refused('toString', undefined, 'KEYD_NOT_AUTHORISED');
+    ledger.signed('edge-a', '__proto__');
+    ledger.signed('edge-a', 'hasOwnProperty');
+    ledger.signed('edge-a', 'kid3'); // positive control: an ordinary name
+    const expected = [
+      ['__proto__', [['kid1', 2, 0]]],
+      ['constructor', [['kid2', 1, 0]]],
+      ['toString', [['(none)', 0, 1]]],
+      ['edge-a', [['__proto__', 1, 0], ['hasOwnProperty', 1, 0], ['kid3', 1, 0]]],
+    ];
+    const shown = (clients: Record<string, { signatures: number; refusals: number; keys?: Record<string, { signatures: number; refusals: number }> }>) =>
+      Object.entries(clients).map(([client, row]) => [client, Object.entries(row.keys ?? row).map(([k, c]) => [k, c.signatures, c.refusals])]);
+    assert.deepEqual(shown(ledger.snapshot().clients), expected, 'admin stats before the flush');
+    await ledger.flush();
+    assert.deepEqual(prototypeState(probeNames), before, 'Object.prototype and Object are unchanged');
+    assert.equal(({} as Record<string, unknown>).kid1, undefined);
+    assert.deepEqual(shown(ledger.snapshot().clients), expected, 'admin stats after the flush');
+    const byName = (name: string) => ledger.snapshot().clients[name];
+    assert.equal(byName('constructor')?.signatures, 1, 'a lookup by name finds the client, not Object');
+    assert.equal(byName('hasOwnProperty'), undefined, 'no client of that name: nothing is found');
+    assert.deepEqual(entries.map((e) => [e.caller.id, e.keyRef, e.count, e.refusals]), [['__proto__', 'kid1', 2, 0], ['constructor', 'kid2', 1, 0], ['toString', undefined, 0, 1], ['edge-a', '__proto__', 1, 0], ['edge-a', 'hasOwnProperty', 1, 0], ['edge-a', 'kid3', 1, 0]]);
+    // On disk: the same format as ever, with every name as an ordinary key.
+    const text = await readFile(totalsPath, 'utf8');
+    const onDisk = JSON.parse(text) as { clients: Record<string, Record<string, { signatures: number; refusals: number }>> };
+    assert.deepEqual(Object.entries(onDisk.clients).map(([c, keys]) => [c, Object.entries(keys).map(([k, n]) => [k, n.signatures, n.refusals])]), expected, `the totals file: ${text}`);
+    await ledger.stop();
+
+    // Restarted: the file is read back (JSON.parse's own `__proto__` keys included) and counting goes on.
+    const restarted = await SigningLedger.open({ totalsPath, intervalMs: 60_000, audit: async () => undefined });
+    assert.deepEqual(shown(restarted.snapshot().clients), expected, 'admin stats after a restart');
+    restarted.signed('__proto__', 'kid1');
+    restarted.signed('constructor', 'kid2');
+    await restarted.stop();
+    const again = JSON.parse(await readFile(totalsPath, 'utf8')) as { clients: Record<string, Record<string, { signatures: number }>> };
+    assert.equal(Object.getOwnPropertyDescriptor(again.clients, '__proto__')?.value?.kid1?.signatures, 3);
+    assert.equal(Object.getOwnPropertyDescriptor(again.clients, 'constructor')?.value?.kid2?.signatures, 2);
+    assert.deepEqual(prototypeState(probeNames), before, 'still unchanged');
   });
 });
