@@ -93,7 +93,9 @@ export function parseLimits(raw: unknown): KeydLimits {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KeydError('KEYD_CONFIG', 'config "limits" must be an object');
   const limits: KeydLimits = { ...DEFAULT_LIMITS };
   for (const [key, value] of Object.entries(raw)) {
-    if (!(key in LIMIT_RANGE)) throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" is not a known limit (${Object.keys(LIMIT_RANGE).join(', ')})`);
+    // Own keys only: `in` also finds Object.prototype's members, so "constructor" or
+    // "toString" passed as a limit (no range: every comparison false) and was set on the limits.
+    if (!Object.hasOwn(LIMIT_RANGE, key)) throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" is not a known limit (${Object.keys(LIMIT_RANGE).join(', ')})`);
     const { min, max, why } = LIMIT_RANGE[key as keyof KeydLimits];
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
       throw new KeydError('KEYD_CONFIG', `config "limits"."${key}" must be an integer from ${min} to ${max}${why ? ` (${why})` : ''}, not ${shownValue(value)}`);

@@ -249,3 +249,13 @@ test('config "limits": a misspelt limit is refused naming it and the known ones 
   assert.throws(() => parseConfig({ limits: { maxConnections: 10 } }), { code: 'KEYD_CONFIG', message: /^config "limits"\."maxConnections" is not a known limit/ });
   assert.equal(parseLimits({ signaturesPerSecond: 5 }).signaturesPerSecond, 5); // positive control
 });
+
+test('config "limits": a key named like an Object.prototype member (constructor, toString, __proto__) is an unknown limit, not one without a range', () => {
+  for (const name of ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__proto__']) {
+    // JSON.parse, as loadConfig reads the file: "__proto__" is an own key there.
+    const limits = JSON.parse(`{"${name}": 5}`) as unknown;
+    assert.throws(() => parseLimits(limits), { code: 'KEYD_CONFIG', message: `config "limits"."${name}" is not a known limit (${Object.keys(LIMIT_RANGE).join(', ')})` }, name);
+    assert.throws(() => parseConfig(JSON.parse(`{"limits": {"${name}": 5}}`)), { code: 'KEYD_CONFIG', message: new RegExp(`^config "limits"\\."${name}" is not a known limit`) }, name);
+  }
+  assert.equal(parseLimits(JSON.parse('{"signatureBurst": 7, "signaturesPerSecond": 5}')).signatureBurst, 7); // positive control
+});
