@@ -56,7 +56,9 @@ export function parseListenerLimits(config: unknown): ListenerLimits {
   if (raw === undefined) return limits;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ProvisionError('PROVISION_USAGE', 'config "provisioning.limits" must be an object');
   for (const [key, value] of Object.entries(raw)) {
-    if (!(key in LISTENER_LIMIT_RANGE)) {
+    // Own keys only: `in` also finds Object.prototype's members, so "constructor" or
+    // "toString" passed as a limit (no range: every comparison false) and was set on the limits.
+    if (!Object.hasOwn(LISTENER_LIMIT_RANGE, key)) {
       throw new ProvisionError('PROVISION_USAGE', `config "provisioning.limits.${key}" is not a known limit (${Object.keys(LISTENER_LIMIT_RANGE).join(', ')})`);
     }
     const { min, max, why } = LISTENER_LIMIT_RANGE[key as keyof ListenerLimits];

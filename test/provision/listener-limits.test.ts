@@ -41,3 +41,14 @@ test('provisioning.limits above its maximum: refused with the key, the range, th
   // All at their maxima together.
   assert.deepEqual(parseListenerLimits(withLimits(Object.fromEntries(Object.entries(EXPECTED).map(([k, { max }]) => [k, max])))), Object.fromEntries(Object.entries(EXPECTED).map(([k, { max }]) => [k, max])));
 });
+
+test('provisioning.limits: a key named like an Object.prototype member (constructor, toString, __proto__) is an unknown limit, not one without a range', () => {
+  const known = Object.keys(DEFAULT_LISTENER_LIMITS).join(', ');
+  for (const name of ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__proto__']) {
+    // JSON.parse, as keyd reads its config file: "__proto__" is an own key there.
+    const config = JSON.parse(`{"provisioning": {"operators": {}, "limits": {"${name}": 5}}}`) as unknown;
+    assert.throws(() => parseListenerLimits(config), { code: 'PROVISION_USAGE', message: `config "provisioning.limits.${name}" is not a known limit (${known})` }, name);
+  }
+  // Positive control: a known limit, read the same way.
+  assert.deepEqual(parseListenerLimits(JSON.parse('{"provisioning": {"operators": {}, "limits": {"maxConnections": 5}}}')), { ...DEFAULT_LISTENER_LIMITS, maxConnections: 5 });
+});
