@@ -188,7 +188,10 @@ const environmentPins = new Map<string, string>();
  * value set again later replaces the one taken.
  */
 export function takeEnvironmentPin(name: string): string | undefined {
-  const value = process.env[name];
+  // Own variables only: process.env inherits Object.prototype's members, so an unset
+  // "pinEnv": "constructor" (a valid variable name) read the Object function as the PIN, and
+  // C_Login was tried with it (a wrong-PIN attempt, counted by the token) instead of "not set".
+  const value = Object.hasOwn(process.env, name) ? process.env[name] : undefined;
   if (value !== undefined) {
     environmentPins.set(name, value);
     delete process.env[name];

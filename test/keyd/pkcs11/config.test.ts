@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { test } from 'node:test';
-import { formatTokenUri, parseTokenConfigs, parseTokenUri, readPinFile } from '../../../src/keyd/pkcs11/config.js';
+import { formatTokenUri, parseTokenConfigs, parseTokenUri, readPinFile, takeEnvironmentPin } from '../../../src/keyd/pkcs11/config.js';
 import { ecdsaDerToRaw, ecdsaRawToDer, privateKeyAttributes, tokenKeyKind } from '../../../src/keyd/pkcs11/key-material.js';
 import { CKA } from '../../../src/keyd/pkcs11/constants.js';
 import { detachedPrivateKey } from '../../helpers/detached-keys.js';
@@ -129,4 +129,22 @@ test('pin file: read when only its owner can access it; refused, without the PIN
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('pinEnv named like an Object.prototype member (constructor, toString, __proto__): unset is "not set", never an inherited member taken as the PIN; set, it is the PIN and leaves the environment', () => {
+  for (const name of ['constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__']) {
+    assert.equal(Object.hasOwn(process.env, name), false, `${name} is not set in this test's environment`);
+    assert.equal(takeEnvironmentPin(name), undefined, `${name} unset: no PIN`);
+  }
+  // The same names, set: taken as any variable is (and taken out of the environment).
+  (process.env as Record<string, string>)['constructor' as string] = 'pin-of-constructor';
+  assert.equal(takeEnvironmentPin('constructor'), 'pin-of-constructor');
+  assert.equal(Object.hasOwn(process.env, 'constructor'), false, 'taken out of the environment');
+  assert.equal(takeEnvironmentPin('constructor'), 'pin-of-constructor', 'kept once taken');
+  // Positive control: an ordinary name.
+  const ordinary = `KEYD_TEST_PIN_${process.pid}`;
+  assert.equal(takeEnvironmentPin(ordinary), undefined, 'unset: no PIN');
+  process.env[ordinary] = '1234';
+  assert.equal(takeEnvironmentPin(ordinary), '1234');
+  assert.equal(process.env[ordinary], undefined, 'taken out of the environment');
 });
