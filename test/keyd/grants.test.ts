@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, lstat } from 'node:fs/promises';
+import { chmod, lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { startKeyd } from '../../src/keyd/daemon.js';
@@ -62,6 +62,44 @@ test('grants by name: a key reference is not a capability', { timeout: 30_000 },
     assert.equal(stats['edge-a']!.keys[mine.keyRef]!.signatures, 1);
     assert.equal(stats['edge-a']!.keys[wildRef]!.refusals, 1);
     assert.equal(stats['edge-a']!.keys['(none)']!.refusals, 2);
+  } finally {
+    await keyd.close();
+    await s.cleanup();
+  }
+});
+
+test('principals named __proto__ and constructor (valid names) sign for their names; admin stats and signing-totals.json count them, across a restart, and no object in keyd is changed', { timeout: 60_000 }, async () => {
+  const s = await scratch();
+  const before = Object.getOwnPropertyNames(Object.prototype).sort();
+  // As keyd reads its config file: JSON.parse makes "__proto__" an own key.
+  const config = JSON.parse(JSON.stringify({ principals: { '@proto': { socket: join(s.dir, 'p.sock'), names: ['a.example.com'] }, constructor: { socket: join(s.dir, 'c.sock'), names: ['a.example.com'] }, 'edge-a': { socket: join(s.dir, 'e.sock'), names: ['a.example.com'] } } }).replace('"@proto"', '"__proto__"')) as object;
+  const names = ['__proto__', 'constructor', 'edge-a'];
+  let keyd = await startTestKeyd(s.dir, s.machineIdPath, { config });
+  try {
+    const id = await makeIdentity('ecdsa-p256', ['a.example.com']);
+    await keyd.adminService.put(LOCAL, ['a.example.com'], id.privateKey, id.chain);
+    let keyRef = '';
+    for (const [i, name] of names.entries()) {
+      const socketPath = Object.getOwnPropertyDescriptor(keyd.principalSockets, name)?.value as string;
+      assert.equal(socketPath, join(s.dir, ['p.sock', 'c.sock', 'e.sock'][i]!), `${name} has its own socket`);
+      const client = await KeydClient.connect({ socketPath });
+      const identity = (await client.identity('a.example.com'))!;
+      keyRef = identity.keyRef;
+      for (let n = 0; n <= i; n++) assert.ok(verifyCertificateVerify(identity.certificateChain[0]!, 0x0403, hash32, await client.sign(keyRef, 'a.example.com', 0x0403, hash32)));
+      await assert.rejects(client.sign(keyRef, 'b.example.com', 0x0403, hash32), { code: 'KEYD_NOT_AUTHORISED' }, `${name}: only its granted names`);
+      client.close();
+    }
+    const shown = (clients: Record<string, { signatures: number; refusals: number; keys: Record<string, { signatures: number; refusals: number }> }>) =>
+      Object.entries(clients).filter(([c]) => names.includes(c)).map(([c, row]) => [c, row.signatures, row.refusals, row.keys[keyRef]?.signatures]);
+    const expected = [['__proto__', 1, 1, 1], ['constructor', 2, 1, 2], ['edge-a', 3, 1, 3]];
+    assert.deepEqual(shown(await keyd.adminService.stats(LOCAL)), expected, 'admin stats');
+    await keyd.close(); // flushes the window
+    const onDisk = JSON.parse(await readFile(join(s.dir, 'data', 'signing-totals.json'), 'utf8')) as { clients: object };
+    assert.deepEqual(names.map((c) => (Object.getOwnPropertyDescriptor(onDisk.clients, c)?.value as Record<string, { signatures: number }> | undefined)?.[keyRef]?.signatures), [1, 2, 3], 'signing-totals.json');
+    assert.deepEqual(Object.getOwnPropertyNames(Object.prototype).sort(), before, 'Object.prototype unchanged');
+    assert.equal(({} as Record<string, unknown>)[keyRef], undefined);
+    keyd = await startTestKeyd(s.dir, s.machineIdPath, { config });
+    assert.deepEqual(shown(await keyd.adminService.stats(LOCAL)), expected, 'admin stats after a restart');
   } finally {
     await keyd.close();
     await s.cleanup();
