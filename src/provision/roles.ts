@@ -1,4 +1,5 @@
 import { ProvisionError } from './errors.js';
+import { dataRecord } from '../lib/data-record.js';
 
 /**
  * Who may do what over the provisioning channel. Operators are identified by the subject of
@@ -29,12 +30,7 @@ export function roleAllows(role: Role, operation: Operation): boolean {
  * ("O=Ops\nCN=alice"), OpenSSL's output with or without "subject=", and "/O=Ops/CN=alice".
  */
 export function normalizeSubject(subject: string): string {
-  const trimmed = subject.trim().replace(/^subject\s*=\s*/i, '');
-  const separator = trimmed.startsWith('/') ? /(?<!\\)\// : /(?<!\\)[,\n]/;
-  return trimmed
-    .split(separator)
-    .map((rdn) => rdn.trim())
-    .filter((rdn) => rdn !== '')
+  return subjectAttributes(subject)
     .map((rdn) => {
       const eq = rdn.indexOf('=');
       if (eq <= 0) return rdn;
@@ -42,6 +38,22 @@ export function normalizeSubject(subject: string): string {
     })
     .sort()
     .join(', ');
+}
+
+/** The subject's attributes as written ("CN = alice"), split at unescaped separators. */
+function subjectAttributes(subject: string): string[] {
+  const trimmed = subject.trim().replace(/^subject\s*=\s*/i, '');
+  const separator = trimmed.startsWith('/') ? /(?<!\\)\// : /(?<!\\)[,\n]/;
+  return trimmed
+    .split(separator)
+    .map((rdn) => rdn.trim())
+    .filter((rdn) => rdn !== '');
+}
+
+/** Whether `subject` has at least one attribute and only TYPE=value attributes. */
+function isDistinguishedName(subject: string): boolean {
+  const rdns = subjectAttributes(subject);
+  return rdns.length > 0 && rdns.every((rdn) => rdn.indexOf('=') > 0);
 }
 
 export class OperatorRoles {
@@ -98,11 +110,21 @@ export function parseProvisioningConfig(config: unknown): ProvisioningConfig {
   if (typeof operators !== 'object' || operators === null || Array.isArray(operators)) {
     throw new ProvisionError('PROVISION_USAGE', 'config "provisioning.operators" must map certificate subjects to "admin" or "auditor"');
   }
-  const parsed: Record<string, Role> = {};
+  // Prototype-less: a key such as "__proto__" is an own entry, not Object.prototype's setter.
+  const parsed = dataRecord<Role>();
   const spelled = new Map<string, string>();
   for (const [subject, role] of Object.entries(operators)) {
     if (role !== 'admin' && role !== 'auditor') {
       throw new ProvisionError('PROVISION_USAGE', `config "provisioning.operators": role of "${subject}" must be "admin" or "auditor", got ${JSON.stringify(role)}`);
+    }
+    // A certificate subject is a sequence of TYPE=value attributes (RFC 5280 §4.1.2.6); a key
+    // that is not ("alice", "", "__proto__") matches no certificate, so the operator it was
+    // meant for would be refused at every connection with nothing said at start.
+    if (!isDistinguishedName(subject)) {
+      throw new ProvisionError(
+        'PROVISION_USAGE',
+        `config "provisioning.operators": ${JSON.stringify(subject.slice(0, 256))} is not a certificate subject: write it as TYPE=value attributes, e.g. "CN=alice, O=Example Ops"`,
+      );
     }
     // Two spellings of one operator (RDN order, spacing): OperatorRoles would keep the later
     // role, so "auditor" written first and "admin" after would make that operator an admin.

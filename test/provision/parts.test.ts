@@ -130,6 +130,24 @@ describe('roles', () => {
     assert.equal(parsed.tlsCert, 'c.pem');
   });
 
+  it('refuses an operator key that is not a certificate subject, naming it; subjects in every documented spelling load', () => {
+    // "alice" (no attribute type), "" and "__proto__" match no certificate: the operator meant
+    // would be refused at every connection. Before, they loaded silently ("__proto__" was even
+    // dropped: assigned through Object.prototype's setter).
+    for (const subject of ['alice', '', '   ', '__proto__', 'CN=alice, Ops', '=alice', '/CN=alice/ops']) {
+      assert.throws(() => parseProvisioningConfig(JSON.parse(`{"provisioning": {"operators": {${JSON.stringify(subject)}: "admin"}}}`)), {
+        code: 'PROVISION_USAGE',
+        message: `config "provisioning.operators": ${JSON.stringify(subject)} is not a certificate subject: write it as TYPE=value attributes, e.g. "CN=alice, O=Example Ops"`,
+      });
+    }
+    // Control: the spellings docs/PROVISIONING.md names, an escaped comma inside a value, a
+    // multi-valued RDN, and an empty value, each one operator.
+    const spellings = ['CN=alice, O=Example Ops', 'subject=O = Ops, CN = bob', '/O=Ops/CN=carol', 'CN=dave, O=Example\\, Inc', 'CN=erin+UID=7', 'CN=frank, OU='];
+    const parsed = parseProvisioningConfig({ provisioning: { operators: Object.fromEntries(spellings.map((s) => [s, 'auditor'])) } });
+    assert.deepEqual(Object.keys(parsed.operators), spellings);
+    assert.equal(new OperatorRoles(parsed.operators).roleOf('O=Example\\, Inc\nCN=dave'), 'auditor');
+  });
+
   it('refuses a misspelt key of the provisioning section, and one operator listed twice in two spellings', () => {
     // "limts": the listener would run with its default limits; "replayWindowSecond": with 300 s.
     for (const key of ['limts', 'replayWindowSecond', 'operator']) {
@@ -147,7 +165,7 @@ describe('roles', () => {
     const parsed = parseProvisioningConfig({
       provisioning: { operators: { 'CN=alice, O=Ops': 'admin', 'CN=bob, O=Ops': 'auditor' }, tlsCert: 'c.pem', tlsKey: 'k.pem', replayWindowSeconds: 60, limits: { maxConnections: 8 } },
     });
-    assert.deepEqual(parsed.operators, { 'CN=alice, O=Ops': 'admin', 'CN=bob, O=Ops': 'auditor' });
+    assert.deepEqual({ ...parsed.operators }, { 'CN=alice, O=Ops': 'admin', 'CN=bob, O=Ops': 'auditor' });
     assert.equal(parsed.replayWindowSeconds, 60);
   });
 });
