@@ -272,3 +272,80 @@ test('arguments: --client-ca (required by default), --client-auth optional, --cl
   assert.throws(() => parseServeArgs(['--client-crl', 'c.pem'], {}), /need --client-ca/);
   assert.throws(() => parseServeArgs(['--client-ca', 'ca.pem', '--client-auth', 'sometimes'], {}), /optional or required/);
 });
+
+// --port is a TCP port (0..65535) and --tickets is capped at 16 NewSessionTickets per
+// connection; each takes decimal digits only, so "0x50", "1e3", "1.5" or " 80" (all of which
+// Number() reads) are usage errors, not a port someone did not mean.
+test('arguments: --port and --tickets take decimal integers within their bounds, the last value of each is taken (control)', () => {
+  const refused: [string[], string][] = [
+    [['--port', '65536'], '--port must be between 0 and 65535, got 65536'],
+    [['--tickets', '17'], '--tickets must be between 0 and 16, got 17'],
+    [['--port', '0x50'], "--port must be an integer, got '0x50'"],
+    [['--port', '1e3'], "--port must be an integer, got '1e3'"],
+    [['--port', '1.5'], "--port must be an integer, got '1.5'"],
+    [['--port', ' 80'], "--port must be an integer, got ' 80'"],
+    [['--port', ''], "--port must be an integer, got ''"],
+    [['--tickets', '+2'], "--tickets must be an integer, got '+2'"],
+  ];
+  for (const [argv, message] of refused) {
+    assert.throws(() => parseServeArgs(argv, {}), (err: unknown) => err instanceof UsageError && err.message === message, argv.join(' '));
+  }
+  const config = parseServeArgs(['--port', '65535', '--tickets', '16'], {});
+  assert.ok(config !== 'help' && config.port === 65535 && config.tickets === 16);
+  const zero = parseServeArgs(['--port', '0', '--tickets', '0'], {});
+  assert.ok(zero !== 'help' && zero.port === 0 && zero.tickets === 0);
+});
+
+test('serve: a --client-ca that cannot be read exits 1 with the file and the reason; a usage error exits 2', { timeout: 30_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'serve-client-ca-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const missing = join(dir, 'missing-ca.pem');
+  const result = spawnSync(process.execPath, [MAIN, 'serve', '--port', '0', '--dir', join(dir, 'serve'), '--client-ca', missing], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(result.status, 1, result.stderr);
+  assert.equal(result.stderr.trim().split('\n').at(-1), `delegator serve: --client-ca ${missing}: ENOENT`);
+  const usage = spawnSync(process.execPath, [MAIN, 'serve', '--port', '65536'], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(usage.status, 2, usage.stderr);
+  assert.match(usage.stderr, /^delegator serve: --port must be between 0 and 65535, got 65536 \(see delegator serve --help\)$/m);
+});
+
+/** GET / over node:tls 1.3 with a client certificate (or none); the response, or the error that ended the connection. */
+function getWithClientCert(port: number, ca: Buffer, client?: { pem: string; keyPem: string }): Promise<{ response: string; error?: string }> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ca, minVersion: 'TLSv1.3', ...(client ? { cert: client.pem, key: client.keyPem } : {}) });
+    const chunks: Buffer[] = [];
+    let error: string | undefined;
+    socket.setTimeout(10_000, () => socket.destroy(new Error('timeout')));
+    socket.once('secureConnect', () => socket.write('GET / HTTP/1.0\r\n\r\n'));
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.once('error', (err) => (error = err.message));
+    socket.once('close', () => resolve({ response: Buffer.concat(chunks).toString('utf8'), ...(error ? { error } : {}) }));
+  });
+}
+
+// --client-crl is the revocation list the engine checks client certificates against
+// (RFC 5280 §6.3); parsing it and not handing it on would let a revoked certificate in.
+test('serve --client-ca --client-crl: a revoked client certificate is refused, another of the same CA is served, no certificate is refused (required)', { timeout: 60_000 }, async (t) => {
+  if (engineMissing(t)) return;
+  const { makeClientCa, issue, makeCrl, writeFiles } = await import('../helpers/client-pki.js');
+  const { pino } = await import('pino');
+  const { startServe: start } = await import('../../src/cli/serve.js');
+  const clientCa = await makeClientCa({ commonName: 'serve test client CA' });
+  const revoked = await issue(clientCa, { commonName: 'revoked-client' });
+  const good = await issue(clientCa, { commonName: 'good-client' });
+  const files = writeFiles({ 'client-ca.pem': clientCa.pem, 'client-crl.pem': await makeCrl(clientCa, [revoked]) });
+  t.after(() => files.remove());
+  const config = parseServeArgs(['--port', '0', '--dir', join(files.dir, 'serve'), '--client-ca', files.path('client-ca.pem'), '--client-crl', files.path('client-crl.pem')], {});
+  assert.ok(config !== 'help');
+  const running = await start(config, pino({ level: 'silent' }));
+  t.after(() => running.close(100));
+  const ca = await readFile(running.caPath);
+
+  const served = await getWithClientCert(running.port, ca, good);
+  assert.match(served.response, /^HTTP\/1\.1 200 OK\r\n/, served.error);
+  assert.match(served.response, /client certificate<\/th><td>CN=good-client/);
+  const refused = await getWithClientCert(running.port, ca, revoked);
+  assert.doesNotMatch(refused.response, /HTTP\/1\.1 200/, 'the revoked certificate is not served');
+  assert.match(refused.error ?? '', /certificate revoked/i);
+  const none = await getWithClientCert(running.port, ca);
+  assert.doesNotMatch(none.response, /HTTP\/1\.1 200/, 'no certificate, required mode');
+});

@@ -248,3 +248,57 @@ test('`delegator admin stats` shows signatures and refusals per client and key',
   assert.match(out, /^CLIENT\s+KEY\s+SIGNATURES\s+REFUSALS\n/);
   assert.match(out, new RegExp(`\\nlocal +${identity.keyRef} +2 +1\\n`));
 });
+
+test('keyd usage errors exit 2 before anything starts: no --root-key (nor --config), no --data, an unknown flag', { timeout: 30_000 }, async () => {
+  const cases: [string[], RegExp][] = [
+    [['keyd', '--data', join(s.dir, 'data-usage')], /^delegator keyd: --data and --root-key \(or a --config with "rootKey"\) are required$/m],
+    [['keyd', '--root-key', join(s.dir, 'root.key')], /^delegator keyd: --data and --root-key \(or a --config with "rootKey"\) are required$/m],
+    [['keyd', '--data', join(s.dir, 'data-usage'), '--root-key', join(s.dir, 'root.key'), '--no-such-flag'], /^delegator keyd: Unknown option '--no-such-flag'/m],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runProcess(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message, args.join(' '));
+    await assert.rejects(access(join(s.dir, 'data-usage')), 'no store created');
+  }
+});
+
+// The CLI is what hands keyd the provisioning module (startProvisioningListener); keyd refuses
+// --provision-listen without it (KEYD_CONFIG), so without the wiring the flag could never work.
+test('delegator keyd --provision-listen runs the provisioning listener: an operator lists the keys over it', { timeout: 60_000 }, async (t) => {
+  const { makePki, SUBJECTS } = await import('../provision/harness.js');
+  const { RemoteAdminClient } = await import('../../src/provision/remote-client.js');
+  const pki = await makePki();
+  const dir = join(s.dir, 'provisioning');
+  await (await import('node:fs/promises')).mkdir(dir, { mode: 0o700 });
+  await writeFile(join(dir, 'operator-ca.pem'), pki.operatorCa.certPem);
+  await writeFile(join(dir, 'keyd.pem'), pki.keydServer.certPem);
+  await writeFile(join(dir, 'keyd.key'), pki.keydServer.keyPem, { mode: 0o600 });
+  await writeFile(
+    join(dir, 'keyd.json'),
+    JSON.stringify({ provisioning: { operators: { [SUBJECTS.alice]: 'admin' }, tlsCert: join(dir, 'keyd.pem'), tlsKey: join(dir, 'keyd.key') } }),
+  );
+  const args = [
+    'keyd', '--data', join(dir, 'data'), '--root-key', join(dir, 'root.key'), '--socket', join(dir, 'sign.sock'), '--admin-socket', join(dir, 'admin.sock'),
+    '--machine-id', s.machineIdPath, '--config', join(dir, 'keyd.json'), '--provision-listen', '127.0.0.1:0',
+  ];
+  // Without --operator-ca keyd refuses to start (control of the refusal's wording).
+  const refused = await runProcess(args);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(refused.stderr, /--provision-listen needs --operator-ca \[KEYD_CONFIG\]/);
+  const started = await startKeydProcess([...args, '--operator-ca', join(dir, 'operator-ca.pem')]);
+  t.after(async () => {
+    if (started.child.exitCode === null) {
+      started.child.kill('SIGTERM');
+      await new Promise((r) => started.child.once('exit', r));
+    }
+  });
+  const port = Number(/provisioning listener on 127\.0\.0\.1:(\d+)/.exec(started.log())?.[1]);
+  assert.ok(port > 0, started.log());
+  const client = await RemoteAdminClient.connect({ host: '127.0.0.1', port, cert: pki.alice.certPem, key: pki.alice.keyPem, ca: pki.keydCa.certPem, timeoutMs: 10_000 });
+  try {
+    assert.deepEqual(await client.list(), []);
+  } finally {
+    client.close();
+  }
+});
