@@ -10,6 +10,7 @@ import { LocalAdminTransport, type AdminTransport } from '../keyd/admin-client.j
 import type { KeyInfo } from '../keyd/keyring.js';
 import { parseHostPort } from '../edge/config.js';
 import { DEFAULT_EXPIRY_WARNING_DAYS, expiryNotice } from '../lib/expiry.js';
+import { MAX_TIMER_MS } from '../keyd/limits.js';
 import { DEFAULT_ADMIN_SOCKET } from './keyd.js';
 
 export const summary = 'health of keyd and the edge, and each name: key type, back-end, expiry, signatures';
@@ -28,7 +29,7 @@ Options:
   --socket PATH            keyd's admin socket (default $KEYD_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})
   --edge-metrics HOST:PORT the edge's metrics address; repeat for several edges
   --warn-days N            flag certificates expiring within N days (default ${DEFAULT_EXPIRY_WARNING_DAYS})
-  --timeout SEC            per request (default 5)
+  --timeout SEC            per request (default 5, at most 2147483)
   --json                   the same as JSON
   -h, --help               this text
 
@@ -210,7 +211,11 @@ export async function main(argv: string[]): Promise<number> {
     }
     for (const e of values['edge-metrics'] ?? []) parseHostPort(e, '--edge-metrics');
     if (values['warn-days'] !== undefined && !/^\d{1,4}$/.test(values['warn-days'])) throw new Error('--warn-days must be a number of days');
-    if (values.timeout !== undefined && !(Number(values.timeout) > 0)) throw new Error('--timeout must be a positive number of seconds');
+    // Node runs a timer longer than MAX_TIMER_MS after 1 ms: "--timeout 3000000" (or Infinity)
+    // would give keyd and every edge 1 ms and report them down.
+    if (values.timeout !== undefined && !(Number(values.timeout) > 0 && Number(values.timeout) * 1000 <= MAX_TIMER_MS)) {
+      throw new Error(`--timeout must be a positive number of seconds, at most ${Math.floor(MAX_TIMER_MS / 1000)}`);
+    }
   } catch (err) {
     process.stderr.write(`delegator status: ${(err as Error).message}\n\n${USAGE}`);
     return 2;

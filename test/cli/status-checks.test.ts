@@ -23,8 +23,8 @@ test('status: bad --warn-days, --timeout and --edge-metrics are usage errors (ex
     [['--warn-days', 'x'], /^delegator status: --warn-days must be a number of days$/m],
     [['--warn-days', '12345'], /^delegator status: --warn-days must be a number of days$/m],
     [['--warn-days=-1'], /^delegator status: --warn-days must be a number of days$/m],
-    [['--timeout', '0'], /^delegator status: --timeout must be a positive number of seconds$/m],
-    [['--timeout', 'soon'], /^delegator status: --timeout must be a positive number of seconds$/m],
+    [['--timeout', '0'], /^delegator status: --timeout must be a positive number of seconds, at most 2147483$/m],
+    [['--timeout', 'soon'], /^delegator status: --timeout must be a positive number of seconds, at most 2147483$/m],
     [['--edge-metrics', '127.0.0.1:70000'], /^delegator status: .*--edge-metrics/m],
   ];
   for (const [argv, message] of cases) {
@@ -37,6 +37,22 @@ test('status: bad --warn-days, --timeout and --edge-metrics are usage errors (ex
   const r = await runTool(process.execPath, [MAIN, 'status', ...nobody, '--warn-days', '9999', '--timeout', '0.5']);
   assert.equal(r.code, 1, describeResult(r));
   assert.match(r.stdout, /^keyd {3}DOWN {2}\/nonexistent\/keyd-admin\.sock: .*\[KEYD_UNAVAILABLE\]$/m);
+});
+
+// Node runs a timer longer than 2^31-1 ms after 1 ms (TimeoutOverflowWarning): "--timeout
+// 3000000" or "Infinity" would give keyd and every edge 1 ms, and report a healthy system down.
+test('status --timeout above 2147483 s (node\'s longest timer) or Infinity is a usage error; 2147483 itself is taken (control)', { timeout: 30_000 }, async () => {
+  const nobody = ['--socket', '/nonexistent/keyd-admin.sock'];
+  for (const timeout of ['2147484', '3000000', 'Infinity']) {
+    const r = await runTool(process.execPath, [MAIN, 'status', ...nobody, '--timeout', timeout]);
+    assert.equal(r.code, 2, `${timeout}: ${describeResult(r)}`);
+    assert.match(r.stderr, /^delegator status: --timeout must be a positive number of seconds, at most 2147483$/m, timeout);
+    assert.equal(r.stdout, '', 'nothing checked');
+  }
+  const r = await runTool(process.execPath, [MAIN, 'status', ...nobody, '--timeout', '2147483']);
+  assert.equal(r.code, 1, describeResult(r));
+  assert.match(r.stdout, /^keyd {3}DOWN .*ENOENT.*\[KEYD_UNAVAILABLE\]$/m, 'keyd down because it is absent, not because of the timer');
+  assert.doesNotMatch(r.stderr, /TimeoutOverflowWarning/);
 });
 
 test('status health: exit 0 only with keyd up and every edge up and connected to keyd', () => {
