@@ -52,3 +52,10 @@ test('provisioning.limits: a key named like an Object.prototype member (construc
   // Positive control: a known limit, read the same way.
   assert.deepEqual(parseListenerLimits(JSON.parse('{"provisioning": {"operators": {}, "limits": {"maxConnections": 5}}}')), { ...DEFAULT_LISTENER_LIMITS, maxConnections: 5 });
 });
+
+test('provisioning.limits that is not an object (an array, a number, null) is refused; an empty object keeps the defaults (control)', () => {
+  for (const limits of [[], [5], 5, null, 'x']) {
+    assert.throws(() => parseListenerLimits({ provisioning: { operators: {}, limits } }), { code: 'PROVISION_USAGE', message: 'config "provisioning.limits" must be an object' }, JSON.stringify(limits));
+  }
+  assert.deepEqual(parseListenerLimits(withLimits({})), DEFAULT_LISTENER_LIMITS);
+});

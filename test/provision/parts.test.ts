@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -95,6 +96,55 @@ describe('known-keyd pins', () => {
       assert.equal(text.split('\n').filter((l) => l.startsWith('keyd:8444 ')).length, 1);
       await writeFile(file, '# comment\nkeyd:8444 not-a-fingerprint\n');
       await assert.rejects(lookupPin(file, 'keyd:8444'), /known_keyd:2: expected/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+  it('a line with a third field is refused; a lookup matches the whole HOST:PORT, not a prefix', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'known-keyd-'));
+    try {
+      const file = join(dir, 'known_keyd');
+      const a = fingerprintOf(new Uint8Array(32).fill(1));
+      await writeFile(file, `keyd:8444 ${a}\n`);
+      assert.equal(await lookupPin(file, 'keyd:8444'), a, 'control: two fields');
+      for (const probe of ['keyd:84', 'keyd', 'keyd:844']) assert.equal(await lookupPin(file, probe), undefined, probe);
+      assert.equal(await pin(file, 'keyd:84', a, false), 'added', 'another server: its own pin');
+      await writeFile(file, `# comment\nkeyd:8444 ${a} ${a}\n`);
+      await assert.rejects(lookupPin(file, 'keyd:8444'), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'PROVISION_USAGE');
+        assert.match(err.message, /known_keyd:2: expected "HOST:PORT SHA256:…"/);
+        return true;
+      });
+      await assert.rejects(pin(file, 'other:8444', a, false), /known_keyd:2: expected/, 'nothing is pinned into a file that does not parse');
+      assert.equal(await readFile(file, 'utf8'), `# comment\nkeyd:8444 ${a} ${a}\n`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a known_keyd that exists but cannot be read is an error, never "no pins": nothing is trusted or written over it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'known-keyd-'));
+    try {
+      const file = join(dir, 'known_keyd');
+      await mkdir(file);
+      const a = fingerprintOf(new Uint8Array(32).fill(1));
+      await assert.rejects(lookupPin(file, 'keyd:8444'), { code: 'EISDIR' });
+      await assert.rejects(pin(file, 'keyd:8444', a, false), { code: 'EISDIR' });
+      assert.ok((await stat(file)).isDirectory(), 'left as it was');
+      // Control: absent is "no pins".
+      assert.equal(await lookupPin(join(dir, 'absent'), 'keyd:8444'), undefined);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the directories it creates for known_keyd are 0700 (the operator\'s pins are nobody else\'s business)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'known-keyd-'));
+    try {
+      const file = join(dir, 'config', 'delegator', 'known_keyd');
+      await pin(file, 'keyd:8444', fingerprintOf(new Uint8Array(32).fill(1)), false);
+      assert.equal((await stat(join(dir, 'config', 'delegator'))).mode & 0o777, 0o700);
+      assert.equal((await stat(join(dir, 'config'))).mode & 0o777, 0o700);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -214,6 +264,43 @@ describe('provisioning key', () => {
     assert.equal(second.key.fingerprint, first.key.fingerprint);
     assert.equal(second.key.publicKey.length, 32);
     assert.equal(second.key.rawPrivateKey().length, 32);
+  });
+  it('its raw private scalar is the private half of its public key', async () => {
+    const secrets = new Map<string, Buffer>();
+    const store = { getSecret: async (name: string) => secrets.get(name), putSecret: async (name: string, bytes: Uint8Array) => void secrets.set(name, Buffer.from(bytes)) };
+    for (const created of [true, false]) {
+      const { key } = await loadOrCreateProvisioningKey(store);
+      // PKCS#8 for X25519 (RFC 8410 §7): a fixed 16-byte prefix, then the 32-byte scalar.
+      const pkcs8 = Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), key.rawPrivateKey()]);
+      const x = createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' }).x!;
+      assert.deepEqual(Buffer.from(x, 'base64url'), Buffer.from(key.publicKey), created ? 'created' : 'reloaded');
+    }
+  });
+
+  it('a sealed secret that is not an X25519 key is refused, not used as the provisioning key', async () => {
+    const ed = generateKeyPairSync('ed25519', { privateKeyEncoding: { type: 'pkcs8', format: 'der' } }).privateKey as unknown as Buffer;
+    const x = generateKeyPairSync('x25519', { privateKeyEncoding: { type: 'pkcs8', format: 'der' } }).privateKey as unknown as Buffer;
+    const store = (stored: Buffer) => ({ getSecret: async () => stored, putSecret: async () => assert.fail('nothing is written') });
+    await assert.rejects(loadOrCreateProvisioningKey(store(ed)), /^Error: sealed secret provisioning-x25519 is not an X25519 key$/);
+    const loaded = await loadOrCreateProvisioningKey(store(x));
+    assert.equal(loaded.created, false, 'control: an X25519 key is loaded');
+  });
+
+  it('a new key\'s PKCS#8 bytes are wiped once the store has them', async () => {
+    let handed: Uint8Array | undefined;
+    let copy: Buffer | undefined;
+    const store = {
+      getSecret: async () => (copy ? Buffer.from(copy) : undefined),
+      putSecret: async (_name: string, bytes: Uint8Array) => {
+        handed = bytes;
+        copy = Buffer.from(bytes);
+      },
+    };
+    const first = await loadOrCreateProvisioningKey(store);
+    assert.ok(handed && handed.length > 32);
+    assert.ok(handed.every((b) => b === 0), 'the buffer handed to the store is zeroed after');
+    assert.ok(!copy!.every((b) => b === 0), 'control: the store\'s copy holds the key');
+    assert.equal((await loadOrCreateProvisioningKey(store)).key.fingerprint, first.key.fingerprint);
   });
 });
 

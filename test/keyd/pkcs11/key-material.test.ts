@@ -1,0 +1,140 @@
+/**
+ * src/keyd/pkcs11/key-material.ts on bytes a token or a malformed key could present: the
+ * DER reader refuses what runs past its buffer, token public points are taken only as
+ * the uncompressed point of the key's size (PKCS#11 §2.3.3, SEC 1 §2.3.3), private-key
+ * structures only with every field where RFC 5915 / RFC 8410 / RFC 8017 §A.1.2 put it,
+ * and ECDSA r ‖ s becomes minimal DER (X.690 §8.3.2) whatever its leading bytes.
+ * Each refusal has its positive control on the well-formed form.
+ */
+import assert from 'node:assert/strict';
+import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+import { test } from 'node:test';
+import { CKA } from '../../../src/keyd/pkcs11/constants.js';
+import { ecdsaDerToRaw, ecdsaRawToDer, privateKeyAttributes, publicKeyFromAttributes, tokenKeyKind } from '../../../src/keyd/pkcs11/key-material.js';
+import { detachedPrivateKey, detachedPublicKey } from '../../helpers/detached-keys.js';
+
+const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+
+test('ECDSA r ‖ s with leading zero bytes: minimal DER INTEGERs, byte for byte node:crypto\'s own encoding', { timeout: 20_000 }, () => {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  // Sign until r (then s) starts with a zero byte in the fixed-width form: 1 in 256 each.
+  let sawR = false;
+  let sawS = false;
+  for (let i = 0; i < 20_000 && !(sawR && sawS); i++) {
+    const data = Buffer.from(`message ${i}`);
+    const der = sign('sha256', data, privateKey);
+    const raw = ecdsaDerToRaw(der, 32);
+    if (raw[0] !== 0 && raw[32] !== 0) continue;
+    sawR ||= raw[0] === 0;
+    sawS ||= raw[32] === 0;
+    assert.deepEqual(ecdsaRawToDer(raw), der, 'the same DER as node:crypto (OpenSSL) writes');
+    assert.ok(verify('sha256', data, publicKey, ecdsaRawToDer(raw)));
+  }
+  assert.ok(sawR && sawS, 'signatures with a leading zero in r and in s were met');
+  // Constructed: r = 0x00…0001, s with its top bit set: 02 01 01 and 02 21 00 ff….
+  const raw = Buffer.concat([Buffer.alloc(31), Buffer.of(1), Buffer.alloc(32, 0xff)]);
+  assert.deepEqual(ecdsaRawToDer(raw), Buffer.concat([hex('3026 020101 022100'), Buffer.alloc(32, 0xff)]));
+});
+
+test('DER reader: a length past the end of the buffer or in more than 3 bytes is refused; the exact length is read (control)', () => {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const der = sign('sha256', Buffer.from('x'), privateKey);
+  assert.equal(ecdsaDerToRaw(der, 32).length, 64, 'control: the whole signature');
+  assert.ok(verify('sha256', Buffer.from('x'), { key: publicKey, dsaEncoding: 'ieee-p1363' }, ecdsaDerToRaw(der, 32)));
+  // The outer SEQUENCE's length one more than the bytes that follow.
+  const long = Buffer.from(der);
+  long[1] = long[1]! + 1;
+  assert.throws(() => ecdsaDerToRaw(long, 32), /^Error: truncated DER$/);
+  // The last INTEGER cut by a byte (outer length adjusted): its own length runs past the end.
+  const cut = Buffer.from(der.subarray(0, der.length - 1));
+  cut[1] = cut[1]! - 1;
+  assert.throws(() => ecdsaDerToRaw(cut, 32), /^Error: truncated DER$/);
+  // A PKCS#8 cut short is refused, not read as far as it goes.
+  const pkcs8 = detachedPrivateKey(generateKeyPairSync('ed25519').privateKey).export({ format: 'der', type: 'pkcs8' });
+  assert.throws(() => privateKeyAttributes(tokenKeyKind('ed25519'), pkcs8.subarray(0, pkcs8.length - 1)), /truncated DER/);
+  // A 4-byte length (0x84): refused even though its value (the real one) would fit.
+  const body = der.subarray(2);
+  const four = Buffer.concat([Buffer.of(0x30, 0x84, 0, 0, 0, body.length), body]);
+  assert.throws(() => ecdsaDerToRaw(four, 32), /^Error: bad DER length$/);
+  const three = Buffer.concat([Buffer.of(0x30, 0x83, 0, 0, body.length), body]);
+  assert.equal(ecdsaDerToRaw(three, 32).length, 64, 'control: up to 3 length bytes are read');
+});
+
+test('token EC public point: only the uncompressed point of the curve\'s size, wrapped or bare; the hybrid form and other sizes are refused precisely', () => {
+  for (const [keyType, namedCurve, n] of [['ecdsa-p256', 'prime256v1', 32], ['ecdsa-p384', 'secp384r1', 48]] as const) {
+    const publicKey = detachedPublicKey(generateKeyPairSync('ec', { namedCurve }).privateKey);
+    const point = publicKey.export({ format: 'der', type: 'spki' }).subarray(-(1 + 2 * n));
+    assert.equal(point[0], 0x04);
+    const kind = tokenKeyKind(keyType);
+    const wrapped = Buffer.concat([Buffer.of(0x04, point.length), point]);
+    for (const ecPoint of [point, wrapped]) {
+      assert.ok(publicKeyFromAttributes(kind, { ecPoint }).equals(publicKey), 'control: the token key\'s public key');
+    }
+    // Hybrid (X9.62: 0x06/0x07 ‖ x ‖ y): the same coordinates, a form PKCS#11 tokens never use for keyd's keys.
+    for (const prefix of [0x06, 0x07]) {
+      const hybrid = Buffer.from(point);
+      hybrid[0] = prefix;
+      assert.throws(() => publicKeyFromAttributes(kind, { ecPoint: hybrid }), /^Error: CKA_EC_POINT is not an uncompressed point$/);
+    }
+    // A wrapped point one byte short: refused with the sizes, not as whatever node makes of it.
+    const short = Buffer.concat([Buffer.of(0x04, point.length - 1), point.subarray(0, -1)]);
+    assert.throws(() => publicKeyFromAttributes(kind, { ecPoint: short }), new RegExp(`^Error: CKA_EC_POINT of ${short.length} bytes is not a ${1 + 2 * n}-byte point$`));
+    const otherTag = Buffer.concat([Buffer.of(0x03, point.length), point]);
+    assert.throws(() => publicKeyFromAttributes(kind, { ecPoint: otherTag }), /is not a \d+-byte point/);
+  }
+  // Ed25519: 32 bytes, wrapped or bare; 31 wrapped refused.
+  const ed = detachedPublicKey(generateKeyPairSync('ed25519').privateKey);
+  const x = ed.export({ format: 'der', type: 'spki' }).subarray(-32);
+  assert.ok(publicKeyFromAttributes(tokenKeyKind('ed25519'), { ecPoint: Buffer.concat([Buffer.of(0x04, 32), x]) }).equals(ed));
+  assert.throws(() => publicKeyFromAttributes(tokenKeyKind('ed25519'), { ecPoint: Buffer.concat([Buffer.of(0x04, 31), x.subarray(1)]) }), /^Error: CKA_EC_POINT of 33 bytes is not a 32-byte point$/);
+});
+
+/** PKCS#8 (RFC 5208) around `privateKey` (the OCTET STRING's contents), with `algorithm`'s DER. */
+function pkcs8Of(algorithm: Buffer, privateKey: Buffer): Buffer {
+  const tlv = (tag: number, v: Buffer) => Buffer.concat([Buffer.of(tag), v.length < 0x80 ? Buffer.of(v.length) : Buffer.of(0x82, v.length >> 8, v.length & 0xff), v]);
+  return tlv(0x30, Buffer.concat([hex('020100'), algorithm, tlv(0x04, privateKey)]));
+}
+
+test('PKCS#8 → token attributes: a malformed private key structure is refused, never handed to the token as other bytes', () => {
+  // Ed25519 (RFC 8410 §7): CurvePrivateKey ::= OCTET STRING of 32 bytes.
+  const edAlg = hex('300506032b6570');
+  const seed = Buffer.alloc(32, 7);
+  const good = privateKeyAttributes(tokenKeyKind('ed25519'), pkcs8Of(edAlg, Buffer.concat([Buffer.of(0x04, 32), seed])));
+  assert.deepEqual(good.find((a) => a.type === CKA.VALUE)!.value, seed, 'control: the 32-byte seed');
+  for (const length of [31, 33, 64]) {
+    assert.throws(() => privateKeyAttributes(tokenKeyKind('ed25519'), pkcs8Of(edAlg, Buffer.concat([Buffer.of(0x04, length), Buffer.alloc(length, 7)]))), /^Error: CurvePrivateKey is not a 32-byte OCTET STRING$/, `${length} bytes`);
+  }
+
+  // EC (RFC 5915): ECPrivateKey ::= SEQUENCE { version INTEGER 1, privateKey OCTET STRING, … }.
+  const ecAlg = hex('301306072a8648ce3d020106082a8648ce3d030107');
+  const d = Buffer.alloc(32, 9);
+  const ecKey = (tag: number) => Buffer.concat([Buffer.of(0x30, 3 + 2 + 32), hex('020101'), Buffer.of(tag, 32), d]);
+  const ec = privateKeyAttributes(tokenKeyKind('ecdsa-p256'), pkcs8Of(ecAlg, ecKey(0x04)));
+  assert.deepEqual(ec.find((a) => a.type === CKA.VALUE)!.value, d, 'control: the scalar d');
+  // The same 32 bytes as an INTEGER or a BIT STRING are not the privateKey field.
+  for (const tag of [0x02, 0x03]) {
+    assert.throws(() => privateKeyAttributes(tokenKeyKind('ecdsa-p256'), pkcs8Of(ecAlg, ecKey(tag))), /^Error: ECPrivateKey without the privateKey OCTET STRING$/);
+  }
+
+  // RSA (RFC 8017 §A.1.2): nine INTEGERs; one missing is refused, not an undefined attribute.
+  const rsa = detachedPrivateKey(generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey);
+  const rsaDer = rsa.export({ format: 'der', type: 'pkcs8' });
+  assert.equal(privateKeyAttributes(tokenKeyKind('rsa'), rsaDer).length, 8, 'control: the eight components');
+  const rsaAlg = hex('300d06092a864886f70d0101010500');
+  // Re-encode the RSAPrivateKey without its last INTEGER (qInv).
+  const inner = rsaDer.subarray(rsaDer.length - rsaDer.readUInt16BE(rsaDer.indexOf(Buffer.of(0x04, 0x82), 20) + 2));
+  const items: Buffer[] = [];
+  for (let at = 4; at < inner.length; ) {
+    const len = inner[at + 1]! < 0x80 ? inner[at + 1]! : inner[at + 1] === 0x81 ? inner[at + 2]! : inner.readUInt16BE(at + 2);
+    const head = inner[at + 1]! < 0x80 ? 2 : inner[at + 1] === 0x81 ? 3 : 4;
+    items.push(inner.subarray(at, at + head + len));
+    at += head + len;
+  }
+  assert.equal(items.length, 9, 'version and eight components');
+  const withoutLast = Buffer.concat(items.slice(0, 8));
+  const truncatedKey = Buffer.concat([Buffer.of(0x30, 0x82, withoutLast.length >> 8, withoutLast.length & 0xff), withoutLast]);
+  assert.throws(() => privateKeyAttributes(tokenKeyKind('rsa'), pkcs8Of(rsaAlg, truncatedKey)), /^Error: RSAPrivateKey is missing a component$/);
+  const whole = Buffer.concat(items);
+  assert.equal(privateKeyAttributes(tokenKeyKind('rsa'), pkcs8Of(rsaAlg, Buffer.concat([Buffer.of(0x30, 0x82, whole.length >> 8, whole.length & 0xff), whole]))).length, 8, 'control: the re-encoded whole key');
+  assert.ok(createPublicKey(rsa));
+});
