@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TpmAttester } from '../../../src/keyd/tpm/attester.js';
@@ -75,5 +75,32 @@ test('one quote per attestation session: after a good one, and after one whose c
     else process.env.TMPDIR = oldTmp;
     await tpm?.stop().catch(() => {});
     await rm(scratch, { recursive: true, force: true });
+  }
+});
+
+test('an EK certificate index larger than its certificate (as some TPMs ship it): the DER alone is handed on, without the padding', { skip, timeout: 120_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'attester-nv-'));
+  let tpm: SoftTpm | undefined;
+  try {
+    tpm = await startSoftTpm();
+    // TCG EK Credential Profile §2.2.1.5: NV index 0x01c00002, platform-created. Redefine it
+    // 100 bytes larger and write the same certificate followed by 0xff padding.
+    await tpm.tool('tpm2_nvread', ['0x01c00002', '-C', 'o', '-o', join(dir, 'ek.der')]);
+    const der = await readFile(join(dir, 'ek.der'));
+    const attester = new TpmAttester({ tcti: tpm.tcti });
+    const plain = await attester.begin();
+    assert.deepEqual(plain.start.ekCertificate, der, 'control: an index of the certificate\'s size');
+    await plain.close();
+    await writeFile(join(dir, 'padded'), Buffer.concat([der, Buffer.alloc(100, 0xff)]));
+    await tpm.tool('tpm2_nvundefine', ['0x01c00002', '-C', 'p']);
+    await tpm.tool('tpm2_nvdefine', ['0x01c00002', '-C', 'p', '-s', String(der.length + 100), '-a', 'ppwrite|writedefine|ppread|ownerread|authread|no_da|platformcreate']);
+    await tpm.tool('tpm2_nvwrite', ['0x01c00002', '-C', 'p', '-i', join(dir, 'padded')]);
+    const padded = await attester.begin();
+    assert.deepEqual(padded.start.ekCertificate, der, 'the certificate\'s DER, not the whole index');
+    assert.ok(new X509Certificate(padded.start.ekCertificate));
+    await padded.close();
+  } finally {
+    await tpm?.stop().catch(() => {});
+    await rm(dir, { recursive: true, force: true });
   }
 });
