@@ -1,4 +1,5 @@
 import { KeydError } from './errors.js';
+import { MAX_TIMER_MS } from '../lib/timer-range.js';
 
 /**
  * keyd's resource limits (config section "limits", docs/KEYD.md "Limits"). Every input a
@@ -48,12 +49,11 @@ export const DEFAULT_LIMITS: Readonly<KeydLimits> = Object.freeze({
 });
 
 /**
- * The longest delay node's timers keep (2^31 - 1 ms, about 24.8 days). setTimeout and
- * setInterval run a longer one after 1 ms instead (TimeoutOverflowWarning), so a
- * frameTimeoutMs meant as "very long" would close every connection whose frame came in two
- * reads, and an auditIntervalMs would flush the ledger every millisecond.
+ * The longest delay node's timers keep (src/lib/timer-range.ts): a longer frameTimeoutMs,
+ * meant as "very long", would close every connection whose frame came in two reads, and an
+ * auditIntervalMs would flush the ledger every millisecond.
  */
-export const MAX_TIMER_MS = 2_147_483_647;
+export { MAX_TIMER_MS };
 const TIMER = { max: MAX_TIMER_MS, why: "ms; at most about 24.8 days: node's timers run a longer delay after 1 ms" };
 
 /**

@@ -5,6 +5,7 @@ import { DEFAULT_CIPHER_SUITES12, SUITES12 } from './crypto/suites12.js';
 import { SessionCache12 } from './handshake/session12.js';
 import { ringForTicketLifetime, TicketKeyRing } from './handshake/ticket-keys.js';
 import { MAX_PLAINTEXT } from './record/protection.js';
+import { MAX_TIMER_MS } from '../lib/timer-range.js';
 import type { KeyObject } from 'node:crypto';
 import type { ClientIdentity } from './handshake/context.js';
 import type { ResolveIdentity } from './signer.js';
@@ -79,7 +80,8 @@ export interface TlsServerOptions {
    * for our first application data (or KeyUpdate, or close_notify) and go out in the same
    * write. Default 0: they leave in the turn the client Finished arrived (with a close_notify
    * that came with it). Not higher by default: a client that only resumes (gnutls-cli
-   * --resume) waits just a few ms for its tickets after the handshake.
+   * --resume) waits just a few ms for its tickets after the handshake. An integer from 0 to
+   * 2^31 - 1 (node's longest timer; resolveOptions refuses more, which would run after 1 ms).
    */
   ticketDelayMs?: number;
   /** Ticket lifetime in whole seconds, 1 to 604 800 (7 days, §4.6.1), TLS 1.2 tickets too; TLS 1.2 session ids live at most 24 h of it (RFC 5246 Appendix F.1.4). Default 7200. */
@@ -94,7 +96,8 @@ export interface TlsServerOptions {
   ticketKeys?: TicketKeyRing;
   /**
    * node:net adapter: hard handshake deadline in ms, from TCP accept to the client Finished;
-   * input does not extend it. When it passes: user_canceled + close_notify (§6.1). Default 10 000.
+   * input does not extend it. When it passes: user_canceled + close_notify (§6.1). Default 10 000;
+   * an integer from 1 to 2^31 - 1 (node's longest timer: a longer one would run after 1 ms).
    */
   handshakeTimeoutMs?: number;
   /** Largest handshake message accepted, in bytes. Default: the largest ClientHello the wire format allows (~128 KiB). */
@@ -124,10 +127,10 @@ export interface TlsServerOptions {
   /**
    * node:net adapter only: after a failure (alert sent), input is read and discarded so the
    * peer sees our alert rather than a reset — at most this long from the failure, whatever
-   * the peer sends. Default 120 000 ms (a 2^24-byte message from a slow client).
+   * the peer sends. Default 120 000 ms (a 2^24-byte message from a slow client); at most 2^31 - 1.
    */
   lingerMs?: number;
-  /** node:net adapter only: the linger also ends after this long without input. Default 2 000 ms. */
+  /** node:net adapter only: the linger also ends after this long without input. Default 2 000 ms; at most 2^31 - 1. */
   lingerIdleMs?: number;
   /** node:net adapter only: input bytes discarded while lingering before the socket is destroyed. Default 2^24 + 2^20 (a maximal handshake message and its record overhead). */
   lingerMaxBytes?: number;
@@ -215,26 +218,34 @@ export function resolveOptions(o: TlsServerOptions): ResolvedOptions {
     cipherSuites: o.cipherSuites ?? DEFAULT_CIPHER_SUITES,
     ticketCount,
     ticketLifetimeSeconds,
-    ticketDelayMs: nonNegative(o.ticketDelayMs, 0, 'ticketDelayMs'),
+    ticketDelayMs: timerMs(o.ticketDelayMs, 0, 'ticketDelayMs', 0),
     // Keys kept for a rotation + the lifetime, so a ticket opens for all of its advertised lifetime.
     ticketKeys: o.ticketKeys ?? ringForTicketLifetime(ticketLifetimeSeconds),
-    handshakeTimeoutMs: o.handshakeTimeoutMs ?? 10_000,
+    handshakeTimeoutMs: timerMs(o.handshakeTimeoutMs, 10_000, 'handshakeTimeoutMs', 1),
     maxHandshakeMessageSize: o.maxHandshakeMessageSize ?? MAX_CLIENT_HELLO_SIZE,
     maxIgnoredRecords: o.maxIgnoredRecords ?? 32,
     recordSizeLimit,
     maxKeyUpdates: positive(o.maxKeyUpdates, 64, 'maxKeyUpdates'),
     keyUpdateWindowMs: positive(o.keyUpdateWindowMs, 60_000, 'keyUpdateWindowMs'),
-    lingerMs: positive(o.lingerMs, 120_000, 'lingerMs'),
-    lingerIdleMs: positive(o.lingerIdleMs, 2000, 'lingerIdleMs'),
+    lingerMs: timerMs(o.lingerMs, 120_000, 'lingerMs', 1),
+    lingerIdleMs: timerMs(o.lingerIdleMs, 2000, 'lingerIdleMs', 1),
     lingerMaxBytes: positive(o.lingerMaxBytes, 2 ** 24 + 2 ** 20, 'lingerMaxBytes'),
     maxLingering: positive(o.maxLingering, 1024, 'maxLingering'),
     clientAuth: o.clientAuth === undefined ? undefined : checkClientAuth(o.clientAuth, 'clientAuth'),
   };
 }
 
-function nonNegative(value: number | undefined, fallback: number, name: string): number {
+/**
+ * A delay the node:net adapter gives a timer (socket.ts): an integer number of ms from `min` to
+ * MAX_TIMER_MS. Node runs a longer delay after 1 ms, so handshakeTimeoutMs 2^31 cut every
+ * handshake at once, and a larger lingerMs or ticketDelayMs ended at once too; NaN or a
+ * negative handshakeTimeoutMs, never checked before, did the same.
+ */
+function timerMs(value: number | undefined, fallback: number, name: string, min: number): number {
   if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative integer`);
+  if (!Number.isInteger(value) || value < min || value > MAX_TIMER_MS) {
+    throw new RangeError(`${name} must be an integer number of ms from ${min} to ${MAX_TIMER_MS} (node's timers run a longer delay after 1 ms), not ${value}`);
+  }
   return value;
 }
 
