@@ -44,12 +44,35 @@ async function run(argv: string[]): Promise<number> {
     await help();
     return name ? 0 : 2;
   }
-  const mod = await load(name);
+  let mod: CommandModule | undefined;
+  try {
+    mod = await load(name);
+  } catch (err) {
+    return failed(name, err);
+  }
   if (!mod) {
     process.stderr.write(`delegator: unknown command '${name}' (see delegator --help)\n`);
     return 2;
   }
-  return mod.main(rest);
+  try {
+    return await mod.main(rest);
+  } catch (err) {
+    return failed(name, err);
+  }
+}
+
+/**
+ * An error the command did not catch (`delegator demo --home /dev/null/x`: ENOTDIR) is said
+ * under the command's name, as the command's own errors are (`delegator status: …`): a bare
+ * `delegator: ENOTDIR …` left the operator to guess which command failed. Exit 1.
+ */
+function failed(name: string, err: unknown): number {
+  process.stderr.write(`delegator ${name}: ${messageOf(err)}\n`);
+  return 1;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 run(process.argv.slice(2)).then(
@@ -57,7 +80,7 @@ run(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`delegator: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`delegator: ${messageOf(err)}\n`);
     process.exitCode = 1;
   },
 );

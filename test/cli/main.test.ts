@@ -2,7 +2,8 @@
  * `delegator` itself (src/cli/main.ts): the dispatch and its exit codes. No command is a usage
  * error (2) with the command list; `--help` is not (0); an unknown command is refused (2), and so
  * is a name every object inherits (toString, constructor, __proto__): only the registry's own
- * entries are commands.
+ * entries are commands. An error a command did not catch exits 1 with one line under the command's
+ * name (`delegator demo: …`).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -33,9 +34,19 @@ test('delegator refuses an unknown command, and names inherited from Object.prot
   assert.match(status.stdout, /^Usage: delegator status /);
 });
 
-test('a command that fails with an error nobody caught exits 1 with its message, not 0', { timeout: 30_000 }, async () => {
-  // demo creates --home before anything else; a path under a file cannot be created.
+test('a command that fails with an error nobody caught exits 1 with its message under the command\'s name, not 0', { timeout: 30_000 }, async () => {
+  // demo creates --home before anything else; a path under a file cannot be created. The line
+  // names the command ("delegator demo: …"), as a command's own errors do: a bare
+  // "delegator: ENOTDIR …" left the operator to guess which command failed.
   const r = await runTool(process.execPath, [MAIN, 'demo', '--port', '0', '--home', '/dev/null/delegator']);
   assert.equal(r.code, 1, describeResult(r));
-  assert.equal(r.stderr, "delegator: ENOTDIR: not a directory, mkdir '/dev/null/delegator'\n");
+  assert.equal(r.stderr, "delegator demo: ENOTDIR: not a directory, mkdir '/dev/null/delegator'\n");
+  assert.equal(r.stdout, '');
+});
+
+test('control: a command\'s own error keeps its single "delegator <command>: " prefix (not doubled by the dispatch)', { timeout: 30_000 }, async () => {
+  const r = await runTool(process.execPath, [MAIN, 'status', '--timeout', '3000000']);
+  assert.equal(r.code, 2, describeResult(r));
+  assert.match(r.stderr, /^delegator status: --timeout must be a positive number of seconds, at most 2147483$/m);
+  assert.doesNotMatch(r.stderr, /delegator status: delegator/);
 });
