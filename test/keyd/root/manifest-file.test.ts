@@ -1,0 +1,51 @@
+/**
+ * The store manifest file on its own (src/keyd/root/manifest-file.ts): what readManifest
+ * refuses, and with which code, before the rollback guard ever sees a state.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { emptyManifest, readManifest, writeManifest, MANIFEST_FILE, type ManifestState } from '../../../src/keyd/root/manifest-file.js';
+
+async function scratch(): Promise<{ dir: string; cleanup(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'manifest-file-'));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+test('a manifest of an unknown format, correctly MACed (a later keyd\'s), is refused by code; format 1 reads back as written (control)', async () => {
+  const s = await scratch();
+  try {
+    const key = randomBytes(32);
+    const state = { ...emptyManifest(), sequence: 7, keys: { ka: 2 } };
+    await writeManifest(s.dir, key, { ...state, format: 2 } as unknown as ManifestState);
+    await assert.rejects(readManifest(s.dir, key), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_MANIFEST_TAMPERED');
+      assert.match(err.message, /manifest\.json has unknown format 2/);
+      return true;
+    });
+
+    await writeManifest(s.dir, key, state);
+    assert.deepEqual(await readManifest(s.dir, key), state);
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('manifest.json that cannot be read (a symlink loop: ELOOP) is KEYD_STORE_IO naming the reason, not "no manifest"; an absent one is undefined (control)', async () => {
+  const s = await scratch();
+  try {
+    const key = randomBytes(32);
+    assert.equal(await readManifest(s.dir, key), undefined);
+    await symlink(MANIFEST_FILE, join(s.dir, MANIFEST_FILE));
+    await assert.rejects(readManifest(s.dir, key), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'KEYD_STORE_IO');
+      assert.match(err.message, /cannot read .*manifest\.json: ELOOP/);
+      return true;
+    });
+  } finally {
+    await s.cleanup();
+  }
+});
