@@ -76,13 +76,14 @@ export async function readManifest(dataDir: string, macKey: Buffer): Promise<Man
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new KeydError('KEYD_STORE_IO', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
-  let outer: { body?: unknown; mac?: unknown };
+  let outer: { body?: unknown; mac?: unknown } | null;
   try {
-    outer = JSON.parse(text) as { body?: unknown; mac?: unknown };
+    outer = JSON.parse(text) as { body?: unknown; mac?: unknown } | null;
   } catch {
     throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} is not valid JSON: the store manifest was damaged; refusing to open the store`);
   }
-  if (typeof outer.body !== 'string' || typeof outer.mac !== 'string') {
+  // `null` is valid JSON too: reading .body of it would be a TypeError, not this refusal.
+  if (outer === null || typeof outer.body !== 'string' || typeof outer.mac !== 'string') {
     throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} is not a keyd store manifest; refusing to open the store`);
   }
   const expected = Buffer.from(mac(macKey, outer.body), 'hex');

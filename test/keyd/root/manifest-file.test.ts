@@ -49,3 +49,24 @@ test('manifest.json that cannot be read (a symlink loop: ELOOP) is KEYD_STORE_IO
     await s.cleanup();
   }
 });
+
+test('JSON that is not a {body, mac} pair of strings (null, a number, an array, a body object) is KEYD_MANIFEST_TAMPERED, never a TypeError', async () => {
+  const s = await scratch();
+  try {
+    const key = randomBytes(32);
+    const mac = '00'.repeat(32);
+    for (const text of ['null', '5', '"x"', '[]', JSON.stringify({ body: {}, mac }), JSON.stringify({ body: '{}', mac: 5 }), JSON.stringify({ mac })]) {
+      await writeFile(join(s.dir, MANIFEST_FILE), text);
+      await assert.rejects(readManifest(s.dir, key), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'KEYD_MANIFEST_TAMPERED', `${text}: ${err.message}`);
+        assert.match(err.message, /is not a keyd store manifest; refusing to open the store/);
+        return true;
+      });
+    }
+    // Control: the right shape with a wrong MAC gets as far as authentication.
+    await writeFile(join(s.dir, MANIFEST_FILE), JSON.stringify({ body: '{}', mac }));
+    await assert.rejects(readManifest(s.dir, key), /fails authentication/);
+  } finally {
+    await s.cleanup();
+  }
+});
