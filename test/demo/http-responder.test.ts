@@ -218,3 +218,65 @@ test('parser: every strict prefix of a valid head is incomplete or (for a broken
 test('escapeHtml escapes the five HTML-significant characters', () => {
   assert.equal(escapeHtml(`<a href="x">'&'</a>`), '&#60;a href=&#34;x&#34;&#62;&#39;&#38;&#39;&#60;/a&#62;');
 });
+
+test('parser: a request line without its newline is refused 431 once past the cap, not buffered on; a shorter one is incomplete (control)', () => {
+  assert.deepEqual(parseRequestHead(Buffer.from(`GET /${'a'.repeat(2000)}`, 'latin1'), 1024), { kind: 'reject', status: 431, reason: 'request line too long' });
+  assert.deepEqual(parseRequestHead(Buffer.from(`GET /${'a'.repeat(1000)}`, 'latin1'), 1024), { kind: 'incomplete' });
+});
+
+test('parser: a complete head of exactly maxHeadBytes is a request, one byte more is 431', () => {
+  const head = (size: number) => {
+    const start = 'GET / HTTP/1.0\r\nX-Pad: ';
+    return Buffer.from(start + 'p'.repeat(size - start.length - 4) + '\r\n\r\n', 'latin1');
+  };
+  assert.equal(head(1024).length, 1024);
+  assert.equal(parseRequestHead(head(1024), 1024).kind, 'request');
+  assert.deepEqual(parseRequestHead(head(1025), 1024), { kind: 'reject', status: 431, reason: 'request head too large' });
+});
+
+test('parser: a method or target that is not RFC 9110/9112 syntax, a field value with NUL or a bare CR, and two Host fields in HTTP/1.1 are 400; their valid forms are requests (control)', () => {
+  const reject = (text: string, reason: string) =>
+    assert.deepEqual(parseRequestHead(Buffer.from(text, 'latin1'), 8192), { kind: 'reject', status: 400, reason }, JSON.stringify(text));
+  const accept = (text: string) => assert.equal(parseRequestHead(Buffer.from(text, 'latin1'), 8192).kind, 'request', JSON.stringify(text));
+
+  reject('G(T / HTTP/1.0\r\n\r\n', 'invalid method');
+  accept("M-SEARCH!#$%&'*+.^_`|~ / HTTP/1.0\r\n\r\n");
+  reject('GET /a\x01b HTTP/1.0\r\n\r\n', 'invalid request target');
+  reject('GET /a\x7fb HTTP/1.0\r\n\r\n', 'invalid request target');
+  reject('GET /\xe9 HTTP/1.0\r\n\r\n', 'invalid request target');
+  accept('GET /a?b=c&d=%20#frag HTTP/1.0\r\n\r\n');
+  reject('GET / HTTP/1.0\r\nX-A: a\x00b\r\n\r\n', 'invalid header field value');
+  reject('GET / HTTP/1.0\r\nX-A: a\rb\r\n\r\n', 'invalid header field value');
+  accept('GET / HTTP/1.0\r\nX-A: a\tb \xe9 ~\r\n\r\n');
+  reject('GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n', 'HTTP/1.1 request needs one Host header');
+  accept('GET / HTTP/1.1\r\nHost: a.test\r\n\r\n');
+});
+
+test('a throwing onResponse callback does not stop the response', async () => {
+  const written: Buffer[] = [];
+  let ended!: () => void;
+  const done = new Promise<void>((resolve) => (ended = resolve));
+  const stream = new Duplex({
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      written.push(Buffer.from(chunk));
+      callback();
+    },
+    final(callback) {
+      ended();
+      callback();
+    },
+  });
+  let called = 0;
+  attachHttpResponder(stream, {}, {
+    headTimeoutMs: 2000,
+    onResponse: () => {
+      called++;
+      throw new Error('logging failed');
+    },
+  });
+  stream.push(Buffer.from('GET / HTTP/1.0\r\n\r\n', 'latin1'));
+  await done;
+  assert.equal(called, 1);
+  assert.equal(statusOf(Buffer.concat(written).toString('latin1')), 200);
+});
