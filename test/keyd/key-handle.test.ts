@@ -4,11 +4,11 @@
  * beyond the cap a request is refused at once, and nothing else waits on the slow key.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, verify } from 'node:crypto';
 import { test } from 'node:test';
 import { KeydClient } from '../../src/keyd/client.js';
 import type { KeydError } from '../../src/keyd/errors.js';
-import type { KeyHandle } from '../../src/keyd/key-handle.js';
+import { SoftwareKeyHandle, type KeyHandle } from '../../src/keyd/key-handle.js';
 import { parseSubject } from '../../src/keyd/handle-csr.js';
 import { SignatureScheme } from '../../src/tls/wire/codepoints.js';
 import { LOCAL, makeIdentity, scratch, startTestKeyd, verifyCertificateVerify } from './fixtures.js';
@@ -83,4 +83,18 @@ test('a CSR subject must be a distinguished name: an empty one is refused before
     assert.throws(() => parseSubject(subject), { code: 'KEYD_BAD_REQUEST', message: new RegExp(`^subject ${JSON.stringify(subject)} is not a distinguished name .*\\(empty subject\\)$`) }, JSON.stringify(subject));
   }
   assert.equal(parseSubject('CN=a.test, O=Example').toJSON().length, 2); // positive control
+});
+
+test('SoftwareKeyHandle.sign under a scheme it cannot sign returns a rejected promise (never throws synchronously, as the KeyHandle contract says); a supported scheme resolves to a signature that verifies (control)', async () => {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const handle = new SoftwareKeyHandle(privateKey);
+  const content = Buffer.from('content to sign');
+  let pending: Promise<Uint8Array> | undefined;
+  assert.doesNotThrow(() => {
+    pending = handle.sign(0xfefe, content);
+  });
+  await assert.rejects(pending!, { name: 'RangeError', message: /unsupported signature scheme 0xfefe/ });
+
+  const signature = await handle.sign(SignatureScheme.ecdsa_secp256r1_sha256, content);
+  assert.ok(verify('sha256', content, publicKey, signature));
 });
