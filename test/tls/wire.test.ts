@@ -31,6 +31,15 @@ test('Writer.vec refuses a body that does not fit its length prefix', () => {
   assert.equal(new Writer().vec(1, (w) => w.bytes(Buffer.alloc(255))).length, 256);
 });
 
+test('Writer: an empty vector whose length prefix lands past the buffer still gets its prefix; bytes past the initial capacity are all kept', () => {
+  assert.equal(new Writer(2).u16(0x0102).vec(1, () => undefined).finish().toString('hex'), '010200');
+  assert.equal(new Writer(2).u16(0x0102).vec(3, () => undefined).finish().toString('hex'), '0102000000');
+  const big = Buffer.alloc(1000, 0x5a);
+  assert.deepEqual(new Writer(3).u8(1).bytes(big).u8(2).finish(), Buffer.concat([Buffer.from([1]), big, Buffer.from([2])]));
+  // Control: a vector that fits the initial capacity.
+  assert.equal(new Writer(8).u16(0x0102).vec(1, () => undefined).finish().toString('hex'), '010200');
+});
+
 test('Writer.finish returns a copy', () => {
   const w = new Writer();
   w.u8(1);
