@@ -1,6 +1,7 @@
 /**
  * Growable byte writer. `vec(width, body)` writes a placeholder length prefix,
  * runs `body`, then patches the length in — so encoders never compute lengths by hand.
+ * The initial capacity is a hint: any, 0 included, grows as needed.
  */
 export class Writer {
   private buf: Uint8Array;
@@ -16,7 +17,8 @@ export class Writer {
 
   private ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    let cap = this.buf.length * 2;
+    // At least 1: doubling a capacity of 0 (new Writer(0)) would stay 0 and loop forever.
+    let cap = Math.max(this.buf.length, 1) * 2;
     while (cap < this.len + n) cap *= 2;
     const next = new Uint8Array(cap);
     next.set(this.buf.subarray(0, this.len));

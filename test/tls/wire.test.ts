@@ -1,6 +1,7 @@
 /** Reader / Writer: the bounds-checked codec every message is built on (RFC 8446 §3). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { DecodeError, Reader } from '../../src/lib/reader.js';
 import { Writer } from '../../src/lib/writer.js';
@@ -38,6 +39,18 @@ test('Writer: an empty vector whose length prefix lands past the buffer still ge
   assert.deepEqual(new Writer(3).u8(1).bytes(big).u8(2).finish(), Buffer.concat([Buffer.from([1]), big, Buffer.from([2])]));
   // Control: a vector that fits the initial capacity.
   assert.equal(new Writer(8).u16(0x0102).vec(1, () => undefined).finish().toString('hex'), '010200');
+});
+
+test('Writer(0) grows like any other: it used to double a capacity of 0 forever (a hang, so it runs in a child with a time limit)', { timeout: 20_000 }, () => {
+  const writerUrl = new URL('../../src/lib/writer.js', import.meta.url).href;
+  const script = `import { Writer } from ${JSON.stringify(writerUrl)};
+    process.stdout.write(new Writer(0).u8(1).vec(2, (w) => w.u16(0x0203)).finish().toString('hex'));`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(run.signal, null, 'the child finished instead of being killed at the time limit');
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(run.stdout, '0100020203');
+  // Control: the same in this process with a capacity of 1.
+  assert.equal(new Writer(1).u8(1).vec(2, (w) => w.u16(0x0203)).finish().toString('hex'), '0100020203');
 });
 
 test('Writer.finish returns a copy', () => {
