@@ -67,9 +67,14 @@ function readTlv(der: Buffer, at: number): Tlv {
 function sequence(der: Buffer): Tlv[] {
   const outer = readTlv(der, 0);
   if (outer.tag !== 0x30) throw new Error('not a DER SEQUENCE');
+  return elements(outer.value);
+}
+
+/** The TLVs that fill `contents` (a constructed value's contents octets). */
+function elements(contents: Buffer): Tlv[] {
   const items: Tlv[] = [];
-  for (let at = 0; at < outer.value.length; ) {
-    const item = readTlv(outer.value, at);
+  for (let at = 0; at < contents.length; ) {
+    const item = readTlv(contents, at);
     items.push(item);
     at = item.end;
   }
@@ -152,7 +157,8 @@ export interface TemplateAttribute {
  * token holds the key, which wipes them too.
  *  - EC: RFC 5915 ECPrivateKey inside PKCS#8 (RFC 5208): CKA_VALUE = the scalar d.
  *  - Ed25519: RFC 8410 CurvePrivateKey (an OCTET STRING of the 32-byte seed).
- *  - RSA: RFC 8017 §A.1.2 RSAPrivateKey: n, e, d, p, q, dP, dQ, qInv.
+ *  - RSA: RFC 8017 §A.1.2 RSAPrivateKey: n, e, d, p, q, dP, dQ, qInv; two primes only
+ *    (a multi-prime key is refused, KEYD_BAD_KEY: see refuseMultiPrime).
  */
 export function privateKeyAttributes(kind: TokenKeyKind, pkcs8: Buffer): TemplateAttribute[] {
   const [, , privateKey] = sequence(pkcs8);
@@ -176,7 +182,9 @@ export function privateKeyAttributes(kind: TokenKeyKind, pkcs8: Buffer): Templat
       ];
     }
     case 'rsa': {
-      const [, n, e, d, p, q, dp, dq, qinv] = sequence(privateKey.value).map((t) => stripSign(t.value));
+      const fields = sequence(privateKey.value);
+      refuseMultiPrime(fields);
+      const [, n, e, d, p, q, dp, dq, qinv] = fields.map((t) => stripSign(t.value));
       const types = [CKA.MODULUS, CKA.PUBLIC_EXPONENT, CKA.PRIVATE_EXPONENT, CKA.PRIME_1, CKA.PRIME_2, CKA.EXPONENT_1, CKA.EXPONENT_2, CKA.COEFFICIENT];
       const values = [n, e, d, p, q, dp, dq, qinv];
       if (values.some((v) => v === undefined)) throw new Error('RSAPrivateKey is missing a component');
@@ -185,6 +193,24 @@ export function privateKeyAttributes(kind: TokenKeyKind, pkcs8: Buffer): Templat
     default:
       throw new Error(`cannot import ${kind.keyType}`);
   }
+}
+
+/**
+ * RFC 8017 §A.1.2: version 0 is a two-prime key of exactly nine INTEGERs; version 1
+ * ("multi") adds otherPrimeInfos, a SEQUENCE of the third and further primes. A PKCS#11
+ * CKK_RSA object has CKA_PRIME_1 and CKA_PRIME_2 only (PKCS#11 Mechanisms v2.40 §2.1.3), so
+ * such a key cannot go in whole, and its first two primes alone would make a token
+ * object whose n is not p·q.
+ */
+function refuseMultiPrime(fields: Tlv[]): void {
+  const version = fields[0];
+  const multi = fields[9];
+  if (version?.tag === 0x02 && version.value.length === 1 && version.value[0] === 0 && !multi) return;
+  if (version?.tag === 0x02 && version.value.length === 1 && version.value[0] === 1 && multi?.tag === 0x30 && fields.length === 10) {
+    const primes = 2 + elements(multi.value).length;
+    throw new KeydError('KEYD_BAD_KEY', `a multi-prime RSA key (${primes} primes, RFC 8017 §A.1.2 version 1) cannot go into a token: a PKCS#11 CKK_RSA object holds two primes`);
+  }
+  throw new Error('RSAPrivateKey is neither version 0 with two primes nor version 1 with otherPrimeInfos');
 }
 
 /** DER INTEGERs carry a 0x00 sign byte when the top bit is set; PKCS#11 big integers do not. */

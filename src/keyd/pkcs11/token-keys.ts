@@ -131,6 +131,7 @@ export class TokenKeys {
       try {
         components = privateKeyAttributes(kind, pkcs8);
       } catch (err) {
+        if (err instanceof KeydError) throw err; // already says why (a multi-prime RSA key)
         throw new KeydError('KEYD_BAD_KEY', `the key does not decode for the token: ${(err as Error).message}`);
       }
       await token.createObject([

@@ -7,11 +7,14 @@
  * Each refusal has its positive control on the well-formed form.
  */
 import assert from 'node:assert/strict';
-import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { test } from 'node:test';
+import { KeydError } from '../../../src/keyd/errors.js';
 import { CKA } from '../../../src/keyd/pkcs11/constants.js';
 import { ecdsaDerToRaw, ecdsaRawToDer, privateKeyAttributes, publicKeyFromAttributes, tokenKeyKind } from '../../../src/keyd/pkcs11/key-material.js';
 import { detachedPrivateKey, detachedPublicKey } from '../../helpers/detached-keys.js';
+import { requireTool } from '../../helpers/tools.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -137,4 +140,39 @@ test('PKCS#8 → token attributes: a malformed private key structure is refused,
   const whole = Buffer.concat(items);
   assert.equal(privateKeyAttributes(tokenKeyKind('rsa'), pkcs8Of(rsaAlg, Buffer.concat([Buffer.of(0x30, 0x82, whole.length >> 8, whole.length & 0xff), whole]))).length, 8, 'control: the re-encoded whole key');
   assert.ok(createPublicKey(rsa));
+});
+
+/** An RSA key of `primes` primes (more than 2: RFC 8017 §A.1.2 version 1, otherPrimeInfos) made by OpenSSL; node imports it. */
+function multiPrimeRsa(bits: number, primes: number): KeyObject {
+  const pemText = execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', `rsa_keygen_bits:${bits}`, '-pkeyopt', `rsa_keygen_primes:${primes}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return createPrivateKey(pemText);
+}
+
+test('PKCS#8 → token attributes: a multi-prime RSA key (RFC 8017 §A.1.2 version 1) is refused by name, not cut to its first two primes; two-prime keys still convert (control)', { timeout: 60_000 }, (t) => {
+  if (!requireTool(t, 'openssl', 'openssl')) return;
+  // OpenSSL allows 3 primes from 1024 bits, 4 from 4096.
+  for (const [bits, primes] of [[2048, 3], [4096, 4]] as const) {
+    const key = multiPrimeRsa(bits, primes);
+    const der = key.export({ format: 'der', type: 'pkcs8' });
+    assert.throws(
+      () => privateKeyAttributes(tokenKeyKind('rsa'), der),
+      (err: unknown) => {
+        assert.ok(err instanceof KeydError, String(err));
+        assert.equal(err.code, 'KEYD_BAD_KEY');
+        assert.equal(err.message, `a multi-prime RSA key (${primes} primes, RFC 8017 §A.1.2 version 1) cannot go into a token: a PKCS#11 CKK_RSA object holds two primes`);
+        return true;
+      },
+      `${primes} primes`,
+    );
+  }
+  // Control: OpenSSL's two-prime key (version 0), the same tool and size.
+  const two = multiPrimeRsa(2048, 2);
+  const attrs = new Map(privateKeyAttributes(tokenKeyKind('rsa'), two.export({ format: 'der', type: 'pkcs8' })).map((a) => [a.type, a.value as Buffer]));
+  const jwk = two.export({ format: 'jwk' });
+  assert.deepEqual([attrs.get(CKA.PRIME_1)!.toString('base64url'), attrs.get(CKA.PRIME_2)!.toString('base64url')], [jwk.p, jwk.q], 'control: p and q of a two-prime key');
+  // Version 1 without otherPrimeInfos is neither form: refused, not read as two-prime.
+  const relabelled = two.export({ format: 'der', type: 'pkcs8' });
+  assert.deepEqual(relabelled.subarray(30, 33), hex('020100'), 'RSAPrivateKey version 0 where expected');
+  relabelled[32] = 1;
+  assert.throws(() => privateKeyAttributes(tokenKeyKind('rsa'), relabelled), /^Error: RSAPrivateKey is neither version 0 with two primes nor version 1 with otherPrimeInfos$/);
 });
