@@ -100,19 +100,36 @@ function derInteger(unsigned: Buffer): Buffer {
  * DER ECDSA-Sig-Value SEQUENCE { r INTEGER, s INTEGER } (RFC 8446 §4.2.3).
  */
 export function ecdsaRawToDer(raw: Buffer): Buffer {
+  if (raw.length === 0 || raw.length % 2 !== 0) throw new Error(`ECDSA r ‖ s of ${raw.length} bytes is not two halves`);
   const half = raw.length / 2;
   const body = Buffer.concat([derInteger(raw.subarray(0, half)), derInteger(raw.subarray(half))]);
   return Buffer.concat([Buffer.of(0x30), derLength(body.length), body]);
 }
 
-/** The inverse, for WebCrypto callers (a CSR signer wants r ‖ s). */
+/**
+ * The inverse, for WebCrypto callers (a CSR signer wants r ‖ s). Its input is node's
+ * signer's today; it is still read strictly, since a lenient reading turns bad input into
+ * another signature: exactly one Ecdsa-Sig-Value (RFC 3279 §2.2.3, SEQUENCE { r INTEGER,
+ * s INTEGER }) with nothing after it, each INTEGER positive and minimal (X.690 §8.3.2),
+ * not 0 (SEC 1 §4.1.4: r, s in [1, n-1]) and at most coordinateLength bytes — never cut to fit.
+ */
 export function ecdsaDerToRaw(der: Uint8Array, coordinateLength: number): Buffer {
-  const [r, s] = sequence(Buffer.from(der));
-  const fixed = (v: Buffer) => {
-    const trimmed = v.subarray(Math.max(0, v.length - coordinateLength));
-    return Buffer.concat([Buffer.alloc(coordinateLength - trimmed.length), trimmed]);
-  };
-  return Buffer.concat([fixed(r!.value), fixed(s!.value)]);
+  const bytes = Buffer.from(der.buffer, der.byteOffset, der.byteLength); // a view: read only
+  const outer = readTlv(bytes, 0);
+  if (outer.tag !== 0x30 || outer.end !== bytes.length) throw new Error('ECDSA signature is not one DER SEQUENCE with nothing after it');
+  const items = elements(outer.value);
+  if (items.length !== 2 || items[0]!.tag !== 0x02 || items[1]!.tag !== 0x02) throw new Error('ECDSA signature is not a SEQUENCE of two INTEGERs (r, s)');
+  const raw = Buffer.alloc(2 * coordinateLength);
+  for (const [i, name] of ['r', 's'].entries()) {
+    const v = items[i]!.value;
+    if (v.length === 0 || v[0]! & 0x80) throw new Error(`ECDSA signature's ${name} is not a positive INTEGER`);
+    if (v.length > 1 && v[0] === 0 && !(v[1]! & 0x80)) throw new Error(`ECDSA signature's ${name} is not minimally encoded`);
+    const magnitude = v[0] === 0 ? v.subarray(1) : v;
+    if (magnitude.length === 0) throw new Error(`ECDSA signature's ${name} is 0`);
+    if (magnitude.length > coordinateLength) throw new Error(`ECDSA signature's ${name} is ${magnitude.length} bytes, longer than the curve's ${coordinateLength}`);
+    magnitude.copy(raw, (i + 1) * coordinateLength - magnitude.length);
+  }
+  return raw;
 }
 
 /** CKA_EC_POINT is a DER OCTET STRING around the point (PKCS#11 §2.3.3); some tokens omit the wrapper. */

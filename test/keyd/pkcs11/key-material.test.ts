@@ -176,3 +176,41 @@ test('PKCS#8 → token attributes: a multi-prime RSA key (RFC 8017 §A.1.2 versi
   relabelled[32] = 1;
   assert.throws(() => privateKeyAttributes(tokenKeyKind('rsa'), relabelled), /^Error: RSAPrivateKey is neither version 0 with two primes nor version 1 with otherPrimeInfos$/);
 });
+
+test('ECDSA DER → r ‖ s: only one SEQUENCE of two positive minimal INTEGERs that fit the curve, nothing after; never truncated into another signature', () => {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const data = Buffer.from('x');
+  const der = sign('sha256', data, privateKey);
+  const raw = ecdsaDerToRaw(der, 32);
+  assert.ok(verify('sha256', data, { key: publicKey, dsaEncoding: 'ieee-p1363' }, raw), 'control: node\'s signature converts and verifies');
+  const tlv = (tag: number, v: Buffer) => Buffer.concat([Buffer.of(tag, v.length), v]);
+  const int = (v: Buffer) => tlv(0x02, v);
+  const r = raw.subarray(0, 32);
+  const s = raw.subarray(32);
+  const signed = (v: Buffer) => (v[0]! & 0x80 ? Buffer.concat([Buffer.of(0), v]) : v);
+  const seq = (...items: Buffer[]) => tlv(0x30, Buffer.concat(items));
+  assert.deepEqual(ecdsaDerToRaw(seq(int(signed(r)), int(signed(s))), 32), raw, 'control: the same signature re-encoded here');
+  // A view into a larger buffer (as WebCrypto hands a Uint8Array): read where it starts.
+  const padded = Buffer.concat([Buffer.of(0xaa), der, Buffer.of(0xbb)]);
+  assert.deepEqual(ecdsaDerToRaw(new Uint8Array(padded.buffer, padded.byteOffset + 1, der.length), 32), raw, 'control: a Uint8Array view');
+
+  const refused: [string, Buffer, RegExp][] = [
+    ['a byte after the SEQUENCE', Buffer.concat([der, Buffer.of(0)]), /^Error: ECDSA signature is not one DER SEQUENCE with nothing after it$/],
+    ['a second SEQUENCE after it', Buffer.concat([der, der]), /^Error: ECDSA signature is not one DER SEQUENCE with nothing after it$/],
+    ['a SET instead of a SEQUENCE', Buffer.concat([Buffer.of(0x31), der.subarray(1)]), /^Error: ECDSA signature is not one DER SEQUENCE with nothing after it$/],
+    ['r only', seq(int(signed(r))), /^Error: ECDSA signature is not a SEQUENCE of two INTEGERs \(r, s\)$/],
+    ['a third INTEGER', seq(int(signed(r)), int(signed(s)), int(Buffer.of(1))), /^Error: ECDSA signature is not a SEQUENCE of two INTEGERs \(r, s\)$/],
+    ['r as an OCTET STRING', seq(tlv(0x04, r), int(signed(s))), /^Error: ECDSA signature is not a SEQUENCE of two INTEGERs \(r, s\)$/],
+    ['an empty s', seq(int(signed(r)), int(Buffer.alloc(0))), /^Error: ECDSA signature's s is not a positive INTEGER$/],
+    ['a negative r', seq(int(Buffer.concat([Buffer.of(0x80), r.subarray(1)])), int(signed(s))), /^Error: ECDSA signature's r is not a positive INTEGER$/],
+    ['r with a needless zero byte', seq(int(Buffer.of(0, 0x01, ...r.subarray(1))), int(signed(s))), /^Error: ECDSA signature's r is not minimally encoded$/],
+    ['s = 0', seq(int(signed(r)), int(Buffer.of(0))), /^Error: ECDSA signature's s is 0$/],
+    // 33 significant bytes whose last 32 are s: cutting them off would give a valid-looking s.
+    ['s one byte longer than P-256\'s', seq(int(signed(r)), int(Buffer.concat([Buffer.of(0x01), s]))), /^Error: ECDSA signature's s is 33 bytes, longer than the curve's 32$/],
+    ['a P-384 signature read as P-256', sign('sha384', data, generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).privateKey), /^Error: ECDSA signature's r is 4\d bytes, longer than the curve's 32$/],
+  ];
+  for (const [what, bad, error] of refused) assert.throws(() => ecdsaDerToRaw(bad, 32), error, what);
+
+  // r ‖ s → DER: an odd or empty length has no halves.
+  for (const length of [0, 63, 65]) assert.throws(() => ecdsaRawToDer(Buffer.alloc(length, 1)), new RegExp(`^Error: ECDSA r ‖ s of ${length} bytes is not two halves$`));
+});
