@@ -56,6 +56,9 @@ export function emptyManifest(): ManifestState {
   };
 }
 
+/** HMAC-SHA-256 as writeManifest writes it: 32 bytes, 64 lowercase hex digits. */
+const MAC_TEXT = /^[0-9a-f]{64}$/;
+
 function mac(key: Buffer, body: string): string {
   return createHmac('sha256', key).update('keyd manifest v1\0').update(body, 'utf8').digest('hex');
 }
@@ -87,8 +90,11 @@ export async function readManifest(dataDir: string, macKey: Buffer): Promise<Man
     throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} is not a keyd store manifest; refusing to open the store`);
   }
   const expected = Buffer.from(mac(macKey, outer.body), 'hex');
-  const given = Buffer.from(outer.mac, 'hex');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+  // Only the form writeManifest writes: Buffer.from(hex) stops at the first non-hex
+  // character and drops an odd last digit, so the right MAC with anything after it
+  // would decode to the right bytes. A malformed MAC is refused like a wrong one.
+  const given = MAC_TEXT.test(outer.mac) ? Buffer.from(outer.mac, 'hex') : undefined;
+  if (!given || given.length !== expected.length || !timingSafeEqual(given, expected)) {
     throw new KeydError('KEYD_MANIFEST_TAMPERED', `${path} fails authentication: it was edited, or belongs to another store; refusing to open the store`);
   }
   const state = JSON.parse(outer.body) as ManifestState;

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { emptyManifest, readManifest, writeManifest, MANIFEST_FILE, type ManifestState } from '../../../src/keyd/root/manifest-file.js';
@@ -66,6 +66,33 @@ test('JSON that is not a {body, mac} pair of strings (null, a number, an array, 
     // Control: the right shape with a wrong MAC gets as far as authentication.
     await writeFile(join(s.dir, MANIFEST_FILE), JSON.stringify({ body: '{}', mac }));
     await assert.rejects(readManifest(s.dir, key), /fails authentication/);
+  } finally {
+    await s.cleanup();
+  }
+});
+
+test('a MAC that is not exactly 64 lowercase hex digits (the right MAC with junk after it, an odd digit more, upper case, cut short) is KEYD_MANIFEST_TAMPERED; the MAC keyd wrote reads (control)', async () => {
+  const s = await scratch();
+  try {
+    const key = randomBytes(32);
+    const state = { ...emptyManifest(), sequence: 3, keys: { kb: 1 } };
+    await writeManifest(s.dir, key, state);
+    const written = JSON.parse(await readFile(join(s.dir, MANIFEST_FILE), 'utf8')) as { body: string; mac: string };
+    assert.match(written.mac, /^[0-9a-f]{64}$/);
+    assert.deepEqual(await readManifest(s.dir, key), state, 'control: the manifest as keyd wrote it');
+    // Buffer.from(hex) stops at the first non-hex character and drops an odd last digit:
+    // each of these decoded to the right 32 bytes before.
+    for (const mac of [`${written.mac}zz`, `${written.mac} `, `${written.mac}0`, `${written.mac}\n`, written.mac.toUpperCase(), written.mac.slice(0, 62)]) {
+      if (mac === written.mac) continue; // an all-digit MAC has no upper case
+      await writeFile(join(s.dir, MANIFEST_FILE), JSON.stringify({ body: written.body, mac }));
+      await assert.rejects(readManifest(s.dir, key), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'KEYD_MANIFEST_TAMPERED', JSON.stringify(mac));
+        assert.match(err.message, /manifest\.json fails authentication: it was edited, or belongs to another store; refusing to open the store$/);
+        return true;
+      }, JSON.stringify(mac));
+    }
+    await writeFile(join(s.dir, MANIFEST_FILE), JSON.stringify({ body: written.body, mac: written.mac }));
+    assert.deepEqual(await readManifest(s.dir, key), state, 'control: the same body and MAC re-written');
   } finally {
     await s.cleanup();
   }
