@@ -54,6 +54,15 @@ function page(req: IncomingMessage, res: ServerResponse): void {
   res.end(body);
 }
 
+/**
+ * How long a connection has, from accept, to send its whole PROXY v2 header (or the first
+ * byte of plain HTTP). Node's HTTP timeouts (headersTimeout, keepAliveTimeout) start only
+ * once the socket is handed to the HTTP server; before that, a client that sent part of a
+ * header and stopped would hold its socket open for as long as it liked. The edge sends
+ * the header in one write on a loopback connection, so seconds are plenty.
+ */
+export const PROXY_HEADER_TIMEOUT_MS = 5_000;
+
 /** Starts the upstream on 127.0.0.1 (port 0 = any); resolves with the server and its port. */
 export async function startDemoUpstream(port = 0): Promise<{ server: Server; port: number; close(): Promise<void> }> {
   const http = createHttpServer({ keepAliveTimeout: 5000 }, page);
@@ -62,6 +71,8 @@ export async function startDemoUpstream(port = 0): Promise<{ server: Server; por
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
+    const headerTimer = setTimeout(() => socket.destroy(), PROXY_HEADER_TIMEOUT_MS);
+    socket.once('close', () => clearTimeout(headerTimer));
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -82,6 +93,7 @@ export async function startDemoUpstream(port = 0): Promise<{ server: Server; por
       handOver(head.subarray(info.length));
     };
     const handOver = (rest: Buffer) => {
+      clearTimeout(headerTimer); // node's HTTP timeouts take over from here
       socket.off('data', onData);
       socket.pause();
       if (rest.length) socket.unshift(rest);

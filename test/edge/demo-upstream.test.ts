@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startDemoUpstream } from '../../src/edge/demo-upstream.js';
+import { PROXY_HEADER_TIMEOUT_MS, startDemoUpstream } from '../../src/edge/demo-upstream.js';
 import { PROXY_V2_SIGNATURE, Pp2Client, Pp2Type, encodeProxyV2 } from '../../src/edge/proxy-protocol.js';
 
 const GET = (userAgent: string) => Buffer.from(`GET /page HTTP/1.1\r\nHost: upstream.test\r\nUser-Agent: ${userAgent}\r\nConnection: close\r\n\r\n`, 'latin1');
@@ -130,6 +130,55 @@ test('PP2_TYPE_SSL: trailing bytes too short for a sub-TLV are ignored (no excep
     const fromSession = Buffer.from([Pp2Client.SSL | Pp2Client.CERT_SESS, 0, 0, 0, 0]);
     const resumed = parseResponse(await exchange(upstream.port, [Buffer.concat([headerWithSsl(fromSession), GET('curl/8.0')])]));
     assert.match(resumed.body.toString('utf8'), /^client certificate CN: \(certificate without CN\)$/m);
+  } finally {
+    await upstream.close();
+  }
+});
+
+/** Connects, writes `bytes`, and resolves with how long after connecting the upstream closed (undefined: still open at `waitMs`). */
+async function closedAfter(port: number, bytes: Buffer, waitMs: number): Promise<number | undefined> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  const start = performance.now();
+  if (bytes.length) socket.write(bytes);
+  const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(performance.now() - start)));
+  try {
+    return await Promise.race([closed, sleep(waitMs).then(() => undefined)]);
+  } finally {
+    socket.destroy();
+  }
+}
+
+test('a client that sends part of a PROXY v2 header (or nothing) and stops is closed after PROXY_HEADER_TIMEOUT_MS; a whole header then a request after that long is served (control)', { timeout: 30_000 }, async () => {
+  const upstream = await startDemoUpstream();
+  try {
+    const bound = PROXY_HEADER_TIMEOUT_MS + 2_000;
+    const [partialSignature, partialBody, nothing] = await Promise.all([
+      closedAfter(upstream.port, HEADER.subarray(0, 6), bound),
+      closedAfter(upstream.port, HEADER.subarray(0, HEADER.length - 1), bound),
+      closedAfter(upstream.port, Buffer.alloc(0), bound),
+    ]);
+    for (const [what, ms] of [['inside the signature', partialSignature], ['one byte short of the header', partialBody], ['nothing sent', nothing]] as const) {
+      assert.ok(ms !== undefined, `${what}: still open ${bound} ms after connecting`);
+      assert.ok(ms >= PROXY_HEADER_TIMEOUT_MS - 100, `${what}: closed at ${ms} ms, by the header timeout, not before`);
+    }
+
+    // Control: the header handed over, the timer is gone: a request sent after it still gets its page.
+    const late = connect(upstream.port, '127.0.0.1');
+    const received: Buffer[] = [];
+    late.on('data', (d: Buffer) => received.push(d));
+    const lateClosed = new Promise<void>((resolve, reject) => {
+      late.on('close', () => resolve());
+      late.on('error', reject);
+    });
+    late.write(HEADER);
+    await sleep(PROXY_HEADER_TIMEOUT_MS + 500);
+    late.write(GET('curl/8.0'));
+    await lateClosed;
+    const { status, body } = parseResponse(Buffer.concat(received));
+    assert.equal(status, 200);
+    assert.match(body.toString('utf8'), /^client address \(PROXY v2\): 192\.0\.2\.7:40001$/m);
   } finally {
     await upstream.close();
   }
