@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createDecipheriv, randomBytes, type DecipherGCM } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto';
 import { TlsAlert } from '../../src/tls/alert.js';
 import { SUITES12 } from '../../src/tls/crypto/suites12.js';
 import { RecordProtection12 } from '../../src/tls/record/protection12.js';
@@ -141,4 +141,95 @@ test('record layer in TLS 1.2 mode: a ChangeCipherSpec between the fragments of 
   control.push(Buffer.concat([fragment(finished.subarray(0, 6)), fragment(finished.subarray(6)), ccs]));
   assert.equal(control.next(policy({ acceptsChangeCipherSpec: true }))?.kind, 'handshake');
   assert.deepEqual(control.next(policy({ acceptsChangeCipherSpec: true })), { kind: 'changeCipherSpec' });
+});
+
+/**
+ * The sequence number is private and 2^32 or 2^64 records cannot be sent in a test: these
+ * tests set it directly, then check what goes out against the RFC text as above.
+ */
+function atSequence(p: RecordProtection12, seq: bigint): RecordProtection12 {
+  (p as unknown as { sequence: bigint }).sequence = seq;
+  return p;
+}
+
+test('ChaCha20-Poly1305 (RFC 7905 §2): the whole 64-bit sequence number is xored into the nonce, its high 32 bits included', () => {
+  const key = randomBytes(32);
+  const iv = randomBytes(12);
+  for (const seq of [2n ** 32n + 5n, 2n ** 63n + 1n, 5n]) {
+    const content = randomBytes(20);
+    const record = atSequence(new RecordProtection12(chacha, key, iv), seq).seal(ContentType.application_data, content);
+    const nonce = Buffer.from(iv);
+    nonce.writeBigUInt64BE(nonce.readBigUInt64BE(4) ^ seq, 4);
+    const ad = additionalData(0, 23, content.length);
+    ad.writeBigUInt64BE(seq, 0);
+    const opened = openIndependently('chacha20-poly1305', key, nonce, ad, record.subarray(5, record.length - 16), record.subarray(record.length - 16));
+    assert.deepEqual(opened, content, `sequence ${seq}`);
+  }
+});
+
+test('the sequence number never wraps (RFC 5246 §6.1): at 2^64 - 1 sealing and opening stop with internal_error; 2^64 - 2 is still used', () => {
+  for (const suite of [gcm, chacha]) {
+    const key = randomBytes(suite.keyLength);
+    const iv = randomBytes(suite.fixedIvLength);
+    const last = atSequence(new RecordProtection12(suite, key, iv), 2n ** 64n - 2n);
+    const record = last.seal(23, Buffer.from('last'));
+    if (suite === gcm) assert.equal(record.readBigUInt64BE(5), 2n ** 64n - 2n);
+    const reader = atSequence(new RecordProtection12(suite, key, iv), 2n ** 64n - 2n);
+    assert.equal(reader.tryOpen(record.subarray(0, 5), record.subarray(5))?.content.toString(), 'last');
+    const exhausted = (e: unknown) => e instanceof TlsAlert && e.alertName === 'internal_error';
+    assert.throws(() => last.seal(23, Buffer.from('one more')), exhausted);
+    assert.throws(() => last.sealParts(23, Buffer.from('one more')), exhausted);
+    assert.throws(() => reader.tryOpen(record.subarray(0, 5), record.subarray(5)), exhausted);
+  }
+});
+
+test('tryOpen: an empty fragment (explicit nonce and tag only; RFC 5246 §6.2.1 allows empty application data) opens to no bytes', () => {
+  for (const suite of [gcm, chacha]) {
+    const key = randomBytes(suite.keyLength);
+    const iv = randomBytes(suite.fixedIvLength);
+    const record = new RecordProtection12(suite, key, iv).seal(23, Buffer.alloc(0));
+    assert.equal(record.length, 5 + (suite === gcm ? 8 : 0) + 16);
+    const opened = new RecordProtection12(suite, key, iv).tryOpen(record.subarray(0, 5), record.subarray(5));
+    assert.equal(opened?.content.length, 0);
+  }
+});
+
+test('tryOpen (RFC 5288 §3): the GCM nonce is the salt and the explicit nonce the peer sent, whatever value the peer chose', () => {
+  const key = randomBytes(16);
+  const salt = randomBytes(4);
+  const content = Buffer.from('chosen by the peer');
+  for (const explicit of [randomBytes(8), Buffer.alloc(8)]) {
+    const cipher = createCipheriv('aes-128-gcm', key, Buffer.concat([salt, explicit]), { authTagLength: 16 }) as CipherGCM;
+    cipher.setAAD(additionalData(0, 23, content.length));
+    const body = Buffer.concat([explicit, cipher.update(content), cipher.final(), cipher.getAuthTag()]);
+    const opened = new RecordProtection12(gcm, key, salt).tryOpen(Buffer.of(23, 3, 3, body.length >> 8, body.length & 0xff), body);
+    assert.deepEqual(opened?.content, content);
+  }
+});
+
+test('sealParts (the record layer\'s path for large application data): header with the explicit nonce counted, then the ciphertext and the tag, as the RFC 5288 §3 / RFC 7905 §2 nonce', () => {
+  for (const suite of [gcm, chacha]) {
+    const key = randomBytes(suite.keyLength);
+    const iv = randomBytes(suite.fixedIvLength);
+    const p = new RecordProtection12(suite, key, iv);
+    for (let seq = 0; seq < 3; seq++) {
+      const content = randomBytes(5000 + seq);
+      const [header, ciphertext, tag] = p.sealParts(ContentType.application_data, content);
+      const explicitLength = suite === gcm ? 8 : 0;
+      assert.equal(header.length, 5 + explicitLength);
+      assert.equal(header[0], ContentType.application_data);
+      assert.equal(header.readUInt16BE(1), 0x0303);
+      assert.equal(header.readUInt16BE(3), explicitLength + content.length + 16);
+      let nonce: Buffer;
+      if (suite === gcm) {
+        assert.equal(header.readBigUInt64BE(5), BigInt(seq), 'explicit nonce is the sequence number');
+        nonce = Buffer.concat([iv, header.subarray(5)]);
+      } else {
+        nonce = Buffer.from(iv);
+        nonce.writeUInt32BE((nonce.readUInt32BE(8) ^ seq) >>> 0, 8);
+      }
+      const opened = openIndependently(suite.aead, key, nonce, additionalData(seq, 23, content.length), ciphertext, tag);
+      assert.deepEqual(opened, content);
+    }
+  }
 });
