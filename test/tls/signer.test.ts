@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants, generateKeyPairSync, randomBytes, verify } from 'node:crypto';
 import { LocalSigner, type SignRequest } from '../../src/tls/index.js';
+import { certificateVerifyContent } from '../../src/tls/signer.js';
 import { SignatureScheme } from '../../src/tls/wire/codepoints.js';
 
 const SERVER_CONTEXT = 'TLS 1.3, server CertificateVerify';
@@ -65,4 +66,28 @@ test('LocalSigner: TLS 1.2 ServerKeyExchange is signed over client_random || ser
     ec.sign({ kind: 'tls12-server-key-exchange', scheme: SignatureScheme.rsa_pkcs1_sha256, clientRandom: randomBytes(32), serverRandom: randomBytes(32), serverParams: ecdheParams() }),
     /cannot sign a TLS 1.2 ServerKeyExchange/,
   );
+});
+
+test('CertificateVerify content (RFC 8446 §4.4.3): a transcript hash of a length no TLS 1.3 suite produces is refused; 32 and 48 bytes are signed', async () => {
+  for (const length of [1, 20, 31, 33, 47, 49, 64]) {
+    assert.throws(() => certificateVerifyContent(Buffer.alloc(length)), RangeError, `${length} bytes`);
+  }
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const signer = new LocalSigner(privateKey);
+  await assert.rejects(
+    signer.sign({ kind: 'tls13-certificate-verify', scheme: SignatureScheme.ecdsa_secp384r1_sha384, transcriptHash: randomBytes(64) }),
+    /transcript hash must be 32 or 48 bytes, got 64/,
+  );
+  for (const length of [32, 48]) {
+    const hash = randomBytes(length);
+    assert.deepEqual(certificateVerifyContent(hash), tls13Content(hash));
+    const sig = await signer.sign({ kind: 'tls13-certificate-verify', scheme: SignatureScheme.ecdsa_secp384r1_sha384, transcriptHash: hash });
+    assert.ok(verify('sha384', tls13Content(hash), publicKey, sig));
+  }
+});
+
+test('LocalSigner: a public key is refused when the signer is made, not at the first handshake; its private key is taken', () => {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  assert.throws(() => new LocalSigner(publicKey), TypeError);
+  assert.ok(new LocalSigner(privateKey).schemes.includes(SignatureScheme.ecdsa_secp256r1_sha256));
 });
