@@ -54,3 +54,30 @@ test('TPMS_ATTEST quote: fields decoded; wrong magic, wrong type and every prefi
   assert.throws(() => parseQuote(certify), /is not a quote/);
   for (let n = 0; n < bytes.length; n++) assert.throws(() => parseQuote(bytes.subarray(0, n)), /quote-signature: the quote is not a TPM-generated TPMS_ATTEST quote/);
 });
+
+test('TPM2B_PUBLIC: a nameAlg other than SHA-256 (the Name would be wrong), an ECDSA scheme hash other than SHA-256, a curve other than P-256 are refused; the ECDSA-SHA256 P-256 key is the control', () => {
+  const publicKey = detachedPublicKey(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey);
+  const jwk = publicKey.export({ format: 'jwk' });
+  const bytes = akPublic(Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url'));
+  assert.ok(parseAkPublic(bytes).publicKey.equals(publicKey));
+  // Offsets in the TPM2B_PUBLIC built by akPublic: size(2), type(2), nameAlg(2), attributes(4),
+  // authPolicy size(2) = 0, symmetric(2), scheme(2), scheme hash(2), curveID(2) (Part 2 §12.2.3.6).
+  const patched = (offset: number, value: number) => {
+    const b = Buffer.from(bytes);
+    b.writeUInt16BE(value, offset);
+    return b;
+  };
+  assert.throws(() => parseAkPublic(patched(4, 0x000c)), /nameAlg 0xc is not SHA-256/);
+  assert.throws(() => parseAkPublic(patched(16, 0x000c)), /not ECDSA with SHA-256/);
+  assert.throws(() => parseAkPublic(patched(14, 0x001a)), /not ECDSA with SHA-256/, 'ECDAA is not ECDSA');
+  assert.throws(() => parseAkPublic(patched(18, 0x0004)), /curve 0x4 is not NIST P-256/);
+  // The unchanged bytes still decode: each refusal above is the patched field's.
+  assert.ok(parseAkPublic(patched(4, 0x000b)).publicKey.equals(publicKey));
+});
+
+test('TPMS_ATTEST quote: extraData over 64 bytes (TPM2B_DATA holds a TPMU_HA) and bytes after pcrDigest are refused; 64 bytes of extraData are the control', () => {
+  const digest = Buffer.alloc(32, 0xbb);
+  assert.deepEqual(parseQuote(quote(Buffer.alloc(64, 1), digest)).extraData, Buffer.alloc(64, 1));
+  assert.throws(() => parseQuote(quote(Buffer.alloc(65, 1), digest)), /quote-signature: the quote is not a TPM-generated TPMS_ATTEST quote/);
+  assert.throws(() => parseQuote(Buffer.concat([quote(Buffer.alloc(32), digest), Buffer.from([0])])), /quote-signature: the quote is not a TPM-generated TPMS_ATTEST quote/);
+});
