@@ -145,11 +145,14 @@ function logTail(logFile: string, lines = 15): string {
   }
 }
 
+/** A child that ended while the demo waited for it: a failure, never a mere "not ready yet". */
+class ChildExited extends Error {}
+
 async function until<T>(what: string, child: ChildProcess, logFile: string, attempt: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}); its log ${logFile} ends with:\n${logTail(logFile)}`);
+      throw new ChildExited(`${what} exited (${child.exitCode ?? child.signalCode}); its log ${logFile} ends with:\n${logTail(logFile)}`);
     }
     try {
       return await attempt();
@@ -319,7 +322,12 @@ export async function main(argv: string[]): Promise<number> {
     const credentialReady = await until('edge', edge, edgeLog, async () => {
       if (!logSince(edgeLog, edgeLogStart).includes('delegated credential obtained from keyd')) throw new Error('no delegated credential yet');
       return true;
-    }).catch(() => false);
+    }).catch((err: unknown) => {
+      // Only "no credential yet" is tolerated. The port check above is passed by whatever
+      // listens there, so an edge that could not listen (the port taken) dies during this wait.
+      if (err instanceof ChildExited) throw err;
+      return false;
+    });
 
     const caFile = demoPkiPaths(caDir).caCertificate;
     const url = `https://localhost:${opts.port}/`;
@@ -350,11 +358,14 @@ export async function main(argv: string[]): Promise<number> {
       ['keyd', keyd, keydLog],
       ['edge', edge, edgeLog],
     ] as const) {
-      child.once('exit', (code, signal) => {
+      const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
         if (stopping) return;
         process.stderr.write(`demo: ${name} exited unexpectedly (${code ?? signal}); ${log} ends with:\n${logTail(log)}\n`);
         void stopAll(1);
-      });
+      };
+      // A child that ended before this line emitted 'exit' already: a listener added now would never run.
+      if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+      else child.once('exit', onExit);
     }
   } catch (err) {
     process.stderr.write(`delegator demo: ${(err as Error).message}\n`);
