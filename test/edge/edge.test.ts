@@ -151,6 +151,18 @@ async function exchange(socket: TLSSocket, text: string): Promise<string> {
   return out;
 }
 
+
+/** The names the edge asks the stand-in keyd about, in order. */
+function recordLookups(keyd: { lookup: (name: string) => unknown }): string[] {
+  const asked: string[] = [];
+  const lookup = keyd.lookup.bind(keyd);
+  keyd.lookup = (name: string) => {
+    asked.push(name);
+    return lookup(name);
+  };
+  return asked;
+}
+
 test('routes by SNI to the right certificate and upstream; no SNI gets the default', async (t) => {
   const f = await fixture(t);
   const cas = [f.pkiA.caCertPem, f.pkiB.caCertPem];
@@ -267,12 +279,7 @@ test('PROXY v2 header carries the client address and the server name', async (t)
 // name all see `x.b.test` (docs/EDGE.md, SNI routing).
 test('SNI "X.B.Test." and "A.TEST." route as x.b.test and a.test (certificate, upstream, PROXY authority); "a.test.." is illegal_parameter', { timeout: 20_000 }, async (t) => {
   const f = await fixture(t);
-  const asked: string[] = [];
-  const lookup = f.keyd.lookup.bind(f.keyd);
-  f.keyd.lookup = (name: string) => {
-    asked.push(name);
-    return lookup(name);
-  };
+  const asked = recordLookups(f.keyd);
   const session = async (serverName: string) => {
     const transport = await socketTransport(f.port);
     t.after(() => transport.close());
@@ -677,12 +684,7 @@ test('a client that sends close_notify + FIN and then resets, to an upstream tha
 
 test('a server name that is not a DNS host name is unrecognized_name under a wildcard route, and nothing of it is kept', async (t) => {
   const f = await fixture(t);
-  const asked: string[] = [];
-  const lookup = f.keyd.lookup.bind(f.keyd);
-  f.keyd.lookup = (name: string) => {
-    asked.push(name);
-    return lookup(name);
-  };
+  const asked = recordLookups(f.keyd);
   const attempt = async (serverName: string): Promise<number | undefined> => {
     const transport = await socketTransport(f.port);
     t.after(() => transport.close());
